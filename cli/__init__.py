@@ -1,0 +1,1 @@
+"""The speechkern command line (installed as the ``speechkern_cli`` package)."""

@@ -1,0 +1,48 @@
+"""Entry point of the ``speechkern`` command: sub-commands are thin wrappers over the library."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+import speechkern
+from speechkern.errors import SpeechkernError
+
+from .ui import fail
+
+app = typer.Typer(
+    name="speechkern",
+    help="Speech enhancement with large-scale kernel machines: train, evaluate and enhance.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"speechkern {speechkern.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Speech enhancement with large-scale kernel machines."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; user errors become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="speechkern")
+    except SpeechkernError as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again (with --resume for train) to continue", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Audio files in and out: soundfile for reading and writing, torchaudio for resampling.
+
+Waveforms are float32 numpy arrays in [-1, 1]; shape ``(n_samples,)`` for mono, ``(n_channels, n_samples)``
+for multichannel. Every error names the file and says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from speechkern.errors import SpeechkernError
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def info(path: str | os.PathLike) -> sf._SoundFileInfo:
+    """Header of an audio file (sample rate, channels, frames), with a clear error when it is not audio."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise SpeechkernError(
+            f"{path}: not a readable audio file ({err}); give a WAV, FLAC or NIST SPHERE file"
+        ) from None
+
+
+def load(
+    path: str | os.PathLike,
+    sr: int | None = 16000,
+    mono: bool = True,
+    start: int = 0,
+    stop: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """Read an audio file as float32.
+
+    sr: target sample rate in Hz (resampled if the file differs), or None to keep the file's rate.
+    mono: average the channels; otherwise return ``(n_channels, n_samples)``.
+    start, stop: sample range in the file's own rate.
+    Returns the waveform and its sample rate in Hz.
+    """
+    path = Path(path)
+    _check_exists(path)
+    try:
+        data, file_sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise SpeechkernError(
+            f"{path}: not a readable audio file ({err}); give a WAV, FLAC or NIST SPHERE file"
+        ) from None
+    if data.shape[0] == 0:
+        raise SpeechkernError(f"{path}: the file holds no samples; give a non-empty recording")
+    y = data.T  # (channels, samples)
+    if mono:
+        y = y.mean(axis=0)
+    if sr is not None and sr != file_sr:
+        y = resample(y, file_sr, sr)
+        file_sr = sr
+    return np.ascontiguousarray(y, dtype=np.float32), int(file_sr)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Band-limited resampling along the last axis (torchaudio's windowed-sinc polyphase filter)."""
+    if orig_sr == target_sr:
+        return y
+    import torch
+    import torchaudio.functional as AF
+
+    g = gcd(int(orig_sr), int(target_sr))
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), orig_sr // g, target_sr // g)
+    return out.numpy()
+
+
+def save(path: str | os.PathLike, y: np.ndarray, sr: int, overwrite: bool = False, subtype: str | None = None):
+    """Write a waveform atomically (temporary file, then rename); refuse to replace a file unless asked.
+
+    y: ``(n_samples,)`` or ``(n_channels, n_samples)``; values outside [-1, 1] are clipped by the PCM writer.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise SpeechkernError(f"{path}: exists already; choose another output name or pass --overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(y, dtype=np.float32)
+    data = data.T if data.ndim == 2 else data
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, data, sr, format=fmt, subtype=subtype or "PCM_16")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def find_audio(root: str | os.PathLike, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:
+    """All audio files below a folder (recursively, case-insensitive suffix), sorted for reproducibility."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SpeechkernError(f"{root}: no such folder; give a folder that holds {'/'.join(suffixes)} files")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise SpeechkernError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise SpeechkernError(f"{path}: is a folder, not an audio file")

@@ -1,0 +1,10 @@
+"""Errors a user can act on.
+
+Library code raises :class:`SpeechkernError` for bad input (a missing file, an unreadable recipe key, a
+value out of range). Its message names the thing, what was expected and what to do; the command line prints
+it as one line and exits non-zero instead of showing a traceback.
+"""
+
+
+class SpeechkernError(Exception):
+    """A problem with the user's input or environment, explained in the message."""
