@@ -1,0 +1,79 @@
+"""Content-addressed on-disk arrays: a second run with the same configuration and input reuses the results.
+
+Entries are safetensors files named by a SHA-256 key of the configuration and the input; writes go to a
+temporary file in the same folder and are renamed into place, so an interrupted run never leaves a broken entry.
+The default folder is ``$SPEECHKERN_CACHE`` or ``~/.cache/speechkern``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+
+def default_cache_dir() -> Path:
+    """``$SPEECHKERN_CACHE`` if set, else ``$XDG_CACHE_HOME/speechkern`` or ``~/.cache/speechkern``."""
+    if os.environ.get("SPEECHKERN_CACHE"):
+        return Path(os.environ["SPEECHKERN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "speechkern"
+
+
+def content_key(*parts: Any) -> str:
+    """SHA-256 hex digest of JSON-able values and numpy arrays (dtype, shape and bytes of each array)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            arr = np.ascontiguousarray(part)
+            digest.update(f"array:{arr.dtype.str}:{arr.shape}".encode())
+            digest.update(arr.tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+class ArrayCache:
+    """A folder of safetensors files keyed by :func:`content_key`; ``root=None`` disables caching."""
+
+    def __init__(self, root: str | os.PathLike | None, namespace: str = "features") -> None:
+        self.root = None if root is None else Path(root) / namespace
+
+    def _path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        """The arrays stored under ``key``, or None when absent (or unreadable, which counts as absent)."""
+        if self.root is None:
+            return None
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError):
+            return None
+
+    def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        """Store arrays under ``key`` atomically (no partial file is ever visible)."""
+        if self.root is None:
+            return
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".part", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

@@ -1,0 +1,237 @@
+"""Mixtures at a set SNR, the noise split, generated noises, and manifests that rebuild any mixture exactly.
+
+SPEC §2: the noise is scaled so that 10·log10(Σs²/Σn²) over the whole utterance equals the target SNR;
+training and validation mixtures draw noise segments from the first half of each noise recording, test
+mixtures from the second half. Speech-shaped noise is white noise shaped by the long-term average spectrum of
+training speech; babble is a sum of several level-normalised talkers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from speechkern import audio
+from speechkern.errors import SpeechkernError
+
+SPLITS = ("train", "val", "test")
+
+
+def energy(y: np.ndarray) -> float:
+    """Sum of squares, accumulated in float64."""
+    return float(np.dot(y.astype(np.float64), y.astype(np.float64)))
+
+
+def noise_gain(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
+    """Factor for ``noise`` so that the whole-utterance SNR of ``clean + gain·noise`` is ``snr_db`` dB."""
+    e_s, e_n = energy(clean), energy(noise)
+    if e_s <= 0.0:
+        raise SpeechkernError("the clean speech is silent (all zeros); an SNR cannot be set for it")
+    if e_n <= 0.0:
+        raise SpeechkernError("the noise segment is silent (all zeros); choose another noise or offset")
+    return float(np.sqrt(e_s / (e_n * 10.0 ** (snr_db / 10.0))))
+
+
+def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mix speech and an equally long noise segment at ``snr_db`` dB.
+
+    Returns the mixture, the scaled noise (so that mixture = clean + scaled noise) and the gain applied.
+    """
+    if clean.shape != noise.shape:
+        raise SpeechkernError(f"clean ({clean.shape[-1]} samples) and noise ({noise.shape[-1]}) differ in length")
+    gain = noise_gain(clean, noise, snr_db)
+    scaled = (noise.astype(np.float64) * gain).astype(np.float32)
+    return (clean + scaled).astype(np.float32), scaled, gain
+
+
+def segment_range(noise_length: int, half: str) -> tuple[int, int]:
+    """Sample range ``[start, stop)`` a split may draw noise from: ``"first"`` or ``"second"`` half."""
+    middle = noise_length // 2
+    if half == "first":
+        return 0, middle
+    if half == "second":
+        return middle, noise_length
+    raise ValueError(f"half must be 'first' or 'second', not {half!r}")
+
+
+def half_for_split(split: str) -> str:
+    """Training and validation mixtures use the first half of each noise, test mixtures the second."""
+    return "second" if split == "test" else "first"
+
+
+def cut_noise(noise: np.ndarray, offset: int, n_samples: int, start: int, stop: int) -> np.ndarray:
+    """``n_samples`` of noise beginning at ``offset`` inside ``[start, stop)``, wrapping within that range.
+
+    Wrapping keeps a split inside its half of the recording even when the half is shorter than the utterance.
+    """
+    idx = start + (offset - start + np.arange(n_samples)) % (stop - start)
+    return noise[idx]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generated noises
+
+
+def long_term_spectrum(signals: Iterable[np.ndarray], n_fft: int = 1024) -> np.ndarray:
+    """Long-term average power spectrum (``n_fft // 2 + 1`` bins) of speech, each signal weighted by its length."""
+    from scipy.signal import welch
+
+    total = np.zeros(n_fft // 2 + 1)
+    weight = 0
+    for y in signals:
+        if len(y) < n_fft:
+            continue
+        _, pxx = welch(y.astype(np.float64), nperseg=n_fft, noverlap=n_fft // 2, window="hann")
+        total += pxx * len(y)
+        weight += len(y)
+    if weight == 0:
+        raise SpeechkernError(f"speech-shaped noise needs speech longer than {n_fft} samples; none was given")
+    return total / weight
+
+
+def speech_shaped_noise(spectrum: np.ndarray, n_samples: int, seed: int) -> np.ndarray:
+    """Stationary noise with the given power spectrum: random phases under the spectrum's magnitude.
+
+    spectrum: ``n_fft // 2 + 1`` power values on a uniform grid from 0 Hz to the Nyquist frequency.
+    Returns float32 noise of ``n_samples`` samples with RMS 0.05.
+    """
+    rng = np.random.default_rng(seed)
+    n_bins = n_samples // 2 + 1
+    grid = np.linspace(0.0, 1.0, len(spectrum))
+    magnitude = np.sqrt(np.interp(np.linspace(0.0, 1.0, n_bins), grid, spectrum))
+    phase = rng.uniform(0.0, 2.0 * np.pi, n_bins)
+    y = np.fft.irfft(magnitude * np.exp(1j * phase), n=n_samples)
+    return (0.05 * y / np.sqrt(np.mean(y**2))).astype(np.float32)
+
+
+def babble(talkers: Sequence[Sequence[np.ndarray]], n_samples: int, seed: int, n_talkers: int = 6) -> np.ndarray:
+    """Babble: the sum of ``n_talkers`` different talkers, each a level-normalised stream of their utterances.
+
+    talkers: for each available talker, a list of their utterances (float32 waveforms).
+    Returns float32 babble of ``n_samples`` samples with RMS 0.05.
+    """
+    usable = [utts for utts in talkers if sum(len(u) for u in utts) > 0]
+    if len(usable) < 2:
+        raise SpeechkernError(f"babble needs at least 2 talkers with speech; {len(usable)} given")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(usable), size=min(n_talkers, len(usable)), replace=False)
+    out = np.zeros(n_samples, dtype=np.float64)
+    for t in chosen:
+        stream = np.concatenate([usable[t][i] for i in rng.permutation(len(usable[t]))]).astype(np.float64)
+        stream = np.tile(stream, int(np.ceil(n_samples / len(stream))) + 1)
+        start = int(rng.integers(0, len(stream) - n_samples))
+        part = stream[start : start + n_samples]
+        out += part / max(np.sqrt(np.mean(part**2)), 1e-12)
+    return (0.05 * out / np.sqrt(np.mean(out**2))).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Manifests
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """One mixture, everything needed to rebuild it exactly.
+
+    clean / noise: audio file paths; the first ``n_samples`` samples of the clean file (at ``sr`` Hz) are used.
+    noise_offset: first noise sample used; the segment wraps inside ``[noise_start, noise_stop)``, the half of
+    the recording this split may use. gain: the noise scale that gives ``snr_db``; seed: the seed of the offset.
+    """
+
+    id: str
+    split: str
+    condition: str
+    clean: str
+    noise: str
+    noise_name: str
+    snr_db: float
+    noise_offset: int
+    noise_start: int
+    noise_stop: int
+    n_samples: int
+    gain: float
+    seed: int
+    sr: int = 16000
+    talker: str = ""
+
+    def build(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rebuild ``(mixture, clean, scaled_noise)`` from the files."""
+        clean, _ = audio.load(self.clean, sr=self.sr)
+        noise, _ = audio.load(self.noise, sr=self.sr)
+        return self.build_from(clean, noise)
+
+    def build_from(self, clean: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rebuild from already loaded clean speech and the whole noise recording."""
+        if len(clean) < self.n_samples:
+            raise SpeechkernError(
+                f"{self.clean}: {len(clean)} samples where the manifest recorded {self.n_samples}; "
+                "the file changed since the manifest was written: rebuild the run with --overwrite"
+            )
+        clean = clean[: self.n_samples]
+        segment = cut_noise(noise, self.noise_offset, self.n_samples, self.noise_start, self.noise_stop)
+        scaled = (segment.astype(np.float64) * self.gain).astype(np.float32)
+        return (clean + scaled).astype(np.float32), clean, scaled
+
+
+def draw_mixture(
+    *,
+    mixture_id: str,
+    split: str,
+    clean_path: str,
+    clean: np.ndarray,
+    noise_path: str,
+    noise_name: str,
+    noise: np.ndarray,
+    snr_db: float,
+    seed: int,
+    sr: int,
+    talker: str = "",
+) -> Mixture:
+    """Pick a noise segment for ``split`` (first or second half) and the gain for ``snr_db``; record it."""
+    start, stop = segment_range(len(noise), half_for_split(split))
+    if stop - start < sr // 10:
+        raise SpeechkernError(f"{noise_path}: too short to split into halves ({len(noise)} samples); use longer noise")
+    rng = np.random.default_rng(seed)
+    offset = int(rng.integers(start, stop))
+    segment = cut_noise(noise, offset, len(clean), start, stop)
+    gain = noise_gain(clean, segment, snr_db)
+    condition = f"{noise_name}_{snr_db:g}dB"
+    return Mixture(
+        id=mixture_id, split=split, condition=condition, clean=str(clean_path), noise=str(noise_path),
+        noise_name=noise_name, snr_db=float(snr_db), noise_offset=offset, noise_start=start, noise_stop=stop,
+        n_samples=len(clean), gain=gain, seed=seed, sr=sr, talker=talker,
+    )  # fmt: skip
+
+
+def write_manifest(path: str | os.PathLike, mixtures: Sequence[Mixture]) -> None:
+    """Write mixtures as JSON lines, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for m in mixtures:
+            f.write(json.dumps(asdict(m)) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(path: str | os.PathLike) -> list[Mixture]:
+    """Read a manifest written by :func:`write_manifest`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpeechkernError(f"{path}: manifest not found; run `speechkern train` to create the run directory")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(Mixture(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as err:
+                raise SpeechkernError(f"{path}:{number}: not a manifest row ({err})") from None
+    return rows
