@@ -1,0 +1,107 @@
+"""Algorithm 1: the points it visits, memoisation, the stopping rule, and resume from the log."""
+
+from __future__ import annotations
+
+import pytest
+
+from speechkern.autotune import EvaluationLog, SigmaGrid, autotune, median_distance_power, search
+
+
+def test_search_follows_algorithm_on_unimodal_function():
+    calls: list[int] = []
+
+    def f(x: int) -> float:
+        calls.append(x)
+        return (x - 37) ** 2
+
+    result = search(f, 0, 90)
+    # Level 1: thirds of [0, 90] → 30, 60; argmin σ_m1 = 30 → [σ_l, σ_m2] = [0, 60]. Level 2 reuses 30 and
+    # adds 15 (midpoint of the left side, the larger on a tie); argmin 30 = σ_m2 → [σ_m1, σ_h] = [15, 60]; ...
+    # worked out by hand down to [36, 38], where the width is 2 and σ_l = 36 is returned.
+    assert calls == [0, 30, 60, 90, 15, 45, 22, 38, 34, 42, 36, 35, 37]
+    assert result == 36
+
+
+def test_search_stops_at_width_two_and_returns_low():
+    memo: dict[int, float] = {}
+    result = search(lambda x: abs(x - 5), 0, 12, memo)
+    assert result in (3, 4, 5)
+    assert set(memo) >= {0, 12}
+    assert search(lambda x: pytest.fail("must not evaluate"), 7, 9) == 7
+
+
+@pytest.mark.parametrize("optimum", [0, 1, 17, 63, 64])
+def test_search_finds_unimodal_minimum_anywhere(optimum: int):
+    calls: list[int] = []
+
+    def f(x: int) -> float:
+        calls.append(x)
+        return abs(x - optimum) + 0.01 * x
+
+    result = search(f, 0, 64)
+    assert result <= optimum <= result + 2
+    assert len(calls) == len(set(calls))
+    assert len(calls) < 30
+
+
+def test_autotune_picks_best_gamma_and_never_repeats(tmp_path):
+    evaluated: list[tuple[float, float]] = []
+
+    def cv(gamma: float, sigma: float) -> float:
+        evaluated.append((gamma, sigma))
+        return abs(gamma - 1.0) + abs(sigma - 8.0) / 8.0
+
+    log = EvaluationLog(tmp_path / "autotune.jsonl")
+    choice = autotune(cv, [0.5, 1.0, 2.0], lambda g: SigmaGrid.between(1.0, 64.0), log, subband=2)
+    assert choice.gamma == 1.0
+    assert 8.0 / 2**0.5 <= choice.sigma <= 8.0 * 2**0.5
+    assert len(evaluated) == len(set(evaluated))
+    lines = (tmp_path / "autotune.jsonl").read_text().splitlines()
+    assert len(lines) == len(evaluated)
+    assert all('"subband": 2' in line for line in lines)
+
+
+def test_resume_after_interruption_repeats_no_evaluation(tmp_path):
+    path = tmp_path / "autotune.jsonl"
+    count = {"n": 0}
+
+    def cv(gamma: float, sigma: float) -> float:
+        count["n"] += 1
+        if count["n"] == 7:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the search
+        return (sigma - 20.0) ** 2 + gamma
+
+    grids = lambda g: SigmaGrid.between(1.0, 256.0)  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        autotune(cv, [0.5, 1.0], grids, EvaluationLog(path))
+    done_before = [(r.gamma, r.grid_index) for r in EvaluationLog(path).rows]
+    assert len(done_before) == 6
+
+    again: list[tuple[float, float]] = []
+
+    def cv2(gamma: float, sigma: float) -> float:
+        again.append((gamma, sigma))
+        return (sigma - 20.0) ** 2 + gamma
+
+    resumed = autotune(cv2, [0.5, 1.0], grids, EvaluationLog(path))
+    grid = grids(0.5)
+    assert not {(g, grid.sigma(k)) for g, k in done_before} & set(again)
+    fresh: list[tuple[float, float]] = []
+    reference = autotune(lambda g, s: fresh.append((g, s)) or (s - 20.0) ** 2 + g, [0.5, 1.0], grids,
+                         EvaluationLog(None))  # fmt: skip
+    assert (resumed.gamma, resumed.sigma) == (reference.gamma, reference.sigma)
+    assert len(again) + len(done_before) == len(fresh)
+
+
+def test_sigma_grid_and_median_distance():
+    import numpy as np
+
+    grid = SigmaGrid.between(2.0, 32.0, steps=4)
+    assert grid.sigma(grid.low) == 2.0
+    assert grid.sigma(grid.high) == pytest.approx(32.0)
+    around = SigmaGrid.around(10.0)
+    assert around.sigma(around.low) == pytest.approx(10.0 / 16)
+    assert around.sigma(around.high) == pytest.approx(40.0)
+    X = np.eye(4) * 3.0  # every pair at distance 3·√2
+    assert median_distance_power(X, 1.0) == pytest.approx(3.0 * 2**0.5)
+    assert median_distance_power(X, 2.0) == pytest.approx(18.0)
