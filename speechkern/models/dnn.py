@@ -1,0 +1,227 @@
+"""The DNN baseline of SPEC §7: a multilayer perceptron from features to mask values.
+
+Three hidden layers of 1024 ReLU units with dropout 0.2, a sigmoid output and the MSE loss, trained with
+mini-batches of 1024. The reference used AdaGrad with momentum; this baseline uses Adam (a documented,
+acceptable choice). Training stops when the validation loss has not improved for ``patience`` epochs and the
+best weights are kept. With ``checkpoint`` set, the state after every epoch is saved, and a later ``fit`` with
+the same checkpoint resumes from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from speechkern.device import resolve_device
+from speechkern.progress import report
+
+
+def build_mlp(n_inputs: int, n_outputs: int, hidden: list[int], dropout: float) -> nn.Sequential:
+    """ReLU hidden layers with dropout, then a sigmoid output layer (mask values in [0, 1])."""
+    layers: list[nn.Module] = []
+    width = n_inputs
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+        width = size
+    layers += [nn.Linear(width, n_outputs), nn.Sigmoid()]
+    return nn.Sequential(*layers)
+
+
+class DNNRegressor:
+    """MLP mask estimator with the scikit-learn estimator contract (``fit``/``predict``, learned ``*_``)."""
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] | list[int] = (1024, 1024, 1024),
+        dropout: float = 0.2,
+        epochs: int = 20,
+        batch_size: int = 1024,
+        learning_rate: float = 1e-3,
+        patience: int = 3,
+        device: str = "auto",
+        seed: int = 0,
+        progress_task: str = "dnn",
+    ) -> None:
+        self.hidden = hidden
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.device = device
+        self.seed = seed
+        self.progress_task = progress_task
+
+    def get_params(self, deep: bool = True) -> dict:
+        keys = ["hidden", "dropout", "epochs", "batch_size", "learning_rate", "patience", "device", "seed",
+                "progress_task"]  # fmt: skip
+        return {k: getattr(self, k) for k in keys}
+
+    def fit(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        X_val: np.ndarray | None = None,
+        Y_val: np.ndarray | None = None,
+        checkpoint: str | os.PathLike | None = None,
+    ) -> DNNRegressor:
+        """Train on frames ``X`` (n, d) → mask values ``Y`` (n, k) in [0, 1]; early-stop on the validation set.
+
+        Without a validation set, 10% of the training frames are held out (SPEC §7).
+        """
+        device = resolve_device(self.device)
+        generator = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        X = np.asarray(X, dtype=np.float32)
+        Y = np.asarray(Y, dtype=np.float32).reshape(len(X), -1)
+        if X_val is None or Y_val is None:
+            perm = torch.randperm(len(X), generator=generator).numpy()
+            n_val = max(1, len(X) // 10)
+            X_val, Y_val = X[perm[:n_val]], Y[perm[:n_val]]
+            X, Y = X[perm[n_val:]], Y[perm[n_val:]]
+        X_val = np.asarray(X_val, dtype=np.float32)
+        Y_val = np.asarray(Y_val, dtype=np.float32).reshape(len(X_val), -1)
+
+        self.n_features_in_ = X.shape[1]
+        self.n_outputs_ = Y.shape[1]
+        self.network_ = build_mlp(self.n_features_in_, self.n_outputs_, list(self.hidden), self.dropout).to(device)
+        optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
+        self.history_: list[dict] = []
+        best_state = {k: v.detach().clone() for k, v in self.network_.state_dict().items()}
+        best_loss, start_epoch = float("inf"), 0
+        if checkpoint is not None and Path(f"{checkpoint}.json").is_file():
+            state = _load_checkpoint(checkpoint, self.network_, optimizer)
+            self.history_, best_loss, start_epoch = state["history"], state["best_loss"], state["epoch"]
+            best_state = state["best_state"]
+            generator.manual_seed(self.seed + start_epoch)
+
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+        Xv, Yv = torch.from_numpy(X_val).to(device), torch.from_numpy(Y_val).to(device)
+        stale = sum(1 for _ in _trailing_stale(self.history_))
+        for epoch in range(start_epoch + 1, self.epochs + 1):
+            if stale >= self.patience:
+                break
+            started = time.perf_counter()
+            self.network_.train()
+            total, seen = 0.0, 0
+            for idx in torch.randperm(len(Xt), generator=generator).split(self.batch_size):
+                xb, yb = Xt[idx].to(device, non_blocking=True), Yt[idx].to(device, non_blocking=True)
+                loss = nn.functional.mse_loss(self.network_(xb), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss) * len(idx)
+                seen += len(idx)
+            val_mse = self._mse(Xv, Yv)
+            seconds = time.perf_counter() - started
+            self.history_.append({"epoch": epoch, "train_mse": total / seen, "val_mse": val_mse, "seconds": seconds})
+            if val_mse < best_loss:
+                best_loss, stale = val_mse, 0
+                best_state = {k: v.detach().clone() for k, v in self.network_.state_dict().items()}
+            else:
+                stale += 1
+            report(self.progress_task, epoch, self.epochs, "DNN epochs", train_mse=total / seen, val_mse=val_mse,
+                   seconds=seconds)  # fmt: skip
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, self.network_, optimizer, best_state, self.history_, best_loss, epoch)
+        self.network_.load_state_dict(best_state)
+        self.network_.eval()
+        self.best_epoch_ = min(self.history_, key=lambda h: h["val_mse"])["epoch"] if self.history_ else 0
+        self.best_val_mse_ = best_loss
+        return self
+
+    @torch.no_grad()
+    def _mse(self, X: torch.Tensor, Y: torch.Tensor) -> float:
+        self.network_.eval()
+        total = 0.0
+        for xb, yb in zip(X.split(8192), Y.split(8192), strict=True):
+            total += float(nn.functional.mse_loss(self.network_(xb), yb, reduction="sum"))
+        return total / Y.numel()
+
+    @torch.no_grad()
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Mask values (n, k) in [0, 1] for frames ``X`` (n, d)."""
+        self.network_.eval()
+        device = next(self.network_.parameters()).device
+        out = [self.network_(torch.from_numpy(np.asarray(b, np.float32)).to(device)).cpu() for b in
+               np.array_split(X, max(1, int(np.ceil(len(X) / 8192))))]  # fmt: skip
+        return torch.cat(out).numpy() if out else np.zeros((0, self.n_outputs_), np.float32)
+
+    # -- persistence: safetensors + JSON, no pickle -------------------------------------------------------
+
+    def to_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Weights as tensors and everything else as a JSON-able dictionary."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
+        config = {
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()},
+            "n_features_in": self.n_features_in_,
+            "n_outputs": self.n_outputs_,
+            "history": self.history_,
+            "best_epoch": self.best_epoch_,
+            "best_val_mse": self.best_val_mse_,
+        }
+        return tensors, config
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], config: dict, device: str = "cpu") -> DNNRegressor:
+        params = dict(config["params"], device=device)
+        model = cls(**params)
+        model.n_features_in_, model.n_outputs_ = config["n_features_in"], config["n_outputs"]
+        model.history_, model.best_epoch_ = config["history"], config["best_epoch"]
+        model.best_val_mse_ = config["best_val_mse"]
+        net = build_mlp(model.n_features_in_, model.n_outputs_, list(model.hidden), model.dropout)
+        net.load_state_dict(tensors)
+        model.network_ = net.to(resolve_device(device)).eval()
+        return model
+
+
+def _trailing_stale(history: list[dict]):
+    """Epochs at the end of ``history`` that did not improve on the best validation loss before them."""
+    best = float("inf")
+    stale = []
+    for h in history:
+        if h["val_mse"] < best:
+            best, stale = h["val_mse"], []
+        else:
+            stale.append(h)
+    return stale
+
+
+def _save_checkpoint(path, network, optimizer, best_state, history, best_loss, epoch) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    tensors |= {f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()}
+    opt = optimizer.state_dict()
+    for pid, st in opt["state"].items():
+        for name, value in st.items():
+            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    meta = {"epoch": epoch, "history": history, "best_loss": best_loss, "param_groups": opt["param_groups"]}
+    for suffix, writer in ((".safetensors", lambda p: save_file(tensors, p)),
+                           (".json", lambda p: Path(p).write_text(json.dumps(meta)))):  # fmt: skip
+        fd, tmp = tempfile.mkstemp(prefix=".ckpt.", dir=path.parent)
+        os.close(fd)
+        writer(tmp)
+        os.replace(tmp, f"{path}{suffix}")
+
+
+def _load_checkpoint(path, network, optimizer) -> dict:
+    meta = json.loads(Path(f"{path}.json").read_text())
+    tensors = load_file(f"{path}.safetensors")
+    network.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    meta["best_state"] = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    return meta
