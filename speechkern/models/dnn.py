@@ -118,7 +118,7 @@ class DNNRegressor:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
                 seen += len(idx)
             val_mse = self._mse(Xv, Yv)
             seconds = time.perf_counter() - started
