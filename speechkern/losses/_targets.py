@@ -1,0 +1,134 @@
+"""Target handling shared by the losses: class-index or probability targets turned into per-class coefficients.
+
+Every loss here is defined through ``ℓ_j(f)``, the loss of the logits ``f`` when the class is ``j``. A target is a
+distribution ``p`` over classes (one-hot for a class index, smoothed by ``label_smoothing``), weighted per class by
+``weight``; the loss of a sample is the expectation ``Σ_j w_j p_j ℓ_j(f)``, exactly how
+:func:`torch.nn.functional.cross_entropy` defines its probability targets, weights and label smoothing. Because
+the losses are sums over classes of a "target-class" term and a "wrong-class" term, that expectation needs two
+coefficients per class and sample:
+
+- ``a_k = w_k p_k``: the weight of class ``k`` as the target class;
+- ``b_k = Σ_{j≠k} w_j p_j``: the weight of class ``k`` as a wrong class.
+
+For class-index targets ``b`` is built from the one-hot *mask* (``w_c`` on every class but ``c``), so a logit never
+enters a difference: the wrong-class sum is never formed as ``Σ_j f_j² − f_c²``, which cancels in float32. Only
+for probability targets is ``b`` formed as ``Σ_j a_j − a_k``, a difference of target values, not of logits.
+"""
+
+from __future__ import annotations
+
+import torch
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+class Coefficients:
+    """The target of a batch as class coefficients, in the layout of the logits ``(N, C, d…)``.
+
+    a, b: target-class and wrong-class coefficients (see the module docstring), shape of the logits.
+    denominator: what ``reduction='mean'`` divides the summed loss by — the summed target-class weight of the
+    non-ignored samples for index targets, the number of samples ``N·d…`` for probability targets (both as in
+    CrossEntropyLoss).
+    """
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, denominator: torch.Tensor) -> None:
+        self.a = a
+        self.b = b
+        self.denominator = denominator
+
+
+def check_options(reduction: str, label_smoothing: float) -> None:
+    """Validate the options every loss shares (before any tensor work)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r} is not valid; use one of {', '.join(map(repr, REDUCTIONS))}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing} is out of range; use a value in [0, 1]")
+
+
+def as_batch(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Give an unbatched input ``(C,)`` (target ``()`` or ``(C,)``) a batch axis; the flag says whether the input
+    was batched already (False: a batch axis was added, and :func:`reduce` removes it again)."""
+    if not input.is_floating_point():
+        raise ValueError(f"input must hold floating-point logits, got dtype {input.dtype}")
+    if input.dim() == 0:
+        raise ValueError("input must have a class axis: shape (C,), (N, C) or (N, C, d1, ...)")
+    if input.dim() == 1:
+        return input.unsqueeze(0), target.unsqueeze(0), False
+    return input, target, True
+
+
+def coefficients(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+) -> Coefficients:
+    """Class coefficients ``a``, ``b`` and the 'mean' denominator for logits ``(N, C, d…)``.
+
+    target: class indices ``(N, d…)`` of an integer dtype (``ignore_index`` marks samples left out), or class
+    probabilities of the logits' shape and a floating dtype (``ignore_index`` does not apply, as in PyTorch).
+    weight: per-class weights ``(C,)`` or None for ones.
+    """
+    n_classes = input.shape[1]
+    shape = [1] * input.dim()
+    shape[1] = n_classes
+    if weight is not None:
+        if weight.dim() != 1 or weight.shape[0] != n_classes:
+            raise ValueError(
+                f"weight must have shape ({n_classes},) for {n_classes} classes, got {tuple(weight.shape)}"
+            )
+        w = weight.to(dtype=input.dtype).reshape(shape)
+    else:
+        w = None
+    eps = float(label_smoothing)
+
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            raise ValueError(
+                f"probability targets must have the input's shape {tuple(input.shape)}, got {tuple(target.shape)}"
+            )
+        p = target.to(input.dtype)
+        if eps > 0:
+            p = p * (1.0 - eps) + eps / n_classes
+        a = p if w is None else w * p
+        b = a.sum(dim=1, keepdim=True) - a  # a difference of target values only, never of logits
+        denominator = torch.tensor(input.numel() // max(n_classes, 1), dtype=input.dtype, device=input.device)
+        return Coefficients(a, b, denominator)
+
+    if target.dtype == torch.bool or target.is_complex():
+        raise ValueError(f"target must hold class indices (an integer dtype) or probabilities, got {target.dtype}")
+    if target.shape != input.shape[:1] + input.shape[2:]:
+        raise ValueError(
+            f"class-index targets must have shape {tuple(input.shape[:1] + input.shape[2:])} for input of shape "
+            f"{tuple(input.shape)}, got {tuple(target.shape)}"
+        )
+    target = target.long()
+    valid = (target != ignore_index).unsqueeze(1)  # (N, 1, d…)
+    safe = torch.where(valid.squeeze(1), target, torch.zeros_like(target))
+    # scatter_ refuses an index outside [0, C) (on CUDA with a device-side assert), as cross_entropy does.
+    onehot = torch.zeros_like(input).scatter_(1, safe.unsqueeze(1), 1.0) * valid
+    wrong = (1.0 - onehot) * valid  # the mask of wrong classes; zero for ignored samples
+    if w is None:
+        w_target = valid.to(input.dtype)  # (N, 1, d…)
+        a, b = onehot, wrong
+    else:
+        w_target = (onehot * w).sum(dim=1, keepdim=True)
+        a, b = w_target * onehot, w_target * wrong
+    if eps > 0:
+        ones = torch.ones(shape, dtype=input.dtype, device=input.device) if w is None else w
+        # the uniform part of the smoothed target: class k is the target with weight w_k, a wrong class with Σ_{j≠k} w_j
+        others = ones.sum(dim=1, keepdim=True) - ones
+        a = (1.0 - eps) * a + (eps / n_classes) * ones * valid
+        b = (1.0 - eps) * b + (eps / n_classes) * others * valid
+    return Coefficients(a, b, w_target.sum())
+
+
+def reduce(per_sample: torch.Tensor, coeffs: Coefficients, reduction: str, batched: bool) -> torch.Tensor:
+    """Apply ``reduction`` to per-sample losses ``(N, d…)`` as CrossEntropyLoss does."""
+    if reduction == "none":
+        return per_sample if batched else per_sample.squeeze(0)
+    total = per_sample.sum()
+    if reduction == "sum":
+        return total
+    return total / coeffs.denominator
