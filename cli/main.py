@@ -9,6 +9,7 @@ import typer
 import speechkern
 from speechkern.errors import SpeechkernError
 
+from . import collapse, losses, tools, train
 from .ui import fail
 
 app = typer.Typer(
@@ -31,6 +32,15 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """Speech enhancement with large-scale kernel machines."""
+
+
+app.command("train")(train.train)
+app.command("evaluate")(train.evaluate)
+app.command("enhance")(tools.enhance)
+app.command("mix")(tools.mix)
+app.command("oracle")(tools.oracle)
+app.add_typer(collapse.app, name="collapse", help="Neural-collapse measures on train and test data.")
+app.add_typer(losses.app, name="losses", help="Square, rescaled square and squentropy losses; calibration bench.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,126 @@
+"""``speechkern collapse``: measure neural collapse on train and test data (experiments of SPEC §10)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from speechkern.errors import SpeechkernError
+
+from .ui import fail, progress_ui
+
+app = typer.Typer(
+    help="Neural collapse of last-layer features on train and test data: measures and experiments.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _group() -> None:
+    """Neural collapse of last-layer features on train and test data."""
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SpeechkernError(
+            f"--train-sizes must be a comma list of integers like 100,300,1000; got {text!r}."
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise SpeechkernError(f"--train-sizes needs positive integers like 100,300,1000; got {text!r}.")
+    return sizes
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@app.command()
+def run(
+    out: Path = typer.Option(Path("runs/collapse"), "--out", help="Output folder (must be empty or new)."),
+    dataset: str = typer.Option("digits", "--dataset", help="Offline scikit-learn dataset: digits, iris or wine."),
+    epochs: int = typer.Option(300, "--epochs", min=1, help="Training epochs per run (past zero train error)."),
+    train_sizes: str = typer.Option("50,100,300,1000", "--train-sizes", help="Comma list of train-set sizes."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data split, initialisation and batch order."),
+    transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Run the super-class transfer experiment."),
+    checkpoints: int = typer.Option(25, "--checkpoints", min=2, help="Log-spaced epochs at which to measure."),
+    width: int = typer.Option(256, "--width", min=1, help="Hidden units per layer of the MLP."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for training: cpu, cuda, cuda:1, ..."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a non-empty output folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a small network past zero training error and record collapse on train and test data.
+
+    Writes over_time.csv, train_sizes.csv, transfer.csv, results.json and PNG curves into --out.
+    """
+    from speechkern.collapse.experiments import (
+        CollapseConfig,
+        check_config,
+        check_out_dir,
+        run_experiments,
+        write_outputs,
+    )
+
+    try:
+        config = CollapseConfig(
+            dataset=dataset,
+            epochs=epochs,
+            train_sizes=_sizes(train_sizes),
+            seed=seed,
+            transfer=transfer,
+            checkpoints=checkpoints,
+            width=width,
+            device=device,
+        )
+        check_config(config)
+        check_out_dir(out, overwrite)  # refuse before minutes of training, not after
+        out.mkdir(parents=True, exist_ok=True)
+        with progress_ui(log_file=out / "collapse.log", quiet=quiet or as_json):
+            results = run_experiments(config)
+        written = write_outputs(results, out, overwrite=True)
+    except SpeechkernError as err:
+        fail(str(err))
+        return
+    if as_json:
+        print(json.dumps({**results.summary, "out": str(out), "files": [p.name for p in written]}, indent=2))
+        return
+    console = Console()
+    table = Table(title=f"Neural collapse on {results.dataset['name']} (final epoch {config.epochs})")
+    for column in ("train size", "zero-error epoch", "TrainVar", "StrongTestVar", "WeakTestVar", "test error"):
+        table.add_column(column, justify="right")
+    for row in results.train_sizes:
+        table.add_row(
+            *(
+                _fmt(row[k])
+                for k in (
+                    "train_size",
+                    "zero_train_error_epoch",
+                    "train_variance",
+                    "strong_test_variance",
+                    "weak_test_variance",
+                    "test_error",
+                )
+            )
+        )
+    console.print(table)
+    if "transfer" in results.summary:
+        t = results.summary["transfer"]
+        console.print(
+            f"transfer (2 super-classes → all): probe test error {_fmt(t['initial_probe_test_error'])} at init, "
+            f"best {_fmt(t['best_probe_test_error'])} at epoch {t['best_probe_epoch']}, "
+            f"{_fmt(t['final_probe_test_error'])} at the end "
+            f"(coarse TrainVar {_fmt(t['final_coarse_train_variance'])}); "
+            f"full fine-tune {_fmt(t['final_finetune_test_error'])}"
+        )
+    console.print(f"wrote {len(written)} files to {out} in {results.seconds:.0f} s")
