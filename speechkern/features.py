@@ -1,0 +1,684 @@
+"""Feature sets computed on the mixture (SPEC §4), deltas, context windows and normalisation statistics.
+
+Every feature set uses the project's centred framing (frame m centred at sample m·hop_length, zeros outside the
+signal) and returns exactly n_frames = 1 + n_samples // hop_length rows, so features line up with the targets.
+
+Feature definitions (default parameters: 16 kHz, 20 ms frames, 10 ms hop)
+    gf         the 64-channel cochleagram (``speechkern.gammatone``), compressed: E^(1/15) by default
+               (``gf_compression="power"``, ``gf_power``), cube root, or natural log.
+    mfcc       31 coefficients: DCT-II (orthonormal) of the natural log of 64 Slaney mel-band energies
+               (librosa filters, 0 Hz to sr/2) of the power spectrum; c0 included, no liftering.
+    rasta_plp  13 values (model order 12), after Hermansky & Morgan and Ellis's ``rastaplp``: power spectrum →
+               critical-band energies on the Bark scale (bands 1 Bark apart, Hermansky's asymmetric band shape)
+               → natural log → RASTA band-pass along time (FIR Σ_k 0.1·k·x[t+k], k = −2…2, centred rather than
+               delayed by two frames, then the pole 0.94) → exp → equal-loudness weighting → cube root
+               (intensity–loudness law) → all-pole model of order 12 from the autocorrelation (inverse FFT of the
+               auditory spectrum, Levinson–Durbin) → 13 cepstra (c0 = log prediction error) liftered by k^0.6.
+    ams        15 values: amplitude-modulation spectrum of the full-band envelope. Envelope = |y| low-passed and
+               decimated by 4 (Kaiser FIR, 4 kHz envelope rate); per frame a periodic-Hann window of 32 ms
+               (128 envelope samples) centred on the frame, minus its window-weighted mean, FFT of 256 points
+               (15.625 Hz bins); magnitudes integrated by 15 triangular windows whose 17 corner points are evenly
+               spaced from 15.625 to 400 Hz (each window rises from corner i to its peak at corner i + 1 and falls
+               to corner i + 2); cube-root compressed. Longer than a frame (as in the reference), but centred on
+               it, so the frame count is the project's.
+    logmel     natural log of 64 mel-band energies (the same mel filters as mfcc).
+    logpower   natural log of the |STFT|² with n_fft = frame_length (161 bins): the STFT-mask domain.
+    complementary = ams + rasta_plp + mfcc + gf: 15 + 13 + 31 + 64 = 123 values per frame.
+
+The auditory spectra (mfcc, rasta_plp, logmel) share one STFT with the frame zero-padded to ``n_fft`` = 512
+points (the reference MFCC/PLP code pads 20 ms frames to the next power of two). Logs use a floor of 1e-10.
+
+Deltas are regression deltas over ±``delta_width`` frames (edges repeated) appended after the base features
+([F, ΔF]: 246 values for the complementary set); the context window (±``context`` frames, edges repeated) is
+applied later by :func:`stack_context`, giving :func:`input_dim` = 1230 for the defaults.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from speechkern.errors import SpeechkernError
+from speechkern.progress import report
+
+KINDS = ("gf", "mfcc", "rasta_plp", "ams", "logmel", "logpower")
+COMPLEMENTARY = ("ams", "rasta_plp", "mfcc", "gf")
+LOG_FLOOR = 1e-10
+RASTA_POLE = 0.94
+PLP_LIFTER = 0.6
+
+
+def _expand_kind(kind: str) -> tuple[str, ...]:
+    parts: list[str] = []
+    for raw in str(kind).lower().replace(" ", "").split("+"):
+        name = raw.replace("-", "_")
+        if name == "complementary":
+            parts.extend(COMPLEMENTARY)
+        elif name in KINDS:
+            parts.append(name)
+        else:
+            raise ValueError(
+                f"unknown feature set {raw!r} in {kind!r}: expected complementary or one of {', '.join(KINDS)}, "
+                "or a '+'-joined combination such as 'gf+mfcc'"
+            )
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"feature set {kind!r} names a component twice")
+    return tuple(parts)
+
+
+class FeatureConfig(BaseModel):
+    """Which features, and every signal parameter they depend on (JSON-serialisable, frozen, hashable).
+
+    kind: "complementary" (= ams+rasta_plp+mfcc+gf), one of gf, mfcc, rasta_plp, ams, logmel, logpower, or a
+    "+"-joined combination; deltas: append regression deltas; context: frames on each side in the context window.
+    sr (Hz), frame_length / hop_length (samples), n_channels / fmin / fmax (Hz) of the gammatone bank, n_fft of
+    the auditory spectra, n_mels, n_mfcc, plp_order, the AMS parameters (modulation band edges in Hz, window in
+    samples at sr, envelope decimation factor) and delta_width (frames on each side of the delta regression).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str = "complementary"
+    deltas: bool = True
+    context: int = Field(2, ge=0)
+    gf_compression: Literal["power", "cbrt", "log"] = "power"
+    gf_power: float = Field(1.0 / 15.0, gt=0.0, le=1.0)
+    sr: int = Field(16000, gt=0)
+    frame_length: int = Field(320, ge=2)
+    hop_length: int = Field(160, ge=1)
+    n_channels: int = Field(64, ge=1)
+    fmin: float = Field(50.0, gt=0.0)
+    fmax: float = Field(8000.0, gt=0.0)
+    n_fft: int = Field(512, ge=2)
+    n_mels: int = Field(64, ge=1)
+    n_mfcc: int = Field(31, ge=1)
+    plp_order: int = Field(12, ge=1)
+    ams_bands: int = Field(15, ge=1)
+    ams_fmin: float = Field(15.625, ge=0.0)
+    ams_fmax: float = Field(400.0, gt=0.0)
+    ams_frame_length: int = Field(512, ge=8)
+    ams_decimation: int = Field(4, ge=1)
+    delta_width: int = Field(2, ge=1)
+
+    @field_validator("kind")
+    @classmethod
+    def _valid_kind(cls, value: str) -> str:
+        _expand_kind(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureConfig:
+        nyquist = self.sr / 2.0
+        if self.fmin >= self.fmax or self.fmax > nyquist:
+            raise ValueError(f"gammatone range {self.fmin}–{self.fmax} Hz: need fmin < fmax <= sr/2 = {nyquist:g} Hz")
+        if self.n_fft < self.frame_length:
+            raise ValueError(f"n_fft = {self.n_fft} is shorter than frame_length = {self.frame_length}")
+        if self.frame_length % 2:
+            raise ValueError(f"frame_length = {self.frame_length}: expected an even number of samples")
+        if self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc = {self.n_mfcc} exceeds n_mels = {self.n_mels}")
+        if "ams" in self.components:
+            q = self.ams_decimation
+            if self.hop_length % q or self.ams_frame_length % (2 * q):
+                raise ValueError(
+                    f"AMS: hop_length ({self.hop_length}) must be a multiple of ams_decimation ({q}) and "
+                    f"ams_frame_length ({self.ams_frame_length}) a multiple of 2·ams_decimation"
+                )
+            if not self.ams_fmin < self.ams_fmax <= self.sr / q / 2.0:
+                raise ValueError(
+                    f"AMS modulation range {self.ams_fmin}–{self.ams_fmax} Hz: need fmin < fmax <= envelope "
+                    f"Nyquist {self.sr / q / 2:g} Hz"
+                )
+        if "rasta_plp" in self.components and self.plp_order + 1 > _n_bark_bands(self.sr):
+            raise ValueError(f"plp_order = {self.plp_order} needs more Bark bands than {self.sr} Hz audio gives")
+        return self
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The feature sets in order, complementary expanded (e.g. ("ams", "rasta_plp", "mfcc", "gf"))."""
+        return _expand_kind(self.kind)
+
+
+def component_dims(config: FeatureConfig) -> dict[str, int]:
+    """Values per frame of each component (without deltas)."""
+    sizes = {
+        "gf": config.n_channels,
+        "mfcc": config.n_mfcc,
+        "rasta_plp": config.plp_order + 1,
+        "ams": config.ams_bands,
+        "logmel": config.n_mels,
+        "logpower": config.frame_length // 2 + 1,
+    }
+    return {name: sizes[name] for name in config.components}
+
+
+def base_dim(config: FeatureConfig) -> int:
+    """Values per frame returned by :func:`extract` (deltas included): 123, or 246 with deltas, by default."""
+    return sum(component_dims(config).values()) * (2 if config.deltas else 1)
+
+
+def input_dim(config: FeatureConfig) -> int:
+    """Model input size: base_dim·(2·context + 1) (1230 for the defaults)."""
+    return base_dim(config) * (2 * config.context + 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# filterbanks and matrices (cached per parameter set)
+
+
+def hz_to_bark(f_hz: np.ndarray | float) -> np.ndarray | float:
+    """Bark scale of PLP: 6·asinh(f/600)."""
+    return 6.0 * np.arcsinh(np.asarray(f_hz, dtype=np.float64) / 600.0)
+
+
+def bark_to_hz(z: np.ndarray | float) -> np.ndarray | float:
+    """Inverse of :func:`hz_to_bark`."""
+    return 600.0 * np.sinh(np.asarray(z, dtype=np.float64) / 6.0)
+
+
+def _n_bark_bands(sr: int) -> int:
+    return int(math.ceil(float(hz_to_bark(sr / 2.0)))) + 1
+
+
+@lru_cache(maxsize=8)
+def bark_filterbank(sr: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """Critical-band weights (n_bands, n_fft // 2 + 1) and band centres (Hz); bands 0…Bark(sr/2) evenly spaced.
+
+    Band shape on the Bark axis (Δ = Bark(bin) − centre): 1 within ±0.5 Bark, rising 10 dB/Bark below and
+    falling 25 dB/Bark above (Hermansky 1990 as implemented in Ellis's ``fft2barkmx``).
+    """
+    n_bands = _n_bark_bands(sr)
+    centres = np.linspace(0.0, float(hz_to_bark(sr / 2.0)), n_bands)
+    delta = hz_to_bark(np.fft.rfftfreq(n_fft, 1.0 / sr))[None, :] - centres[:, None]
+    weights = 10.0 ** np.minimum(0.0, np.minimum(delta + 0.5, -2.5 * (delta - 0.5)))
+    return weights, bark_to_hz(centres)
+
+
+def equal_loudness(f_hz: np.ndarray) -> np.ndarray:
+    """Hermansky's equal-loudness pre-emphasis (power weights) at ``f_hz``."""
+    fsq = np.asarray(f_hz, dtype=np.float64) ** 2
+    return (fsq / (fsq + 1.6e5)) ** 2 * ((fsq + 1.44e6) / (fsq + 9.61e6))
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Slaney-normalised mel filters (n_mels, n_fft // 2 + 1), 0 Hz to sr/2 (librosa)."""
+    import librosa
+
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=sr / 2.0).astype(np.float64)
+
+
+@lru_cache(maxsize=8)
+def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Orthonormal DCT-II matrix (n_out, n_in): rows are the first n_out basis vectors."""
+    return scipy.fft.dct(np.eye(n_in), type=2, norm="ortho", axis=0)[:n_out]
+
+
+@lru_cache(maxsize=8)
+def ams_filterbank(n_bins: int, bin_hz: float, n_bands: int, fmin: float, fmax: float) -> np.ndarray:
+    """Triangular modulation-frequency windows (n_bins, n_bands); corners evenly spaced from fmin to fmax Hz."""
+    corners = np.linspace(fmin, fmax, n_bands + 2)
+    f = np.arange(n_bins) * bin_hz
+    lo, mid, hi = corners[:-2, None], corners[1:-1, None], corners[2:, None]
+    tri = np.maximum(0.0, np.minimum((f - lo) / (mid - lo), (hi - f) / (hi - mid)))
+    return tri.T
+
+
+@lru_cache(maxsize=8)
+def _decimation_taps(q: int) -> np.ndarray:
+    """Low-pass FIR for decimation by q (the same Kaiser design as scipy.signal.resample_poly)."""
+    half = 10 * q
+    return scipy.signal.firwin(2 * half + 1, 1.0 / q, window=("kaiser", 5.0))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# components (torch tensors in, frames × values out)
+
+
+def _compress(energy: torch.Tensor, how: str, power: float) -> torch.Tensor:
+    if how == "power":
+        return energy.clamp_min(0.0) ** power
+    if how == "cbrt":
+        return energy.clamp_min(0.0) ** (1.0 / 3.0)
+    return torch.log(energy.clamp_min(LOG_FLOOR))
+
+
+def gammatone_features(coch: np.ndarray | torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """GF (n_frames, n_channels) from a cochleagram (n_channels, n_frames)."""
+    coch = torch.as_tensor(coch)
+    return _compress(coch, config.gf_compression, config.gf_power).T.float()
+
+
+def mfcc_from_power(power: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """MFCC (n_frames, n_mfcc) from a power spectrogram (n_fft // 2 + 1, n_frames)."""
+    mel = _mel(power, config)
+    basis = torch.as_tensor(dct_matrix(config.n_mfcc, config.n_mels), dtype=power.dtype, device=power.device)
+    return (basis @ torch.log(mel.clamp_min(LOG_FLOOR))).T
+
+
+def logmel_from_power(power: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """Log mel energies (n_frames, n_mels) from a power spectrogram (n_fft // 2 + 1, n_frames)."""
+    return torch.log(_mel(power, config).clamp_min(LOG_FLOOR)).T
+
+
+def _mel(power: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    fb = torch.as_tensor(mel_filterbank(config.sr, config.n_fft, config.n_mels), dtype=power.dtype)
+    return fb.to(power.device) @ power
+
+
+def levinson(r: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Levinson–Durbin recursion for many autocorrelation rows at once.
+
+    r: (n, ≥ order + 1) autocorrelations. Returns the prediction polynomials a (n, order + 1) with a[:, 0] = 1
+    and the prediction error powers e (n,).
+    """
+    r = np.asarray(r, dtype=np.float64)
+    n = r.shape[0]
+    a = np.zeros((n, order + 1))
+    a[:, 0] = 1.0
+    e = np.maximum(r[:, 0], 1e-300)
+    for i in range(1, order + 1):  # loop over the model order, vectorised over frames
+        acc = r[:, i] + np.einsum("nj,nj->n", a[:, 1:i], r[:, i - 1 : 0 : -1])
+        k = -acc / e
+        a[:, 1:i] = a[:, 1:i] + k[:, None] * a[:, i - 1 : 0 : -1]
+        a[:, i] = k
+        e = np.maximum(e * (1.0 - k * k), 1e-300 + 1e-12 * r[:, 0])
+    return a, e
+
+
+def lpc_to_cepstrum(a: np.ndarray, e: np.ndarray, n_ceps: int) -> np.ndarray:
+    """Cepstrum (n, n_ceps) of the all-pole model e / |A|²: c0 = log e, then the LPC→cepstrum recursion."""
+    n, p1 = a.shape
+    c = np.zeros((n, n_ceps))
+    c[:, 0] = np.log(e)
+    for k in range(1, n_ceps):
+        acc = np.zeros(n)
+        for m in range(1, k):
+            if m < p1:
+                acc += (k - m) * a[:, m] * c[:, k - m]
+        c[:, k] = -((a[:, k] if k < p1 else 0.0) + acc / k)
+    return c
+
+
+def rasta_plp_from_power(power: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """RASTA-PLP cepstra (n_frames, plp_order + 1) from a power spectrogram (n_fft // 2 + 1, n_frames)."""
+    weights, centres_hz = bark_filterbank(config.sr, config.n_fft)
+    bands = (torch.as_tensor(weights, dtype=power.dtype, device=power.device) @ power).double().cpu().numpy()
+    log_bands = np.log(np.maximum(bands, LOG_FLOOR))
+    # RASTA: centred regression FIR (edges repeated), then the IIR pole along time.
+    padded = np.pad(log_bands, ((0, 0), (2, 2)), mode="edge")
+    t = log_bands.shape[1]
+    fir = sum(0.1 * k * padded[:, 2 + k : 2 + k + t] for k in (-2, -1, 1, 2))
+    rasta = scipy.signal.lfilter([1.0], [1.0, -RASTA_POLE], fir, axis=1)
+    aud = np.exp(rasta) * equal_loudness(centres_hz)[:, None]
+    aud = np.cbrt(aud)
+    aud[0], aud[-1] = aud[1], aud[-2]  # edge bands are unreliable (zero loudness weight at 0 Hz)
+    n_bands = aud.shape[0]
+    autocorr = np.fft.irfft(aud.T, n=2 * (n_bands - 1), axis=1)[:, : config.plp_order + 1]
+    a, e = levinson(autocorr, config.plp_order)
+    ceps = lpc_to_cepstrum(a, e, config.plp_order + 1)
+    ceps[:, 1:] *= np.arange(1, config.plp_order + 1) ** PLP_LIFTER
+    return torch.as_tensor(ceps, dtype=power.dtype, device=power.device)
+
+
+def ams_features(y: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """AMS (n_frames, ams_bands) of a waveform tensor (n_samples,) (definition in the module docstring)."""
+    import torch.nn.functional as F
+
+    q = config.ams_decimation
+    n = y.shape[-1]
+    m = 1 + n // config.hop_length
+    taps = torch.as_tensor(_decimation_taps(q), dtype=y.dtype, device=y.device)
+    half = (len(taps) - 1) // 2
+    env = F.conv1d(F.pad(y.abs().view(1, 1, -1), (half, half)), taps.view(1, 1, -1), stride=q).view(-1)
+    width = config.ams_frame_length // q
+    hop = config.hop_length // q
+    total = (m - 1) * hop + width
+    padded = F.pad(env, (width // 2, max(0, total - width // 2 - env.shape[-1])))
+    frames = padded.unfold(0, width, hop)[:m]  # (m, width), frame m centred at envelope sample m·hop
+    win = torch.hann_window(width, periodic=True, dtype=y.dtype, device=y.device)
+    mean = (frames * win).sum(-1, keepdim=True) / win.sum()
+    spectrum = torch.fft.rfft((frames - mean) * win, n=2 * width).abs()
+    tri = ams_filterbank(width + 1, config.sr / q / (2 * width), config.ams_bands, config.ams_fmin, config.ams_fmax)
+    return (spectrum @ torch.as_tensor(tri, dtype=y.dtype, device=y.device)).clamp_min(0.0) ** (1.0 / 3.0)
+
+
+def _power(y: torch.Tensor, config: FeatureConfig, n_fft: int) -> torch.Tensor:
+    from speechkern.stft import stft_tensor
+
+    spec = stft_tensor(y, config.frame_length, config.hop_length, n_fft)
+    return spec.real**2 + spec.imag**2
+
+
+@contextmanager
+def _torch_threads(device: str, n: int = 1):
+    """Run small CPU tensor ops on one thread: OpenMP teams on a busy 2-core machine measured 30× slower."""
+    if not str(device).startswith("cpu") or torch.get_num_threads() <= n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def extract(
+    y: np.ndarray,
+    config: FeatureConfig | None = None,
+    device: str = "cpu",
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Per-frame features of waveform ``y`` (at config.sr Hz) → float32 (n_frames, base_dim(config)).
+
+    Deltas are included when config.deltas; the context window is not (see :func:`stack_context`).
+    n_threads: CPU threads of the gammatone filtering (default: :func:`speechkern.gammatone.default_threads`,
+    i.e. the available CPUs capped by torch.get_num_threads(): one in a worker that pinned torch to one thread).
+    """
+    from speechkern.gammatone import default_threads
+
+    config = config or FeatureConfig()
+    y = np.asarray(y)
+    if y.ndim != 1 or y.size == 0:
+        raise SpeechkernError(f"features need a non-empty mono waveform (n_samples,), got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise SpeechkernError("the waveform holds NaN or infinite samples")
+    n_threads = n_threads or default_threads()  # read before torch is pinned to one thread below
+    with _torch_threads(device):
+        feats = _extract(y, config, device, n_threads)
+    expected = 1 + len(y) // config.hop_length
+    if feats.shape[0] != expected:  # a broken invariant, not a user error
+        raise AssertionError(f"feature frames {feats.shape[0]} != {expected}")
+    if config.deltas:
+        feats = add_deltas(feats, config.delta_width)
+    return np.ascontiguousarray(feats, dtype=np.float32)
+
+
+def _extract(y: np.ndarray, config: FeatureConfig, device: str, n_threads: int | None) -> np.ndarray:
+    from speechkern.gammatone import cochleagram
+
+    wav = torch.as_tensor(y, dtype=torch.float32, device=device)
+    aud_power = None
+    parts = []
+    for name in config.components:
+        if name in ("mfcc", "rasta_plp", "logmel") and aud_power is None:
+            aud_power = _power(wav, config, config.n_fft)
+        if name == "gf":
+            coch = cochleagram(
+                y,
+                config.sr,
+                config.n_channels,
+                config.fmin,
+                config.fmax,
+                config.frame_length,
+                config.hop_length,
+                device=device,
+                n_threads=n_threads,
+            )
+            parts.append(gammatone_features(coch, config).to(device))
+        elif name == "mfcc":
+            parts.append(mfcc_from_power(aud_power, config))
+        elif name == "rasta_plp":
+            parts.append(rasta_plp_from_power(aud_power, config))
+        elif name == "logmel":
+            parts.append(logmel_from_power(aud_power, config))
+        elif name == "ams":
+            parts.append(ams_features(wav, config))
+        elif name == "logpower":
+            lin_power = _power(wav, config, config.frame_length)
+            parts.append(torch.log(lin_power.clamp_min(LOG_FLOOR)).T)
+    return torch.cat([p.float() for p in parts], dim=1).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# deltas, context windows
+
+
+def deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
+    """Regression deltas along frames: Δ_t = Σ_{k=1..width} k·(F_{t+k} − F_{t−k}) / (2·Σ k²), edges repeated.
+
+    features: (n_frames, dim). Equals librosa.feature.delta(width=2·width+1) away from the edges.
+    """
+    f = np.asarray(features)
+    if f.ndim != 2:
+        raise SpeechkernError(f"deltas expect (n_frames, dim) features, got shape {f.shape}")
+    if width < 1:
+        raise SpeechkernError(f"delta width {width}: expected at least 1 frame on each side")
+    t = f.shape[0]
+    padded = np.pad(f.astype(np.float64), ((width, width), (0, 0)), mode="edge")
+    out = np.zeros(f.shape, dtype=np.float64)
+    for k in range(1, width + 1):
+        out += k * (padded[width + k : width + k + t] - padded[width - k : width - k + t])
+    return (out / (2.0 * sum(k * k for k in range(1, width + 1)))).astype(f.dtype, copy=False)
+
+
+def add_deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
+    """[F, ΔF]: features (n_frames, dim) with their regression deltas appended → (n_frames, 2·dim)."""
+    return np.concatenate([features, deltas(features, width)], axis=1)
+
+
+def stack_context(features: np.ndarray, context: int = 2) -> np.ndarray:
+    """Context window: row t = [F_{t−c}, …, F_t, …, F_{t+c}] → (n_frames, dim·(2c + 1)).
+
+    Frames beyond the edges repeat the first/last frame (a zero frame would be an impossible feature value
+    once features are normalised).
+    """
+    f = np.asarray(features)
+    if f.ndim != 2:
+        raise SpeechkernError(f"stack_context expects (n_frames, dim) features, got shape {f.shape}")
+    if context < 0:
+        raise SpeechkernError(f"context {context}: expected >= 0 frames on each side")
+    if context == 0:
+        return f.copy()
+    padded = np.pad(f, ((context, context), (0, 0)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * context + 1, axis=0)  # (T, dim, 2c+1)
+    return np.ascontiguousarray(windows.transpose(0, 2, 1)).reshape(f.shape[0], -1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# normalisation statistics
+
+
+class FeatureStats:
+    """Per-dimension mean and standard deviation over training frames, accumulated in float64.
+
+    Either give ``mean`` and ``std`` (e.g. read back from a model file), call :meth:`fit` on the training
+    features, or stream: ``update(block)`` for each (n_frames, dim) block, then ``finalize()``. Blocks are merged
+    with Chan et al.'s pairwise update (numerically stable). Dimensions whose std is below ``min_std`` get std = 1
+    (left unscaled) so constant features do not blow up.
+    """
+
+    def __init__(
+        self,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+        *,
+        count: int = 0,
+        min_std: float = 1e-6,
+    ) -> None:
+        self.min_std = float(min_std)
+        self.count = int(count)
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        if (mean is None) != (std is None):
+            raise SpeechkernError("feature statistics need both mean and std, or neither")
+        if mean is not None:
+            mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+            std = np.asarray(std, dtype=np.float64).reshape(-1)
+            if mean.shape != std.shape or not np.all(std > 0) or not np.all(np.isfinite(mean)):
+                raise SpeechkernError(
+                    f"feature statistics are malformed: mean {mean.shape}, std {std.shape}; std must be > 0"
+                )
+            self.mean, self.std = mean, std
+            self._mean, self._m2 = mean.copy(), std**2 * self.count
+
+    @classmethod
+    def fit(cls, features: np.ndarray | Iterable[np.ndarray], min_std: float = 1e-6) -> FeatureStats:
+        """Statistics of training features: one (n_frames, dim) array or an iterable of such blocks."""
+        stats = cls(min_std=min_std)
+        blocks = [features] if isinstance(features, np.ndarray) else features
+        for block in blocks:
+            stats.update(block)
+        return stats.finalize()
+
+    @property
+    def dim(self) -> int | None:
+        """Feature dimension, once known."""
+        ref = self.mean if self.mean is not None else self._mean
+        return None if ref is None else int(ref.shape[0])
+
+    def update(self, batch: np.ndarray) -> FeatureStats:
+        """Add the frames of ``batch`` (n_frames, dim)."""
+        x = np.asarray(batch, dtype=np.float64)
+        if x.ndim != 2:
+            raise SpeechkernError(f"feature statistics expect (n_frames, dim) arrays, got shape {x.shape}")
+        if self._mean is not None and x.shape[1] != self._mean.shape[0]:
+            raise SpeechkernError(f"feature block of dimension {x.shape[1]} after blocks of {self._mean.shape[0]}")
+        n_b = x.shape[0]
+        if n_b == 0:
+            return self
+        mean_b = x.mean(axis=0)
+        m2_b = ((x - mean_b) ** 2).sum(axis=0)
+        if self._mean is None or self.count == 0:
+            self._mean, self._m2, self.count = mean_b, m2_b, n_b
+            return self
+        n_a = self.count
+        total = n_a + n_b
+        delta = mean_b - self._mean
+        self._mean = self._mean + delta * (n_b / total)
+        self._m2 = self._m2 + m2_b + delta**2 * (n_a * n_b / total)
+        self.count = total
+        return self
+
+    def finalize(self) -> FeatureStats:
+        """Compute ``mean`` and ``std`` (population standard deviation) from the frames added so far."""
+        if self._mean is None or self.count == 0:
+            raise SpeechkernError("no training frames were added to the feature statistics")
+        std = np.sqrt(self._m2 / self.count)
+        self.mean = self._mean.copy()
+        self.std = np.where(std < self.min_std, 1.0, std)
+        return self
+
+    def normalize(self, features: np.ndarray) -> np.ndarray:
+        """(F − mean) / std, float32; works on context-stacked features too (stats tiled over the window)."""
+        if self.mean is None or self.std is None:
+            raise SpeechkernError("feature statistics are not finalised; call finalize() after update()")
+        f = np.asarray(features, dtype=np.float64)
+        dim = self.mean.shape[0]
+        if f.shape[-1] % dim:
+            raise SpeechkernError(f"features of dimension {f.shape[-1]} do not match statistics of dimension {dim}")
+        reps = f.shape[-1] // dim
+        return ((f - np.tile(self.mean, reps)) / np.tile(self.std, reps)).astype(np.float32)
+
+    def to_dict(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """Arrays for a safetensors file: {prefix}mean, {prefix}std (float64), {prefix}count (int64, shape (1,))."""
+        if self.mean is None or self.std is None:
+            self.finalize()
+        return {
+            f"{prefix}mean": np.asarray(self.mean, dtype=np.float64),
+            f"{prefix}std": np.asarray(self.std, dtype=np.float64),
+            f"{prefix}count": np.array([self.count], dtype=np.int64),
+        }
+
+    @classmethod
+    def from_dict(cls, arrays: dict[str, np.ndarray], prefix: str = "") -> FeatureStats:
+        """Inverse of :meth:`to_dict` (accepts numpy arrays or torch tensors; ``count`` is optional)."""
+        try:
+            mean, std = arrays[f"{prefix}mean"], arrays[f"{prefix}std"]
+        except KeyError as err:
+            raise SpeechkernError(f"feature statistics: array {err} missing from the model file") from None
+        count = int(np.asarray(arrays.get(f"{prefix}count", [0])).reshape(-1)[0])
+        return cls(np.asarray(mean), np.asarray(std), count=count)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# batches
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _extract_single_thread(y: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    return extract(y, config, "cpu", n_threads=1)
+
+
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+
+
+def _process_pool(n_jobs: int) -> ProcessPoolExecutor:
+    """A process pool kept for the life of the process (workers start once; forkserver avoids forking torch)."""
+    global _pool, _pool_size
+    if _pool is None or _pool_size != n_jobs:
+        if _pool is not None:
+            _pool.shutdown(cancel_futures=True)
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if "forkserver" in methods:
+            ctx.set_forkserver_preload(["speechkern.features", "librosa"])
+        _pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_init_worker)
+        _pool_size = n_jobs
+    return _pool
+
+
+def extract_batch(
+    signals: Sequence[np.ndarray],
+    config: FeatureConfig | None = None,
+    n_jobs: int | None = 2,
+    device: str = "cpu",
+    backend: Literal["threads", "processes"] = "threads",
+) -> list[np.ndarray]:
+    """Features of many utterances (each as :func:`extract`), in input order.
+
+    On CPU the utterances are shared among ``n_jobs`` workers, each computing one utterance on one thread:
+    ``backend="threads"`` (default) uses threads of this process — the filtering, FFTs and array maths release
+    the GIL — and pins torch to one intra-op thread while the batch runs; ``"processes"`` uses worker processes
+    (forkserver; the calling script needs the usual ``if __name__ == "__main__":`` guard). See
+    benchmarks/feature_speed.py for the measured comparison. On a GPU the utterances run one after another.
+    Progress is reported under the task "features".
+    """
+    config = config or FeatureConfig()
+    total = len(signals)
+    n_jobs = max(1, int(n_jobs or os.cpu_count() or 1))
+    if backend not in ("threads", "processes"):
+        raise SpeechkernError(f"feature backend {backend!r}: expected 'threads' or 'processes'")
+    results: list[np.ndarray | None] = [None] * total
+    if not str(device).startswith("cpu") or n_jobs == 1 or total <= 1:
+        for i, y in enumerate(signals):
+            results[i] = extract(y, config, device, n_threads=None if n_jobs > 1 else 1)
+            report("features", i + 1, total, "features")
+        return results  # type: ignore[return-value]
+    if backend == "processes":
+        pool = _process_pool(n_jobs)
+        futures = {pool.submit(_extract_single_thread, np.asarray(y), config): i for i, y in enumerate(signals)}
+        for done, future in enumerate(as_completed(futures), start=1):
+            results[futures[future]] = future.result()
+            report("features", done, total, "features")
+        return results  # type: ignore[return-value]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            futures = {pool.submit(_extract_single_thread, y, config): i for i, y in enumerate(signals)}
+            for done, future in enumerate(as_completed(futures), start=1):
+                results[futures[future]] = future.result()
+                report("features", done, total, "features")
+    finally:
+        torch.set_num_threads(before)
+    return results  # type: ignore[return-value]

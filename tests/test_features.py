@@ -1,0 +1,254 @@
+"""Feature sets, deltas, context windows, normalisation statistics and batched extraction."""
+
+from __future__ import annotations
+
+import json
+
+import librosa
+import numpy as np
+import pydantic
+import pytest
+import scipy.linalg
+import scipy.signal
+import soundfile as sf
+import torch
+
+from speechkern import features as fe
+from speechkern import gammatone, stft
+from speechkern.errors import SpeechkernError
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def noisy_speech() -> np.ndarray:
+    """A speech-like test signal that needs no data: harmonic tone bursts in noise, 1.5 s."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(1.5 * SR)) / SR
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) ** 2
+    voiced = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 20))
+    return (0.1 * envelope * voiced + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_dimensions_of_the_reference_set():
+    cfg = fe.FeatureConfig()
+    assert cfg.components == ("ams", "rasta_plp", "mfcc", "gf")
+    assert fe.component_dims(cfg) == {"ams": 15, "rasta_plp": 13, "mfcc": 31, "gf": 64}
+    assert fe.base_dim(cfg.model_copy(update={"deltas": False})) == 123
+    assert fe.base_dim(cfg) == 246
+    assert fe.input_dim(cfg) == 1230
+    assert fe.base_dim(fe.FeatureConfig(kind="logpower", deltas=False)) == 161
+    assert fe.base_dim(fe.FeatureConfig(kind="gf+mfcc", deltas=False, context=0)) == 95
+
+
+@pytest.mark.parametrize("n_samples", [1, 161, 4000, 16001])
+def test_every_feature_set_has_the_project_frame_count(n_samples):
+    y = np.random.default_rng(1).standard_normal(n_samples).astype(np.float32) * 0.1
+    for kind in (*fe.KINDS, "complementary"):
+        cfg = fe.FeatureConfig(kind=kind)
+        f = fe.extract(y, cfg)
+        assert f.shape == (1 + n_samples // 160, fe.base_dim(cfg)), kind
+        assert f.dtype == np.float32 and np.all(np.isfinite(f)), kind
+
+
+def test_digital_silence_gives_finite_features():
+    f = fe.extract(np.zeros(3200, dtype=np.float32), fe.FeatureConfig())
+    assert np.all(np.isfinite(f))
+
+
+def test_config_serialises_and_validates():
+    cfg = fe.FeatureConfig(kind="gf+mfcc", context=1, gf_compression="cbrt")
+    again = fe.FeatureConfig.model_validate(json.loads(cfg.model_dump_json()))
+    assert again == cfg and hash(again) == hash(cfg)
+    with pytest.raises(pydantic.ValidationError):
+        cfg.context = 3  # frozen
+    for bad in (
+        {"kind": "mfcc+plp"},
+        {"kind": "gf+gf"},
+        {"fmax": 9000.0},
+        {"n_fft": 256},
+        {"n_mfcc": 80},
+        {"hop_length": 162},
+        {"gf_compression": "sqrt"},
+        {"unknown": 1},
+    ):
+        with pytest.raises(pydantic.ValidationError):
+            fe.FeatureConfig(**bad)
+    # 8 kHz models are a configuration.
+    cfg8 = fe.FeatureConfig(sr=8000, fmax=4000.0, n_fft=256, frame_length=160, hop_length=80)
+    y = np.random.default_rng(2).standard_normal(8000).astype(np.float32)
+    assert fe.extract(y, cfg8).shape == (101, fe.base_dim(cfg8))
+
+
+def test_gf_is_the_compressed_cochleagram(noisy_speech):
+    coch = gammatone.cochleagram(noisy_speech, SR)
+    gf = fe.extract(noisy_speech, fe.FeatureConfig(kind="gf", deltas=False))
+    np.testing.assert_allclose(gf, (coch ** (1 / 15)).T, rtol=1e-5)
+    gf_log = fe.extract(noisy_speech, fe.FeatureConfig(kind="gf", deltas=False, gf_compression="log"))
+    np.testing.assert_allclose(gf_log, np.log(np.maximum(coch, 1e-10)).T, rtol=1e-5, atol=1e-5)
+
+
+def test_mfcc_logmel_logpower_match_librosa(noisy_speech):
+    cfg = fe.FeatureConfig(kind="mfcc+logmel+logpower", deltas=False)
+    f = fe.extract(noisy_speech, cfg)
+    mfcc, logmel, logpower = f[:, :31], f[:, 31:95], f[:, 95:]
+    power = np.abs(stft.stft(noisy_speech.astype(np.float64), 320, 160, 512)) ** 2
+    mel = librosa.feature.melspectrogram(S=power, sr=SR, n_fft=512, n_mels=64, fmin=0.0, fmax=SR / 2)
+    ref_logmel = np.log(np.maximum(mel, 1e-10))
+    np.testing.assert_allclose(logmel, ref_logmel.T, atol=2e-3)
+    ref_mfcc = librosa.feature.mfcc(S=ref_logmel, n_mfcc=31, dct_type=2, norm="ortho", lifter=0)
+    np.testing.assert_allclose(mfcc, ref_mfcc.T, atol=1e-2 * np.abs(ref_mfcc).max())
+    np.testing.assert_allclose(logpower, np.log(np.maximum(stft.power_spectrogram(noisy_speech), 1e-10)).T, atol=1e-3)
+
+
+def test_levinson_and_cepstrum():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 400))
+    x = np.cumsum(x, axis=1) * 0.3 + x  # coloured
+    r = np.stack([np.correlate(row, row, "full")[399 : 399 + 13] for row in x])
+    a, e = fe.levinson(r, 12)
+    for i in range(5):
+        coeffs = scipy.linalg.solve_toeplitz(r[i, :12], -r[i, 1:13])
+        np.testing.assert_allclose(a[i, 1:], coeffs, rtol=1e-6, atol=1e-9)
+        assert e[i] == pytest.approx(r[i, 0] + np.dot(coeffs, r[i, 1:13]), rel=1e-9)
+    # Cepstrum of the model spectrum e/|A|² by brute force (inverse FFT of its log).
+    n = 2**17  # long enough that the cepstrum does not alias
+    spectrum = e[:, None] / np.abs(np.fft.rfft(a, n, axis=1)) ** 2
+    brute = np.fft.irfft(np.log(spectrum), n, axis=1)[:, :13]
+    np.testing.assert_allclose(fe.lpc_to_cepstrum(a, e, 13), brute, atol=1e-8)
+
+
+def test_rasta_plp_ignores_gain_and_fixed_channels_but_tracks_change(noisy_speech):
+    """RASTA removes constant log-spectral offsets: the recording level and a fixed linear channel (here a
+    first difference, +6 dB/octave) leave the features (almost) unchanged, while a change over time shows."""
+    cfg = fe.FeatureConfig(kind="rasta_plp", deltas=False)
+    a = fe.extract(noisy_speech, cfg)
+    assert a.shape[1] == 13
+    np.testing.assert_allclose(fe.extract(4.0 * noisy_speech, cfg), a, atol=1e-4 * np.abs(a).max())
+    tilted = fe.extract(np.diff(noisy_speech, prepend=0.0).astype(np.float32), cfg)
+    assert np.abs(tilted - a).mean() < 0.1 * np.abs(a).mean()
+    # Low-pass noise that turns into high-pass noise: a transient at the switch, decaying with the 0.94 pole.
+    rng = np.random.default_rng(7)
+    white = rng.standard_normal(2 * SR)
+    low = scipy.signal.lfilter([1, 1], [1], white)
+    high = scipy.signal.lfilter([1, -1], [1], white)
+    y = np.concatenate([low[:SR], high[SR:]]).astype(np.float32)
+    f = fe.extract(y, cfg)
+    steady = f[60:95].mean(0)
+    assert np.abs(f[101:104] - steady).mean() > 4 * np.abs(f[60:95] - steady).mean()
+    assert np.abs(f[101:104] - steady).mean() > 3 * np.abs(f[180:195] - f[180:195].mean(0)).mean()
+
+
+def test_ams_peaks_at_the_modulation_frequency():
+    cfg = fe.FeatureConfig(kind="ams", deltas=False)
+    corners = np.linspace(15.625, 400.0, 17)
+    rng = np.random.default_rng(4)
+    t = np.arange(2 * SR) / SR
+    for band in (2, 7, 12):
+        fm = corners[band + 1]  # peak of triangular window `band`
+        y = ((1 + np.cos(2 * np.pi * fm * t)) * rng.standard_normal(t.size)).astype(np.float32)
+        ams = fe.extract(y, cfg)
+        assert ams.shape == (1 + len(y) // 160, 15)
+        assert int(np.argmax(np.median(ams[10:-10], axis=0))) == band
+    flat = fe.extract(rng.standard_normal(t.size).astype(np.float32), cfg)
+    assert np.median(flat[10:-10]).max() < np.median(ams[10:-10]).max()
+
+
+def test_ams_filterbank_corners():
+    tri = fe.ams_filterbank(129, 15.625, 15, 15.625, 400.0)
+    assert tri.shape == (129, 15)
+    assert tri[0].sum() == 0.0  # DC outside every window
+    assert np.all(tri[int(400 / 15.625) + 1 :] == 0.0)
+    assert np.all(tri.max(axis=0) > 0.5)
+
+
+def test_deltas_on_small_arrays():
+    t = np.arange(10, dtype=np.float64)
+    f = np.stack([3.0 * t + 1.0, np.full(10, 5.0)], axis=1)
+    d = fe.deltas(f, width=2)
+    np.testing.assert_allclose(d[2:-2, 0], 3.0)  # slope in the interior
+    np.testing.assert_allclose(d[:, 1], 0.0)
+    # Edges repeat the first frame: Δ_0 = (1·(F1 − F0) + 2·(F2 − F0)) / 10 = (3 + 12) / 10.
+    assert d[0, 0] == pytest.approx(1.5)
+    assert d[1, 0] == pytest.approx((1 * (f[2, 0] - f[0, 0]) + 2 * (f[3, 0] - f[0, 0])) / 10)
+    # Away from the edges these are librosa's deltas.
+    x = np.random.default_rng(5).standard_normal((30, 4))
+    ref = librosa.feature.delta(x.T, width=5, axis=-1).T
+    np.testing.assert_allclose(fe.deltas(x, 2)[2:-2], ref[2:-2], atol=1e-10)
+    both = fe.add_deltas(x.astype(np.float32))
+    assert both.shape == (30, 8) and both.dtype == np.float32
+    np.testing.assert_allclose(both[:, :4], x, rtol=1e-6)
+
+
+def test_context_windows_on_small_arrays():
+    f = np.arange(10, dtype=np.float32).reshape(5, 2)  # frame t = [2t, 2t + 1]
+    ctx = fe.stack_context(f, 1)
+    assert ctx.shape == (5, 6)
+    np.testing.assert_array_equal(ctx[2], [2, 3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(ctx[0], [0, 1, 0, 1, 2, 3])  # first frame repeated
+    np.testing.assert_array_equal(ctx[4], [6, 7, 8, 9, 8, 9])
+    assert fe.stack_context(f, 2).shape == (5, 10)
+    np.testing.assert_array_equal(fe.stack_context(f, 0), f)
+    cfg = fe.FeatureConfig()
+    big = fe.stack_context(np.zeros((7, fe.base_dim(cfg)), np.float32), cfg.context)
+    assert big.shape == (7, fe.input_dim(cfg))
+
+
+def test_feature_stats_streaming_and_roundtrip():
+    rng = np.random.default_rng(6)
+    blocks = [rng.normal(5.0, 3.0, size=(n, 4)) for n in (7, 100, 1, 55)]
+    for b in blocks:
+        b[:, 3] = 2.0  # a constant dimension
+    stats = fe.FeatureStats()
+    for b in blocks:
+        stats.update(b)
+    stats.finalize()
+    allx = np.concatenate(blocks)
+    np.testing.assert_allclose(stats.mean, allx.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.std[:3], allx.std(0)[:3], rtol=1e-12)
+    assert stats.std[3] == 1.0 and stats.count == len(allx) and stats.dim == 4
+    fitted = fe.FeatureStats.fit(allx)
+    np.testing.assert_allclose(fitted.mean, stats.mean, rtol=1e-12)
+    np.testing.assert_allclose(fe.FeatureStats.fit(iter(blocks)).std, stats.std, rtol=1e-12)
+    z = stats.normalize(allx)
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z[:, :3].mean(0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(z[:, :3].std(0), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(stats.normalize(fe.stack_context(allx, 2))[:, 8:12], z, rtol=1e-6, atol=1e-6)
+    again = fe.FeatureStats.from_dict({k: torch.as_tensor(v) for k, v in stats.to_dict("feat.").items()}, "feat.")
+    np.testing.assert_array_equal(again.normalize(allx), z)
+    assert again.count == stats.count
+    np.testing.assert_array_equal(fe.FeatureStats(mean=stats.mean, std=stats.std).normalize(allx), z)
+    with pytest.raises(SpeechkernError, match="dimension"):
+        stats.normalize(np.zeros((2, 5)))
+    with pytest.raises(SpeechkernError, match="no training frames"):
+        fe.FeatureStats().finalize()
+    with pytest.raises(SpeechkernError, match="malformed"):
+        fe.FeatureStats(mean=np.zeros(3), std=np.array([1.0, 0.0, 1.0]))
+
+
+def test_extract_batch_matches_extract(noisy_speech):
+    cfg = fe.FeatureConfig()
+    signals = [noisy_speech, noisy_speech[:5000], 0.5 * noisy_speech[3000:]]
+    expected = [fe.extract(y, cfg) for y in signals]
+    for n_jobs, backend in ((1, "threads"), (2, "threads"), (2, "processes")):
+        got = fe.extract_batch(signals, cfg, n_jobs=n_jobs, backend=backend)
+        assert len(got) == 3
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_extract_on_dev_speech(dev_data):
+    path = sorted((dev_data / "clean").rglob("*.flac"))[5]
+    y, _ = sf.read(path, dtype="float32")
+    f = fe.extract(y, fe.FeatureConfig())
+    assert f.shape == (1 + len(y) // 160, 246) and np.all(np.isfinite(f))
+    assert np.all(f[:, :123].std(axis=0) > 0)  # no dead dimension
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_features_match_cpu(noisy_speech):
+    cfg = fe.FeatureConfig()
+    cpu = fe.extract(noisy_speech, cfg, device="cpu")
+    gpu = fe.extract(noisy_speech, cfg, device="cuda")
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-3 * np.abs(cpu).max())
