@@ -35,10 +35,31 @@ class _ProgressHandler(logging.Handler):
         if event.task not in self.tasks:
             self.tasks[event.task] = self.bars.add_task(event.description, total=event.total, info=info)
         task_id = self.tasks[event.task]
-        self.bars.update(task_id, completed=event.completed, total=event.total, info=info,
-                         description=event.description)
+        self.bars.update(
+            task_id, completed=event.completed, total=event.total, info=info, description=event.description
+        )
         if event.done:
             self.bars.update(task_id, completed=event.total or event.completed)
+
+
+class _ThrottleProgress(logging.Filter):
+    """Keeps a log file readable: a progress record passes when its task starts or ends, or every few seconds."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        event: ProgressEvent | None = getattr(record, "progress", None)
+        if event is None:
+            return True
+        now = time.monotonic()
+        finished = event.done or (event.total is not None and event.completed >= event.total)
+        if event.milestone or event.task not in self.last or finished or now - self.last[event.task] >= self.every_s:
+            self.last[event.task] = now
+            return True
+        return False
 
 
 def _short(value: object) -> str:
@@ -65,6 +86,7 @@ def progress_ui(log_file: Path | None = None, quiet: bool = False) -> Iterator[P
         log_file.parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        file_handler.addFilter(_ThrottleProgress())
         handlers.append(file_handler)
     for handler in handlers:
         root.addHandler(handler)

@@ -104,7 +104,11 @@ def median_distance_power(X: np.ndarray, gamma: float, n_pairs_from: int = 1000,
 
 @dataclass
 class Evaluation:
-    """One trained-and-validated kernel: the row written to ``autotune.jsonl``."""
+    """One trained-and-validated kernel: the row written to ``autotune.jsonl``.
+
+    subband: index of the channel block among ``n_subbands``; condition: the training condition of the model
+    ("all" for a multi-condition model).
+    """
 
     subband: int
     gamma: float
@@ -112,6 +116,11 @@ class Evaluation:
     grid_index: int
     val_loss: float
     seconds: float
+    n_subbands: int = 1
+    condition: str = "all"
+
+    def same_model(self, subband: int, n_subbands: int, condition: str) -> bool:
+        return (self.subband, self.n_subbands, self.condition) == (subband, n_subbands, condition)
 
 
 class EvaluationLog:
@@ -123,12 +132,6 @@ class EvaluationLog:
         if self.path is not None and self.path.is_file():
             with open(self.path, encoding="utf-8") as f:
                 self.rows = [Evaluation(**json.loads(line)) for line in f if line.strip()]
-
-    def lookup(self, subband: int, gamma: float, grid_index: int) -> Evaluation | None:
-        for row in self.rows:
-            if row.subband == subband and row.gamma == gamma and row.grid_index == grid_index:
-                return row
-        return None
 
     def append(self, row: Evaluation) -> None:
         self.rows.append(row)
@@ -157,6 +160,8 @@ def autotune(
     grids: Callable[[float], SigmaGrid],
     log: EvaluationLog,
     subband: int = 0,
+    n_subbands: int = 1,
+    condition: str = "all",
 ) -> Choice:
     """Algorithm 1: search σ for each γ, return the (γ, σ) with the lowest validation loss.
 
@@ -168,13 +173,15 @@ def autotune(
         grid = grids(gamma)
         memo: dict[int, float] = {}
         for row in log.rows:  # earlier runs' evaluations on this same grid
-            if row.subband == subband and row.gamma == gamma and math.isclose(row.sigma, grid.sigma(row.grid_index)):
+            same_grid = math.isclose(row.sigma, grid.sigma(row.grid_index))
+            if row.same_model(subband, n_subbands, condition) and row.gamma == gamma and same_grid:
                 memo[row.grid_index] = row.val_loss
 
         def f(k: int, gamma: float = gamma, grid: SigmaGrid = grid) -> float:
             started = time.perf_counter()
             loss = float(cv(gamma, grid.sigma(k)))
-            log.append(Evaluation(subband, gamma, grid.sigma(k), k, loss, time.perf_counter() - started))
+            seconds = time.perf_counter() - started
+            log.append(Evaluation(subband, gamma, grid.sigma(k), k, loss, seconds, n_subbands, condition))
             return loss
 
         k = search(f, grid.low, grid.high, memo)
@@ -184,5 +191,5 @@ def autotune(
         if best is None or loss < best[2]:
             best = (gamma, grid.sigma(k), loss)
     assert best is not None, "Γ is empty"
-    rows = [r for r in log.rows if r.subband == subband]
+    rows = [r for r in log.rows if r.same_model(subband, n_subbands, condition)]
     return Choice(subband, best[0], best[1], best[2], rows)

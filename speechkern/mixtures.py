@@ -159,6 +159,7 @@ class Mixture:
     seed: int
     sr: int = 16000
     talker: str = ""
+    paired: bool = False
 
     def build(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rebuild ``(mixture, clean, scaled_noise)`` from the files."""
@@ -174,9 +175,31 @@ class Mixture:
                 "the file changed since the manifest was written: rebuild the run with --overwrite"
             )
         clean = clean[: self.n_samples]
+        if self.paired:
+            noisy = _fit(noise, self.n_samples)
+            return noisy, clean, (noisy.astype(np.float64) - clean).astype(np.float32)
         segment = cut_noise(noise, self.noise_offset, self.n_samples, self.noise_start, self.noise_stop)
         scaled = (segment.astype(np.float64) * self.gain).astype(np.float32)
         return (clean + scaled).astype(np.float32), clean, scaled
+
+
+def _fit(y: np.ndarray, n: int) -> np.ndarray:
+    return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
+
+
+def paired_mixture(
+    *, mixture_id: str, split: str, clean_path: str, clean: np.ndarray, noisy_path: str, noisy: np.ndarray,
+    condition: str, sr: int, talker: str = "",
+) -> Mixture:  # fmt: skip
+    """Record a recorded noisy/clean pair; the SNR is measured over the whole utterance."""
+    noise = _fit(noisy, len(clean)).astype(np.float64) - clean
+    e_n = float(np.dot(noise, noise))
+    snr = 10.0 * np.log10(energy(clean) / e_n) if e_n > 0 else float("inf")
+    return Mixture(
+        id=mixture_id, split=split, condition=condition, clean=str(clean_path), noise=str(noisy_path),
+        noise_name=condition, snr_db=float(snr), noise_offset=0, noise_start=0, noise_stop=len(clean),
+        n_samples=len(clean), gain=1.0, seed=0, sr=sr, talker=talker, paired=True,
+    )  # fmt: skip
 
 
 def draw_mixture(
@@ -235,3 +258,21 @@ def read_manifest(path: str | os.PathLike) -> list[Mixture]:
             except (json.JSONDecodeError, TypeError) as err:
                 raise SpeechkernError(f"{path}:{number}: not a manifest row ({err})") from None
     return rows
+
+
+def mix_files(
+    clean_path: str | os.PathLike, noise_path: str | os.PathLike, snr_db: float, seed: int = 0, sr: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, dict]:
+    """Mix two audio files at ``snr_db`` dB: a seeded random noise segment as long as the speech (looped if the
+    noise is shorter). Both are mono at ``sr`` Hz (default: the clean file's rate).
+
+    Returns ``(mixture, clean, scaled_noise, sr, info)`` with the offset and gain in ``info``.
+    """
+    clean, rate = audio.load(clean_path, sr=sr)
+    noise, _ = audio.load(noise_path, sr=rate)
+    offset = int(np.random.default_rng(seed).integers(0, len(noise)))
+    segment = cut_noise(noise, offset, len(clean), 0, len(noise))
+    mixture, scaled, gain = mix_at_snr(clean, segment, snr_db)
+    info = {"clean": str(clean_path), "noise": str(noise_path), "snr_db": snr_db, "noise_offset": offset,
+            "gain": gain, "sr": rate, "seed": seed}  # fmt: skip
+    return mixture, clean, scaled, rate, info

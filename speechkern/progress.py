@@ -21,6 +21,7 @@ class Progress:
     task: stable identifier of the bar (for example ``"features"`` or ``"eigenpro/band-2"``).
     completed: steps done so far; total: steps in all, or None when unknown.
     description: short human label; info: extra numbers shown beside the bar (loss, seconds, ...).
+    milestone: a step worth a line in every log (an epoch), not just a tick of a bar.
     """
 
     task: str
@@ -29,6 +30,7 @@ class Progress:
     description: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     done: bool = False
+    milestone: bool = False
 
 
 def report(
@@ -38,11 +40,12 @@ def report(
     description: str = "",
     *,
     done: bool = False,
+    milestone: bool = False,
     log: logging.Logger | None = None,
     **info: Any,
 ) -> None:
     """Log a progress event (INFO level) that a front end may show as a progress bar."""
-    event = Progress(task, completed, total, description or task, dict(info), done)
+    event = Progress(task, completed, total, description or task, dict(info), done, milestone)
     details = " ".join(f"{k}={_fmt(v)}" for k, v in info.items())
     where = f"{completed:g}/{total:g}" if total else f"{completed:g}"
     (log or logger).info(

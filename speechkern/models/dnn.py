@@ -129,7 +129,7 @@ class DNNRegressor:
             else:
                 stale += 1
             report(self.progress_task, epoch, self.epochs, "DNN epochs", train_mse=total / seen, val_mse=val_mse,
-                   seconds=seconds)  # fmt: skip
+                   seconds=seconds, milestone=True)  # fmt: skip
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, self.network_, optimizer, best_state, self.history_, best_loss, epoch)
         self.network_.load_state_dict(best_state)

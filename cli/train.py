@@ -1,0 +1,87 @@
+"""``speechkern train`` and ``speechkern evaluate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from speechkern.recipe import load_recipe
+
+from .ui import console, progress_ui
+
+
+def train(
+    recipe_dir: Path = typer.Argument(..., help="Recipe folder holding recipe.toml, e.g. recipes/demo."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set data.snrs=[-5,0,5]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/<recipe name>]."),
+    models: str = typer.Option(None, "--models", help="Comma list of kernel, kernel1 (single kernel), dnn."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the run directory."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory and start again."),
+    device: str = typer.Option(None, "--device", help="auto, cpu or cuda [default: the recipe's, auto]."),
+    workers: int = typer.Option(None, "--workers", help="Feature-extraction processes [default: one per core]."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train the recipe's models (kernel machine and DNN by default) into a run directory.
+
+    Interrupt with Ctrl-C at any time; the same command with --resume continues where it stopped.
+    """
+    from speechkern.pipeline import open_run
+    from speechkern.pipeline import train as run_training
+
+    overrides = list(set_)
+    if workers is not None:
+        overrides.append(f"train.workers={workers}")
+    recipe = load_recipe(recipe_dir, overrides)
+    run_dir = out or Path("runs") / recipe.name
+    names = [m.strip() for m in models.split(",")] if models else None
+    open_run(recipe, run_dir, resume=resume, overwrite=overwrite)  # refuses an existing run without a flag
+    with progress_ui(log_file=run_dir / "train.log", quiet=quiet):
+        summary = run_training(recipe, run_dir, models=names, resume=True, device=device,
+                               cache_dir=None if no_cache else "default")  # fmt: skip
+    table = Table(title=f"trained into {run_dir}")
+    for column in ("model", "condition", "subbands", "minutes", "epochs", "validation MSE"):
+        table.add_column(column, justify="left" if column in ("model", "condition") else "right")
+    for t in summary.timings:
+        table.add_row(t.model, t.condition, str(t.subbands), f"{t.minutes:.2f}", str(t.epochs), f"{t.val_mse:.5f}")
+    console.print(table)
+    if summary.skipped:
+        console.print(f"kept from an earlier run: {', '.join(summary.skipped)}")
+    console.print(f"next: speechkern evaluate {run_dir}   |   speechkern enhance NOISY.wav --model {run_dir}")
+
+
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `speechkern train`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+    workers: int = typer.Option(0, "--workers", help="Processes for resynthesis and metrics [default: one per core]."),
+    limit: int = typer.Option(0, "--limit", help="Score only the first N test mixtures (0 = all)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Score the noisy input, the ideal mask and every trained model on the test split; write report/.
+
+    Metrics: mask MSE, STOI, ESTOI, PESQ (wide-band 16 kHz and narrow-band 8 kHz), SI-SDR, and for binary masks
+    accuracy and HIT−FA, per condition (noise × SNR). Tables, figures and report/index.html go into RUN_DIR/report.
+    """
+    from speechkern.evaluate import evaluate as run_evaluation
+    from speechkern.report import results_json, results_markdown, write_report
+
+    if (run_dir / "report" / "results.json").exists() and not overwrite:
+        from speechkern.errors import SpeechkernError
+
+        raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
+    recipe = load_recipe(run_dir / "recipe.toml") if (run_dir / "recipe.toml").is_file() else None
+    examples = recipe.evaluate.examples if recipe else 1
+    with progress_ui(log_file=run_dir / "evaluate.log", quiet=quiet or as_json):
+        ev = run_evaluation(run_dir, workers=workers, limit=limit, examples=examples)
+        out = write_report(ev, run_dir, overwrite=True)
+    if as_json:
+        print(json.dumps(results_json(ev)))
+        return
+    print(results_markdown(ev.rows))
+    if ev.problems:
+        console.print(f"[yellow]{len(ev.problems)} scores could not be computed[/]; see {out / 'index.html'}")
+    console.print(f"report: {out / 'index.html'}")

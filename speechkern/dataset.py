@@ -1,0 +1,284 @@
+"""From a recipe to training arrays: noises, mixture manifests, and cached per-mixture features and targets.
+
+Everything here is deterministic in the recipe's seed: the manifests record each mixture (clean file, noise
+file, offset, gain), features and targets are cached on disk by a hash of their configuration and input, and
+the frame subsets drawn for training are seeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from speechkern import audio, features, mixtures, targets
+from speechkern.cache import ArrayCache, content_key
+from speechkern.corpora import SPLITS, Utterance, load_splits
+from speechkern.errors import SpeechkernError
+from speechkern.mixtures import Mixture
+from speechkern.progress import report
+
+logger = logging.getLogger(__name__)
+
+GENERATED_NOISES = ("ssn", "babble")
+CACHE_VERSION = 1  # bump when feature or target code changes what it computes
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Noises and manifests
+
+
+def prepare_noises(recipe, train: Sequence[Utterance], run_dir: Path) -> dict[str, str]:
+    """Noise name → audio file: generated noises are written under ``run_dir/noises``; ``dir`` adds each file
+    of ``data.noise_dir`` under its own name (its file stem)."""
+    data = recipe.data
+    out: dict[str, str] = {}
+    for spec in data.noises:
+        if spec == "dir":
+            if not data.noise_dir:
+                raise SpeechkernError("noise 'dir' needs a folder of recordings: add --set data.noise_dir=DIR")
+            files = audio.find_audio(data.noise_dir)
+            if not files:
+                raise SpeechkernError(f"{data.noise_dir}: no wav/flac noise recordings found (searched recursively)")
+            for f in files:
+                name = f.stem if f.stem not in out else f"{f.parent.name}-{f.stem}"
+                out[name] = str(f)
+        elif spec in GENERATED_NOISES:
+            out[spec] = str(_generated_noise(spec, recipe, train, run_dir))
+        else:
+            path = Path(spec)
+            if not path.is_file():
+                raise SpeechkernError(
+                    f"noise {spec!r}: expected 'ssn', 'babble', 'dir' (recordings in data.noise_dir) or an audio file"
+                )
+            out[path.stem] = str(path)
+    return out
+
+
+def _generated_noise(kind: str, recipe, train: Sequence[Utterance], run_dir: Path) -> Path:
+    data = recipe.data
+    path = run_dir / "noises" / f"{kind}.wav"
+    if path.is_file():
+        return path
+    n_samples = int(data.generated_noise_s * data.sr)
+    rng = np.random.default_rng(data.seed)
+    pick = rng.permutation(len(train))[:200]  # enough speech for a stable long-term spectrum / babble
+    speech = [(train[i].talker, audio.load(train[i].path, sr=data.sr)[0]) for i in pick]
+    if kind == "ssn":
+        y = mixtures.speech_shaped_noise(mixtures.long_term_spectrum(s for _, s in speech), n_samples, data.seed)
+    else:
+        by_talker: dict[str, list[np.ndarray]] = {}
+        for talker, s in speech:
+            by_talker.setdefault(talker, []).append(s)
+        groups = list(by_talker.values())
+        if len(groups) < 2:  # one talker only: treat utterances as different voices
+            groups = [[s] for _, s in speech]
+        y = mixtures.babble(groups, n_samples, data.seed, data.babble_talkers)
+    audio.save(path, y, data.sr, overwrite=True, subtype="FLOAT")
+    return path
+
+
+def build_manifests(recipe, run_dir: Path) -> dict[str, list[Mixture]]:
+    """Mixtures of every split for the recipe; read back from ``run_dir/manifests`` when they exist already."""
+    folder = run_dir / "manifests"
+    if all((folder / f"{s}.jsonl").is_file() for s in SPLITS):
+        return {s: mixtures.read_manifest(folder / f"{s}.jsonl") for s in SPLITS}
+    data = recipe.data
+    utterances = load_splits(data, run_dir / "sources")
+    for split in SPLITS:
+        if not utterances[split]:
+            raise SpeechkernError(f"the {split} split is empty; give more clean utterances")
+    paired_only = all(u.noisy for split in SPLITS for u in utterances[split])
+    noises = {} if paired_only else prepare_noises(recipe, utterances["train"], run_dir)
+    noise_audio = {name: audio.load(path, sr=data.sr)[0] for name, path in noises.items()}
+    conditions = conditions_of(data, noises) if noises else []
+    max_samples = int(data.max_utterance_s * data.sr)
+    out: dict[str, list[Mixture]] = {}
+    for split_index, split in enumerate(SPLITS):
+        rng = np.random.default_rng([data.seed, split_index])
+        pairing = data.test_pairing if split == "test" else data.pairing
+        rows: list[Mixture] = []
+        for i, utt in enumerate(utterances[split]):
+            clean, _ = audio.load(utt.path, sr=data.sr)
+            clean = clean[:max_samples]
+            if utt.noisy:
+                noisy, _ = audio.load(utt.noisy, sr=data.sr)
+                rows.append(mixtures.paired_mixture(
+                    mixture_id=utt.id, split=split, clean_path=utt.path, clean=clean, noisy_path=utt.noisy,
+                    noisy=noisy, condition=utt.condition or recipe.data.corpus, sr=data.sr, talker=utt.talker,
+                ))  # fmt: skip
+                continue
+            chosen = conditions if pairing == "all" else [conditions[int(rng.integers(len(conditions)))]]
+            for name, snr in chosen:
+                seed = int(rng.integers(2**31))
+                mixture_id = f"{utt.id}__{name}_{snr:g}dB"
+                rows.append(
+                    mixtures.draw_mixture(
+                        mixture_id=mixture_id,
+                        split=split,
+                        clean_path=utt.path,
+                        clean=clean,
+                        noise_path=noises[name],
+                        noise_name=name,
+                        noise=noise_audio[name],
+                        snr_db=snr,
+                        seed=seed,
+                        sr=data.sr,
+                        talker=utt.talker,
+                    )  # fmt: skip
+                )
+            report("manifests", i + 1, len(utterances[split]), f"mixing {split}")
+        mixtures.write_manifest(folder / f"{split}.jsonl", rows)
+        out[split] = rows
+    return out
+
+
+def conditions_of(data, noises: dict[str, str]) -> list[tuple[str, float]]:
+    """(noise, SNR) pairs to mix: ``data.conditions`` ("NOISE@SNR" each) if given, else every noise × SNR."""
+    if not data.conditions:
+        return [(name, float(snr)) for name in noises for snr in data.snrs]
+    out = []
+    for item in data.conditions:
+        name, sep, snr = item.rpartition("@")
+        try:
+            value = float(snr)
+        except ValueError:
+            value = None
+        if not sep or value is None:
+            raise SpeechkernError(f"condition {item!r}: expected NOISE@SNR, for example ssn@-5")
+        if name not in noises:
+            raise SpeechkernError(f"condition {item!r}: no noise {name!r}; the recipe's noises are {', '.join(noises)}")
+        out.append((name, value))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-mixture features and targets
+
+
+@dataclass
+class FrameData:
+    """Frames of a list of mixtures: features (N, base_dim) unnormalised, targets (N, n_units), and the
+    first frame of each mixture in ``offsets`` (length n_mixtures + 1)."""
+
+    features: np.ndarray
+    targets: np.ndarray
+    offsets: np.ndarray
+    mixtures: list[Mixture]
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def frames_of(self, i: int) -> slice:
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+
+@lru_cache(maxsize=64)
+def _noise(path: str, sr: int) -> np.ndarray:
+    return audio.load(path, sr=sr)[0]
+
+
+def example_key(mixture: np.ndarray, clean: np.ndarray, feature_config, target_config, snr_db: float) -> str:
+    """Cache key of one mixture's features and target: the code version, both configurations and the audio."""
+    return content_key(
+        CACHE_VERSION, feature_config.model_dump(mode="json"), target_config.model_dump(mode="json"), snr_db,
+        mixture, clean,
+    )  # fmt: skip
+
+
+def compute_example(m: Mixture, feature_config, target_config, cache_root: str | None) -> dict[str, np.ndarray]:
+    """Features (n_frames, base_dim) and target (n_frames, n_units) of one mixture, from the cache if there."""
+    clean, _ = audio.load(m.clean, sr=m.sr)
+    mix, clean, noise = m.build_from(clean, _noise(m.noise, m.sr))
+    cache = ArrayCache(cache_root)
+    key = example_key(mix, clean, feature_config, target_config, m.snr_db)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    arrays = {
+        "features": features.extract(mix, feature_config),
+        "target": targets.compute_target(clean, noise, target_config, feature_config, snr_db=m.snr_db).T,
+    }
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
+    cache.put(key, arrays)
+    return arrays
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; nested threading only oversubscribes
+
+
+def _compute_chunk(args) -> list[dict[str, np.ndarray]]:
+    rows, feature_config, target_config, cache_root = args
+    return [compute_example(m, feature_config, target_config, cache_root) for m in rows]
+
+
+def compute_frames(
+    rows: Sequence[Mixture],
+    feature_config,
+    target_config,
+    cache_root: str | os.PathLike | None,
+    workers: int = 0,
+    task: str = "features",
+) -> FrameData:
+    """Features and targets of every mixture, in parallel over ``workers`` processes (0 = one per core)."""
+    workers = workers or os.cpu_count() or 1
+    cache_root = None if cache_root is None else str(cache_root)
+    chunk = 8
+    jobs = [(list(rows[i : i + chunk]), feature_config, target_config, cache_root) for i in range(0, len(rows), chunk)]
+    results: list[dict[str, np.ndarray]] = []
+    if workers == 1 or len(jobs) == 1:
+        for j, job in enumerate(jobs):
+            results.extend(_compute_chunk(job))
+            report(task, min((j + 1) * chunk, len(rows)), len(rows), f"features {task}")
+    else:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # fork after torch threads start is unsafe
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+            for j, part in enumerate(pool.map(_compute_chunk, jobs)):
+                results.extend(part)
+                report(task, min((j + 1) * chunk, len(rows)), len(rows), f"features {task}")
+    lengths = [len(r["features"]) for r in results]
+    for r, m in zip(results, rows, strict=True):
+        if len(r["target"]) != len(r["features"]):
+            raise RuntimeError(f"{m.id}: {len(r['features'])} feature frames but {len(r['target'])} target frames")
+    return FrameData(
+        features=np.concatenate([r["features"] for r in results]) if results else np.zeros((0, 0), np.float32),
+        targets=np.concatenate([r["target"] for r in results]) if results else np.zeros((0, 0), np.float32),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        mixtures=list(rows),
+    )
+
+
+def model_inputs(data: FrameData, stats, context: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """Normalised features with the context window, for all frames or the sorted global ``rows``.
+
+    Context is stacked within each mixture (never across two mixtures), exactly as at enhancement time.
+    """
+    wanted = np.arange(len(data)) if rows is None else np.asarray(rows)
+    starts = data.offsets[:-1]
+    owner = np.searchsorted(data.offsets, wanted, side="right") - 1
+    parts = []
+    for i in np.unique(owner):
+        span = data.frames_of(int(i))
+        local = wanted[owner == i] - starts[i]
+        stacked = features.stack_context(stats.normalize(data.features[span]), context)
+        parts.append(stacked[local])
+    dim = features.stack_context(np.zeros((1, data.features.shape[1]), np.float32), context).shape[1]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, dim), np.float32)
+
+
+def sample_rows(n_frames: int, limit: int, seed: int) -> np.ndarray:
+    """Sorted random subset of ``limit`` frame indices (all frames when ``limit`` is 0 or large enough)."""
+    if limit <= 0 or limit >= n_frames:
+        return np.arange(n_frames)
+    return np.sort(np.random.default_rng(seed).choice(n_frames, size=limit, replace=False))

@@ -1,0 +1,195 @@
+"""Evaluation on the test split: mask MSE, STOI, ESTOI, PESQ, SI-SDR (and accuracy, HIT−FA for binary masks)
+for the noisy input, the ideal mask and every trained model, per condition (noise × SNR) as in the paper.
+
+Masks are predicted in the main process (batched per model); resynthesis and the speech metrics run in
+parallel over files. A file PESQ cannot score is reported in ``problems`` and left out of that mean only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from speechkern import dataset, metrics
+from speechkern.cache import default_cache_dir
+from speechkern.enhance import apply_mask
+from speechkern.errors import SpeechkernError
+from speechkern.mixtures import Mixture
+from speechkern.models.io import MaskModel
+from speechkern.progress import report
+from speechkern.recipe import Recipe, load_recipe
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_ORDER = ("noisy", "ideal", "kernel", "kernel1", "dnn")
+METRICS = ("mse", "stoi", "estoi", "pesq", "pesq_nb", "si_sdr", "accuracy", "hit_fa")
+
+
+def discover_models(run_dir: Path, device: str = "cpu") -> dict[str, dict[str, MaskModel]]:
+    """Trained models of a run: name → condition ("all" for multi-condition) → model."""
+    found: dict[str, dict[str, MaskModel]] = {}
+    models_dir = run_dir / "models"
+    if not models_dir.is_dir():
+        return found
+    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (folder / "config.json").is_file():
+            found[folder.name] = {"all": MaskModel.load(folder, device)}
+        else:
+            per = {c.name: MaskModel.load(c, device) for c in sorted(folder.iterdir()) if (c / "config.json").is_file()}
+            if per:
+                found[folder.name] = per
+    return found
+
+
+def model_for(models: dict[str, MaskModel], condition: str) -> MaskModel:
+    """The multi-condition model, or the one trained for this condition."""
+    if "all" in models:
+        return models["all"]
+    if condition not in models:
+        raise SpeechkernError(f"no model was trained for condition {condition}; trained: {', '.join(models)}")
+    return models[condition]
+
+
+@dataclass
+class FileResult:
+    """Scores of every system on one test mixture."""
+
+    id: str
+    condition: str
+    scores: dict[str, dict[str, float]]
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    """Per-file results, their means per condition and system, and per-channel mask MSE per system."""
+
+    recipe: Recipe
+    files: list[FileResult]
+    rows: list[dict]
+    channel_mse: dict[str, np.ndarray]
+    example_masks: dict[str, dict[str, np.ndarray]]
+    problems: list[str]
+
+
+def _score_file(args) -> FileResult:
+    mixture, masks, configs = args
+    mix, clean, _ = mixture.build()
+    sr = mixture.sr
+    scores: dict[str, dict[str, float]] = {}
+    problems: list[str] = []
+    for system in ["noisy", *masks]:
+        processed = mix if system == "noisy" else apply_mask(mix, masks[system], configs)
+        s = metrics.speech_scores(clean, processed, sr)
+        scores[system] = s.as_dict()
+        problems += [f"{mixture.id} {system}: {p}" for p in s.problems]
+    return FileResult(mixture.id, mixture.condition, scores, problems)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def evaluate(
+    run_dir: str | os.PathLike,
+    *,
+    workers: int = 0,
+    cache_dir: str | os.PathLike | None = "default",
+    limit: int = 0,
+    examples: int = 1,
+) -> Evaluation:
+    """Score the noisy input, the ideal mask and every model of ``run_dir`` on its test split."""
+    run_dir = Path(run_dir)
+    recipe = load_recipe(run_dir / "recipe.toml")
+    models = discover_models(run_dir)
+    if not models:
+        raise SpeechkernError(f"{run_dir}: no trained models in models/; run `speechkern train` first")
+    test: list[Mixture] = dataset.build_manifests(recipe, run_dir)["test"]
+    if limit:
+        test = test[:limit]
+    cache = default_cache_dir() if cache_dir == "default" else (None if cache_dir is None else Path(cache_dir))
+    fc, tc = recipe.features, recipe.target
+    frames = dataset.compute_frames(test, fc, tc, cache, workers, "test")
+    binary = tc.kind == "ibm"
+
+    # Masks per file and system; mask-level measures against the ideal mask.
+    per_file_masks: list[dict[str, np.ndarray]] = []
+    mask_scores: list[dict[str, dict[str, float]]] = []
+    sq_err: dict[str, list[np.ndarray]] = {}
+    for i, mixture in enumerate(test):
+        span = frames.frames_of(i)
+        ideal = frames.targets[span]
+        masks = {"ideal": ideal}
+        scores: dict[str, dict[str, float]] = {"ideal": {"mse": 0.0}}
+        for name, per_condition in models.items():
+            model = model_for(per_condition, mixture.condition)
+            estimate = model.predict(model.inputs(frames.features[span]))
+            masks[name] = (estimate >= 0.5).astype(np.float32) if binary else estimate
+            scores[name] = {"mse": metrics.mask_mse(estimate, ideal)}
+            if binary:
+                scores[name] |= {"accuracy": metrics.binary_accuracy(estimate, ideal),
+                                 "hit_fa": metrics.hit_minus_fa(estimate, ideal)}  # fmt: skip
+            sq_err.setdefault(name, []).append((estimate.astype(np.float64) - ideal) ** 2)
+        per_file_masks.append(masks)
+        mask_scores.append(scores)
+        report("evaluate/masks", i + 1, len(test), "predicting masks")
+
+    jobs = [(m, {k: v for k, v in masks.items()}, (fc, tc)) for m, masks in zip(test, per_file_masks, strict=True)]
+    workers = workers or os.cpu_count() or 1
+    results: list[FileResult] = []
+    if workers == 1:
+        for j, job in enumerate(jobs):
+            results.append(_score_file(job))
+            report("evaluate/metrics", j + 1, len(jobs), "scoring files")
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+            for j, res in enumerate(pool.map(_score_file, jobs)):
+                results.append(res)
+                report("evaluate/metrics", j + 1, len(jobs), "scoring files")
+    for res, scores in zip(results, mask_scores, strict=True):
+        for system, values in scores.items():
+            res.scores[system] |= values
+    rows = aggregate(results)
+    channel_mse = {name: np.concatenate(errs).mean(axis=0) for name, errs in sq_err.items()}
+    examples_out = {test[i].id: per_file_masks[i] for i in range(min(examples, len(test)))}
+    problems = [p for r in results for p in r.problems]
+    return Evaluation(recipe, results, rows, channel_mse, examples_out, problems)
+
+
+def aggregate(results: list[FileResult]) -> list[dict]:
+    """Mean of each metric per (condition, system), plus an "all" condition over every file; NaNs are skipped
+    and counted in ``n_failed``."""
+    groups: dict[tuple[str, str], list[dict[str, float]]] = {}
+    conditions = sorted({r.condition for r in results})
+    for r in results:
+        for system, values in r.scores.items():
+            groups.setdefault((r.condition, system), []).append(values)
+            if len(conditions) > 1:
+                groups.setdefault(("all", system), []).append(values)
+    order = {s: i for i, s in enumerate(SYSTEM_ORDER)}
+    rows = []
+    for (condition, system), values in sorted(
+        groups.items(), key=lambda kv: (kv[0][0] == "all", kv[0][0], order.get(kv[0][1], 99), kv[0][1])
+    ):
+        row: dict = {"condition": condition, "system": system, "n_files": len(values)}
+        failed = 0
+        for metric in METRICS:
+            vals = [v[metric] for v in values if metric in v]
+            if not vals:
+                continue
+            good = [v for v in vals if not math.isnan(v)]
+            failed = max(failed, len(vals) - len(good))
+            row[metric] = float(np.mean(good)) if good else math.nan
+        row["n_failed"] = failed
+        rows.append(row)
+    return rows

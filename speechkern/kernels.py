@@ -1,0 +1,355 @@
+"""The exponential power kernel and its products, computed in blocks (SPEC §6).
+
+k(x, z) = exp(−‖x − z‖^γ / σ) with shape γ ∈ (0, 2] (γ = 1 Laplacian, γ = 2 Gaussian) and bandwidth σ > 0;
+positive definite for every γ in that range, with k(x, x) = 1.
+
+Two backends compute K(X, Z)·W without ever holding the n × m matrix:
+
+* ``"torch"`` (the default on CPU): tiles of K are formed in one reused buffer. Squared distances come from one
+  matrix product of augmented inputs, [x, ‖x‖², 1]·[−2z, 1, ‖z‖²]ᵀ = ‖x − z‖², so the norms cost no extra pass
+  over the tile; then clamp at 0, the power γ/2 (skipped for γ = 2, a square root for γ = 1), the scale −1/σ
+  and the exponential, all in place while the tile is in cache, and finally the tile's product with the
+  matching rows of W is accumulated.
+* ``"keops"`` (the default on CUDA): a KeOps LazyTensor reduction ``(-(sqdist ** (γ/2)) / σ).exp() @ W``.
+
+Accuracy of the product form. ‖x‖² + ‖z‖² − 2x·z cancels for nearby points: in float32 the result carries an
+error of up to ~6e-7·(‖x‖² + ‖z‖²) (measured for 8–320 features), which the power γ/2 < 1 magnifies: a point's
+distance to itself would come out as ~1e-3 instead of 0 and k(x, x) as 0.99 instead of 1, differently in every
+block, which spoils interpolation. Two cheap measures fix it. Both inputs are first shifted by the mean of Z
+(distances do not change; the norms, and so the error, shrink when the features are not centred). And the
+squared distance is computed as ‖x − z‖² − δ·(‖x‖² + ‖z‖²), with δ = 8·eps·√(features + 2) a few times the
+rounding error, folded into the augmented columns at no cost, before the clamp at 0: coincident points get
+exactly 0 (k(x, x) = 1), and other distances move by a relative ~1e-5 of the norms, below float32 noise for
+near points and negligible for the rest. The KeOps backend computes distances from differences, which needs
+neither measure; the two backends agree to float32 precision.
+
+Inputs are torch tensors (any device, float32 or float64; NumPy arrays are converted); products are computed in
+the inputs' dtype. The solver in :mod:`speechkern.eigenpro` uses float32 for speed and float64 only for the small
+eigensystems.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from speechkern.errors import SpeechkernError
+
+BACKENDS = ("auto", "torch", "keops")
+
+# Tile shape on the CPU: a 1024 × 2048 float32 tile (8 MiB) keeps the elementwise passes in the last-level cache
+# while the distance product stays large enough for the BLAS to run near its peak (measured on 2 EPYC cores:
+# smaller tiles lose GEMM efficiency, larger ones spill the elementwise passes to memory).
+CPU_TILE_ROWS = 1024
+CPU_TILE_COLS = 2048
+# On a GPU the tile is as large as the memory budget allows, capped at this many entries (1 GiB of float32).
+GPU_TILE_MAX_ENTRIES = 1 << 28
+
+
+def as_tensor(x: Any, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``x`` as a torch tensor on ``device`` (default: where it is) in ``dtype`` (default: float32 unless float64)."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x))
+    if dtype is None:
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return x.to(device=device if device is not None else x.device, dtype=dtype)
+
+
+def available_memory_bytes(device: torch.device | str) -> int:
+    """Memory free for new tensors on ``device``, in bytes: CUDA's free memory, or the OS's available RAM."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        # Linux reports MemAvailable (free plus reclaimable cache), the honest figure for new allocations.
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30  # an unknown system: assume 4 GiB
+
+
+def keops_available() -> bool:
+    """True when pykeops imports (it compiles its formulas on first use, which needs a C++ compiler)."""
+    try:
+        import pykeops.torch  # noqa: F401
+    except Exception:  # pykeops raises a variety of errors when its toolchain is missing
+        return False
+    return True
+
+
+class ExponentialPowerKernel:
+    """The exponential power kernel exp(−‖x − z‖^γ / σ) with blocked products.
+
+    Parameters
+    ----------
+    shape:
+        γ ∈ (0, 2]; 1 is the Laplacian kernel, 2 the Gaussian.
+    bandwidth:
+        σ > 0, in the units of ‖x − z‖^γ (the exponent divides the powered distance, not the distance).
+    backend:
+        ``"torch"`` (blocked dense tiles), ``"keops"`` (KeOps LazyTensors) or ``"auto"``: KeOps when the tensors
+        are on a CUDA device and pykeops imports, else torch.
+    memory_budget_bytes:
+        Upper bound on the bytes one product's work buffer may take; default a quarter of the device's free
+        memory, capped by the cache-friendly tile on the CPU.
+    """
+
+    def __init__(
+        self,
+        shape: float = 1.0,
+        bandwidth: float = 1.0,
+        backend: str = "auto",
+        memory_budget_bytes: int | None = None,
+    ) -> None:
+        shape, bandwidth = float(shape), float(bandwidth)
+        if not (0.0 < shape <= 2.0):
+            raise SpeechkernError(f"kernel shape γ = {shape:g}: expected 0 < γ ≤ 2 (1 Laplacian, 2 Gaussian)")
+        if not (math.isfinite(bandwidth) and bandwidth > 0.0):
+            raise SpeechkernError(f"kernel bandwidth σ = {bandwidth:g}: expected a finite number above 0")
+        if backend not in BACKENDS:
+            raise SpeechkernError(f"kernel backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        if memory_budget_bytes is not None and memory_budget_bytes <= 0:
+            raise SpeechkernError(f"memory budget {memory_budget_bytes} bytes: expected a positive number")
+        self.shape = shape
+        self.bandwidth = bandwidth
+        self.backend = backend
+        self.memory_budget_bytes = memory_budget_bytes
+
+    # ------------------------------------------------------------------------------------------------------
+    # Description
+
+    def __repr__(self) -> str:
+        return f"ExponentialPowerKernel(shape={self.shape:g}, bandwidth={self.bandwidth:g}, backend={self.backend!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ExponentialPowerKernel) and self.to_config() == other.to_config()
+
+    def __hash__(self) -> int:
+        return hash((self.shape, self.bandwidth, self.backend))
+
+    @property
+    def max_diagonal(self) -> float:
+        """β = max_x k(x, x); 1 for this kernel, since k(x, x) = exp(0)."""
+        return 1.0
+
+    def diag(self, X: Any) -> torch.Tensor:
+        """k(x_i, x_i) for every row of X: all ones."""
+        X = as_tensor(X)
+        return torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able parameters; :meth:`from_config` rebuilds the kernel."""
+        return {"name": "exponential_power", "shape": self.shape, "bandwidth": self.bandwidth, "backend": self.backend}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ExponentialPowerKernel:
+        """The kernel described by :meth:`to_config`'s output."""
+        if config.get("name", "exponential_power") != "exponential_power":
+            raise SpeechkernError(f"kernel {config.get('name')!r}: only 'exponential_power' is known")
+        return cls(float(config["shape"]), float(config["bandwidth"]), str(config.get("backend", "auto")))
+
+    def resolve_backend(self, device: torch.device | str) -> str:
+        """The backend that will run on ``device``: ``"torch"`` or ``"keops"``."""
+        if self.backend != "auto":
+            return self.backend
+        return "keops" if torch.device(device).type == "cuda" and keops_available() else "torch"
+
+    # ------------------------------------------------------------------------------------------------------
+    # Products
+
+    def prepare(self, Z: Any) -> PreparedPoints:
+        """Precompute what every product against the points Z needs (their shift and augmented copy).
+
+        Pass the result wherever Z is expected, to avoid redoing this O(m·features) work in repeated products
+        against the same points (the solver does so with its centres).
+        """
+        if isinstance(Z, PreparedPoints):
+            return Z
+        Z = as_tensor(Z)
+        if Z.ndim != 2:
+            raise SpeechkernError(f"kernel inputs must be 2-D (points × features); got {Z.ndim}-D")
+        shift = Z.mean(dim=0) if Z.shape[0] else torch.zeros(Z.shape[1], dtype=Z.dtype, device=Z.device)
+        zc = Z - shift
+        keep = 1.0 - _distance_slack(Z.dtype, Z.shape[1])
+        sq = torch.einsum("ij,ij->i", zc, zc).unsqueeze(1).mul_(keep)
+        augmented = torch.cat([zc.mul_(-2.0), torch.ones_like(sq), sq], dim=1)
+        return PreparedPoints(points=Z, shift=shift, augmented=augmented)
+
+    def __call__(self, X: Any, Z: Any) -> torch.Tensor:
+        """The dense block K(X, Z), shape (n, m), in the promoted dtype of X and Z, on Z's device.
+
+        Meant for blocks that fit in memory (subsamples, batches); for K(X, Z)·W use :meth:`mm`.
+        Both backends return the same dense block, computed with torch.
+        """
+        X, prepared = self._inputs(X, Z)
+        out = torch.empty(X.shape[0], prepared.size, dtype=X.dtype, device=X.device)
+        if out.numel():
+            torch.mm(self._left(X, prepared), prepared.augmented.T, out=out)
+            self._finish_tile(out)
+        return out
+
+    def mm(
+        self,
+        X: Any,
+        Z: Any,
+        W: Any,
+        block_size: int | None = None,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """K(X, Z) @ W, shape (n, k) (or (n,) for a 1-D W), without forming K(X, Z).
+
+        Z may be a :class:`PreparedPoints` from :meth:`prepare`. ``block_size`` bounds the number of kernel
+        entries held at once (the tile is about that many entries); default: a cache-sized tile on the CPU, a
+        quarter of free memory (at most 2^28 entries) on a GPU. ``out``, when given, receives the result.
+        """
+        X, prepared = self._inputs(X, Z)
+        W = as_tensor(W, device=X.device, dtype=X.dtype)
+        vector = W.ndim == 1
+        W2 = W.unsqueeze(1) if vector else W
+        if W2.ndim != 2 or W2.shape[0] != prepared.size:
+            raise SpeechkernError(f"kernel product: W has shape {tuple(W.shape)}, expected ({prepared.size}, k)")
+        if out is None:
+            out = torch.empty((X.shape[0],) if vector else (X.shape[0], W2.shape[1]), dtype=X.dtype, device=X.device)
+        target = out.unsqueeze(1) if out.ndim == 1 else out
+        if target.shape != (X.shape[0], W2.shape[1]):
+            raise SpeechkernError(
+                f"kernel product: out has shape {tuple(out.shape)}, expected {(X.shape[0], W2.shape[1])}"
+            )
+        if X.shape[0] == 0 or W2.shape[1] == 0:
+            return out
+        if prepared.size == 0:
+            target.zero_()
+            return out
+        if self.resolve_backend(X.device) == "keops":
+            target.copy_(self._mm_keops(X, prepared.points, W2))
+        elif target.is_contiguous():
+            self._mm_torch(X, prepared, W2, target, block_size)
+        else:  # the tiles are written with out= products, which need contiguous rows
+            result = torch.empty(target.shape, dtype=X.dtype, device=X.device)
+            self._mm_torch(X, prepared, W2, result, block_size)
+            target.copy_(result)
+        return out
+
+    def _inputs(self, X: Any, Z: Any) -> tuple[torch.Tensor, PreparedPoints]:
+        """X and prepared Z in one dtype (float64 if either is) on Z's device."""
+        if isinstance(Z, PreparedPoints):
+            prepared = Z
+        else:
+            Zt = as_tensor(Z)
+            Xt = as_tensor(X)
+            if Xt.dtype == torch.float64 and Zt.dtype != torch.float64:
+                Zt = Zt.to(torch.float64)
+            prepared = self.prepare(Zt)
+        X = as_tensor(X, device=prepared.augmented.device, dtype=prepared.augmented.dtype)
+        if X.ndim != 2:
+            raise SpeechkernError(f"kernel inputs must be 2-D (points × features); got {X.ndim}-D")
+        if X.shape[1] != prepared.points.shape[1]:
+            raise SpeechkernError(
+                f"kernel inputs have {X.shape[1]} and {prepared.points.shape[1]} features; expected the same number"
+            )
+        return X, prepared
+
+    def _left(self, X: torch.Tensor, prepared: PreparedPoints) -> torch.Tensor:
+        """[x − μ, (1 − δ)‖x − μ‖², 1]: its product with the prepared points is the (slackened) squared distance."""
+        xc = X - prepared.shift
+        keep = 1.0 - _distance_slack(X.dtype, X.shape[1])
+        sq = torch.einsum("ij,ij->i", xc, xc).unsqueeze(1).mul_(keep)
+        return torch.cat([xc, sq, torch.ones_like(sq)], dim=1)
+
+    def _tile_shape(self, n: int, m: int, device: torch.device, block_size: int | None) -> tuple[int, int]:
+        """Rows and columns of one tile of K."""
+        itemsize = 8  # plan for the wider dtype; float32 simply uses half
+        if block_size is None:
+            budget = self.memory_budget_bytes or available_memory_bytes(device) // 4
+            cap = GPU_TILE_MAX_ENTRIES if device.type == "cuda" else CPU_TILE_ROWS * CPU_TILE_COLS
+            entries = max(1, min(cap, budget // itemsize))
+        else:
+            if block_size <= 0:
+                raise SpeechkernError(f"block_size {block_size}: expected a positive number of kernel entries")
+            entries = int(block_size)
+        # Wide tiles favour the product with W; the row count is capped so a CPU tile stays cache-sized.
+        cols = min(m, max(1, entries // min(n, CPU_TILE_ROWS)))
+        rows = min(n, max(1, entries // cols))
+        return rows, cols
+
+    def _mm_torch(
+        self, X: torch.Tensor, prepared: PreparedPoints, W: torch.Tensor, out: torch.Tensor, block_size: int | None
+    ) -> None:
+        n, m = X.shape[0], prepared.size
+        rows, cols = self._tile_shape(n, m, X.device, block_size)
+        x_aug = self._left(X, prepared)
+        z_aug = prepared.augmented
+        buffer = torch.empty(rows * cols, dtype=X.dtype, device=X.device)
+        for i in range(0, n, rows):
+            r = min(rows, n - i)
+            acc = out[i : i + r]
+            for j in range(0, m, cols):
+                c = min(cols, m - j)
+                tile = buffer[: r * c].view(r, c)
+                torch.mm(x_aug[i : i + r], z_aug[j : j + c].T, out=tile)
+                self._finish_tile(tile)
+                if j == 0:
+                    torch.mm(tile, W[j : j + c], out=acc)
+                else:
+                    acc.addmm_(tile, W[j : j + c])
+
+    def _finish_tile(self, tile: torch.Tensor) -> None:
+        """Squared distances → kernel values, in place."""
+        tile.clamp_min_(0.0)
+        if self.shape == 1.0:
+            tile.sqrt_()
+        elif self.shape != 2.0:
+            tile.pow_(self.shape / 2.0)
+        tile.mul_(-1.0 / self.bandwidth)
+        tile.exp_()
+
+    def _mm_keops(self, X: torch.Tensor, Z: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        try:
+            from pykeops.torch import LazyTensor
+        except Exception as exc:  # pykeops missing or broken toolchain
+            raise SpeechkernError(
+                f"kernel backend 'keops': pykeops cannot be used here ({exc}); choose backend='torch'"
+            ) from exc
+        x = LazyTensor(X.contiguous()[:, None, :])
+        z = LazyTensor(Z.to(X.dtype).contiguous()[None, :, :])
+        d2 = x.sqdist(z)
+        if self.shape == 2.0:
+            powered = d2
+        elif self.shape == 1.0:
+            powered = d2.sqrt()
+        else:
+            powered = d2 ** (self.shape / 2.0)  # a float exponent is a runtime parameter: no recompilation
+        K = (-powered / self.bandwidth).exp()
+        return K @ W.contiguous()
+
+
+@dataclass(frozen=True)
+class PreparedPoints:
+    """Points Z ready for kernel products: ``points`` (m × features), ``shift`` (their mean) and ``augmented``
+    ([−2(z − μ), 1, (1 − δ)‖z − μ‖²], m × (features + 2)). Built by :meth:`ExponentialPowerKernel.prepare`."""
+
+    points: torch.Tensor
+    shift: torch.Tensor
+    augmented: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        """Number of points."""
+        return int(self.points.shape[0])
+
+
+def _distance_slack(dtype: torch.dtype, n_features: int) -> float:
+    """δ: a few times the relative rounding error of the product-form squared distance (see the module notes)."""
+    return 8.0 * torch.finfo(dtype).eps * math.sqrt(n_features + 2)

@@ -1,0 +1,214 @@
+"""Recipes: what to train on and how, as a TOML file plus ``--set key=value`` overrides, validated.
+
+A recipe folder holds ``recipe.toml``. Every key has a default here, so a recipe names only what differs.
+Unknown keys and bad values stop with a message that names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from speechkern.errors import SpeechkernError
+from speechkern.features import FeatureConfig
+from speechkern.targets import TargetConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Speech, noise and mixing (SPEC §2)."""
+
+    corpus: Literal["demo", "folder", "timit", "hint", "voicebank"] = "demo"
+    clean_dir: str = Field("", description="folder of clean speech (corpus 'folder'), searched recursively")
+    noise_dir: str = Field("", description="folder of noise recordings, searched recursively")
+    timit_root: str = ""
+    noisex_root: str = ""
+    hint_root: str = ""
+    voicebank_root: str = ""
+    noises: list[str] = Field(
+        default_factory=lambda: ["ssn", "babble"],
+        description="'ssn' and 'babble' are generated from training speech; 'dir' pools the noise_dir recordings",
+    )
+    snrs: list[float] = Field(default_factory=lambda: [0.0], description="mixture SNRs in dB")
+    conditions: list[str] = Field(
+        default_factory=list, description="'NOISE@SNR' pairs to mix instead of every noise × SNR, e.g. ssn@-5"
+    )
+    n_train: int = Field(120, ge=1, description="training utterances (before mixing)")
+    n_val: int = Field(20, ge=1, description="validation utterances")
+    n_test: int = Field(20, ge=1, description="test utterances")
+    max_utterance_s: float = Field(12.0, gt=0, description="longer utterances are cut to this length (s)")
+    sr: int = Field(16000, description="sample rate in Hz of everything downstream")
+    seed: int = 0
+    pairing: Literal["all", "one"] = Field(
+        "all", description="train/val: mix each utterance with every condition ('all') or one drawn at random"
+    )
+    test_pairing: Literal["all", "one"] = Field("all", description="the same choice for the test split")
+    babble_talkers: int = Field(6, ge=2)
+    generated_noise_s: float = Field(120.0, gt=1, description="length of generated noise recordings (s)")
+
+
+class KernelConfig(_Section):
+    """The subband kernel machine (SPEC §6)."""
+
+    subbands: int = Field(4, ge=1, description="contiguous blocks of mask channels, one kernel model each")
+    shape: float = Field(1.0, gt=0, le=2, description="γ of k(x,z)=exp(-|x-z|^γ/σ) when not autotuned")
+    bandwidth: float = Field(10.0, gt=0, description="σ when not autotuned")
+    autotune: bool = False
+    gammas: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], description="Γ of Algorithm 1")
+    sigma_low: float = Field(0.0, ge=0, description="σ_l of Algorithm 1 (0: median ‖x−z‖^γ / 16)")
+    sigma_high: float = Field(0.0, ge=0, description="σ_h of Algorithm 1 (0: 4 × median ‖x−z‖^γ)")
+    sigma_steps_per_octave: int = Field(4, ge=1, description="resolution of the σ grid the search runs on")
+    autotune_train_frames: int = Field(4000, ge=10)
+    autotune_val_frames: int = Field(2000, ge=10)
+    autotune_epochs: int = Field(3, ge=1)
+    centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = every training frame is a centre)")
+    epochs: int = Field(10, ge=1)
+    patience: int = Field(2, ge=1)
+
+
+class DNNConfig(_Section):
+    """The multilayer-perceptron baseline (SPEC §7)."""
+
+    hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 1024])
+    dropout: float = Field(0.2, ge=0, lt=1)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    patience: int = Field(3, ge=1)
+
+
+class TrainConfig(_Section):
+    models: list[Literal["kernel", "dnn"]] = Field(default_factory=lambda: ["kernel", "dnn"])
+    mode: Literal["multi-condition", "per-condition"] = "multi-condition"
+    device: str = "auto"
+    workers: int = Field(0, ge=0, description="feature-extraction processes (0 = one per CPU core)")
+    max_train_frames: int = Field(
+        20000, ge=0, description="training frames drawn at random, the same for every model (0 = all)"
+    )
+    max_val_frames: int = Field(5000, ge=0, description="validation frames for early stopping (0 = all)")
+
+
+class EvaluateConfig(_Section):
+    examples: int = Field(3, ge=0, description="test examples with audio players in the report")
+
+
+class Recipe(_Section):
+    """A whole experiment: data, features, target, models and training settings."""
+
+    name: str = "experiment"
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    target: TargetConfig = Field(default_factory=TargetConfig)
+    kernel: KernelConfig = Field(default_factory=KernelConfig)
+    dnn: DNNConfig = Field(default_factory=DNNConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, value: str) -> str:
+        if not value or "/" in value or value.startswith("."):
+            raise ValueError("must be a plain folder name")
+        return value
+
+    def to_toml(self) -> str:
+        """The resolved recipe as TOML text (every key, overrides applied)."""
+        return _dump_toml(self.model_dump(mode="json"))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=value`` → (["a", "b"], value); the value is read as a TOML literal, else kept as a string."""
+    if "=" not in item:
+        raise SpeechkernError(f"--set {item!r}: expected KEY=VALUE, for example --set data.snrs=[0,5]")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read ``recipe.toml`` from a recipe folder (or the file itself), apply overrides, validate."""
+    path = Path(path)
+    file = path / "recipe.toml" if path.is_dir() else path
+    if not file.is_file():
+        hint = f" (a folder with recipe.toml; built-in ones are in {_recipes_hint()})"
+        raise SpeechkernError(f"{path}: no recipe found{hint}")
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise SpeechkernError(f"{file}: not valid TOML ({err})") from None
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise SpeechkernError(f"--set {item!r}: {k} is a value, not a section")
+        node[keys[-1]] = value
+    data.setdefault("name", path.name if path.is_dir() else path.stem)
+    return validate_recipe(data, source=str(file))
+
+
+def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a recipe dictionary; the first problem becomes a one-line SpeechkernError."""
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            section = _section_at(first["loc"][:-1])
+            valid = ", ".join(sorted(section.model_fields)) if section else ""
+            raise SpeechkernError(f"{source}: unknown recipe key {key!r}; valid keys here: {valid}") from None
+        given = first.get("input")
+        raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {first['msg']}") from None
+
+
+def _section_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def _recipes_hint() -> str:
+    return str(Path(__file__).resolve().parents[1] / "recipes")
+
+
+def _dump_toml(data: dict[str, Any]) -> str:
+    """Minimal TOML writer for the recipe's two-level structure of scalars and lists."""
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    lines = [f"{k} = {_toml_value(v)}" for k, v in scalars.items()]
+    for section, values in data.items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{section}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
