@@ -1,0 +1,104 @@
+"""Mixing at an exact SNR, the noise split, generated noises, and manifests that rebuild mixtures exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from speechkern import audio, mixtures
+from speechkern.errors import SpeechkernError
+
+
+def _snr(clean: np.ndarray, noise: np.ndarray) -> float:
+    return 10 * np.log10(np.sum(clean.astype(np.float64) ** 2) / np.sum(noise.astype(np.float64) ** 2))
+
+
+@pytest.mark.parametrize("snr", [-5.0, 0.0, 7.5])
+def test_mix_at_snr_is_exact_over_the_utterance(snr):
+    rng = np.random.default_rng(0)
+    clean = rng.standard_normal(16000).astype(np.float32) * 0.1
+    noise = rng.standard_normal(16000).astype(np.float32) * 0.3
+    mixture, scaled, gain = mixtures.mix_at_snr(clean, noise, snr)
+    assert _snr(clean, scaled) == pytest.approx(snr, abs=1e-3)
+    np.testing.assert_allclose(mixture, clean + scaled, atol=1e-6)
+    assert gain > 0
+
+
+def test_silent_inputs_are_refused():
+    with pytest.raises(SpeechkernError, match="silent"):
+        mixtures.mix_at_snr(np.zeros(100, np.float32), np.ones(100, np.float32), 0.0)
+    with pytest.raises(SpeechkernError, match="silent"):
+        mixtures.mix_at_snr(np.ones(100, np.float32), np.zeros(100, np.float32), 0.0)
+
+
+def test_train_and_test_noise_come_from_different_halves(tmp_path):
+    sr = 16000
+    noise = np.arange(sr * 4, dtype=np.float32)  # each sample's value is its index
+    clean = np.random.default_rng(2).standard_normal(sr * 3).astype(np.float32)  # longer than a half: wraps
+    for split, (lo, hi) in (("train", (0, 2 * sr)), ("val", (0, 2 * sr)), ("test", (2 * sr, 4 * sr))):
+        for seed in range(20):
+            m = mixtures.draw_mixture(mixture_id="x", split=split, clean_path="c.wav", clean=clean, noise_path="n.wav",
+                                      noise_name="n", noise=noise, snr_db=0.0, seed=seed, sr=sr)  # fmt: skip
+            assert (m.noise_start, m.noise_stop) == (lo, hi)
+            _, _, scaled = m.build_from(clean, noise)
+            used = np.round(scaled.astype(np.float64) / m.gain).astype(int)
+            assert lo <= used.min() and used.max() < hi, "a noise sample from the other half was used"
+
+
+def test_manifest_rebuilds_the_same_mixture(tmp_path):
+    sr = 16000
+    rng = np.random.default_rng(3)
+    clean = (rng.standard_normal(sr) * 0.1).astype(np.float32)
+    noise = (rng.standard_normal(sr * 5) * 0.1).astype(np.float32)
+    audio.save(tmp_path / "c.wav", clean, sr, subtype="FLOAT")
+    audio.save(tmp_path / "n.wav", noise, sr, subtype="FLOAT")
+    m = mixtures.draw_mixture(mixture_id="u1", split="test", clean_path=str(tmp_path / "c.wav"), clean=clean,
+                              noise_path=str(tmp_path / "n.wav"), noise_name="white", noise=noise, snr_db=-5.0,
+                              seed=11, sr=sr)  # fmt: skip
+    mixtures.write_manifest(tmp_path / "test.jsonl", [m])
+    (again,) = mixtures.read_manifest(tmp_path / "test.jsonl")
+    assert again == m
+    mix1, c1, n1 = m.build()
+    mix2, c2, n2 = again.build()
+    np.testing.assert_array_equal(mix1, mix2)
+    assert _snr(c1, n1) == pytest.approx(-5.0, abs=1e-3)
+    assert m.condition == "white_-5dB"
+
+
+def test_paired_mixture_noise_is_noisy_minus_clean(tmp_path):
+    rng = np.random.default_rng(4)
+    clean = (rng.standard_normal(8000) * 0.1).astype(np.float32)
+    noisy = clean + (rng.standard_normal(8000) * 0.05).astype(np.float32)
+    m = mixtures.paired_mixture(mixture_id="p1", split="train", clean_path="c", clean=clean, noisy_path="n",
+                                noisy=noisy, condition="vb", sr=16000)  # fmt: skip
+    mix, c, n = m.build_from(clean, noisy)
+    np.testing.assert_allclose(mix, noisy)
+    np.testing.assert_allclose(c + n, noisy, atol=1e-6)
+    assert m.snr_db == pytest.approx(_snr(clean, noisy - clean), abs=1e-3)
+
+
+def test_speech_shaped_noise_follows_the_speech_spectrum():
+    from scipy.signal import welch
+
+    rng = np.random.default_rng(5)
+    # "speech" with a strong low-pass tilt
+    speech = np.cumsum(rng.standard_normal(16000 * 4)).astype(np.float32)
+    speech -= np.convolve(speech, np.ones(50) / 50, mode="same")
+    spectrum = mixtures.long_term_spectrum([speech])
+    ssn = mixtures.speech_shaped_noise(spectrum, 16000 * 4, seed=0)
+    _, p_speech = welch(speech, nperseg=1024)
+    _, p_ssn = welch(ssn, nperseg=1024)
+    corr = np.corrcoef(np.log(p_speech[1:] + 1e-12), np.log(p_ssn[1:] + 1e-12))[0, 1]
+    assert corr > 0.95
+    assert np.sqrt(np.mean(ssn**2)) == pytest.approx(0.05, rel=1e-3)
+    assert not np.array_equal(ssn, mixtures.speech_shaped_noise(spectrum, 16000 * 4, seed=1))
+
+
+def test_babble_sums_several_talkers():
+    rng = np.random.default_rng(6)
+    talkers = [[(rng.standard_normal(8000) * (i + 1)).astype(np.float32)] for i in range(8)]
+    b = mixtures.babble(talkers, 16000, seed=0, n_talkers=6)
+    assert b.shape == (16000,) and np.isfinite(b).all()
+    assert np.sqrt(np.mean(b**2)) == pytest.approx(0.05, rel=1e-3)
+    with pytest.raises(SpeechkernError, match="at least 2 talkers"):
+        mixtures.babble(talkers[:1], 16000, seed=0)

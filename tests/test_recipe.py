@@ -1,0 +1,54 @@
+"""Recipes: TOML plus --set overrides, validated with one-line messages that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from speechkern.errors import SpeechkernError
+from speechkern.recipe import load_recipe, parse_override, validate_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_builtin_recipes_load():
+    for name in ("demo", "folder"):
+        recipe = load_recipe(RECIPES / name)
+        assert recipe.name == name
+
+
+def test_overrides_are_parsed_as_toml_values():
+    assert parse_override("data.snrs=[-5, 0, 5]") == (["data", "snrs"], [-5, 0, 5])
+    assert parse_override("data.clean_dir=/some/dir") == (["data", "clean_dir"], "/some/dir")
+    assert parse_override("kernel.autotune=true") == (["kernel", "autotune"], True)
+    recipe = load_recipe(RECIPES / "demo", ["data.snrs=[-5,5]", "kernel.bandwidth=3.5", "data.clean_dir=x y"])
+    assert recipe.data.snrs == [-5.0, 5.0]
+    assert recipe.kernel.bandwidth == 3.5
+    assert recipe.data.clean_dir == "x y"
+
+
+def test_unknown_key_names_it_and_the_valid_keys():
+    with pytest.raises(SpeechkernError) as err:
+        load_recipe(RECIPES / "demo", ["data.snr=0"])
+    message = str(err.value)
+    assert "data.snr" in message and "snrs" in message and "\n" not in message
+
+
+def test_bad_value_names_key_and_value():
+    with pytest.raises(SpeechkernError, match=r"kernel.shape.*3"):
+        load_recipe(RECIPES / "demo", ["kernel.shape=3"])
+    with pytest.raises(SpeechkernError, match="KEY=VALUE"):
+        load_recipe(RECIPES / "demo", ["kernel.shape"])
+
+
+def test_missing_recipe_folder(tmp_path):
+    with pytest.raises(SpeechkernError, match="no recipe found"):
+        load_recipe(tmp_path / "nothing")
+
+
+def test_resolved_recipe_round_trips_through_toml(tmp_path):
+    recipe = load_recipe(RECIPES / "folder", ["data.clean_dir=/a", "dnn.hidden=[64, 32]"])
+    (tmp_path / "recipe.toml").write_text(recipe.to_toml())
+    assert load_recipe(tmp_path / "recipe.toml") == recipe
+    assert validate_recipe(recipe.model_dump(mode="json")) == recipe
