@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,10 +34,25 @@ CACHE_VERSION = 1  # bump when feature or target code changes what it computes
 
 
 def prepare_noises(recipe, train: Sequence[Utterance], run_dir: Path) -> dict[str, str]:
-    """Noise name → audio file: generated noises are written under ``run_dir/noises``; ``dir`` adds each file
-    of ``data.noise_dir`` under its own name (its file stem)."""
+    """Noise name → audio file, for each entry of ``data.noises``:
+
+    - ``ssn``, ``babble``: generated from the training speech, written under ``run_dir/noises``;
+    - ``dir``: each recording of ``data.noise_dir``, named by its file stem;
+    - ``noisex:NAME``: the NOISEX-92 recording NAME (babble, factory1, engine, oproom, ...) found below
+      ``data.noisex_root`` or ``$NOISEX_ROOT`` (see :mod:`speechkern.corpora.noisex`), named NAME;
+    - anything else: the path of an audio file, named by its stem.
+    """
+    from speechkern.corpora import noisex
+
     data = recipe.data
     out: dict[str, str] = {}
+
+    def add(name: str, path: str, spec: str) -> None:
+        if name in out:  # two entries with one name would silently share results and per-condition models
+            raise SpeechkernError(f"noise {spec!r}: another entry of data.noises is also named {name!r}; "
+                                  "each noise needs its own name")  # fmt: skip
+        out[name] = path
+
     for spec in data.noises:
         if spec == "dir":
             if not data.noise_dir:
@@ -47,17 +61,22 @@ def prepare_noises(recipe, train: Sequence[Utterance], run_dir: Path) -> dict[st
             if not files:
                 raise SpeechkernError(f"{data.noise_dir}: no wav/flac noise recordings found (searched recursively)")
             for f in files:
-                name = f.stem if f.stem not in out else f"{f.parent.name}-{f.stem}"
-                out[name] = str(f)
+                add(f.stem if f.stem not in out else f"{f.parent.name}-{f.stem}", str(f), spec)
         elif spec in GENERATED_NOISES:
-            out[spec] = str(_generated_noise(spec, recipe, train, run_dir))
+            add(spec, str(_generated_noise(spec, recipe, train, run_dir)), spec)
+        elif spec.lower().startswith("noisex:"):
+            name = spec.split(":", 1)[1].strip()
+            if not name:
+                raise SpeechkernError(f"noise {spec!r}: expected noisex:NAME, for example noisex:factory1")
+            add(name, str(noisex.resolve(name, data.noisex_root, run_dir / "noises")), spec)
         else:
             path = Path(spec)
             if not path.is_file():
                 raise SpeechkernError(
-                    f"noise {spec!r}: expected 'ssn', 'babble', 'dir' (recordings in data.noise_dir) or an audio file"
+                    f"noise {spec!r}: expected 'ssn', 'babble', 'dir' (recordings in data.noise_dir), "
+                    "'noisex:NAME' (a NOISEX-92 recording in data.noisex_root) or an audio file"
                 )
-            out[path.stem] = str(path)
+            add(path.stem, str(path), spec)
     return out
 
 
@@ -210,14 +229,10 @@ def compute_example(m: Mixture, feature_config, target_config, cache_root: str |
     return arrays
 
 
-def _init_worker() -> None:
+def _compute_chunk(rows, feature_config, target_config, cache_root) -> list[dict[str, np.ndarray]]:
     import torch
 
-    torch.set_num_threads(1)  # one process per core; nested threading only oversubscribes
-
-
-def _compute_chunk(args) -> list[dict[str, np.ndarray]]:
-    rows, feature_config, target_config, cache_root = args
+    torch.set_num_threads(1)  # one worker per core; nested threading only oversubscribes
     return [compute_example(m, feature_config, target_config, cache_root) for m in rows]
 
 
@@ -229,24 +244,26 @@ def compute_frames(
     workers: int = 0,
     task: str = "features",
 ) -> FrameData:
-    """Features and targets of every mixture, in parallel over ``workers`` processes (0 = one per core)."""
+    """Features and targets of every mixture, in parallel over ``workers`` processes (0 = one per core).
+
+    Worker processes come from joblib's loky backend, which (unlike multiprocessing's spawn) needs no
+    ``if __name__ == "__main__"`` guard in the calling script, and is reused between calls.
+    """
+    from joblib import Parallel, delayed
+
     workers = workers or os.cpu_count() or 1
     cache_root = None if cache_root is None else str(cache_root)
     chunk = 8
-    jobs = [(list(rows[i : i + chunk]), feature_config, target_config, cache_root) for i in range(0, len(rows), chunk)]
+    parts = [list(rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
     results: list[dict[str, np.ndarray]] = []
-    if workers == 1 or len(jobs) == 1:
-        for j, job in enumerate(jobs):
-            results.extend(_compute_chunk(job))
-            report(task, min((j + 1) * chunk, len(rows)), len(rows), f"features {task}")
+    if workers == 1 or len(parts) <= 1:
+        outputs = (_compute_chunk(p, feature_config, target_config, cache_root) for p in parts)
     else:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")  # fork after torch threads start is unsafe
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-            for j, part in enumerate(pool.map(_compute_chunk, jobs)):
-                results.extend(part)
-                report(task, min((j + 1) * chunk, len(rows)), len(rows), f"features {task}")
+        parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
+        outputs = parallel(delayed(_compute_chunk)(p, feature_config, target_config, cache_root) for p in parts)
+    for j, part in enumerate(outputs):
+        results.extend(part)
+        report(task, min((j + 1) * chunk, len(rows)), len(rows), f"features {task}")
     lengths = [len(r["features"]) for r in results]
     for r, m in zip(results, rows, strict=True):
         if len(r["target"]) != len(r["features"]):

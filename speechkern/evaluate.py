@@ -1,17 +1,15 @@
 """Evaluation on the test split: mask MSE, STOI, ESTOI, PESQ, SI-SDR (and accuracy, HIT−FA for binary masks)
 for the noisy input, the ideal mask and every trained model, per condition (noise × SNR) as in the paper.
 
-Masks are predicted in the main process (batched per model); resynthesis and the speech metrics run in
-parallel over files. A file PESQ cannot score is reported in ``problems`` and left out of that mean only.
+Masks are predicted in the main process; resynthesis and the speech metrics run in parallel over files
+(joblib worker processes). A file PESQ cannot score is reported in ``problems`` and left out of that mean only.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,8 +77,10 @@ class Evaluation:
     problems: list[str]
 
 
-def _score_file(args) -> FileResult:
-    mixture, masks, configs = args
+def _score_file(mixture: Mixture, masks: dict[str, np.ndarray], configs) -> FileResult:
+    import torch
+
+    torch.set_num_threads(1)  # one worker per core
     mix, clean, _ = mixture.build()
     sr = mixture.sr
     scores: dict[str, dict[str, float]] = {}
@@ -91,12 +91,6 @@ def _score_file(args) -> FileResult:
         scores[system] = s.as_dict()
         problems += [f"{mixture.id} {system}: {p}" for p in s.problems]
     return FileResult(mixture.id, mixture.condition, scores, problems)
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def evaluate(
@@ -143,19 +137,17 @@ def evaluate(
         mask_scores.append(scores)
         report("evaluate/masks", i + 1, len(test), "predicting masks")
 
-    jobs = [(m, {k: v for k, v in masks.items()}, (fc, tc)) for m, masks in zip(test, per_file_masks, strict=True)]
+    from joblib import Parallel, delayed
+
     workers = workers or os.cpu_count() or 1
+    jobs = [delayed(_score_file)(m, masks, (fc, tc)) for m, masks in zip(test, per_file_masks, strict=True)]
+    outputs = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs) if workers > 1 else (
+        job[0](*job[1], **job[2]) for job in jobs
+    )  # fmt: skip
     results: list[FileResult] = []
-    if workers == 1:
-        for j, job in enumerate(jobs):
-            results.append(_score_file(job))
-            report("evaluate/metrics", j + 1, len(jobs), "scoring files")
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-            for j, res in enumerate(pool.map(_score_file, jobs)):
-                results.append(res)
-                report("evaluate/metrics", j + 1, len(jobs), "scoring files")
+    for j, res in enumerate(outputs):
+        results.append(res)
+        report("evaluate/metrics", j + 1, len(jobs), "scoring files")
     for res, scores in zip(results, mask_scores, strict=True):
         for system, values in scores.items():
             res.scores[system] |= values

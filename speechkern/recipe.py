@@ -23,26 +23,50 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """Speech, noise and mixing (SPEC §2)."""
+    """Speech, noise and mixing (SPEC §2).
+
+    Corpus roots: a key left empty is read from the environment (``TIMIT_ROOT``, ``NOISEX_ROOT``, ``HINT_ROOT``,
+    ``VOICEBANK_ROOT``, each also as ``SPEECHKERN_<NAME>_ROOT``, which wins); the corpus readers in
+    :mod:`speechkern.corpora` look them up. Split sizes: ``demo``, ``folder`` and ``hint`` draw exact counts;
+    ``timit`` and ``voicebank`` have fixed test (and, for voicebank, validation) sets that the counts only cap.
+    """
 
     corpus: Literal["demo", "folder", "timit", "hint", "voicebank"] = "demo"
     clean_dir: str = Field("", description="folder of clean speech (corpus 'folder'), searched recursively")
     noise_dir: str = Field("", description="folder of noise recordings, searched recursively")
-    timit_root: str = ""
-    noisex_root: str = ""
-    hint_root: str = ""
-    voicebank_root: str = ""
+    timit_root: str = Field(
+        "", description="TIMIT (LDC layout: TRAIN/ and TEST/ with DR1..DR8/<speaker>/<utt>.WAV); empty: $TIMIT_ROOT"
+    )
+    noisex_root: str = Field(
+        "", description="folder of NOISEX-92 recordings for 'noisex:NAME' noises; empty: $NOISEX_ROOT"
+    )
+    hint_root: str = Field("", description="folder of HINT sentences (audio files, any sub-folders); empty: $HINT_ROOT")
+    voicebank_root: str = Field(
+        "", description="VoiceBank-DEMAND ({clean,noisy}_{trainset_28spk,testset}_wav/); empty: $VOICEBANK_ROOT"
+    )
+    timit_test: Literal["core", "complete"] = Field(
+        "core", description="TIMIT test split: the 192-utterance core test set or every SI/SX utterance of TEST"
+    )
+    voicebank_val_speakers: list[str] = Field(
+        default_factory=lambda: ["p226", "p287"], description="VoiceBank-DEMAND training speakers kept for validation"
+    )
     noises: list[str] = Field(
         default_factory=lambda: ["ssn", "babble"],
-        description="'ssn' and 'babble' are generated from training speech; 'dir' pools the noise_dir recordings",
+        description="'ssn' and 'babble' are generated from training speech; 'dir' pools the noise_dir recordings; "
+        "'noisex:NAME' is a NOISEX-92 recording from noisex_root (babble, factory1, engine, oproom, ...), named NAME; "
+        "or the path of an audio file",
     )
     snrs: list[float] = Field(default_factory=lambda: [0.0], description="mixture SNRs in dB")
     conditions: list[str] = Field(
         default_factory=list, description="'NOISE@SNR' pairs to mix instead of every noise × SNR, e.g. ssn@-5"
     )
-    n_train: int = Field(120, ge=1, description="training utterances (before mixing)")
-    n_val: int = Field(20, ge=1, description="validation utterances")
-    n_test: int = Field(20, ge=1, description="test utterances")
+    n_train: int = Field(
+        120, ge=0, description="training utterances (before mixing); 0: all (timit, hint: all not held out)"
+    )
+    n_val: int = Field(20, ge=0, description="validation utterances (voicebank: a cap, 0 = all)")
+    n_test: int = Field(
+        20, ge=0, description="test utterances (timit, voicebank: a cap on the fixed test set; 0 = all)"
+    )
     max_utterance_s: float = Field(12.0, gt=0, description="longer utterances are cut to this length (s)")
     sr: int = Field(16000, description="sample rate in Hz of everything downstream")
     seed: int = 0
@@ -62,8 +86,8 @@ class KernelConfig(_Section):
     bandwidth: float = Field(10.0, gt=0, description="σ when not autotuned")
     autotune: bool = False
     gammas: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], description="Γ of Algorithm 1")
-    sigma_low: float = Field(0.0, ge=0, description="σ_l of Algorithm 1 (0: median ‖x−z‖^γ / 16)")
-    sigma_high: float = Field(0.0, ge=0, description="σ_h of Algorithm 1 (0: 4 × median ‖x−z‖^γ)")
+    sigma_low: float = Field(0.0, ge=0, description="σ_l of Algorithm 1 (0: median ‖x−z‖^γ / 8)")
+    sigma_high: float = Field(0.0, ge=0, description="σ_h of Algorithm 1 (0: 8 × median ‖x−z‖^γ)")
     sigma_steps_per_octave: int = Field(4, ge=1, description="resolution of the σ grid the search runs on")
     autotune_train_frames: int = Field(4000, ge=10)
     autotune_val_frames: int = Field(2000, ge=10)

@@ -100,8 +100,8 @@ def test_sigma_grid_and_median_distance():
     assert grid.sigma(grid.low) == 2.0
     assert grid.sigma(grid.high) == pytest.approx(32.0)
     around = SigmaGrid.around(10.0)
-    assert around.sigma(around.low) == pytest.approx(10.0 / 16)
-    assert around.sigma(around.high) == pytest.approx(40.0)
+    assert around.sigma(around.low) == pytest.approx(10.0 / 8)
+    assert around.sigma(around.high) == pytest.approx(80.0)
     X = np.eye(4) * 3.0  # every pair at distance 3·√2
     assert median_distance_power(X, 1.0) == pytest.approx(3.0 * 2**0.5)
     assert median_distance_power(X, 2.0) == pytest.approx(18.0)

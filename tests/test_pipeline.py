@@ -1,0 +1,125 @@
+"""The whole chain on a tiny demo run: train (kernel + DNN) → resume rules → evaluate → report → enhance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speechkern import audio
+from speechkern.errors import SpeechkernError
+from speechkern.recipe import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+TINY = [
+    "data.n_train=6", "data.n_val=2", "data.n_test=2", "data.generated_noise_s=20", "data.max_utterance_s=3",
+    "features.context=1", "kernel.subbands=2", "kernel.epochs=2", "dnn.hidden=[32]", "dnn.epochs=2",
+    "train.max_train_frames=600", "train.max_val_frames=200", "train.workers=1", "evaluate.examples=1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    from speechkern.pipeline import train
+
+    root = tmp_path_factory.mktemp("pipeline")
+    recipe = load_recipe(RECIPES / "demo", TINY)
+    summary = train(recipe, root / "run", cache_dir=root / "cache", models=["kernel", "dnn"])
+    return recipe, root, summary
+
+
+def test_train_writes_the_run_directory(tiny_run):
+    recipe, root, summary = tiny_run
+    run = root / "run"
+    for rel in ("recipe.toml", "manifests/train.jsonl", "manifests/test.jsonl", "models/kernel/config.json",
+                "models/kernel/weights.safetensors", "models/dnn/config.json", "training_time.md",
+                "training_time.csv", "training_time.json", "noises/ssn.wav", "noises/babble.wav"):  # fmt: skip
+        assert (run / rel).is_file(), rel
+    assert {t.model for t in summary.timings} == {"kernel", "dnn"}
+    assert not (run / "models" / ".kernel-parts").exists() or not any((run / "models" / ".kernel-parts").iterdir())
+    config = json.loads((run / "models/kernel/config.json").read_text())
+    assert config["bands"] == [[0, 32], [32, 64]]
+    assert config["features"]["context"] == 1
+
+
+def test_existing_run_is_refused_without_a_flag(tiny_run):
+    from speechkern.pipeline import train
+
+    recipe, root, _ = tiny_run
+    with pytest.raises(SpeechkernError, match="--resume .* --overwrite"):
+        train(recipe, root / "run", cache_dir=root / "cache")
+    changed = load_recipe(RECIPES / "demo", [*TINY, "kernel.epochs=3"])
+    with pytest.raises(SpeechkernError, match="kernel.epochs differs"):
+        train(changed, root / "run", cache_dir=root / "cache", resume=True)
+    # the same recipe resumes and keeps both finished models
+    again = train(recipe, root / "run", cache_dir=root / "cache", resume=True)
+    assert sorted(again.skipped) == ["dnn/all", "kernel/all"]
+
+
+def test_subband_predictions_reassemble_in_channel_order(tiny_run):
+    from speechkern.models.io import MaskModel
+
+    _, root, _ = tiny_run
+    model = MaskModel.load(root / "run" / "models" / "kernel")
+    X = np.random.default_rng(0).standard_normal((5, model.estimators[0].n_features_in_)).astype(np.float32)
+    parts = [np.clip(est.predict(X), 0, 1) for est in model.estimators]
+    np.testing.assert_allclose(model.predict(X), np.concatenate(parts, axis=1), atol=1e-6)
+    assert model.predict(X).shape == (5, 64)
+
+
+def test_evaluate_and_report(tiny_run):
+    from speechkern.evaluate import evaluate
+    from speechkern.report import write_report
+
+    _, root, _ = tiny_run
+    ev = evaluate(root / "run", workers=1, cache_dir=root / "cache", examples=1)
+    systems = {r["system"] for r in ev.rows}
+    assert systems == {"noisy", "ideal", "kernel", "dnn"}
+    conditions = {r["condition"] for r in ev.rows}
+    assert conditions == {"ssn_0dB", "babble_0dB", "all"}
+    ideal = next(r for r in ev.rows if r["system"] == "ideal" and r["condition"] == "all")
+    noisy = next(r for r in ev.rows if r["system"] == "noisy" and r["condition"] == "all")
+    assert ideal["stoi"] > noisy["stoi"] + 0.1
+    for row in ev.rows:
+        assert {"stoi", "estoi", "pesq", "si_sdr"} <= set(row)
+    out = write_report(ev, root / "run")
+    for rel in ("results.md", "results.csv", "results.json", "files.csv", "channel_mse.png", "example-0.png",
+                "index.html", "audio/example-0/noisy.wav", "audio/example-0/kernel.wav"):  # fmt: skip
+        assert (out / rel).is_file(), rel
+    with pytest.raises(SpeechkernError, match="--overwrite"):
+        write_report(ev, root / "run")
+
+
+def test_enhance_keeps_rate_length_and_channels(tiny_run, tmp_path):
+    from speechkern.enhance import enhance_file
+    from speechkern.models.io import MaskModel
+
+    _, root, _ = tiny_run
+    model = MaskModel.load(root / "run" / "models" / "kernel")
+    rng = np.random.default_rng(1)
+    stereo = (rng.standard_normal((2, 22050 * 2)) * 0.05).astype(np.float32)
+    audio.save(tmp_path / "in.wav", stereo, 22050)
+    result = enhance_file(model, tmp_path / "in.wav", tmp_path / "out.wav", per_channel=True)
+    y, sr = audio.load(tmp_path / "out.wav", sr=None, mono=False)
+    assert sr == 22050 and y.shape == stereo.shape and result.channels == 2
+    with pytest.raises(SpeechkernError, match="exists already"):
+        enhance_file(model, tmp_path / "in.wav", tmp_path / "out.wav")
+    with pytest.raises(SpeechkernError, match="is the input itself"):
+        enhance_file(model, tmp_path / "in.wav", tmp_path / "in.wav", overwrite=True)
+
+
+def test_chunked_and_whole_enhancement_agree(tiny_run):
+    from speechkern.enhance import enhance_signal
+    from speechkern.models.io import MaskModel
+
+    _, root, _ = tiny_run
+    model = MaskModel.load(root / "run" / "models" / "dnn")
+    y, _ = audio.load(root / "run" / "noises" / "babble.wav")
+    y = y[: 16000 * 8]
+    whole = enhance_signal(model, y, chunk_s=60.0)
+    chunked = enhance_signal(model, y, chunk_s=2.0, margin_s=0.5)
+    err = np.sqrt(np.mean((whole - chunked) ** 2)) / np.sqrt(np.mean(whole**2))
+    assert err < 1e-3, f"chunk seams: relative error {err:.2e}"
