@@ -73,10 +73,8 @@ def evaluate(
         from speechkern.errors import SpeechkernError
 
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
-    recipe = load_recipe(run_dir / "recipe.toml") if (run_dir / "recipe.toml").is_file() else None
-    examples = recipe.evaluate.examples if recipe else 1
-    with progress_ui(log_file=run_dir / "evaluate.log", quiet=quiet or as_json):
-        ev = run_evaluation(run_dir, workers=workers, limit=limit, examples=examples)
+    with progress_ui(quiet=quiet or as_json):
+        ev = run_evaluation(run_dir, workers=workers, limit=limit)
         out = write_report(ev, run_dir, overwrite=True)
     if as_json:
         print(json.dumps(results_json(ev)))

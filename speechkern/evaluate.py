@@ -99,11 +99,19 @@ def evaluate(
     workers: int = 0,
     cache_dir: str | os.PathLike | None = "default",
     limit: int = 0,
-    examples: int = 1,
+    examples: int | None = None,
 ) -> Evaluation:
-    """Score the noisy input, the ideal mask and every model of ``run_dir`` on its test split."""
+    """Score the noisy input, the ideal mask and every model of ``run_dir`` on its test split.
+
+    examples: how many test files keep their masks for the report's figures and audio (default: the recipe's).
+    """
     run_dir = Path(run_dir)
+    if not (run_dir / "recipe.toml").is_file():
+        what = "no such run directory" if not run_dir.exists() else "not a run directory (no recipe.toml)"
+        raise SpeechkernError(f"{run_dir}: {what}; train one with `speechkern train RECIPE --out {run_dir}`")
     recipe = load_recipe(run_dir / "recipe.toml")
+    if examples is None:
+        examples = recipe.evaluate.examples
     models = discover_models(run_dir)
     if not models:
         raise SpeechkernError(f"{run_dir}: no trained models in models/; run `speechkern train` first")

@@ -1,0 +1,101 @@
+"""The command line as a user meets it: one-line errors with a non-zero exit, mix, oracle, enhance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from speechkern import audio
+from speechkern_cli.main import main
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _tone_files(tmp_path, seconds=2.0):
+    rng = np.random.default_rng(0)
+    t = np.arange(int(16000 * seconds)) / 16000
+    speech = (0.1 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    noise = (0.05 * rng.standard_normal(16000 * 5)).astype(np.float32)
+    audio.save(tmp_path / "clean.wav", speech, 16000)
+    audio.save(tmp_path / "noise.wav", noise, 16000)
+    return tmp_path / "clean.wav", tmp_path / "noise.wav"
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["enhance", "missing.wav", "--model", "x"], "missing.wav: no such file or folder"),
+        (["mix", "missing.wav", "n.wav", "--snr", "0", "-o", "o.wav"], "missing.wav: no such file"),
+        (["train", "recipes/demo", "--set", "data.bogus=1"], "unknown recipe key 'data.bogus'"),
+        (["train", "no/such/recipe"], "no recipe found"),
+        (["evaluate", "no/such/run"], "no such"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes").symlink_to(__import__("pathlib").Path(__file__).resolve().parents[1] / "recipes")
+    code, _, err = run(argv, capsys)
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_not_audio_and_empty_files(capsys, tmp_path):
+    (tmp_path / "text.wav").write_text("hello")
+    audio.save(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    clean, _ = _tone_files(tmp_path)
+    for bad, message in (("text.wav", "not a readable audio file"), ("empty.wav", "holds no samples")):
+        code, _, err = run(["mix", str(clean), str(tmp_path / bad), "--snr", "0", "-o", str(tmp_path / "o.wav")],
+                           capsys)  # fmt: skip
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_mix_writes_a_mixture_at_the_snr(capsys, tmp_path):
+    clean, noise = _tone_files(tmp_path)
+    code, _, err = run(["mix", str(clean), str(noise), "--snr", "5", "-o", str(tmp_path / "noisy.wav")], capsys)
+    assert code == 0, err
+    mix, sr = audio.load(tmp_path / "noisy.wav", sr=None)
+    speech, _ = audio.load(clean, sr=None)
+    assert sr == 16000 and len(mix) == len(speech)
+    residual = mix - speech
+    snr = 10 * np.log10(np.sum(speech.astype(np.float64) ** 2) / np.sum(residual.astype(np.float64) ** 2))
+    assert snr == pytest.approx(5.0, abs=0.1)  # 16-bit output rounds a little
+    code, _, err = run(["mix", str(clean), str(noise), "--snr", "5", "-o", str(tmp_path / "noisy.wav")], capsys)
+    assert code == 2 and "--overwrite" in err
+
+
+def test_oracle_json_reports_noisy_and_ideal(capsys, tmp_path):
+    clean, noise = _tone_files(tmp_path)
+    code, out, err = run(["oracle", str(clean), str(noise), "--snr", "0", "--json"], capsys)
+    assert code == 0, err
+    scores = json.loads(out)
+    assert set(scores) == {"noisy", "ideal"}
+    for name in scores:
+        assert {"stoi", "pesq", "si_sdr"} <= set(scores[name])
+    assert scores["ideal"]["si_sdr"] > scores["noisy"]["si_sdr"]
+    code, _, err = run(["oracle", str(clean), str(noise), "--snr", "0", "--target", "xyz"], capsys)
+    assert code == 2 and "xyz" in err
+
+
+def test_enhance_without_any_model_says_how_to_train(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    clean, _ = _tone_files(tmp_path)
+    code, _, err = run(["enhance", str(clean)], capsys)
+    assert code == 2 and "speechkern train recipes/demo" in err
+
+
+def test_every_command_has_help(capsys):
+    for command in ("train", "evaluate", "enhance", "mix", "oracle", "losses", "collapse"):
+        code, out, _ = run([command, "--help"], capsys)
+        assert code == 0 and "Usage" in out
