@@ -20,3 +20,36 @@ def dev_data() -> Path:
     if not (DEV_DATA / "clean").is_dir():
         pytest.skip(f"development audio not found at {DEV_DATA} (expected ../shared/data/dev beside the checkout)")
     return DEV_DATA
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+# A demo run small enough to train in seconds: used by the pipeline, report and enhance tests.
+TINY = [
+    "data.n_train=6", "data.n_val=2", "data.n_test=2", "data.generated_noise_s=20", "data.max_utterance_s=3",
+    "features.context=1", "kernel.subbands=2", "kernel.epochs=2", "dnn.hidden=[32]", "dnn.epochs=2",
+    "train.max_train_frames=600", "train.max_val_frames=200", "train.workers=1", "evaluate.examples=1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """(recipe, root, summary) of a tiny demo run trained into ``root/run`` with its cache in ``root/cache``."""
+    from speechkern.pipeline import train
+    from speechkern.recipe import load_recipe
+
+    root = tmp_path_factory.mktemp("pipeline")
+    recipe = load_recipe(RECIPES / "demo", TINY)
+    summary = train(recipe, root / "run", cache_dir=root / "cache", models=["kernel", "dnn"])
+    return recipe, root, summary
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tiny_run):
+    """(evaluation, report folder) of the tiny run."""
+    from speechkern.evaluate import evaluate
+    from speechkern.report import write_report
+
+    _, root, _ = tiny_run
+    ev = evaluate(root / "run", workers=1, cache_dir=root / "cache", examples=1)
+    return ev, write_report(ev, root / "run")

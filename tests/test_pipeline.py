@@ -10,25 +10,8 @@ import pytest
 
 from speechkern import audio
 from speechkern.errors import SpeechkernError
-from speechkern.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-
-TINY = [
-    "data.n_train=6", "data.n_val=2", "data.n_test=2", "data.generated_noise_s=20", "data.max_utterance_s=3",
-    "features.context=1", "kernel.subbands=2", "kernel.epochs=2", "dnn.hidden=[32]", "dnn.epochs=2",
-    "train.max_train_frames=600", "train.max_val_frames=200", "train.workers=1", "evaluate.examples=1",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory):
-    from speechkern.pipeline import train
-
-    root = tmp_path_factory.mktemp("pipeline")
-    recipe = load_recipe(RECIPES / "demo", TINY)
-    summary = train(recipe, root / "run", cache_dir=root / "cache", models=["kernel", "dnn"])
-    return recipe, root, summary
 
 
 def test_train_writes_the_run_directory(tiny_run):
@@ -51,7 +34,8 @@ def test_existing_run_is_refused_without_a_flag(tiny_run):
     recipe, root, _ = tiny_run
     with pytest.raises(SpeechkernError, match="--resume .* --overwrite"):
         train(recipe, root / "run", cache_dir=root / "cache")
-    changed = load_recipe(RECIPES / "demo", [*TINY, "kernel.epochs=3"])
+    changed = recipe.model_copy(deep=True)
+    changed.kernel.epochs = 3
     with pytest.raises(SpeechkernError, match="kernel.epochs differs"):
         train(changed, root / "run", cache_dir=root / "cache", resume=True)
     # the same recipe resumes and keeps both finished models
@@ -70,12 +54,11 @@ def test_subband_predictions_reassemble_in_channel_order(tiny_run):
     assert model.predict(X).shape == (5, 64)
 
 
-def test_evaluate_and_report(tiny_run):
-    from speechkern.evaluate import evaluate
+def test_evaluate_and_report(tiny_run, tiny_report):
     from speechkern.report import write_report
 
     _, root, _ = tiny_run
-    ev = evaluate(root / "run", workers=1, cache_dir=root / "cache", examples=1)
+    ev, out = tiny_report
     systems = {r["system"] for r in ev.rows}
     assert systems == {"noisy", "ideal", "kernel", "dnn"}
     conditions = {r["condition"] for r in ev.rows}
@@ -85,7 +68,6 @@ def test_evaluate_and_report(tiny_run):
     assert ideal["stoi"] > noisy["stoi"] + 0.1
     for row in ev.rows:
         assert {"stoi", "estoi", "pesq", "si_sdr"} <= set(row)
-    out = write_report(ev, root / "run")
     for rel in ("results.md", "results.csv", "results.json", "files.csv", "channel_mse.png", "example-0.png",
                 "index.html", "audio/example-0/noisy.wav", "audio/example-0/kernel.wav"):  # fmt: skip
         assert (out / rel).is_file(), rel
