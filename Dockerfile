@@ -11,7 +11,7 @@ RUN apt-get update \
 
 WORKDIR /opt/speechkern
 COPY . .
-RUN rm -rf .venv && EXTRAS=dev,distributed ./install.sh
+RUN rm -rf .venv && ./install.sh
 
 # Caches in one mountable place; KeOps compiles each kernel formula once and keeps it here.
 ENV PATH=/opt/speechkern/.venv/bin:$PATH \

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Sets up speechkern in a virtual environment: the one setup command of README.md, also used by the Dockerfile.
 #   ./install.sh                 creates .venv in the repository root (Python from $PYTHON, default python3)
-#   VENV=/opt/venv ./install.sh  another place;  EXTRAS=dev,distributed ./install.sh  more extras
+#   VENV=/opt/venv ./install.sh  another place;  EXTRAS=dev ./install.sh  without Ray (the distributed extra)
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev}
+EXTRAS=${EXTRAS:-dev,distributed}
 
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip

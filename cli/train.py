@@ -23,12 +23,20 @@ def train(
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda [default: the recipe's, auto]."),
     workers: int = typer.Option(None, "--workers", help="Feature-extraction processes [default: one per core]."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    ray: bool = typer.Option(False, "--ray", help="Train on a local Ray instance with --workers CPUs (default: all)."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Train on the Ray cluster at this address."),
+    gpus_per_task: float = typer.Option(
+        None, "--gpus-per-task", help="GPUs each Ray task asks for [default: 1 with --device cuda, else 0]."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train the recipe's models (kernel machine and DNN by default) into a run directory.
 
-    Interrupt with Ctrl-C at any time; the same command with --resume continues where it stopped.
+    Interrupt with Ctrl-C at any time; the same command with --resume continues where it stopped. With --ray or
+    --ray-address, autotune evaluations and subband/DNN fits run as parallel Ray tasks; the run directory is the
+    same as a local run's, and it resumes the same way.
     """
+    from speechkern.parallel import make_executor
     from speechkern.pipeline import open_run
     from speechkern.pipeline import train as run_training
 
@@ -40,8 +48,13 @@ def train(
     names = [m.strip() for m in models.split(",")] if models else None
     open_run(recipe, run_dir, resume=resume, overwrite=overwrite)  # refuses an existing run without a flag
     with progress_ui(log_file=run_dir / "train.log", quiet=quiet):
-        summary = run_training(recipe, run_dir, models=names, resume=True, device=device,
-                               cache_dir=None if no_cache else "default")  # fmt: skip
+        gpus = gpus_per_task if gpus_per_task is not None else (1.0 if (device or "").startswith("cuda") else 0.0)
+        executor = make_executor(ray=ray, address=ray_address, workers=workers or 0, gpus_per_task=gpus)
+        try:
+            summary = run_training(recipe, run_dir, models=names, resume=True, device=device, executor=executor,
+                                   cache_dir=None if no_cache else "default")  # fmt: skip
+        finally:
+            executor.close()
     table = Table(title=f"trained into {run_dir}")
     for column in ("model", "condition", "subbands", "minutes", "epochs", "validation MSE"):
         table.add_column(column, justify="left" if column in ("model", "condition") else "right")

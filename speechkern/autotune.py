@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,26 +28,38 @@ import numpy as np
 DEFAULT_GAMMAS = (0.5, 1.0, 2.0)
 
 
-def search(f: Callable[[int], float], low: int, high: int, evaluated: dict[int, float] | None = None) -> int:
-    """Algorithm 1's ``search(f, σ_l, σ_h)`` over integers; ``evaluated`` memoises f (and is filled in).
+def search_steps(low: int, high: int, memo: dict[int, float]) -> Generator[list[int], None, int]:
+    """Algorithm 1's ``search(f, σ_l, σ_h)`` over integers, as a plan that asks for the values it needs.
 
+    The generator yields the points whose losses it needs next (those not yet in ``memo``); the caller puts
+    their values into ``memo`` and resumes it. It returns the σ_l of the final interval (width ≤ 2).
     Interior points already evaluated are reused when possible; otherwise the interval is split into near-equal
     thirds. The four values f(σ_l), f(σ_m1), f(σ_m2), f(σ_h) choose the next interval; ties go to the left.
+    Written as a plan so that many searches (bands × Γ) can share one pool of workers.
     """
-    memo = {} if evaluated is None else evaluated
-
-    def value(point: int) -> float:
-        if point not in memo:
-            memo[point] = float(f(point))
-        return memo[point]
-
     while high - low > 2:
         m1, m2 = _interior_points(low, high, memo)
         points = (low, m1, m2, high)
-        losses = [value(p) for p in points]
-        best = int(np.argmin(losses))  # first minimum: ties go to the smaller σ
+        missing = [p for p in dict.fromkeys(points) if p not in memo]
+        if missing:
+            yield missing
+        best = int(np.argmin([memo[p] for p in points]))  # first minimum: ties go to the smaller σ
         low, high = ((low, m1), (low, m2), (m1, high), (m2, high))[best]
     return low
+
+
+def search(f: Callable[[int], float], low: int, high: int, evaluated: dict[int, float] | None = None) -> int:
+    """Run :func:`search_steps` evaluating ``f`` in order; ``evaluated`` memoises f (and is filled in)."""
+    memo = {} if evaluated is None else evaluated
+    plan = search_steps(low, high, memo)
+    try:
+        needed = next(plan)
+        while True:
+            for point in needed:
+                memo[point] = float(f(point))
+            needed = plan.send(None)
+    except StopIteration as finished:
+        return finished.value
 
 
 def _interior_points(low: int, high: int, memo: dict[int, float]) -> tuple[int, int]:
@@ -155,6 +167,103 @@ class Choice:
     evaluations: list[Evaluation]
 
 
+@dataclass(frozen=True)
+class TuneJob:
+    """One kernel to choose: the channel block ``subband`` of ``n_subbands`` of the model for ``condition``."""
+
+    subband: int = 0
+    n_subbands: int = 1
+    condition: str = "all"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One (γ, σ) to train and validate for a job."""
+
+    job: TuneJob
+    gamma: float
+    sigma: float
+    grid_index: int
+
+
+Evaluator = Callable[[list[Request]], Iterable[tuple[Request, float, float]]]
+
+
+def autotune_jobs(
+    jobs: Sequence[TuneJob],
+    gammas: Sequence[float],
+    grids: Callable[[TuneJob, float], SigmaGrid],
+    evaluate: Evaluator,
+    log: EvaluationLog,
+) -> dict[TuneJob, Choice]:
+    """Algorithm 1 for several jobs at once: every (job, γ) search advances in rounds, and each round's
+    missing points go to ``evaluate`` together, so a pool of workers can train them in parallel.
+
+    evaluate(requests) yields ``(request, validation loss, seconds)`` as each finishes; every result is
+    appended to the log at once, so an interruption loses only the evaluations still running. Evaluations found
+    in the log (an earlier run) are reused, never repeated.
+    """
+    if not gammas:
+        raise ValueError("Γ is empty")
+    searches = []
+    for job in jobs:
+        for gamma in gammas:
+            grid = grids(job, gamma)
+            memo: dict[int, float] = {}
+            for row in log.rows:  # earlier runs' evaluations on this same grid
+                same_grid = math.isclose(row.sigma, grid.sigma(row.grid_index))
+                if row.same_model(job.subband, job.n_subbands, job.condition) and row.gamma == gamma and same_grid:
+                    memo[row.grid_index] = row.val_loss
+            searches.append(_Search(job, gamma, grid, memo, search_steps(grid.low, grid.high, memo)))
+    active = [s for s in searches if s.advance()]
+    while active:
+        requests = [Request(s.job, s.gamma, s.grid.sigma(k), k) for s in active for k in s.needed]
+        by_key = {(s.job, s.gamma): s for s in active}
+        for request, loss, seconds in evaluate(requests):
+            job = request.job
+            log.append(Evaluation(job.subband, request.gamma, request.sigma, request.grid_index, float(loss),
+                                  float(seconds), job.n_subbands, job.condition))  # fmt: skip
+            by_key[(job, request.gamma)].memo[request.grid_index] = float(loss)
+        active = [s for s in active if s.advance()]
+    choices = {}
+    for job in jobs:
+        best = min((s for s in searches if s.job == job), key=lambda s: s.memo[s.result])
+        rows = [r for r in log.rows if r.same_model(job.subband, job.n_subbands, job.condition)]
+        choices[job] = Choice(job.subband, best.gamma, best.grid.sigma(best.result), best.memo[best.result], rows)
+    return choices
+
+
+@dataclass
+class _Search:
+    """One (job, γ) search in progress: its plan, the points it waits for, and its result once done."""
+
+    job: TuneJob
+    gamma: float
+    grid: SigmaGrid
+    memo: dict[int, float]
+    plan: Generator[list[int], None, int]
+    needed: list[int] | None = None
+    result: int | None = None
+
+    def advance(self) -> bool:
+        """Resume the plan; True while it waits for values, False once its σ is known."""
+        try:
+            self.needed = next(self.plan) if self.needed is None else self.plan.send(None)
+            return True
+        except StopIteration as finished:
+            k = finished.value
+            if k not in self.memo:  # an interval of width ≤ 2 from the start: its σ_l was never evaluated
+                self.plan, self.needed = _single(k), None
+                return self.advance()
+            self.result = k
+            return False
+
+
+def _single(k: int) -> Generator[list[int], None, int]:
+    yield [k]
+    return k
+
+
 def autotune(
     cv: Callable[[float, float], float],
     gammas: Sequence[float],
@@ -164,33 +273,17 @@ def autotune(
     n_subbands: int = 1,
     condition: str = "all",
 ) -> Choice:
-    """Algorithm 1: search σ for each γ, return the (γ, σ) with the lowest validation loss.
+    """Algorithm 1 for one block of channels, evaluating in this process: the (γ, σ) with the lowest loss.
 
     cv(γ, σ): validation loss of a kernel model trained with k_{γ,σ}; called at most once per (γ, σ) across
     runs (the log remembers). grids(γ): the σ grid to search for that γ.
     """
-    best: tuple[float, float, float] | None = None
-    for gamma in gammas:
-        grid = grids(gamma)
-        memo: dict[int, float] = {}
-        for row in log.rows:  # earlier runs' evaluations on this same grid
-            same_grid = math.isclose(row.sigma, grid.sigma(row.grid_index))
-            if row.same_model(subband, n_subbands, condition) and row.gamma == gamma and same_grid:
-                memo[row.grid_index] = row.val_loss
 
-        def f(k: int, gamma: float = gamma, grid: SigmaGrid = grid) -> float:
+    def evaluate(requests: list[Request]):
+        for request in requests:
             started = time.perf_counter()
-            loss = float(cv(gamma, grid.sigma(k)))
-            seconds = time.perf_counter() - started
-            log.append(Evaluation(subband, gamma, grid.sigma(k), k, loss, seconds, n_subbands, condition))
-            return loss
+            loss = cv(request.gamma, request.sigma)
+            yield request, loss, time.perf_counter() - started
 
-        k = search(f, grid.low, grid.high, memo)
-        if k not in memo:  # an interval of width ≤ 2 from the start is never evaluated by the search
-            memo[k] = f(k)
-        loss = memo[k]
-        if best is None or loss < best[2]:
-            best = (gamma, grid.sigma(k), loss)
-    assert best is not None, "Γ is empty"
-    rows = [r for r in log.rows if r.same_model(subband, n_subbands, condition)]
-    return Choice(subband, best[0], best[1], best[2], rows)
+    job = TuneJob(subband, n_subbands, condition)
+    return autotune_jobs([job], gammas, lambda _job, gamma: grids(gamma), evaluate, log)[job]

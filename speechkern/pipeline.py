@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from speechkern import dataset
-from speechkern.autotune import EvaluationLog, SigmaGrid, autotune, median_distance_power
+from speechkern.autotune import EvaluationLog, SigmaGrid, median_distance_power
 from speechkern.cache import default_cache_dir
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureStats
 from speechkern.models.io import MaskModel, split_bands
+from speechkern.progress import report
 from speechkern.recipe import Recipe, load_recipe
 
 logger = logging.getLogger(__name__)
@@ -148,99 +149,137 @@ def model_dir(run_dir: Path, name: str, condition: str) -> Path:
     return base if condition == "all" else base / condition
 
 
-def train_kernel(
-    recipe: Recipe, data: TrainingSet, run_dir: Path, n_subbands: int, name: str, device: str
-) -> tuple[MaskModel, ModelTiming]:
-    """The subband kernel machine: per block of mask channels, autotune (if asked) and fit EigenPro."""
+# ---------------------------------------------------------------------------------------------------------
+# Units of work. Each runs anywhere (this process or a Ray worker): it takes arrays and settings and returns
+# plain results; only the driver below writes into the run directory.
+
+
+def fit_kernel_band(X, Y, X_val, Y_val, lo: int, hi: int, params: dict) -> tuple[dict, dict, float]:
+    """Fit EigenPro on channels ``[lo, hi)``; returns the estimator's state and the seconds it took."""
     from speechkern.eigenpro import EigenProRegressor
 
-    kc = recipe.kernel
-    bands = split_bands(data.Y.shape[1], n_subbands)
-    parts = run_dir / "models" / f".{name}-parts" / data.condition
-    log = EvaluationLog(run_dir / "autotune.jsonl")
-    estimators, band_info = [], []
     started = time.perf_counter()
-    for b, (lo, hi) in enumerate(bands):
-        part = parts / f"band-{b}"
-        info_file = parts / f"band-{b}.json"
-        if info_file.is_file():  # finished in an earlier, interrupted run
-            estimators.append(EigenProRegressor.load(part))
-            band_info.append(json.loads(info_file.read_text()))
-            logger.info("%s band %d/%d: reusing the model finished earlier", name, b + 1, len(bands))
-            continue
-        band_started = time.perf_counter()
-        if kc.autotune:
-            choice = autotune_band(recipe, data, lo, hi, b, n_subbands, log, device)
-            gamma, sigma = choice.gamma, choice.sigma
-        else:
-            gamma, sigma = kc.shape, kc.bandwidth
-        est = EigenProRegressor(
-            shape=gamma, bandwidth=sigma, centers=kc.centers or None, epochs=kc.epochs, patience=kc.patience,
-            device=device, seed=recipe.data.seed, progress_task=f"{name}/{data.condition}/band-{b}",
-        )  # fmt: skip
-        est.fit(data.X, data.Y[:, lo:hi], data.X_val, data.Y_val[:, lo:hi])
-        info = {
-            "band": [lo, hi], "gamma": gamma, "sigma": sigma, "epochs": len(est.history_),
-            "best_epoch": est.best_epoch_, "val_mse": min(h["val_mse"] for h in est.history_),
-            "seconds": time.perf_counter() - band_started,
-        }  # fmt: skip
-        parts.mkdir(parents=True, exist_ok=True)
-        est.save(part)
-        write_text_atomic(info_file, json.dumps(info))
-        estimators.append(est)
-        band_info.append(info)
-        logger.info("%s band %d/%d: gamma %.3g sigma %.4g, %d epochs, val mse %.5f, %.1f s", name, b + 1,
-                    len(bands), gamma, sigma, info["epochs"], info["val_mse"], info["seconds"])  # fmt: skip
-    minutes = sum(i["seconds"] for i in band_info) / 60.0
-    model = MaskModel("kernel", recipe.features, recipe.target, data.stats, bands, estimators,
-                      {"bands": band_info, "condition": data.condition, "name": name})  # fmt: skip
-    val_mse = _val_mse(model, data)
-    model.info["val_mse"] = val_mse
-    model.save(model_dir(run_dir, name, data.condition), overwrite=True)
-    shutil.rmtree(parts, ignore_errors=True)
-    logger.info("%s trained in %.1f s (this run) for condition %s", name, time.perf_counter() - started,
-                data.condition)  # fmt: skip
-    timing = ModelTiming(name, data.condition, n_subbands, minutes, max(i["epochs"] for i in band_info), val_mse)
-    return model, timing
+    est = EigenProRegressor(**params).fit(X, Y[:, lo:hi], X_val, Y_val[:, lo:hi])
+    tensors, config = est.to_state()
+    return tensors, config, time.perf_counter() - started
 
 
-def autotune_band(recipe: Recipe, data: TrainingSet, lo: int, hi: int, band: int, n_subbands: int,
-                  log: EvaluationLog, device: str):  # fmt: skip
-    """Algorithm 1 for one block of channels, on subsamples of the training and validation frames."""
+def validate_kernel(X, Y, X_val, Y_val, gamma: float, sigma: float, params: dict) -> tuple[float, float]:
+    """Autotune's cv(γ, σ): the best validation MSE of a short EigenPro fit, and the seconds it took."""
     from speechkern.eigenpro import EigenProRegressor
 
-    kc = recipe.kernel
-    rows = dataset.sample_rows(len(data.X), kc.autotune_train_frames, recipe.data.seed + 10 + band)
-    vrows = dataset.sample_rows(len(data.X_val), kc.autotune_val_frames, recipe.data.seed + 20 + band)
-    Xa, Ya = data.X[rows], data.Y[rows, lo:hi]
-    Xv, Yv = data.X_val[vrows], data.Y_val[vrows, lo:hi]
-
-    def cv(gamma: float, sigma: float) -> float:
-        est = EigenProRegressor(shape=gamma, bandwidth=sigma, epochs=kc.autotune_epochs, patience=kc.patience,
-                                device=device, seed=recipe.data.seed, progress_task="autotune")  # fmt: skip
-        est.fit(Xa, Ya, Xv, Yv)
-        return min(h["val_mse"] for h in est.history_)
-
-    def grids(gamma: float) -> SigmaGrid:
-        steps = kc.sigma_steps_per_octave
-        if kc.sigma_low > 0 and kc.sigma_high > kc.sigma_low:
-            return SigmaGrid.between(kc.sigma_low, kc.sigma_high, steps)
-        return SigmaGrid.around(median_distance_power(Xa, gamma, seed=recipe.data.seed), steps=steps)
-
-    return autotune(cv, kc.gammas, grids, log, band, n_subbands, data.condition)
+    started = time.perf_counter()
+    est = EigenProRegressor(shape=gamma, bandwidth=sigma, **params).fit(X, Y, X_val, Y_val)
+    return min(h["val_mse"] for h in est.history_), time.perf_counter() - started
 
 
-def train_dnn(recipe: Recipe, data: TrainingSet, run_dir: Path, device: str) -> tuple[MaskModel, ModelTiming]:
-    """The DNN baseline on the same inputs and targets; resumes from its per-epoch checkpoint."""
+def fit_dnn(X, Y, X_val, Y_val, params: dict, checkpoint: str | None) -> tuple[dict, dict, float]:
+    """Fit the DNN baseline (resuming from ``checkpoint`` if one is there); returns its state and seconds."""
     from speechkern.models.dnn import DNNRegressor
 
-    dc = recipe.dnn
-    checkpoint = run_dir / "models" / ".dnn-checkpoint" / data.condition / "checkpoint"
     started = time.perf_counter()
-    est = DNNRegressor(hidden=list(dc.hidden), dropout=dc.dropout, epochs=dc.epochs, batch_size=dc.batch_size,
-                       learning_rate=dc.learning_rate, patience=dc.patience, device=device, seed=recipe.data.seed,
-                       progress_task=f"dnn/{data.condition}")  # fmt: skip
-    est.fit(data.X, data.Y, data.X_val, data.Y_val, checkpoint=checkpoint)
+    est = DNNRegressor(**params).fit(X, Y, X_val, Y_val, checkpoint=checkpoint)
+    tensors, config = est.to_state()
+    return tensors, config, time.perf_counter() - started
+
+
+def _run_unit(kind: str, *args):
+    return {"kernel": fit_kernel_band, "dnn": fit_dnn}[kind](*args)
+
+
+@dataclass
+class _KernelUnit:
+    """A subband kernel machine to train for one condition: its bands and where their parts are kept."""
+
+    data: TrainingSet
+    name: str
+    bands: list[tuple[int, int]]
+    parts: Path
+    info: dict[int, dict] = field(default_factory=dict)
+    estimators: dict[int, object] = field(default_factory=dict)
+
+    def pending(self) -> list[int]:
+        return [b for b in range(len(self.bands)) if b not in self.info]
+
+
+def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str) -> dict:
+    kc = recipe.kernel
+    return {"centers": kc.centers or None, "epochs": kc.epochs, "patience": kc.patience, "device": device,
+            "seed": recipe.data.seed, "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
+
+
+def _autotune_units(recipe: Recipe, units: list[_KernelUnit], run_dir: Path, executor, device: str) -> dict:
+    """Algorithm 1 for every unfinished band of every kernel unit, evaluations spread over the executor."""
+    from speechkern.autotune import TuneJob, autotune_jobs
+
+    kc = recipe.kernel
+    jobs, samples = [], {}
+    for unit in units:
+        for b in unit.pending():
+            lo, hi = unit.bands[b]
+            job = TuneJob(b, len(unit.bands), unit.data.condition)
+            rows = dataset.sample_rows(len(unit.data.X), kc.autotune_train_frames, recipe.data.seed + 10 + b)
+            vrows = dataset.sample_rows(len(unit.data.X_val), kc.autotune_val_frames, recipe.data.seed + 20 + b)
+            arrays = (
+                unit.data.X[rows],
+                unit.data.Y[rows, lo:hi],
+                unit.data.X_val[vrows],
+                unit.data.Y_val[vrows, lo:hi],
+            )
+            samples[job] = (arrays[0], tuple(executor.share(a) for a in arrays))
+            jobs.append(job)
+    if not jobs:
+        return {}
+    params = {"epochs": kc.autotune_epochs, "patience": kc.patience, "device": device, "seed": recipe.data.seed,
+              "progress_task": "autotune"}  # fmt: skip
+
+    def grids(job, gamma: float) -> SigmaGrid:
+        if kc.sigma_low > 0 and kc.sigma_high > kc.sigma_low:
+            return SigmaGrid.between(kc.sigma_low, kc.sigma_high, kc.sigma_steps_per_octave)
+        scale = median_distance_power(samples[job][0], gamma, seed=recipe.data.seed)
+        return SigmaGrid.around(scale, steps=kc.sigma_steps_per_octave)
+
+    done = {"n": 0}
+
+    def evaluate(requests):
+        calls = [((*samples[r.job][1], r.gamma, r.sigma, params), {}) for r in requests]
+        for index, (loss, seconds) in executor.run(validate_kernel, calls):
+            done["n"] += 1
+            r = requests[index]
+            report("autotune", done["n"], None, "autotune evaluations", band=r.job.subband, gamma=r.gamma,
+                   sigma=r.sigma, val_mse=loss)  # fmt: skip
+            yield r, loss, seconds
+
+    log = EvaluationLog(run_dir / "autotune.jsonl")
+    choices = autotune_jobs(jobs, kc.gammas, grids, evaluate, log)
+    for job, choice in choices.items():
+        logger.info("autotune %s band %d/%d: gamma %g sigma %.4g (val mse %.5f) after %d evaluations",
+                    job.condition, job.subband + 1, job.n_subbands, choice.gamma, choice.sigma, choice.val_loss,
+                    len(choice.evaluations))  # fmt: skip
+    return choices
+
+
+def _finish_kernel(recipe: Recipe, unit: _KernelUnit, run_dir: Path) -> ModelTiming:
+    """Assemble the finished bands into one model, save it, and drop the parts."""
+    infos = [unit.info[b] for b in range(len(unit.bands))]
+    estimators = [unit.estimators[b] for b in range(len(unit.bands))]
+    model = MaskModel("kernel", recipe.features, recipe.target, unit.data.stats, unit.bands, estimators,
+                      {"bands": infos, "condition": unit.data.condition, "name": unit.name})  # fmt: skip
+    model.info["val_mse"] = _val_mse(model, unit.data)
+    model.save(model_dir(run_dir, unit.name, unit.data.condition), overwrite=True)
+    shutil.rmtree(unit.parts, ignore_errors=True)
+    autotune_s = sum(i.get("autotune_seconds", 0.0) for i in infos)
+    extra = {"autotune_minutes": round(autotune_s / 60.0, 3), "centers": int(estimators[0].centers_.shape[0])}
+    minutes = sum(i["seconds"] for i in infos) / 60.0
+    logger.info("%s for %s: %.1f min, val mse %.5f", unit.name, unit.data.condition, minutes, model.info["val_mse"])
+    return ModelTiming(unit.name, unit.data.condition, len(unit.bands), minutes, max(i["epochs"] for i in infos),
+                       model.info["val_mse"], extra)  # fmt: skip
+
+
+def _finish_dnn(recipe: Recipe, data: TrainingSet, run_dir: Path, tensors: dict, config: dict) -> ModelTiming:
+    from speechkern.models.dnn import DNNRegressor
+
+    est = DNNRegressor.from_state(tensors, config)
     seconds = sum(h["seconds"] for h in est.history_)
     best_seconds = sum(h["seconds"] for h in est.history_ if h["epoch"] <= est.best_epoch_)
     model = MaskModel("dnn", recipe.features, recipe.target, data.stats, [(0, data.Y.shape[1])], [est],
@@ -248,12 +287,11 @@ def train_dnn(recipe: Recipe, data: TrainingSet, run_dir: Path, device: str) -> 
                        "best_epoch": est.best_epoch_, "seconds": seconds, "seconds_to_best": best_seconds})  # fmt: skip
     model.info["val_mse"] = _val_mse(model, data)
     model.save(model_dir(run_dir, "dnn", data.condition), overwrite=True)
-    shutil.rmtree(checkpoint.parent, ignore_errors=True)
-    logger.info("dnn trained in %.1f s (this run), %d epochs, best %d", time.perf_counter() - started,
-                len(est.history_), est.best_epoch_)  # fmt: skip
-    timing = ModelTiming("dnn", data.condition, 1, seconds / 60.0, len(est.history_), model.info["val_mse"],
-                         {"minutes_to_best": best_seconds / 60.0, "best_epoch": est.best_epoch_})  # fmt: skip
-    return model, timing
+    shutil.rmtree(run_dir / "models" / ".dnn-checkpoint" / data.condition, ignore_errors=True)
+    logger.info("dnn for %s: %d epochs (best %d), %.1f min, val mse %.5f", data.condition, len(est.history_),
+                est.best_epoch_, seconds / 60, model.info["val_mse"])  # fmt: skip
+    return ModelTiming("dnn", data.condition, 1, seconds / 60.0, len(est.history_), model.info["val_mse"],
+                       {"minutes_to_best": round(best_seconds / 60.0, 3), "best_epoch": est.best_epoch_})  # fmt: skip
 
 
 def _val_mse(model: MaskModel, data: TrainingSet) -> float:
@@ -276,32 +314,106 @@ def train(
     overwrite: bool = False,
     cache_dir: str | os.PathLike | None = "default",
     device: str | None = None,
+    executor=None,
 ) -> TrainSummary:
-    """Train the recipe's models into ``run_dir`` (see ARCHITECTURE.md for the layout)."""
+    """Train the recipe's models into ``run_dir`` (see ARCHITECTURE.md for the layout).
+
+    executor: where the work runs (:class:`speechkern.parallel.SerialExecutor` by default, or a
+    :class:`~speechkern.parallel.RayExecutor`); the run directory comes out the same either way.
+    """
+    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.parallel import SerialExecutor
+
     run_dir = Path(run_dir)
     names = list(models or recipe.train.models)
     for n in names:
         if n not in MODEL_NAMES:
             raise SpeechkernError(f"model {n!r}: expected one of {', '.join(MODEL_NAMES)}")
-    device_name = str(resolve_device(device or recipe.train.device))
+    device_name = device or recipe.train.device
+    resolve_device(device_name)  # fail early on a device that is not there
     open_run(recipe, run_dir, resume=resume, overwrite=overwrite)
     cache = default_cache_dir() if cache_dir == "default" else (None if cache_dir is None else Path(cache_dir))
-    logger.info("run %s: recipe %s, models %s, device %s", run_dir, recipe.name, ", ".join(names), device_name)
+    executor = executor or SerialExecutor()
+    logger.info("run %s: recipe %s, models %s, device %s, executor %s", run_dir, recipe.name, ", ".join(names),
+                device_name, executor.name)  # fmt: skip
     timings = _read_timings(run_dir)
-    skipped = []
+    skipped: list[str] = []
+    kernel_units: list[_KernelUnit] = []
+    dnn_sets: list[TrainingSet] = []
     for data in training_sets(recipe, run_dir, cache):
         for name in names:
             if (model_dir(run_dir, name, data.condition) / "config.json").is_file():
                 skipped.append(f"{name}/{data.condition}")
                 logger.info("%s for %s: finished in an earlier run, kept", name, data.condition)
-                continue
-            if name == "dnn":
-                _, timing = train_dnn(recipe, data, run_dir, device_name)
+            elif name == "dnn":
+                dnn_sets.append(data)
             else:
-                subbands = 1 if name == "kernel1" else recipe.kernel.subbands
-                _, timing = train_kernel(recipe, data, run_dir, subbands, name, device_name)
-            timings = [t for t in timings if (t.model, t.condition) != (timing.model, timing.condition)] + [timing]
-            write_timings(run_dir, timings)
+                n_subbands = 1 if name == "kernel1" else recipe.kernel.subbands
+                unit = _KernelUnit(data, name, split_bands(data.Y.shape[1], n_subbands),
+                                   run_dir / "models" / f".{name}-parts" / data.condition)  # fmt: skip
+                for b in range(len(unit.bands)):  # bands finished by an interrupted run
+                    info_file = unit.parts / f"band-{b}.json"
+                    if info_file.is_file():
+                        unit.info[b] = json.loads(info_file.read_text())
+                        unit.estimators[b] = EigenProRegressor.load(unit.parts / f"band-{b}")
+                kernel_units.append(unit)
+
+    def record(timing: ModelTiming) -> None:
+        nonlocal timings
+        timings = [t for t in timings if (t.model, t.condition) != (timing.model, timing.condition)] + [timing]
+        write_timings(run_dir, timings)
+
+    for unit in [u for u in kernel_units if not u.pending()]:
+        record(_finish_kernel(recipe, unit, run_dir))
+    kernel_units = [u for u in kernel_units if u.pending()]
+
+    choices = _autotune_units(recipe, kernel_units, run_dir, executor, device_name) if recipe.kernel.autotune else {}
+
+    # Every unfinished band and DNN as one batch of independent fits.
+    shared = {}
+    for data in [u.data for u in kernel_units] + dnn_sets:
+        if id(data) not in shared:
+            shared[id(data)] = tuple(executor.share(a) for a in (data.X, data.Y, data.X_val, data.Y_val))
+    calls, targets = [], []
+    for unit in kernel_units:
+        for b in unit.pending():
+            lo, hi = unit.bands[b]
+            choice = next((c for j, c in choices.items() if (j.subband, j.n_subbands, j.condition) ==
+                           (b, len(unit.bands), unit.data.condition)), None)  # fmt: skip
+            gamma, sigma = (choice.gamma, choice.sigma) if choice else (recipe.kernel.shape, recipe.kernel.bandwidth)
+            params = {"shape": gamma, "bandwidth": sigma, **_kernel_params(recipe, unit, b, device_name)}
+            calls.append((("kernel", *shared[id(unit.data)], lo, hi, params), {}))
+            autotune_s = sum(e.seconds for e in choice.evaluations) if choice else 0.0
+            targets.append(
+                (unit, b, {"band": [lo, hi], "gamma": gamma, "sigma": sigma, "autotune_seconds": autotune_s})
+            )
+    dc = recipe.dnn
+    for data in dnn_sets:
+        params = {"hidden": list(dc.hidden), "dropout": dc.dropout, "epochs": dc.epochs, "batch_size": dc.batch_size,
+                  "learning_rate": dc.learning_rate, "patience": dc.patience, "device": device_name,
+                  "seed": recipe.data.seed, "progress_task": f"dnn/{data.condition}"}  # fmt: skip
+        checkpoint = run_dir / "models" / ".dnn-checkpoint" / data.condition / "checkpoint"
+        calls.append((("dnn", *shared[id(data)], params, str(checkpoint)), {}))
+        targets.append((None, None, data))
+
+    for done, (index, (tensors, config, seconds)) in enumerate(executor.run(_run_unit, calls), 1):
+        unit, b, extra = targets[index]
+        if unit is None:
+            record(_finish_dnn(recipe, extra, run_dir, tensors, config))
+        else:
+            est = EigenProRegressor.from_state(tensors, config, device="cpu")
+            info = {**extra, "epochs": len(est.history_), "best_epoch": est.best_epoch_,
+                    "val_mse": min(h["val_mse"] for h in est.history_), "seconds": seconds}  # fmt: skip
+            unit.parts.mkdir(parents=True, exist_ok=True)
+            est.save(unit.parts / f"band-{b}", overwrite=True)
+            write_text_atomic(unit.parts / f"band-{b}.json", json.dumps(info))
+            unit.info[b], unit.estimators[b] = info, est
+            logger.info("%s %s band %d/%d: gamma %g sigma %.4g, %d epochs, val mse %.5f, %.1f s", unit.name,
+                        unit.data.condition, b + 1, len(unit.bands), info["gamma"], info["sigma"], info["epochs"],
+                        info["val_mse"], seconds)  # fmt: skip
+            if not unit.pending():
+                record(_finish_kernel(recipe, unit, run_dir))
+        report("train/models", done, len(calls), "models and subbands trained", milestone=True)
     return TrainSummary(run_dir, timings, skipped)
 
 

@@ -1,0 +1,97 @@
+"""Where training work runs: in this process, or as tasks on a Ray cluster (local or remote).
+
+The pipeline hands an executor independent units of work (autotune evaluations, subband and DNN fits) and
+consumes results as they finish; what runs where never changes what is computed. Ray is optional
+(``pip install 'speechkern[distributed]'``); tasks declare the GPUs they need so Ray places them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from speechkern.errors import SpeechkernError
+
+logger = logging.getLogger(__name__)
+
+Call = tuple[tuple, dict]
+
+
+class SerialExecutor:
+    """Runs every task here, one after the other, in submission order."""
+
+    name = "serial"
+
+    def share(self, obj: Any) -> Any:
+        """Make a large argument available to tasks (here: the object itself)."""
+        return obj
+
+    def run(self, fn: Callable, calls: Sequence[Call], gpus: float = 0.0) -> Iterator[tuple[int, Any]]:
+        """Yield ``(index, fn(*args, **kwargs))`` for each call."""
+        for index, (args, kwargs) in enumerate(calls):
+            yield index, fn(*args, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+class RayExecutor:
+    """Runs tasks on Ray: a local instance with ``workers`` CPUs (0 = all), or the cluster at ``address``.
+
+    Each task takes one CPU and ``gpus`` GPUs. Large arrays are put in Ray's object store once (:meth:`share`)
+    and passed to tasks by reference. Results arrive in completion order.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int = 0, gpus_per_task: float = 0.0) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise SpeechkernError(
+                "distributed training needs Ray: pip install 'speechkern[distributed]' (or ./install.sh with "
+                "EXTRAS=dev,distributed)"
+            ) from None
+        self.ray = ray
+        self.gpus_per_task = gpus_per_task
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address:
+                options["address"] = address
+            elif workers:
+                options["num_cpus"] = workers
+            try:
+                ray.init(**options)
+            except ConnectionError as err:
+                where = f"Ray cluster at {address!r}" if address else "a local Ray instance"
+                raise SpeechkernError(f"{where}: cannot connect ({err}); check --ray-address") from None
+        resources = ray.cluster_resources()
+        logger.info("Ray: %s CPUs, %s GPUs", resources.get("CPU", 0), resources.get("GPU", 0))
+
+    def share(self, obj: Any) -> Any:
+        return self.ray.put(obj)
+
+    def run(self, fn: Callable, calls: Sequence[Call], gpus: float | None = None) -> Iterator[tuple[int, Any]]:
+        remote = self.ray.remote(num_cpus=1, num_gpus=self.gpus_per_task if gpus is None else gpus)(fn)
+        pending = {remote.remote(*args, **kwargs): i for i, (args, kwargs) in enumerate(calls)}
+        try:
+            while pending:
+                done, _ = self.ray.wait(list(pending), num_returns=1)
+                index = pending.pop(done[0])
+                yield index, self.ray.get(done[0])
+        finally:
+            for ref in pending:  # interrupted: do not leave work running on the cluster
+                self.ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self.started_here:
+            self.ray.shutdown()
+
+
+def make_executor(ray: bool = False, address: str | None = None, workers: int = 0, gpus_per_task: float = 0.0):
+    """A :class:`RayExecutor` when asked for (``ray`` or an ``address``), else a :class:`SerialExecutor`."""
+    if ray or address:
+        return RayExecutor(address=address, workers=workers, gpus_per_task=gpus_per_task)
+    return SerialExecutor()
