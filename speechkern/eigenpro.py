@@ -55,6 +55,8 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +91,10 @@ EIGENVALUE_FLOOR = 1e-10
 TRAIN_CHECK_MIN = 100
 TRAIN_CHECK_MAX = 1000
 PROGRESS_INTERVAL_S = 2.0  # report progress within an epoch at most this often
-SMALL_EIGENPROBLEM = 1024  # subsample size up to which the eigensolver runs on one thread
+# Subsample size up to which the eigensolver runs on one thread: threaded LAPACK gained < 2× on an idle 2-core
+# machine and was 30× slower on a busy one (s = 2000: 1.3 s on one thread, 40 s on two under a load of 4).
+SMALL_EIGENPROBLEM = 4096
+SMALL_PROBLEM_WORK = 4_000_000  # kernel entries per epoch up to which training runs on one thread
 
 
 class DivergenceError(SpeechkernError):
@@ -138,7 +143,7 @@ def nystrom_eigensystem(kernel: ExponentialPowerKernel, X_s: torch.Tensor, n_eig
     x64 = X_s.to(torch.float64)
     k = kernel(x64, x64).cpu().numpy()
     k /= s
-    # Small eigenproblems gain nothing from threads, and a threaded LAPACK stalls badly on a busy machine.
+    # A threaded LAPACK stalls badly on a busy machine (see SMALL_EIGENPROBLEM).
     with threadpool_limits(1 if s <= SMALL_EIGENPROBLEM else None):
         values, vectors = scipy.linalg.eigh(
             k, subset_by_index=[s - n_eig, s - 1], overwrite_a=True, check_finite=False, driver="evr"
@@ -323,8 +328,8 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
     history_:
         One dict per epoch: epoch, train_mse (of the end-of-epoch weights, on a fixed random subset of n/20
         training points, 100 to 1000), val_mse (None without validation data), progressive_mse (each batch's
-        residual just before its own update, averaged over the epoch), seconds (wall time), step_size;
-        step_size.
+        residual just before its own update, averaged over the epoch), seconds (wall time of the epoch and its
+        evaluations), step_size.
     best_epoch_, batch_size_, step_size_, n_components_, eigenvalues_, subsample_size_, restarts_,
     n_features_in_, n_outputs_, y_ndim_.
     """
@@ -392,7 +397,10 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             raise SpeechkernError("validation data: give both X_val and Y_val, or neither")
         if X_val is not None:
             Xv = check_array(_to_numpy(X_val), dtype=_DTYPES)
-            Yv = np.asarray(check_array(_to_numpy(Y_val), dtype=_DTYPES, ensure_2d=False)).reshape(Xv.shape[0], -1)
+            Yv = np.asarray(check_array(_to_numpy(Y_val), dtype=_DTYPES, ensure_2d=False))
+            if Yv.shape[0] != Xv.shape[0]:
+                raise SpeechkernError(f"X_val has {Xv.shape[0]} rows but Y_val has {Yv.shape[0]}; expected the same")
+            Yv = Yv.reshape(Xv.shape[0], -1)
             if Xv.shape[1] != d:
                 raise SpeechkernError(f"X_val has {Xv.shape[1]} features; the training data has {d}")
             if Yv.shape[1] != self.n_outputs_:
@@ -404,11 +412,12 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         self.kernel_ = ExponentialPowerKernel(self.shape, self.bandwidth, self.backend)
         rng = np.random.default_rng(self.seed)
         start = time.perf_counter()
-        with torch.no_grad():
-            model = self._setup(X.astype(np.float32), Y.astype(np.float32), rng, device, budget)
+        centres = n if self.centers is None or isinstance(self.centers, (int, np.integer)) else len(self.centers)
+        with torch.no_grad(), _small_problem_threads(device, n * min(n, int(centres))):
+            model = self._setup(_writable32(X), _writable32(Y), rng, device, budget)
             val_t = None
             if val is not None:
-                val_t = tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device) for a in val)
+                val_t = tuple(torch.from_numpy(_writable32(a)).to(device) for a in val)
             self._train(model, n, rng, val_t, start)
         total = time.perf_counter() - start
         best = self.history_[self.best_epoch_ - 1] if self.best_epoch_ else None
@@ -480,8 +489,8 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             if Z_np.shape[1] != d:
                 raise SpeechkernError(f"centers has {Z_np.shape[1]} features; the training data has {d}")
 
-        X_t = torch.from_numpy(np.ascontiguousarray(X)).to(device)
-        Y_t = torch.from_numpy(np.ascontiguousarray(Y)).to(device)
+        X_t = torch.from_numpy(X).to(device)
+        Y_t = torch.from_numpy(Y).to(device)
         block = None
         if self.memory_budget_gb is not None:
             block = max(1, budget // 8)  # a kernel tile never exceeds the budget
@@ -707,7 +716,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "weights_")
         X = validate_data(self, _to_numpy(X), reset=False, dtype=_DTYPES)
         out_dtype = X.dtype
-        pred = self.predict_tensor(torch.from_numpy(np.require(X, dtype=np.float32, requirements=["C", "W"])))
+        pred = self.predict_tensor(torch.from_numpy(_writable32(X)))
         result = pred.cpu().numpy().astype(out_dtype, copy=False)
         return result[:, 0] if self.y_ndim_ == 1 else result
 
@@ -760,7 +769,8 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
     def from_state(
         cls, tensors: dict[str, torch.Tensor], config: dict[str, Any], prefix: str = "", device: str | None = None
     ) -> EigenProRegressor:
-        """A fitted estimator from :meth:`to_state`'s output; tensors go to ``device`` (default: its parameter)."""
+        """A fitted estimator from :meth:`to_state`'s output; tensors go to ``device`` (default ``"auto"``: CUDA when
+        available, else the CPU, whatever device the model was trained on)."""
         if config.get("format") != FORMAT:
             raise SpeechkernError(f"model state of format {config.get('format')!r}: expected {FORMAT!r}")
         if int(config.get("format_version", 0)) > FORMAT_VERSION:
@@ -775,7 +785,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         if params.get("centers") == "array":
             params["centers"] = tensors[f"{prefix}centers"].numpy().copy()
         est = cls(**params)
-        dev = resolve_device(device if device is not None else est.device)
+        dev = resolve_device(device if device is not None else "auto")
         est.kernel_ = ExponentialPowerKernel.from_config(config["kernel"])
         est.centers_ = tensors[f"{prefix}centers"].to(dev, torch.float32).contiguous()
         est.weights_ = tensors[f"{prefix}weights"].to(dev, torch.float32).contiguous()
@@ -821,7 +831,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> EigenProRegressor:
-        """Read a model written by :meth:`save` (no code from the file is run)."""
+        """Read a model written by :meth:`save` (no code from the file is run); ``device`` as in :meth:`from_state`."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -849,6 +859,27 @@ def _to_numpy(a: Any) -> Any:
     if isinstance(a, torch.Tensor):
         return a.detach().cpu().numpy()
     return a
+
+
+@contextmanager
+def _small_problem_threads(device: torch.device, work: int) -> Iterator[None]:
+    """Train tiny problems on one CPU thread: their tensor operations are too small to share between threads,
+    and OpenMP teams on a busy 2-core machine made them ~30× slower (the project's features code does the same).
+    ``work`` is the number of kernel entries one epoch evaluates."""
+    if device.type != "cpu" or work > SMALL_PROBLEM_WORK or torch.get_num_threads() <= 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _writable32(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous, writable float32 array (copied only when needed): what torch.from_numpy wants."""
+    return np.require(a, dtype=np.float32, requirements=["C", "W"])
 
 
 def _mse(pred: torch.Tensor, target: torch.Tensor) -> float:

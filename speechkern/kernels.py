@@ -13,15 +13,19 @@ Two backends compute K(X, Z)·W without ever holding the n × m matrix:
 * ``"keops"`` (the default on CUDA): a KeOps LazyTensor reduction ``(-(sqdist ** (γ/2)) / σ).exp() @ W``.
 
 Accuracy of the product form. ‖x‖² + ‖z‖² − 2x·z cancels for nearby points: in float32 the result carries an
-error of up to ~6e-7·(‖x‖² + ‖z‖²) (measured for 8–320 features), which the power γ/2 < 1 magnifies: a point's
-distance to itself would come out as ~1e-3 instead of 0 and k(x, x) as 0.99 instead of 1, differently in every
-block, which spoils interpolation. Two cheap measures fix it. Both inputs are first shifted by the mean of Z
-(distances do not change; the norms, and so the error, shrink when the features are not centred). And the
-squared distance is computed as ‖x − z‖² − δ·(‖x‖² + ‖z‖²), with δ = 8·eps·√(features + 2) a few times the
-rounding error, folded into the augmented columns at no cost, before the clamp at 0: coincident points get
-exactly 0 (k(x, x) = 1), and other distances move by a relative ~1e-5 of the norms, below float32 noise for
-near points and negligible for the rest. The KeOps backend computes distances from differences, which needs
-neither measure; the two backends agree to float32 precision.
+error of up to ~6e-7·(‖x‖² + ‖z‖²) (measured for 8–320 features), which the power γ/2 < 1 magnifies: for 256
+standardised features a point's distance to itself comes out as up to ~0.02 instead of 0, so k(x, x) falls
+short of 1 by ~0.02^γ/σ, differently in every block, which spoils interpolation. Two cheap measures fix it.
+Both inputs are first shifted by the mean of Z (distances do not change; the norms, and so the error, shrink
+when the features are not centred). And the squared distance is computed as ‖x − z‖² − δ·(‖x‖² + ‖z‖²), with
+δ = 8·eps·√(features + 2) a few times the rounding error, folded into the augmented columns at no cost, before
+the clamp at 0: coincident points get exactly 0 (k(x, x) = 1), and other distances move by a relative ~1e-5
+of the norms, below float32 noise for near points and negligible for the rest. The KeOps backend computes
+distances from differences, which needs neither measure; the two backends agree to float32 precision.
+
+CPU threads. The tiles are shared out among ``torch.get_num_threads()`` worker threads that each run torch on
+one thread (see :func:`_on_cpu_workers`): on a busy machine this is several times faster than letting every
+small operation fork and join torch's own thread team, and on an idle one it is as fast.
 
 Inputs are torch tensors (any device, float32 or float64; NumPy arrays are converted); products are computed in
 the inputs' dtype. The solver in :mod:`speechkern.eigenpro` uses float32 for speed and float64 only for the small
@@ -32,6 +36,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +48,15 @@ from speechkern.errors import SpeechkernError
 
 BACKENDS = ("auto", "torch", "keops")
 
-# Tile shape on the CPU: a 1024 × 2048 float32 tile (8 MiB) keeps the elementwise passes in the last-level cache
-# while the distance product stays large enough for the BLAS to run near its peak (measured on 2 EPYC cores:
-# smaller tiles lose GEMM efficiency, larger ones spill the elementwise passes to memory).
-CPU_TILE_ROWS = 1024
+# Tile shape on the CPU, per worker thread: a 512 × 2048 float32 tile (4 MiB) keeps the elementwise passes in
+# cache while the distance product stays large enough for the BLAS to run near its peak (measured on 2 EPYC
+# cores; smaller tiles lose GEMM efficiency, larger ones spill the elementwise passes to memory).
+CPU_TILE_ROWS = 512
 CPU_TILE_COLS = 2048
+# Dense blocks K(X, Z) are filled in row blocks of about this many entries per worker on the CPU, but never
+# fewer rows than this (thinner products lose BLAS efficiency).
+CPU_DENSE_BLOCK_ENTRIES = 1 << 20
+CPU_DENSE_MIN_ROWS = 256
 # On a GPU the tile is as large as the memory budget allows, capped at this many entries (1 GiB of float32).
 GPU_TILE_MAX_ENTRIES = 1 << 28
 
@@ -194,10 +204,24 @@ class ExponentialPowerKernel:
         Both backends return the same dense block, computed with torch.
         """
         X, prepared = self._inputs(X, Z)
-        out = torch.empty(X.shape[0], prepared.size, dtype=X.dtype, device=X.device)
-        if out.numel():
-            torch.mm(self._left(X, prepared), prepared.augmented.T, out=out)
+        n, m = X.shape[0], prepared.size
+        out = torch.empty(n, m, dtype=X.dtype, device=X.device)
+        if not out.numel():
+            return out
+        x_aug, z_aug = self._left(X, prepared), prepared.augmented
+        if X.device.type != "cpu":
+            torch.mm(x_aug, z_aug.T, out=out)
             self._finish_tile(out)
+            return out
+        rows = max(CPU_DENSE_MIN_ROWS, CPU_DENSE_BLOCK_ENTRIES // m)
+
+        def fill(starts: list[int]) -> None:
+            for i in starts:
+                block = out[i : i + rows]
+                torch.mm(x_aug[i : i + rows], z_aug.T, out=block)
+                self._finish_tile(block)
+
+        _on_cpu_workers(list(range(0, n, rows)), fill)
         return out
 
     def mm(
@@ -269,12 +293,12 @@ class ExponentialPowerKernel:
         return torch.cat([xc, sq, torch.ones_like(sq)], dim=1)
 
     def _tile_shape(self, n: int, m: int, device: torch.device, block_size: int | None) -> tuple[int, int]:
-        """Rows and columns of one tile of K."""
+        """Rows and columns of one tile of K (each CPU worker thread holds one)."""
         itemsize = 8  # plan for the wider dtype; float32 simply uses half
         if block_size is None:
             budget = self.memory_budget_bytes or available_memory_bytes(device) // 4
             cap = GPU_TILE_MAX_ENTRIES if device.type == "cuda" else CPU_TILE_ROWS * CPU_TILE_COLS
-            entries = max(1, min(cap, budget // itemsize))
+            entries = max(1, min(cap, budget // itemsize // max(1, torch.get_num_threads())))
         else:
             if block_size <= 0:
                 raise SpeechkernError(f"block_size {block_size}: expected a positive number of kernel entries")
@@ -287,23 +311,41 @@ class ExponentialPowerKernel:
     def _mm_torch(
         self, X: torch.Tensor, prepared: PreparedPoints, W: torch.Tensor, out: torch.Tensor, block_size: int | None
     ) -> None:
-        n, m = X.shape[0], prepared.size
+        n, m, k = X.shape[0], prepared.size, W.shape[1]
         rows, cols = self._tile_shape(n, m, X.device, block_size)
         x_aug = self._left(X, prepared)
         z_aug = prepared.augmented
-        buffer = torch.empty(rows * cols, dtype=X.dtype, device=X.device)
-        for i in range(0, n, rows):
-            r = min(rows, n - i)
-            acc = out[i : i + r]
-            for j in range(0, m, cols):
-                c = min(cols, m - j)
-                tile = buffer[: r * c].view(r, c)
-                torch.mm(x_aug[i : i + r], z_aug[j : j + c].T, out=tile)
-                self._finish_tile(tile)
-                if j == 0:
-                    torch.mm(tile, W[j : j + c], out=acc)
-                else:
-                    acc.addmm_(tile, W[j : j + c])
+
+        def accumulate(row_starts: list[int], col_range: tuple[int, int], target: torch.Tensor) -> None:
+            """target[rows] = Σ over the column tiles in col_range of K(tile)·W(tile), one reused buffer."""
+            buffer = torch.empty(rows * cols, dtype=X.dtype, device=X.device)
+            for i in row_starts:
+                r = min(rows, n - i)
+                acc = target[i : i + r]
+                for j in range(col_range[0], col_range[1], cols):
+                    c = min(cols, col_range[1] - j)
+                    tile = buffer[: r * c].view(r, c)
+                    torch.mm(x_aug[i : i + r], z_aug[j : j + c].T, out=tile)
+                    self._finish_tile(tile)
+                    if j == col_range[0]:
+                        torch.mm(tile, W[j : j + c], out=acc)
+                    else:
+                        acc.addmm_(tile, W[j : j + c])
+
+        row_starts = list(range(0, n, rows))
+        col_tiles = list(range(0, m, cols))
+        workers = _cpu_workers(X.device)
+        if workers <= 1 or len(row_starts) >= workers or len(col_tiles) < workers:
+            # Row blocks over the workers (or everything on one): each writes its own rows of out.
+            _on_cpu_workers(row_starts, lambda starts: accumulate(starts, (0, m), out))
+            return
+        # Few rows, many columns (a small batch against many points): each worker sums over its share of the
+        # column tiles into its own (n × k) partial result, and the partial results are added.
+        bounds = [col_tiles[len(col_tiles) * w // workers] for w in range(workers)] + [m]
+        partials = [torch.empty(n, k, dtype=X.dtype, device=X.device) for _ in range(workers)]
+        ranges = [(bounds[w], bounds[w + 1], partials[w]) for w in range(workers)]
+        _on_cpu_workers(ranges, lambda parts: [accumulate(row_starts, (a, b), t) for a, b, t in parts])
+        torch.sum(torch.stack(partials), dim=0, out=out)
 
     def _finish_tile(self, tile: torch.Tensor) -> None:
         """Squared distances → kernel values, in place."""
@@ -348,6 +390,39 @@ class PreparedPoints:
     def size(self) -> int:
         """Number of points."""
         return int(self.points.shape[0])
+
+
+def _cpu_workers(device: torch.device) -> int:
+    """How many worker threads share a product on ``device``: torch's CPU thread count, 1 elsewhere."""
+    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+
+
+def _on_cpu_workers(items: list, body: Callable[[list], Any]) -> None:
+    """Run ``body`` on interleaved shares of ``items``, one share per worker thread, each with single-threaded torch.
+
+    Why: on the CPU every tile costs two BLAS calls and four elementwise passes; run with torch's own thread team,
+    each of these is a parallel region whose threads must all be scheduled at once, and on a busy 2-core machine
+    that cost a scheduler slice per region (kernel.mm ran 8× slower under a load of 3, matmul 2×). Independent
+    single-threaded workers never wait for each other, are as fast on an idle machine and degrade only in
+    proportion to the load. torch's thread count is set to 1 meanwhile and restored afterwards.
+    """
+    workers = min(max(1, torch.get_num_threads()), len(items))
+    if workers <= 1:
+        body(items)
+        return
+    before = torch.get_num_threads()
+
+    def run(share: list) -> None:
+        torch.set_num_threads(1)  # in this thread too: OpenMP keeps its thread count per thread
+        body(share)
+
+    try:
+        torch.set_num_threads(1)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="speechkern-kernel") as pool:
+            for future in [pool.submit(run, items[w::workers]) for w in range(workers)]:
+                future.result()
+    finally:
+        torch.set_num_threads(before)
 
 
 def _distance_slack(dtype: torch.dtype, n_features: int) -> float:

@@ -1,0 +1,155 @@
+"""The exponential power kernel: values, blocked products, float32 accuracy near coincident points, KeOps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from speechkern.errors import SpeechkernError
+from speechkern.kernels import ExponentialPowerKernel, PreparedPoints, keops_available
+
+
+def reference(X: torch.Tensor, Z: torch.Tensor, shape: float, bandwidth: float) -> torch.Tensor:
+    """k(x, z) = exp(−‖x − z‖^γ/σ) from explicit differences, in float64."""
+    d = (X.double()[:, None, :] - Z.double()[None, :, :]).square().sum(-1).sqrt()
+    return torch.exp(-(d**shape) / bandwidth)
+
+
+@pytest.fixture
+def points() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(70, 6, generator=g, dtype=torch.float64)
+    Z = torch.randn(50, 6, generator=g, dtype=torch.float64)
+    W = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    return X, Z, W
+
+
+@pytest.mark.parametrize("shape", [0.5, 0.75, 1.0, 1.5, 2.0])
+def test_dense_block_and_product_match_the_definition(points, shape):
+    X, Z, W = points
+    kernel = ExponentialPowerKernel(shape, 2.5)
+    expected = reference(X, Z, shape, 2.5)
+    torch.testing.assert_close(kernel(X, Z), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(kernel.mm(X, Z, W), expected @ W, rtol=1e-10, atol=1e-10)
+    # float32: agreement to single precision
+    got32 = kernel.mm(X.float(), Z.float(), W.float())
+    assert got32.dtype == torch.float32
+    torch.testing.assert_close(got32.double(), expected @ W, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("block_size", [60, 500, None])
+def test_blocked_product_equals_the_dense_product(points, block_size):
+    X, Z, W = points
+    kernel = ExponentialPowerKernel(0.75, 3.0)
+    expected = kernel(X, Z) @ W
+    torch.testing.assert_close(kernel.mm(X, Z, W, block_size=block_size), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_product_shapes_out_argument_and_empty_inputs(points):
+    X, Z, W = points
+    kernel = ExponentialPowerKernel(1.0, 2.0)
+    vector = kernel.mm(X, Z, W[:, 0])
+    assert vector.shape == (70,)
+    torch.testing.assert_close(vector, kernel(X, Z) @ W[:, 0])
+    out = torch.full((70, 6), float("nan"), dtype=torch.float64)[:, ::2]  # non-contiguous
+    result = kernel.mm(X, Z, W, out=out)
+    assert result.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(out, kernel(X, Z) @ W)
+    assert kernel.mm(X[:0], Z, W).shape == (0, 3)
+    assert torch.equal(kernel.mm(X, Z[:0], W[:0]), torch.zeros(70, 3, dtype=torch.float64))
+    assert kernel(X, Z[:0]).shape == (70, 0)
+    # NumPy arrays are accepted too
+    np.testing.assert_allclose(kernel.mm(X.numpy(), Z.numpy(), W.numpy()).numpy(), (kernel(X, Z) @ W).numpy())
+
+
+def test_large_blocks_split_over_worker_threads_match_the_definition():
+    """Dense blocks and products big enough to be shared out among the CPU worker threads (row and column splits)."""
+    g = torch.Generator().manual_seed(3)
+    X, Z = torch.randn(2500, 8, generator=g), torch.randn(600, 8, generator=g)  # no near-coincident pairs
+    W = torch.randn(600, 2, generator=g)
+    kernel = ExponentialPowerKernel(0.75, 2.0)
+    expected = reference(X, Z, 0.75, 2.0)
+    torch.testing.assert_close(kernel(X, Z).double(), expected, rtol=1e-4, atol=1e-5)  # 2 row blocks
+    torch.testing.assert_close(kernel.mm(X, Z, W).double(), expected @ W.double(), rtol=1e-4, atol=1e-4)
+    few_rows = kernel.mm(X[:5], Z, W, block_size=500)  # one row block, many column tiles
+    torch.testing.assert_close(few_rows.double(), expected[:5] @ W.double(), rtol=1e-4, atol=1e-4)
+    assert torch.get_num_threads() >= 1  # the workers restore torch's thread count
+
+
+def test_prepared_points_give_the_same_products(points):
+    X, Z, W = points
+    kernel = ExponentialPowerKernel(0.5, 1.5)
+    prepared = kernel.prepare(Z)
+    assert isinstance(prepared, PreparedPoints) and prepared.size == 50
+    torch.testing.assert_close(kernel.mm(X, prepared, W), kernel.mm(X, Z, W), rtol=0, atol=0)
+    torch.testing.assert_close(kernel(X, prepared), kernel(X, Z), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [0.5, 1.0, 2.0])
+def test_float32_self_distances_are_exact_even_for_offset_features(shape):
+    """The product form cancels for coincident points; the kernel still gives k(x, x) = 1 exactly."""
+    g = torch.Generator().manual_seed(1)
+    X = (torch.randn(300, 64, generator=g) + 40).float()  # un-centred features, large norms
+    bandwidth = 2.0 * float(torch.cdist(X[:50].double(), X[50:100].double()).pow(shape).median())
+    kernel = ExponentialPowerKernel(shape, bandwidth)
+    K = kernel(X, X)
+    assert torch.equal(K.diagonal(), torch.ones(300))
+    expected = reference(X, X, shape, bandwidth)
+    torch.testing.assert_close(K.double(), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(K, K.T, rtol=1e-5, atol=1e-6)
+    # the blocked product sees the same exact diagonal: K·e_i has 1 in row i
+    torch.testing.assert_close(kernel.mm(X, X, torch.eye(300), block_size=30_000), K, rtol=1e-6, atol=1e-7)
+
+
+def test_max_diagonal_diag_and_config_round_trip():
+    kernel = ExponentialPowerKernel(0.75, 12.0, backend="torch")
+    assert kernel.max_diagonal == 1.0
+    assert torch.equal(kernel.diag(torch.zeros(4, 2)), torch.ones(4))
+    again = ExponentialPowerKernel.from_config(kernel.to_config())
+    assert again == kernel and again.shape == 0.75 and again.bandwidth == 12.0
+    assert kernel.resolve_backend("cpu") == "torch"
+    assert ExponentialPowerKernel().resolve_backend("cpu") == "torch"  # auto on the CPU
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"shape": 0.0}, "shape"),
+        ({"shape": 2.5}, "shape"),
+        ({"bandwidth": 0.0}, "bandwidth"),
+        ({"bandwidth": float("inf")}, "bandwidth"),
+        ({"backend": "cuda"}, "backend"),
+    ],
+)
+def test_bad_parameters_are_rejected(kwargs, message):
+    with pytest.raises(SpeechkernError, match=message):
+        ExponentialPowerKernel(**kwargs)
+
+
+def test_mismatched_inputs_are_rejected(points):
+    X, Z, W = points
+    kernel = ExponentialPowerKernel()
+    with pytest.raises(SpeechkernError, match="features"):
+        kernel(X, Z[:, :3])
+    with pytest.raises(SpeechkernError, match="W has shape"):
+        kernel.mm(X, Z, W[:10])
+    with pytest.raises(SpeechkernError, match="block_size"):
+        kernel.mm(X, Z, W, block_size=0)
+
+
+def test_keops_backend_agrees_with_torch():
+    if not keops_available():
+        pytest.skip("pykeops does not import here")
+    g = torch.Generator().manual_seed(2)
+    X, Z, W = torch.randn(40, 3, generator=g), torch.randn(30, 3, generator=g), torch.randn(30, 2, generator=g)
+    torch_kernel = ExponentialPowerKernel(0.75, 1.5, backend="torch")
+    try:
+        got = ExponentialPowerKernel(0.75, 1.5, backend="keops").mm(X, Z, W)
+        # a float exponent is a runtime parameter: another shape reuses the compiled formula
+        got2 = ExponentialPowerKernel(0.6, 2.0, backend="keops").mm(X, Z, W)
+    except Exception as exc:  # pragma: no cover - depends on the machine's compiler
+        pytest.skip(f"pykeops cannot compile its formula here: {exc}")
+    torch.testing.assert_close(got, torch_kernel.mm(X, Z, W), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got2, ExponentialPowerKernel(0.6, 2.0).mm(X, Z, W), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.double(), reference(X, Z, 0.75, 1.5) @ W.double(), rtol=1e-4, atol=1e-5)
