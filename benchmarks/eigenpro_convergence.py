@@ -126,6 +126,7 @@ def main() -> None:
         help="also run the plain iteration with its own tiny critical batch (slow: thousands of steps per epoch)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where EigenPro runs: cpu or cuda (the exact solve: CPU)")
     parser.add_argument("--cache", type=Path, default=None, help="keep the features in this .npz between runs")
     parser.add_argument("--verbose", action="store_true", help="log every epoch")
     args = parser.parse_args()
@@ -171,7 +172,7 @@ def main() -> None:
 
     # EigenPro 2.
     t0 = time.perf_counter()
-    ep = EigenProRegressor(args.shape, sigma, epochs=args.epochs, patience=None, seed=args.seed)
+    ep = EigenProRegressor(args.shape, sigma, epochs=args.epochs, patience=None, seed=args.seed, device=args.device)
     ep.fit(X, Y, Xv, Yv)
     t_ep_total = time.perf_counter() - t0
     ep_epoch, ep_time = time_to_target(ep, t_ep_total, goal)
@@ -196,7 +197,7 @@ def main() -> None:
         t0 = time.perf_counter()
         plain = EigenProRegressor(
             args.shape, sigma, n_components=0, batch_size=batch, epochs=10_000, patience=None,
-            max_seconds=cap, seed=args.seed,
+            max_seconds=cap, seed=args.seed, device=args.device,
         )  # fmt: skip
         plain.fit(X, Y, Xv, Yv)
         total = time.perf_counter() - t0
