@@ -72,6 +72,7 @@ def evaluate(
     workers: int = typer.Option(0, "--workers", help="Processes for resynthesis and metrics [default: one per core]."),
     limit: int = typer.Option(0, "--limit", help="Score only the first N test mixtures (0 = all)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
+    device: str = typer.Option("cpu", "--device", help="Where features and models run: cpu, cuda or auto."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Score the noisy input, the ideal mask and every trained model on the test split; write report/.
@@ -79,6 +80,7 @@ def evaluate(
     Metrics: mask MSE, STOI, ESTOI, PESQ (wide-band 16 kHz and narrow-band 8 kHz), SI-SDR, and for binary masks
     accuracy and HIT−FA, per condition (noise × SNR). Tables, figures and report/index.html go into RUN_DIR/report.
     """
+    from speechkern.device import resolve_device
     from speechkern.evaluate import evaluate as run_evaluation
     from speechkern.report import results_json, results_markdown, write_report
 
@@ -87,7 +89,7 @@ def evaluate(
 
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
     with progress_ui(quiet=quiet or as_json):
-        ev = run_evaluation(run_dir, workers=workers, limit=limit)
+        ev = run_evaluation(run_dir, workers=workers, limit=limit, device=str(resolve_device(device)))
         out = write_report(ev, run_dir, overwrite=True)
     if as_json:
         print(json.dumps(results_json(ev)))

@@ -211,7 +211,9 @@ def example_key(mixture: np.ndarray, clean: np.ndarray, feature_config, target_c
     )  # fmt: skip
 
 
-def compute_example(m: Mixture, feature_config, target_config, cache_root: str | None) -> dict[str, np.ndarray]:
+def compute_example(
+    m: Mixture, feature_config, target_config, cache_root: str | None, device: str = "cpu"
+) -> dict[str, np.ndarray]:
     """Features (n_frames, base_dim) and target (n_frames, n_units) of one mixture, from the cache if there."""
     clean, _ = audio.load(m.clean, sr=m.sr)
     mix, clean, noise = m.build_from(clean, _noise(m.noise, m.sr))
@@ -221,19 +223,23 @@ def compute_example(m: Mixture, feature_config, target_config, cache_root: str |
     if cached is not None:
         return cached
     arrays = {
-        "features": features.extract(mix, feature_config),
-        "target": targets.compute_target(clean, noise, target_config, feature_config, snr_db=m.snr_db).T,
+        "features": features.extract(mix, feature_config, device=device),
+        "target": targets.compute_target(clean, noise, target_config, feature_config, snr_db=m.snr_db, device=device).T,
     }
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
     cache.put(key, arrays)
     return arrays
 
 
-def _compute_chunk(rows, feature_config, target_config, cache_root) -> list[dict[str, np.ndarray]]:
+def _compute_chunk(rows, feature_config, target_config, cache_root, device="cpu") -> list[dict[str, np.ndarray]]:
+    return [compute_example(m, feature_config, target_config, cache_root, device) for m in rows]
+
+
+def _compute_chunk_in_worker(rows, feature_config, target_config, cache_root) -> list[dict[str, np.ndarray]]:
     import torch
 
     torch.set_num_threads(1)  # one worker per core; nested threading only oversubscribes
-    return [compute_example(m, feature_config, target_config, cache_root) for m in rows]
+    return _compute_chunk(rows, feature_config, target_config, cache_root)
 
 
 def compute_frames(
@@ -243,11 +249,13 @@ def compute_frames(
     cache_root: str | os.PathLike | None,
     workers: int = 0,
     task: str = "features",
+    device: str = "cpu",
 ) -> FrameData:
     """Features and targets of every mixture, in parallel over ``workers`` processes (0 = one per core).
 
     Worker processes come from joblib's loky backend, which (unlike multiprocessing's spawn) needs no
-    ``if __name__ == "__main__"`` guard in the calling script, and is reused between calls.
+    ``if __name__ == "__main__"`` guard in the calling script, and is reused between calls. On a CUDA
+    ``device`` the work runs in this process, on the GPU.
     """
     from joblib import Parallel, delayed
 
@@ -256,11 +264,12 @@ def compute_frames(
     chunk = 8
     parts = [list(rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
     results: list[dict[str, np.ndarray]] = []
-    if workers == 1 or len(parts) <= 1:
-        outputs = (_compute_chunk(p, feature_config, target_config, cache_root) for p in parts)
+    if workers == 1 or len(parts) <= 1 or str(device).startswith("cuda"):
+        outputs = (_compute_chunk(p, feature_config, target_config, cache_root, str(device)) for p in parts)
     else:
         parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
-        outputs = parallel(delayed(_compute_chunk)(p, feature_config, target_config, cache_root) for p in parts)
+        jobs = (delayed(_compute_chunk_in_worker)(p, feature_config, target_config, cache_root) for p in parts)
+        outputs = parallel(jobs)
     for j, part in enumerate(outputs):
         results.extend(part)
         report(task, min((j + 1) * chunk, len(rows)), len(rows), f"features {task}")

@@ -65,7 +65,7 @@ def enhance_signal(model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margi
 
 
 def _enhance_block(model: MaskModel, y: np.ndarray) -> np.ndarray:
-    feats = features.extract(y, model.feature_config)
+    feats = features.extract(y, model.feature_config, device=model.device)
     return apply_mask(y, model.mask(feats), model)
 
 

@@ -100,6 +100,7 @@ def evaluate(
     cache_dir: str | os.PathLike | None = "default",
     limit: int = 0,
     examples: int | None = None,
+    device: str = "cpu",
 ) -> Evaluation:
     """Score the noisy input, the ideal mask and every model of ``run_dir`` on its test split.
 
@@ -112,7 +113,7 @@ def evaluate(
     recipe = load_recipe(run_dir / "recipe.toml")
     if examples is None:
         examples = recipe.evaluate.examples
-    models = discover_models(run_dir)
+    models = discover_models(run_dir, device)
     if not models:
         raise SpeechkernError(f"{run_dir}: no trained models in models/; run `speechkern train` first")
     test: list[Mixture] = dataset.build_manifests(recipe, run_dir)["test"]
@@ -120,7 +121,7 @@ def evaluate(
         test = test[:limit]
     cache = default_cache_dir() if cache_dir == "default" else (None if cache_dir is None else Path(cache_dir))
     fc, tc = recipe.features, recipe.target
-    frames = dataset.compute_frames(test, fc, tc, cache, workers, "test")
+    frames = dataset.compute_frames(test, fc, tc, cache, workers, "test", device)
     binary = tc.kind == "ibm"
 
     # Masks per file and system; mask-level measures against the ideal mask.

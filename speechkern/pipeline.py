@@ -101,12 +101,12 @@ class ModelTiming:
     extra: dict = field(default_factory=dict)
 
 
-def training_sets(recipe: Recipe, run_dir: Path, cache_dir: Path | None) -> list[TrainingSet]:
+def training_sets(recipe: Recipe, run_dir: Path, cache_dir: Path | None, device: str = "cpu") -> list[TrainingSet]:
     """Inputs and targets for each model to train: one set (multi-condition) or one per condition."""
     manifests = dataset.build_manifests(recipe, run_dir)
     fc, tc, tr = recipe.features, recipe.target, recipe.train
-    train = dataset.compute_frames(manifests["train"], fc, tc, cache_dir, tr.workers, "train")
-    val = dataset.compute_frames(manifests["val"], fc, tc, cache_dir, tr.workers, "val")
+    train = dataset.compute_frames(manifests["train"], fc, tc, cache_dir, tr.workers, "train", device)
+    val = dataset.compute_frames(manifests["val"], fc, tc, cache_dir, tr.workers, "val", device)
     if tr.mode == "multi-condition":
         groups = {"all": (train, val)}
     else:
@@ -330,7 +330,7 @@ def train(
         if n not in MODEL_NAMES:
             raise SpeechkernError(f"model {n!r}: expected one of {', '.join(MODEL_NAMES)}")
     device_name = device or recipe.train.device
-    resolve_device(device_name)  # fail early on a device that is not there
+    resolved = str(resolve_device(device_name))  # fail early on a device that is not there
     open_run(recipe, run_dir, resume=resume, overwrite=overwrite)
     cache = default_cache_dir() if cache_dir == "default" else (None if cache_dir is None else Path(cache_dir))
     executor = executor or SerialExecutor()
@@ -340,7 +340,7 @@ def train(
     skipped: list[str] = []
     kernel_units: list[_KernelUnit] = []
     dnn_sets: list[TrainingSet] = []
-    for data in training_sets(recipe, run_dir, cache):
+    for data in training_sets(recipe, run_dir, cache, resolved):
         for name in names:
             if (model_dir(run_dir, name, data.condition) / "config.json").is_file():
                 skipped.append(f"{name}/{data.condition}")

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import speechkern
+from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, FeatureStats, stack_context
 from speechkern.targets import TargetConfig
@@ -69,6 +70,7 @@ class MaskModel:
     bands: list[tuple[int, int]]
     estimators: list[Any]
     info: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"  # where the estimators live; enhance computes features there too
 
     @property
     def n_units(self) -> int:
@@ -179,4 +181,5 @@ class MaskModel:
             bands=[tuple(b) for b in config["bands"]],
             estimators=estimators,
             info=config.get("info", {}),
+            device=str(resolve_device(device)),
         )
