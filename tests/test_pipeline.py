@@ -105,3 +105,20 @@ def test_chunked_and_whole_enhancement_agree(tiny_run):
     chunked = enhance_signal(model, y, chunk_s=2.0, margin_s=0.5)
     err = np.sqrt(np.mean((whole - chunked) ** 2)) / np.sqrt(np.mean(whole**2))
     assert err < 1e-3, f"chunk seams: relative error {err:.2e}"
+
+
+def test_enhance_folder_reports_unreadable_file_and_goes_on(tiny_run, tmp_path, capsys):
+    from speechkern_cli.main import main
+
+    _, root, _ = tiny_run
+    folder = tmp_path / "in"
+    rng = np.random.default_rng(2)
+    for name in ("a.wav", "b.flac"):
+        audio.save(folder / name, (rng.standard_normal(16000) * 0.05).astype(np.float32), 16000)
+    (folder / "broken.wav").write_bytes(b"RIFF....not really a wave file")
+    with pytest.raises(SystemExit) as exit_:
+        main(["enhance", str(folder), "--model", str(root / "run"), "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "broken.wav" in err and "1 of 3 files could not be enhanced" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_enhanced.wav", "b_enhanced.flac"]
