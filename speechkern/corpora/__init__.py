@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from speechkern.errors import SpeechkernError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -28,13 +30,15 @@ class Utterance:
 
 def load_splits(data, workdir: Path) -> dict[str, list[Utterance]]:
     """Utterances of each split for a recipe's ``[data]`` section; ``workdir`` holds generated audio."""
-    from speechkern.corpora import demo, folder
+    from speechkern.corpora import demo, folder, hint, timit, voicebank
 
-    readers = {"demo": demo.splits, "folder": folder.splits}
-    try:
-        from speechkern.corpora import hint, timit, voicebank
-
-        readers |= {"timit": timit.splits, "hint": hint.splits, "voicebank": voicebank.splits}
-    except ImportError:  # pragma: no cover - corpora added later
-        pass
+    readers = {
+        "demo": demo.splits,
+        "folder": folder.splits,
+        "timit": timit.splits,
+        "hint": hint.splits,
+        "voicebank": voicebank.splits,
+    }
+    if data.corpus not in readers:  # the recipe schema allows only these; a guard for direct callers
+        raise SpeechkernError(f"corpus {data.corpus!r}: expected one of {', '.join(readers)}")
     return readers[data.corpus](data, workdir)
