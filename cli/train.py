@@ -37,7 +37,6 @@ def train(
     same as a local run's, and it resumes the same way.
     """
     from speechkern.parallel import make_executor
-    from speechkern.pipeline import open_run
     from speechkern.pipeline import train as run_training
 
     overrides = list(set_)
@@ -46,13 +45,12 @@ def train(
     recipe = load_recipe(recipe_dir, overrides)
     run_dir = out or Path("runs") / recipe.name
     names = [m.strip() for m in models.split(",")] if models else None
-    open_run(recipe, run_dir, resume=resume, overwrite=overwrite)  # refuses an existing run without a flag
     with progress_ui(log_file=run_dir / "train.log", quiet=quiet):
         gpus = gpus_per_task if gpus_per_task is not None else (1.0 if (device or "").startswith("cuda") else 0.0)
         executor = make_executor(ray=ray, address=ray_address, workers=workers or 0, gpus_per_task=gpus)
         try:
-            summary = run_training(recipe, run_dir, models=names, resume=True, device=device, executor=executor,
-                                   cache_dir=None if no_cache else "default")  # fmt: skip
+            summary = run_training(recipe, run_dir, models=names, resume=resume, overwrite=overwrite, device=device,
+                                   executor=executor, cache_dir=None if no_cache else "default")  # fmt: skip
         finally:
             executor.close()
     table = Table(title=f"trained into {run_dir}")

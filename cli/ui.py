@@ -83,8 +83,8 @@ def progress_ui(log_file: Path | None = None, quiet: bool = False) -> Iterator[P
     )
     handlers: list[logging.Handler] = [_ProgressHandler(bars)]
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        # delay: the file is opened at the first record, after the library has created (or refused) its folder
+        file_handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         file_handler.addFilter(_ThrottleProgress())
         handlers.append(file_handler)

@@ -7,7 +7,9 @@ is saved before the next starts; the DNN saves a checkpoint after every epoch; a
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import logging
@@ -15,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from speechkern.cache import default_cache_dir
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureStats
+from speechkern.mixtures import Mixture
 from speechkern.models.io import MaskModel, split_bands
 from speechkern.progress import report
 from speechkern.recipe import Recipe, load_recipe
@@ -42,6 +46,27 @@ def write_text_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run directory while training it; a second process is refused.
+
+    The lock is ``.<name>.lock`` beside the run directory (so --overwrite can delete the directory itself); the
+    operating system releases it when the process ends, however it ends.
+    """
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{run_dir.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SpeechkernError(
+                f"{run_dir}: another speechkern process is training this run; wait for it or use another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
@@ -101,46 +126,44 @@ class ModelTiming:
     extra: dict = field(default_factory=dict)
 
 
-def training_sets(recipe: Recipe, run_dir: Path, cache_dir: Path | None, device: str = "cpu") -> list[TrainingSet]:
-    """Inputs and targets for each model to train: one set (multi-condition) or one per condition."""
+def training_conditions(recipe: Recipe, run_dir: Path) -> tuple[dict[str, list[Mixture]], list[str]]:
+    """The run's manifests, and the conditions that get models of their own ("all" for multi-condition)."""
     manifests = dataset.build_manifests(recipe, run_dir)
+    if recipe.train.mode == "multi-condition":
+        return manifests, ["all"]
+    return manifests, sorted({m.condition for m in manifests["train"]})
+
+
+def training_set(
+    recipe: Recipe, manifests: dict[str, list[Mixture]], condition: str, cache_dir: Path | None, device: str = "cpu"
+) -> TrainingSet:
+    """Model inputs and targets of one condition ("all": every mixture), built from the feature cache.
+
+    Built one condition at a time, so a per-condition recipe holds one condition's frames in memory, not all.
+    """
     fc, tc, tr = recipe.features, recipe.target, recipe.train
-    train = dataset.compute_frames(manifests["train"], fc, tc, cache_dir, tr.workers, "train", device)
-    val = dataset.compute_frames(manifests["val"], fc, tc, cache_dir, tr.workers, "val", device)
-    if tr.mode == "multi-condition":
-        groups = {"all": (train, val)}
-    else:
-        groups = {c: (_subset(train, c), _subset(val, c)) for c in sorted({m.condition for m in train.mixtures})}
-    out = []
-    for condition, (tr_data, va_data) in groups.items():
-        stats = FeatureStats.fit(tr_data.features)
-        rows = dataset.sample_rows(len(tr_data), tr.max_train_frames, recipe.data.seed)
-        vrows = dataset.sample_rows(len(va_data), tr.max_val_frames, recipe.data.seed + 1)
-        out.append(
-            TrainingSet(
-                condition=condition,
-                X=dataset.model_inputs(tr_data, stats, fc.context, rows),
-                Y=tr_data.targets[rows],
-                X_val=dataset.model_inputs(va_data, stats, fc.context, vrows),
-                Y_val=va_data.targets[vrows],
-                stats=stats,
-            )
-        )
-        logger.info("condition %s: %d training frames of %d, %d validation frames, %d inputs, %d outputs",
-                    condition, len(rows), len(tr_data), len(vrows), out[-1].X.shape[1], out[-1].Y.shape[1])  # fmt: skip
-    return out
 
+    def frames(split: str) -> dataset.FrameData:
+        rows = [m for m in manifests[split] if condition in ("all", m.condition)]
+        if not rows:
+            raise SpeechkernError(f"condition {condition}: no {split} mixtures; check the recipe's data section")
+        return dataset.compute_frames(rows, fc, tc, cache_dir, tr.workers, f"{split} {condition}", device)
 
-def _subset(data: dataset.FrameData, condition: str) -> dataset.FrameData:
-    keep = [i for i, m in enumerate(data.mixtures) if m.condition == condition]
-    spans = [data.frames_of(i) for i in keep]
-    lengths = [s.stop - s.start for s in spans]
-    return dataset.FrameData(
-        features=np.concatenate([data.features[s] for s in spans]),
-        targets=np.concatenate([data.targets[s] for s in spans]),
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        mixtures=[data.mixtures[i] for i in keep],
+    train, val = frames("train"), frames("val")
+    stats = FeatureStats.fit(train.features)
+    rows = dataset.sample_rows(len(train), tr.max_train_frames, recipe.data.seed)
+    vrows = dataset.sample_rows(len(val), tr.max_val_frames, recipe.data.seed + 1)
+    data = TrainingSet(
+        condition=condition,
+        X=dataset.model_inputs(train, stats, fc.context, rows),
+        Y=train.targets[rows],
+        X_val=dataset.model_inputs(val, stats, fc.context, vrows),
+        Y_val=val.targets[vrows],
+        stats=stats,
     )
+    logger.info("condition %s: %d training frames of %d, %d validation frames, %d inputs, %d outputs",
+                condition, len(rows), len(train), len(vrows), data.X.shape[1], data.Y.shape[1])  # fmt: skip
+    return data
 
 
 def model_dir(run_dir: Path, name: str, condition: str) -> Path:
@@ -268,6 +291,8 @@ def _finish_kernel(recipe: Recipe, unit: _KernelUnit, run_dir: Path) -> ModelTim
     model.info["val_mse"] = _val_mse(model, unit.data)
     model.save(model_dir(run_dir, unit.name, unit.data.condition), overwrite=True)
     shutil.rmtree(unit.parts, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        unit.parts.parent.rmdir()  # the parts folder of the last condition
     autotune_s = sum(i.get("autotune_seconds", 0.0) for i in infos)
     extra = {"autotune_minutes": round(autotune_s / 60.0, 3), "centers": int(estimators[0].centers_.shape[0])}
     minutes = sum(i["seconds"] for i in infos) / 60.0
@@ -321,9 +346,6 @@ def train(
     executor: where the work runs (:class:`speechkern.parallel.SerialExecutor` by default, or a
     :class:`~speechkern.parallel.RayExecutor`); the run directory comes out the same either way.
     """
-    from speechkern.eigenpro import EigenProRegressor
-    from speechkern.parallel import SerialExecutor
-
     run_dir = Path(run_dir)
     names = list(models or recipe.train.models)
     for n in names:
@@ -331,49 +353,68 @@ def train(
             raise SpeechkernError(f"model {n!r}: expected one of {', '.join(MODEL_NAMES)}")
     device_name = device or recipe.train.device
     resolved = str(resolve_device(device_name))  # fail early on a device that is not there
-    open_run(recipe, run_dir, resume=resume, overwrite=overwrite)
+    with run_lock(run_dir):
+        open_run(recipe, run_dir, resume=resume, overwrite=overwrite)
+        return _train_locked(recipe, run_dir, names, resolved, device_name, cache_dir, executor)
+
+
+def _train_locked(recipe: Recipe, run_dir: Path, names: list[str], resolved: str, device_name: str, cache_dir,
+                  executor) -> TrainSummary:  # fmt: skip
+    from speechkern.parallel import SerialExecutor
+
     cache = default_cache_dir() if cache_dir == "default" else (None if cache_dir is None else Path(cache_dir))
     executor = executor or SerialExecutor()
     logger.info("run %s: recipe %s, models %s, device %s, executor %s", run_dir, recipe.name, ", ".join(names),
                 device_name, executor.name)  # fmt: skip
     timings = _read_timings(run_dir)
     skipped: list[str] = []
-    kernel_units: list[_KernelUnit] = []
-    dnn_sets: list[TrainingSet] = []
-    for data in training_sets(recipe, run_dir, cache, resolved):
-        for name in names:
-            if (model_dir(run_dir, name, data.condition) / "config.json").is_file():
-                skipped.append(f"{name}/{data.condition}")
-                logger.info("%s for %s: finished in an earlier run, kept", name, data.condition)
-            elif name == "dnn":
-                dnn_sets.append(data)
-            else:
-                n_subbands = 1 if name == "kernel1" else recipe.kernel.subbands
-                unit = _KernelUnit(data, name, split_bands(data.Y.shape[1], n_subbands),
-                                   run_dir / "models" / f".{name}-parts" / data.condition)  # fmt: skip
-                for b in range(len(unit.bands)):  # bands finished by an interrupted run
-                    info_file = unit.parts / f"band-{b}.json"
-                    if info_file.is_file():
-                        unit.info[b] = json.loads(info_file.read_text())
-                        unit.estimators[b] = EigenProRegressor.load(unit.parts / f"band-{b}")
-                kernel_units.append(unit)
 
     def record(timing: ModelTiming) -> None:
         nonlocal timings
         timings = [t for t in timings if (t.model, t.condition) != (timing.model, timing.condition)] + [timing]
         write_timings(run_dir, timings)
 
-    for unit in [u for u in kernel_units if not u.pending()]:
-        record(_finish_kernel(recipe, unit, run_dir))
-    kernel_units = [u for u in kernel_units if u.pending()]
+    manifests, conditions = training_conditions(recipe, run_dir)
+    for condition in conditions:
+        todo = [n for n in names if not (model_dir(run_dir, n, condition) / "config.json").is_file()]
+        for name in sorted(set(names) - set(todo)):
+            skipped.append(f"{name}/{condition}")
+            logger.info("%s for %s: finished in an earlier run, kept", name, condition)
+        if todo:
+            data = training_set(recipe, manifests, condition, cache, resolved)
+            for timing in _train_condition(recipe, data, todo, run_dir, executor, device_name):
+                record(timing)
+    return TrainSummary(run_dir, timings, skipped)
 
-    choices = _autotune_units(recipe, kernel_units, run_dir, executor, device_name) if recipe.kernel.autotune else {}
 
-    # Every unfinished band and DNN as one batch of independent fits.
-    shared = {}
-    for data in [u.data for u in kernel_units] + dnn_sets:
-        if id(data) not in shared:
-            shared[id(data)] = tuple(executor.share(a) for a in (data.X, data.Y, data.X_val, data.Y_val))
+def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_dir: Path, executor, device: str):
+    """Train the named models on one condition's data; yields a timing row as each model is finished.
+
+    Autotune evaluations run first (in parallel rounds), then every unfinished subband fit and the DNN run as
+    one batch of independent tasks on the executor.
+    """
+    from speechkern.eigenpro import EigenProRegressor
+
+    kernel_units: list[_KernelUnit] = []
+    for name in [n for n in names if n != "dnn"]:
+        n_subbands = 1 if name == "kernel1" else recipe.kernel.subbands
+        unit = _KernelUnit(data, name, split_bands(data.Y.shape[1], n_subbands),
+                           run_dir / "models" / f".{name}-parts" / data.condition)  # fmt: skip
+        for b in range(len(unit.bands)):  # bands finished by an interrupted run
+            info_file = unit.parts / f"band-{b}.json"
+            if info_file.is_file():
+                unit.info[b] = json.loads(info_file.read_text())
+                unit.estimators[b] = EigenProRegressor.load(unit.parts / f"band-{b}")
+                logger.info("%s %s band %d/%d: finished in an earlier run, kept", name, data.condition, b + 1,
+                            len(unit.bands))  # fmt: skip
+        if unit.pending():
+            kernel_units.append(unit)
+        else:
+            yield _finish_kernel(recipe, unit, run_dir)
+
+    choices = _autotune_units(recipe, kernel_units, run_dir, executor, device) if recipe.kernel.autotune else {}
+
+    shared = tuple(executor.share(a) for a in (data.X, data.Y, data.X_val, data.Y_val))
     calls, targets = [], []
     for unit in kernel_units:
         for b in unit.pending():
@@ -381,25 +422,25 @@ def train(
             choice = next((c for j, c in choices.items() if (j.subband, j.n_subbands, j.condition) ==
                            (b, len(unit.bands), unit.data.condition)), None)  # fmt: skip
             gamma, sigma = (choice.gamma, choice.sigma) if choice else (recipe.kernel.shape, recipe.kernel.bandwidth)
-            params = {"shape": gamma, "bandwidth": sigma, **_kernel_params(recipe, unit, b, device_name)}
-            calls.append((("kernel", *shared[id(unit.data)], lo, hi, params), {}))
+            params = {"shape": gamma, "bandwidth": sigma, **_kernel_params(recipe, unit, b, device)}
+            calls.append((("kernel", *shared, lo, hi, params), {}))
             autotune_s = sum(e.seconds for e in choice.evaluations) if choice else 0.0
             targets.append(
                 (unit, b, {"band": [lo, hi], "gamma": gamma, "sigma": sigma, "autotune_seconds": autotune_s})
             )
-    dc = recipe.dnn
-    for data in dnn_sets:
+    if "dnn" in names:
+        dc = recipe.dnn
         params = {"hidden": list(dc.hidden), "dropout": dc.dropout, "epochs": dc.epochs, "batch_size": dc.batch_size,
-                  "learning_rate": dc.learning_rate, "patience": dc.patience, "device": device_name,
+                  "learning_rate": dc.learning_rate, "patience": dc.patience, "device": device,
                   "seed": recipe.data.seed, "progress_task": f"dnn/{data.condition}"}  # fmt: skip
         checkpoint = run_dir / "models" / ".dnn-checkpoint" / data.condition / "checkpoint"
-        calls.append((("dnn", *shared[id(data)], params, str(checkpoint)), {}))
-        targets.append((None, None, data))
+        calls.append((("dnn", *shared, params, str(checkpoint)), {}))
+        targets.append((None, None, None))
 
     for done, (index, (tensors, config, seconds)) in enumerate(executor.run(_run_unit, calls), 1):
         unit, b, extra = targets[index]
         if unit is None:
-            record(_finish_dnn(recipe, extra, run_dir, tensors, config))
+            yield _finish_dnn(recipe, data, run_dir, tensors, config)
         else:
             est = EigenProRegressor.from_state(tensors, config, device="cpu")
             info = {**extra, "epochs": len(est.history_), "best_epoch": est.best_epoch_,
@@ -412,9 +453,8 @@ def train(
                         unit.data.condition, b + 1, len(unit.bands), info["gamma"], info["sigma"], info["epochs"],
                         info["val_mse"], seconds)  # fmt: skip
             if not unit.pending():
-                record(_finish_kernel(recipe, unit, run_dir))
-        report("train/models", done, len(calls), "models and subbands trained", milestone=True)
-    return TrainSummary(run_dir, timings, skipped)
+                yield _finish_kernel(recipe, unit, run_dir)
+        report(f"train/{data.condition}", done, len(calls), f"fits for {data.condition}", milestone=True)
 
 
 TIMING_FIELDS = ("model", "condition", "subbands", "minutes", "epochs", "val_mse")
