@@ -31,6 +31,31 @@ kernel of :mod:`speechkern.kernels`. Two modes share one iteration:
   solves of 2p² operations per output and batch and p²·8 bytes of memory, which is cheap for the compact models
   (p up to ~20 000) this mode exists for; a clear error names the memory needed when p is too large.
 
+**Precomputed mode** (``precompute``, on by default when it fits the memory budget). The blocked iteration
+recomputes kernel tiles in every product, so each epoch costs n·p·features multiply-adds (n·p kernel entries for p
+centres); yet the kernel matrix does not change between epochs. When the matrices fit the budget, they are formed
+once at set-up instead: K(X, Z) (n × p float32; K(X, X) for EigenPro 2) and, with validation data, K(X_val, Z)
+(n_val × p), with the numerics of the blocked products (:func:`speechkern.kernels.squared_distances` then the
+kernel's elementwise transform). A batch's residual is then a row gather of K and one product with the weights (for
+EigenPro 2 the batch's columns at the subsample, k_bs, are taken from the same rows), the end-of-epoch training
+check uses rows of K, and the validation loss is one product with K(X_val, Z): an epoch costs n·p·outputs
+multiply-adds and one pass over K in memory instead of n·p·features multiply-adds. The squared distances, which do
+not depend on (γ, σ), come from the process-wide cache of :mod:`speechkern.kernels`, so consecutive fits on the
+same data (the subband models, the autotune evaluations on one subsample) compute the distance product once; the
+float64 distances of the preconditioner's subsample are shared the same way whenever the kernel matrices fit the
+budget (the eigensystem is unchanged bit for bit). Memory accounting: the fit needs K and the validation matrix,
+plus the larger of the per-batch transients (gathered rows of K and their subsample columns, for max(batch,
+training-check) rows) and the set-up transients (augmented copies of the points for the distance product), plus the
+centres' Cholesky factors for EigenPro 3; it must fit ``memory_budget_gb`` (default a quarter of the available
+memory). A newly computed distance matrix is kept in the cache only if the cache then stays within what the budget
+has left over; otherwise it is turned into kernel values in place, so a fit never holds a distance matrix and its
+kernel matrix at once unless the budget allows both. ``"auto"`` falls back to the blocked products when the
+matrices do not fit; ``True`` raises an error naming the bytes needed. Batch, step size and preconditioner are
+chosen identically in both modes, so they agree to float32 rounding. On the CPU the gathered products run on the
+kernel module's worker threads (each with one torch thread) and the rest of a precomputed epoch, many small
+operations, on one thread: on a busy machine torch's thread team made those small operations the dearest part of
+the epoch.
+
 Each epoch visits every training point once. After each epoch the training loss of the weights is measured on
 a fixed random subset of the training points (n/20 of them, 100 to 1000: a few per cent of an epoch's work),
 and the validation loss on ``X_val``/``Y_val`` when given; the *progressive* loss (each batch's residual just
@@ -56,7 +81,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +96,14 @@ from threadpoolctl import threadpool_limits
 from speechkern import progress
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
-from speechkern.kernels import ExponentialPowerKernel, available_memory_bytes
+from speechkern.kernels import (
+    ContentKey,
+    ExponentialPowerKernel,
+    available_memory_bytes,
+    cached_squared_distances,
+    content_key,
+    gathered_mm,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +138,26 @@ def default_subsample_size(n: int) -> int:
     return min(n, 2000) if n < 100_000 else min(n, 12_000)
 
 
+def train_check_size(n: int) -> int:
+    """Number of training points the end-of-epoch training loss is measured on: n/20, within 100 to 1000."""
+    return min(n, TRAIN_CHECK_MAX, max(TRAIN_CHECK_MIN, n // 20))
+
+
+def precomputed_bytes(n: int, p: int, n_val: int, batch: int, s: int, d: int, k: int) -> int:
+    """Bytes the precomputed mode needs for n points, p centres, n_val validation points, batches of ``batch``, a
+    subsample of s, d features and k outputs (float32): K(X, Z) and K(X_val, Z), plus the larger of the per-batch
+    transients (at most the gathered rows of K, their subsample columns and residuals, for the batch or the
+    training check, whichever is larger; EigenPro 2 gathers rows in small chunks, so this is an upper bound) and
+    the set-up transients (augmented copies of the points for the distance products). A newly computed distance
+    matrix kept in the cache comes on top (see ``max_cache_bytes`` in
+    :func:`speechkern.kernels.cached_squared_distances`)."""
+    matrices = 4 * (n + n_val) * p + 4 * n_val * k
+    rows = max(batch, train_check_size(n))
+    per_batch = 4 * rows * (p + s + 2 * k)
+    setup = 4 * (n + n_val + p) * (d + 2)
+    return matrices + max(per_batch, setup)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The preconditioner
 
@@ -136,12 +188,23 @@ class Preconditioner:
         return self.apply(k_bs.T @ g)
 
 
-def nystrom_eigensystem(kernel: ExponentialPowerKernel, X_s: torch.Tensor, n_eig: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``n_eig`` eigenpairs of K(X_S, X_S)/s in float64, descending (scipy ``eigh`` on that subset only)."""
+def nystrom_eigensystem(
+    kernel: ExponentialPowerKernel, X_s: torch.Tensor, n_eig: int, max_cache_bytes: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``n_eig`` eigenpairs of K(X_S, X_S)/s in float64, descending (scipy ``eigh`` on that subset only).
+
+    With ``max_cache_bytes`` > 0 the float64 squared distances of the subsample are taken from (or kept in) the
+    distance cache of :mod:`speechkern.kernels` within that many bytes: fits on the same subsample with other
+    (γ, σ) then skip the distance product; the kernel block is the same bit for bit.
+    """
     s = X_s.shape[0]
     n_eig = max(1, min(n_eig, s))
     x64 = X_s.to(torch.float64)
-    k = kernel(x64, x64).cpu().numpy()
+    if max_cache_bytes > 0:
+        D, shared = cached_squared_distances(x64, x64, max_cache_bytes=max_cache_bytes)
+        k = kernel.from_squared_distances(D, inplace=not shared).cpu().numpy()
+    else:
+        k = kernel(x64, x64).cpu().numpy()
     k /= s
     # A threaded LAPACK stalls badly on a busy machine (see SMALL_EIGENPROBLEM).
     with threadpool_limits(1 if s <= SMALL_EIGENPROBLEM else None):
@@ -235,6 +298,56 @@ class _AllPointsModel:
         if self.precond.n_components:
             self.weights[: self.s].add_(self.precond.correction(k_bs, g), alpha=lr)
 
+    def predict_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Predictions of the current weights at the training points ``rows``."""
+        return self.kernel.mm(self.X[rows], self.centers, self.weights)
+
+    def predict_val(self, X_val: torch.Tensor) -> torch.Tensor:
+        """Predictions of the current weights at the validation points."""
+        return self.kernel.mm(X_val, self.centers, self.weights)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(centres, weights) of the fitted model, rows matching."""
+        return self.centers, self.weights
+
+
+class _PrecomputedAllPointsModel:
+    """EigenPro 2 on a precomputed K(X, X) and K(X_val, X), whose rows and columns follow the caller's point order.
+
+    ``X``/``Y`` and the batch indices are in the permuted order of the blocked model (subsample first), so the
+    iteration visits the same batches; ``order`` maps those positions to rows of K. The weights are kept in the
+    order of K's columns and permuted back by :meth:`result`.
+    """
+
+    def __init__(self, X, Y, order, s, precond, k_xx, k_val, workers):
+        self.X, self.Y, self.s, self.precond = X, Y, s, precond
+        self.centers = X
+        self.order = order
+        self.subsample = order[:s]
+        self.k, self.k_val, self.workers = k_xx, k_val, workers
+        self.weights = torch.zeros(X.shape[0], Y.shape[1], dtype=torch.float32, device=X.device)
+
+    def residual(self, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        rows = self.order[idx]
+        columns = self.subsample if self.precond.n_components else None
+        pred, k_bs = gathered_mm(self.k, self.weights, rows, columns, workers=self.workers)
+        return pred.sub_(self.Y[idx]), (rows, k_bs)
+
+    def update(self, idx: torch.Tensor, g: torch.Tensor, cache: Any, lr: float) -> None:
+        rows, k_bs = cache
+        self.weights.index_add_(0, rows, g, alpha=-lr)
+        if k_bs is not None:
+            self.weights.index_add_(0, self.subsample, self.precond.correction(k_bs, g), alpha=lr)
+
+    def predict_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return gathered_mm(self.k, self.weights, self.order[rows], workers=self.workers)[0]
+
+    def predict_val(self, X_val: torch.Tensor) -> torch.Tensor:
+        return gathered_mm(self.k_val, self.weights, workers=self.workers)[0]
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.centers, self.weights.index_select(0, self.order)
+
 
 class _CentresModel:
     """EigenPro 3 state: p centres Z; projections onto their span through the Cholesky factor of K(Z, Z).
@@ -271,6 +384,37 @@ class _CentresModel:
             u -= torch.cholesky_solve((self.k_zs @ c).to(torch.float64), self.chol)
         self.weights.sub_(u.to(torch.float32), alpha=lr)
 
+    def predict_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Predictions of the current weights at the training points ``rows``."""
+        return self.kernel.mm(self.X[rows], self.centers, self.weights)
+
+    def predict_val(self, X_val: torch.Tensor) -> torch.Tensor:
+        """Predictions of the current weights at the validation points."""
+        return self.kernel.mm(X_val, self.centers, self.weights)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(centres, weights) of the fitted model."""
+        return self.centers, self.weights
+
+
+class _PrecomputedCentresModel(_CentresModel):
+    """EigenPro 3 on a precomputed K(X, Z) (n × p) and K(X_val, Z): a batch's kernel rows are gathered, not
+    recomputed, and serve both its residual and its gradient at the centres."""
+
+    def __init__(self, kernel, X, Y, Z, precond, chol, k_zs, k_xz, k_val, workers):
+        super().__init__(kernel, X, Y, Z, precond, chol, k_zs, True, None)
+        self.k, self.k_val, self.workers = k_xz, k_val, workers
+
+    def residual(self, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        k_bz = self.k.index_select(0, idx)  # kept whole: the update needs K(X_B, Z)ᵀ·g
+        return (k_bz @ self.weights).sub_(self.Y[idx]), (None, k_bz)
+
+    def predict_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return gathered_mm(self.k, self.weights, rows, workers=self.workers)[0]
+
+    def predict_val(self, X_val: torch.Tensor) -> torch.Tensor:
+        return gathered_mm(self.k_val, self.weights, workers=self.workers)[0]
+
 
 # ---------------------------------------------------------------------------------------------------------
 # The estimator
@@ -306,8 +450,14 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
     backend:
         Kernel backend for K·W products: ``"auto"``, ``"torch"`` or ``"keops"``.
     memory_budget_gb:
-        Memory the batch blocks (and the centres' Cholesky factor) may use, in GiB; default a quarter of the
-        device's available memory.
+        Memory the batch blocks (and the centres' Cholesky factor, and the precomputed kernel matrices) may use,
+        in GiB; default a quarter of the device's available memory.
+    precompute:
+        ``"auto"`` (default): form the kernel matrices K(X, centres) and K(X_val, centres) once at set-up when
+        they fit the memory budget (see the module notes), else compute kernel tiles in every product (the
+        blocked mode). ``True``: require the precomputed mode (a :class:`~speechkern.errors.SpeechkernError`
+        naming the bytes needed when it does not fit). ``False``: always the blocked mode. Both give the same
+        results to float32 rounding; the precomputed mode is many times faster per epoch.
     damping:
         α of the preconditioner (0.95 as in the reference).
     max_restarts:
@@ -330,6 +480,8 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         training points, 100 to 1000), val_mse (None without validation data), progressive_mse (each batch's
         residual just before its own update, averaged over the epoch), seconds (wall time of the epoch and its
         evaluations), step_size.
+    precomputed_:
+        Whether the kernel matrices were precomputed (True) or the blocked products were used (False).
     best_epoch_, batch_size_, step_size_, n_components_, eigenvalues_, subsample_size_, restarts_,
     n_features_in_, n_outputs_, y_ndim_.
     """
@@ -349,6 +501,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         device: str = "auto",
         backend: str = "auto",
         memory_budget_gb: float | None = None,
+        precompute: bool | str = "auto",
         damping: float = DAMPING,
         max_restarts: int = 3,
         max_seconds: float | None = None,
@@ -367,6 +520,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         self.device = device
         self.backend = backend
         self.memory_budget_gb = memory_budget_gb
+        self.precompute = precompute
         self.damping = damping
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
@@ -414,11 +568,15 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         start = time.perf_counter()
         centres = n if self.centers is None or isinstance(self.centers, (int, np.integer)) else len(self.centers)
         with torch.no_grad(), _small_problem_threads(device, n * min(n, int(centres))):
-            model = self._setup(_writable32(X), _writable32(Y), rng, device, budget)
+            val_np = None if val is None else tuple(_writable32(a) for a in val)
+            model = self._setup(_writable32(X), _writable32(Y), rng, device, budget, val_np)
             val_t = None
-            if val is not None:
-                val_t = tuple(torch.from_numpy(_writable32(a)).to(device) for a in val)
-            self._train(model, n, rng, val_t, start)
+            if val_np is not None:
+                val_t = tuple(torch.from_numpy(a).to(device) for a in val_np)
+            # Precomputed epochs are many small operations around a few large gathered products that run on the
+            # model's own worker threads; torch's thread team would only slow the small ones on a busy machine.
+            with _small_problem_threads(device, 0) if self.precomputed_ else nullcontext():
+                self._train(model, n, rng, val_t, start)
         total = time.perf_counter() - start
         best = self.history_[self.best_epoch_ - 1] if self.best_epoch_ else None
         logger.info(
@@ -460,15 +618,30 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             raise SpeechkernError(f"max_seconds={self.max_seconds!r}: expected a positive number of seconds or None")
         if self.memory_budget_gb is not None and not float(self.memory_budget_gb) > 0:
             raise SpeechkernError(f"memory_budget_gb={self.memory_budget_gb!r}: expected a positive number of GiB")
+        if not (
+            isinstance(self.precompute, (bool, np.bool_))
+            or (isinstance(self.precompute, str) and self.precompute == "auto")
+        ):
+            raise SpeechkernError(f"precompute={self.precompute!r}: expected True, False or 'auto'")
 
     def _budget_bytes(self, device: torch.device) -> int:
         if self.memory_budget_gb is not None:
             return int(float(self.memory_budget_gb) * (1 << 30))
         return available_memory_bytes(device) // 4
 
-    def _setup(self, X: np.ndarray, Y: np.ndarray, rng: np.random.Generator, device: torch.device, budget: int):
-        """Choose centres and subsample, compute the eigensystem, batch and step size; return the state."""
+    def _setup(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        rng: np.random.Generator,
+        device: torch.device,
+        budget: int,
+        val: tuple[np.ndarray, np.ndarray] | None,
+    ):
+        """Choose centres and subsample, compute the eigensystem, batch and step size, and the kernel matrices in
+        the precomputed mode; return the state."""
         n, d = X.shape
+        n_val = 0 if val is None else val[0].shape[0]
         k = Y.shape[1]
         kernel = self.kernel_
         beta = kernel.max_diagonal
@@ -499,11 +672,24 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             # EigenPro 2: permute the points so that the subsample S is the first s of them.
             s = min(self.subsample_size or default_subsample_size(n), n)
             order = rng.permutation(n)
-            X_t, Y_t = X_t[torch.from_numpy(order).to(device)], Y_t[torch.from_numpy(order).to(device)]
+            X_in, order_t = X_t, torch.from_numpy(order).to(device)
+            X_t, Y_t = X_t[order_t], Y_t[order_t]
             X_s = X_t[:s]
             per_row = 4 * (s + d + 3 * k)
-            precond, batch = self._preconditioner(X_s, n, beta, budget // per_row, device)
-            model = _AllPointsModel(kernel, X_t, Y_t, s, precond, block)
+            nystrom_cache = self._nystrom_cache_bytes(n, n, n_val, s, budget)
+            precond, batch = self._preconditioner(X_s, n, beta, budget // per_row, device, nystrom_cache)
+            spare = self._precompute_spare(precomputed_bytes(n, n, n_val, batch, s, d, k), budget)
+            if spare is None:
+                model = _AllPointsModel(kernel, X_t, Y_t, s, precond, block)
+            else:
+                # K in the caller's point order, so that fits on the same data share the cached distances.
+                x_key = content_key(X, device)
+                k_xx = self._precomputed_matrix(X_in, X_in, x_key, x_key, spare)
+                k_val = None
+                if val is not None:
+                    X_val = torch.from_numpy(val[0]).to(device)
+                    k_val = self._precomputed_matrix(X_val, X_in, content_key(val[0], device), x_key, spare)
+                model = _PrecomputedAllPointsModel(X_t, Y_t, order_t, s, precond, k_xx, k_val, _workers(device))
         else:
             if centre_idx is not None:
                 # Centres drawn from the data: the subsample is drawn from the centres, so K(Z, X_S) is a block of
@@ -527,15 +713,31 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
                 )
             # K(X_B, Z) is kept whole when it fits (one kernel evaluation per batch instead of two).
             left = budget - chol_bytes
-            precond, batch = self._preconditioner(X_s, n, beta, max(1, left // (4 * (d + 3 * k))), device)
+            nystrom_cache = self._nystrom_cache_bytes(n, p, n_val, s, left)
+            precond, batch = self._preconditioner(
+                X_s, n, beta, max(1, left // (4 * (d + 3 * k))), device, nystrom_cache
+            )
             dense_batch = 4 * batch * (p + d + 3 * k) <= left
             z64 = Z.to(torch.float64)
             k_zz = kernel(z64, z64)
             chol = _cholesky_with_jitter(k_zz)
             k_zs = (k_zz[:, :s] if s_in_z else kernel(z64, X_s.to(torch.float64))).to(torch.float32)
             del k_zz
-            model = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, dense_batch, block)
+            spare = self._precompute_spare(chol_bytes + precomputed_bytes(n, p, n_val, batch, s, d, k), budget)
+            if spare is None:
+                model = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, dense_batch, block)
+            else:
+                z_key = content_key(Z)
+                k_xz = self._precomputed_matrix(X_t, Z, content_key(X, device), z_key, spare)
+                k_val = None
+                if val is not None:
+                    X_val = torch.from_numpy(val[0]).to(device)
+                    k_val = self._precomputed_matrix(X_val, Z, content_key(val[0], device), z_key, spare)
+                model = _PrecomputedCentresModel(
+                    kernel, X_t, Y_t, Z, precond, chol, k_zs, k_xz, k_val, _workers(device)
+                )
 
+        self.precomputed_ = spare is not None
         self.subsample_size_ = int(X_s.shape[0])
         self.n_components_ = precond.n_components
         self.eigenvalues_ = precond.eigenvalues[: precond.n_components + 1].copy()
@@ -543,7 +745,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         self.step_size_ = step_size(batch, beta, precond.new_top)
         self.centers_ = model.centers
         logger.info(
-            "%s: %d points, %d centres, subsample %d, %d components (λ1 %.4g, λ_new %.4g), batch %d, step %.4g",
+            "%s: %d points, %d centres, subsample %d, %d components (λ1 %.4g, λ_new %.4g), batch %d, step %.4g, %s",
             self.progress_task,
             n,
             model.centers.shape[0],
@@ -553,18 +755,59 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             precond.new_top,
             batch,
             self.step_size_,
+            "precomputed kernel matrices" if self.precomputed_ else "blocked kernel products",
         )
         return model
 
+    def _nystrom_cache_bytes(self, n: int, p: int, n_val: int, s: int, budget: int) -> int:
+        """How many bytes the distance cache may hold after keeping the subsample's float64 distances: 0 (do not
+        keep them) in the blocked mode and wherever the kernel matrices cannot fit the budget (the precomputed mode
+        is then out of reach, and a large subsample's distances would only take memory), else the budget left over
+        by the kernel matrices and the subsample's own kernel block."""
+        if self.precompute is False or self.precompute is np.False_:
+            return 0
+        spare = budget - 4 * (n + n_val) * p - 8 * s * s
+        return max(0, spare)
+
+    def _precompute_spare(self, needed: int, budget: int) -> int | None:
+        """None for the blocked mode; else the bytes the distance cache may hold (the budget left over by the
+        precomputed mode's ``needed`` bytes). Raises when ``precompute=True`` and ``needed`` exceeds the budget."""
+        if self.precompute is False or self.precompute is np.False_:
+            return None
+        if needed <= budget:
+            return budget - needed
+        if isinstance(self.precompute, str):  # "auto"
+            logger.info(
+                "%s: precomputed kernel matrices need %.2f GiB, over the memory budget of %.2f GiB: blocked products",
+                self.progress_task,
+                needed / 2**30,
+                budget / 2**30,
+            )
+            return None
+        raise SpeechkernError(
+            f"precompute=True: the precomputed kernel matrices need {needed} bytes ({needed / 2**30:.2f} GiB: the "
+            "float32 kernel matrices of the training and validation points against the centres, the batch rows "
+            f"and the set-up buffers) but the memory budget is {budget} bytes ({budget / 2**30:.2f} GiB); raise "
+            "memory_budget_gb, use fewer points or centres, or set precompute='auto' to fall back to blocked "
+            "products"
+        )
+
+    def _precomputed_matrix(self, X: torch.Tensor, Z: torch.Tensor, x_key: ContentKey, z_key: ContentKey, spare: int):
+        """K(X, Z) as a float32 matrix: the squared distances come from the shared cache (and are kept there if the
+        cache can hold them within ``spare`` bytes), and are turned into kernel values in a copy when shared, in
+        place otherwise (so that no second matrix is held when memory is tight)."""
+        D, shared = cached_squared_distances(X, Z, max_cache_bytes=spare, x_key=x_key, z_key=z_key)
+        return self.kernel_.from_squared_distances(D, inplace=not shared)
+
     def _preconditioner(
-        self, X_s: torch.Tensor, n: int, beta: float, batch_limit: int, device: torch.device
+        self, X_s: torch.Tensor, n: int, beta: float, batch_limit: int, device: torch.device, cache_bytes: int = 0
     ) -> tuple[Preconditioner, int]:
         """Eigensystem on the subsample, q within the memory limit, and the batch size."""
         s = X_s.shape[0]
         batch_limit = max(1, int(batch_limit))
         max_q = MAX_COMPONENTS if self.n_components is None else int(self.n_components)
         max_q = min(max_q, s - 1)
-        values, vectors = nystrom_eigensystem(self.kernel_, X_s, max_q + 1)
+        values, vectors = nystrom_eigensystem(self.kernel_, X_s, max_q + 1, cache_bytes)
         if self.n_components is None:
             q = choose_components(values, beta, batch_limit, self.damping, max_q)
         else:
@@ -594,11 +837,9 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         # The training loss of the weights themselves, on a fixed random subset of the training points: it judges
         # the end-of-epoch weights (the progressive loss judges the weights during the epoch, which can look sane
         # while the last step has just diverged).
-        check = torch.from_numpy(
-            rng.choice(n, size=min(n, TRAIN_CHECK_MAX, max(TRAIN_CHECK_MIN, n // 20)), replace=False)
-        )
+        check = torch.from_numpy(rng.choice(n, size=train_check_size(n), replace=False))
         check = check.to(model.X.device)
-        x_check, y_check = model.X[check], model.Y[check]
+        y_check = model.Y[check]
         batch = self.batch_size_
         eta = self.step_size_
         best_loss = math.inf
@@ -616,12 +857,12 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
                 progressive = self._epoch(model, n, batch, eta / batch, rng, y_scale, epoch, started)
                 if progressive > EPOCH_EXPLOSION * previous:
                     raise _Diverged(f"epoch loss {progressive:.4g} after {previous:.4g}")
-                train_mse = _mse(self.kernel_.mm(x_check, model.centers, model.weights), y_check)
+                train_mse = _mse(model.predict_rows(check), y_check)
                 if not train_mse <= EPOCH_EXPLOSION * max(y_scale, best_loss if math.isfinite(best_loss) else 0.0):
                     raise _Diverged(f"training loss {train_mse:.4g}, targets' mean square {y_scale:.4g}")
                 val_mse = None
                 if val is not None:
-                    val_mse = _mse(self.kernel_.mm(val[0], model.centers, model.weights), val[1])
+                    val_mse = _mse(model.predict_val(val[0]), val[1])
                     if not math.isfinite(val_mse):
                         raise _Diverged(f"validation loss {val_mse}")
             except _Diverged as why:
@@ -676,8 +917,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         self.step_size_ = eta
         if self.best_epoch_:
             model.weights.copy_(best_weights)
-        self.weights_ = model.weights
-        self.centers_ = model.centers
+        self.centers_, self.weights_ = model.result()
 
     def _epoch(self, model, n: int, batch: int, lr: float, rng, y_scale: float, epoch: int, started: float) -> float:
         """One pass over the data in random batches; returns the progressive mean squared residual."""
@@ -762,6 +1002,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             "n_components": int(self.n_components_),
             "subsample_size": int(self.subsample_size_),
             "restarts": int(self.restarts_),
+            "precomputed": bool(getattr(self, "precomputed_", False)),
         }
         return tensors, config
 
@@ -800,6 +1041,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         est.n_components_ = int(config["n_components"])
         est.subsample_size_ = int(config["subsample_size"])
         est.restarts_ = int(config["restarts"])
+        est.precomputed_ = bool(config.get("precomputed", False))
         if est.centers_.shape != (est.weights_.shape[0], est.n_features_in_) or est.weights_.shape[1] != est.n_outputs_:
             raise SpeechkernError(
                 f"model state is inconsistent: centres {tuple(est.centers_.shape)}, weights "
@@ -875,6 +1117,11 @@ def _small_problem_threads(device: torch.device, work: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _workers(device: torch.device) -> int:
+    """Worker threads for the precomputed mode's large products: torch's CPU thread count (1 off the CPU)."""
+    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
 
 
 def _writable32(a: np.ndarray) -> np.ndarray:

@@ -27,6 +27,23 @@ CPU threads. The tiles are shared out among ``torch.get_num_threads()`` worker t
 one thread (see :func:`_on_cpu_workers`): on a busy machine this is several times faster than letting every
 small operation fork and join torch's own thread team, and on an idle one it is as fast.
 
+Precomputed matrices. When a whole kernel matrix fits in memory, it is cheaper to form it once than to redo its
+tiles in every product: :func:`squared_distances` returns the n × m matrix of ‖x − z‖² with exactly the tiles'
+numerics (shift by the mean of Z, the slack δ, the clamp at 0), and
+:meth:`ExponentialPowerKernel.from_squared_distances` turns such a matrix into kernel values (in place when asked),
+so ``kernel.from_squared_distances(squared_distances(X, Z))`` equals ``kernel(X, Z)``. The distances do not
+depend on (γ, σ), and the distance product (n·m·features multiply-adds) is by far the dearest part, so
+:func:`cached_squared_distances` keeps recent distance matrices in a small process-wide cache
+(:data:`DISTANCE_CACHE`) keyed by the *content* of X and Z (shape, dtype, device and a BLAKE2 digest of the
+bytes, ~0.1 s per 100 MB): consecutive fits on the same data (the subband models, the autotune evaluations on one
+subsample) compute the product once and redo only the elementwise transform. The cache holds at most
+``max_entries`` matrices (default 12) and, at each insertion, no more bytes in total than the inserting caller
+allows (least recently used entries are dropped to make room; a matrix that does not fit is not kept). Cached
+matrices are shared: callers must treat them as read-only and transform a copy. :func:`clear_distance_cache`
+empties it, :func:`distance_cache_info` reports hits, misses and the bytes held; a lock makes it thread-safe.
+:func:`gathered_mm` multiplies chosen rows of such a precomputed matrix by weights, gathering the rows in
+cache-sized chunks on the worker threads, so the gathered block is never written out whole.
+
 Inputs are torch tensors (any device, float32 or float64; NumPy arrays are converted); products are computed in
 the inputs' dtype. The solver in :mod:`speechkern.eigenpro` uses float32 for speed and float64 only for the small
 eigensystems.
@@ -34,8 +51,11 @@ eigensystems.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -185,17 +205,7 @@ class ExponentialPowerKernel:
         Pass the result wherever Z is expected, to avoid redoing this O(m·features) work in repeated products
         against the same points (the solver does so with its centres).
         """
-        if isinstance(Z, PreparedPoints):
-            return Z
-        Z = as_tensor(Z)
-        if Z.ndim != 2:
-            raise SpeechkernError(f"kernel inputs must be 2-D (points × features); got {Z.ndim}-D")
-        shift = Z.mean(dim=0) if Z.shape[0] else torch.zeros(Z.shape[1], dtype=Z.dtype, device=Z.device)
-        zc = Z - shift
-        keep = 1.0 - _distance_slack(Z.dtype, Z.shape[1])
-        sq = torch.einsum("ij,ij->i", zc, zc).unsqueeze(1).mul_(keep)
-        augmented = torch.cat([zc.mul_(-2.0), torch.ones_like(sq), sq], dim=1)
-        return PreparedPoints(points=Z, shift=shift, augmented=augmented)
+        return prepare_points(Z)
 
     def __call__(self, X: Any, Z: Any) -> torch.Tensor:
         """The dense block K(X, Z), shape (n, m), in the promoted dtype of X and Z, on Z's device.
@@ -203,26 +213,53 @@ class ExponentialPowerKernel:
         Meant for blocks that fit in memory (subsamples, batches); for K(X, Z)·W use :meth:`mm`.
         Both backends return the same dense block, computed with torch.
         """
-        X, prepared = self._inputs(X, Z)
-        n, m = X.shape[0], prepared.size
-        out = torch.empty(n, m, dtype=X.dtype, device=X.device)
-        if not out.numel():
-            return out
-        x_aug, z_aug = self._left(X, prepared), prepared.augmented
-        if X.device.type != "cpu":
-            torch.mm(x_aug, z_aug.T, out=out)
-            self._finish_tile(out)
-            return out
-        rows = max(CPU_DENSE_MIN_ROWS, CPU_DENSE_BLOCK_ENTRIES // m)
+        X, prepared = _paired_inputs(X, Z)
+        out = torch.empty(X.shape[0], prepared.size, dtype=X.dtype, device=X.device)
+        _fill_dense(X, prepared, out, self._finish_tile)
+        return out
 
-        def fill(starts: list[int]) -> None:
+    def from_squared_distances(
+        self, D: torch.Tensor, *, inplace: bool = False, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Kernel values exp(−D^(γ/2)/σ) from squared distances D (any shape, e.g. :func:`squared_distances`).
+
+        With ``inplace`` D itself is overwritten and returned (no second matrix is allocated); otherwise the values
+        go to ``out`` (same shape and dtype as D) or a new tensor, and D is left untouched, as a shared (cached)
+        matrix must be. Applies the same clamp, power, scale and exponential as the tiles of :meth:`mm`, so
+        ``kernel.from_squared_distances(squared_distances(X, Z))`` equals ``kernel(X, Z)``. On the CPU the work
+        is shared among the worker threads in cache-sized row blocks (one read and one write of the matrix).
+        """
+        if inplace:
+            if out is not None and out.data_ptr() != D.data_ptr():
+                raise SpeechkernError("from_squared_distances: give either inplace=True or out, not both")
+            target = D
+        elif out is None:
+            target = torch.empty_like(D, memory_format=torch.contiguous_format)
+        else:
+            if out.shape != D.shape or out.dtype != D.dtype or out.device != D.device:
+                raise SpeechkernError(
+                    f"from_squared_distances: out is {tuple(out.shape)} {out.dtype} on {out.device}; expected "
+                    f"{tuple(D.shape)} {D.dtype} on {D.device}"
+                )
+            target = out
+        if not D.numel():
+            return target
+        if D.device.type != "cpu" or D.ndim != 2 or not (D.is_contiguous() and target.is_contiguous()):
+            if target is not D:
+                torch.clamp_min(D, 0.0, out=target)
+            self._finish_tile(target)
+            return target
+        rows = max(1, CPU_DENSE_BLOCK_ENTRIES // max(1, D.shape[1]))
+
+        def transform(starts: list[int]) -> None:
             for i in starts:
-                block = out[i : i + rows]
-                torch.mm(x_aug[i : i + rows], z_aug.T, out=block)
+                block = target[i : i + rows]
+                if target is not D:
+                    torch.clamp_min(D[i : i + rows], 0.0, out=block)
                 self._finish_tile(block)
 
-        _on_cpu_workers(list(range(0, n, rows)), fill)
-        return out
+        _on_cpu_workers(list(range(0, D.shape[0], rows)), transform)
+        return target
 
     def mm(
         self,
@@ -268,29 +305,7 @@ class ExponentialPowerKernel:
 
     def _inputs(self, X: Any, Z: Any) -> tuple[torch.Tensor, PreparedPoints]:
         """X and prepared Z in one dtype (float64 if either is) on Z's device."""
-        if isinstance(Z, PreparedPoints):
-            prepared = Z
-        else:
-            Zt = as_tensor(Z)
-            Xt = as_tensor(X)
-            if Xt.dtype == torch.float64 and Zt.dtype != torch.float64:
-                Zt = Zt.to(torch.float64)
-            prepared = self.prepare(Zt)
-        X = as_tensor(X, device=prepared.augmented.device, dtype=prepared.augmented.dtype)
-        if X.ndim != 2:
-            raise SpeechkernError(f"kernel inputs must be 2-D (points × features); got {X.ndim}-D")
-        if X.shape[1] != prepared.points.shape[1]:
-            raise SpeechkernError(
-                f"kernel inputs have {X.shape[1]} and {prepared.points.shape[1]} features; expected the same number"
-            )
-        return X, prepared
-
-    def _left(self, X: torch.Tensor, prepared: PreparedPoints) -> torch.Tensor:
-        """[x − μ, (1 − δ)‖x − μ‖², 1]: its product with the prepared points is the (slackened) squared distance."""
-        xc = X - prepared.shift
-        keep = 1.0 - _distance_slack(X.dtype, X.shape[1])
-        sq = torch.einsum("ij,ij->i", xc, xc).unsqueeze(1).mul_(keep)
-        return torch.cat([xc, sq, torch.ones_like(sq)], dim=1)
+        return _paired_inputs(X, Z)
 
     def _tile_shape(self, n: int, m: int, device: torch.device, block_size: int | None) -> tuple[int, int]:
         """Rows and columns of one tile of K (each CPU worker thread holds one)."""
@@ -313,7 +328,7 @@ class ExponentialPowerKernel:
     ) -> None:
         n, m, k = X.shape[0], prepared.size, W.shape[1]
         rows, cols = self._tile_shape(n, m, X.device, block_size)
-        x_aug = self._left(X, prepared)
+        x_aug = _left_augmented(X, prepared)
         z_aug = prepared.augmented
 
         def accumulate(row_starts: list[int], col_range: tuple[int, int], target: torch.Tensor) -> None:
@@ -392,21 +407,302 @@ class PreparedPoints:
         return int(self.points.shape[0])
 
 
+def prepare_points(Z: Any) -> PreparedPoints:
+    """Z (m × features) shifted by its mean and augmented for distance products (see :class:`PreparedPoints`).
+
+    Independent of the kernel's parameters; :meth:`ExponentialPowerKernel.prepare` and :func:`squared_distances`
+    both use it.
+    """
+    if isinstance(Z, PreparedPoints):
+        return Z
+    Z = as_tensor(Z)
+    if Z.ndim != 2:
+        raise SpeechkernError(f"kernel inputs must be 2-D (points × features); got {Z.ndim}-D")
+    shift = Z.mean(dim=0) if Z.shape[0] else torch.zeros(Z.shape[1], dtype=Z.dtype, device=Z.device)
+    zc = Z - shift
+    keep = 1.0 - _distance_slack(Z.dtype, Z.shape[1])
+    sq = torch.einsum("ij,ij->i", zc, zc).unsqueeze(1).mul_(keep)
+    augmented = torch.cat([zc.mul_(-2.0), torch.ones_like(sq), sq], dim=1)
+    return PreparedPoints(points=Z, shift=shift, augmented=augmented)
+
+
+def squared_distances(X: Any, Z: Any, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The n × m matrix of ‖x − z‖² (clamped at 0), in the promoted dtype of X and Z, on Z's device.
+
+    Computed exactly as the kernel's tiles compute them (shift by the mean of Z, slack δ, one product of
+    augmented inputs, clamp at 0; see the module notes), in row blocks shared among the CPU worker threads, so
+    :meth:`ExponentialPowerKernel.from_squared_distances` of the result equals the kernel's dense block. Z may be
+    a :class:`PreparedPoints`. ``out`` (n × m, contiguous), when given, receives the result.
+    """
+    X, prepared = _paired_inputs(X, Z)
+    shape = (X.shape[0], prepared.size)
+    if out is None:
+        out = torch.empty(shape, dtype=X.dtype, device=X.device)
+    elif out.shape != shape or out.dtype != X.dtype or out.device != X.device or not out.is_contiguous():
+        raise SpeechkernError(
+            f"squared_distances: out is {tuple(out.shape)} {out.dtype} on {out.device}; expected a contiguous "
+            f"{shape} {X.dtype} tensor on {X.device}"
+        )
+    _fill_dense(X, prepared, out, lambda block: block.clamp_min_(0.0))
+    return out
+
+
+def _paired_inputs(X: Any, Z: Any) -> tuple[torch.Tensor, PreparedPoints]:
+    """X and prepared Z in one dtype (float64 if either is) on Z's device."""
+    if isinstance(Z, PreparedPoints):
+        prepared = Z
+    else:
+        Zt = as_tensor(Z)
+        Xt = as_tensor(X)
+        if Xt.dtype == torch.float64 and Zt.dtype != torch.float64:
+            Zt = Zt.to(torch.float64)
+        prepared = prepare_points(Zt)
+    X = as_tensor(X, device=prepared.augmented.device, dtype=prepared.augmented.dtype)
+    if X.ndim != 2:
+        raise SpeechkernError(f"kernel inputs must be 2-D (points × features); got {X.ndim}-D")
+    if X.shape[1] != prepared.points.shape[1]:
+        raise SpeechkernError(
+            f"kernel inputs have {X.shape[1]} and {prepared.points.shape[1]} features; expected the same number"
+        )
+    return X, prepared
+
+
+def _left_augmented(X: torch.Tensor, prepared: PreparedPoints) -> torch.Tensor:
+    """[x − μ, (1 − δ)‖x − μ‖², 1]: its product with the prepared points is the (slackened) squared distance."""
+    xc = X - prepared.shift
+    keep = 1.0 - _distance_slack(X.dtype, X.shape[1])
+    sq = torch.einsum("ij,ij->i", xc, xc).unsqueeze(1).mul_(keep)
+    return torch.cat([xc, sq, torch.ones_like(sq)], dim=1)
+
+
+def _fill_dense(
+    X: torch.Tensor, prepared: PreparedPoints, out: torch.Tensor, finish: Callable[[torch.Tensor], Any]
+) -> None:
+    """out (n × m, contiguous) = finish(squared distances), one distance product per row block, each block finished
+    while it is in cache; on the CPU the row blocks are shared among the worker threads."""
+    n, m = out.shape
+    if not out.numel():
+        return
+    x_aug, z_aug = _left_augmented(X, prepared), prepared.augmented
+    if X.device.type != "cpu":
+        torch.mm(x_aug, z_aug.T, out=out)
+        finish(out)
+        return
+    rows = max(CPU_DENSE_MIN_ROWS, CPU_DENSE_BLOCK_ENTRIES // m)
+
+    def fill(starts: list[int]) -> None:
+        for i in starts:
+            block = out[i : i + rows]
+            torch.mm(x_aug[i : i + rows], z_aug.T, out=block)
+            finish(block)
+
+    _on_cpu_workers(list(range(0, n, rows)), fill)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A process-wide cache of squared-distance matrices
+
+ContentKey = tuple[tuple[int, ...], str, str, str]
+
+
+def content_key(a: Any, device: torch.device | str | None = None) -> ContentKey:
+    """(shape, dtype, device, BLAKE2 digest of the bytes) of an array or tensor: equal keys mean equal content.
+
+    ``device`` names where the data will be used (default: the tensor's device, the CPU for NumPy arrays), so the
+    same values on two devices get two keys. Tensors off the CPU are copied to the host to be hashed.
+    """
+    if isinstance(a, torch.Tensor):
+        where = str(torch.device(device)) if device is not None else str(a.device)
+        dtype = str(a.dtype).removeprefix("torch.")
+        host = a.detach().to("cpu").contiguous().numpy()
+    else:
+        host = np.ascontiguousarray(a)
+        where = str(torch.device(device)) if device is not None else "cpu"
+        dtype = str(host.dtype)
+    digest = hashlib.blake2b(memoryview(host).cast("B"), digest_size=16).hexdigest()
+    return tuple(int(v) for v in host.shape), dtype, where, digest
+
+
+@dataclass(frozen=True)
+class DistanceCacheInfo:
+    """Statistics of the :class:`DistanceCache`: lookups that found their matrix (``hits``) or not (``misses``,
+    each followed by a distance product), matrices and bytes held now, and the entry limit."""
+
+    hits: int
+    misses: int
+    entries: int
+    bytes: int
+    max_entries: int
+
+
+class DistanceCache:
+    """A small, thread-safe, least-recently-used cache of squared-distance matrices keyed by their inputs' content.
+
+    Bounded twice: at most ``max_entries`` matrices (0 disables the cache), and each insertion is given the most
+    bytes the cache may hold in total afterwards (the inserting caller's spare memory budget): older entries are
+    dropped to make room, and a matrix larger than that allowance is not kept at all. Cached matrices are shared
+    with every caller that finds them and must never be modified in place.
+    """
+
+    def __init__(self, max_entries: int = 12) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        """The matrix stored under ``key`` (now the most recently used), or None (counted as a miss)."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                self._misses += 1
+                return None
+            self._hits += 1
+            self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple, matrix: torch.Tensor, max_bytes: int) -> bool:
+        """Keep ``matrix`` under ``key`` if the cache can then hold at most ``max_bytes`` in total (dropping the
+        least recently used entries as needed); returns whether it was kept."""
+        size = _nbytes(matrix)
+        with self._lock:
+            self._entries.pop(key, None)
+            if self.max_entries <= 0 or size > max_bytes:
+                return False
+            held = sum(_nbytes(t) for t in self._entries.values())
+            while self._entries and (len(self._entries) >= self.max_entries or held + size > max_bytes):
+                _, dropped = self._entries.popitem(last=False)
+                held -= _nbytes(dropped)
+            self._entries[key] = matrix
+            return True
+
+    def clear(self) -> None:
+        """Drop every matrix (the statistics are kept)."""
+        with self._lock:
+            self._entries.clear()
+
+    def info(self) -> DistanceCacheInfo:
+        """Current statistics."""
+        with self._lock:
+            return DistanceCacheInfo(
+                hits=self._hits,
+                misses=self._misses,
+                entries=len(self._entries),
+                bytes=sum(_nbytes(t) for t in self._entries.values()),
+                max_entries=self.max_entries,
+            )
+
+
+DISTANCE_CACHE = DistanceCache()
+"""The process-wide cache used by :func:`cached_squared_distances` (and so by EigenPro's precomputed mode)."""
+
+
+def clear_distance_cache() -> None:
+    """Free every squared-distance matrix held by :data:`DISTANCE_CACHE` (e.g. after the kernel models are trained)."""
+    DISTANCE_CACHE.clear()
+
+
+def distance_cache_info() -> DistanceCacheInfo:
+    """Hits, misses, entries and bytes of :data:`DISTANCE_CACHE`."""
+    return DISTANCE_CACHE.info()
+
+
+def cached_squared_distances(
+    X: Any,
+    Z: Any,
+    *,
+    max_cache_bytes: int,
+    x_key: ContentKey | None = None,
+    z_key: ContentKey | None = None,
+    cache: DistanceCache | None = None,
+) -> tuple[torch.Tensor, bool]:
+    """:func:`squared_distances` of X and Z, taken from the cache when an earlier call computed them.
+
+    Returns ``(D, shared)``. ``shared`` is True when D is held by the cache (found there, or kept there now): it
+    must then be treated as read-only (transform a copy, e.g. ``from_squared_distances(D)``). When False, D is
+    the caller's own and may be overwritten (``from_squared_distances(D, inplace=True)``), so that no second
+    matrix is allocated. ``max_cache_bytes`` bounds the bytes the cache may hold after keeping a newly computed D
+    (0: never keep it). ``x_key``/``z_key`` are :func:`content_key` values of X and Z when the caller has them.
+    """
+    cache = DISTANCE_CACHE if cache is None else cache
+    z_device = Z.points.device if isinstance(Z, PreparedPoints) else None
+    x_key = x_key if x_key is not None else content_key(X, z_device)
+    if z_key is None:
+        z_key = content_key(Z.points if isinstance(Z, PreparedPoints) else Z)
+    key = ("squared_distances", x_key, z_key)
+    found = cache.get(key)
+    if found is not None:
+        return found, True
+    D = squared_distances(X, Z)
+    return D, cache.put(key, D, max_cache_bytes)
+
+
+def gathered_mm(
+    K: torch.Tensor,
+    W: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    columns: torch.Tensor | None = None,
+    workers: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """K[rows] @ W for a precomputed matrix K (n × m) and W (m × k), and K[rows][:, columns] when ``columns`` is
+    given (else None); ``rows`` None means every row.
+
+    On the CPU the rows are gathered in cache-sized chunks (about :data:`CPU_DENSE_BLOCK_ENTRIES` entries) that are
+    multiplied while in cache, so K's rows are read from memory once and the m-wide gathered block is never
+    written out; the chunks are shared among ``workers`` threads (default ``torch.get_num_threads()``), each running
+    torch on one thread, as in the kernel products.
+    """
+    n_rows = K.shape[0] if rows is None else rows.numel()
+    out = torch.empty(n_rows, W.shape[1], dtype=K.dtype, device=K.device)
+    sub = None if columns is None else torch.empty(n_rows, columns.numel(), dtype=K.dtype, device=K.device)
+    if not n_rows:
+        return out, sub
+    if K.device.type != "cpu" or not K.is_contiguous():
+        block = K if rows is None else K.index_select(0, rows)
+        torch.mm(block, W, out=out)
+        if columns is not None:
+            torch.index_select(block, 1, columns, out=sub)
+        return out, sub
+    chunk = max(1 if rows is not None else CPU_DENSE_MIN_ROWS, CPU_DENSE_BLOCK_ENTRIES // max(1, K.shape[1]))
+
+    def work(starts: list[int]) -> None:
+        buffer = None if rows is None else torch.empty(min(chunk, n_rows) * K.shape[1], dtype=K.dtype)
+        for i in starts:
+            if rows is None:
+                block = K[i : i + chunk]
+            else:
+                r = rows[i : i + chunk]
+                block = buffer[: r.numel() * K.shape[1]].view(r.numel(), K.shape[1])
+                torch.index_select(K, 0, r, out=block)
+            torch.mm(block, W, out=out[i : i + chunk])
+            if columns is not None:
+                torch.index_select(block, 1, columns, out=sub[i : i + chunk])
+
+    _on_cpu_workers(list(range(0, n_rows, chunk)), work, workers)
+    return out, sub
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
 def _cpu_workers(device: torch.device) -> int:
     """How many worker threads share a product on ``device``: torch's CPU thread count, 1 elsewhere."""
     return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
 
 
-def _on_cpu_workers(items: list, body: Callable[[list], Any]) -> None:
+def _on_cpu_workers(items: list, body: Callable[[list], Any], workers: int | None = None) -> None:
     """Run ``body`` on interleaved shares of ``items``, one share per worker thread, each with single-threaded torch.
 
     Why: on the CPU every tile costs two BLAS calls and four elementwise passes; run with torch's own thread team,
     each of these is a parallel region whose threads must all be scheduled at once, and on a busy 2-core machine
     that cost a scheduler slice per region (kernel.mm ran 8× slower under a load of 3, matmul 2×). Independent
     single-threaded workers never wait for each other, are as fast on an idle machine and degrade only in
-    proportion to the load. torch's thread count is set to 1 meanwhile and restored afterwards.
+    proportion to the load. torch's thread count is set to 1 meanwhile and restored afterwards. ``workers``
+    overrides the number of threads (default ``torch.get_num_threads()``).
     """
-    workers = min(max(1, torch.get_num_threads()), len(items))
+    workers = min(max(1, torch.get_num_threads() if workers is None else workers), len(items))
     if workers <= 1:
         body(items)
         return

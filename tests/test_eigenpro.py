@@ -1,4 +1,5 @@
-"""EigenPro 2 and 3: interpolation, agreement with exact solves, early stopping, divergence, persistence."""
+"""EigenPro 2 and 3: interpolation, agreement with exact solves, early stopping, divergence, persistence; the
+precomputed mode against the blocked one, and the distance cache shared between fits."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import speechkern.eigenpro as ep
+import speechkern.kernels as kernels
 from speechkern.eigenpro import DivergenceError, EigenProRegressor
 from speechkern.errors import SpeechkernError
 from speechkern.kernels import ExponentialPowerKernel
@@ -227,3 +229,112 @@ EXPECTED_FAILURES = {
 @parametrize_with_checks([EigenProRegressor(epochs=3)], expected_failed_checks=lambda est: EXPECTED_FAILURES)
 def test_scikit_learn_estimator_contract(estimator, check):
     check(estimator)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The precomputed mode and the shared distance cache
+
+
+def assert_same_fit(a: EigenProRegressor, b: EigenProRegressor, X_test: np.ndarray) -> None:
+    """Two fits that differ only in how the kernel products were computed: float32 rounding apart."""
+    assert (a.batch_size_, a.n_components_, a.subsample_size_) == (b.batch_size_, b.n_components_, b.subsample_size_)
+    assert a.step_size_ == b.step_size_ and a.best_epoch_ == b.best_epoch_
+    assert torch.equal(a.centers_, b.centers_)
+    for ha, hb in zip(a.history_, b.history_, strict=True):
+        for key in ("train_mse", "val_mse", "progressive_mse"):
+            assert (ha[key] is None) == (hb[key] is None)
+            if ha[key] is not None:
+                assert ha[key] == pytest.approx(hb[key], rel=2e-4, abs=1e-9), key
+    pa, pb = a.predict(X_test), b.predict(X_test)
+    np.testing.assert_allclose(pa, pb, rtol=1e-3, atol=1e-4 * np.abs(pa).max())
+
+
+@pytest.mark.parametrize("centers", [None, 150, "array"])
+@pytest.mark.parametrize("validation", [False, True])
+def test_precomputed_and_blocked_modes_agree(problem, centers, validation):
+    X, Y, X_test, Y_test = problem
+    if centers == "array":
+        centers = X_test[::4]  # centres that are not training points
+    val = {"X_val": X_test, "Y_val": Y_test} if validation else {}
+    fits = {}
+    for mode in (False, True):
+        est = EigenProRegressor(0.75, 3.0, centers=centers, epochs=4, patience=None, precompute=mode, seed=2)
+        fits[mode] = est.fit(X, Y, **val)
+    assert not fits[False].precomputed_ and fits[True].precomputed_
+    assert fits[True].n_components_ > 0
+    assert_same_fit(fits[False], fits[True], X_test)
+    assert EigenProRegressor(0.75, 3.0, centers=centers, epochs=4, patience=None, seed=2).fit(X, Y).precomputed_
+
+
+def test_precompute_falls_back_or_refuses_when_the_budget_is_too_small(problem):
+    X, Y, X_test, Y_test = problem
+    needed = ep.precomputed_bytes(600, 600, 200, 100, 600, 5, 2)
+    tiny = 0.5 * needed / 2**30  # too small for K(X, X) but enough for blocked products
+    auto = EigenProRegressor(1.0, 3.0, epochs=3, memory_budget_gb=tiny).fit(X, Y, X_test, Y_test)
+    assert not auto.precomputed_
+    blocked = EigenProRegressor(1.0, 3.0, epochs=3, memory_budget_gb=tiny, precompute=False).fit(X, Y, X_test, Y_test)
+    np.testing.assert_array_equal(auto.predict(X_test), blocked.predict(X_test))
+    with pytest.raises(SpeechkernError, match=r"precompute=True: .* need \d+ bytes .* budget is \d+ bytes"):
+        EigenProRegressor(1.0, 3.0, epochs=3, memory_budget_gb=tiny, precompute=True).fit(X, Y, X_test, Y_test)
+    with pytest.raises(SpeechkernError, match="precompute"):
+        EigenProRegressor(precompute="yes").fit(X, Y)
+
+
+def test_distances_are_shared_between_fits_on_the_same_data(problem, monkeypatch):
+    X, Y, X_test, Y_test = problem
+    products = []
+    compute = kernels.squared_distances
+    monkeypatch.setattr(kernels, "squared_distances", lambda *a, **k: products.append(1) or compute(*a, **k))
+    kernels.clear_distance_cache()
+    before = kernels.distance_cache_info()
+    first = EigenProRegressor(1.0, 3.0, epochs=3).fit(X, Y[:, 0], X_test, Y_test[:, 0])
+    assert len(products) == 3  # K(X, X), K(X_val, X) and the subsample's float64 block for the eigensystem
+    # another band's targets and another kernel on the same (copied) data: no new distance product
+    second = EigenProRegressor(0.5, 2.0, epochs=3).fit(X.copy(), Y[:, 1], X_test.copy(), Y_test[:, 1])
+    info = kernels.distance_cache_info()
+    assert first.precomputed_ and second.precomputed_
+    assert len(products) == 3 and info.hits - before.hits == 3 and info.misses - before.misses == 3
+    # the shared distances give exactly what a fresh computation gives
+    kernels.clear_distance_cache()
+    fresh = EigenProRegressor(0.5, 2.0, epochs=3).fit(X, Y[:, 1], X_test, Y_test[:, 1])
+    assert len(products) == 6
+    np.testing.assert_array_equal(second.eigenvalues_, fresh.eigenvalues_)
+    np.testing.assert_array_equal(second.predict(X_test), fresh.predict(X_test))
+    assert second.history_[-1]["val_mse"] == fresh.history_[-1]["val_mse"]
+    # different data never take another's distances
+    X2 = X.copy()
+    X2[17, 3] += 1e-3
+    changed = EigenProRegressor(0.5, 2.0, epochs=3).fit(X2, Y[:, 1], X_test, Y_test[:, 1])
+    assert len(products) == 9  # all three distance matrices of X2 are new: nothing of X's is reused
+    kernels.clear_distance_cache()
+    alone = EigenProRegressor(0.5, 2.0, epochs=3).fit(X2, Y[:, 1], X_test, Y_test[:, 1])
+    np.testing.assert_array_equal(changed.predict(X_test), alone.predict(X_test))
+    kernels.clear_distance_cache()
+
+
+def test_uncached_distances_are_transformed_in_place(problem, monkeypatch):
+    """With room for the kernel matrices but not for a cached copy of the distances, no second matrix is held."""
+    X, Y, X_test, Y_test = problem
+    calls = []
+    transform = ExponentialPowerKernel.from_squared_distances
+
+    def spy(self, D, **kwargs):
+        if D.dtype == torch.float32:  # the kernel matrices (the eigensystem's float64 block aside)
+            calls.append(kwargs.get("inplace", False))
+        return transform(self, D, **kwargs)
+
+    monkeypatch.setattr(ExponentialPowerKernel, "from_squared_distances", spy)
+    kernels.clear_distance_cache()
+    batch = EigenProRegressor(1.0, 3.0).fit(X, Y).batch_size_  # the batch is the same under both budgets below
+    needed = ep.precomputed_bytes(600, 600, 200, batch, 600, 5, 2)
+    tight = EigenProRegressor(1.0, 3.0, epochs=2, memory_budget_gb=(needed + 1000) / 2**30, precompute=True)
+    kernels.clear_distance_cache()
+    calls.clear()
+    tight.fit(X, Y, X_test, Y_test)
+    assert tight.precomputed_ and calls == [True, True] and kernels.distance_cache_info().entries == 0
+    roomy = EigenProRegressor(1.0, 3.0, epochs=2, memory_budget_gb=4 * needed / 2**30, precompute=True)
+    calls.clear()
+    roomy.fit(X, Y, X_test, Y_test)
+    assert calls == [False, False] and kernels.distance_cache_info().entries == 3
+    np.testing.assert_allclose(tight.predict(X_test), roomy.predict(X_test), rtol=0, atol=0)
+    kernels.clear_distance_cache()

@@ -1,13 +1,27 @@
-"""The exponential power kernel: values, blocked products, float32 accuracy near coincident points, KeOps."""
+"""The exponential power kernel: values, blocked products, float32 accuracy near coincident points, KeOps;
+squared distances, their transform, the distance cache and gathered products (the precomputed mode)."""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 
 from speechkern.errors import SpeechkernError
-from speechkern.kernels import ExponentialPowerKernel, PreparedPoints, keops_available
+from speechkern.kernels import (
+    DistanceCache,
+    ExponentialPowerKernel,
+    PreparedPoints,
+    cached_squared_distances,
+    clear_distance_cache,
+    content_key,
+    distance_cache_info,
+    gathered_mm,
+    keops_available,
+    squared_distances,
+)
 
 
 def reference(X: torch.Tensor, Z: torch.Tensor, shape: float, bandwidth: float) -> torch.Tensor:
@@ -153,3 +167,114 @@ def test_keops_backend_agrees_with_torch():
     torch.testing.assert_close(got, torch_kernel.mm(X, Z, W), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got2, ExponentialPowerKernel(0.6, 2.0).mm(X, Z, W), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.double(), reference(X, Z, 0.75, 1.5) @ W.double(), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Squared distances, their transform into kernel values, the distance cache and gathered products
+
+
+@pytest.mark.parametrize("shape", [0.5, 1.0, 2.0])
+def test_squared_distances_and_their_transform_equal_the_dense_block(shape):
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(1200, 20, generator=g) + 3.0  # several row blocks; un-centred
+    Z = torch.randn(900, 20, generator=g)
+    D = squared_distances(X, Z)
+    assert D.shape == (1200, 900) and D.dtype == torch.float32 and bool((D >= 0).all())
+    exact = (X.double()[:, None, :] - Z.double()[None, :, :]).square().sum(-1)
+    torch.testing.assert_close(D.double(), exact, rtol=1e-4, atol=1e-3)
+    kernel = ExponentialPowerKernel(shape, 7.0)
+    dense = kernel(X, Z)
+    before = D.clone()
+    assert torch.equal(kernel.from_squared_distances(D), dense)  # the same numerics, bit for bit
+    assert torch.equal(D, before)  # left untouched unless asked
+    out = torch.empty_like(D)
+    assert kernel.from_squared_distances(D, out=out) is out and torch.equal(out, dense)
+    same = kernel.from_squared_distances(D, inplace=True)
+    assert same.data_ptr() == D.data_ptr() and torch.equal(D, dense)
+    # self-distances stay exactly 0, so k(x, x) = 1 as in the tiles
+    assert torch.equal(kernel.from_squared_distances(squared_distances(X, X)).diagonal(), torch.ones(1200))
+    with pytest.raises(SpeechkernError, match="out"):
+        kernel.from_squared_distances(D, out=torch.empty(3, 3))
+    with pytest.raises(SpeechkernError, match="out"):
+        squared_distances(X, Z, out=torch.empty(3, 3))
+
+
+def test_content_keys_tell_data_apart():
+    a = np.arange(12, dtype=np.float32).reshape(4, 3)
+    b = a.copy()
+    assert content_key(a) == content_key(b) == content_key(torch.from_numpy(b))
+    b[2, 1] += 1e-6
+    assert content_key(a) != content_key(b)
+    assert content_key(a) != content_key(a.reshape(3, 4))  # same bytes, another shape
+    assert content_key(a) != content_key(a.astype(np.float64))
+    assert content_key(a) != content_key(a, device="meta")
+
+
+def test_distance_cache_hits_misses_and_bounds():
+    cache = DistanceCache(max_entries=2)
+    g = torch.Generator().manual_seed(5)
+    X, Z = torch.randn(50, 4, generator=g), torch.randn(40, 4, generator=g)
+    D, shared = cached_squared_distances(X, Z, max_cache_bytes=1 << 20, cache=cache)
+    assert shared and cache.info().misses == 1 and cache.info().entries == 1
+    again, shared = cached_squared_distances(X.clone(), Z.clone(), max_cache_bytes=1 << 20, cache=cache)
+    assert shared and again is D and cache.info().hits == 1  # the same content, another tensor
+    assert torch.equal(D, squared_distances(X, Z))  # what a fresh computation gives
+    X2 = X.clone()
+    X2[7, 2] += 1e-3  # one entry differs: never the same matrix
+    other, _ = cached_squared_distances(X2, Z, max_cache_bytes=1 << 20, cache=cache)
+    assert other is not D and cache.info().misses == 2
+    torch.testing.assert_close(other, squared_distances(X2, Z), rtol=0, atol=0)
+    # no room: computed, not kept, and the caller owns it
+    own, shared = cached_squared_distances(Z, X, max_cache_bytes=100, cache=cache)
+    assert not shared and cache.info().entries == 2
+    # the entry limit drops the least recently used
+    cached_squared_distances(X, X, max_cache_bytes=1 << 20, cache=cache)
+    assert cache.info().entries == 2
+    _, shared = cached_squared_distances(X, Z, max_cache_bytes=1 << 20, cache=cache)
+    assert cache.info().misses == 5  # (X, Z) was the oldest and had been dropped
+    # the byte allowance drops older entries to make room
+    assert cache.put(("big",), torch.zeros(100, 100), max_bytes=40_000)
+    assert cache.info().entries == 1 and cache.info().bytes == 40_000
+    cache.clear()
+    assert cache.info().entries == 0 and cache.info().bytes == 0
+
+
+def test_distance_cache_is_thread_safe():
+    cache = DistanceCache(max_entries=3)
+    inputs = [torch.full((30, 3), float(i)) for i in range(6)]
+    Z = torch.randn(20, 3, generator=torch.Generator().manual_seed(6))
+
+    def work(i: int) -> bool:
+        X = inputs[i % 6]
+        D, _ = cached_squared_distances(X, Z, max_cache_bytes=1 << 20, cache=cache)
+        return torch.equal(D, squared_distances(X, Z))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(work, range(60)))
+    info = cache.info()
+    assert info.hits + info.misses == 60 and info.entries <= 3
+
+
+def test_global_cache_can_be_cleared():
+    X = torch.randn(10, 2, generator=torch.Generator().manual_seed(7))
+    cached_squared_distances(X, X, max_cache_bytes=1 << 20)
+    assert distance_cache_info().entries >= 1
+    clear_distance_cache()
+    assert distance_cache_info().entries == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_gathered_products_equal_gather_then_product(workers):
+    g = torch.Generator().manual_seed(8)
+    K = torch.rand(3000, 700, generator=g)  # chunks of ~1500 rows
+    W = torch.randn(700, 5, generator=g)
+    rows = torch.randperm(3000, generator=g)[:2500]
+    cols = torch.randperm(700, generator=g)[:90]
+    pred, sub = gathered_mm(K, W, rows, cols, workers=workers)
+    torch.testing.assert_close(pred, K[rows] @ W, rtol=1e-5, atol=1e-5)
+    assert torch.equal(sub, K[rows][:, cols])
+    whole, none = gathered_mm(K, W, workers=workers)
+    assert none is None
+    torch.testing.assert_close(whole, K @ W, rtol=1e-5, atol=1e-5)
+    empty, _ = gathered_mm(K, W, rows[:0])
+    assert empty.shape == (0, 5)
