@@ -110,8 +110,32 @@ def available_memory_bytes(device: torch.device | str) -> int:
         return 4 << 30  # an unknown system: assume 4 GiB
 
 
+def configure_keops_cache() -> str:
+    """Point KeOps' compile cache at a writable folder before pykeops is imported; returns the folder.
+
+    ``$KEOPS_CACHE_FOLDER`` wins when set; otherwise ``<speechkern cache>/keops`` (``$SPEECHKERN_CACHE`` or
+    ``~/.cache/speechkern``), or a temporary folder when that is not writable (a read-only home in a container).
+    """
+    folder = os.environ.get("KEOPS_CACHE_FOLDER")
+    if not folder:
+        from speechkern.cache import default_cache_dir
+
+        folder = str(default_cache_dir() / "keops")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(folder)
+        except OSError:
+            import tempfile
+
+            folder = tempfile.mkdtemp(prefix="speechkern-keops-")
+        os.environ["KEOPS_CACHE_FOLDER"] = folder
+    return folder
+
+
 def keops_available() -> bool:
     """True when pykeops imports (it compiles its formulas on first use, which needs a C++ compiler)."""
+    configure_keops_cache()
     try:
         import pykeops.torch  # noqa: F401
     except Exception:  # pykeops raises a variety of errors when its toolchain is missing
@@ -374,6 +398,7 @@ class ExponentialPowerKernel:
 
     def _mm_keops(self, X: torch.Tensor, Z: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         try:
+            configure_keops_cache()
             from pykeops.torch import LazyTensor
         except Exception as exc:  # pykeops missing or broken toolchain
             raise SpeechkernError(

@@ -207,6 +207,10 @@ def fit_dnn(X, Y, X_val, Y_val, params: dict, checkpoint: str | None) -> tuple[d
 
 
 def _run_unit(kind: str, *args):
+    if kind == "dnn":  # the kernel fits' cached distance matrices are of no use to the DNN: free the memory
+        from speechkern.kernels import clear_distance_cache
+
+        clear_distance_cache()
     return {"kernel": fit_kernel_band, "dnn": fit_dnn}[kind](*args)
 
 
@@ -455,6 +459,9 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
             if not unit.pending():
                 yield _finish_kernel(recipe, unit, run_dir)
         report(f"train/{data.condition}", done, len(calls), f"fits for {data.condition}", milestone=True)
+    from speechkern.kernels import clear_distance_cache
+
+    clear_distance_cache()  # the next condition has other data
 
 
 TIMING_FIELDS = ("model", "condition", "subbands", "minutes", "epochs", "val_mse")

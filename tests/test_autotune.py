@@ -105,3 +105,34 @@ def test_sigma_grid_and_median_distance():
     X = np.eye(4) * 3.0  # every pair at distance 3·√2
     assert median_distance_power(X, 1.0) == pytest.approx(3.0 * 2**0.5)
     assert median_distance_power(X, 2.0) == pytest.approx(18.0)
+
+
+def test_parallel_rounds_visit_the_same_points_as_one_search_at_a_time(tmp_path):
+    from speechkern.autotune import TuneJob, autotune_jobs
+
+    def loss(job: TuneJob, gamma: float, sigma: float) -> float:
+        return abs(sigma - (10.0 + 7 * job.subband)) / 10 + abs(gamma - 1.0) * (job.subband + 1) / 3
+
+    grids = lambda job, gamma: SigmaGrid.between(1.0, 128.0)  # noqa: E731
+    jobs = [TuneJob(b, 3) for b in range(3)]
+    rounds: list[int] = []
+
+    def evaluate(requests):
+        rounds.append(len(requests))
+        for r in requests:
+            yield r, loss(r.job, r.gamma, r.sigma), 0.0
+
+    together = autotune_jobs(jobs, [0.5, 1.0, 2.0], grids, evaluate, EvaluationLog(tmp_path / "a.jsonl"))
+    assert rounds[0] == 3 * 3 * 4  # every (job, γ) search asks for its four starting points at once
+    for job in jobs:
+        seen: list[tuple[float, float]] = []
+
+        def cv(gamma: float, sigma: float, job: TuneJob = job, seen: list = seen) -> float:
+            seen.append((gamma, sigma))
+            return loss(job, gamma, sigma)
+
+        alone = autotune(cv, [0.5, 1.0, 2.0], lambda g: SigmaGrid.between(1.0, 128.0), EvaluationLog(None),
+                         job.subband, 3)  # fmt: skip
+        assert (together[job].gamma, together[job].sigma) == (alone.gamma, alone.sigma)
+        logged = {(e.gamma, e.sigma) for e in together[job].evaluations}
+        assert logged == set(seen)
