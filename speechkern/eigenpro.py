@@ -273,7 +273,23 @@ class _Diverged(Exception):
     """Internal signal: the current epoch diverged."""
 
 
-class _AllPointsModel:
+class _BlockedModel:
+    """What both blocked iterations share: predictions by blocked kernel products, and the fitted result."""
+
+    def predict_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Predictions of the current weights at the training points ``rows``."""
+        return self.kernel.mm(self.X[rows], self.centers, self.weights)
+
+    def predict_val(self, X_val: torch.Tensor) -> torch.Tensor:
+        """Predictions of the current weights at the validation points."""
+        return self.kernel.mm(X_val, self.centers, self.weights)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(centres, weights) of the fitted model, rows matching."""
+        return self.centers, self.weights
+
+
+class _AllPointsModel(_BlockedModel):
     """EigenPro 2 state: every training point is a centre; the subsample S is the first s points."""
 
     def __init__(self, kernel, X, Y, s, precond, block_size):
@@ -298,17 +314,6 @@ class _AllPointsModel:
         if self.precond.n_components:
             self.weights[: self.s].add_(self.precond.correction(k_bs, g), alpha=lr)
 
-    def predict_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Predictions of the current weights at the training points ``rows``."""
-        return self.kernel.mm(self.X[rows], self.centers, self.weights)
-
-    def predict_val(self, X_val: torch.Tensor) -> torch.Tensor:
-        """Predictions of the current weights at the validation points."""
-        return self.kernel.mm(X_val, self.centers, self.weights)
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(centres, weights) of the fitted model, rows matching."""
-        return self.centers, self.weights
 
 
 class _PrecomputedAllPointsModel:
@@ -349,7 +354,7 @@ class _PrecomputedAllPointsModel:
         return self.centers, self.weights.index_select(0, self.order)
 
 
-class _CentresModel:
+class _CentresModel(_BlockedModel):
     """EigenPro 3 state: p centres Z; projections onto their span through the Cholesky factor of K(Z, Z).
 
     One step: u = K(Z, Z)⁻¹·K(Z, X_B)·g is the batch gradient projected onto the centres' span; the data
@@ -384,17 +389,6 @@ class _CentresModel:
             u -= torch.cholesky_solve((self.k_zs @ c).to(torch.float64), self.chol)
         self.weights.sub_(u.to(torch.float32), alpha=lr)
 
-    def predict_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Predictions of the current weights at the training points ``rows``."""
-        return self.kernel.mm(self.X[rows], self.centers, self.weights)
-
-    def predict_val(self, X_val: torch.Tensor) -> torch.Tensor:
-        """Predictions of the current weights at the validation points."""
-        return self.kernel.mm(X_val, self.centers, self.weights)
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(centres, weights) of the fitted model."""
-        return self.centers, self.weights
 
 
 class _PrecomputedCentresModel(_CentresModel):
