@@ -315,7 +315,6 @@ class _AllPointsModel(_BlockedModel):
             self.weights[: self.s].add_(self.precond.correction(k_bs, g), alpha=lr)
 
 
-
 class _PrecomputedAllPointsModel:
     """EigenPro 2 on a precomputed K(X, X) and K(X_val, X), whose rows and columns follow the caller's point order.
 
@@ -388,7 +387,6 @@ class _CentresModel(_BlockedModel):
             c = self.precond.apply(self.k_zs.T @ u.to(torch.float32))
             u -= torch.cholesky_solve((self.k_zs @ c).to(torch.float64), self.chol)
         self.weights.sub_(u.to(torch.float32), alpha=lr)
-
 
 
 class _PrecomputedCentresModel(_CentresModel):
