@@ -98,6 +98,11 @@ class _WeightedLoss(nn.Module):
         self.reduction = reduction
         self.label_smoothing = label_smoothing
 
+    def _options(self) -> dict:
+        """The keyword options of the functional forms, as this module holds them."""
+        return {"weight": self.weight, "ignore_index": self.ignore_index, "reduction": self.reduction,
+                "label_smoothing": self.label_smoothing}  # fmt: skip
+
     def extra_repr(self) -> str:
         parts = [f"reduction={self.reduction!r}"]
         if self.ignore_index != -100:
@@ -132,16 +137,7 @@ class RescaledSquareLoss(_WeightedLoss):
         self.M = float(M)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return rescaled_square_loss(
-            input,
-            target,
-            self.t,
-            self.M,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            label_smoothing=self.label_smoothing,
-        )
+        return rescaled_square_loss(input, target, self.t, self.M, **self._options())
 
     def extra_repr(self) -> str:
         return f"t={self.t:g}, M={self.M:g}, {super().extra_repr()}"

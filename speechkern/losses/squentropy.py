@@ -80,15 +80,7 @@ class SquentropyLoss(_WeightedLoss):
         self.alpha = float(alpha)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return squentropy_loss(
-            input,
-            target,
-            self.alpha,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            label_smoothing=self.label_smoothing,
-        )
+        return squentropy_loss(input, target, self.alpha, **self._options())
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha:g}, {super().extra_repr()}"
