@@ -7,13 +7,13 @@ for multichannel. Every error names the file and says what to do.
 from __future__ import annotations
 
 import os
-import tempfile
 from math import gcd
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from speechkern.atomic import atomic_write
 from speechkern.errors import SpeechkernError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -84,18 +84,10 @@ def save(path: str | os.PathLike, y: np.ndarray, sr: int, overwrite: bool = Fals
     path = Path(path)
     if path.exists() and not overwrite:
         raise SpeechkernError(f"{path}: exists already; choose another output name or pass --overwrite")
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(y, dtype=np.float32)
     data = data.T if data.ndim == 2 else data
     fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, data, sr, format=fmt, subtype=subtype or "PCM_16")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: sf.write(tmp, data, sr, format=fmt, subtype=subtype or "PCM_16"))
 
 
 def find_audio(root: str | os.PathLike, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:

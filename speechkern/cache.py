@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
+
+from speechkern.atomic import atomic_write
 
 
 def default_cache_dir() -> Path:
@@ -67,13 +68,5 @@ class ArrayCache:
         """Store arrays under ``key`` atomically (no partial file is ever visible)."""
         if self.root is None:
             return
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".part", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        contiguous = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        atomic_write(self._path(key), lambda tmp: save_file(contiguous, tmp))

@@ -78,7 +78,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -94,6 +93,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from speechkern import progress
+from speechkern.atomic import atomic_write
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.kernels import (
@@ -1051,17 +1051,8 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         path = Path(path)
         if path.exists() and not overwrite:
             raise SpeechkernError(f"{path} exists; pass overwrite=True (or --overwrite) to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors, config = self.to_state()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(config)})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(config)}))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> EigenProRegressor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from speechkern import audio
+from speechkern.atomic import write_text
 from speechkern.errors import SpeechkernError
 
 SPLITS = ("train", "val", "test")
@@ -234,13 +234,7 @@ def draw_mixture(
 
 def write_manifest(path: str | os.PathLike, mixtures: Sequence[Mixture]) -> None:
     """Write mixtures as JSON lines, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for m in mixtures:
-            f.write(json.dumps(asdict(m)) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(asdict(m)) + "\n" for m in mixtures))
 
 
 def read_manifest(path: str | os.PathLike) -> list[Mixture]:

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from speechkern import dataset
+from speechkern.atomic import write_text
 from speechkern.autotune import EvaluationLog, SigmaGrid, median_distance_power
 from speechkern.cache import default_cache_dir
 from speechkern.device import resolve_device
@@ -37,15 +37,6 @@ from speechkern.recipe import Recipe, load_recipe
 logger = logging.getLogger(__name__)
 
 MODEL_NAMES = ("kernel", "kernel1", "dnn")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -89,7 +80,7 @@ def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: boo
                 f"{run_dir}: a run exists there already; pass --resume to continue it or --overwrite to start again"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(recipe_file, recipe.to_toml())
+    write_text(recipe_file, recipe.to_toml())
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
@@ -451,7 +442,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                     "val_mse": min(h["val_mse"] for h in est.history_), "seconds": seconds}  # fmt: skip
             unit.parts.mkdir(parents=True, exist_ok=True)
             est.save(unit.parts / f"band-{b}", overwrite=True)
-            write_text_atomic(unit.parts / f"band-{b}.json", json.dumps(info))
+            write_text(unit.parts / f"band-{b}.json", json.dumps(info))
             unit.info[b], unit.estimators[b] = info, est
             logger.info("%s %s band %d/%d: gamma %g sigma %.4g, %d epochs, val mse %.5f, %.1f s", unit.name,
                         unit.data.condition, b + 1, len(unit.bands), info["gamma"], info["sigma"], info["epochs"],
@@ -471,16 +462,16 @@ def write_timings(run_dir: Path, timings: list[ModelTiming]) -> None:
     """The training-time table as Markdown, CSV and JSON (``training_time.*`` in the run directory)."""
     rows = [{"model": t.model, "condition": t.condition, "subbands": t.subbands, "minutes": round(t.minutes, 3),
              "epochs": t.epochs, "val_mse": t.val_mse, **t.extra} for t in timings]  # fmt: skip
-    write_text_atomic(run_dir / "training_time.json", json.dumps({"rows": rows}, indent=2))
+    write_text(run_dir / "training_time.json", json.dumps({"rows": rows}, indent=2))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=TIMING_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(run_dir / "training_time.csv", buf.getvalue())
+    write_text(run_dir / "training_time.csv", buf.getvalue())
     lines = ["| model | condition | subbands | minutes | epochs | validation MSE |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['condition']} | {r['subbands']} | {r['minutes']:.2f} | {r['epochs']} | "
               f"{r['val_mse']:.5f} |" for r in rows]  # fmt: skip
-    write_text_atomic(run_dir / "training_time.md", "\n".join(lines) + "\n")
+    write_text(run_dir / "training_time.md", "\n".join(lines) + "\n")
 
 
 def _read_timings(run_dir: Path) -> list[ModelTiming]:

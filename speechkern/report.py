@@ -23,10 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from speechkern import audio  # noqa: E402
+from speechkern.atomic import write_text  # noqa: E402
 from speechkern.enhance import apply_mask  # noqa: E402
 from speechkern.errors import SpeechkernError  # noqa: E402
 from speechkern.evaluate import METRICS, Evaluation  # noqa: E402
-from speechkern.pipeline import write_text_atomic  # noqa: E402
 
 LABELS = {
     "mse": "MSE ×10⁻²", "stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ-WB", "pesq_nb": "PESQ-NB",
@@ -139,10 +139,10 @@ def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path
     if (out / "results.json").exists() and not overwrite:
         raise SpeechkernError(f"{out}: a report exists already; pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "results.md", results_markdown(ev.rows))
-    write_text_atomic(out / "results.csv", results_csv(ev.rows))
-    write_text_atomic(out / "results.json", json.dumps(results_json(ev), indent=2))
-    write_text_atomic(out / "files.csv", _files_csv(ev))
+    write_text(out / "results.md", results_markdown(ev.rows))
+    write_text(out / "results.csv", results_csv(ev.rows))
+    write_text(out / "results.json", json.dumps(results_json(ev), indent=2))
+    write_text(out / "files.csv", _files_csv(ev))
     plot_channel_mse(ev, out / "channel_mse.png")
 
     fc, tc = ev.recipe.features, ev.recipe.target
@@ -168,7 +168,7 @@ def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path
         shown = {k: signals[k] for k in ("noisy", "clean") + tuple(k for k in masks if k != "ideal")}
         plot_example(f"{mid} ({mixture.condition})", shown, masks, fc, tc, out / figure)
         examples.append({"id": mid, "condition": mixture.condition, "figure": figure, "audio": players})
-    write_text_atomic(out / "index.html", _html(ev, examples))
+    write_text(out / "index.html", _html(ev, examples))
     return out
 
 

@@ -17,14 +17,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +34,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 import speechkern
+from speechkern.atomic import write_bytes
 from speechkern.errors import SpeechkernError
 from speechkern.progress import report
 
@@ -61,8 +59,6 @@ __all__ = [
 # Offline datasets bundled with scikit-learn (no download): name → loader.
 DATASETS: dict[str, str] = {"digits": "load_digits", "iris": "load_iris", "wine": "load_wine"}
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read the process umask once (setting it back at once)
 _EVAL_BATCH = 512  # samples per batch when capturing features (memory only; results do not depend on it)
 
 
@@ -658,21 +654,6 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
         )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual mode
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
     columns: list[str] = []
     for row in rows:
@@ -708,6 +689,6 @@ def write_outputs(results: CollapseResults, out_dir: Path, *, overwrite: bool = 
     written = []
     for name, data in files.items():
         path = out_dir / name
-        _atomic_write(path, data)
+        write_bytes(path, data)
         written.append(path)
     return written

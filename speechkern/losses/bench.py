@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 import speechkern
+from speechkern.atomic import atomic_write, write_text
 from speechkern.errors import SpeechkernError
 from speechkern.losses.calibration import (
     calibration_bins_from_confidence,
@@ -454,23 +454,6 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     return out
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()), (float(arr.std(ddof=1)) if arr.size > 1 else None)
@@ -632,15 +615,15 @@ def run_benchmark(
         config, [d.describe() for d in chosen], runs, summarise(runs), seconds=time.perf_counter() - started
     )
     files = [
-        _write_text(out / "results.json", json.dumps(result.to_dict(), indent=2) + "\n"),
-        _write_text(out / "results.csv", csv_text(result)),
-        _write_text(out / "results.md", markdown_table(result)),
+        write_text(out / "results.json", json.dumps(result.to_dict(), indent=2) + "\n"),
+        write_text(out / "results.csv", csv_text(result)),
+        write_text(out / "results.md", markdown_table(result)),
     ]
     for name, per_loss in pooled.items():
         merged = {loss: (np.concatenate(p), np.concatenate(y)) for loss, (p, y) in per_loss.items()}
         fig = reliability_figure(name, merged, config)
         files.append(
-            _atomic_write(
+            atomic_write(
                 out / "reliability" / f"{name}.png", lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=120)
             )
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from speechkern.atomic import atomic_write
 from speechkern.device import resolve_device
 from speechkern.progress import report
 
@@ -207,10 +207,7 @@ def _save_checkpoint(path, network, optimizer, best_state, history, best_loss, e
     meta = {"epoch": epoch, "history": history, "best_loss": best_loss, "param_groups": opt["param_groups"]}
     for suffix, writer in ((".safetensors", lambda p: save_file(tensors, p)),
                            (".json", lambda p: Path(p).write_text(json.dumps(meta)))):  # fmt: skip
-        fd, tmp = tempfile.mkstemp(prefix=".ckpt.", dir=path.parent)
-        os.close(fd)
-        writer(tmp)
-        os.replace(tmp, f"{path}{suffix}")
+        atomic_write(f"{path}{suffix}", writer)
 
 
 def _load_checkpoint(path, network, optimizer) -> dict:
