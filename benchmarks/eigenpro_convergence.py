@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import DEV, require_dev_data
 
 from speechkern import audio
 from speechkern.autotune import median_distance_power
@@ -52,7 +53,6 @@ from speechkern.kernels import ExponentialPowerKernel
 from speechkern.mixtures import mix_at_snr
 from speechkern.targets import Target, compute_target
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
 WITHIN = 0.01  # "within 1 % of the exact solution's validation MSE"
 
 
@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="keep the features in this .npz between runs")
     parser.add_argument("--verbose", action="store_true", help="log every epoch")
     args = parser.parse_args()
+    require_dev_data()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
 
     started = time.perf_counter()

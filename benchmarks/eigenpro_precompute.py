@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import DEV, require_dev_data
 
 from speechkern import audio
 from speechkern.autotune import median_distance_power
@@ -44,8 +45,6 @@ from speechkern.features import FeatureConfig, FeatureStats, extract, stack_cont
 from speechkern.kernels import clear_distance_cache, distance_cache_info
 from speechkern.mixtures import long_term_spectrum, mix_at_snr, speech_shaped_noise
 from speechkern.targets import Target, compute_target
-
-DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
 
 
 def build_data(frames: int, val_frames: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -135,6 +134,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=None, help="keep the features in this .npz between runs")
     args = parser.parse_args()
+    require_dev_data()
 
     started = time.perf_counter()
     if args.cache is not None and args.cache.is_file():

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import DEV, ROOT, require_dev_data
 
-ROOT = Path(__file__).resolve().parents[1]
-DEV = ROOT.parent / "shared" / "data" / "dev"
 SPEECHKERN = [sys.executable, "-m", "speechkern_cli.main"]
 
 
@@ -66,8 +65,7 @@ def main() -> None:
     parser.add_argument("--compact-frames", type=int, default=30000, help="training frames, compact model")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    if not (DEV / "clean").is_dir():
-        raise SystemExit(f"development audio not found at {DEV}; this benchmark needs ../shared/data/dev")
+    require_dev_data()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="speechkern-enhance-bench-"))
     os.environ.setdefault("SPEECHKERN_CACHE", str(work / "cache"))
     common = [

@@ -19,16 +19,13 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from _common import DEV, require_dev_data
 
 from speechkern import features
-
-DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dev"
 
 
 def load_mixtures(seconds: float, sr: int = 16000) -> list[np.ndarray]:
@@ -62,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes / threads")
     parser.add_argument("--kind", default="complementary", help="feature set")
     args = parser.parse_args(argv)
-    if not (DEV / "manifest.csv").is_file():
-        print(f"development audio not found at {DEV}", file=sys.stderr)
-        return 1
+    require_dev_data()
     config = features.FeatureConfig(kind=args.kind)
     signals = load_mixtures(args.seconds, config.sr)
     audio_s = sum(len(y) for y in signals) / config.sr

@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEV = ROOT.parent / "shared" / "data" / "dev"
+from _common import DEV, ROOT, require_dev_data
 
 
 def main() -> None:
@@ -33,8 +32,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="run directory [default: a temporary folder]")
     parser.add_argument("--extra", action="append", default=[], help="more --set KEY=VALUE for the recipe")
     args = parser.parse_args()
-    if not (DEV / "clean").is_dir():
-        raise SystemExit(f"development audio not found at {DEV}; this benchmark needs ../shared/data/dev")
+    require_dev_data()
     out = args.out or Path(tempfile.mkdtemp(prefix="speechkern-kernel-vs-dnn-")) / "run"
     os.environ.setdefault("SPEECHKERN_CACHE", str(out.parent / "cache"))
     sets = [
