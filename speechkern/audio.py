@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from speechkern.atomic import atomic_write
 from speechkern.errors import SpeechkernError
+from speechkern.outputs import atomic_write
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 

@@ -17,7 +17,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from speechkern.atomic import atomic_write
+from speechkern.outputs import atomic_write
 
 
 def default_cache_dir() -> Path:

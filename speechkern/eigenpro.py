@@ -93,7 +93,6 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from speechkern import progress
-from speechkern.atomic import atomic_write
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.kernels import (
@@ -104,6 +103,7 @@ from speechkern.kernels import (
     content_key,
     gathered_mm,
 )
+from speechkern.outputs import atomic_write
 
 logger = logging.getLogger(__name__)
 

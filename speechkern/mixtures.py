@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from speechkern import audio
-from speechkern.atomic import write_text
 from speechkern.errors import SpeechkernError
+from speechkern.outputs import write_text
 
 SPLITS = ("train", "val", "test")
 

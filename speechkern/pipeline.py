@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from speechkern import dataset
-from speechkern.atomic import write_text
 from speechkern.autotune import EvaluationLog, SigmaGrid, median_distance_power
 from speechkern.cache import default_cache_dir
 from speechkern.device import resolve_device
@@ -31,6 +30,7 @@ from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureStats
 from speechkern.mixtures import Mixture
 from speechkern.models.io import MaskModel, split_bands
+from speechkern.outputs import write_text
 from speechkern.progress import report
 from speechkern.recipe import Recipe, load_recipe
 

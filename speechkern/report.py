@@ -23,10 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from speechkern import audio  # noqa: E402
-from speechkern.atomic import write_text  # noqa: E402
 from speechkern.enhance import apply_mask  # noqa: E402
 from speechkern.errors import SpeechkernError  # noqa: E402
 from speechkern.evaluate import METRICS, Evaluation  # noqa: E402
+from speechkern.outputs import write_text  # noqa: E402
 
 LABELS = {
     "mse": "MSE ×10⁻²", "stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ-WB", "pesq_nb": "PESQ-NB",

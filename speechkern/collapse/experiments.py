@@ -34,8 +34,8 @@ from numpy.typing import NDArray
 from torch import nn
 
 import speechkern
-from speechkern.atomic import write_bytes
 from speechkern.errors import SpeechkernError
+from speechkern.outputs import check_out_dir, write_bytes
 from speechkern.progress import report
 
 from .capture import capture_features, classifier_weights
@@ -640,18 +640,6 @@ def _json_safe(value: Any) -> Any:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Outputs
-
-
-def check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an output folder that is a file, or that already holds files unless ``overwrite``."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SpeechkernError(f"output path {out_dir} is a file, not a folder; choose another --out.")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise SpeechkernError(
-            f"output folder {out_dir} is not empty; pass --overwrite (overwrite=True) to replace its results "
-            "or choose another --out."
-        )
 
 
 def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:

@@ -37,7 +37,6 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 import speechkern
-from speechkern.atomic import atomic_write, write_text
 from speechkern.errors import SpeechkernError
 from speechkern.losses.calibration import (
     calibration_bins_from_confidence,
@@ -48,6 +47,7 @@ from speechkern.losses.calibration import (
 )
 from speechkern.losses.square import rescaled_square_loss
 from speechkern.losses.squentropy import squentropy_loss
+from speechkern.outputs import atomic_write, check_out_dir, write_text
 from speechkern.progress import report
 
 LOSSES = ("cross_entropy", "square", "rescaled_square", "squentropy")
@@ -440,18 +440,6 @@ def _device(name: str) -> torch.device:
 
 
 # ------------------------------------------------------------------------------------------------- outputs
-
-
-def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an output folder that holds anything unless ``overwrite``; refuse a path that is a file."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SpeechkernError(f"{out}: exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SpeechkernError(
-            f"{out}: the output folder is not empty; pass --overwrite to replace its results or choose another --out"
-        )
-    return out
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:

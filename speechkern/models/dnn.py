@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from speechkern.atomic import atomic_write
 from speechkern.device import resolve_device
+from speechkern.outputs import atomic_write
 from speechkern.progress import report
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from speechkern.atomic import atomic_write, write_bytes, write_text
+from speechkern.outputs import atomic_write, write_bytes, write_text
 
 
 def test_written_files_get_the_mode_open_would_give(tmp_path):

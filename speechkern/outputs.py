@@ -1,7 +1,8 @@
-"""Atomic file writes: a temporary file in the target's folder, then a rename, so no reader sees half a file.
+"""Writing outputs safely: atomic writes, and no output folder's contents replaced without ``--overwrite``.
 
-Every file speechkern writes (audio, models, caches, tables, figures) goes through :func:`atomic_write`; an
-interrupted write leaves the previous file, or none, never a truncated one.
+Every file speechkern writes (audio, models, caches, tables, figures) goes through :func:`atomic_write`: a
+temporary file in the target's folder, then a rename, so an interrupted write leaves the previous file, or none,
+never a truncated one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from speechkern.errors import SpeechkernError
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask once (setting it back at once)
@@ -44,3 +47,15 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an output folder that already holds files unless ``overwrite``, and a path that is a file."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SpeechkernError(f"{out}: is a file, not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SpeechkernError(
+            f"{out}: the output folder is not empty; pass --overwrite to replace its results or choose another --out"
+        )
+    return out
