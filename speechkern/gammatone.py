@@ -284,6 +284,14 @@ def _map_channels(fn, n_channels: int, n_threads: int | None) -> list:
         return list(pool.map(fn, range(n_channels)))
 
 
+def _sos_channels(bank: GammatoneBank, y: np.ndarray, finish, n_threads: int | None) -> np.ndarray:
+    """``finish`` of each channel's float64 IIR response to ``y``, stacked along a first, channel axis."""
+    x = y.astype(np.float64)
+    return np.stack(
+        _map_channels(lambda c: finish(scipy.signal.sosfilt(bank.channel_sos(c), x)), bank.n_channels, n_threads)
+    )
+
+
 def _sum_channels(fn, n_channels: int, n_threads: int | None) -> np.ndarray:
     """Σ_c fn(c), channels shared among threads; each thread keeps one running sum (memory: threads × signal)."""
     workers = max(1, min(int(n_threads or default_threads()), n_channels))
@@ -357,12 +365,7 @@ def gammatone_filter(
     y = _check_signal(y)
     bank = gammatone_bank(sr, n_channels, fmin, fmax)
     if _resolve_method(method, device) == "sos":
-        x = y.astype(np.float64)
-
-        def channel(c: int) -> np.ndarray:
-            return scipy.signal.sosfilt(bank.channel_sos(c), x).astype(np.float32)
-
-        return np.stack(_map_channels(channel, n_channels, n_threads))
+        return _sos_channels(bank, y, lambda out: out.astype(np.float32), n_threads)
     import torch
 
     x = torch.as_tensor(y, dtype=torch.float32, device=device)
@@ -391,13 +394,7 @@ def cochleagram(
     _check_framing(frame_length, hop_length)
     bank = gammatone_bank(sr, n_channels, fmin, fmax)
     if _resolve_method(method, device) == "sos":
-        x = y.astype(np.float64)
-
-        def channel(c: int) -> np.ndarray:
-            out = scipy.signal.sosfilt(bank.channel_sos(c), x)
-            return frame_energies(out * out, frame_length, hop_length)
-
-        return np.stack(_map_channels(channel, n_channels, n_threads))
+        return _sos_channels(bank, y, lambda out: frame_energies(out * out, frame_length, hop_length), n_threads)
     import torch
     import torch.nn.functional as F
 
