@@ -227,6 +227,12 @@ def _log_epochs(epochs: int, count: int) -> list[int]:
     return [0, *[int(e) for e in marks if e >= 1]] if epochs >= 1 else [0]
 
 
+def _main_training(config: CollapseConfig) -> dict[str, Any]:
+    """The optimiser settings of the main training runs (every train-set size, and the pre-training)."""
+    return {"epochs": config.epochs, "lr": config.lr, "momentum": config.momentum,
+            "weight_decay": config.weight_decay, "batch_size": config.batch_size, "seed": config.seed}  # fmt: skip
+
+
 def _train(
     model: nn.Module,
     X: torch.Tensor,
@@ -361,12 +367,7 @@ def collapse_over_time(data: Dataset, config: CollapseConfig, n_train: int) -> l
         model,
         X,
         y,
-        epochs=config.epochs,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        batch_size=config.batch_size,
-        seed=config.seed,
+        **_main_training(config),
         at_epoch=at_epoch,
         task=f"collapse/n={n_train}",
         description=f"train n={n_train}",
@@ -465,12 +466,7 @@ def transfer_experiment(data: Dataset, config: CollapseConfig) -> list[dict[str,
         model,
         X,
         torch.as_tensor(y_coarse, device=config.device),
-        epochs=config.epochs,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        batch_size=config.batch_size,
-        seed=config.seed,
+        **_main_training(config),
         at_epoch=at_epoch,
         task="collapse/transfer",
         description="pre-train 2 super-classes",
