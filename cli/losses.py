@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from speechkern.errors import SpeechkernError
 from speechkern.losses import bench as bench_lib
 
-from .ui import fail, progress_ui
+from .ui import PlainCommand, console, fail, plain_typer, progress_ui, stdout
 
-app = typer.Typer(
+app = plain_typer(
     help="Square loss, rescaled square loss and squentropy against cross-entropy: accuracy and calibration.",
     no_args_is_help=True,
 )
@@ -25,7 +24,7 @@ def _losses() -> None:
     """Square loss, rescaled square loss and squentropy against cross-entropy: accuracy and calibration."""
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def bench(
     out: Path = typer.Option(Path("runs/losses-bench"), "--out", help="Folder for results.{md,csv,json} and diagrams."),
     seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per dataset and loss (split, initial weights, order)."),
@@ -39,8 +38,8 @@ def bench(
     dataset: list[str] | None = typer.Option(
         None,
         "--dataset",
-        help="Run only this dataset (repeatable); default: "
-        f"{', '.join(bench_lib.BUILTIN_DATASETS)} and those of --data.",
+        help="Run only this dataset (repeatable) "
+        f"[default: {', '.join(bench_lib.BUILTIN_DATASETS)} and those of --data].",
     ),
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a non-empty --out folder."),
@@ -67,6 +66,5 @@ def bench(
         table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
     for cells in bench_lib.table_rows(result, short_names=True):
         table.add_row(*cells)
-    console = Console()
-    console.print(table)
+    stdout.print(table)
     console.print(f"wrote {len(result.files)} files to {out} in {result.seconds:.0f} s")
