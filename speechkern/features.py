@@ -28,9 +28,10 @@ Feature definitions (default parameters: 16 kHz, 20 ms frames, 10 ms hop)
 The auditory spectra (mfcc, rasta_plp, logmel) share one STFT with the frame zero-padded to ``n_fft`` = 512
 points (the reference MFCC/PLP code pads 20 ms frames to the next power of two). Logs use a floor of 1e-10.
 
-Deltas are regression deltas over ±``delta_width`` frames (edges repeated) appended after the base features
-([F, ΔF]: 246 values for the complementary set); the context window (±``context`` frames, edges repeated) is
-applied later by :func:`stack_context`, giving :func:`input_dim` = 1230 for the defaults.
+Deltas are regression deltas over ±``delta_width`` frames (edges repeated; ±4, the 9-frame window of the toolbox's
+``deltas.m``, by default) appended after the base features ([F, ΔF]: 246 values for the complementary set); the
+context window (±``context`` frames, edges repeated) is applied later by :func:`stack_context`, giving
+:func:`input_dim` = 1230 for the defaults.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class FeatureConfig(BaseModel):
     ams_fmax: float = Field(400.0, gt=0.0)
     ams_frame_length: int = Field(512, ge=8)
     ams_decimation: int = Field(4, ge=1)
-    delta_width: int = Field(2, ge=1)
+    delta_width: int = Field(4, ge=1)
 
     @field_validator("kind")
     @classmethod
@@ -447,10 +448,13 @@ def _extract(y: np.ndarray, config: FeatureConfig, device: str, n_threads: int |
 # deltas, context windows
 
 
-def deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
+def deltas(features: np.ndarray, width: int = 4) -> np.ndarray:
     """Regression deltas along frames: Δ_t = Σ_{k=1..width} k·(F_{t+k} − F_{t−k}) / (2·Σ k²), edges repeated.
 
-    features: (n_frames, dim). Equals librosa.feature.delta(width=2·width+1) away from the edges.
+    features: (n_frames, dim); width: frames on each side (4: the 9-frame window of the OSU toolbox's
+    ``deltas.m``, Ellis's rastamat). Equals librosa.feature.delta(width=2·width+1) away from the edges, and
+    ``deltas.m`` everywhere up to its missing 1/(2·Σ k²) (= 1/60 for width 4), a constant scale that the
+    per-dimension feature normalisation removes.
     """
     f = np.asarray(features)
     if f.ndim != 2:
@@ -465,7 +469,7 @@ def deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
     return (out / (2.0 * sum(k * k for k in range(1, width + 1)))).astype(f.dtype, copy=False)
 
 
-def add_deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
+def add_deltas(features: np.ndarray, width: int = 4) -> np.ndarray:
     """[F, ΔF]: features (n_frames, dim) with their regression deltas appended → (n_frames, 2·dim)."""
     return np.concatenate([features, deltas(features, width)], axis=1)
 

@@ -180,6 +180,25 @@ def test_deltas_on_small_arrays():
     np.testing.assert_allclose(both[:, :4], x, rtol=1e-6)
 
 
+def _toolbox_deltas(x: np.ndarray, w: int = 9) -> np.ndarray:
+    """NumPy reference of the OSU toolbox's deltas.m (rastamat): x is (dim, n_frames) as in MATLAB."""
+    hlen = w // 2
+    win = np.arange(hlen, -hlen - 1, -1, dtype=np.float64)  # hlen:-1:-hlen
+    xx = np.concatenate([np.repeat(x[:, :1], hlen, 1), x, np.repeat(x[:, -1:], hlen, 1)], axis=1)
+    d = scipy.signal.lfilter(win, [1.0], xx, axis=1)  # filter(win, 1, xx, [], 2)
+    return d[:, 2 * hlen : 2 * hlen + x.shape[1]]
+
+
+def test_default_deltas_are_the_toolbox_nine_frame_window():
+    x = np.random.default_rng(8).standard_normal((40, 3))
+    assert fe.FeatureConfig().delta_width == 4
+    ref = _toolbox_deltas(x.T).T
+    np.testing.assert_allclose(fe.deltas(x) * 60.0, ref, atol=1e-10)  # every frame, edges included
+    assert np.corrcoef(fe.deltas(x).ravel(), ref.ravel())[0, 1] > 0.999999
+    np.testing.assert_allclose(fe.add_deltas(x)[:, 3:], fe.deltas(x, 4))
+    assert not np.allclose(fe.deltas(x, 2), fe.deltas(x, 4))  # the width is a setting
+
+
 def test_context_windows_on_small_arrays():
     f = np.arange(10, dtype=np.float32).reshape(5, 2)  # frame t = [2t, 2t + 1]
     ctx = fe.stack_context(f, 1)
