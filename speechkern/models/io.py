@@ -33,7 +33,7 @@ from speechkern.targets import TargetConfig
 FORMAT = "speechkern-mask-model"
 FORMAT_VERSION = 1
 # Bump when feature extraction changes what it computes: models trained before then are refused by enhance.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
 def _estimator_classes() -> dict[str, Any]:
