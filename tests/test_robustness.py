@@ -156,3 +156,55 @@ def test_damaged_model_on_the_command_line_is_one_line(saved_models, tmp_path, c
     assert exit_.value.code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {folder}: config.json was edited"), err
+
+
+# -- reproducible resume -------------------------------------------------------------------------------------
+
+
+def _dnn_problem():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 6)).astype(np.float32)
+    Y = (1 / (1 + np.exp(-X[:, :2] * 2))).astype(np.float32)
+    return X, Y
+
+
+def test_dnn_resumed_after_an_interrupt_matches_the_uninterrupted_run(tmp_path, monkeypatch):
+    import torch
+
+    import speechkern.models.dnn as dnn
+
+    X, Y = _dnn_problem()
+    params = {"hidden": [16, 16], "dropout": 0.3, "epochs": 5, "batch_size": 50, "patience": 10, "device": "cpu"}
+    whole = dnn.DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "whole")
+
+    real_report = dnn.report
+
+    def interrupt_at_epoch_3(task, completed, *args, **kwargs):
+        if completed == 3:  # the report comes before the epoch's checkpoint: epochs 1 and 2 are kept
+            raise KeyboardInterrupt
+        real_report(task, completed, *args, **kwargs)
+
+    monkeypatch.setattr(dnn, "report", interrupt_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        dnn.DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "cut")
+    monkeypatch.setattr(dnn, "report", real_report)
+    torch.manual_seed(1234)  # whatever the process did in between must not matter
+    resumed = dnn.DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "cut")
+
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4, 5]
+    assert [h["val_mse"] for h in resumed.history_] == [h["val_mse"] for h in whole.history_]
+    for key, value in whole.network_.state_dict().items():
+        assert torch.equal(value, resumed.network_.state_dict()[key]), key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.safetensors", "whole.safetensors"]
+
+
+def test_damaged_dnn_checkpoint_starts_again(tmp_path, caplog):
+    from speechkern.models.dnn import DNNRegressor
+
+    X, Y = _dnn_problem()
+    params = {"hidden": [8], "epochs": 2, "batch_size": 64, "device": "cpu"}
+    fresh = DNNRegressor(**params).fit(X, Y)
+    (tmp_path / "ckpt.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")
+    again = DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "ckpt")
+    assert "checkpoint is unreadable" in caplog.text
+    assert [h["val_mse"] for h in again.history_] == [h["val_mse"] for h in fresh.history_]
