@@ -58,7 +58,8 @@ def oracle(
         config = TargetConfig(kind=target, domain=domain)
     except ValidationError as err:
         problem = err.errors()[0]
-        raise SpeechkernError(f"--{problem['loc'][0]} {problem.get('input')!r}: {problem['msg']}") from None
+        option = {"kind": "target"}.get(problem["loc"][0], problem["loc"][0])  # TargetConfig's kind is --target
+        raise SpeechkernError(f"--{option} {problem.get('input')!r}: {problem['msg']}") from None
     scores = run_oracle(clean, noise, snr, target=config, seed=seed)
     if as_json:
         print(json.dumps({k: {m: (None if isinstance(v, float) and math.isnan(v) else v) for m, v in s.items()}
@@ -78,7 +79,9 @@ def enhance(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     per_channel: bool = typer.Option(False, "--per-channel", help="Enhance each channel separately."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    chunk_seconds: float = typer.Option(30.0, "--chunk-seconds", help="Length of the chunks long files are cut in."),
+    chunk_seconds: float = typer.Option(
+        30.0, "--chunk-seconds", min=1.0, help="Length of the chunks long files are cut in."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Enhance noisy recordings with a trained model; outputs are named <input>_enhanced.wav unless -o says."""
@@ -97,8 +100,10 @@ def enhance(
                 done.append(enhance_file(mask_model, f, output_for(f, output, len(files)), per_channel=per_channel,
                                          overwrite=overwrite, chunk_s=chunk_seconds))  # fmt: skip
             except SpeechkernError as err:
+                if str(f) not in str(err):  # name the file whatever step failed (a NaN sample, a short file)
+                    err = SpeechkernError(f"{f}: {err}")
                 if len(files) == 1:
-                    raise
+                    raise err from None
                 failed.append(str(err))
                 console.print(f"[red]skipped[/] {err}")
     audio_s = sum(r.audio_seconds for r in done)
