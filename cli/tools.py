@@ -96,7 +96,10 @@ def enhance(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     chunk_seconds: float = typer.Option(
-        30.0, "--chunk-seconds", help="Seconds enhanced at a time: memory grows with it, not with the file's length."
+        30.0,
+        "--chunk-seconds",
+        min=1.0,
+        help="Seconds enhanced at a time: memory grows with it, not with the file's length.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -122,8 +125,10 @@ def enhance(
                 result = enhance_file(mask_model, f, out, per_channel=per_channel, overwrite=overwrite,
                                       chunk_s=chunk_seconds)  # fmt: skip
             except SpeechkernError as err:
+                if str(f) not in str(err):  # name the file whatever step failed (a NaN sample, a short file)
+                    err = SpeechkernError(f"{f}: {err}")
                 if len(jobs) == 1:
-                    raise
+                    raise err from None
                 failed.append(f)
                 console.print(f"[red]skipped[/] {escape(str(err))}")
                 continue

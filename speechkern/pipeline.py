@@ -24,7 +24,7 @@ import numpy as np
 
 from speechkern import dataset
 from speechkern.autotune import EvaluationLog, SigmaGrid, median_distance_power
-from speechkern.cache import default_cache_dir
+from speechkern.cache import usable_cache_dir
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureStats
@@ -44,20 +44,31 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on a run directory while training it; a second process is refused.
 
     The lock is ``.<name>.lock`` beside the run directory (so --overwrite can delete the directory itself); the
-    operating system releases it when the process ends, however it ends.
+    operating system releases it when the process ends, however it ends, and a normal end removes the file.
     """
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f".{run_dir.name}.lock", "a+") as handle:
+    path = run_dir.parent / f".{run_dir.name}.lock"
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 (closed below, after the lock is released)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.close()
             raise SpeechkernError(
                 f"{run_dir}: another speechkern process is training this run; wait for it or use another --out"
             ) from None
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break  # else the holder removed the file as it finished: lock the new one
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still holding the lock, so no process can lock the removed file unnoticed
+        handle.close()
 
 
 def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
@@ -307,7 +318,10 @@ def _finish_dnn(recipe: Recipe, data: TrainingSet, run_dir: Path, tensors: dict,
                        "best_epoch": est.best_epoch_, "seconds": seconds, "seconds_to_best": best_seconds})  # fmt: skip
     model.info["val_mse"] = _val_mse(model, data)
     model.save(model_dir(run_dir, "dnn", data.condition), overwrite=True)
-    shutil.rmtree(run_dir / "models" / ".dnn-checkpoint" / data.condition, ignore_errors=True)
+    checkpoints = run_dir / "models" / ".dnn-checkpoint"
+    shutil.rmtree(checkpoints / data.condition, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        checkpoints.rmdir()  # after the last condition
     logger.info("dnn for %s: %d epochs (best %d), %.1f min, val mse %.5f", data.condition, len(est.history_),
                 est.best_epoch_, seconds / 60, model.info["val_mse"])  # fmt: skip
     return ModelTiming("dnn", data.condition, 1, seconds / 60.0, len(est.history_), model.info["val_mse"],
@@ -350,14 +364,18 @@ def train(
     resolved = str(resolve_device(device_name))  # fail early on a device that is not there
     with run_lock(run_dir):
         open_run(recipe, run_dir, resume=resume, overwrite=overwrite)
-        return _train_locked(recipe, run_dir, names, resolved, device_name, cache_dir, executor)
+        try:
+            return _train_locked(recipe, run_dir, names, resolved, device_name, cache_dir, executor)
+        except KeyboardInterrupt:
+            logger.info("interrupted: finished models, subband parts and DNN epochs are kept; continue with --resume")
+            raise
 
 
 def _train_locked(recipe: Recipe, run_dir: Path, names: list[str], resolved: str, device_name: str, cache_dir,
                   executor) -> TrainSummary:  # fmt: skip
     from speechkern.parallel import SerialExecutor
 
-    cache = default_cache_dir() if cache_dir == "default" else (None if cache_dir is None else Path(cache_dir))
+    cache = usable_cache_dir(cache_dir)
     executor = executor or SerialExecutor()
     logger.info("run %s: recipe %s, models %s, device %s, executor %s", run_dir, recipe.name, ", ".join(names),
                 device_name, executor.name)  # fmt: skip
@@ -371,7 +389,7 @@ def _train_locked(recipe: Recipe, run_dir: Path, names: list[str], resolved: str
 
     manifests, conditions = training_conditions(recipe, run_dir)
     for condition in conditions:
-        todo = [n for n in names if not (model_dir(run_dir, n, condition) / "config.json").is_file()]
+        todo = [n for n in names if not _kept(recipe, model_dir(run_dir, n, condition), f"{n} for {condition}")]
         for name in sorted(set(names) - set(todo)):
             skipped.append(f"{name}/{condition}")
             logger.info("%s for %s: finished in an earlier run, kept", name, condition)
@@ -380,6 +398,44 @@ def _train_locked(recipe: Recipe, run_dir: Path, names: list[str], resolved: str
             for timing in _train_condition(recipe, data, todo, run_dir, executor, device_name):
                 record(timing)
     return TrainSummary(run_dir, timings, skipped)
+
+
+def _kept(recipe: Recipe, folder: Path, what: str) -> bool:
+    """Whether a model finished by an earlier run is there, loads, and was trained with this recipe's settings."""
+    if not (folder / "config.json").is_file():
+        return False
+    try:
+        model = MaskModel.load(folder)
+    except SpeechkernError as err:
+        logger.warning("%s: the model kept from an earlier run does not load (%s); training it again", what, err)
+        return False
+    if model.feature_config != recipe.features or model.target_config != recipe.target:
+        logger.warning("%s: the model in %s was trained with other features or targets; training it again", what,
+                       folder)  # fmt: skip
+        return False
+    return True
+
+
+def _kept_band(unit: _KernelUnit, b: int, n_inputs: int) -> bool:
+    """Load band ``b`` of ``unit`` finished by an interrupted run into the unit; False when it is absent or broken."""
+    from speechkern.eigenpro import EigenProRegressor
+
+    info_file = unit.parts / f"band-{b}.json"
+    if not info_file.is_file():
+        return False
+    lo, hi = unit.bands[b]
+    try:
+        info = json.loads(info_file.read_text())
+        est = EigenProRegressor.load(unit.parts / f"band-{b}")
+        if not isinstance(info, dict) or (est.n_features_in_, est.n_outputs_) != (n_inputs, hi - lo):
+            raise SpeechkernError(f"it maps {est.n_features_in_} inputs to {est.n_outputs_} channels, not "
+                                  f"{n_inputs} to {hi - lo}")  # fmt: skip
+    except (SpeechkernError, OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("%s %s band %d/%d: the part kept from an earlier run does not load (%s); training it again",
+                       unit.name, unit.data.condition, b + 1, len(unit.bands), err)  # fmt: skip
+        return False
+    unit.info[b], unit.estimators[b] = info, est
+    return True
 
 
 def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_dir: Path, executor, device: str):
@@ -396,10 +452,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
         unit = _KernelUnit(data, name, split_bands(data.Y.shape[1], n_subbands),
                            run_dir / "models" / f".{name}-parts" / data.condition)  # fmt: skip
         for b in range(len(unit.bands)):  # bands finished by an interrupted run
-            info_file = unit.parts / f"band-{b}.json"
-            if info_file.is_file():
-                unit.info[b] = json.loads(info_file.read_text())
-                unit.estimators[b] = EigenProRegressor.load(unit.parts / f"band-{b}")
+            if _kept_band(unit, b, data.X.shape[1]):
                 logger.info("%s %s band %d/%d: finished in an earlier run, kept", name, data.condition, b + 1,
                             len(unit.bands))  # fmt: skip
         if unit.pending():

@@ -1,7 +1,9 @@
 """Recipes: what to train on and how, as a TOML file plus ``--set key=value`` overrides, validated.
 
 A recipe folder holds ``recipe.toml``. Every key has a default here, so a recipe names only what differs.
-Unknown keys and bad values stop with a message that names the key, the value and what is allowed.
+Unknown keys and bad values (including values that contradict each other, such as more subbands than mask
+channels) stop at load, before anything is written, with a message that names the key, the value and what is
+allowed.
 """
 
 from __future__ import annotations
@@ -9,17 +11,19 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig
-from speechkern.targets import TargetConfig
+from speechkern.targets import TargetConfig, mask_units
+
+_CONDITION = r"^.+@[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"  # NOISE@SNR with a finite SNR in dB
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -57,7 +61,7 @@ class DataConfig(_Section):
         "or the path of an audio file",
     )
     snrs: list[float] = Field(default_factory=lambda: [0.0], description="mixture SNRs in dB")
-    conditions: list[str] = Field(
+    conditions: list[Annotated[str, Field(pattern=_CONDITION)]] = Field(
         default_factory=list, description="'NOISE@SNR' pairs to mix instead of every noise × SNR, e.g. ssn@-5"
     )
     n_train: int = Field(
@@ -68,7 +72,7 @@ class DataConfig(_Section):
         20, ge=0, description="test utterances (timit, voicebank: a cap on the fixed test set; 0 = all)"
     )
     max_utterance_s: float = Field(12.0, gt=0, description="longer utterances are cut to this length (s)")
-    sr: int = Field(16000, description="sample rate in Hz of everything downstream")
+    sr: int = Field(16000, gt=0, description="sample rate in Hz of everything downstream (= features.sr)")
     seed: int = 0
     pairing: Literal["all", "one"] = Field(
         "all", description="train/val: mix each utterance with every condition ('all') or one drawn at random"
@@ -85,7 +89,9 @@ class KernelConfig(_Section):
     shape: float = Field(1.0, gt=0, le=2, description="γ of k(x,z)=exp(-|x-z|^γ/σ) when not autotuned")
     bandwidth: float = Field(10.0, gt=0, description="σ when not autotuned")
     autotune: bool = False
-    gammas: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], description="Γ of Algorithm 1")
+    gammas: list[Annotated[float, Field(gt=0, le=2)]] = Field(
+        default_factory=lambda: [0.5, 1.0, 2.0], min_length=1, description="Γ of Algorithm 1, each in (0, 2]"
+    )
     sigma_low: float = Field(0.0, ge=0, description="σ_l of Algorithm 1 (0: median ‖x−z‖^γ / 8)")
     sigma_high: float = Field(0.0, ge=0, description="σ_h of Algorithm 1 (0: 8 × median ‖x−z‖^γ)")
     sigma_steps_per_octave: int = Field(4, ge=1, description="resolution of the σ grid the search runs on")
@@ -100,7 +106,7 @@ class KernelConfig(_Section):
 class DNNConfig(_Section):
     """The multilayer-perceptron baseline (SPEC §7)."""
 
-    hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 1024])
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1024, 1024, 1024])
     dropout: float = Field(0.2, ge=0, lt=1)
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(1024, ge=1)
@@ -109,7 +115,7 @@ class DNNConfig(_Section):
 
 
 class TrainConfig(_Section):
-    models: list[Literal["kernel", "dnn"]] = Field(default_factory=lambda: ["kernel", "dnn"])
+    models: list[Literal["kernel", "dnn"]] = Field(default_factory=lambda: ["kernel", "dnn"], min_length=1)
     mode: Literal["multi-condition", "per-condition"] = "multi-condition"
     device: str = "auto"
     workers: int = Field(0, ge=0, description="feature-extraction processes (0 = one per CPU core)")
@@ -142,6 +148,22 @@ class Recipe(_Section):
         if not value or "/" in value or value.startswith("."):
             raise ValueError("must be a plain folder name")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        """Checks across sections; each names the key to change (raised as ``key: message``)."""
+        n_units = mask_units(self.target, self.features)
+        if self.kernel.subbands > n_units:
+            raise ValueError(f"kernel.subbands: {self.kernel.subbands} subbands, but the {self.target.domain} mask "
+                             f"has {n_units} channels; choose 1 to {n_units}")  # fmt: skip
+        if self.data.sr != self.features.sr:
+            raise ValueError(f"data.sr: {self.data.sr} Hz, but features.sr is {self.features.sr} Hz; set both "
+                             "(and features.fmax to at most half the rate)")  # fmt: skip
+        kc = self.kernel
+        if (kc.sigma_low > 0 or kc.sigma_high > 0) and not 0 < kc.sigma_low < kc.sigma_high:
+            raise ValueError(f"kernel.sigma_low, kernel.sigma_high: {kc.sigma_low} and {kc.sigma_high}; set both, "
+                             "with 0 < sigma_low < sigma_high, or both to 0 for the automatic range")  # fmt: skip
+        return self
 
     def to_toml(self) -> str:
         """The resolved recipe as TOML text (every key, overrides applied)."""
@@ -196,7 +218,10 @@ def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
             valid = ", ".join(sorted(section.model_fields)) if section else ""
             raise SpeechkernError(f"{source}: unknown recipe key {key!r}; valid keys here: {valid}") from None
         given = first.get("input")
-        raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "value_error" and not first["loc"]:  # a check across sections names its own keys
+            raise SpeechkernError(f"{source}: recipe key {message}") from None
+        raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {message}") from None
 
 
 def _section_at(loc: tuple) -> type[BaseModel] | None:

@@ -3,25 +3,30 @@
 Three hidden layers of 1024 ReLU units with dropout 0.2, a sigmoid output and the MSE loss, trained with
 mini-batches of 1024. The reference used AdaGrad with momentum; this baseline uses Adam (a documented,
 acceptable choice). Training stops when the validation loss has not improved for ``patience`` epochs and the
-best weights are kept. With ``checkpoint`` set, the state after every epoch is saved, and a later ``fit`` with
-the same checkpoint resumes from there.
+best weights are kept. With ``checkpoint`` set, the state after every epoch is saved (weights, optimiser and the
+shuffle and dropout random generators), and a later ``fit`` with the same checkpoint resumes from there, giving
+the weights an uninterrupted run gives.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from speechkern.device import resolve_device
 from speechkern.outputs import atomic_write
 from speechkern.progress import report
+
+logger = logging.getLogger(__name__)
 
 
 def build_mlp(n_inputs: int, n_outputs: int, hidden: list[int], dropout: float) -> nn.Sequential:
@@ -97,11 +102,20 @@ class DNNRegressor:
         self.history_: list[dict] = []
         best_state = {k: v.detach().clone() for k, v in self.network_.state_dict().items()}
         best_loss, start_epoch = float("inf"), 0
-        if checkpoint is not None and Path(f"{checkpoint}.json").is_file():
-            state = _load_checkpoint(checkpoint, self.network_, optimizer)
-            self.history_, best_loss, start_epoch = state["history"], state["best_loss"], state["epoch"]
-            best_state = state["best_state"]
-            generator.manual_seed(self.seed + start_epoch)
+        if checkpoint is not None and Path(f"{checkpoint}.safetensors").is_file():
+            initial = {k: v.detach().clone() for k, v in self.network_.state_dict().items()}
+            initial_rng = _rng_states(generator, device)
+            try:
+                state = _load_checkpoint(checkpoint, self.network_, optimizer, generator, device)
+            except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as err:  # damaged
+                logger.warning("%s.safetensors: the DNN checkpoint is unreadable (%s); training from epoch 1",
+                               checkpoint, err)  # fmt: skip
+                self.network_.load_state_dict(initial)
+                optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
+                _set_rng_states(initial_rng, generator, device)
+            else:
+                self.history_, best_loss, start_epoch = state["history"], state["best_loss"], state["epoch"]
+                best_state = state["best_state"]
 
         Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
         Xv, Yv = torch.from_numpy(X_val).to(device), torch.from_numpy(Y_val).to(device)
@@ -131,7 +145,8 @@ class DNNRegressor:
             report(self.progress_task, epoch, self.epochs, "DNN epochs", train_mse=total / seen, val_mse=val_mse,
                    seconds=seconds, milestone=True)  # fmt: skip
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, self.network_, optimizer, best_state, self.history_, best_loss, epoch)
+                _save_checkpoint(checkpoint, self.network_, optimizer, generator, best_state, self.history_, best_loss,
+                                 epoch)  # fmt: skip
         self.network_.load_state_dict(best_state)
         self.network_.eval()
         self.best_epoch_ = min(self.history_, key=lambda h: h["val_mse"])["epoch"] if self.history_ else 0
@@ -195,24 +210,39 @@ def _trailing_stale(history: list[dict]):
     return stale
 
 
-def _save_checkpoint(path, network, optimizer, best_state, history, best_loss, epoch) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _rng_states(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """The shuffle generator's state and the global one that dropout draws from (CUDA's on a GPU)."""
+    states = {"rng.shuffle": generator.get_state(), "rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device) -> None:
+    generator.set_state(states["rng.shuffle"])
+    torch.set_rng_state(states["rng.torch"])
+    if device.type == "cuda" and "rng.cuda" in states:
+        torch.cuda.set_rng_state(states["rng.cuda"], device)
+
+
+def _save_checkpoint(path, network, optimizer, generator, best_state, history, best_loss, epoch) -> None:
+    """One safetensors file (metadata in its header), written atomically: weights, optimiser and RNG states."""
+    device = next(network.parameters()).device
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     tensors |= {f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()}
+    tensors |= {k: v.cpu().contiguous() for k, v in _rng_states(generator, device).items()}
     opt = optimizer.state_dict()
     for pid, st in opt["state"].items():
         for name, value in st.items():
             tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     meta = {"epoch": epoch, "history": history, "best_loss": best_loss, "param_groups": opt["param_groups"]}
-    for suffix, writer in ((".safetensors", lambda p: save_file(tensors, p)),
-                           (".json", lambda p: Path(p).write_text(json.dumps(meta)))):  # fmt: skip
-        atomic_write(f"{path}{suffix}", writer)
+    atomic_write(f"{path}.safetensors", lambda p: save_file(tensors, p, metadata={"checkpoint": json.dumps(meta)}))
 
 
-def _load_checkpoint(path, network, optimizer) -> dict:
-    meta = json.loads(Path(f"{path}.json").read_text())
-    tensors = load_file(f"{path}.safetensors")
+def _load_checkpoint(path, network, optimizer, generator, device: torch.device) -> dict:
+    with safe_open(f"{path}.safetensors", framework="pt") as f:
+        meta = json.loads((f.metadata() or {})["checkpoint"])
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     network.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     state: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -220,5 +250,6 @@ def _load_checkpoint(path, network, optimizer) -> dict:
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    _set_rng_states(tensors, generator, device)
     meta["best_state"] = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     return meta

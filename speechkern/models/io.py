@@ -28,7 +28,7 @@ from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, FeatureStats, base_dim, input_dim, stack_context
 from speechkern.outputs import _UMASK
-from speechkern.targets import TargetConfig
+from speechkern.targets import TargetConfig, mask_units
 
 FORMAT = "speechkern-mask-model"
 FORMAT_VERSION = 1
@@ -199,7 +199,7 @@ class MaskModel:
             raise _Damaged(f"config.json lacks {', '.join(missing)}")
         feature_config = _validated(FeatureConfig, config["features"], "features")
         target_config = _validated(TargetConfig, config["target"], "target")
-        bands = _checked_bands(config["bands"], n_mask_units(feature_config, target_config))
+        bands = _checked_bands(config["bands"], mask_units(target_config, feature_config))
         entries = config["estimators"]
         if not isinstance(entries, list) or len(entries) != len(bands):
             raise _Damaged(f"config.json has {len(bands)} bands but {_count(entries)} estimators")
@@ -256,11 +256,6 @@ CONFIG_KEY = "speechkern.config"
 
 class _Damaged(Exception):
     """A problem with a model folder's contents; :meth:`MaskModel.load` adds the folder and the remedy."""
-
-
-def n_mask_units(features: FeatureConfig, target: TargetConfig) -> int:
-    """Mask channels of a target: the gammatone channels (cochleagram) or frame_length // 2 + 1 STFT bins."""
-    return features.n_channels if target.domain == "cochleagram" else features.frame_length // 2 + 1
 
 
 def _remedy(folder: Path) -> str:
