@@ -6,17 +6,15 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from speechkern.errors import SpeechkernError
 
-from .ui import fail, progress_ui
+from .ui import PlainCommand, console, fail, plain_typer, progress_ui, stdout
 
-app = typer.Typer(
+app = plain_typer(
     help="Neural collapse of last-layer features on train and test data: measures and experiments.",
     no_args_is_help=True,
-    add_completion=False,
 )
 
 
@@ -45,7 +43,7 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def run(
     out: Path = typer.Option(Path("runs/collapse"), "--out", help="Output folder (must be empty or new)."),
     dataset: str = typer.Option("digits", "--dataset", help="Offline scikit-learn dataset: digits, iris or wine."),
@@ -100,7 +98,6 @@ def run(
     if as_json:
         print(json.dumps({**results.summary, "out": str(out), "files": [p.name for p in written]}, indent=2))
         return
-    console = Console()
     table = Table(title=f"Neural collapse on {results.dataset['name']} (final epoch {config.epochs})")
     for column in ("train size", "zero-error epoch", "TrainVar", "StrongTestVar", "WeakTestVar", "test error"):
         table.add_column(column, justify="right")
@@ -118,10 +115,10 @@ def run(
                 )
             )
         )
-    console.print(table)
+    stdout.print(table)
     if "transfer" in results.summary:
         t = results.summary["transfer"]
-        console.print(
+        stdout.print(
             f"transfer (2 super-classes → all): probe test error {_fmt(t['initial_probe_test_error'])} at init, "
             f"best {_fmt(t['best_probe_test_error'])} at epoch {t['best_probe_epoch']}, "
             f"{_fmt(t['final_probe_test_error'])} at the end "

@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from speechkern.errors import SpeechkernError
 from speechkern.losses import bench as bench_lib
 
-from .ui import fail, progress_ui
+from .ui import PlainCommand, console, fail, plain_typer, progress_ui, stdout
 
-app = typer.Typer(
+app = plain_typer(
     help="Square loss, rescaled square loss and squentropy against cross-entropy: accuracy and calibration.",
     no_args_is_help=True,
 )
@@ -46,7 +45,7 @@ def _rates_option(text: str) -> tuple[float, ...]:
     return rates
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def bench(
     out: Path = typer.Option(Path("runs/losses-bench"), "--out", help="Folder for the results, comparison, diagrams."),
     data: Path | None = typer.Option(
@@ -130,10 +129,9 @@ def bench(
         table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
     for cells in bench_lib.table_rows(result, short_names=True):
         table.add_row(*cells)
-    console = Console()
-    console.print(table)
+    stdout.print(table)
     for c in result.comparisons:
-        console.print(
+        stdout.print(
             f"{c.loss} vs {c.baseline}, {c.metric}: {c.wins} wins, {c.ties} ties, {c.losses} losses over "
             f"{c.n_datasets} datasets (sign test p = {c.p_value:.3g})"
         )

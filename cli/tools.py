@@ -11,7 +11,7 @@ import typer
 
 from speechkern.errors import SpeechkernError
 
-from .ui import console, progress_ui
+from .ui import console, progress_ui, stdout
 
 
 def mix(
@@ -42,7 +42,7 @@ def mix(
         mixture = mixture / peak * 0.99
         info["scaled_by"] = 0.99 / peak
     audio.save(output, mixture, sr, overwrite=overwrite)
-    console.print(f"wrote {output}: {len(mixture) / sr:.2f} s at {sr} Hz, SNR {snr:g} dB, noise offset "
+    stdout.print(f"wrote {output}: {len(mixture) / sr:.2f} s at {sr} Hz, SNR {snr:g} dB, noise offset "
                   f"{info['noise_offset']}, gain {info['gain']:.4g}")  # fmt: skip
 
 
@@ -87,9 +87,14 @@ def oracle(
 def enhance(
     inputs: list[str] = typer.Argument(..., help="Audio files, folders (searched recursively) or glob patterns."),
     model: Path = typer.Option(None, "--model", "-m", help="Run directory or model folder [default: newest run]."),
-    system: str = typer.Option(None, "--system", help="Which model of the run: kernel, kernel1 or dnn."),
+    system: str = typer.Option(None, "--system", help="kernel, kernel1 or dnn [default: the first the run has]."),
     condition: str = typer.Option(None, "--condition", help="For per-condition runs: the condition's model."),
-    output: Path = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (mirrors the tree)."),
+    output: Path = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Output file, or folder that mirrors the inputs' tree [default: <input>_enhanced.<ext>].",
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     per_channel: bool = typer.Option(
         False, "--per-channel", help="Enhance each channel alone (default: their average, written to every channel)."
@@ -138,7 +143,7 @@ def enhance(
     audio_s = sum(r.audio_seconds for r in done)
     compute_s = sum(r.compute_seconds for r in done)
     for r in done:
-        console.print(escape(f"{r.input} → {r.output}  ({r.audio_seconds:.1f} s, {r.channels} ch, {r.sr} Hz)"))
+        stdout.print(f"{r.input} → {r.output}  ({r.audio_seconds:.1f} s, {r.channels} ch, {r.sr} Hz)")
     if done:
         console.print(f"enhanced {len(done)} of {len(jobs)} file(s), {audio_s:.1f} s of audio in {compute_s:.1f} s: "
                       f"{describe_speed(audio_s, compute_s)}; total {time.perf_counter() - started:.1f} s")  # fmt: skip

@@ -7,18 +7,15 @@ import shlex
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from speechkern.recipe import load_recipe
-
-from .ui import console, progress_ui
+from .ui import console, progress_ui, stdout
 
 
 def train(
     recipe_dir: Path = typer.Argument(..., help="Recipe folder holding recipe.toml, e.g. recipes/demo."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set data.snrs=[-5,0,5]."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/<recipe name>]."),
-    models: str = typer.Option(None, "--models", help="Comma list of kernel, kernel1 (single kernel), dnn."),
+    models: str = typer.Option(None, "--models", help="kernel, kernel1 (single kernel), dnn [default: the recipe's]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the run directory."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory and start again."),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda [default: the recipe's, auto]."),
@@ -37,8 +34,11 @@ def train(
     --ray-address, autotune evaluations and subband/DNN fits run as parallel Ray tasks; the run directory is the
     same as a local run's, and it resumes the same way.
     """
+    from rich.table import Table
+
     from speechkern.parallel import make_executor
     from speechkern.pipeline import train as run_training
+    from speechkern.recipe import load_recipe
 
     overrides = list(set_)
     if workers is not None:
@@ -66,7 +66,7 @@ def train(
         table.add_column(column, justify="left" if column in ("model", "condition") else "right")
     for t in summary.timings:
         table.add_row(t.model, t.condition, str(t.subbands), f"{t.minutes:.2f}", str(t.epochs), f"{t.val_mse:.5f}")
-    console.print(table)
+    stdout.print(table)
     if summary.skipped:
         console.print(f"kept from an earlier run: {', '.join(summary.skipped)}")
     console.print(f"next: speechkern evaluate {run_dir}   |   speechkern enhance NOISY.wav --model {run_dir}")
