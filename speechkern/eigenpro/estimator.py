@@ -19,7 +19,12 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from speechkern.device import resolve_device
 from speechkern.eigenpro import state
 from speechkern.eigenpro.eigenpro2 import _AllPointsModel, _PrecomputedAllPointsModel
-from speechkern.eigenpro.eigenpro3 import _CentresModel, _cholesky_with_jitter, _PrecomputedCentresModel
+from speechkern.eigenpro.eigenpro3 import (
+    _CentresModel,
+    _cholesky_with_jitter,
+    _PrecomputedCentresModel,
+    projected_top_eigenvalue,
+)
 from speechkern.eigenpro.loop import train_check_size, train_epochs
 from speechkern.eigenpro.preconditioner import (
     DAMPING,
@@ -45,6 +50,7 @@ from speechkern.kernels import (
 logger = logging.getLogger(__name__)
 
 SMALL_PROBLEM_WORK = 4_000_000  # kernel entries per epoch up to which training runs on one thread
+STEP_SAMPLE = 2000  # training points on which EigenPro 3 estimates the top eigenvalue of its step operator
 
 
 def precomputed_bytes(n: int, p: int, n_val: int, batch: int, s: int, d: int, k: int) -> int:
@@ -359,12 +365,19 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             precond, batch = self._preconditioner(
                 X_s, n, beta, max(1, left // (4 * (d + 3 * k))), device, nystrom_cache
             )
-            dense_batch = 4 * batch * (p + d + 3 * k) <= left
             z64 = Z.to(torch.float64)
             k_zz = kernel(z64, z64)
             chol = _cholesky_with_jitter(k_zz)
             k_zs = (k_zz[:, :s] if s_in_z else kernel(z64, X_s.to(torch.float64))).to(torch.float32)
             del k_zz
+            # The step follows the operator this iteration really applies (see projected_top_eigenvalue).
+            probe = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, False, block)
+            sample = torch.from_numpy(rng.choice(n, size=min(n, STEP_SAMPLE), replace=False)).to(device)
+            top = max(projected_top_eigenvalue(probe, X_t[sample]), EIGENVALUE_FLOOR)
+            del probe
+            if self.batch_size is None:
+                batch = max(1, min(critical_batch_size(beta, top), max(1, left // (4 * (d + 3 * k))), n))
+            dense_batch = 4 * batch * (p + d + 3 * k) <= left
             spare = self._precompute_spare(chol_bytes + precomputed_bytes(n, p, n_val, batch, s, d, k), budget)
             if spare is None:
                 model = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, dense_batch, block)
@@ -384,10 +397,12 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         self.n_components_ = precond.n_components
         self.eigenvalues_ = precond.eigenvalues[: precond.n_components + 1].copy()
         self.batch_size_ = batch
-        self.step_size_ = step_size(batch, beta, precond.new_top)
+        self.step_top_ = precond.new_top if isinstance(model, _PrecomputedAllPointsModel | _AllPointsModel) else top
+        self.step_size_ = step_size(batch, beta, self.step_top_)
         self.centers_ = model.centers
         logger.info(
-            "%s: %d points, %d centres, subsample %d, %d components (λ1 %.4g, λ_new %.4g), batch %d, step %.4g, %s",
+            "%s: %d points, %d centres, subsample %d, %d components (λ1 %.4g, λ_new %.4g), batch %d, step %.4g "
+            "(λ %.4g), %s",
             self.progress_task,
             n,
             model.centers.shape[0],
@@ -397,6 +412,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             precond.new_top,
             batch,
             self.step_size_,
+            self.step_top_,
             "precomputed kernel matrices" if self.precomputed_ else "blocked kernel products",
         )
         return model
