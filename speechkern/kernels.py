@@ -663,6 +663,35 @@ def cached_squared_distances(
     return D, cache.put(key, D, max_cache_bytes)
 
 
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def kernel_matrix(
+    kernel: ExponentialPowerKernel,
+    X: Any,
+    Z: Any,
+    dtype: torch.dtype = torch.float32,
+    D: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """K(X, Z) (n × m) stored in ``dtype`` (float32, float16 or bfloat16), built in row blocks so that only one
+    float32 block is alive besides the result. From the squared distances ``D`` (n × m, e.g. a cached matrix,
+    left untouched) when given, else computed block by block; either way equal, before the final rounding to
+    ``dtype``, to ``kernel(X, Z)``.
+
+    float16 keeps kernel values in [0, 1] to an absolute 2⁻¹² (values below 6·10⁻⁵ lose relative precision but
+    not absolute), bfloat16 to 2⁻⁹: the price of halving the memory of a precomputed matrix.
+    """
+    prepared = Z if isinstance(Z, PreparedPoints) else kernel.prepare(as_tensor(Z))
+    X = as_tensor(X, device=prepared.points.device)
+    n, m = X.shape[0], prepared.size
+    out = torch.empty(n, m, dtype=dtype, device=prepared.points.device)
+    rows = max(CPU_DENSE_MIN_ROWS, (16 * CPU_DENSE_BLOCK_ENTRIES) // max(1, m))
+    for i in range(0, n, rows):
+        block = kernel(X[i : i + rows], prepared) if D is None else kernel.from_squared_distances(D[i : i + rows])
+        out[i : i + rows].copy_(block)
+    return out
+
+
 def gathered_mm(
     K: torch.Tensor,
     W: torch.Tensor,
