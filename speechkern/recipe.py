@@ -95,6 +95,15 @@ class KernelConfig(_Section):
     centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = every training frame is a centre)")
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)
+    input_transform: Literal["none", "pca", "whiten", "rfm"] = Field(
+        "none",
+        description="linear map of the normalised inputs before the kernel, fitted on training frames: "
+        "principal directions ('pca'), the same scaled to unit variance ('whiten'), or a learned metric ('rfm')",
+    )
+    input_dims: int = Field(0, ge=0, description="dimensions kept by the input transform (rank of M for rfm; 0 = all)")
+    rfm_frames: int = Field(2000, ge=20, description="frames of each RFM iteration's kernel fit (as many probe it)")
+    rfm_iterations: int = Field(3, ge=1, description="RFM updates of the metric M")
+    rfm_diagonal: bool = Field(False, description="keep only the diagonal of the RFM metric (per-input weights)")
 
 
 class DNNConfig(_Section):
@@ -106,6 +115,9 @@ class DNNConfig(_Section):
     batch_size: int = Field(1024, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     patience: int = Field(3, ge=1)
+    optimizer: Literal["adam", "adagrad-momentum"] = Field(
+        "adam", description="Adam, or AdaGrad with momentum 0.5 then 0.9 from epoch 6 (the OSU DNN toolbox's learner)"
+    )
 
 
 class TrainConfig(_Section):

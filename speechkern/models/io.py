@@ -26,6 +26,7 @@ from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, FeatureStats, stack_context
 from speechkern.targets import TargetConfig
+from speechkern.transform import InputTransform
 
 FORMAT = "speechkern-mask-model"
 FORMAT_VERSION = 1
@@ -60,7 +61,8 @@ class MaskModel:
     """A trained mask estimator with its feature pipeline.
 
     kind: "kernel" or "dnn"; bands: channel blocks ``[lo, hi)``, one estimator each, in channel order;
-    info: training facts (timings, chosen kernels, epochs) kept in config.json.
+    info: training facts (timings, chosen kernels, epochs) kept in config.json; transform: the linear map applied
+    to the normalised, context-stacked inputs before the estimators (:mod:`speechkern.transform`), or None.
     """
 
     kind: str
@@ -71,14 +73,16 @@ class MaskModel:
     estimators: list[Any]
     info: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"  # where the estimators live; enhance computes features there too
+    transform: InputTransform | None = None
 
     @property
     def n_units(self) -> int:
         return self.bands[-1][1]
 
     def inputs(self, features: np.ndarray) -> np.ndarray:
-        """Model inputs from raw per-frame features (n_frames, base_dim): normalised, context stacked."""
-        return stack_context(self.stats.normalize(features), self.feature_config.context)
+        """Model inputs from raw per-frame features (n_frames, base_dim): normalised, context stacked, transformed."""
+        stacked = stack_context(self.stats.normalize(features), self.feature_config.context)
+        return stacked if self.transform is None else self.transform.apply(stacked)
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Real-valued mask estimates (n_frames, n_units), clipped to [0, 1], bands reassembled in order."""
@@ -107,6 +111,8 @@ class MaskModel:
             "stats.mean": torch.as_tensor(np.asarray(self.stats.mean)),
             "stats.std": torch.as_tensor(np.asarray(self.stats.std)),
         }
+        if self.transform is not None:
+            tensors["transform.matrix"] = torch.as_tensor(self.transform.matrix)
         seen: dict[str, str] = {}
         estimators = []
         for i, est in enumerate(self.estimators):
@@ -132,6 +138,7 @@ class MaskModel:
             "features": self.feature_config.model_dump(mode="json"),
             "target": self.target_config.model_dump(mode="json"),
             "bands": [list(b) for b in self.bands],
+            "transform": None if self.transform is None else self.transform.to_config(),
             "estimators": estimators,
             "info": self.info,
         }
@@ -173,6 +180,12 @@ class MaskModel:
             own = {key: tensors[name] for key, name in entry["tensors"].items()}
             estimators.append(classes[entry["kind"]].from_state(own, entry["config"], device=device))
         stats = FeatureStats(mean=tensors["stats.mean"].numpy(), std=tensors["stats.std"].numpy())
+        transform = None
+        if config.get("transform"):
+            if "transform.matrix" not in tensors:
+                raise SpeechkernError(f"{folder}: config.json names an input transform but weights.safetensors has "
+                                      "no transform.matrix; the model file is damaged, retrain it")  # fmt: skip
+            transform = InputTransform.from_state(tensors["transform.matrix"], config["transform"])
         return cls(
             kind=config["kind"],
             feature_config=FeatureConfig.model_validate(config["features"]),
@@ -182,4 +195,5 @@ class MaskModel:
             estimators=estimators,
             info=config.get("info", {}),
             device=str(resolve_device(device)),
+            transform=transform,
         )
