@@ -74,6 +74,9 @@ class DataConfig(_Section):
         "all", description="train/val: mix each utterance with every condition ('all') or one drawn at random"
     )
     test_pairing: Literal["all", "one"] = Field("all", description="the same choice for the test split")
+    split_by: Literal["file", "talker"] = Field(
+        "file", description="corpus 'folder': split files at random, or whole talkers (one folder per talker)"
+    )
     babble_talkers: int = Field(6, ge=2)
     generated_noise_s: float = Field(120.0, gt=1, description="length of generated noise recordings (s)")
 
