@@ -33,6 +33,7 @@ from speechkern.models.io import MaskModel, split_bands
 from speechkern.outputs import write_text
 from speechkern.progress import report
 from speechkern.recipe import Recipe, load_recipe
+from speechkern.transform import InputTransform, fit_transform
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,26 @@ class TrainingSet:
     X_val: np.ndarray
     Y_val: np.ndarray
     stats: FeatureStats
+    transform: InputTransform | None = None  # already applied to X and X_val
+
+
+def kernel_training_set(recipe: Recipe, data: TrainingSet) -> TrainingSet:
+    """The kernel models' view of ``data``: inputs mapped by ``kernel.input_transform`` (fitted on ``data.X``).
+
+    The fit is seeded, so a resumed run rebuilds the same transform its finished subbands were trained with.
+    """
+    kc = recipe.kernel
+    if kc.input_transform == "none":
+        return data
+    started = time.perf_counter()
+    transform = fit_transform(kc.input_transform, data.X, data.Y, dims=kc.input_dims, shape=kc.shape,
+                              rfm_frames=kc.rfm_frames, rfm_iterations=kc.rfm_iterations,
+                              rfm_diagonal=kc.rfm_diagonal, seed=recipe.data.seed)  # fmt: skip
+    transform.info["seconds"] = round(time.perf_counter() - started, 3)
+    logger.info("input transform %s for %s: %d → %d dimensions in %.1f s", transform.kind, data.condition,
+                transform.in_dim, transform.out_dim, transform.info["seconds"])  # fmt: skip
+    return TrainingSet(data.condition, transform.apply(data.X), data.Y, transform.apply(data.X_val), data.Y_val,
+                       data.stats, transform)  # fmt: skip
 
 
 @dataclass
@@ -293,7 +314,8 @@ def _finish_kernel(recipe: Recipe, unit: _KernelUnit, run_dir: Path) -> ModelTim
     infos = [unit.info[b] for b in range(len(unit.bands))]
     estimators = [unit.estimators[b] for b in range(len(unit.bands))]
     model = MaskModel("kernel", recipe.features, recipe.target, unit.data.stats, unit.bands, estimators,
-                      {"bands": infos, "condition": unit.data.condition, "name": unit.name})  # fmt: skip
+                      {"bands": infos, "condition": unit.data.condition, "name": unit.name},
+                      transform=unit.data.transform)  # fmt: skip
     model.info["val_mse"] = _val_mse(model, unit.data)
     model.save(model_dir(run_dir, unit.name, unit.data.condition), overwrite=True)
     shutil.rmtree(unit.parts, ignore_errors=True)
@@ -301,6 +323,9 @@ def _finish_kernel(recipe: Recipe, unit: _KernelUnit, run_dir: Path) -> ModelTim
         unit.parts.parent.rmdir()  # the parts folder of the last condition
     autotune_s = sum(i.get("autotune_seconds", 0.0) for i in infos)
     extra = {"autotune_minutes": round(autotune_s / 60.0, 3), "centers": int(estimators[0].centers_.shape[0])}
+    if unit.data.transform is not None:
+        extra |= {"input_transform": unit.data.transform.kind, "input_dims": unit.data.transform.out_dim,
+                  "transform_minutes": round(unit.data.transform.info.get("seconds", 0.0) / 60.0, 3)}  # fmt: skip
     minutes = sum(i["seconds"] for i in infos) / 60.0
     logger.info("%s for %s: %.1f min, val mse %.5f", unit.name, unit.data.condition, minutes, model.info["val_mse"])
     return ModelTiming(unit.name, unit.data.condition, len(unit.bands), minutes, max(i["epochs"] for i in infos),
@@ -447,9 +472,11 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
     from speechkern.eigenpro import EigenProRegressor
 
     kernel_units: list[_KernelUnit] = []
-    for name in [n for n in names if n != "dnn"]:
+    kernel_names = [n for n in names if n != "dnn"]
+    kdata = kernel_training_set(recipe, data) if kernel_names else data
+    for name in kernel_names:
         n_subbands = 1 if name == "kernel1" else recipe.kernel.subbands
-        unit = _KernelUnit(data, name, split_bands(data.Y.shape[1], n_subbands),
+        unit = _KernelUnit(kdata, name, split_bands(data.Y.shape[1], n_subbands),
                            run_dir / "models" / f".{name}-parts" / data.condition)  # fmt: skip
         for b in range(len(unit.bands)):  # bands finished by an interrupted run
             if _kept_band(unit, b, data.X.shape[1]):
@@ -462,7 +489,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
 
     choices = _autotune_units(recipe, kernel_units, run_dir, executor, device) if recipe.kernel.autotune else {}
 
-    shared = tuple(executor.share(a) for a in (data.X, data.Y, data.X_val, data.Y_val))
+    kshared = tuple(executor.share(a) for a in (kdata.X, kdata.Y, kdata.X_val, kdata.Y_val)) if kernel_units else ()
     calls, targets = [], []
     for unit in kernel_units:
         for b in unit.pending():
@@ -471,7 +498,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                            (b, len(unit.bands), unit.data.condition)), None)  # fmt: skip
             gamma, sigma = (choice.gamma, choice.sigma) if choice else (recipe.kernel.shape, recipe.kernel.bandwidth)
             params = {"shape": gamma, "bandwidth": sigma, **_kernel_params(recipe, unit, b, device)}
-            calls.append((("kernel", *shared, lo, hi, params), {}))
+            calls.append((("kernel", *kshared, lo, hi, params), {}))
             autotune_s = sum(e.seconds for e in choice.evaluations) if choice else 0.0
             targets.append(
                 (unit, b, {"band": [lo, hi], "gamma": gamma, "sigma": sigma, "autotune_seconds": autotune_s})
@@ -479,9 +506,10 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
     if "dnn" in names:
         dc = recipe.dnn
         params = {"hidden": list(dc.hidden), "dropout": dc.dropout, "epochs": dc.epochs, "batch_size": dc.batch_size,
-                  "learning_rate": dc.learning_rate, "patience": dc.patience, "device": device,
-                  "seed": recipe.data.seed, "progress_task": f"dnn/{data.condition}"}  # fmt: skip
+                  "learning_rate": dc.learning_rate, "patience": dc.patience, "optimizer": dc.optimizer,
+                  "device": device, "seed": recipe.data.seed, "progress_task": f"dnn/{data.condition}"}  # fmt: skip
         checkpoint = run_dir / "models" / ".dnn-checkpoint" / data.condition / "checkpoint"
+        shared = tuple(executor.share(a) for a in (data.X, data.Y, data.X_val, data.Y_val))
         calls.append((("dnn", *shared, params, str(checkpoint)), {}))
         targets.append((None, None, None))
 

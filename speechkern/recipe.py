@@ -78,6 +78,9 @@ class DataConfig(_Section):
         "all", description="train/val: mix each utterance with every condition ('all') or one drawn at random"
     )
     test_pairing: Literal["all", "one"] = Field("all", description="the same choice for the test split")
+    split_by: Literal["file", "talker"] = Field(
+        "file", description="corpus 'folder': split files at random, or whole talkers (one folder per talker)"
+    )
     babble_talkers: int = Field(6, ge=2)
     generated_noise_s: float = Field(120.0, gt=1, description="length of generated noise recordings (s)")
 
@@ -101,6 +104,15 @@ class KernelConfig(_Section):
     centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = every training frame is a centre)")
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)
+    input_transform: Literal["none", "pca", "whiten", "rfm"] = Field(
+        "none",
+        description="linear map of the normalised inputs before the kernel, fitted on training frames: "
+        "principal directions ('pca'), the same scaled to unit variance ('whiten'), or a learned metric ('rfm')",
+    )
+    input_dims: int = Field(0, ge=0, description="dimensions kept by the input transform (rank of M for rfm; 0 = all)")
+    rfm_frames: int = Field(2000, ge=20, description="frames of each RFM iteration's kernel fit (as many probe it)")
+    rfm_iterations: int = Field(3, ge=1, description="RFM updates of the metric M")
+    rfm_diagonal: bool = Field(False, description="keep only the diagonal of the RFM metric (per-input weights)")
 
 
 class DNNConfig(_Section):
@@ -112,6 +124,9 @@ class DNNConfig(_Section):
     batch_size: int = Field(1024, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     patience: int = Field(3, ge=1)
+    optimizer: Literal["adam", "adagrad-momentum"] = Field(
+        "adam", description="Adam, or AdaGrad with momentum 0.5 then 0.9 from epoch 6 (the OSU DNN toolbox's learner)"
+    )
 
 
 class TrainConfig(_Section):

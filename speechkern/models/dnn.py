@@ -1,11 +1,11 @@
 """The DNN baseline of SPEC §7: a multilayer perceptron from features to mask values.
 
 Three hidden layers of 1024 ReLU units with dropout 0.2, a sigmoid output and the MSE loss, trained with
-mini-batches of 1024. The reference used AdaGrad with momentum; this baseline uses Adam (a documented,
-acceptable choice). Training stops when the validation loss has not improved for ``patience`` epochs and the
-best weights are kept. With ``checkpoint`` set, the state after every epoch is saved (weights, optimiser and the
-shuffle and dropout random generators), and a later ``fit`` with the same checkpoint resumes from there, giving
-the weights an uninterrupted run gives.
+mini-batches of 1024, with Adam or, as the reference did, AdaGrad with momentum (``optimizer``). Training
+stops when the validation loss has not improved for ``patience`` epochs and the best weights are kept. With
+``checkpoint`` set, the state after every epoch is saved (weights, optimiser and the shuffle and dropout random
+generators), and a later ``fit`` with the same checkpoint resumes from there, giving the weights an uninterrupted
+run gives.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from speechkern.device import resolve_device
+from speechkern.errors import SpeechkernError
 from speechkern.outputs import atomic_write
 from speechkern.progress import report
 
@@ -40,6 +41,56 @@ def build_mlp(n_inputs: int, n_outputs: int, hidden: list[int], dropout: float) 
     return nn.Sequential(*layers)
 
 
+OPTIMIZERS = ("adam", "adagrad-momentum")
+
+
+class AdaGradMomentum(torch.optim.Optimizer):
+    """AdaGrad step sizes with heavy-ball momentum: v ← μ·v − lr·g/√(Σg² + ε); w ← w + v.
+
+    The learner of the OSU DNN toolbox ("ada_sgd", used by the paper's DNN baseline); ``set_momentum`` gives
+    its schedule, μ = 0.5 for the first 5 epochs, then 0.9. The state (sum of squared gradients, velocity) is
+    plain tensors, so checkpoints save and restore it like Adam's.
+    """
+
+    def __init__(self, params, lr: float = 1.5e-3, momentum: float = 0.5, eps: float = 1e-8) -> None:
+        if lr <= 0 or not 0 <= momentum < 1:
+            raise ValueError(f"AdaGradMomentum: lr must be > 0 and momentum in [0, 1), got {lr}, {momentum}")
+        super().__init__(params, {"lr": lr, "momentum": momentum, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["sum_sq"] = torch.zeros_like(p)
+                    state["velocity"] = torch.zeros_like(p)
+                state["sum_sq"].addcmul_(p.grad, p.grad)
+                step = p.grad / (state["sum_sq"].sqrt() + group["eps"])
+                state["velocity"].mul_(group["momentum"]).add_(step, alpha=-group["lr"])
+                p.add_(state["velocity"])
+        return loss
+
+
+def make_optimizer(name: str, params, learning_rate: float) -> torch.optim.Optimizer:
+    """``adam`` or ``adagrad-momentum`` (:class:`AdaGradMomentum`) over ``params`` with ``learning_rate``."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=learning_rate)
+    if name == "adagrad-momentum":
+        return AdaGradMomentum(params, lr=learning_rate)
+    raise SpeechkernError(f"dnn.optimizer = {name!r}: expected one of {', '.join(OPTIMIZERS)}")
+
+
+def set_momentum(optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    """The OSU toolbox's momentum schedule for :class:`AdaGradMomentum`: 0.5 up to epoch 5, then 0.9."""
+    if isinstance(optimizer, AdaGradMomentum):
+        for group in optimizer.param_groups:
+            group["momentum"] = 0.5 if epoch <= 5 else 0.9
+
+
 class DNNRegressor:
     """MLP mask estimator with the scikit-learn estimator contract (``fit``/``predict``, learned ``*_``)."""
 
@@ -54,6 +105,7 @@ class DNNRegressor:
         device: str = "auto",
         seed: int = 0,
         progress_task: str = "dnn",
+        optimizer: str = "adam",
     ) -> None:
         self.hidden = hidden
         self.dropout = dropout
@@ -64,10 +116,11 @@ class DNNRegressor:
         self.device = device
         self.seed = seed
         self.progress_task = progress_task
+        self.optimizer = optimizer
 
     def get_params(self, deep: bool = True) -> dict:
         keys = ["hidden", "dropout", "epochs", "batch_size", "learning_rate", "patience", "device", "seed",
-                "progress_task"]  # fmt: skip
+                "progress_task", "optimizer"]  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
     def fit(
@@ -98,7 +151,7 @@ class DNNRegressor:
         self.n_features_in_ = X.shape[1]
         self.n_outputs_ = Y.shape[1]
         self.network_ = build_mlp(self.n_features_in_, self.n_outputs_, list(self.hidden), self.dropout).to(device)
-        optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
+        optimizer = make_optimizer(self.optimizer, self.network_.parameters(), self.learning_rate)
         self.history_: list[dict] = []
         best_state = {k: v.detach().clone() for k, v in self.network_.state_dict().items()}
         best_loss, start_epoch = float("inf"), 0
@@ -124,6 +177,7 @@ class DNNRegressor:
             if stale >= self.patience:
                 break
             started = time.perf_counter()
+            set_momentum(optimizer, epoch)
             self.network_.train()
             total, seen = 0.0, 0
             for idx in torch.randperm(len(Xt), generator=generator).split(self.batch_size):
