@@ -47,25 +47,30 @@ def _configs(model_or_configs):
 
 
 def enhance_signal(model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margin_s: float = 1.0) -> np.ndarray:
-    """Enhance a mono waveform at the model's sample rate; chunks of ``chunk_s`` seconds with ``margin_s`` overlap."""
+    """Enhance a mono waveform at the model's sample rate; chunks of ``chunk_s`` seconds with ``margin_s`` overlap.
+
+    Every chunk's features see the whole waveform's level gain (:func:`speechkern.features.level_gain`); the mask
+    is applied to the unscaled waveform, so the output keeps the input's level.
+    """
     fc = model.feature_config
+    gain = features.level_gain(y, fc.level_dbfs)
     hop = fc.hop_length
     chunk = max(hop, int(chunk_s * fc.sr) // hop * hop)
     margin = int(np.ceil(margin_s * fc.sr / hop)) * hop
     if len(y) <= chunk + 2 * margin:
-        return _enhance_block(model, y)
+        return _enhance_block(model, y, gain)
     out = np.empty_like(y, dtype=np.float32)
     for start in range(0, len(y), chunk):
         stop = min(start + chunk, len(y))
         lo, hi = max(0, start - margin), min(len(y), stop + margin)
-        enhanced = _enhance_block(model, y[lo:hi])
+        enhanced = _enhance_block(model, y[lo:hi], gain)
         out[start:stop] = enhanced[start - lo : stop - lo]
         report("enhance/chunks", stop, len(y), "enhancing")
     return out
 
 
-def _enhance_block(model: MaskModel, y: np.ndarray) -> np.ndarray:
-    feats = features.extract(y, model.feature_config, device=model.device)
+def _enhance_block(model: MaskModel, y: np.ndarray, gain: float | None = None) -> np.ndarray:
+    feats = features.extract(y, model.feature_config, device=model.device, gain=gain)
     return apply_mask(y, model.mask(feats), model)
 
 
