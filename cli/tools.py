@@ -71,7 +71,7 @@ def oracle(
 
 def enhance(
     inputs: list[str] = typer.Argument(..., help="Audio files, folders (searched recursively) or glob patterns."),
-    model: Path = typer.Option(None, "--model", "-m", help="Run directory or model folder [default: newest run]."),
+    model: Path = typer.Option(None, "--model", "-m", help="Run or model folder [default: newest run, else shipped]."),
     system: str = typer.Option(None, "--system", help="Which model of the run: kernel, kernel1 or dnn."),
     condition: str = typer.Option(None, "--condition", help="For per-condition runs: the condition's model."),
     output: Path = typer.Option(None, "-o", "--output", help="Output file (one input) or folder."),
@@ -83,11 +83,13 @@ def enhance(
 ) -> None:
     """Enhance noisy recordings with a trained model; outputs are named <input>_enhanced.wav unless -o says."""
     from speechkern.enhance import enhance_file, expand_inputs, output_for
-    from speechkern.models.select import find_model
+    from speechkern.models.select import SHIPPED, find_model
 
     files = expand_inputs(inputs)
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
-    if model is None:
+    if model is None and where == SHIPPED:
+        console.print(f"using the shipped general model (CC BY 4.0, see ATTRIBUTION.md there): {where}")
+    elif model is None:
         console.print(f"using the newest trained model: {where}")
     done, failed = [], []
     started = time.perf_counter()
