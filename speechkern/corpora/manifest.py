@@ -100,3 +100,20 @@ def splits(data, workdir: Path) -> dict[str, list[Utterance]]:
 def _utterance(row: Row, talker: str) -> Utterance:
     uid = str(Path(row.path.parent.name) / row.path.stem).replace("/", "__")
     return Utterance(id=uid, path=str(row.path), talker=talker)
+
+
+def attribution(manifest: str, exclude_licences: list[str] | tuple[str, ...] = ()) -> str:
+    """Markdown naming every file a model trained on this manifest may derive from: one table per kind, with
+    group, file, licence and origin (author, source id) as the manifest gives them."""
+    path = Path(manifest)
+    with open(path, newline="", encoding="utf-8") as handle:
+        origins = {r["path"]: r.get("origin", "") for r in csv.DictReader(handle)}
+    lines = []
+    for kind, title in (("clean", "Speech"), ("noise", "Noise recordings")):
+        rows = read_rows(manifest, kind, exclude_licences)
+        lines += [f"## {title} ({len(rows)} files)", "", "| group | file | licence | origin |", "|---|---|---|---|"]
+        for r in rows:
+            origin = origins.get(r.path.relative_to(path.parent).as_posix(), "").replace("|", "/")
+            lines.append(f"| {r.group} | {r.path.name} | {r.licence} | {origin} |")
+        lines.append("")
+    return "\n".join(lines)
