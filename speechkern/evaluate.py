@@ -1,6 +1,9 @@
 """Evaluation on the test split: mask MSE, STOI, ESTOI, PESQ, SI-SDR (and accuracy, HIT−FA for binary masks)
 for the noisy input, the ideal mask and every trained model, per condition (noise × SNR) as in the paper.
 
+Rows give the mean of per-file values (``mse``, ``hit_fa``, ...) and, for the mask measures, the value pooled over
+every T-F unit of the condition as the OSU PNL toolbox reports it (``mse_pooled``, ``hit_fa_pooled``).
+
 Masks are predicted in the main process; resynthesis and the speech metrics run in parallel over files
 (joblib worker processes). A file PESQ cannot score is reported in ``problems`` and left out of that mean only.
 """
@@ -27,7 +30,7 @@ from speechkern.recipe import Recipe, load_recipe
 logger = logging.getLogger(__name__)
 
 SYSTEM_ORDER = ("noisy", "ideal", "kernel", "kernel1", "dnn")
-METRICS = ("mse", "stoi", "estoi", "pesq", "pesq_nb", "si_sdr", "accuracy", "hit_fa")
+METRICS = ("mse", "mse_pooled", "stoi", "estoi", "pesq", "pesq_nb", "si_sdr", "accuracy", "hit_fa", "hit_fa_pooled")
 
 
 def discover_models(run_dir: Path, device: str = "cpu") -> dict[str, dict[str, MaskModel]]:
@@ -57,12 +60,13 @@ def model_for(models: dict[str, MaskModel], condition: str) -> MaskModel:
 
 @dataclass
 class FileResult:
-    """Scores of every system on one test mixture."""
+    """Scores of every system on one test mixture; ``counts``: system → :func:`metrics.mask_counts`."""
 
     id: str
     condition: str
     scores: dict[str, dict[str, float]]
     problems: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,12 +131,14 @@ def evaluate(
     # Masks per file and system; mask-level measures against the ideal mask.
     per_file_masks: list[dict[str, np.ndarray]] = []
     mask_scores: list[dict[str, dict[str, float]]] = []
+    mask_counts: list[dict[str, dict[str, float]]] = []
     sq_err: dict[str, list[np.ndarray]] = {}
     for i, mixture in enumerate(test):
         span = frames.frames_of(i)
         ideal = frames.targets[span]
         masks = {"ideal": ideal}
         scores: dict[str, dict[str, float]] = {"ideal": {"mse": 0.0}}
+        counts = {"ideal": metrics.mask_counts(ideal, ideal)}
         for name, per_condition in models.items():
             model = model_for(per_condition, mixture.condition)
             estimate = model.predict(model.inputs(frames.features[span]))
@@ -141,9 +147,11 @@ def evaluate(
             if binary:
                 scores[name] |= {"accuracy": metrics.binary_accuracy(estimate, ideal),
                                  "hit_fa": metrics.hit_minus_fa(estimate, ideal)}  # fmt: skip
+            counts[name] = metrics.mask_counts(estimate, ideal)
             sq_err.setdefault(name, []).append((estimate.astype(np.float64) - ideal) ** 2)
         per_file_masks.append(masks)
         mask_scores.append(scores)
+        mask_counts.append(counts)
         report("evaluate/masks", i + 1, len(test), "predicting masks")
 
     from joblib import Parallel, delayed
@@ -157,9 +165,10 @@ def evaluate(
     for j, res in enumerate(outputs):
         results.append(res)
         report("evaluate/metrics", j + 1, len(jobs), "scoring files")
-    for res, scores in zip(results, mask_scores, strict=True):
+    for res, scores, counts in zip(results, mask_scores, mask_counts, strict=True):
         for system, values in scores.items():
             res.scores[system] |= values
+        res.counts = counts
     rows = aggregate(results)
     channel_mse = {name: np.concatenate(errs).mean(axis=0) for name, errs in sq_err.items()}
     examples_out = {test[i].id: per_file_masks[i] for i in range(min(examples, len(test)))}
@@ -169,14 +178,18 @@ def evaluate(
 
 def aggregate(results: list[FileResult]) -> list[dict]:
     """Mean of each metric per (condition, system), plus an "all" condition over every file; NaNs are skipped
-    and counted in ``n_failed``."""
+    and counted in ``n_failed``. Mask measures are also pooled over the T-F units of all the group's files
+    (``mse_pooled``, ``hit_fa_pooled`` for binary targets; :func:`metrics.aggregate_mask_counts`)."""
     groups: dict[tuple[str, str], list[dict[str, float]]] = {}
+    pooled: dict[tuple[str, str], list[dict[str, float]]] = {}
     conditions = sorted({r.condition for r in results})
     for r in results:
         for system, values in r.scores.items():
-            groups.setdefault((r.condition, system), []).append(values)
-            if len(conditions) > 1:
-                groups.setdefault(("all", system), []).append(values)
+            keys = [(r.condition, system)] + ([("all", system)] if len(conditions) > 1 else [])
+            for key in keys:
+                groups.setdefault(key, []).append(values)
+                if system in r.counts:
+                    pooled.setdefault(key, []).append(r.counts[system])
     order = {s: i for i, s in enumerate(SYSTEM_ORDER)}
     rows = []
     for (condition, system), values in sorted(
@@ -191,6 +204,11 @@ def aggregate(results: list[FileResult]) -> list[dict]:
             good = [v for v in vals if not math.isnan(v)]
             failed = max(failed, len(vals) - len(good))
             row[metric] = float(np.mean(good)) if good else math.nan
+        if (condition, system) in pooled:
+            values_pooled = metrics.aggregate_mask_counts(pooled[(condition, system)])
+            row["mse_pooled"] = values_pooled["mse_pooled"]
+            if "hit_fa" in row:
+                row["hit_fa_pooled"] = values_pooled["hit_fa_pooled"]
         row["n_failed"] = failed
         rows.append(row)
     return rows

@@ -10,10 +10,11 @@ Feature definitions (default parameters: 16 kHz, 20 ms frames, 10 ms hop)
                (librosa filters, 0 Hz to sr/2) of the power spectrum; c0 included, no liftering.
     rasta_plp  13 values (model order 12), after Hermansky & Morgan and Ellis's ``rastaplp``: power spectrum →
                critical-band energies on the Bark scale (bands 1 Bark apart, Hermansky's asymmetric band shape)
-               → natural log → RASTA band-pass along time (FIR Σ_k 0.1·k·x[t+k], k = −2…2, centred rather than
-               delayed by two frames, then the pole 0.94) → exp → equal-loudness weighting → cube root
-               (intensity–loudness law) → all-pole model of order 12 from the autocorrelation (inverse FFT of the
-               auditory spectrum, Levinson–Durbin) → 13 cepstra (c0 = log prediction error) liftered by k^0.6.
+               → natural log → RASTA band-pass along time (FIR Σ_k 0.1·k·x[t+k], k = −2…2, then the pole 0.94;
+               centred, where the toolbox's rastafilt.m delays it by two frames: see :func:`rasta_filter`) → exp
+               → equal-loudness weighting → cube root (intensity–loudness law) → all-pole model of order 12
+               from the autocorrelation (inverse FFT of the auditory spectrum, Levinson–Durbin) → 13 cepstra
+               (c0 = log prediction error) liftered by k^0.6.
     ams        15 values: amplitude-modulation spectrum of the full-band envelope. Envelope = |y| low-passed and
                decimated by 4 (Kaiser FIR, 4 kHz envelope rate); per frame a periodic-Hann window of 32 ms
                (128 envelope samples) centred on the frame, minus its window-weighted mean, FFT of 256 points
@@ -28,9 +29,10 @@ Feature definitions (default parameters: 16 kHz, 20 ms frames, 10 ms hop)
 The auditory spectra (mfcc, rasta_plp, logmel) share one STFT with the frame zero-padded to ``n_fft`` = 512
 points (the reference MFCC/PLP code pads 20 ms frames to the next power of two). Logs use a floor of 1e-10.
 
-Deltas are regression deltas over ±``delta_width`` frames (edges repeated) appended after the base features
-([F, ΔF]: 246 values for the complementary set); the context window (±``context`` frames, edges repeated) is
-applied later by :func:`stack_context`, giving :func:`input_dim` = 1230 for the defaults.
+Deltas are regression deltas over ±``delta_width`` frames (edges repeated; ±4, the 9-frame window of the toolbox's
+``deltas.m``, by default) appended after the base features ([F, ΔF]: 246 values for the complementary set); the
+context window (±``context`` frames, edges repeated) is applied later by :func:`stack_context`, giving
+:func:`input_dim` = 1230 for the defaults.
 
 Level: before any feature, the waveform is scaled so that its RMS is ``level_dbfs`` (−26 dBFS by default); see
 :func:`normalize_level`. Features, and so the estimated mask, do not depend on the recording's level; the mask
@@ -117,7 +119,7 @@ class FeatureConfig(BaseModel):
     ams_fmax: float = Field(400.0, gt=0.0)
     ams_frame_length: int = Field(512, ge=8)
     ams_decimation: int = Field(4, ge=1)
-    delta_width: int = Field(2, ge=1)
+    delta_width: int = Field(4, ge=1)
 
     @field_validator("kind")
     @classmethod
@@ -319,16 +321,25 @@ def lpc_to_cepstrum(a: np.ndarray, e: np.ndarray, n_ceps: int) -> np.ndarray:
     return c
 
 
+def rasta_filter(log_bands: np.ndarray) -> np.ndarray:
+    """RASTA band-pass along frames of log critical-band energies (n_bands, n_frames), centred (no delay).
+
+    FIR Σ_k 0.1·k·x[t+k], k = −2…2 (edges repeated), then the pole 0.94 (Hermansky & Morgan 1994). The toolbox's
+    ``rastafilt.m`` runs the same filter causally, so its output at frame t + 2 is this output at frame t (once
+    the differing start-up has decayed through the pole); speechkern centres it so that RASTA-PLP, like every other
+    feature set and the target, describes the frame it is stored at (SPEC §3–4: one 20 ms / 10 ms frame grid).
+    """
+    padded = np.pad(log_bands, ((0, 0), (2, 2)), mode="edge")
+    t = log_bands.shape[1]
+    fir = sum(0.1 * k * padded[:, 2 + k : 2 + k + t] for k in (-2, -1, 1, 2))
+    return scipy.signal.lfilter([1.0], [1.0, -RASTA_POLE], fir, axis=1)
+
+
 def rasta_plp_from_power(power: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     """RASTA-PLP cepstra (n_frames, plp_order + 1) from a power spectrogram (n_fft // 2 + 1, n_frames)."""
     weights, centres_hz = bark_filterbank(config.sr, config.n_fft)
     bands = (torch.as_tensor(weights, dtype=power.dtype, device=power.device) @ power).double().cpu().numpy()
-    log_bands = np.log(np.maximum(bands, LOG_FLOOR))
-    # RASTA: centred regression FIR (edges repeated), then the IIR pole along time.
-    padded = np.pad(log_bands, ((0, 0), (2, 2)), mode="edge")
-    t = log_bands.shape[1]
-    fir = sum(0.1 * k * padded[:, 2 + k : 2 + k + t] for k in (-2, -1, 1, 2))
-    rasta = scipy.signal.lfilter([1.0], [1.0, -RASTA_POLE], fir, axis=1)
+    rasta = rasta_filter(np.log(np.maximum(bands, LOG_FLOOR)))
     aud = np.exp(rasta) * equal_loudness(centres_hz)[:, None]
     aud = np.cbrt(aud)
     aud[0], aud[-1] = aud[1], aud[-2]  # edge bands are unreliable (zero loudness weight at 0 Hz)
@@ -389,7 +400,11 @@ def level_gain(y: np.ndarray, level_dbfs: float) -> float:
     Capped at +100 dB so that near-silent input is not raised to the reference; 1.0 for an all-zero signal.
     For any a > 0 (within the cap), ``level_gain(a * y) == level_gain(y) / a``.
     """
-    rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+    return gain_for_rms(float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))), level_dbfs)
+
+
+def gain_for_rms(rms: float, level_dbfs: float) -> float:
+    """The gain :func:`level_gain` gives a signal of RMS ``rms`` (full scale 1.0)."""
     if rms == 0.0:
         return 1.0
     return min(10.0 ** (level_dbfs / 20.0) / rms, 10.0 ** (MAX_LEVEL_GAIN_DB / 20.0))
@@ -475,10 +490,13 @@ def _extract(y: np.ndarray, config: FeatureConfig, device: str, n_threads: int |
 # deltas, context windows
 
 
-def deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
+def deltas(features: np.ndarray, width: int = 4) -> np.ndarray:
     """Regression deltas along frames: Δ_t = Σ_{k=1..width} k·(F_{t+k} − F_{t−k}) / (2·Σ k²), edges repeated.
 
-    features: (n_frames, dim). Equals librosa.feature.delta(width=2·width+1) away from the edges.
+    features: (n_frames, dim); width: frames on each side (4: the 9-frame window of the OSU toolbox's
+    ``deltas.m``, Ellis's rastamat). Equals librosa.feature.delta(width=2·width+1) away from the edges, and
+    ``deltas.m`` everywhere up to its missing 1/(2·Σ k²) (= 1/60 for width 4), a constant scale that the
+    per-dimension feature normalisation removes.
     """
     f = np.asarray(features)
     if f.ndim != 2:
@@ -493,7 +511,7 @@ def deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
     return (out / (2.0 * sum(k * k for k in range(1, width + 1)))).astype(f.dtype, copy=False)
 
 
-def add_deltas(features: np.ndarray, width: int = 2) -> np.ndarray:
+def add_deltas(features: np.ndarray, width: int = 4) -> np.ndarray:
     """[F, ΔF]: features (n_frames, dim) with their regression deltas appended → (n_frames, 2·dim)."""
     return np.concatenate([features, deltas(features, width)], axis=1)
 

@@ -11,6 +11,7 @@ import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import speechkern.eigenpro as ep
+import speechkern.eigenpro.estimator as ep_estimator
 import speechkern.kernels as kernels
 from speechkern.eigenpro import DivergenceError, EigenProRegressor
 from speechkern.errors import SpeechkernError
@@ -116,7 +117,7 @@ def test_progress_is_reported_every_epoch(problem, caplog):
 def test_divergence_halves_the_step_and_warns(problem, caplog, monkeypatch):
     X, Y, _, _ = problem
     rule = ep.step_size
-    monkeypatch.setattr(ep, "step_size", lambda m, beta, top: 4.0 * rule(m, beta, top))
+    monkeypatch.setattr(ep_estimator, "step_size", lambda m, beta, top: 4.0 * rule(m, beta, top))
     with caplog.at_level(logging.WARNING, logger="speechkern"):
         model = EigenProRegressor(1.0, 3.0, n_components=0, batch_size=100, epochs=6, patience=None).fit(X, Y)
     assert model.restarts_ >= 1
@@ -130,7 +131,7 @@ def test_divergence_halves_the_step_and_warns(problem, caplog, monkeypatch):
 def test_persistent_divergence_raises(problem, monkeypatch):
     X, Y, _, _ = problem
     rule = ep.step_size
-    monkeypatch.setattr(ep, "step_size", lambda m, beta, top: 1e4 * rule(m, beta, top))
+    monkeypatch.setattr(ep_estimator, "step_size", lambda m, beta, top: 1e4 * rule(m, beta, top))
     with pytest.raises(DivergenceError, match="diverged"):
         EigenProRegressor(1.0, 3.0, epochs=4, max_restarts=2).fit(X, Y)
 

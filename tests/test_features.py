@@ -140,6 +140,24 @@ def test_rasta_plp_ignores_gain_and_fixed_channels_but_tracks_change(noisy_speec
     assert np.abs(f[101:104] - steady).mean() > 3 * np.abs(f[180:195] - f[180:195].mean(0)).mean()
 
 
+def _toolbox_rastafilt(x: np.ndarray) -> np.ndarray:
+    """NumPy reference of the toolbox's rastafilt.m (rastamat): causal FIR, state primed on frames 1–4, whose
+    outputs are zeroed, then the pole 0.94. x: (n_bands, n_frames)."""
+    numer = -np.arange(-2, 3, dtype=np.float64) / 10.0
+    _, zi = scipy.signal.lfilter(numer, [1.0], x[:, :4], axis=1, zi=np.zeros((x.shape[0], 4)))
+    rest = scipy.signal.lfilter(numer, [1.0, -0.94], x[:, 4:], axis=1, zi=zi)[0]
+    return np.concatenate([np.zeros((x.shape[0], 4)), rest], axis=1)
+
+
+def test_rasta_filter_is_the_toolbox_filter_centred():
+    x = np.cumsum(np.random.default_rng(9).standard_normal((5, 400)), axis=1) * 0.1 + 3.0  # log energies
+    ours, ref = fe.rasta_filter(x), _toolbox_rastafilt(x)
+    # The toolbox's frame t + 2 is ours at t once the start-up (different initial states) has decayed.
+    np.testing.assert_allclose(ours[:, 200:-2], ref[:, 202:], atol=1e-4)
+    lag = [np.mean(np.abs(ours[:, 200:-4] - ref[:, 200 + d : 400 - 4 + d])) for d in range(5)]
+    assert int(np.argmin(lag)) == 2
+
+
 def test_ams_peaks_at_the_modulation_frequency():
     cfg = fe.FeatureConfig(kind="ams", deltas=False)
     corners = np.linspace(15.625, 400.0, 17)
@@ -179,6 +197,25 @@ def test_deltas_on_small_arrays():
     both = fe.add_deltas(x.astype(np.float32))
     assert both.shape == (30, 8) and both.dtype == np.float32
     np.testing.assert_allclose(both[:, :4], x, rtol=1e-6)
+
+
+def _toolbox_deltas(x: np.ndarray, w: int = 9) -> np.ndarray:
+    """NumPy reference of the OSU toolbox's deltas.m (rastamat): x is (dim, n_frames) as in MATLAB."""
+    hlen = w // 2
+    win = np.arange(hlen, -hlen - 1, -1, dtype=np.float64)  # hlen:-1:-hlen
+    xx = np.concatenate([np.repeat(x[:, :1], hlen, 1), x, np.repeat(x[:, -1:], hlen, 1)], axis=1)
+    d = scipy.signal.lfilter(win, [1.0], xx, axis=1)  # filter(win, 1, xx, [], 2)
+    return d[:, 2 * hlen : 2 * hlen + x.shape[1]]
+
+
+def test_default_deltas_are_the_toolbox_nine_frame_window():
+    x = np.random.default_rng(8).standard_normal((40, 3))
+    assert fe.FeatureConfig().delta_width == 4
+    ref = _toolbox_deltas(x.T).T
+    np.testing.assert_allclose(fe.deltas(x) * 60.0, ref, atol=1e-10)  # every frame, edges included
+    assert np.corrcoef(fe.deltas(x).ravel(), ref.ravel())[0, 1] > 0.999999
+    np.testing.assert_allclose(fe.add_deltas(x)[:, 3:], fe.deltas(x, 4))
+    assert not np.allclose(fe.deltas(x, 2), fe.deltas(x, 4))  # the width is a setting
 
 
 def test_context_windows_on_small_arrays():
