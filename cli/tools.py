@@ -86,7 +86,7 @@ def oracle(
 
 def enhance(
     inputs: list[str] = typer.Argument(..., help="Audio files, folders (searched recursively) or glob patterns."),
-    model: Path = typer.Option(None, "--model", "-m", help="Run directory or model folder [default: newest run]."),
+    model: Path = typer.Option(None, "--model", "-m", help="Run or model folder [default: newest run, else shipped]."),
     system: str = typer.Option(None, "--system", help="kernel, kernel1 or dnn [default: the first the run has]."),
     condition: str = typer.Option(None, "--condition", help="For per-condition runs: the condition's model."),
     output: Path = typer.Option(
@@ -113,14 +113,16 @@ def enhance(
     from rich.markup import escape
 
     from speechkern.enhance import describe_speed, enhance_file, find_inputs, plan_outputs
-    from speechkern.models.select import find_model
+    from speechkern.models.select import SHIPPED, find_model
 
     found = find_inputs(inputs)
     jobs = plan_outputs(found, output)
     if found.skipped:
         console.print(escape(_skipped_line(found.skipped)))
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
-    if model is None:
+    if model is None and where == SHIPPED:
+        console.print(f"using the shipped general model (CC BY 4.0, see ATTRIBUTION.md there): {escape(str(where))}")
+    elif model is None:
         console.print(f"using the newest trained model: {escape(str(where))}")
     done, failed = [], []
     started = time.perf_counter()

@@ -37,6 +37,10 @@ Deltas are regression deltas over ±``delta_width`` frames (edges repeated; ±4,
 ``deltas.m``, by default) appended after the base features ([F, ΔF]: 246 values for the complementary set); the
 context window (±``context`` frames, edges repeated) is applied later by :func:`stack_context`, giving
 :func:`input_dim` = 1230 for the defaults.
+
+Level: before any feature, the waveform is scaled so that its RMS is ``level_dbfs`` (−26 dBFS by default); see
+:func:`normalize_level`. Features, and so the estimated mask, do not depend on the recording's level; the mask
+is applied to the unscaled mixture, so the output keeps the input's level.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from speechkern.progress import report
 KINDS = ("gf", "mfcc", "rasta_plp", "ams", "logmel", "logpower")
 COMPLEMENTARY = ("ams", "rasta_plp", "mfcc", "gf")
 LOG_FLOOR = 1e-10
+MAX_LEVEL_GAIN_DB = 100.0  # near-silent input is not raised by more than this (digital silence stays silent)
 RASTA_POLE = 0.94
 PLP_LIFTER = 0.6
 
@@ -88,7 +93,8 @@ class FeatureConfig(BaseModel):
     """Which features, and every signal parameter they depend on (JSON-serialisable, frozen, hashable).
 
     kind: "complementary" (= ams+rasta_plp+mfcc+gf), one of gf, mfcc, rasta_plp, ams, logmel, logpower, or a
-    "+"-joined combination; deltas: append regression deltas; context: frames on each side in the context window.
+    "+"-joined combination; level_dbfs: the RMS level (dBFS) the waveform is scaled to first; deltas: append
+    regression deltas; context: frames on each side in the context window.
     sr (Hz), frame_length / hop_length (samples), n_channels / fmin / fmax (Hz) of the gammatone bank, n_fft of
     the auditory spectra, n_mels, n_mfcc, plp_order, the AMS parameters (modulation band edges in Hz of the
     "centred" variant, window in samples at sr, envelope decimation factor, variant) and delta_width (frames on
@@ -98,6 +104,7 @@ class FeatureConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: str = "complementary"
+    level_dbfs: float = Field(-26.0, le=0.0)
     deltas: bool = True
     context: int = Field(2, ge=0)
     gf_compression: Literal["power", "cbrt", "log"] = "power"
@@ -449,15 +456,39 @@ def _torch_threads(device: str, n: int = 1):
         torch.set_num_threads(before)
 
 
+def level_gain(y: np.ndarray, level_dbfs: float) -> float:
+    """The factor that scales ``y`` (n_samples,) to an RMS of ``level_dbfs`` dB relative to full scale (1.0).
+
+    Capped at +100 dB so that near-silent input is not raised to the reference; 1.0 for an all-zero signal.
+    For any a > 0 (within the cap), ``level_gain(a * y) == level_gain(y) / a``.
+    """
+    return gain_for_rms(float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))), level_dbfs)
+
+
+def gain_for_rms(rms: float, level_dbfs: float) -> float:
+    """The gain :func:`level_gain` gives a signal of RMS ``rms`` (full scale 1.0)."""
+    if rms == 0.0:
+        return 1.0
+    return min(10.0 ** (level_dbfs / 20.0) / rms, 10.0 ** (MAX_LEVEL_GAIN_DB / 20.0))
+
+
+def normalize_level(y: np.ndarray, level_dbfs: float) -> np.ndarray:
+    """``y`` scaled by :func:`level_gain` to an RMS of ``level_dbfs`` dBFS (same shape and dtype)."""
+    return (y * level_gain(y, level_dbfs)).astype(y.dtype, copy=False)
+
+
 def extract(
     y: np.ndarray,
     config: FeatureConfig | None = None,
     device: str = "cpu",
     n_threads: int | None = None,
+    gain: float | None = None,
 ) -> np.ndarray:
     """Per-frame features of waveform ``y`` (at config.sr Hz) → float32 (n_frames, base_dim(config)).
 
-    Deltas are included when config.deltas; the context window is not (see :func:`stack_context`).
+    The waveform is first scaled by ``gain``, by default :func:`level_gain` to config.level_dbfs, so the
+    features do not depend on the input level (a recording cut in pieces passes the whole one's gain). Deltas
+    are included when config.deltas; the context window is not (see :func:`stack_context`).
     n_threads: CPU threads of the gammatone filtering (default: :func:`speechkern.gammatone.default_threads`,
     i.e. the available CPUs capped by torch.get_num_threads(): one in a worker that pinned torch to one thread).
     """
@@ -469,6 +500,7 @@ def extract(
         raise SpeechkernError(f"features need a non-empty mono waveform (n_samples,), got shape {y.shape}")
     if not np.all(np.isfinite(y)):
         raise SpeechkernError("the waveform holds NaN or infinite samples")
+    y = y * (level_gain(y, config.level_dbfs) if gain is None else gain)
     n_threads = n_threads or default_threads()  # read before torch is pinned to one thread below
     with _torch_threads(device):
         feats = _extract(y, config, device, n_threads)

@@ -35,8 +35,16 @@ class DataConfig(_Section):
     ``timit`` and ``voicebank`` have fixed test (and, for voicebank, validation) sets that the counts only cap.
     """
 
-    corpus: Literal["demo", "folder", "timit", "hint", "voicebank"] = "demo"
+    corpus: Literal["demo", "folder", "manifest", "timit", "hint", "voicebank"] = "demo"
     clean_dir: str = Field("", description="folder of clean speech (corpus 'folder'), searched recursively")
+    manifest: str = Field(
+        "", description="CSV of audio files (columns path, kind, speaker_or_type, licence; paths relative to the "
+        "CSV's folder) for corpus 'manifest' (its clean rows) and the noise 'manifest' (its noise rows)",
+    )  # fmt: skip
+    exclude_licences: list[str] = Field(
+        default_factory=list, description="manifest rows whose licence contains one of these (e.g. 'SA', 'GPL') "
+        "are left out, so that a model trained on the rest can carry a licence of its own",
+    )  # fmt: skip
     noise_dir: str = Field("", description="folder of noise recordings, searched recursively")
     timit_root: str = Field(
         "", description="TIMIT (LDC layout: TRAIN/ and TEST/ with DR1..DR8/<speaker>/<utt>.WAV); empty: $TIMIT_ROOT"
@@ -58,7 +66,7 @@ class DataConfig(_Section):
         default_factory=lambda: ["ssn", "babble"],
         description="'ssn' and 'babble' are generated from training speech; 'dir' pools the noise_dir recordings; "
         "'noisex:NAME' is a NOISEX-92 recording from noisex_root (babble, factory1, engine, oproom, ...), named NAME; "
-        "or the path of an audio file",
+        "'manifest' pools the noise rows of data.manifest; or the path of an audio file",
     )
     snrs: list[float] = Field(default_factory=lambda: [0.0], description="mixture SNRs in dB")
     conditions: list[Annotated[str, Field(pattern=_CONDITION)]] = Field(
@@ -80,6 +88,9 @@ class DataConfig(_Section):
     test_pairing: Literal["all", "one"] = Field("all", description="the same choice for the test split")
     split_by: Literal["file", "talker"] = Field(
         "file", description="corpus 'folder': split files at random, or whole talkers (one folder per talker)"
+    )
+    conditions_per_utterance: int = Field(
+        1, ge=1, description="with pairing 'one': distinct conditions drawn for each train/val utterance"
     )
     babble_talkers: int = Field(6, ge=2)
     generated_noise_s: float = Field(120.0, gt=1, description="length of generated noise recordings (s)")

@@ -81,7 +81,7 @@ def test_config_serialises_and_validates():
 
 
 def test_gf_is_the_compressed_cochleagram(noisy_speech):
-    coch = gammatone.cochleagram(noisy_speech, SR)
+    coch = gammatone.cochleagram(fe.normalize_level(noisy_speech, -26.0), SR)  # features see the −26 dBFS level
     gf = fe.extract(noisy_speech, fe.FeatureConfig(kind="gf", deltas=False))
     np.testing.assert_allclose(gf, (coch ** (1 / 15)).T, rtol=1e-5)
     gf_log = fe.extract(noisy_speech, fe.FeatureConfig(kind="gf", deltas=False, gf_compression="log"))
@@ -92,6 +92,7 @@ def test_mfcc_logmel_logpower_match_librosa(noisy_speech):
     cfg = fe.FeatureConfig(kind="mfcc+logmel+logpower", deltas=False)
     f = fe.extract(noisy_speech, cfg)
     mfcc, logmel, logpower = f[:, :31], f[:, 31:95], f[:, 95:]
+    noisy_speech = fe.normalize_level(noisy_speech, -26.0)  # features see the −26 dBFS level
     power = np.abs(stft.stft(noisy_speech.astype(np.float64), 320, 160, 512)) ** 2
     mel = librosa.feature.melspectrogram(S=power, sr=SR, n_fft=512, n_mels=64, fmin=0.0, fmax=SR / 2)
     ref_logmel = np.log(np.maximum(mel, 1e-10))

@@ -32,7 +32,7 @@ from speechkern.targets import TargetConfig, mask_units
 from speechkern.transform import InputTransform
 
 FORMAT = "speechkern-mask-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: features see the waveform at a fixed RMS level (FeatureConfig.level_dbfs)
 # Bump when feature extraction changes what it computes: models trained before then are refused by enhance.
 FEATURES_VERSION = 2
 
@@ -173,6 +173,11 @@ class MaskModel:
         if not config_path.is_file():
             raise SpeechkernError(f"{folder}: no model here (config.json missing); train one with `speechkern train`")
         config = _read_config(folder)
+        if config.get("format") == FORMAT and config.get("format_version") == 1:
+            raise SpeechkernError(
+                f"{folder}: model format v1 (speechkern {config.get('speechkern_version')}) computes features at the "
+                "recording's own level and mis-scales quieter or louder input; retrain it with this speechkern"
+            )
         if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
             raise SpeechkernError(
                 f"{folder}: model format {config.get('format')} v{config.get('format_version')} is not "
