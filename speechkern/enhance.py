@@ -216,7 +216,7 @@ def _notes(path: Path, out_path: Path, head, subtype: str, per_channel: bool) ->
             f"{path}: its {head.channels} channels were averaged, enhanced once and written to every channel; "
             "pass --per-channel to enhance each channel on its own"
         )
-    if head.subtype in audio.LINEAR_SUBTYPES and subtype != head.subtype:
+    if head.subtype in ("PCM_24", "PCM_32", "FLOAT", "DOUBLE") and subtype != head.subtype:  # precision lost
         notes.append(
             f"{out_path}: written as {subtype} (the input is {head.subtype}, which {out_path.suffix} files cannot "
             "hold); name the output .wav to keep it"
