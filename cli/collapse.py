@@ -51,8 +51,8 @@ def run(
     train_sizes: str | None = typer.Option(
         None,
         "--train-sizes",
-        help="Comma list of train-set sizes; default: those of 50,100,300,1000 that the dataset's train pool "
-        "holds (digits all four, iris and wine 50,100).",
+        help="Comma list of train-set sizes [default: those of 50,100,300,1000 that the dataset's train pool "
+        "holds: digits all four, iris and wine 50,100].",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the data split, initialisation and batch order."),
     transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Run the super-class transfer experiment."),

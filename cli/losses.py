@@ -58,7 +58,10 @@ def bench(
         False, "--builtin", help=f"Also run the built-in sets ({', '.join(bench_lib.BUILTIN_DATASETS)})."
     ),
     dataset: list[str] | None = typer.Option(
-        None, "--dataset", help="Run only this dataset (repeatable; a qualified name such as uci/iris, or a built-in)."
+        None,
+        "--dataset",
+        help="Run only this dataset (repeatable; a qualified name such as uci/iris, or a built-in) "
+        "[default: every set of --data, and the built-in ones with --builtin].",
     ),
     losses: str = typer.Option(",".join(bench_lib.LOSSES), "--losses", help="Comma list of losses to compare."),
     seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per split and loss (initial weights, batch order)."),
