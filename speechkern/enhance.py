@@ -261,7 +261,8 @@ def find_inputs(items: list[str]) -> Inputs:
         for f, base in pairs:
             found.setdefault(f.resolve(), (_short(f), base))
     if not found:
-        raise SpeechkernError(f"no audio files found in {', '.join(items)}")
+        others = f" ({len(skipped)} file(s) of other types or earlier outputs skipped)" if skipped else ""
+        raise SpeechkernError(f"no audio files found in {', '.join(items)}{others}; give files soundfile reads")
     return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped)
 
 

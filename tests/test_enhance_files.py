@@ -75,6 +75,10 @@ def test_folder_search_finds_every_readable_format_and_counts_the_rest(tmp_path,
         "in/F.FLAC", "in/a/x.wav", "in/b/x.wav", "in/c.aiff", "in/s.sph", "in/x.mp3", "in/x.ogg",
     ]  # fmt: skip
     assert sorted(p.name for p in found.skipped) == ["README", "notes.txt", "x_enhanced.wav"]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs/notes.txt").write_text("x")
+    with pytest.raises(SpeechkernError, match=r"no audio files found in docs \(1 file\(s\) of other types"):
+        find_inputs(["docs"])
 
 
 def test_outputs_mirror_the_input_tree_and_keep_the_format(tmp_path, monkeypatch):
