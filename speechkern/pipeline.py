@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -87,12 +88,28 @@ def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: boo
                         f"{run_dir}: was started with a different recipe ({key} differs); resume with the same "
                         "recipe and --set options, or pass --overwrite to start again"
                     )
+            _remove_leftovers(run_dir)
         else:
             raise SpeechkernError(
                 f"{run_dir}: a run exists there already; pass --resume to continue it or --overwrite to start again"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(recipe_file, recipe.to_toml())
+
+
+_MODEL_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}$")  # MaskModel.save's temporary folder: .<name>.<mkdtemp suffix>
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """Temporary files and model folders of a process killed mid-write (atomic writes are not yet renamed)."""
+    for path in run_dir.rglob(".*.part"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+    models = run_dir / "models"
+    if models.is_dir():
+        folders = [models, *(p for p in models.iterdir() if p.is_dir() and not _MODEL_TMP.match(p.name))]
+        for tmp in [p for folder in folders for p in folder.iterdir() if p.is_dir() and _MODEL_TMP.match(p.name)]:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str:

@@ -246,6 +246,10 @@ def test_resume_retrains_models_and_parts_that_do_not_load(tiny_run, tmp_path, c
     (parts / "band-0").write_bytes((parts / "band-0").read_bytes()[:100])
     shutil.rmtree(run / "models" / "kernel")
     (run / "models" / "dnn" / "weights.safetensors").unlink()  # "kept from an earlier run" with no weights
+    (run / "models" / ".dnn.k2j_x9q1").mkdir()  # what a process killed while writing leaves behind
+    (run / "models" / ".dnn.k2j_x9q1" / "config.json").write_text("{}")
+    (parts / ".band-1.json.abcd1234.part").write_text("")
+    (run / ".training_time.json.z9y8x7w6.part").write_text("")
 
     with caplog.at_level(logging.INFO, logger="speechkern"):
         summary = train(recipe, run, cache_dir=root / "cache", resume=True, models=["kernel", "dnn"])
