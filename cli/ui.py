@@ -237,14 +237,14 @@ class _LineHandler(logging.Handler):
         self.trackers: dict[str, ProgressTracker] = {}
         self.last_line = self.started
         self.last_task_line: dict[str, float] = {}
-        self.lock = threading.Lock()
+        self.state_lock = threading.Lock()  # not `lock`: logging.Handler holds that one around emit()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._heartbeat, name="speechkern-progress", daemon=True)
         self.thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         event: ProgressEvent | None = getattr(record, "progress", None)
-        with self.lock:
+        with self.state_lock:
             now = time.monotonic()
             if event is None:
                 if record.levelno >= logging.WARNING:
@@ -269,7 +269,7 @@ class _LineHandler(logging.Handler):
 
     def _heartbeat(self) -> None:
         while not self.stop.wait(min(1.0, self.every_s / 4)):
-            with self.lock:
+            with self.state_lock:
                 now = time.monotonic()
                 if now - self.last_line < self.every_s:
                     continue
