@@ -85,3 +85,15 @@ def test_a_model_of_format_v1_is_refused_with_a_clear_message(tiny_run, tmp_path
     (old / "config.json").write_text(json.dumps(config))
     with pytest.raises(SpeechkernError, match="format v1 .* own level .* retrain"):
         MaskModel.load(old)
+
+
+def test_subbands_sharing_centres_predict_as_each_estimator_alone(tiny_run):
+    """The shared-distance prediction of the subband kernel machine equals each band's own predict."""
+    from speechkern.models.io import MaskModel, _predict_estimators
+
+    _, root, _ = tiny_run
+    model = MaskModel.load(root / "run" / "models" / "kernel")
+    assert len({est.centers_.data_ptr() for est in model.estimators}) == 1  # stored once, loaded once
+    X = np.random.default_rng(3).standard_normal((50, model.estimators[0].n_features_in_)).astype(np.float32)
+    for shared, est in zip(_predict_estimators(model.estimators, X), model.estimators, strict=True):
+        np.testing.assert_allclose(shared, est.predict(X).reshape(50, -1), rtol=1e-4, atol=1e-5)

@@ -59,6 +59,39 @@ def split_bands(n_units: int, n_bands: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+def _predict_estimators(estimators: list[Any], inputs: np.ndarray) -> list[np.ndarray]:
+    """Each estimator's float32 predictions for ``inputs`` (n, d). Kernel estimators that share their centres (the
+    subband models') share one matrix of squared distances per block of rows, the larger part of the work; each
+    then applies its own kernel and weights (equal to its own ``predict`` to float32 rounding)."""
+    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.kernels import prepare_points, squared_distances
+
+    out: list[np.ndarray | None] = [None] * len(estimators)
+    groups: dict[tuple, list[int]] = {}
+    for i, est in enumerate(estimators):
+        if isinstance(est, EigenProRegressor) and getattr(est, "n_features_in_", None) == inputs.shape[1]:
+            groups.setdefault((est.centers_.data_ptr(), tuple(est.centers_.shape), est.centers_.device), []).append(i)
+    for members in (m for m in groups.values() if len(m) > 1):
+        Z = estimators[members[0]].centers_
+        X = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(Z.device)
+        prepared = prepare_points(Z)
+        rows = max(1, 2**22 // max(1, Z.shape[0]))  # 16 MB of distances at a time
+        preds = {i: torch.empty((len(X), estimators[i].weights_.shape[1]), device=Z.device) for i in members}
+        with torch.no_grad():
+            for start in range(0, len(X), rows):
+                D = squared_distances(X[start : start + rows], prepared)
+                K = torch.empty_like(D)
+                for i in members:
+                    estimators[i].kernel_.from_squared_distances(D, out=K)
+                    torch.matmul(K, estimators[i].weights_, out=preds[i][start : start + rows])
+        for i in members:
+            out[i] = preds[i].cpu().numpy()
+    return [
+        np.asarray(e.predict(inputs), dtype=np.float32) if o is None else o
+        for e, o in zip(estimators, out, strict=True)
+    ]
+
+
 @dataclass
 class MaskModel:
     """A trained mask estimator with its feature pipeline.
@@ -89,7 +122,7 @@ class MaskModel:
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Real-valued mask estimates (n_frames, n_units), clipped to [0, 1], bands reassembled in order."""
-        parts = [np.asarray(est.predict(inputs), dtype=np.float32).reshape(len(inputs), -1) for est in self.estimators]
+        parts = [part.reshape(len(inputs), -1) for part in _predict_estimators(self.estimators, inputs)]
         for (lo, hi), part in zip(self.bands, parts, strict=True):
             if part.shape[1] != hi - lo:
                 raise RuntimeError(f"band [{lo}, {hi}) predicted {part.shape[1]} channels")
