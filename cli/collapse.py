@@ -48,7 +48,12 @@ def run(
     out: Path = typer.Option(Path("runs/collapse"), "--out", help="Output folder (must be empty or new)."),
     dataset: str = typer.Option("digits", "--dataset", help="Offline scikit-learn dataset: digits, iris or wine."),
     epochs: int = typer.Option(300, "--epochs", min=1, help="Training epochs per run (past zero train error)."),
-    train_sizes: str = typer.Option("50,100,300,1000", "--train-sizes", help="Comma list of train-set sizes."),
+    train_sizes: str | None = typer.Option(
+        None,
+        "--train-sizes",
+        help="Comma list of train-set sizes [default: those of 50,100,300,1000 that the dataset's train pool "
+        "holds: digits all four, iris and wine 50,100].",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the data split, initialisation and batch order."),
     transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Run the super-class transfer experiment."),
     checkpoints: int = typer.Option(25, "--checkpoints", min=2, help="Log-spaced epochs at which to measure."),
@@ -74,7 +79,7 @@ def run(
         config = CollapseConfig(
             dataset=dataset,
             epochs=epochs,
-            train_sizes=_sizes(train_sizes),
+            train_sizes=None if train_sizes is None else _sizes(train_sizes),
             seed=seed,
             transfer=transfer,
             checkpoints=checkpoints,

@@ -95,9 +95,24 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="speechkern")
     except SpeechkernError as err:
         fail(str(err))
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again (with --resume for train) to continue", file=sys.stderr)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        interrupt = _interrupt_of(exc)  # Typer turns Ctrl-C into exit 130, with the interrupt as its cause
+        if interrupt is None:
+            raise
+        hint = str(interrupt) or "run the same command again (with --resume for train) to continue"
+        print(f"interrupted; {hint}", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _interrupt_of(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt ``exc`` is or comes from, if any; its message is the command's resume hint."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -15,20 +15,28 @@ from .ui import console, progress_ui, stdout
 
 
 def mix(
-    clean: Path = typer.Argument(..., help="Clean speech file (wav/flac)."),
-    noise: Path = typer.Argument(..., help="Noise file (wav/flac); looped if shorter than the speech."),
+    clean: Path = typer.Argument(..., help="Clean speech file (wav, flac, ogg, mp3, sph, …)."),
+    noise: Path = typer.Argument(..., help="Noise file; looped if shorter than the speech."),
     snr: float = typer.Option(..., "--snr", help="Signal-to-noise ratio in dB over the whole utterance."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output file for the mixture (wav/flac)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file (its suffix sets the format)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise segment's random offset."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output if it exists."),
 ) -> None:
     """Mix speech and noise at a set SNR (at the speech file's sample rate) and write the mixture."""
+    import numpy as np
+
     from speechkern import audio
     from speechkern.mixtures import mix_files
+    from speechkern.outputs import check_writable
 
+    _check_snr(snr)
+    audio.output_format(output)
     if output.exists() and not overwrite:
         raise SpeechkernError(f"{output}: exists already; choose another name or pass --overwrite")
+    check_writable(output)
     mixture, _, _, sr, info = mix_files(clean, noise, snr, seed=seed)
+    if not np.all(np.isfinite(mixture)):
+        raise SpeechkernError(f"--snr {snr:g}: the noise gain {info['gain']:.3g} overflows; choose a milder SNR")
     peak = float(abs(mixture).max())
     if peak > 1.0:  # keep the SNR and avoid clipping: scale the whole mixture
         mixture = mixture / peak * 0.99
@@ -36,6 +44,11 @@ def mix(
     audio.save(output, mixture, sr, overwrite=overwrite)
     stdout.print(f"wrote {output}: {len(mixture) / sr:.2f} s at {sr} Hz, SNR {snr:g} dB, noise offset "
                   f"{info['noise_offset']}, gain {info['gain']:.4g}")  # fmt: skip
+
+
+def _check_snr(snr: float) -> None:
+    if not math.isfinite(snr):
+        raise SpeechkernError(f"--snr {snr}: expected a finite number of dB, such as 5 or -5")
 
 
 def oracle(
@@ -54,11 +67,13 @@ def oracle(
     from speechkern.oracle import oracle as run_oracle
     from speechkern.targets import TargetConfig
 
+    _check_snr(snr)
     try:
         config = TargetConfig(kind=target, domain=domain)
     except ValidationError as err:
         problem = err.errors()[0]
-        raise SpeechkernError(f"--{problem['loc'][0]} {problem.get('input')!r}: {problem['msg']}") from None
+        option = {"kind": "target"}.get(str(problem["loc"][0]), problem["loc"][0])  # TargetConfig.kind is --target
+        raise SpeechkernError(f"--{option} {problem.get('input')!r}: {problem['msg']}") from None
     scores = run_oracle(clean, noise, snr, target=config, seed=seed)
     if as_json:
         print(json.dumps({k: {m: (None if isinstance(v, float) and math.isnan(v) else v) for m, v in s.items()}
@@ -71,44 +86,83 @@ def oracle(
 
 def enhance(
     inputs: list[str] = typer.Argument(..., help="Audio files, folders (searched recursively) or glob patterns."),
-    model: Path = typer.Option(None, "--model", "-m", help="Run directory or model folder [default: newest run]."),
+    model: Path = typer.Option(None, "--model", "-m", help="Run or model folder [default: newest run, else shipped]."),
     system: str = typer.Option(None, "--system", help="kernel, kernel1 or dnn [default: the first the run has]."),
     condition: str = typer.Option(None, "--condition", help="For per-condition runs: the condition's model."),
-    output: Path = typer.Option(None, "-o", "--output", help="Output file or folder [default: <input>_enhanced.wav]."),
+    output: Path = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Output file, or folder that mirrors the inputs' tree [default: <input>_enhanced.<ext>].",
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
-    per_channel: bool = typer.Option(False, "--per-channel", help="Enhance each channel separately."),
+    per_channel: bool = typer.Option(
+        False, "--per-channel", help="Enhance each channel alone (default: their average, written to every channel)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    chunk_seconds: float = typer.Option(30.0, "--chunk-seconds", help="Length of the chunks long files are cut in."),
+    chunk_seconds: float = typer.Option(
+        30.0,
+        "--chunk-seconds",
+        min=1.0,
+        help="Seconds enhanced at a time: memory grows with it, not with the file's length.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Enhance noisy recordings with a trained model; outputs are named <input>_enhanced.wav unless -o says."""
-    from speechkern.enhance import enhance_file, expand_inputs, output_for
-    from speechkern.models.select import find_model
+    """Enhance noisy recordings with a trained model. Each output is named <input>_enhanced with the input's
+    format and encoding, beside the input or under -o; folders are searched for every format soundfile reads."""
+    from rich.markup import escape
 
-    files = expand_inputs(inputs)
+    from speechkern.enhance import describe_speed, enhance_file, find_inputs, plan_outputs
+    from speechkern.models.select import SHIPPED, find_model
+
+    found = find_inputs(inputs)
+    jobs = plan_outputs(found, output)
+    if found.skipped:
+        console.print(escape(_skipped_line(found.skipped)))
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
-    if model is None:
-        console.print(f"using the newest trained model: {where}")
+    if model is None and where == SHIPPED:
+        console.print(f"no trained run in {escape(str(Path('runs').resolve()))} or runs/index.txt; using the shipped "
+                      f"general model (CC BY 4.0, see ATTRIBUTION.md there): {escape(str(where))}")  # fmt: skip
+    elif model is None:
+        console.print(f"using the newest trained model: {escape(str(where))}")
     done, failed = [], []
     started = time.perf_counter()
     with progress_ui(quiet=quiet):
-        for f in files:
+        for f, out in jobs:
             try:
-                done.append(enhance_file(mask_model, f, output_for(f, output, len(files)), per_channel=per_channel,
-                                         overwrite=overwrite, chunk_s=chunk_seconds))  # fmt: skip
+                result = enhance_file(mask_model, f, out, per_channel=per_channel, overwrite=overwrite,
+                                      chunk_s=chunk_seconds)  # fmt: skip
             except SpeechkernError as err:
-                if len(files) == 1:
-                    raise
-                failed.append(str(err))
-                console.print(f"[red]skipped[/] {err}")
+                if str(f) not in str(err):  # name the file whatever step failed (a NaN sample, a short file)
+                    err = SpeechkernError(f"{f}: {err}")
+                if len(jobs) == 1:
+                    raise err from None
+                failed.append(f)
+                console.print(f"[red]skipped[/] {escape(str(err))}")
+                continue
+            done.append(result)
+            for note in result.notes:
+                console.print(f"note: {escape(note)}")
     audio_s = sum(r.audio_seconds for r in done)
     compute_s = sum(r.compute_seconds for r in done)
     for r in done:
         stdout.print(f"{r.input} → {r.output}  ({r.audio_seconds:.1f} s, {r.channels} ch, {r.sr} Hz)")
     if done:
-        speed = audio_s / max(compute_s, 1e-9)
-        console.print(f"enhanced {len(done)} file(s), {audio_s:.1f} s of audio in {compute_s:.1f} s: {speed:.1f}× "
-                      f"faster than real time (real-time factor {1 / speed:.3f}); total "
-                      f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+        console.print(f"enhanced {len(done)} of {len(jobs)} file(s), {audio_s:.1f} s of audio in {compute_s:.1f} s: "
+                      f"{describe_speed(audio_s, compute_s)}; total {time.perf_counter() - started:.1f} s")  # fmt: skip
     if failed:
-        raise SpeechkernError(f"{len(failed)} of {len(files)} files could not be enhanced (listed above)")
+        names = ", ".join(str(f) for f in failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise SpeechkernError(f"{len(failed)} of {len(jobs)} files could not be enhanced: {names} (reasons above)")
+
+
+def _skipped_line(skipped: list[Path]) -> str:
+    from collections import Counter
+
+    from speechkern.enhance import ENHANCED_SUFFIX
+
+    earlier = [p for p in skipped if p.stem.endswith(ENHANCED_SUFFIX)]
+    kinds = Counter(p.suffix.lower() or "(no suffix)" for p in skipped if p not in earlier)
+    parts = [f"{n} {suffix}" for suffix, n in kinds.most_common()]
+    if earlier:
+        parts.append(f"{len(earlier)} earlier output(s) *{ENHANCED_SUFFIX}")
+    return f"skipped {len(skipped)} file(s) in the folders that are not audio speechkern reads: {', '.join(parts)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import typer
@@ -23,7 +24,7 @@ def train(
     ray: bool = typer.Option(False, "--ray", help="Train on a local Ray instance with --workers CPUs (default: all)."),
     ray_address: str = typer.Option(None, "--ray-address", help="Train on the Ray cluster at this address."),
     gpus_per_task: float = typer.Option(
-        None, "--gpus-per-task", help="GPUs each Ray task asks for [default: 1 with --device cuda, else 0]."
+        None, "--gpus-per-task", min=0, help="GPUs each Ray task asks for [default: 1 with --device cuda, else 0]."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -52,6 +53,13 @@ def train(
         try:
             summary = run_training(recipe, run_dir, models=names, resume=resume, overwrite=overwrite, device=device,
                                    executor=executor, cache_dir=None if no_cache else "default")  # fmt: skip
+        except KeyboardInterrupt:
+            again = ["speechkern", "train", str(recipe_dir), *(f"--set={s}" for s in set_), "--out", str(run_dir),
+                     "--resume"]  # fmt: skip
+            for flag, value in (("--models", models), ("--device", device), ("--workers", workers)):
+                again += [flag, str(value)] if value is not None else []
+            again += ["--no-cache"] if no_cache else []
+            raise KeyboardInterrupt(f"continue with: {shlex.join(again)}") from None
         finally:
             executor.close()
     record_run(run_dir)  # `speechkern enhance` without --model finds runs trained with --out too
@@ -71,8 +79,10 @@ def train(
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory written by `speechkern train`."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
-    workers: int = typer.Option(0, "--workers", help="Processes for resynthesis and metrics [default: one per core]."),
-    limit: int = typer.Option(0, "--limit", help="Score only the first N test mixtures (0 = all)."),
+    workers: int = typer.Option(
+        0, "--workers", min=0, help="Processes for resynthesis and metrics [default: one per core]."
+    ),
+    limit: int = typer.Option(0, "--limit", min=0, help="Score only the first N test mixtures (0 = all)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
     device: str = typer.Option("cpu", "--device", help="Where features and models run: cpu, cuda or auto."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),

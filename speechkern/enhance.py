@@ -1,16 +1,19 @@
 """Enhancement: features → mask → waveform, for whole recordings of any rate, length and channel count.
 
-Long recordings are processed in chunks whose edges overlap by a margin; each chunk's margins are discarded,
-and chunk boundaries fall on the frame grid, so the output has no seams and memory stays bounded.
+A recording is read, enhanced and written block by block: block edges overlap by a margin that is discarded, and
+block boundaries fall on the frame grid, so the output has no seams and memory stays bounded at any length. The
+output goes to a temporary file beside its target and is renamed into place when complete.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +21,15 @@ import numpy as np
 from speechkern import audio, features
 from speechkern.errors import SpeechkernError
 from speechkern.models.io import MaskModel
+from speechkern.outputs import atomic_write, check_writable
 from speechkern.progress import report
 
 logger = logging.getLogger(__name__)
 
 ENHANCED_SUFFIX = "_enhanced"
+# Context kept on each side of a block: covers the feature context window, the deltas, the AMS window and the
+# gammatone filters' ring-in, so a block's kept part equals the whole-file result.
+MARGIN_S = 1.0
 
 
 def apply_mask(mixture: np.ndarray, mask: np.ndarray, model_or_configs) -> np.ndarray:
@@ -46,32 +53,42 @@ def _configs(model_or_configs):
     return model_or_configs
 
 
-def enhance_signal(model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margin_s: float = 1.0) -> np.ndarray:
-    """Enhance a mono waveform at the model's sample rate; chunks of ``chunk_s`` seconds with ``margin_s`` overlap."""
-    fc = model.feature_config
-    hop = fc.hop_length
-    chunk = max(hop, int(chunk_s * fc.sr) // hop * hop)
-    margin = int(np.ceil(margin_s * fc.sr / hop)) * hop
-    if len(y) <= chunk + 2 * margin:
-        return _enhance_block(model, y)
-    out = np.empty_like(y, dtype=np.float32)
-    for start in range(0, len(y), chunk):
-        stop = min(start + chunk, len(y))
-        lo, hi = max(0, start - margin), min(len(y), stop + margin)
-        enhanced = _enhance_block(model, y[lo:hi])
-        out[start:stop] = enhanced[start - lo : stop - lo]
-        report("enhance/chunks", stop, len(y), "enhancing")
+def enhance_signal(model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margin_s: float = MARGIN_S) -> np.ndarray:
+    """Enhance a mono waveform ``(n_samples,)`` at the model's sample rate, in memory; blocks of ``chunk_s``
+    seconds with ``margin_s`` seconds of overlap on each side. Returns float32 ``(n_samples,)``.
+
+    Every block's features see the whole waveform's level gain (:func:`speechkern.features.level_gain`); the mask
+    is applied to the unscaled waveform, so the output keeps the input's level."""
+    hop = model.feature_config.hop_length
+    chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
+    margin = math.ceil(margin_s * model.feature_config.sr / hop) * hop
+    gain = features.level_gain(y, model.feature_config.level_dbfs)
+    out = np.empty(len(y), dtype=np.float32)
+    for start, stop, lo, hi in blocks(len(y), chunk, margin):
+        out[start:stop] = _enhance_block(model, y[lo:hi], gain)[start - lo : stop - lo]
     return out
 
 
-def _enhance_block(model: MaskModel, y: np.ndarray) -> np.ndarray:
-    feats = features.extract(y, model.feature_config, device=model.device)
+def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(start, stop, lo, hi)`` of each block of ``n`` samples: ``[start, stop)`` is kept from the enhanced
+    ``[lo, hi)``, which adds up to ``margin`` samples on each side. One block when ``n`` is short."""
+    if n <= chunk + 2 * margin:
+        yield 0, n, 0, n
+        return
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        yield start, stop, max(0, start - margin), min(n, stop + margin)
+
+
+def _enhance_block(model: MaskModel, y: np.ndarray, gain: float | None = None) -> np.ndarray:
+    feats = features.extract(y, model.feature_config, device=model.device, gain=gain)
     return apply_mask(y, model.mask(feats), model)
 
 
 @dataclass
 class EnhanceResult:
-    """One enhanced file: where from and to, its length in seconds and the seconds spent on it."""
+    """One enhanced file: where from and to, its length in seconds, the seconds spent on it, and notes for the
+    user (channels averaged, encoding changed)."""
 
     input: Path
     output: Path
@@ -79,6 +96,7 @@ class EnhanceResult:
     compute_seconds: float
     sr: int
     channels: int
+    notes: list[str] = field(default_factory=list)
 
 
 def enhance_file(
@@ -89,71 +107,222 @@ def enhance_file(
     per_channel: bool = False,
     overwrite: bool = False,
     chunk_s: float = 30.0,
+    margin_s: float = MARGIN_S,
 ) -> EnhanceResult:
-    """Enhance one file into ``out_path``, keeping its sample rate, length and channel count.
+    """Enhance one file into ``out_path``, keeping its sample rate, length, channel count and, where the output's
+    format holds it, its encoding (32-bit or float WAVs stay so). Memory is bounded by ``chunk_s``, not the length.
 
-    Multichannel input is averaged to mono and enhanced once (the result is written to every channel), or with
-    ``per_channel`` each channel is enhanced on its own.
+    Multichannel input is averaged to mono and enhanced once (the result is written to every channel, and a note
+    says so), or with ``per_channel`` each channel is enhanced on its own.
+    Raises SpeechkernError naming the file, before any compute, when the output exists (without ``overwrite``), is
+    the input, has a suffix soundfile cannot write, or lies where it cannot be written or does not fit; when the
+    input is not audio or shorter than one frame; and, while running, when it holds NaN/infinite samples or the
+    write fails (the previous output, if any, is left as it was).
     """
     path, out_path = Path(path), Path(out_path)
+    if not (math.isfinite(chunk_s) and chunk_s > 0):
+        raise SpeechkernError(f"--chunk-seconds {chunk_s:g}: expected a positive number of seconds, such as 30")
     if out_path.resolve() == path.resolve():
         raise SpeechkernError(f"{out_path}: is the input itself; choose another output name")
     if out_path.exists() and not overwrite:
         raise SpeechkernError(f"{out_path}: exists already; choose another output or pass --overwrite")
     head = audio.info(path)
+    fmt, subtype = audio.output_format(out_path), audio.output_subtype(out_path, head.format, head.subtype)
+    _check_length(path, head, model)
+    check_writable(out_path, _size_bytes(head.frames * head.channels, fmt, subtype))
+    notes = _notes(path, out_path, head, subtype, per_channel)
+
+    unit = _grid(head.samplerate, model.feature_config.sr, model.feature_config.hop_length)
+    chunk = max(unit, round(chunk_s * head.samplerate / unit) * unit)
+    margin = math.ceil(margin_s * head.samplerate / unit) * unit
     started = time.perf_counter()
-    y, file_sr = audio.load(path, sr=None, mono=False)  # (channels, samples)
-    signals = list(y) if per_channel else [y.mean(axis=0)]
+
+    gains = _level_gains(path, head, chunk, model.feature_config.level_dbfs, per_channel)
+
+    def write(tmp: str) -> None:
+        import soundfile as sf
+
+        with audio.open_read(path) as reader, sf.SoundFile(tmp, "w", head.samplerate, head.channels, subtype,
+                                                            format=fmt) as writer:  # fmt: skip
+            for start, stop, lo, hi in blocks(head.frames, chunk, margin):
+                enhanced = _enhance_channels(model, audio.read_block(reader, lo, hi), head.samplerate, gains)
+                writer.write(enhanced[:, start - lo : stop - lo].T)
+                report("enhance/blocks", stop, head.frames, f"enhancing {path.name}")
+
+    with audio.write_errors(out_path):
+        atomic_write(out_path, write)
+    seconds = time.perf_counter() - started
+    return EnhanceResult(path, out_path, head.frames / head.samplerate, seconds, head.samplerate, head.channels, notes)
+
+
+def _enhance_channels(model: MaskModel, y: np.ndarray, file_sr: int, gains: list[float]) -> np.ndarray:
+    """Enhanced ``(n_channels, n)`` at ``file_sr`` from ``(n_channels, n)``: each channel on its own (one level gain
+    per channel), or their average enhanced once (one gain) and repeated."""
     sr = model.feature_config.sr
-    enhanced = []
-    for signal in signals:
-        x = audio.resample(signal, file_sr, sr)
-        e = audio.resample(enhance_signal(model, x, chunk_s=chunk_s), sr, file_sr)
-        enhanced.append(_fit_length(e, y.shape[1]))
-    out = np.stack(enhanced) if per_channel else np.repeat(enhanced[0][None], y.shape[0], axis=0)
-    audio.save(out_path, out if out.shape[0] > 1 else out[0], file_sr, overwrite=overwrite,
-               subtype=_pcm_subtype(head.subtype))  # fmt: skip
-    return EnhanceResult(path, out_path, y.shape[1] / file_sr, time.perf_counter() - started, file_sr, y.shape[0])
+    per_channel = len(gains) == y.shape[0] and len(gains) > 1
+    signals = y if per_channel else y.mean(axis=0, keepdims=True)
+    out = np.stack([
+        _fit_length(audio.resample(_enhance_block(model, audio.resample(s, file_sr, sr), g), sr, file_sr), y.shape[1])
+        for s, g in zip(signals, gains, strict=True)
+    ])  # fmt: skip
+    return out if per_channel else np.repeat(out, y.shape[0], axis=0)
+
+
+def _level_gains(path: Path, head, chunk: int, level_dbfs: float, per_channel: bool) -> list[float]:
+    """The level gain of each signal to enhance (every channel, or their average), measured over the whole file
+    in a first pass of ``chunk``-sample blocks, so that every block's features see one gain."""
+    power = np.zeros(head.channels if per_channel else 1, dtype=np.float64)
+    with audio.open_read(path) as reader:
+        for start in range(0, head.frames, chunk):
+            y = audio.read_block(reader, start, min(start + chunk, head.frames)).astype(np.float64)
+            y = y if per_channel else y.mean(axis=0, keepdims=True)
+            power += np.sum(y * y, axis=1)
+    return [features.gain_for_rms(float(np.sqrt(p / max(1, head.frames))), level_dbfs) for p in power]
+
+
+def _grid(file_sr: int, sr: int, hop: int) -> int:
+    """Smallest step in file samples that is a whole number of model samples and a whole number of hops, so
+    that blocks resample and frame exactly as the whole file would."""
+    g = math.gcd(file_sr, sr)
+    step_file, step_model = file_sr // g, sr // g
+    return step_file * (hop // math.gcd(hop, step_model))
 
 
 def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
     return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
 
 
-def _pcm_subtype(subtype: str) -> str:
-    return subtype if subtype in ("PCM_16", "PCM_24", "FLOAT") else "PCM_16"
+def _check_length(path: Path, head, model: MaskModel) -> None:
+    fc = model.feature_config
+    minimum = math.ceil(fc.frame_length * head.samplerate / fc.sr)
+    if head.frames < minimum:
+        raise SpeechkernError(
+            f"{path}: {head.frames} samples ({1000 * head.frames / head.samplerate:.1f} ms) is shorter than one "
+            f"frame; the model needs at least {minimum} samples ({1000 * minimum / head.samplerate:.0f} ms) at "
+            f"{head.samplerate} Hz"
+        )
 
 
-def expand_inputs(items: list[str]) -> list[Path]:
-    """Files, folders (searched recursively for wav/flac) and glob patterns → a sorted, de-duplicated list."""
-    found: list[Path] = []
+def _size_bytes(n_samples: int, fmt: str, subtype: str) -> int:
+    """Size of an uncompressed output; 0 (unknown) for compressed formats and encodings."""
+    width = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+    return 0 if fmt in ("FLAC", "OGG", "MP3") else n_samples * width.get(subtype, 0)
+
+
+def _notes(path: Path, out_path: Path, head, subtype: str, per_channel: bool) -> list[str]:
+    notes = []
+    if head.channels > 1 and not per_channel:
+        notes.append(
+            f"{path}: its {head.channels} channels were averaged, enhanced once and written to every channel; "
+            "pass --per-channel to enhance each channel on its own"
+        )
+    if head.subtype in ("PCM_24", "PCM_32", "FLOAT", "DOUBLE") and subtype != head.subtype:  # precision lost
+        notes.append(
+            f"{out_path}: written as {subtype} (the input is {head.subtype}, which {out_path.suffix} files cannot "
+            "hold); name the output .wav to keep it"
+        )
+    return notes
+
+
+# -- which files, written where ------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """What a command line's inputs name: ``files`` (sorted, de-duplicated), ``bases`` (for each file, the folder
+    its output path mirrors from: the folder given, or the file's own folder) and ``skipped`` (files in the
+    folders searched that are not audio, or are earlier outputs)."""
+
+    files: list[Path]
+    bases: list[Path]
+    skipped: list[Path]
+
+
+def find_inputs(items: list[str]) -> Inputs:
+    """Files, folders (searched recursively for every format the loader reads, see audio.READ_SUFFIXES) and glob
+    patterns. Raises SpeechkernError naming the item that matches nothing."""
+    found: dict[Path, tuple[Path, Path]] = {}
+    skipped: list[Path] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found.extend(f for f in audio.find_audio(p) if not f.stem.endswith(ENHANCED_SUFFIX))
+            files, other = audio.scan_folder(p, audio.READ_SUFFIXES)
+            earlier = [f for f in files if f.stem.endswith(ENHANCED_SUFFIX)]
+            skipped += other + earlier
+            pairs = [(f, p) for f in files if not f.stem.endswith(ENHANCED_SUFFIX)]
         elif p.exists():
-            found.append(p)
+            pairs = [(p, p.parent)]
         elif any(ch in item for ch in "*?["):
-            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
-            if not matches:
+            pairs = [(Path(m), Path(m).parent) for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
+            if not pairs:
                 raise SpeechkernError(f"{item}: the pattern matches no files")
-            found.extend(matches)
         else:
             raise SpeechkernError(f"{item}: no such file or folder")
-    unique = list(dict.fromkeys(f.resolve() for f in found))
-    if not unique:
-        raise SpeechkernError(f"no audio files found in {', '.join(items)}")
-    return [Path(os.path.relpath(f)) if f.is_relative_to(Path.cwd()) else f for f in unique]
+        for f, base in pairs:
+            found.setdefault(f.resolve(), (_short(f), base))
+    if not found:
+        others = f" ({len(skipped)} file(s) of other types or earlier outputs skipped)" if skipped else ""
+        raise SpeechkernError(f"no audio files found in {', '.join(items)}{others}; give files soundfile reads")
+    return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped)
 
 
-def output_for(path: Path, out: str | os.PathLike | None, n_inputs: int) -> Path:
-    """Where the enhanced version of ``path`` goes: ``-o FILE`` for one input, else ``<stem>_enhanced.<ext>``
-    beside the input or inside the ``-o`` folder."""
-    suffix = path.suffix if path.suffix.lower() in (".wav", ".flac") else ".wav"
-    name = f"{path.stem}{ENHANCED_SUFFIX}{suffix}"
+def _short(f: Path) -> Path:
+    f = f.resolve()
+    return Path(os.path.relpath(f)) if f.is_relative_to(Path.cwd()) else f
+
+
+def output_name(path: Path) -> str:
+    """``x.ogg`` → ``x_enhanced.ogg``: the input's format where soundfile writes it, else ``x.m4a_enhanced.wav``
+    (the suffix kept in the name, so that ``x.m4a`` and ``x.wav`` never share an output)."""
+    if path.suffix.lower() in audio.FORMATS:
+        return f"{path.stem}{ENHANCED_SUFFIX}{path.suffix}"
+    return f"{path.name}{ENHANCED_SUFFIX}.wav"
+
+
+def plan_outputs(inputs: Inputs, out: str | os.PathLike | None) -> list[tuple[Path, Path]]:
+    """``(input, output)`` of each file. Without ``out`` each output lies beside its input; ``out`` with an audio
+    suffix (see audio.FORMATS) is the output file of a single input; otherwise ``out`` is a folder that mirrors
+    the input tree (``in/a/x.wav`` → ``out/a/x_enhanced.wav`` for the input folder ``in``).
+
+    Raises SpeechkernError, before any work, for an ``out`` file with several inputs or an unwritable suffix, and
+    when two inputs would be written to one output or an output would replace an input.
+    """
+    files = inputs.files
     if out is None:
-        return path.with_name(name)
-    out = Path(out)
-    if n_inputs == 1 and out.suffix.lower() in (".wav", ".flac") and not out.is_dir():
-        return out
-    return out / name
+        plan = [(f, f.with_name(output_name(f))) for f in files]
+    elif _names_a_file(Path(out)):
+        if len(files) > 1:
+            raise SpeechkernError(f"-o {out}: names one file but {len(files)} inputs were given; give a folder")
+        audio.output_format(out)
+        plan = [(files[0], Path(out))]
+    else:
+        root = Path(os.path.commonpath([os.path.abspath(b) for b in inputs.bases]))
+        plan = [
+            (f, Path(out) / Path(os.path.abspath(f)).parent.relative_to(root) / output_name(f)) for f in files
+        ]  # fmt: skip
+    writers: dict[Path, Path] = {}
+    originals = {f.resolve(): f for f in files}
+    for f, o in plan:
+        key = o.resolve()
+        if key in writers:
+            raise SpeechkernError(
+                f"{writers[key]} and {f} would both be written to {o}; rename one or enhance them separately"
+            )
+        if key in originals and key != f.resolve():
+            raise SpeechkernError(f"{o}: is an input, and enhancing {f} would replace it; choose another -o folder")
+        writers[key] = f
+    return plan
+
+
+def _names_a_file(out: Path) -> bool:
+    suffix = out.suffix.lower()
+    return (suffix in audio.FORMATS or suffix in audio.OTHER_AUDIO_SUFFIXES) and not out.is_dir()
+
+
+def describe_speed(audio_s: float, compute_s: float) -> str:
+    """Speed against real time in words: ``"12.5× faster than real time"``, or ``"0.9× real time (slower than
+    real time)"`` when enhancing took longer than the audio lasts."""
+    speed = audio_s / max(compute_s, 1e-9)
+    if speed >= 1.0:
+        return f"{speed:.1f}× faster than real time"
+    return f"{speed:.2g}× real time (slower than real time)"

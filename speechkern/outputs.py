@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,19 +23,23 @@ os.umask(_UMASK)  # read the process umask once (setting it back at once)
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
     """Create ``path`` by calling ``write(tmp)`` on a temporary path beside it, then renaming; returns ``path``.
 
-    The file gets the mode a plain ``open`` would give it (mkstemp's are private), and parent folders are created.
+    The file gets the mode a plain ``open`` would give it (mkstemp's are private), and parent folders are created
+    (and removed again, when empty, if the write fails).
     """
     path = Path(path)
+    created = [folder for folder in path.parents if not folder.exists()]  # innermost first
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # after writing: some writers (safetensors) recreate the file as 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+            for folder in created:  # a failed write leaves no empty folders behind either
+                folder.rmdir()
         raise
     return path
 
@@ -59,3 +64,28 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
             f"{out}: the output folder is not empty; pass --overwrite to replace its results or choose another --out"
         )
     return out
+
+
+def check_writable(path: str | os.PathLike, n_bytes: int = 0) -> Path:
+    """Refuse, before any work, an output file that cannot be created: its folder (or the nearest existing one
+    above it) is a file, not writable (read-only disk, permissions), or has less than ``n_bytes`` free."""
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise SpeechkernError(f"{path}: cannot be written, {folder} is a file, not a folder; choose another output")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise SpeechkernError(
+            f"{path}: cannot be written in {folder} ({err.strerror or err}); choose a writable folder"
+        ) from None
+    free = shutil.disk_usage(folder).free
+    if n_bytes > free:
+        raise SpeechkernError(
+            f"{path}: needs about {n_bytes / 1e6:.0f} MB but {folder} has {free / 1e6:.0f} MB free; "
+            "free some space or choose another folder"
+        )
+    return path
