@@ -48,7 +48,10 @@ def test_unfinished_parts_and_deleted_runs_do_not_count(tmp_path, monkeypatch):
 
 
 def test_no_model_names_the_places_searched(tmp_path, monkeypatch):
+    import speechkern.models.select as select
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(select, "SHIPPED", tmp_path / "not-installed")  # an installation without the shipped model
     with pytest.raises(SpeechkernError) as err:
         find_model(None)
     message = str(err.value)
