@@ -40,6 +40,8 @@ class _LazyConsole:
 
             # soft_wrap: never break a path or a command over two lines (rich would at 80 columns in a pipe)
             self._console = Console(stderr=self._stderr, soft_wrap=True)
+            if not self._console.is_terminal:
+                self._console.width = 1_000_000  # tables size to their content: titles and cells stay on one line
         return self._console
 
     def __getattr__(self, name: str) -> Any:

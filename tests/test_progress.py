@@ -110,3 +110,17 @@ def test_long_paths_and_commands_are_not_wrapped(capsys):
         f"next: speechkern evaluate {path}   |   speechkern enhance NOISY.wav --model {path}"
     ]
     assert _lines(captured.out) == [f"{path}/a.wav → {path}/a_enhanced.wav  (1.0 s, 1 ch, 16000 Hz)"]
+
+
+def test_tables_in_a_pipe_keep_long_titles_and_cells_whole(capsys):
+    from rich.table import Table
+
+    path = "/data/" + "/".join(f"folder-{i:02d}" for i in range(20)) + "/run"
+    table = Table(title=f"trained into {path}")
+    for column in ("model", "fit minutes", "autotune minutes", "validation MSE"):
+        table.add_column(column)
+    table.add_row("kernel", "2.32", "21.73", "0.03766")
+    ui.stdout.print(table)
+    lines = _lines(capsys.readouterr().out)
+    assert lines[0].strip() == f"trained into {path}"
+    assert any("fit minutes" in line and "autotune minutes" in line for line in lines)
