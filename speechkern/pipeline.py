@@ -577,8 +577,12 @@ def _read_timings(run_dir: Path) -> list[ModelTiming]:
     if not path.is_file():
         return []
     out = []
-    for r in json.loads(path.read_text())["rows"]:
-        extra = {k: v for k, v in r.items() if k not in TIMING_FIELDS}
-        out.append(ModelTiming(r["model"], r["condition"], r["subbands"], r["minutes"], r["epochs"], r["val_mse"],
-                               extra))  # fmt: skip
+    try:
+        for r in json.loads(path.read_text())["rows"]:
+            extra = {k: v for k, v in r.items() if k not in TIMING_FIELDS}
+            out.append(ModelTiming(r["model"], r["condition"], r["subbands"], r["minutes"], r["epochs"], r["val_mse"],
+                                   extra))  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("%s: unreadable (%s); the table starts again with the models trained now", path, err)
+        return []
     return out

@@ -395,3 +395,20 @@ def test_messages_name_the_option_and_the_file(saved_models, tmp_path, capsys):
     assert (tmp_path / "out" / "good_enhanced.wav").is_file()
     code, _, err = _cli(["enhance", str(bad), "--model", model, "-o", str(tmp_path / "one.wav")], capsys)
     assert code == 2 and err.startswith(f"error: {bad}: ") and "NaN" in err, err
+
+
+def test_run_files_cut_short_by_a_killed_process_are_skipped(tmp_path, caplog):
+    from speechkern.autotune import Evaluation, EvaluationLog
+    from speechkern.pipeline import _read_timings
+
+    log = EvaluationLog(tmp_path / "autotune.jsonl")
+    log.append(Evaluation(0, 1.0, 2.5, 3, 0.04, 1.5))
+    log.append(Evaluation(1, 2.0, 5.0, 4, 0.05, 1.5))
+    with open(tmp_path / "autotune.jsonl", "a") as f:
+        f.write('{"subband": 0, "gamma": 1.0, "sig')  # killed mid-write
+    again = EvaluationLog(tmp_path / "autotune.jsonl")
+    assert again.rows == log.rows
+    assert "autotune.jsonl:3: unreadable evaluation skipped" in caplog.text
+    (tmp_path / "training_time.json").write_text('{"rows": [{"model": "kernel"')
+    assert _read_timings(tmp_path) == []
+    assert "training_time.json: unreadable" in caplog.text
