@@ -412,3 +412,22 @@ def test_run_files_cut_short_by_a_killed_process_are_skipped(tmp_path, caplog):
     (tmp_path / "training_time.json").write_text('{"rows": [{"model": "kernel"')
     assert _read_timings(tmp_path) == []
     assert "training_time.json: unreadable" in caplog.text
+
+
+def test_kept_subband_parts_are_checked_against_the_kernel_inputs(tmp_path, caplog):
+    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.pipeline import TrainingSet, _kept_band, _KernelUnit
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 5)).astype(np.float32)  # e.g. inputs after a dimension-reducing transform
+    Y = rng.uniform(size=(60, 4)).astype(np.float32)
+    stats = FeatureStats(mean=np.zeros(5), std=np.ones(5))
+    unit = _KernelUnit(TrainingSet("all", X, Y, X, Y, stats), "kernel", [(0, 2), (2, 4)], tmp_path / "parts")
+    for b, (lo, hi) in enumerate(unit.bands):
+        EigenProRegressor(epochs=1, device="cpu").fit(X if b == 0 else X[:, :3], Y[:, lo:hi]).save(
+            unit.parts / f"band-{b}"
+        )
+        (unit.parts / f"band-{b}.json").write_text(json.dumps({"band": [lo, hi]}))
+    assert _kept_band(unit, 0) and unit.info[0] == {"band": [0, 2]}
+    assert not _kept_band(unit, 1) and unit.pending() == [1]
+    assert "band 2/2: the part kept from an earlier run does not load (it maps 3 inputs to 2 channels" in caplog.text
