@@ -458,7 +458,7 @@ def _kept(recipe: Recipe, folder: Path, what: str) -> bool:
     return True
 
 
-def _kept_band(unit: _KernelUnit, b: int, n_inputs: int) -> bool:
+def _kept_band(unit: _KernelUnit, b: int) -> bool:
     """Load band ``b`` of ``unit`` finished by an interrupted run into the unit; False when it is absent or broken."""
     from speechkern.eigenpro import EigenProRegressor
 
@@ -466,6 +466,7 @@ def _kept_band(unit: _KernelUnit, b: int, n_inputs: int) -> bool:
     if not info_file.is_file():
         return False
     lo, hi = unit.bands[b]
+    n_inputs = unit.data.X.shape[1]  # after the kernel models' input transform, if any
     try:
         info = json.loads(info_file.read_text())
         est = EigenProRegressor.load(unit.parts / f"band-{b}")
@@ -496,7 +497,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
         unit = _KernelUnit(kdata, name, split_bands(data.Y.shape[1], n_subbands),
                            run_dir / "models" / f".{name}-parts" / data.condition)  # fmt: skip
         for b in range(len(unit.bands)):  # bands finished by an interrupted run
-            if _kept_band(unit, b, data.X.shape[1]):
+            if _kept_band(unit, b):
                 logger.info("%s %s band %d/%d: finished in an earlier run, kept", name, data.condition, b + 1,
                             len(unit.bands))  # fmt: skip
         if unit.pending():
@@ -577,8 +578,12 @@ def _read_timings(run_dir: Path) -> list[ModelTiming]:
     if not path.is_file():
         return []
     out = []
-    for r in json.loads(path.read_text())["rows"]:
-        extra = {k: v for k, v in r.items() if k not in TIMING_FIELDS}
-        out.append(ModelTiming(r["model"], r["condition"], r["subbands"], r["minutes"], r["epochs"], r["val_mse"],
-                               extra))  # fmt: skip
+    try:
+        for r in json.loads(path.read_text())["rows"]:
+            extra = {k: v for k, v in r.items() if k not in TIMING_FIELDS}
+            out.append(ModelTiming(r["model"], r["condition"], r["subbands"], r["minutes"], r["epochs"], r["val_mse"],
+                                   extra))  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("%s: unreadable (%s); the table starts again with the models trained now", path, err)
+        return []
     return out
