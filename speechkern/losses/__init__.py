@@ -48,8 +48,11 @@ cross-entropy's is. They work under ``torch.compile(fullgraph=True)``.
 
 Calibration (:mod:`speechkern.losses.calibration`): top-label ECE with K equal-width bins (bin k holds
 ``k/K ≤ conf < (k+1)/K``, the last bin also 1.0) and reliability diagrams. Square-loss outputs become probabilities
-through the softmax (as reported in the literature and by ``speechkern losses bench`` (:func:`speechkern.losses.bench.run_benchmark`) trains one small network with each loss
-on collections of tabular data sets, with their own splits or folds, and compares the losses pairwise
+through the softmax (as reported in the literature and by ``speechkern losses bench``), or through
+:func:`square_loss_probabilities`, which inverts the loss's minimiser ``p_k ∝ f_k / (t·M − (t−1)·f_k)``.
+
+``speechkern losses bench`` (:func:`speechkern.losses.bench.run_benchmark`) trains one small network with each
+loss on collections of tabular data sets, with their own splits or folds, and compares the losses pairwise
 (:mod:`speechkern.losses.comparison`); ``speechkern losses asymptotics`` (:mod:`speechkern.losses.asymptotics`)
 predicts the rescaled square loss's accuracy in a high-dimensional limit. See docs/losses.md.
 """
