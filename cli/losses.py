@@ -199,7 +199,7 @@ def asymptotics(
         table.add_row(
             f"{o['beta']:g}",
             str(o["k"]),
-            f"{o['optimal_R']:.3g}",
+            f"{o['optimal_R']:.3g}" if o["resolved"] else f"({o['optimal_R']:.3g}, flat)",
             f"{o['accuracy_at_optimum']:.3f}",
             f"{o['accuracy_at_R1']:.3f}",
             f"{o['bayes_accuracy']:.3f}",
