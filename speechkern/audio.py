@@ -1,4 +1,4 @@
-"""Audio files in and out: soundfile for reading and writing, torchaudio for resampling.
+"""Audio files in and out: soundfile for reading and writing, soxr for resampling.
 
 Waveforms are float32 numpy arrays in [-1, 1]; shape ``(n_samples,)`` for mono, ``(n_channels, n_samples)``
 for multichannel. Every error names the file and says what to do.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from math import gcd
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +85,23 @@ def load(
 
 
 def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Band-limited resampling along the last axis (torchaudio's windowed-sinc polyphase filter)."""
+    """Band-limited resampling along the last axis with libsoxr (``soxr``, "HQ" quality), float32 out.
+
+    y: ``(n_samples,)`` or ``(n_channels, n_samples)``; orig_sr, target_sr: Hz. Returns
+    ``ceil(n_samples·target_sr/orig_sr)`` samples (soxr's length). Measured (tests/test_resample.py): passband flat
+    within 0.01 dB up to 0.9 of the lower Nyquist frequency, everything above it attenuated by more than 120 dB,
+    for 44.1/48/20 → 16 kHz and 16 → 8 kHz. torchaudio's default windowed sinc, used before, lost 6 dB at 7.9 kHz
+    and passed 8.1 kHz at −7 dB on the way to 16 kHz.
+    """
     if orig_sr == target_sr:
         return y
-    import torch
-    import torchaudio.functional as AF
+    import soxr
 
-    g = gcd(int(orig_sr), int(target_sr))
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), orig_sr // g, target_sr // g)
-    return out.numpy()
+    x = np.asarray(y, dtype=np.float32)
+    if x.ndim == 1:
+        return soxr.resample(x, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+    out = soxr.resample(np.ascontiguousarray(x.T), orig_sr, target_sr, quality="HQ")  # soxr: (frames, channels)
+    return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
 def save(path: str | os.PathLike, y: np.ndarray, sr: int, overwrite: bool = False, subtype: str | None = None):

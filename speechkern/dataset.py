@@ -38,6 +38,7 @@ def prepare_noises(recipe, train: Sequence[Utterance], run_dir: Path) -> dict[st
 
     - ``ssn``, ``babble``: generated from the training speech, written under ``run_dir/noises``;
     - ``dir``: each recording of ``data.noise_dir``, named by its file stem;
+    - ``manifest``: each noise row of ``data.manifest`` (licences filtered by ``data.exclude_licences``);
     - ``noisex:NAME``: the NOISEX-92 recording NAME (babble, factory1, engine, oproom, ...) found below
       ``data.noisex_root`` or ``$NOISEX_ROOT`` (see :mod:`speechkern.corpora.noisex`), named NAME;
     - anything else: the path of an audio file, named by its stem.
@@ -62,6 +63,11 @@ def prepare_noises(recipe, train: Sequence[Utterance], run_dir: Path) -> dict[st
                 raise SpeechkernError(f"{data.noise_dir}: no wav/flac noise recordings found (searched recursively)")
             for f in files:
                 add(f.stem if f.stem not in out else f"{f.parent.name}-{f.stem}", str(f), spec)
+        elif spec == "manifest":
+            from speechkern.corpora.manifest import read_rows
+
+            for r in read_rows(data.manifest, "noise", data.exclude_licences):
+                add(r.path.stem if r.path.stem not in out else f"{r.path.parent.name}-{r.path.stem}", str(r.path), spec)
         elif spec in GENERATED_NOISES:
             add(spec, str(_generated_noise(spec, recipe, train, run_dir)), spec)
         elif spec.lower().startswith("noisex:"):
@@ -96,7 +102,7 @@ def _generated_noise(kind: str, recipe, train: Sequence[Utterance], run_dir: Pat
         for talker, s in speech:
             by_talker.setdefault(talker, []).append(s)
         groups = list(by_talker.values())
-        if len(groups) < 2:  # one talker only: treat utterances as different voices
+        if len(groups) < 4:  # too few talkers for two disjoint halves: utterances as voices (still disjoint)
             groups = [[s] for _, s in speech]
         y = mixtures.babble(groups, n_samples, data.seed, data.babble_talkers)
     audio.save(path, y, data.sr, overwrite=True, subtype="FLOAT")
@@ -133,7 +139,13 @@ def build_manifests(recipe, run_dir: Path) -> dict[str, list[Mixture]]:
                     noisy=noisy, condition=utt.condition or recipe.data.corpus, sr=data.sr, talker=utt.talker,
                 ))  # fmt: skip
                 continue
-            chosen = conditions if pairing == "all" else [conditions[int(rng.integers(len(conditions)))]]
+            if pairing == "all":
+                chosen = conditions
+            elif split == "test" or data.conditions_per_utterance == 1:
+                chosen = [conditions[int(rng.integers(len(conditions)))]]
+            else:
+                k = min(data.conditions_per_utterance, len(conditions))
+                chosen = [conditions[j] for j in sorted(rng.choice(len(conditions), size=k, replace=False))]
             for name, snr in chosen:
                 seed = int(rng.integers(2**31))
                 mixture_id = f"{utt.id}__{name}_{snr:g}dB"

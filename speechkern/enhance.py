@@ -55,13 +55,17 @@ def _configs(model_or_configs):
 
 def enhance_signal(model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margin_s: float = MARGIN_S) -> np.ndarray:
     """Enhance a mono waveform ``(n_samples,)`` at the model's sample rate, in memory; blocks of ``chunk_s``
-    seconds with ``margin_s`` seconds of overlap on each side. Returns float32 ``(n_samples,)``."""
+    seconds with ``margin_s`` seconds of overlap on each side. Returns float32 ``(n_samples,)``.
+
+    Every block's features see the whole waveform's level gain (:func:`speechkern.features.level_gain`); the mask
+    is applied to the unscaled waveform, so the output keeps the input's level."""
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
     margin = math.ceil(margin_s * model.feature_config.sr / hop) * hop
+    gain = features.level_gain(y, model.feature_config.level_dbfs)
     out = np.empty(len(y), dtype=np.float32)
     for start, stop, lo, hi in blocks(len(y), chunk, margin):
-        out[start:stop] = _enhance_block(model, y[lo:hi])[start - lo : stop - lo]
+        out[start:stop] = _enhance_block(model, y[lo:hi], gain)[start - lo : stop - lo]
     return out
 
 
@@ -76,8 +80,8 @@ def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int
         yield start, stop, max(0, start - margin), min(n, stop + margin)
 
 
-def _enhance_block(model: MaskModel, y: np.ndarray) -> np.ndarray:
-    feats = features.extract(y, model.feature_config, device=model.device)
+def _enhance_block(model: MaskModel, y: np.ndarray, gain: float | None = None) -> np.ndarray:
+    feats = features.extract(y, model.feature_config, device=model.device, gain=gain)
     return apply_mask(y, model.mask(feats), model)
 
 
@@ -133,13 +137,15 @@ def enhance_file(
     margin = math.ceil(margin_s * head.samplerate / unit) * unit
     started = time.perf_counter()
 
+    gains = _level_gains(path, head, chunk, model.feature_config.level_dbfs, per_channel)
+
     def write(tmp: str) -> None:
         import soundfile as sf
 
         with audio.open_read(path) as reader, sf.SoundFile(tmp, "w", head.samplerate, head.channels, subtype,
                                                             format=fmt) as writer:  # fmt: skip
             for start, stop, lo, hi in blocks(head.frames, chunk, margin):
-                enhanced = _enhance_channels(model, audio.read_block(reader, lo, hi), head.samplerate, per_channel)
+                enhanced = _enhance_channels(model, audio.read_block(reader, lo, hi), head.samplerate, gains)
                 writer.write(enhanced[:, start - lo : stop - lo].T)
                 report("enhance/blocks", stop, head.frames, f"enhancing {path.name}")
 
@@ -149,16 +155,29 @@ def enhance_file(
     return EnhanceResult(path, out_path, head.frames / head.samplerate, seconds, head.samplerate, head.channels, notes)
 
 
-def _enhance_channels(model: MaskModel, y: np.ndarray, file_sr: int, per_channel: bool) -> np.ndarray:
-    """Enhanced ``(n_channels, n)`` at ``file_sr`` from ``(n_channels, n)``: each channel on its own, or their
-    average enhanced once and repeated."""
+def _enhance_channels(model: MaskModel, y: np.ndarray, file_sr: int, gains: list[float]) -> np.ndarray:
+    """Enhanced ``(n_channels, n)`` at ``file_sr`` from ``(n_channels, n)``: each channel on its own (one level gain
+    per channel), or their average enhanced once (one gain) and repeated."""
     sr = model.feature_config.sr
+    per_channel = len(gains) == y.shape[0] and len(gains) > 1
     signals = y if per_channel else y.mean(axis=0, keepdims=True)
     out = np.stack([
-        _fit_length(audio.resample(_enhance_block(model, audio.resample(s, file_sr, sr)), sr, file_sr), y.shape[1])
-        for s in signals
+        _fit_length(audio.resample(_enhance_block(model, audio.resample(s, file_sr, sr), g), sr, file_sr), y.shape[1])
+        for s, g in zip(signals, gains, strict=True)
     ])  # fmt: skip
     return out if per_channel else np.repeat(out, y.shape[0], axis=0)
+
+
+def _level_gains(path: Path, head, chunk: int, level_dbfs: float, per_channel: bool) -> list[float]:
+    """The level gain of each signal to enhance (every channel, or their average), measured over the whole file
+    in a first pass of ``chunk``-sample blocks, so that every block's features see one gain."""
+    power = np.zeros(head.channels if per_channel else 1, dtype=np.float64)
+    with audio.open_read(path) as reader:
+        for start in range(0, head.frames, chunk):
+            y = audio.read_block(reader, start, min(start + chunk, head.frames)).astype(np.float64)
+            y = y if per_channel else y.mean(axis=0, keepdims=True)
+            power += np.sum(y * y, axis=1)
+    return [features.gain_for_rms(float(np.sqrt(p / max(1, head.frames))), level_dbfs) for p in power]
 
 
 def _grid(file_sr: int, sr: int, hop: int) -> int:

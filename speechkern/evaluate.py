@@ -1,6 +1,9 @@
 """Evaluation on the test split: mask MSE, STOI, ESTOI, PESQ, SI-SDR (and accuracy, HIT−FA for binary masks)
 for the noisy input, the ideal mask and every trained model, per condition (noise × SNR) as in the paper.
 
+Rows give the mean of per-file values (``mse``, ``hit_fa``, ...) and, for the mask measures, the value pooled over
+every T-F unit of the condition as the OSU PNL toolbox reports it (``mse_pooled``, ``hit_fa_pooled``).
+
 Masks are predicted in the main process; resynthesis and the speech metrics run in parallel over files
 (joblib worker processes). A file PESQ cannot score is reported in ``problems`` and left out of that mean only.
 """
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from speechkern import dataset, metrics
-from speechkern.cache import default_cache_dir
+from speechkern.cache import usable_cache_dir
 from speechkern.enhance import apply_mask
 from speechkern.errors import SpeechkernError
 from speechkern.mixtures import Mixture
@@ -27,7 +30,7 @@ from speechkern.recipe import Recipe, load_recipe
 logger = logging.getLogger(__name__)
 
 SYSTEM_ORDER = ("noisy", "ideal", "kernel", "kernel1", "dnn")
-METRICS = ("mse", "stoi", "estoi", "pesq", "pesq_nb", "si_sdr", "accuracy", "hit_fa")
+METRICS = ("mse", "mse_pooled", "stoi", "estoi", "pesq", "pesq_nb", "si_sdr", "accuracy", "hit_fa", "hit_fa_pooled")
 
 
 def discover_models(run_dir: Path, device: str = "cpu") -> dict[str, dict[str, MaskModel]]:
@@ -46,6 +49,24 @@ def discover_models(run_dir: Path, device: str = "cpu") -> dict[str, dict[str, M
     return found
 
 
+def missing_models(
+    run_dir: Path, recipe: Recipe, found: dict[str, dict[str, MaskModel]], conditions: list[str]
+) -> list[str]:
+    """``name/condition`` of every model the run should have and does not: the recipe's models and any whose
+    training began (parts or a checkpoint in models/), for each training condition ("all" for multi-condition)."""
+    names = set(recipe.train.models) | set(found)
+    models_dir = run_dir / "models"
+    if models_dir.is_dir():
+        for p in models_dir.iterdir():
+            stem = p.name.removeprefix(".").removesuffix("-parts").removesuffix("-checkpoint")
+            if p.is_dir() and stem in SYSTEM_ORDER:
+                names.add(stem)
+    wanted = ["all"] if recipe.train.mode == "multi-condition" else conditions
+    order = {s: i for i, s in enumerate(SYSTEM_ORDER)}
+    return [f"{name}/{c}" for name in sorted(names, key=lambda n: order.get(n, 99)) for c in wanted
+            if c not in found.get(name, {}) and "all" not in found.get(name, {})]  # fmt: skip
+
+
 def model_for(models: dict[str, MaskModel], condition: str) -> MaskModel:
     """The multi-condition model, or the one trained for this condition."""
     if "all" in models:
@@ -57,12 +78,13 @@ def model_for(models: dict[str, MaskModel], condition: str) -> MaskModel:
 
 @dataclass
 class FileResult:
-    """Scores of every system on one test mixture."""
+    """Scores of every system on one test mixture; ``counts``: system → :func:`metrics.mask_counts`."""
 
     id: str
     condition: str
     scores: dict[str, dict[str, float]]
     problems: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +97,7 @@ class Evaluation:
     channel_mse: dict[str, np.ndarray]
     example_masks: dict[str, dict[str, np.ndarray]]
     problems: list[str]
+    missing: list[str] = field(default_factory=list)  # "name/condition" of models the run lacks
 
 
 def _score_file(mixture: Mixture, masks: dict[str, np.ndarray], configs) -> FileResult:
@@ -114,12 +137,19 @@ def evaluate(
     if examples is None:
         examples = recipe.evaluate.examples
     models = discover_models(run_dir, device)
+    manifests = dataset.build_manifests(recipe, run_dir)
+    missing = missing_models(run_dir, recipe, models, sorted({m.condition for m in manifests["train"]}))
+    resume = f"speechkern train {run_dir / 'recipe.toml'} --out {run_dir} --resume"
     if not models:
-        raise SpeechkernError(f"{run_dir}: no trained models in models/; run `speechkern train` first")
-    test: list[Mixture] = dataset.build_manifests(recipe, run_dir)["test"]
+        raise SpeechkernError(f"{run_dir}: no trained models in models/ (missing: {', '.join(missing)}); train them "
+                              f"with `{resume}`")  # fmt: skip
+    if missing:
+        logger.warning("%s: the run is incomplete, no model for %s; scoring the others. Finish it with `%s`",
+                       run_dir, ", ".join(missing), resume)  # fmt: skip
+    test: list[Mixture] = manifests["test"]
     if limit:
         test = test[:limit]
-    cache = default_cache_dir() if cache_dir == "default" else (None if cache_dir is None else Path(cache_dir))
+    cache = usable_cache_dir(cache_dir)
     fc, tc = recipe.features, recipe.target
     frames = dataset.compute_frames(test, fc, tc, cache, workers, "test", device)
     binary = tc.kind == "ibm"
@@ -127,12 +157,14 @@ def evaluate(
     # Masks per file and system; mask-level measures against the ideal mask.
     per_file_masks: list[dict[str, np.ndarray]] = []
     mask_scores: list[dict[str, dict[str, float]]] = []
+    mask_counts: list[dict[str, dict[str, float]]] = []
     sq_err: dict[str, list[np.ndarray]] = {}
     for i, mixture in enumerate(test):
         span = frames.frames_of(i)
         ideal = frames.targets[span]
         masks = {"ideal": ideal}
         scores: dict[str, dict[str, float]] = {"ideal": {"mse": 0.0}}
+        counts = {"ideal": metrics.mask_counts(ideal, ideal)}
         for name, per_condition in models.items():
             model = model_for(per_condition, mixture.condition)
             estimate = model.predict(model.inputs(frames.features[span]))
@@ -141,9 +173,11 @@ def evaluate(
             if binary:
                 scores[name] |= {"accuracy": metrics.binary_accuracy(estimate, ideal),
                                  "hit_fa": metrics.hit_minus_fa(estimate, ideal)}  # fmt: skip
+            counts[name] = metrics.mask_counts(estimate, ideal)
             sq_err.setdefault(name, []).append((estimate.astype(np.float64) - ideal) ** 2)
         per_file_masks.append(masks)
         mask_scores.append(scores)
+        mask_counts.append(counts)
         report("evaluate/masks", i + 1, len(test), "predicting masks")
 
     from joblib import Parallel, delayed
@@ -157,26 +191,31 @@ def evaluate(
     for j, res in enumerate(outputs):
         results.append(res)
         report("evaluate/metrics", j + 1, len(jobs), "scoring files")
-    for res, scores in zip(results, mask_scores, strict=True):
+    for res, scores, counts in zip(results, mask_scores, mask_counts, strict=True):
         for system, values in scores.items():
             res.scores[system] |= values
+        res.counts = counts
     rows = aggregate(results)
     channel_mse = {name: np.concatenate(errs).mean(axis=0) for name, errs in sq_err.items()}
     examples_out = {test[i].id: per_file_masks[i] for i in range(min(examples, len(test)))}
     problems = [p for r in results for p in r.problems]
-    return Evaluation(recipe, results, rows, channel_mse, examples_out, problems)
+    return Evaluation(recipe, results, rows, channel_mse, examples_out, problems, missing)
 
 
 def aggregate(results: list[FileResult]) -> list[dict]:
     """Mean of each metric per (condition, system), plus an "all" condition over every file; NaNs are skipped
-    and counted in ``n_failed``."""
+    and counted in ``n_failed``. Mask measures are also pooled over the T-F units of all the group's files
+    (``mse_pooled``, ``hit_fa_pooled`` for binary targets; :func:`metrics.aggregate_mask_counts`)."""
     groups: dict[tuple[str, str], list[dict[str, float]]] = {}
+    pooled: dict[tuple[str, str], list[dict[str, float]]] = {}
     conditions = sorted({r.condition for r in results})
     for r in results:
         for system, values in r.scores.items():
-            groups.setdefault((r.condition, system), []).append(values)
-            if len(conditions) > 1:
-                groups.setdefault(("all", system), []).append(values)
+            keys = [(r.condition, system)] + ([("all", system)] if len(conditions) > 1 else [])
+            for key in keys:
+                groups.setdefault(key, []).append(values)
+                if system in r.counts:
+                    pooled.setdefault(key, []).append(r.counts[system])
     order = {s: i for i, s in enumerate(SYSTEM_ORDER)}
     rows = []
     for (condition, system), values in sorted(
@@ -191,6 +230,11 @@ def aggregate(results: list[FileResult]) -> list[dict]:
             good = [v for v in vals if not math.isnan(v)]
             failed = max(failed, len(vals) - len(good))
             row[metric] = float(np.mean(good)) if good else math.nan
+        if (condition, system) in pooled:
+            values_pooled = metrics.aggregate_mask_counts(pooled[(condition, system)])
+            row["mse_pooled"] = values_pooled["mse_pooled"]
+            if "hit_fa" in row:
+                row["hit_fa_pooled"] = values_pooled["hit_fa_pooled"]
         row["n_failed"] = failed
         rows.append(row)
     return rows

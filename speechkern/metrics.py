@@ -1,16 +1,28 @@
 """Objective measures of masks and enhanced speech (SPEC §8).
 
 STOI and extended STOI come from ``pystoi``; PESQ from ``pesq`` (ITU-T P.862): wide-band at 16 kHz and
-narrow-band at 8 kHz. A file PESQ cannot score (for example one with no detectable utterance) gives NaN and
-the reason, never an exception that stops an evaluation.
+narrow-band at 8 kHz. A score that is undefined for the input gives NaN and the reason, never a number that
+flatters and never an exception that stops an evaluation: PESQ finding no utterance, STOI on speech shorter than
+its 30 analysis frames (about 0.4 s) after silence removal, an all-zero reference. Signals whose lengths differ by
+more than one frame (20 ms) are refused with a :class:`~speechkern.errors.SpeechkernError`: scoring the common
+part of a truncated output would hide the missing part.
+
+Mask measures come in two averages (see :func:`aggregate_mask_counts`): the mean of per-file values, and the
+value pooled over every T-F unit of a condition, which is what the OSU PNL toolbox reports.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from speechkern.errors import SpeechkernError
+
+FRAME_S = 0.02  # one analysis frame (20 ms): the length difference scoring tolerates
+STOI_MIN_FRAMES = 30  # pystoi's N: frames of one intermediate intelligibility measure
 
 
 def mask_mse(estimate: np.ndarray, target: np.ndarray) -> float:
@@ -36,36 +48,128 @@ def hit_minus_fa(estimate: np.ndarray, target: np.ndarray) -> float:
     return hit - fa
 
 
-def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019), means removed."""
-    est = estimate.astype(np.float64) - np.mean(estimate)
-    ref = reference.astype(np.float64) - np.mean(reference)
-    n = min(len(est), len(ref))
-    est, ref = est[:n], ref[:n]
-    scale = np.dot(est, ref) / max(np.dot(ref, ref), 1e-20)
-    target = scale * ref
+def mask_counts(estimate: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Sums over the T-F units of one file that pool into corpus-level MSE and HIT−FA.
+
+    Returns ``sq_err`` (Σ squared error), ``units``, ``hits`` (estimated ≥ 0.5 among speech-dominant units, target
+    ≥ 0.5), ``speech_units``, ``false_alarms`` (estimated ≥ 0.5 among noise-dominant units) and ``noise_units``.
+    """
+    est, ref = np.asarray(estimate, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if est.shape != ref.shape:
+        raise SpeechkernError(f"mask shapes differ: estimate {est.shape}, target {ref.shape}")
+    on, speech = est >= 0.5, ref >= 0.5
+    return {
+        "sq_err": float(np.sum((est - ref) ** 2)), "units": float(ref.size),
+        "hits": float(np.sum(on & speech)), "speech_units": float(np.sum(speech)),
+        "false_alarms": float(np.sum(on & ~speech)), "noise_units": float(np.sum(~speech)),
+    }  # fmt: skip
+
+
+def aggregate_mask_counts(counts: list[dict[str, float]]) -> dict[str, float]:
+    """Pooled-over-frames measures of many files, as the OSU PNL toolbox reports them.
+
+    ``mse_pooled`` = Σ squared error / Σ units over all files (long files weigh more than in the mean of per-file
+    MSEs); ``hit_fa_pooled`` = Σ hits / Σ speech-dominant units − Σ false alarms / Σ noise-dominant units.
+    counts: :func:`mask_counts` of each file. A ratio with an empty denominator counts as 0, as in
+    :func:`hit_minus_fa`.
+    """
+    total = {k: sum(c[k] for c in counts) for k in ("sq_err", "units", "hits", "speech_units", "false_alarms",
+                                                    "noise_units")}  # fmt: skip
+    if total["units"] == 0:
+        return {"mse_pooled": math.nan, "hit_fa_pooled": math.nan}
+    hit = total["hits"] / total["speech_units"] if total["speech_units"] else 0.0
+    fa = total["false_alarms"] / total["noise_units"] if total["noise_units"] else 0.0
+    return {"mse_pooled": total["sq_err"] / total["units"], "hit_fa_pooled": hit - fa}
+
+
+def matched_lengths(reference: np.ndarray, processed: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both signals cut to the shorter length when they differ by at most one frame (20 ms at ``sr`` Hz).
+
+    Raises SpeechkernError when they differ by more: a processed file missing part of the utterance must not be
+    scored on the part it kept.
+    """
+    n_ref, n_proc = len(reference), len(processed)
+    tolerance = int(round(FRAME_S * sr))
+    if abs(n_ref - n_proc) > tolerance:
+        raise SpeechkernError(
+            f"the processed signal has {n_proc} samples and the clean reference {n_ref} ({n_ref / sr:.3f} s vs "
+            f"{n_proc / sr:.3f} s at {sr} Hz): more than one frame ({tolerance} samples) apart; score signals of the "
+            "same utterance at the same sample rate"
+        )
+    n = min(n_ref, n_proc)
+    return reference[:n], processed[:n]
+
+
+def _note(problems: list[str] | None, why: str) -> float:
+    if problems is not None:
+        problems.append(why)
+    return math.nan
+
+
+def si_sdr(estimate: np.ndarray, reference: np.ndarray, sr: int = 16000, problems: list[str] | None = None) -> float:
+    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019), means removed.
+
+    estimate, reference: (n_samples,) at ``sr`` Hz, lengths within one frame (see :func:`matched_lengths`).
+    NaN (reason appended to ``problems``) when the reference or the estimate is silent: the ratio is 0/0 there.
+    """
+    ref, est = matched_lengths(np.asarray(reference), np.asarray(estimate), sr)
+    est = est.astype(np.float64) - np.mean(est)
+    ref = ref.astype(np.float64) - np.mean(ref)
+    e_ref, e_est = np.dot(ref, ref), np.dot(est, est)
+    if e_ref <= 0.0:
+        return _note(problems, "si_sdr: the clean reference is silent (all zeros); SI-SDR is undefined")
+    if e_est <= 0.0:
+        return _note(problems, "si_sdr: the processed signal is silent (all zeros); SI-SDR is undefined")
+    target = (np.dot(est, ref) / e_ref) * ref
     noise = est - target
     return float(10.0 * np.log10(max(np.dot(target, target), 1e-20) / max(np.dot(noise, noise), 1e-20)))
 
 
-def stoi(clean: np.ndarray, processed: np.ndarray, sr: int, extended: bool = False) -> float:
-    """Short-time objective intelligibility (pystoi), or its extended form."""
+def stoi(
+    clean: np.ndarray, processed: np.ndarray, sr: int, extended: bool = False, problems: list[str] | None = None
+) -> float:
+    """Short-time objective intelligibility (pystoi), or its extended form, in [0, 1] (ESTOI may dip below 0).
+
+    clean, processed: (n_samples,) at ``sr`` Hz, lengths within one frame. NaN (reason appended to ``problems``)
+    when the clean reference is silent, or when fewer than 30 frames of 25.6 ms (hop 12.8 ms at 10 kHz) remain
+    after pystoi removes the frames 40 dB below the loudest, i.e. under about 0.4 s of speech: pystoi would crash
+    or return 1e-5 there.
+    """
     from pystoi import stoi as _stoi
 
-    n = min(len(clean), len(processed))
-    return float(_stoi(clean[:n].astype(np.float64), processed[:n].astype(np.float64), sr, extended=extended))
+    name = "estoi" if extended else "stoi"
+    ref, proc = matched_lengths(np.asarray(clean), np.asarray(processed), sr)
+    if not np.any(ref):
+        return _note(problems, f"{name}: the clean reference is silent (all zeros); STOI is undefined")
+    too_short = (
+        f"{name}: fewer than {STOI_MIN_FRAMES} frames of speech ({len(ref) / sr:.2f} s in all) remain after "
+        "silence removal; STOI needs about 0.4 s of speech"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            value = float(_stoi(ref.astype(np.float64), proc.astype(np.float64), sr, extended=extended))
+        except (ValueError, IndexError, np.exceptions.AxisError):  # pystoi on inputs of a frame or two
+            return _note(problems, too_short)
+    if any(issubclass(w.category, RuntimeWarning) and "frames" in str(w.message) for w in caught):
+        return _note(problems, too_short)
+    return value
 
 
 def pesq(clean: np.ndarray, processed: np.ndarray, sr: int, mode: str = "wb") -> tuple[float, str]:
     """PESQ score and an empty string, or NaN and the reason it could not be scored.
 
     mode "wb": wide-band P.862.2 at 16 kHz; "nb": narrow-band P.862 at 8 kHz. Other input rates are resampled.
+    Lengths must agree within one frame (SpeechkernError otherwise).
     """
     from pesq import pesq as _pesq
     from pesq.cypesq import PesqError
 
     from speechkern.audio import resample
 
+    clean, processed = matched_lengths(np.asarray(clean), np.asarray(processed), sr)
+    if not np.any(clean):
+        return math.nan, "the clean reference is silent (all zeros)"
     rate = 16000 if mode == "wb" else 8000
     ref = resample(clean.astype(np.float32), sr, rate)
     deg = resample(processed.astype(np.float32), sr, rate)
@@ -93,15 +197,20 @@ class SpeechScores:
 
 
 def speech_scores(clean: np.ndarray, processed: np.ndarray, sr: int) -> SpeechScores:
-    """STOI, ESTOI, wide- and narrow-band PESQ and SI-SDR of ``processed`` against ``clean``."""
+    """STOI, ESTOI, wide- and narrow-band PESQ and SI-SDR of ``processed`` against ``clean``.
+
+    clean, processed: (n_samples,) at ``sr`` Hz. Raises SpeechkernError when their lengths differ by more than one
+    frame (20 ms); a score that is undefined for the input is NaN with its reason in ``problems``.
+    """
+    matched_lengths(np.asarray(clean), np.asarray(processed), sr)
     pesq_wb, why_wb = pesq(clean, processed, sr, "wb")
     pesq_nb, why_nb = pesq(clean, processed, sr, "nb")
     problems = [f"pesq {m}: {why}" for m, why in (("wb", why_wb), ("nb", why_nb)) if why]
     return SpeechScores(
-        stoi=stoi(clean, processed, sr),
-        estoi=stoi(clean, processed, sr, extended=True),
+        stoi=stoi(clean, processed, sr, problems=problems),
+        estoi=stoi(clean, processed, sr, extended=True, problems=problems),
         pesq=pesq_wb,
         pesq_nb=pesq_nb,
-        si_sdr=si_sdr(processed, clean),
+        si_sdr=si_sdr(processed, clean, sr, problems=problems),
         problems=problems,
     )

@@ -32,8 +32,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # after writing: some writers (safetensors) recreate the file as 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -29,19 +29,20 @@ from speechkern.evaluate import METRICS, Evaluation  # noqa: E402
 from speechkern.outputs import write_text  # noqa: E402
 
 LABELS = {
-    "mse": "MSE ×10⁻²", "stoi": "STOI", "estoi": "ESTOI", "pesq": "PESQ-WB", "pesq_nb": "PESQ-NB",
-    "si_sdr": "SI-SDR (dB)", "accuracy": "accuracy", "hit_fa": "HIT−FA",
+    "mse": "MSE ×10⁻² (file mean)", "mse_pooled": "MSE ×10⁻² (pooled)", "stoi": "STOI", "estoi": "ESTOI",
+    "pesq": "PESQ-WB", "pesq_nb": "PESQ-NB", "si_sdr": "SI-SDR (dB)", "accuracy": "accuracy",
+    "hit_fa": "HIT−FA (file mean)", "hit_fa_pooled": "HIT−FA (pooled)",
 }  # fmt: skip
 
 
 def _fmt(metric: str, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if metric == "mse":
+    if metric in ("mse", "mse_pooled"):
         return f"{100 * value:.2f}"
     if metric == "si_sdr":
         return f"{value:.1f}"
-    return f"{value:.3f}" if metric in ("stoi", "estoi", "accuracy", "hit_fa") else f"{value:.2f}"
+    return f"{value:.3f}" if metric in ("stoi", "estoi", "accuracy", "hit_fa", "hit_fa_pooled") else f"{value:.2f}"
 
 
 def results_markdown(rows: list[dict]) -> str:
@@ -214,7 +215,9 @@ figure{{margin:0}}figcaption{{font-size:13px;color:#555}}
 </style></head><body>
 <h1>speechkern report: {html.escape(recipe.name)}</h1>
 <p>Test split of the run, target {html.escape(recipe.target.kind.upper())} in the {html.escape(recipe.target.domain)}
-domain, features {html.escape(recipe.features.kind)}. Means over test files per condition (noise × SNR).</p>
+domain, features {html.escape(recipe.features.kind)}. Means over test files per condition (noise × SNR);
+"pooled" mask measures are taken over every T-F unit of the condition at once, as the OSU PNL toolbox reports
+them, so long files weigh more than in the file mean.</p>
 <h2>Results</h2>
 <table><thead><tr><th>condition</th><th>system</th><th>files</th>{head}</tr></thead><tbody>{body}</tbody></table>
 <p>Also as <a href="results.csv">CSV</a>, <a href="results.json">JSON</a>, <a href="results.md">Markdown</a>;

@@ -89,7 +89,9 @@ def test_oracle_json_reports_noisy_and_ideal(capsys, tmp_path):
 
 
 def test_enhance_without_any_model_says_how_to_train(capsys, tmp_path, monkeypatch):
+    """No runs/ and an installation without the shipped model: the error says how to get one."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("speechkern.models.select.SHIPPED", tmp_path / "no-shipped-model")
     clean, _ = _tone_files(tmp_path)
     code, _, err = run(["enhance", str(clean)], capsys)
     assert code == 2 and "speechkern train recipes/demo" in err

@@ -30,11 +30,12 @@ class Utterance:
 
 def load_splits(data, workdir: Path) -> dict[str, list[Utterance]]:
     """Utterances of each split for a recipe's ``[data]`` section; ``workdir`` holds generated audio."""
-    from speechkern.corpora import demo, folder, hint, timit, voicebank
+    from speechkern.corpora import demo, folder, hint, manifest, timit, voicebank
 
     readers = {
         "demo": demo.splits,
         "folder": folder.splits,
+        "manifest": manifest.splits,
         "timit": timit.splits,
         "hint": hint.splits,
         "voicebank": voicebank.splits,

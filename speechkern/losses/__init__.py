@@ -31,8 +31,9 @@ shape) — and a sample's loss is the expectation ``Σ_j w_j p_j ℓ_j(f)`` of t
 - ``weight`` (C,): a sample of class c counts with weight ``w_c``; ``reduction='mean'`` divides the weighted sum by
   the sum of the weights of the (non-ignored) samples, as CrossEntropyLoss does. With probability targets class
   ``j`` counts with ``w_j p_j`` and 'mean' divides by the number of samples, again as in PyTorch.
-- ``ignore_index``: samples with this class index contribute 0 and are left out of the 'mean' denominator
-  (index targets only; PyTorch ignores it for probability targets too).
+- ``ignore_index``: samples with this class index contribute 0 and are left out of the 'mean' denominator.
+  Index targets only: with probability targets a value ≥ 0 raises RuntimeError, as CrossEntropyLoss does (a
+  negative value, such as the default -100, is inert).
 - ``label_smoothing`` ε: the target becomes ``(1 − ε)·p + ε/C``.
 - probability targets: for the rescaled square loss this gives ``(1/C)·Σ_k [t·p_k (f_k − M)² + (1 − p_k)·f_k²]``
   (without weights): class k is pulled to M with weight ``t·p_k`` and to 0 with weight ``1 − p_k``; for the square
@@ -41,7 +42,9 @@ shape) — and a sample's loss is the expectation ``Σ_j w_j p_j ℓ_j(f)`` of t
 - ``reduction``: ``'none'`` returns the per-sample losses ``(N, d1, …)``; ``'mean'``, ``'sum'`` as above.
 
 The wrong-class sum ``Σ_{j≠c} f_j²`` is computed with a mask, never as ``Σ_j f_j² − f_c²``, so logits in the
-thousands lose no precision in float32. The losses run on any device and dtype.
+thousands lose no precision in float32. The losses run on any device and dtype: float16 and bfloat16 logits are
+computed in float32 and the loss returned in the input's dtype; under autocast the loss is float32, as
+cross-entropy's is. They work under ``torch.compile(fullgraph=True)``.
 
 Calibration (:mod:`speechkern.losses.calibration`): top-label ECE with K equal-width bins (bin k holds
 ``k/K ≤ conf < (k+1)/K``, the last bin also 1.0) and reliability diagrams. Square-loss outputs become probabilities

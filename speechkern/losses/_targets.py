@@ -45,6 +45,22 @@ def check_options(reduction: str, label_smoothing: float) -> None:
         raise ValueError(f"label_smoothing={label_smoothing} is out of range; use a value in [0, 1]")
 
 
+def working_precision(input: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+    """The logits in the precision the loss is computed in, and the dtype the loss is returned in.
+
+    float16 and bfloat16 logits are computed in float32: a logit of a few hundred squares to tens of thousands,
+    past float16's partial sums (and its 65504 maximum before the division by C), while the loss itself fits.
+    The result has the input's dtype, except under autocast on the input's device, where it is float32 (float64
+    input stays float64) — what :func:`torch.nn.functional.cross_entropy`, an autocast-to-float32 op, returns.
+    """
+    out_dtype = input.dtype
+    if input.dtype != torch.float64 and torch.is_autocast_enabled(input.device.type):
+        out_dtype = torch.float32
+    if input.dtype in (torch.float16, torch.bfloat16):
+        input = input.float()
+    return input, out_dtype
+
+
 def as_batch(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Give an unbatched input ``(C,)`` (target ``()`` or ``(C,)``) a batch axis; the flag says whether the input
     was batched already (False: a batch axis was added, and :func:`reduce` removes it again)."""
@@ -67,7 +83,10 @@ def coefficients(
     """Class coefficients ``a``, ``b`` and the 'mean' denominator for logits ``(N, C, d…)``.
 
     target: class indices ``(N, d…)`` of an integer dtype (``ignore_index`` marks samples left out), or class
-    probabilities of the logits' shape and a floating dtype (``ignore_index`` does not apply, as in PyTorch).
+    probabilities of the logits' shape and a floating dtype.
+
+    Raises RuntimeError for probability targets with ``ignore_index ≥ 0`` (as cross_entropy does), ValueError for
+    a weight, target shape or target dtype that does not fit the logits.
     weight: per-class weights ``(C,)`` or None for ones.
     """
     n_classes = input.shape[1]
@@ -84,6 +103,13 @@ def coefficients(
     eps = float(label_smoothing)
 
     if target.is_floating_point():
+        if ignore_index >= 0:
+            # the exception type and condition of torch.nn.functional.cross_entropy (a negative index is inert)
+            raise RuntimeError(
+                f"ignore_index={ignore_index} is not supported for probability (floating-point) targets, as in "
+                "torch.nn.CrossEntropyLoss; give class indices, or leave ignore_index at a negative value such as "
+                "the default -100"
+            )
         if target.shape != input.shape:
             raise ValueError(
                 f"probability targets must have the input's shape {tuple(input.shape)}, got {tuple(target.shape)}"
@@ -124,11 +150,14 @@ def coefficients(
     return Coefficients(a, b, w_target.sum())
 
 
-def reduce(per_sample: torch.Tensor, coeffs: Coefficients, reduction: str, batched: bool) -> torch.Tensor:
-    """Apply ``reduction`` to per-sample losses ``(N, d…)`` as CrossEntropyLoss does."""
+def reduce(
+    per_sample: torch.Tensor, coeffs: Coefficients, reduction: str, batched: bool, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """Apply ``reduction`` to per-sample losses ``(N, d…)`` as CrossEntropyLoss does; the result in ``out_dtype``."""
     if reduction == "none":
-        return per_sample if batched else per_sample.squeeze(0)
-    total = per_sample.sum()
-    if reduction == "sum":
-        return total
-    return total / coeffs.denominator
+        result = per_sample if batched else per_sample.squeeze(0)
+    elif reduction == "sum":
+        result = per_sample.sum()
+    else:
+        result = per_sample.sum() / coeffs.denominator
+    return result.to(out_dtype)

@@ -42,20 +42,27 @@ def rescaled_square_loss(
     t: weight of the target-class term (> 0); M: the value the target-class output is pulled to.
     weight: per-class weights ``(C,)``; a sample's loss is scaled by the weight of its class, and ``'mean'``
         divides by the summed weights of the non-ignored samples (for probability targets: by ``N·d1·…``).
-    ignore_index: class index whose samples contribute nothing (index targets only, as in PyTorch).
+    ignore_index: class index whose samples contribute nothing. Index targets only: with probability targets a
+        value ≥ 0 raises RuntimeError, as in PyTorch (a negative value such as the default -100 is inert).
     reduction: ``'none'`` (per-sample losses ``(N, d1, …)``), ``'mean'`` or ``'sum'``.
     label_smoothing: ε in [0, 1]; the target becomes ``(1 − ε)·p + ε/C``.
+
+    Returns the loss in the input's dtype (float32 under autocast, as cross-entropy); float16 and bfloat16
+    logits are computed in float32. Works under ``torch.compile(fullgraph=True)``.
+    Raises ValueError for an invalid option or a target that does not fit the input, RuntimeError for
+    ``ignore_index ≥ 0`` with probability targets.
     """
     _targets.check_options(reduction, label_smoothing)
     if not t > 0:
         raise ValueError(f"t={t} must be positive")
+    input, out_dtype = _targets.working_precision(input)
     input, target, batched = _targets.as_batch(input, target)
     coeffs = _targets.coefficients(input, target, weight, ignore_index, label_smoothing)
     n_classes = input.shape[1]
     target_term = coeffs.a * (input - M).square()
     wrong_term = coeffs.b * input.square()  # masked wrong-class sum, never Σ f² − f_c²
     per_sample = (t * target_term + wrong_term).sum(dim=1) / n_classes
-    return _targets.reduce(per_sample, coeffs, reduction, batched)
+    return _targets.reduce(per_sample, coeffs, reduction, batched, out_dtype)
 
 
 def square_loss(

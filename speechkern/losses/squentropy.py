@@ -36,11 +36,16 @@ def squentropy_loss(
     target: class indices ``(N, d1, …)`` (integer dtype) or class probabilities of the input's shape (floating).
     alpha: weight α ≥ 0 of the wrong-class square term; 0 gives cross-entropy.
     weight, ignore_index, reduction, label_smoothing: as :func:`torch.nn.functional.cross_entropy` (``'mean'``
-        divides by the summed class weights of the non-ignored samples, or by ``N·d1·…`` for probability targets).
+        divides by the summed class weights of the non-ignored samples, or by ``N·d1·…`` for probability targets;
+        ``ignore_index ≥ 0`` with probability targets raises RuntimeError, as there).
+
+    Returns the loss in the input's dtype (float32 under autocast, as cross-entropy); float16 and bfloat16
+    logits are computed in float32. Works under ``torch.compile(fullgraph=True)``.
     """
     _targets.check_options(reduction, label_smoothing)
     if not alpha >= 0:
         raise ValueError(f"alpha={alpha} must be non-negative")
+    input, out_dtype = _targets.working_precision(input)
     input, target, batched = _targets.as_batch(input, target)
     n_classes = input.shape[1]
     if n_classes < 2:
@@ -57,7 +62,7 @@ def squentropy_loss(
         # the masked wrong-class sum (coefficients b), never Σ f² − f_c², which cancels for large f_c in float32
         square = (coeffs.b * input.square()).sum(dim=1)
         per_sample = cross_entropy + (alpha / (n_classes - 1)) * square
-    return _targets.reduce(per_sample, coeffs, reduction, batched)
+    return _targets.reduce(per_sample, coeffs, reduction, batched, out_dtype)
 
 
 class SquentropyLoss(_WeightedLoss):

@@ -19,18 +19,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from pydantic import ValidationError
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 import speechkern
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
-from speechkern.features import FeatureConfig, FeatureStats, stack_context
-from speechkern.targets import TargetConfig
+from speechkern.features import FeatureConfig, FeatureStats, base_dim, input_dim, stack_context
+from speechkern.outputs import _UMASK
+from speechkern.targets import TargetConfig, mask_units
+from speechkern.transform import InputTransform
 
 FORMAT = "speechkern-mask-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: features see the waveform at a fixed RMS level (FeatureConfig.level_dbfs)
 # Bump when feature extraction changes what it computes: models trained before then are refused by enhance.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
 def _estimator_classes() -> dict[str, Any]:
@@ -55,12 +59,46 @@ def split_bands(n_units: int, n_bands: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+def _predict_estimators(estimators: list[Any], inputs: np.ndarray) -> list[np.ndarray]:
+    """Each estimator's float32 predictions for ``inputs`` (n, d). Kernel estimators that share their centres (the
+    subband models') share one matrix of squared distances per block of rows, the larger part of the work; each
+    then applies its own kernel and weights (equal to its own ``predict`` to float32 rounding)."""
+    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.kernels import prepare_points, squared_distances
+
+    out: list[np.ndarray | None] = [None] * len(estimators)
+    groups: dict[tuple, list[int]] = {}
+    for i, est in enumerate(estimators):
+        if isinstance(est, EigenProRegressor) and getattr(est, "n_features_in_", None) == inputs.shape[1]:
+            groups.setdefault((est.centers_.data_ptr(), tuple(est.centers_.shape), est.centers_.device), []).append(i)
+    for members in (m for m in groups.values() if len(m) > 1):
+        Z = estimators[members[0]].centers_
+        X = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(Z.device)
+        prepared = prepare_points(Z)
+        rows = max(1, 2**22 // max(1, Z.shape[0]))  # 16 MB of distances at a time
+        preds = {i: torch.empty((len(X), estimators[i].weights_.shape[1]), device=Z.device) for i in members}
+        with torch.no_grad():
+            for start in range(0, len(X), rows):
+                D = squared_distances(X[start : start + rows], prepared)
+                K = torch.empty_like(D)
+                for i in members:
+                    estimators[i].kernel_.from_squared_distances(D, out=K)
+                    torch.matmul(K, estimators[i].weights_, out=preds[i][start : start + rows])
+        for i in members:
+            out[i] = preds[i].cpu().numpy()
+    return [
+        np.asarray(e.predict(inputs), dtype=np.float32) if o is None else o
+        for e, o in zip(estimators, out, strict=True)
+    ]
+
+
 @dataclass
 class MaskModel:
     """A trained mask estimator with its feature pipeline.
 
     kind: "kernel" or "dnn"; bands: channel blocks ``[lo, hi)``, one estimator each, in channel order;
-    info: training facts (timings, chosen kernels, epochs) kept in config.json.
+    info: training facts (timings, chosen kernels, epochs) kept in config.json; transform: the linear map applied
+    to the normalised, context-stacked inputs before the estimators (:mod:`speechkern.transform`), or None.
     """
 
     kind: str
@@ -71,18 +109,20 @@ class MaskModel:
     estimators: list[Any]
     info: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"  # where the estimators live; enhance computes features there too
+    transform: InputTransform | None = None
 
     @property
     def n_units(self) -> int:
         return self.bands[-1][1]
 
     def inputs(self, features: np.ndarray) -> np.ndarray:
-        """Model inputs from raw per-frame features (n_frames, base_dim): normalised, context stacked."""
-        return stack_context(self.stats.normalize(features), self.feature_config.context)
+        """Model inputs from raw per-frame features (n_frames, base_dim): normalised, context stacked, transformed."""
+        stacked = stack_context(self.stats.normalize(features), self.feature_config.context)
+        return stacked if self.transform is None else self.transform.apply(stacked)
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Real-valued mask estimates (n_frames, n_units), clipped to [0, 1], bands reassembled in order."""
-        parts = [np.asarray(est.predict(inputs), dtype=np.float32).reshape(len(inputs), -1) for est in self.estimators]
+        parts = [part.reshape(len(inputs), -1) for part in _predict_estimators(self.estimators, inputs)]
         for (lo, hi), part in zip(self.bands, parts, strict=True):
             if part.shape[1] != hi - lo:
                 raise RuntimeError(f"band [{lo}, {hi}) predicted {part.shape[1]} channels")
@@ -107,6 +147,8 @@ class MaskModel:
             "stats.mean": torch.as_tensor(np.asarray(self.stats.mean)),
             "stats.std": torch.as_tensor(np.asarray(self.stats.std)),
         }
+        if self.transform is not None:
+            tensors["transform.matrix"] = torch.as_tensor(self.transform.matrix)
         seen: dict[str, str] = {}
         estimators = []
         for i, est in enumerate(self.estimators):
@@ -132,14 +174,18 @@ class MaskModel:
             "features": self.feature_config.model_dump(mode="json"),
             "target": self.target_config.model_dump(mode="json"),
             "bands": [list(b) for b in self.bands],
+            "transform": None if self.transform is None else self.transform.to_config(),
             "estimators": estimators,
             "info": self.info,
         }
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            save_file(tensors, str(tmp / "weights.safetensors"))
+            os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's folders are private; a model folder is not
+            save_file(tensors, str(tmp / "weights.safetensors"), metadata={CONFIG_KEY: _signed(config)})
             (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+            for written in tmp.iterdir():
+                os.chmod(written, 0o666 & ~_UMASK)  # safetensors writes its files as 0600
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(tmp, folder)
@@ -149,12 +195,22 @@ class MaskModel:
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device: str = "cpu") -> MaskModel:
-        """Read a model folder; refuses models whose format or feature code differs from this version's."""
+        """Read a model folder; refuses models whose format or feature code differs from this version's.
+
+        The configuration is checked against the weights' shapes before any estimator is built, so a damaged or
+        edited folder gives one :class:`SpeechkernError` naming the folder and the problem, never a traceback or
+        an allocation larger than the weights file.
+        """
         folder = Path(folder)
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise SpeechkernError(f"{folder}: no model here (config.json missing); train one with `speechkern train`")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = _read_config(folder)
+        if config.get("format") == FORMAT and config.get("format_version") == 1:
+            raise SpeechkernError(
+                f"{folder}: model format v1 (speechkern {config.get('speechkern_version')}) computes features at the "
+                "recording's own level and mis-scales quieter or louder input; retrain it with this speechkern"
+            )
         if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
             raise SpeechkernError(
                 f"{folder}: model format {config.get('format')} v{config.get('format_version')} is not "
@@ -166,20 +222,238 @@ class MaskModel:
                 f"{config.get('speechkern_version')}), but this speechkern {speechkern.__version__} computes "
                 f"features v{FEATURES_VERSION}; retrain the model"
             )
-        tensors = load_file(str(folder / "weights.safetensors"))
+        tensors, metadata = _read_weights(folder)
+        try:
+            return cls._from_checked(config, tensors, metadata, device)
+        except _Damaged as err:
+            raise SpeechkernError(f"{folder}: {err}; {_remedy(folder)}") from None
+
+    @classmethod
+    def _from_checked(cls, config: dict, tensors: dict[str, torch.Tensor], metadata: dict, device: str) -> MaskModel:
+        saved = metadata.get(CONFIG_KEY)
+        if saved is not None:  # the configuration written with the weights: config.json must not differ from it
+            try:
+                reference = json.loads(saved)
+            except ValueError:
+                raise _Damaged("weights.safetensors holds an unreadable configuration copy") from None
+            if _signed(config) != saved:
+                key = _first_difference(reference, _without_info(config))
+                raise _Damaged(f"config.json was edited after training ({key})")
+        missing = [k for k in ("kind", "features", "target", "bands", "estimators") if k not in config]
+        if missing:
+            raise _Damaged(f"config.json lacks {', '.join(missing)}")
+        feature_config = _validated(FeatureConfig, config["features"], "features")
+        target_config = _validated(TargetConfig, config["target"], "target")
+        bands = _checked_bands(config["bands"], mask_units(target_config, feature_config))
+        entries = config["estimators"]
+        if not isinstance(entries, list) or len(entries) != len(bands):
+            raise _Damaged(f"config.json has {len(bands)} bands but {_count(entries)} estimators")
+        kind = config["kind"]
+        expected_kind = {"kernel": "eigenpro", "dnn": "dnn"}.get(kind)
+        if expected_kind is None:
+            raise _Damaged(f"config.json: kind {kind!r} is not 'kernel' or 'dnn'")
+        for name in ("stats.mean", "stats.std"):
+            if name not in tensors or tensors[name].shape != (base_dim(feature_config),):
+                shape = tuple(tensors[name].shape) if name in tensors else "missing"
+                raise _Damaged(f"{name} is {shape}, but the features give {base_dim(feature_config)} values per frame")
+        n_inputs = input_dim(feature_config)
+        transform = None
+        if config.get("transform"):
+            if "transform.matrix" not in tensors:
+                raise _Damaged("config.json names an input transform but weights.safetensors has no transform.matrix")
+            try:
+                transform = InputTransform.from_state(tensors["transform.matrix"], config["transform"])
+            except (SpeechkernError, KeyError, TypeError, ValueError) as err:
+                raise _Damaged(f"the input transform cannot be rebuilt ({type(err).__name__}: {err})") from None
+            if transform.in_dim != n_inputs:
+                raise _Damaged(f"the input transform takes {transform.in_dim} inputs, the features give {n_inputs}")
+            n_inputs = transform.out_dim
         classes = _estimator_classes()
         estimators = []
-        for entry in config["estimators"]:
-            own = {key: tensors[name] for key, name in entry["tensors"].items()}
-            estimators.append(classes[entry["kind"]].from_state(own, entry["config"], device=device))
-        stats = FeatureStats(mean=tensors["stats.mean"].numpy(), std=tensors["stats.std"].numpy())
+        for i, (entry, (lo, hi)) in enumerate(zip(entries, bands, strict=True)):
+            where = f"estimator {i}"
+            if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+                raise _Damaged(f"config.json: {where} is not an object with a config")
+            if entry.get("kind") != expected_kind:
+                raise _Damaged(f"config.json: {where} is of kind {entry.get('kind')!r}, a {kind} model needs "
+                               f"{expected_kind!r}")  # fmt: skip
+            names = entry.get("tensors")
+            if not isinstance(names, dict) or any(not isinstance(v, str) or v not in tensors for v in names.values()):
+                raise _Damaged(f"config.json: {where} names tensors that weights.safetensors does not hold")
+            own = {key: tensors[name] for key, name in names.items()}
+            check = _check_dnn if expected_kind == "dnn" else _check_eigenpro
+            check(own, entry["config"], n_inputs, hi - lo, where)
+            try:
+                estimators.append(classes[expected_kind].from_state(own, entry["config"], device=device))
+            except (SpeechkernError, KeyError, TypeError, ValueError, RuntimeError) as err:
+                raise _Damaged(f"{where} cannot be rebuilt ({type(err).__name__}: {err})") from None
+        try:
+            stats = FeatureStats(mean=tensors["stats.mean"].numpy(), std=tensors["stats.std"].numpy())
+        except SpeechkernError as err:
+            raise _Damaged(str(err)) from None
+        info = config.get("info", {})
         return cls(
-            kind=config["kind"],
-            feature_config=FeatureConfig.model_validate(config["features"]),
-            target_config=TargetConfig.model_validate(config["target"]),
+            kind=kind,
+            feature_config=feature_config,
+            target_config=target_config,
             stats=stats,
-            bands=[tuple(b) for b in config["bands"]],
+            bands=bands,
             estimators=estimators,
-            info=config.get("info", {}),
+            info=info if isinstance(info, dict) else {},
             device=str(resolve_device(device)),
+            transform=transform,
         )
+
+
+# -- validation of a model folder ---------------------------------------------------------------------------
+
+CONFIG_KEY = "speechkern.config"
+"""Metadata key of weights.safetensors holding a copy of config.json (less ``info``), to detect edits."""
+
+
+class _Damaged(Exception):
+    """A problem with a model folder's contents; :meth:`MaskModel.load` adds the folder and the remedy."""
+
+
+def _remedy(folder: Path) -> str:
+    for run in (folder.parent.parent, folder.parent.parent.parent):  # models/<name> or models/<name>/<condition>
+        if (run / "recipe.toml").is_file() and folder.is_relative_to(run / "models"):
+            return f"retrain it with `speechkern train {run / 'recipe.toml'} --out {run} --resume`"
+    return "restore the folder from a copy or retrain the model with `speechkern train`"
+
+
+def _read_config(folder: Path) -> dict:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpeechkernError(f"{folder}: config.json cannot be read ({err}); {_remedy(folder)}") from None
+    except json.JSONDecodeError as err:
+        raise SpeechkernError(f"{folder}: config.json is not valid JSON ({err}); {_remedy(folder)}") from None
+    if not isinstance(config, dict):
+        raise SpeechkernError(f"{folder}: config.json holds no JSON object; {_remedy(folder)}")
+    return config
+
+
+def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    path = folder / "weights.safetensors"
+    if not path.is_file():
+        raise SpeechkernError(f"{folder}: weights.safetensors is missing; {_remedy(folder)}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    except Exception as err:  # safetensors raises its own error types for truncated or damaged files
+        raise SpeechkernError(
+            f"{folder}: weights.safetensors is damaged or truncated ({err}); {_remedy(folder)}"
+        ) from None
+    return tensors, metadata
+
+
+def _without_info(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "info"}
+
+
+def _signed(config: dict) -> str:
+    return json.dumps(_without_info(config), sort_keys=True)
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    """Where ``b`` first differs from ``a``: a dotted key path (list items by index) and both values, shortened."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                return f"{prefix}{key} ({'added' if key in b else 'removed'})"
+            if a[key] != b[key]:
+                return _first_difference(a[key], b[key], f"{prefix}{key}.")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _first_difference(x, y, f"{prefix}{i}.")
+
+    def short(value: Any) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return f"{prefix.rstrip('.') or 'the configuration'} = {short(b)}, trained with {short(a)}"
+
+
+def _validated(model: type, value: Any, section: str):
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join([section, *(str(p) for p in first["loc"])])
+        if first["type"] == "extra_forbidden":
+            raise _Damaged(f"config.json: unknown key {key!r}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a check across fields: the input is the whole section
+            raise _Damaged(f"config.json: {key}: {message}") from None
+        raise _Damaged(f"config.json: {key} = {json.dumps(first.get('input'), default=str)}: {message}") from None
+
+
+def _count(value: Any) -> int | str:
+    return len(value) if isinstance(value, list) else "no list of"
+
+
+def _checked_bands(bands: Any, n_units: int) -> list[tuple[int, int]]:
+    ok = isinstance(bands, list) and bands and all(
+        isinstance(b, list) and len(b) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in b)
+        for b in bands
+    )  # fmt: skip
+    if ok:
+        edges = [bands[0][0]] + [b[1] for b in bands]
+        ok = edges[0] == 0 and all(b[0] < b[1] for b in bands) and all(
+            bands[i][1] == bands[i + 1][0] for i in range(len(bands) - 1)
+        )  # fmt: skip
+    if not ok or bands[-1][1] != n_units:
+        raise _Damaged(f"config.json: bands {json.dumps(bands)} do not split the target's {n_units} mask channels "
+                       "into contiguous blocks")  # fmt: skip
+    return [(int(a), int(b)) for a, b in bands]
+
+
+def _shape(tensors: dict[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
+    return tuple(tensors[key].shape) if key in tensors else None
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_eigenpro(tensors: dict[str, torch.Tensor], config: dict, n_inputs: int, n_outputs: int, where: str) -> None:
+    """Centres (m, n_inputs), weights (m, n_outputs), eigenvalues (q,), and the config's sizes agreeing."""
+    centers, weights, eig = (_shape(tensors, k) for k in ("centers", "weights", "eigenvalues"))
+    if centers is None or weights is None or eig is None or len(eig) != 1:
+        raise _Damaged(f"{where}: the kernel machine needs centres, weights and eigenvalues tensors")
+    if len(centers) != 2 or centers[1] != n_inputs:
+        raise _Damaged(f"{where}: centres are {centers}, but the features give {n_inputs} inputs per frame")
+    if weights != (centers[0], n_outputs):
+        raise _Damaged(f"{where}: weights are {weights}, expected ({centers[0]}, {n_outputs}) for its band")
+    if config.get("n_features_in") != n_inputs or config.get("n_outputs") != n_outputs:
+        raise _Damaged(f"{where}: n_features_in {config.get('n_features_in')} and n_outputs {config.get('n_outputs')}"
+                       f" do not match the weights ({n_inputs}, {n_outputs})")  # fmt: skip
+    if not isinstance(config.get("params"), dict) or not isinstance(config.get("kernel"), dict):
+        raise _Damaged(f"{where}: its config lacks params or kernel")
+
+
+def _check_dnn(tensors: dict[str, torch.Tensor], config: dict, n_inputs: int, n_outputs: int, where: str) -> None:
+    """Each layer's weight (out, in) and bias (out,) as ``params.hidden`` says, before any layer is allocated."""
+    params = config.get("params")
+    hidden = params.get("hidden") if isinstance(params, dict) else None
+    if not isinstance(hidden, list) or not all(_positive_int(h) for h in hidden):
+        raise _Damaged(f"{where}: params.hidden = {json.dumps(hidden)}, expected a list of layer sizes")
+    if config.get("n_features_in") != n_inputs or config.get("n_outputs") != n_outputs:
+        raise _Damaged(f"{where}: n_features_in {config.get('n_features_in')} and n_outputs {config.get('n_outputs')}"
+                       f" do not match the features and band ({n_inputs}, {n_outputs})")  # fmt: skip
+    sizes = [*hidden, n_outputs]
+    expected, width = {}, n_inputs
+    for i, size in enumerate(sizes):  # build_mlp: Linear, ReLU, Dropout per hidden layer, then Linear, Sigmoid
+        expected[f"{3 * i}.weight"], expected[f"{3 * i}.bias"] = (size, width), (size,)
+        width = size
+    for key, shape in expected.items():
+        if _shape(tensors, key) != shape:
+            layer = int(key.split(".")[0]) // 3
+            raise _Damaged(f"{where}: layer {layer + 1} {key.split('.')[1]} is {_shape(tensors, key)} in the weights, "
+                           f"but params.hidden = {hidden} asks for {shape}")  # fmt: skip
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise _Damaged(f"{where}: the weights hold layers ({', '.join(extra)}) that params.hidden = {hidden} lacks")

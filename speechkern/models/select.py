@@ -1,4 +1,5 @@
-"""Finding the model a user means: a run directory, a model folder, or the newest run under ./runs."""
+"""Finding the model a user means: a run directory, a model folder, the newest run under ./runs, or the shipped
+general model (``speechkern/pretrained/general``, installed with the package)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ from speechkern.errors import SpeechkernError
 from speechkern.models.io import MaskModel
 
 PREFERENCE = ("kernel", "kernel1", "dnn")
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "general"
+
+
+def shipped_model_dir() -> Path:
+    """The folder of the general model shipped inside the package (recipes/general; CC BY 4.0, see its
+    ATTRIBUTION.md); a SpeechkernError if this installation lacks it."""
+    if not (SHIPPED / "config.json").is_file():
+        raise SpeechkernError(
+            f"{SHIPPED}: the shipped general model is missing from this installation; reinstall speechkern, "
+            "train a model with `speechkern train recipes/demo`, or pass --model"
+        )
+    return SHIPPED
 
 
 def newest_run(root: str | os.PathLike = "runs") -> Path | None:
@@ -31,18 +44,14 @@ def find_model(
     condition: str | None = None,
     device: str = "cpu",
 ) -> tuple[MaskModel, Path]:
-    """Load the model at ``where`` (model folder or run directory; None = newest run under ./runs).
+    """Load the model at ``where`` (model folder or run directory; None = the newest run under ./runs, else the
+    shipped general model, :func:`shipped_model_dir`).
 
     In a run directory, ``system`` picks kernel, kernel1 or dnn (default: the first present in that order), and
     ``condition`` picks the model of a per-condition run.
     """
     if where is None:
-        run = newest_run()
-        if run is None:
-            raise SpeechkernError(
-                "no trained model found under ./runs; train one with `speechkern train recipes/demo` or pass --model"
-            )
-        where = run
+        where = newest_run() or shipped_model_dir()
     path = Path(where)
     if not path.exists():
         raise SpeechkernError(f"{path}: no such run directory or model folder")

@@ -1,0 +1,149 @@
+"""The shipped general model on held-out dev talkers and held-out noise halves: quality per SNR, and speed.
+
+Test talkers: the test split of recipes/general (talkers none of whose utterances the model trained on). Each
+test utterance (cut to --max-seconds) is mixed at every SNR of --snrs with one noise drawn at random from the
+recipe's noises (the dev recordings it may use, speech-shaped noise and babble made from its training speech),
+taken from the second half of the recording, which training never saw. STOI, ESTOI, wide-band PESQ and SI-SDR
+of the noisy input and of the enhanced output, averaged per SNR. Speed: --speed-minutes of those mixtures
+back to back, enhanced in this process on --threads threads (features, mask and resynthesis; start-up not
+counted), as seconds per minute of audio and × real time.
+
+Goals (issue: the shipped model): at 0 dB, STOI +0.05 and PESQ-wb +0.3 over the noisy input; at 20 dB, no loss
+in STOI or PESQ-wb; enhancement ≥ 50× real time on 2 cores.
+
+    .venv/bin/python benchmarks/shipped_model.py [--model DIR] [--snrs -5 0 5 10 20] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import DEV, ROOT, require_dev_data
+
+METRICS = ("stoi", "estoi", "pesq", "si_sdr")
+
+
+def test_mixtures(recipe, snrs: list[float], max_seconds: float, limit: int, workdir: Path):
+    """(snr, mixture, clean) for every held-out test utterance × SNR, noise from the held-out halves."""
+    from speechkern import audio
+    from speechkern.corpora import load_splits
+    from speechkern.dataset import prepare_noises
+    from speechkern.mixtures import draw_mixture
+
+    data = recipe.data
+    splits = load_splits(data, workdir)
+    noises = prepare_noises(recipe, splits["train"], workdir)
+    noise_audio = {name: audio.load(path, sr=data.sr)[0] for name, path in noises.items()}
+    names = sorted(noises)
+    rng = np.random.default_rng(1234)
+    out = []
+    for utt in splits["test"][: limit or None]:
+        clean = audio.load(utt.path, sr=data.sr)[0][: int(max_seconds * data.sr)]
+        for snr in snrs:
+            name = names[int(rng.integers(len(names)))]
+            m = draw_mixture(mixture_id=f"{utt.id}__{name}_{snr:g}dB", split="test", clean_path=utt.path,
+                             clean=clean, noise_path=noises[name], noise_name=name, noise=noise_audio[name],
+                             snr_db=snr, seed=int(rng.integers(2**31)), sr=data.sr, talker=utt.talker)  # fmt: skip
+            mix, ref, _ = m.build_from(clean, noise_audio[name])
+            out.append((snr, mix, ref))
+    return out, splits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model folder [default: the shipped general model]")
+    parser.add_argument("--snrs", type=float, nargs="+", default=[-5.0, 0.0, 5.0, 10.0, 20.0])
+    parser.add_argument("--utterances", type=int, default=0, help="test utterances (0: the whole test split)")
+    parser.add_argument("--max-seconds", type=float, default=10.0, help="test utterances are cut to this length")
+    parser.add_argument("--speed-minutes", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    require_dev_data()
+
+    import torch
+
+    from speechkern.enhance import enhance_signal
+    from speechkern.metrics import pesq, si_sdr, stoi
+    from speechkern.models.io import MaskModel
+    from speechkern.models.select import shipped_model_dir
+    from speechkern.recipe import load_recipe
+
+    torch.set_num_threads(args.threads)
+    model_dir = Path(args.model) if args.model else shipped_model_dir()
+    model = MaskModel.load(model_dir)
+    recipe = load_recipe(ROOT / "recipes" / "general", [f"data.manifest={DEV / 'manifest.csv'}"])
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="shipped-bench-") as tmp:
+        mixtures, splits = test_mixtures(recipe, args.snrs, args.max_seconds, args.utterances, Path(tmp))
+    sr = recipe.data.sr
+    n_test = len({id(ref) for _, _, ref in mixtures})
+    print(f"model {model_dir}; {n_test} test utterances of {len({u.talker for u in splits['test']})} held-out "
+          f"talkers × {len(args.snrs)} SNRs; load {load_before:.1f} at the start")  # fmt: skip
+
+    rows: dict[float, dict[str, list[float]]] = {}
+    for snr, mix, ref in mixtures:
+        enhanced = enhance_signal(model, mix)
+        row = rows.setdefault(snr, {f"{k}_{w}": [] for k in METRICS for w in ("noisy", "enhanced")})
+        for which, y in (("noisy", mix), ("enhanced", enhanced)):
+            row[f"stoi_{which}"].append(stoi(ref, y, sr))
+            row[f"estoi_{which}"].append(stoi(ref, y, sr, extended=True))
+            row[f"pesq_{which}"].append(pesq(ref, y, sr, "wb")[0])
+            row[f"si_sdr_{which}"].append(si_sdr(y, ref))
+    table = {snr: {k: float(np.nanmean(v)) for k, v in row.items()} for snr, row in rows.items()}
+
+    speech = np.concatenate([mix for _, mix, _ in mixtures])
+    seconds_of_audio = min(len(speech) / sr, args.speed_minutes * 60)
+    speech = np.tile(speech, int(np.ceil(args.speed_minutes * 60 * sr / len(speech))))[: int(seconds_of_audio * sr)]
+    enhance_signal(model, speech[: sr * 5])  # warm-up: first calls build filters and plans
+    started = time.perf_counter()
+    enhance_signal(model, speech)
+    elapsed = time.perf_counter() - started
+    load_after = os.getloadavg()[0]
+    speed = len(speech) / sr / elapsed
+    per_minute = elapsed / (len(speech) / sr / 60)
+
+    print("\n| SNR (dB) | STOI noisy → enhanced | ESTOI | PESQ-wb | SI-SDR (dB) |")
+    print("|---|---|---|---|---|")
+    for snr in args.snrs:
+        t = table[snr]
+        cells = [f"{t[f'{k}_noisy']:.3f} → {t[f'{k}_enhanced']:.3f}" if k in ("stoi", "estoi") else
+                 f"{t[f'{k}_noisy']:.2f} → {t[f'{k}_enhanced']:.2f}" for k in METRICS]  # fmt: skip
+        print(f"| {snr:g} | " + " | ".join(cells) + " |")
+    print(f"\nenhance: {per_minute:.2f} s per minute of audio on {args.threads} threads = {speed:.1f}× real time "
+          f"({len(speech) / sr / 60:.1f} min; load {load_before:.1f} before, {load_after:.1f} after)")  # fmt: skip
+
+    goals = []
+    if 0.0 in table:
+        t = table[0.0]
+        goals.append(("0 dB: STOI gain ≥ +0.05", t["stoi_enhanced"] - t["stoi_noisy"], 0.05))
+        goals.append(("0 dB: PESQ-wb gain ≥ +0.3", t["pesq_enhanced"] - t["pesq_noisy"], 0.3))
+    if 20.0 in table:
+        t = table[20.0]
+        goals.append(("20 dB: STOI change ≥ 0", t["stoi_enhanced"] - t["stoi_noisy"], 0.0))
+        goals.append(("20 dB: PESQ-wb change ≥ 0", t["pesq_enhanced"] - t["pesq_noisy"], 0.0))
+    goals.append(("speed ≥ 50× real time", speed, 50.0))
+    print()
+    for name, value, goal in goals:
+        print(f"{name}: {value:+.3f} → {'met' if value >= goal else 'NOT met'}")
+    if args.json:
+        result = {
+            "model": str(model_dir),
+            "test_utterances": n_test,
+            "table": table,
+            "threads": args.threads,
+            "seconds_per_minute": per_minute,
+            "times_real_time": speed,
+            "load": [load_before, load_after],
+        }
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
