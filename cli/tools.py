@@ -121,7 +121,8 @@ def enhance(
         console.print(escape(_skipped_line(found.skipped)))
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
     if model is None and where == SHIPPED:
-        console.print(f"using the shipped general model (CC BY 4.0, see ATTRIBUTION.md there): {escape(str(where))}")
+        console.print(f"no trained run in {escape(str(Path('runs').resolve()))} or runs/index.txt; using the shipped "
+                      f"general model (CC BY 4.0, see ATTRIBUTION.md there): {escape(str(where))}")  # fmt: skip
     elif model is None:
         console.print(f"using the newest trained model: {escape(str(where))}")
     done, failed = [], []

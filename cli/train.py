@@ -36,6 +36,7 @@ def train(
     """
     from rich.table import Table
 
+    from speechkern.models.select import record_run
     from speechkern.parallel import make_executor
     from speechkern.pipeline import train as run_training
     from speechkern.recipe import load_recipe
@@ -61,11 +62,14 @@ def train(
             raise KeyboardInterrupt(f"continue with: {shlex.join(again)}") from None
         finally:
             executor.close()
+    record_run(run_dir)  # `speechkern enhance` without --model finds runs trained with --out too
     table = Table(title=f"trained into {run_dir}")
-    for column in ("model", "condition", "subbands", "minutes", "epochs", "validation MSE"):
+    for column in ("model", "condition", "subbands", "fit minutes", "autotune minutes", "epochs", "validation MSE"):
         table.add_column(column, justify="left" if column in ("model", "condition") else "right")
     for t in summary.timings:
-        table.add_row(t.model, t.condition, str(t.subbands), f"{t.minutes:.2f}", str(t.epochs), f"{t.val_mse:.5f}")
+        autotune = t.extra.get("autotune_minutes")
+        table.add_row(t.model, t.condition, str(t.subbands), f"{t.minutes:.2f}",
+                      "–" if autotune is None else f"{autotune:.2f}", str(t.epochs), f"{t.val_mse:.5f}")  # fmt: skip
     stdout.print(table)
     if summary.skipped:
         console.print(f"kept from an earlier run: {', '.join(summary.skipped)}")

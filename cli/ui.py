@@ -273,9 +273,11 @@ class _LineHandler(logging.Handler):
                 now = time.monotonic()
                 if now - self.last_line < self.every_s:
                     continue
-                running = [t for t in self.trackers.values() if not t.finished]
+                running = [(t.updated, task) for task, t in self.trackers.items() if not t.finished]
                 if running:
-                    self._write(self._line(max(running, key=lambda t: t.updated), now), now)
+                    task = max(running)[1]
+                    self._write(self._line(self.trackers[task], now), now)
+                    self.last_task_line[task] = now
                 else:
                     self._write(f"[{format_duration(now - self.started)}] working", now)
 
