@@ -16,6 +16,7 @@ import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from speechkern import kernels
 from speechkern.device import resolve_device
 from speechkern.eigenpro import state
 from speechkern.eigenpro.eigenpro2 import _AllPointsModel, _PrecomputedAllPointsModel
@@ -495,16 +496,17 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         """K(X, Z) stored in ``dtype``. The squared distances come from the shared cache (and are kept there if the
         cache can hold them within ``spare`` bytes); for float32 they are turned into kernel values in a copy when
         shared, in place otherwise (so that no second matrix is held when memory is tight). Reduced-precision
-        matrices are filled row block by row block, from cached distances when there are some."""
+        matrices are filled row block by row block from float16 distances, which are cached within ``spare``."""
         if dtype == torch.float32:
             D, shared = cached_squared_distances(X, Z, max_cache_bytes=spare, x_key=x_key, z_key=z_key)
             return self.kernel_.from_squared_distances(D, inplace=not shared)
-        D = None
-        if 4 * X.shape[0] * Z.shape[0] <= spare:  # room to keep the distances for the next fit on these points
-            D, _ = cached_squared_distances(X, Z, max_cache_bytes=spare, x_key=x_key, z_key=z_key)
-        else:
-            D = DISTANCE_CACHE.get(("squared_distances", x_key, z_key))
-        return kernel_matrix(self.kernel_, X, Z, dtype, D)
+        # The float16 distances serve every fit on these points (the subbands, another (γ, σ)): kept when they fit.
+        key = ("distances16", x_key, z_key)
+        R = DISTANCE_CACHE.get(key)
+        if R is None and 2 * X.shape[0] * Z.shape[0] <= spare:
+            R = kernels.distance_matrix16(X, Z)
+            DISTANCE_CACHE.put(key, R, spare)
+        return kernel_matrix(self.kernel_, X, Z, dtype, R)
 
     def _preconditioner(
         self, X_s: torch.Tensor, n: int, beta: float, batch_limit: int, device: torch.device, cache_bytes: int = 0
