@@ -30,14 +30,14 @@ class _CentresModel(_BlockedModel):
     fit (its batch gradients do not vanish there); these converge to it (Johnson & Zhang 2013, SVRG).
     """
 
-    def __init__(self, kernel, X, Y, Z, precond, chol, k_zs, dense_batch, block_size):
+    def __init__(self, kernel, X, Y, Z, precond, chol, k_zs, dense_batch, block_size, explicit=None):
         self.kernel, self.X, self.Y, self.precond = kernel, X, Y, precond
         self.centers, self.chol, self.k_zs = Z, chol, k_zs
         self.dense_batch, self.block_size = dense_batch, block_size
         self.weights = torch.zeros(Z.shape[0], Y.shape[1], dtype=torch.float32, device=X.device)
         self.prepared_centers = kernel.prepare(Z)
-        self.explicit = None
-        if Z.shape[0] >= EXPLICIT_MIN_CENTRES:
+        self.explicit = explicit  # A as one float32 matrix (built here for many centres unless given)
+        if explicit is None and Z.shape[0] >= EXPLICIT_MIN_CENTRES:
             self.explicit = explicit_preconditioner(chol, k_zs, precond)
         self.anchor: torch.Tensor | None = None  # g̃: residuals (n × outputs) at the epoch's starting weights
         self.anchor_version = -1  # the weights' version g̃ belongs to
@@ -99,8 +99,8 @@ class _PrecomputedCentresModel(_CentresModel):
     """EigenPro 3 on a precomputed K(X, Z) (n × p) and K(X_val, Z): a batch's kernel rows are gathered, not
     recomputed, and serve both its residual and its gradient at the centres."""
 
-    def __init__(self, kernel, X, Y, Z, precond, chol, k_zs, k_xz, k_val, workers):
-        super().__init__(kernel, X, Y, Z, precond, chol, k_zs, True, None)
+    def __init__(self, kernel, X, Y, Z, precond, chol, k_zs, k_xz, k_val, workers, explicit=None):
+        super().__init__(kernel, X, Y, Z, precond, chol, k_zs, True, None, explicit)
         self.k, self.k_val, self.workers = k_xz, k_val, workers
 
     def gradient_at_centres(self, r: torch.Tensor) -> torch.Tensor:

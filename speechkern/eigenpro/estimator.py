@@ -382,19 +382,27 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             # K(X_B, Z) is kept whole when it fits (one kernel evaluation per batch instead of two).
             left = budget - chol_bytes
             nystrom_cache = self._nystrom_cache_bytes(n, p, n_val, s, left)
+            clock = time.perf_counter()
             precond, batch = self._preconditioner(
                 X_s, n, beta, max(1, left // (4 * (d + 3 * k))), device, nystrom_cache
             )
+            phases = {"eigensystem": time.perf_counter() - clock}
+            clock = time.perf_counter()
             z64 = Z.to(torch.float64)
             k_zz = kernel(z64, z64)
             chol = _cholesky_with_jitter(k_zz)
             k_zs = (k_zz[:, :s] if s_in_z else kernel(z64, X_s.to(torch.float64))).to(torch.float32)
             del k_zz
+            phases["centres' factor"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             # The step follows the operator this iteration really applies (see projected_top_eigenvalue).
             probe = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, False, block)
             sample = torch.from_numpy(rng.choice(n, size=min(n, STEP_SAMPLE), replace=False)).to(device)
             top = max(projected_top_eigenvalue(probe, X_t[sample]), EIGENVALUE_FLOOR)
+            explicit = probe.explicit
             del probe
+            phases["step (explicit A, λ)"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             if self.batch_size is None:
                 batch = max(1, min(critical_batch_size(beta, top), max(1, left // (4 * (d + 3 * k))), n))
             dense_batch = 4 * batch * (p + d + 3 * k) <= left
@@ -402,7 +410,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
                 lambda size: chol_bytes + precomputed_bytes(n, p, n_val, batch, s, d, k, size), budget
             )
             if spare is None:
-                model = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, dense_batch, block)
+                model = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, dense_batch, block, explicit)
             else:
                 z_key = content_key(Z)
                 k_xz = self._precomputed_matrix(X_t, Z, content_key(X, device), z_key, spare, dtype)
@@ -411,8 +419,14 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
                     X_val = torch.from_numpy(val[0]).to(device)
                     k_val = self._precomputed_matrix(X_val, Z, content_key(val[0], device), z_key, spare, dtype)
                 model = _PrecomputedCentresModel(
-                    kernel, X_t, Y_t, Z, precond, chol, k_zs, k_xz, k_val, _workers(device)
+                    kernel, X_t, Y_t, Z, precond, chol, k_zs, k_xz, k_val, _workers(device), explicit
                 )
+            phases["kernel matrices"] = time.perf_counter() - clock
+            logger.info(
+                "%s: set-up seconds: %s",
+                self.progress_task,
+                ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items()),
+            )
 
         self.precomputed_ = spare is not None
         self.kernel_dtype_ = str(dtype).removeprefix("torch.") if spare is not None else None
