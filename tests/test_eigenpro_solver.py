@@ -39,3 +39,26 @@ def test_choices_can_be_forced():
     assert choose_solver(2_000, 0, 1230, 4 * GIB, "auto", 3000).solver == "eigenpro2"  # p ≥ n: every frame
     with pytest.raises(SpeechkernError, match="kernel.solver='fast'"):
         choose_solver(1000, 0, 10, GIB, "fast")
+
+
+def test_the_pipeline_logs_and_follows_the_recipe(caplog):
+    import logging
+
+    import numpy as np
+
+    from speechkern.pipeline import TrainingSet, kernel_solver
+    from speechkern.recipe import Recipe
+
+    rng = np.random.default_rng(0)
+    data = TrainingSet("all", rng.standard_normal((3000, 20)), rng.random((3000, 8)), rng.standard_normal((300, 20)),
+                       rng.random((300, 8)), None)  # fmt: skip
+    recipe = Recipe()
+    assert recipe.train.max_train_frames == 0 and recipe.kernel.solver == "auto"  # every frame by default
+    with caplog.at_level(logging.INFO, logger="speechkern"):
+        assert kernel_solver(recipe, data, "cpu").solver == "eigenpro2"
+    assert any("EigenPro 2 with every one of 3000 frames" in r.getMessage() for r in caplog.records)
+    small = Recipe.model_validate({"kernel": {"memory_gb": 0.01}})  # K(X, X) does not fit 10 MiB
+    choice = kernel_solver(small, data, "cpu")
+    assert choice.solver == "eigenpro3" and 1 <= choice.centers < 3000
+    forced = Recipe.model_validate({"kernel": {"solver": "eigenpro3", "centers": 120}})
+    assert kernel_solver(forced, data, "cpu").centers == 120
