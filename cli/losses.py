@@ -141,3 +141,69 @@ def bench(
     if result.resumed:
         console.print(f"resumed {len(result.resumed)} finished dataset(s) from {out}")
     console.print(f"wrote {len(result.files)} files to {out} in {result.seconds:.0f} s")
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SpeechkernError(f"{option} {text!r}: give a comma list of numbers such as 0.5,2,8") from None
+    if not values:
+        raise SpeechkernError(f"{option} {text!r}: give at least one value")
+    return values
+
+
+@app.command()
+def asymptotics(
+    out: Path = typer.Option(Path("runs/losses-asymptotics"), "--out", help="Folder for the PNG plots, CSV, JSON."),
+    k: str = typer.Option("2,5,10,20", "--k", help="Comma list of class counts."),
+    beta: str = typer.Option("0.5,2,8", "--beta", help="Comma list of β = n/d (samples per input dimension)."),
+    r_min: float = typer.Option(0.1, "--r-min", help="Smallest R (weight of the true-class term) of the grid."),
+    r_max: float = typer.Option(100.0, "--r-max", help="Largest R of the grid."),
+    r_points: int = typer.Option(13, "--r-points", min=2, help="Log-spaced R values."),
+    snr: float = typer.Option(4.0, "--snr", help="r = squared norm of each class mean (noise has unit variance)."),
+    ridge: float = typer.Option(0.1, "--ridge", help="λ of the read-out penalty λ‖v‖² (> 0)."),
+    label_noise: float = typer.Option(0.0, "--label-noise", help="Probability that a training label is resampled."),
+    model: str = typer.Option("relu", "--model", help="relu (wide one-hidden-layer ReLU network) or linear."),
+    simulate_d: int | None = typer.Option(
+        None, "--simulate-d", help="Also train the network at this input dimension (e.g. 200; slow) and plot it."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a non-empty --out folder."),
+) -> None:
+    """Precise asymptotics of the rescaled square loss: predicted accuracy against R for several k and β.
+
+    Solves the state-evolution fixed point of docs/losses-asymptotics.md for each setting and writes
+    accuracy_vs_R.png, optimal_R.png, predictions.csv and results.json.
+    """
+    import numpy as np
+
+    from speechkern.losses import asymptotics as asym
+
+    try:
+        if not 0 < r_min < r_max:
+            raise SpeechkernError(f"--r-min {r_min} and --r-max {r_max}: give 0 < r-min < r-max")
+        ks = tuple(int(v) for v in _floats(k, "--k"))
+        base = asym.Problem(k=2, beta=1.0, snr=snr, ridge=ridge, label_noise=label_noise, model=model)
+        grid = tuple(float(v) for v in np.logspace(np.log10(r_min), np.log10(r_max), r_points))
+        with progress_ui():
+            result = asym.run_asymptotics(
+                out, ks, _floats(beta, "--beta"), grid, base, simulate_d=simulate_d, overwrite=overwrite
+            )
+    except SpeechkernError as err:
+        fail(str(err))
+        return
+    console = Console()
+    table = Table(title="Optimal R on the grid (predicted)")
+    for name in ("β", "k", "optimal R", "accuracy there", "accuracy at R = 1", "Bayes accuracy"):
+        table.add_column(name, justify="right")
+    for o in result.optimal:
+        table.add_row(
+            f"{o['beta']:g}",
+            str(o["k"]),
+            f"{o['optimal_R']:.3g}" if o["resolved"] else f"({o['optimal_R']:.3g}, flat)",
+            f"{o['accuracy_at_optimum']:.3f}",
+            f"{o['accuracy_at_R1']:.3f}",
+            f"{o['bayes_accuracy']:.3f}",
+        )
+    console.print(table)
+    console.print(f"wrote {len(result.files)} files to {out}")

@@ -11,6 +11,7 @@ import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import speechkern.eigenpro as ep
+import speechkern.eigenpro.eigenpro3 as ep_eigenpro3
 import speechkern.eigenpro.estimator as ep_estimator
 import speechkern.kernels as kernels
 from speechkern.eigenpro import DivergenceError, EigenProRegressor
@@ -176,10 +177,16 @@ def test_centres_fit_matches_least_squares_and_beats_a_centres_only_model():
     assert mse < 0.8 * np.mean((alone.predict(X_test) - Y_test) ** 2)
 
 
-@pytest.mark.parametrize(("centres", "precompute"), [("drawn", True), ("drawn", False), ("array", True)])
-def test_eigenpro3_converges_to_the_least_squares_fit(precompute, centres):
+@pytest.mark.parametrize(
+    ("centres", "precompute", "explicit"),
+    [("drawn", True, False), ("drawn", False, False), ("array", True, False), ("drawn", True, True)],
+)
+def test_eigenpro3_converges_to_the_least_squares_fit(precompute, centres, explicit, monkeypatch):
     """The projected iteration reaches min‖K(X, Z)·w − Y‖ (plain minibatch steps stalled ~1 % above it). Centres
-    that are not training points leave the preconditioner's subsample outside their span: slower, still linear."""
+    that are not training points leave the preconditioner's subsample outside their span: slower, still linear.
+    The float32 explicit preconditioner (used from ~1000 centres on) reaches the same fit."""
+    if explicit:
+        monkeypatch.setattr(ep_eigenpro3, "EXPLICIT_MIN_CENTRES", 1)
     rng = np.random.default_rng(1)
     X = rng.standard_normal((1500, 5))
     Y = target(X) + 0.3 * rng.standard_normal((1500, 2))
@@ -406,3 +413,32 @@ def test_reduced_precision_kernel_storage_stays_close_to_float32(problem, center
     assert auto.precomputed_ and auto.kernel_dtype_ == "float16"
     with pytest.raises(SpeechkernError, match="kernel_dtype"):
         EigenProRegressor(kernel_dtype="int8").fit(X, Y)
+
+
+@pytest.mark.parametrize("centers", [None, 150])
+def test_subbands_share_one_distance_product_in_reduced_precision(problem, centers, monkeypatch):
+    """Subband fits (other targets, other (γ, σ)) on the same points reuse the float16 distances of the first fit,
+    and equal fits computed from scratch."""
+    X, Y, X_test, Y_test = problem
+    products = []
+    compute = kernels.squared_distances
+    monkeypatch.setattr(
+        kernels, "squared_distances", lambda *a, **k: products.append(a[0].shape[0]) or compute(*a, **k)
+    )
+
+    def fit(band: int, shape: float, bandwidth: float) -> EigenProRegressor:
+        est = EigenProRegressor(shape, bandwidth, centers=centers, epochs=3, kernel_dtype="float16", seed=1)
+        return est.fit(X, Y[:, band], X_test, Y_test[:, band])
+
+    kernels.clear_distance_cache()
+    fit(0, 1.0, 3.0)
+    rows_first = sum(products)
+    products.clear()
+    second = fit(1, 0.75, 2.0)
+    assert second.kernel_dtype_ == "float16"
+    # only the float64 subsample block of the preconditioner (and EigenPro 3's step sample) may be new
+    assert sum(products) < 0.2 * rows_first
+    kernels.clear_distance_cache()
+    alone = fit(1, 0.75, 2.0)
+    np.testing.assert_array_equal(second.predict(X_test), alone.predict(X_test))
+    kernels.clear_distance_cache()

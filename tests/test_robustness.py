@@ -168,13 +168,15 @@ def _dnn_problem():
     return X, Y
 
 
-def test_dnn_resumed_after_an_interrupt_matches_the_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad-momentum"])
+def test_dnn_resumed_after_an_interrupt_matches_the_uninterrupted_run(tmp_path, monkeypatch, optimizer):
     import torch
 
     import speechkern.models.dnn as dnn
 
     X, Y = _dnn_problem()
-    params = {"hidden": [16, 16], "dropout": 0.3, "epochs": 5, "batch_size": 50, "patience": 10, "device": "cpu"}
+    params = {"hidden": [16, 16], "dropout": 0.3, "epochs": 7, "batch_size": 50, "patience": 10, "device": "cpu",
+              "optimizer": optimizer}  # fmt: skip
     whole = dnn.DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "whole")
 
     real_report = dnn.report
@@ -191,7 +193,7 @@ def test_dnn_resumed_after_an_interrupt_matches_the_uninterrupted_run(tmp_path, 
     torch.manual_seed(1234)  # whatever the process did in between must not matter
     resumed = dnn.DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "cut")
 
-    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4, 5]
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4, 5, 6, 7]
     assert [h["val_mse"] for h in resumed.history_] == [h["val_mse"] for h in whole.history_]
     for key, value in whole.network_.state_dict().items():
         assert torch.equal(value, resumed.network_.state_dict()[key]), key
@@ -202,7 +204,7 @@ def test_damaged_dnn_checkpoint_starts_again(tmp_path, caplog):
     from speechkern.models.dnn import DNNRegressor
 
     X, Y = _dnn_problem()
-    params = {"hidden": [8], "epochs": 2, "batch_size": 64, "device": "cpu"}
+    params = {"hidden": [8], "epochs": 2, "batch_size": 64, "device": "cpu", "optimizer": "adagrad-momentum"}
     fresh = DNNRegressor(**params).fit(X, Y)
     (tmp_path / "ckpt.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")
     again = DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "ckpt")
@@ -393,3 +395,39 @@ def test_messages_name_the_option_and_the_file(saved_models, tmp_path, capsys):
     assert (tmp_path / "out" / "good_enhanced.wav").is_file()
     code, _, err = _cli(["enhance", str(bad), "--model", model, "-o", str(tmp_path / "one.wav")], capsys)
     assert code == 2 and err.startswith(f"error: {bad}: ") and "NaN" in err, err
+
+
+def test_run_files_cut_short_by_a_killed_process_are_skipped(tmp_path, caplog):
+    from speechkern.autotune import Evaluation, EvaluationLog
+    from speechkern.pipeline import _read_timings
+
+    log = EvaluationLog(tmp_path / "autotune.jsonl")
+    log.append(Evaluation(0, 1.0, 2.5, 3, 0.04, 1.5))
+    log.append(Evaluation(1, 2.0, 5.0, 4, 0.05, 1.5))
+    with open(tmp_path / "autotune.jsonl", "a") as f:
+        f.write('{"subband": 0, "gamma": 1.0, "sig')  # killed mid-write
+    again = EvaluationLog(tmp_path / "autotune.jsonl")
+    assert again.rows == log.rows
+    assert "autotune.jsonl:3: unreadable evaluation skipped" in caplog.text
+    (tmp_path / "training_time.json").write_text('{"rows": [{"model": "kernel"')
+    assert _read_timings(tmp_path) == []
+    assert "training_time.json: unreadable" in caplog.text
+
+
+def test_kept_subband_parts_are_checked_against_the_kernel_inputs(tmp_path, caplog):
+    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.pipeline import TrainingSet, _kept_band, _KernelUnit
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 5)).astype(np.float32)  # e.g. inputs after a dimension-reducing transform
+    Y = rng.uniform(size=(60, 4)).astype(np.float32)
+    stats = FeatureStats(mean=np.zeros(5), std=np.ones(5))
+    unit = _KernelUnit(TrainingSet("all", X, Y, X, Y, stats), "kernel", [(0, 2), (2, 4)], tmp_path / "parts")
+    for b, (lo, hi) in enumerate(unit.bands):
+        EigenProRegressor(epochs=1, device="cpu").fit(X if b == 0 else X[:, :3], Y[:, lo:hi]).save(
+            unit.parts / f"band-{b}"
+        )
+        (unit.parts / f"band-{b}.json").write_text(json.dumps({"band": [lo, hi]}))
+    assert _kept_band(unit, 0) and unit.info[0] == {"band": [0, 2]}
+    assert not _kept_band(unit, 1) and unit.pending() == [1]
+    assert "band 2/2: the part kept from an earlier run does not load (it maps 3 inputs to 2 channels" in caplog.text

@@ -15,6 +15,10 @@ from speechkern.kernels import as_float32, gathered_mm, transposed_mm
 
 logger = logging.getLogger(__name__)
 
+# From this many centres on, the step's preconditioner A is formed once as a float32 matrix instead of applied
+# by triangular solves (see explicit_preconditioner).
+EXPLICIT_MIN_CENTRES = 1024
+
 
 class _CentresModel(_BlockedModel):
     """EigenPro 3 state: p centres Z; projections onto their span through the Cholesky factor of K(Z, Z).
@@ -26,18 +30,23 @@ class _CentresModel(_BlockedModel):
     fit (its batch gradients do not vanish there); these converge to it (Johnson & Zhang 2013, SVRG).
     """
 
-    def __init__(self, kernel, X, Y, Z, precond, chol, k_zs, dense_batch, block_size):
+    def __init__(self, kernel, X, Y, Z, precond, chol, k_zs, dense_batch, block_size, explicit=None):
         self.kernel, self.X, self.Y, self.precond = kernel, X, Y, precond
         self.centers, self.chol, self.k_zs = Z, chol, k_zs
         self.dense_batch, self.block_size = dense_batch, block_size
         self.weights = torch.zeros(Z.shape[0], Y.shape[1], dtype=torch.float32, device=X.device)
         self.prepared_centers = kernel.prepare(Z)
+        self.explicit = explicit  # A as one float32 matrix (built here for many centres unless given)
+        if explicit is None and Z.shape[0] >= EXPLICIT_MIN_CENTRES:
+            self.explicit = explicit_preconditioner(chol, k_zs, precond)
         self.anchor: torch.Tensor | None = None  # g̃: residuals (n × outputs) at the epoch's starting weights
         self.anchor_version = -1  # the weights' version g̃ belongs to
         self.full_gradient: torch.Tensor | None = None  # K(Z, X)·g̃/n (p × outputs)
 
     def precondition(self, h: torch.Tensor) -> torch.Tensor:
         """A·h for h (p × outputs): the preconditioned projection of a gradient given by its values at Z."""
+        if self.explicit is not None:
+            return self.explicit @ h.to(torch.float32)
         u = torch.cholesky_solve(h.to(torch.float64), self.chol)
         if self.precond.n_components:
             c = self.precond.apply(self.k_zs.T @ u.to(torch.float32))
@@ -90,8 +99,8 @@ class _PrecomputedCentresModel(_CentresModel):
     """EigenPro 3 on a precomputed K(X, Z) (n × p) and K(X_val, Z): a batch's kernel rows are gathered, not
     recomputed, and serve both its residual and its gradient at the centres."""
 
-    def __init__(self, kernel, X, Y, Z, precond, chol, k_zs, k_xz, k_val, workers):
-        super().__init__(kernel, X, Y, Z, precond, chol, k_zs, True, None)
+    def __init__(self, kernel, X, Y, Z, precond, chol, k_zs, k_xz, k_val, workers, explicit=None):
+        super().__init__(kernel, X, Y, Z, precond, chol, k_zs, True, None, explicit)
         self.k, self.k_val, self.workers = k_xz, k_val, workers
 
     def gradient_at_centres(self, r: torch.Tensor) -> torch.Tensor:
@@ -109,6 +118,21 @@ class _PrecomputedCentresModel(_CentresModel):
 
     def predict_val(self, X_val: torch.Tensor) -> torch.Tensor:
         return gathered_mm(self.k_val, self.weights, workers=self.workers)[0]
+
+
+def explicit_preconditioner(chol: torch.Tensor, k_zs: torch.Tensor, precond) -> torch.Tensor:
+    """A = K(Z, Z)⁻¹ − B·diag(D)·Bᵀ with B = K(Z, Z)⁻¹·K(Z, X_S)·E, formed in float64 and kept in float32 (p × p).
+
+    One float32 product A·h then replaces four float64 triangular solves per batch, a quarter of the memory
+    traffic (for p = 5000 and 16 outputs the solves read 0.8 GB per batch). The rounding of A changes the
+    direction of the steps a little but not their fixed point (where the full gradient vanishes, whatever A is).
+    """
+    inverse = torch.cholesky_inverse(chol)
+    if precond.n_components:
+        b = inverse @ (k_zs.to(torch.float64) @ precond.vectors.to(torch.float64))
+        inverse -= (b * precond.scale.to(torch.float64)) @ b.T
+    inverse = (inverse + inverse.T).mul_(0.5)
+    return inverse.to(torch.float32)
 
 
 def projected_top_eigenvalue(model: _CentresModel, X_sample: torch.Tensor) -> float:

@@ -16,6 +16,7 @@ import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from speechkern import kernels
 from speechkern.device import resolve_device
 from speechkern.eigenpro import state
 from speechkern.eigenpro.eigenpro2 import _AllPointsModel, _PrecomputedAllPointsModel
@@ -381,19 +382,27 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             # K(X_B, Z) is kept whole when it fits (one kernel evaluation per batch instead of two).
             left = budget - chol_bytes
             nystrom_cache = self._nystrom_cache_bytes(n, p, n_val, s, left)
+            clock = time.perf_counter()
             precond, batch = self._preconditioner(
                 X_s, n, beta, max(1, left // (4 * (d + 3 * k))), device, nystrom_cache
             )
+            phases = {"eigensystem": time.perf_counter() - clock}
+            clock = time.perf_counter()
             z64 = Z.to(torch.float64)
             k_zz = kernel(z64, z64)
             chol = _cholesky_with_jitter(k_zz)
             k_zs = (k_zz[:, :s] if s_in_z else kernel(z64, X_s.to(torch.float64))).to(torch.float32)
             del k_zz
+            phases["centres' factor"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             # The step follows the operator this iteration really applies (see projected_top_eigenvalue).
             probe = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, False, block)
             sample = torch.from_numpy(rng.choice(n, size=min(n, STEP_SAMPLE), replace=False)).to(device)
             top = max(projected_top_eigenvalue(probe, X_t[sample]), EIGENVALUE_FLOOR)
+            explicit = probe.explicit
             del probe
+            phases["step (explicit A, λ)"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             if self.batch_size is None:
                 batch = max(1, min(critical_batch_size(beta, top), max(1, left // (4 * (d + 3 * k))), n))
             dense_batch = 4 * batch * (p + d + 3 * k) <= left
@@ -401,7 +410,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
                 lambda size: chol_bytes + precomputed_bytes(n, p, n_val, batch, s, d, k, size), budget
             )
             if spare is None:
-                model = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, dense_batch, block)
+                model = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, dense_batch, block, explicit)
             else:
                 z_key = content_key(Z)
                 k_xz = self._precomputed_matrix(X_t, Z, content_key(X, device), z_key, spare, dtype)
@@ -410,8 +419,14 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
                     X_val = torch.from_numpy(val[0]).to(device)
                     k_val = self._precomputed_matrix(X_val, Z, content_key(val[0], device), z_key, spare, dtype)
                 model = _PrecomputedCentresModel(
-                    kernel, X_t, Y_t, Z, precond, chol, k_zs, k_xz, k_val, _workers(device)
+                    kernel, X_t, Y_t, Z, precond, chol, k_zs, k_xz, k_val, _workers(device), explicit
                 )
+            phases["kernel matrices"] = time.perf_counter() - clock
+            logger.info(
+                "%s: set-up seconds: %s",
+                self.progress_task,
+                ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items()),
+            )
 
         self.precomputed_ = spare is not None
         self.kernel_dtype_ = str(dtype).removeprefix("torch.") if spare is not None else None
@@ -495,16 +510,17 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         """K(X, Z) stored in ``dtype``. The squared distances come from the shared cache (and are kept there if the
         cache can hold them within ``spare`` bytes); for float32 they are turned into kernel values in a copy when
         shared, in place otherwise (so that no second matrix is held when memory is tight). Reduced-precision
-        matrices are filled row block by row block, from cached distances when there are some."""
+        matrices are filled row block by row block from float16 distances, which are cached within ``spare``."""
         if dtype == torch.float32:
             D, shared = cached_squared_distances(X, Z, max_cache_bytes=spare, x_key=x_key, z_key=z_key)
             return self.kernel_.from_squared_distances(D, inplace=not shared)
-        D = None
-        if 4 * X.shape[0] * Z.shape[0] <= spare:  # room to keep the distances for the next fit on these points
-            D, _ = cached_squared_distances(X, Z, max_cache_bytes=spare, x_key=x_key, z_key=z_key)
-        else:
-            D = DISTANCE_CACHE.get(("squared_distances", x_key, z_key))
-        return kernel_matrix(self.kernel_, X, Z, dtype, D)
+        # The float16 distances serve every fit on these points (the subbands, another (γ, σ)): kept when they fit.
+        key = ("distances16", x_key, z_key)
+        R = DISTANCE_CACHE.get(key)
+        if R is None and 2 * X.shape[0] * Z.shape[0] <= spare:
+            R = kernels.distance_matrix16(X, Z)
+            DISTANCE_CACHE.put(key, R, spare)
+        return kernel_matrix(self.kernel_, X, Z, dtype, R)
 
     def _preconditioner(
         self, X_s: torch.Tensor, n: int, beta: float, batch_limit: int, device: torch.device, cache_bytes: int = 0

@@ -164,7 +164,7 @@ class DNNRegressor:
                 logger.warning("%s.safetensors: the DNN checkpoint is unreadable (%s); training from epoch 1",
                                checkpoint, err)  # fmt: skip
                 self.network_.load_state_dict(initial)
-                optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate)
+                optimizer = make_optimizer(self.optimizer, self.network_.parameters(), self.learning_rate)
                 _set_rng_states(initial_rng, generator, device)
             else:
                 self.history_, best_loss, start_epoch = state["history"], state["best_loss"], state["epoch"]
