@@ -153,7 +153,7 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
     return values
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def asymptotics(
     out: Path = typer.Option(Path("runs/losses-asymptotics"), "--out", help="Folder for the PNG plots, CSV, JSON."),
     k: str = typer.Option("2,5,10,20", "--k", help="Comma list of class counts."),
@@ -192,7 +192,6 @@ def asymptotics(
     except SpeechkernError as err:
         fail(str(err))
         return
-    console = Console()
     table = Table(title="Optimal R on the grid (predicted)")
     for name in ("β", "k", "optimal R", "accuracy there", "accuracy at R = 1", "Bayes accuracy"):
         table.add_column(name, justify="right")
@@ -205,5 +204,5 @@ def asymptotics(
             f"{o['accuracy_at_R1']:.3f}",
             f"{o['bayes_accuracy']:.3f}",
         )
-    console.print(table)
+    stdout.print(table)
     console.print(f"wrote {len(result.files)} files to {out}")

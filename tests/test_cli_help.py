@@ -59,9 +59,27 @@ def _help(argv: list[str], capsys) -> str:
     return capsys.readouterr().out
 
 
-COMMANDS = [["train"], ["evaluate"], ["enhance"], ["mix"], ["oracle"], ["losses", "bench"], ["collapse", "run"]]
+def _all_commands() -> list[list[str]]:
+    """Every command of the tree, the lazily loaded groups' included, as argument lists."""
+    import typer
+
+    from speechkern_cli.main import app
+
+    root = typer.main.get_command(app)
+    ctx = root.make_context("speechkern", ["--help"], resilient_parsing=True)
+    found = []
+    for name in root.list_commands(ctx):
+        command = root.get_command(ctx, name)
+        if hasattr(command, "list_commands"):
+            found += [[name, sub] for sub in command.list_commands(ctx)]
+        else:
+            found.append([name])
+    return found
+
+
+COMMANDS = _all_commands()
 # Options whose absence means "nothing": there is no default to show.
-NO_DEFAULT = {"--condition", "--ray-address", "--data", "--set"}
+NO_DEFAULT = {"--condition", "--ray-address", "--data", "--set", "--simulate-d"}
 
 
 def _click_command(argv: list[str]):
