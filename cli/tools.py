@@ -113,7 +113,7 @@ def enhance(
         console.print(escape(_skipped_line(found.skipped)))
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
     if model is None and where == SHIPPED:
-        console.print(f"using the shipped general model (CC BY 4.0, see ATTRIBUTION.md there): {escape(str(where))}")
+        console.print(f"using the shipped general model (CC BY 4.0, see ATTRIBUTION.md): {escape(str(where))}")
     elif model is None:
         console.print(f"using the newest trained model: {escape(str(where))}")
     done, failed = [], []
