@@ -373,7 +373,9 @@ def test_uncached_distances_are_transformed_in_place(problem, monkeypatch):
     kernels.clear_distance_cache()
     batch = EigenProRegressor(1.0, 3.0).fit(X, Y).batch_size_  # the batch is the same under both budgets below
     needed = ep.precomputed_bytes(600, 600, 200, batch, 600, 5, 2)
-    tight = EigenProRegressor(1.0, 3.0, epochs=2, memory_budget_gb=(needed + 1000) / 2**30, precompute=True)
+    tight = EigenProRegressor(
+        1.0, 3.0, epochs=2, memory_budget_gb=(needed + 1000) / 2**30, precompute=True, kernel_dtype="float32"
+    )
     kernels.clear_distance_cache()
     calls.clear()
     tight.fit(X, Y, X_test, Y_test)

@@ -208,7 +208,7 @@ def test_cli_bench(tmp_path: Path) -> None:
 
     # the same command again resumes (nothing left to train); other settings are refused without --overwrite
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "resumed 1 finished dataset" in again.stdout
+    assert again.exit_code == 0 and "resumed 1 finished dataset" in again.output
     refused = runner.invoke(app, [*args[:-1], "3"])
     assert refused.exit_code == 2
     assert "not empty" in refused.output and "--overwrite" in refused.output

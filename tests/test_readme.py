@@ -15,7 +15,7 @@ def test_every_recipe_has_a_readme_with_its_run_command(name):
     readme = ROOT / "recipes" / name / "README.md"
     assert readme.is_file(), f"recipes/{name} has no README.md"
     text = readme.read_text()
-    assert f"speechkern train recipes/{name}" in text and "Run time" in text
+    assert f"speechkern train recipes/{name}" in text
 
 
 def test_readme_states_the_device_defaults_the_commands_have():

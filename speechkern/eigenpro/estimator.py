@@ -345,7 +345,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             nystrom_cache = self._nystrom_cache_bytes(n, n, n_val, s, budget)
             precond, batch = self._preconditioner(X_s, n, beta, budget // per_row, device, nystrom_cache)
             spare, dtype = self._precompute_plan(
-                lambda size: precomputed_bytes(n, n, n_val, batch, s, d, k, size), budget
+                lambda size: precomputed_bytes(n, n, n_val, batch, s, d, k, size), budget, (n + n_val) * n
             )
             if spare is None:
                 model = _AllPointsModel(kernel, X_t, Y_t, s, precond, block)
@@ -407,7 +407,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
                 batch = max(1, min(critical_batch_size(beta, top), max(1, left // (4 * (d + 3 * k))), n))
             dense_batch = 4 * batch * (p + d + 3 * k) <= left
             spare, dtype = self._precompute_plan(
-                lambda size: chol_bytes + precomputed_bytes(n, p, n_val, batch, s, d, k, size), budget
+                lambda size: chol_bytes + precomputed_bytes(n, p, n_val, batch, s, d, k, size), budget, (n + n_val) * p
             )
             if spare is None:
                 model = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, dense_batch, block, explicit)
@@ -464,18 +464,23 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         spare = budget - 4 * (n + n_val) * p - 8 * s * s
         return max(0, spare)
 
-    def _precompute_plan(self, needed: Callable[[int], int], budget: int) -> tuple[int | None, torch.dtype | None]:
+    def _precompute_plan(
+        self, needed: Callable[[int], int], budget: int, entries: int
+    ) -> tuple[int | None, torch.dtype | None]:
         """(spare, dtype) for the precomputed mode, (None, None) for the blocked one. ``needed(itemsize)`` gives
         the bytes the precomputed mode needs with kernel matrices of that entry size; ``spare`` is what the budget
-        leaves over for the distance cache. ``kernel_dtype="auto"`` takes float32 when it fits, else float16.
-        Raises when ``precompute=True`` and nothing fits."""
+        leaves over for the distance cache. ``kernel_dtype="auto"`` takes float32 when it fits together with the
+        float32 distances of its ``entries`` (kept for the next fit on the same points: the next subband), else
+        float16 (whose float16 distances are kept when they fit). Raises when ``precompute=True`` and nothing
+        fits."""
         if self.precompute is False or self.precompute is np.False_:
             return None, None
         names = ["float32", "float16"] if self.kernel_dtype == "auto" else [self.kernel_dtype]
         for name in names:
             dtype = STORAGE_DTYPES[name]
             size = needed(dtype.itemsize)
-            if size <= budget:
+            shared = 4 * entries if name == "float32" and len(names) > 1 else 0
+            if size + shared <= budget:
                 if name != "float32" and self.kernel_dtype == "auto":
                     logger.info(
                         "%s: float32 kernel matrices need %.2f GiB, over the memory budget of %.2f GiB: stored in %s",

@@ -1,0 +1,107 @@
+"""The general model shipped inside the package: found without runs/, keeps rate, channels, length and level."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speechkern import audio
+from speechkern.models.select import SHIPPED, find_model, shipped_model_dir
+from speechkern_cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVELS_DBFS = (-15.0, -25.0, -35.0, -45.0, -55.0)
+
+
+def rms_dbfs(y: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(np.square(y, dtype=np.float64))))
+
+
+def noisy_speech(dev_data: Path, snr_db: float = 5.0) -> np.ndarray:
+    """A LibriSpeech utterance in a recorded noise from the second half of the file (4 s, 16 kHz)."""
+    from speechkern.mixtures import mix_at_snr
+
+    clean = audio.load(sorted((dev_data / "clean" / "librispeech_train-clean-100").glob("*.flac"))[-1])[0][:64000]
+    noise = audio.load(dev_data / "noise" / "blanket_ambient" / "city.flac")[0]
+    return mix_at_snr(clean, noise[len(noise) // 2 :][: len(clean)], snr_db)[0]
+
+
+def test_the_shipped_model_is_in_the_package_and_small():
+    folder = shipped_model_dir()
+    assert folder == SHIPPED and folder.is_relative_to(ROOT / "speechkern")
+    sizes = {p.name: p.stat().st_size for p in folder.iterdir()}
+    assert {"config.json", "weights.safetensors", "ATTRIBUTION.md"} <= set(sizes)
+    assert sizes["weights.safetensors"] + sizes["config.json"] <= 25 * 2**20
+    model, _ = find_model(folder)
+    assert model.kind == "kernel" and len(model.bands) == 4
+
+
+def test_enhance_without_model_or_runs_uses_the_shipped_model(tmp_path, monkeypatch, capsys):
+    """A fresh folder (no runs/): 44.1 kHz stereo in, the same rate, channels and length out, and one line saying
+    which model was used."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    t = np.arange(int(44100 * 1.5)) / 44100
+    tone = 0.1 * np.sin(2 * np.pi * 300 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    stereo = np.stack([tone + 0.02 * rng.standard_normal(len(t)), tone + 0.02 * rng.standard_normal(len(t))])
+    audio.save(tmp_path / "noisy.wav", stereo.astype(np.float32), 44100)
+    with pytest.raises(SystemExit) as exit_:
+        main(["enhance", "noisy.wav", "--quiet"])
+    out = capsys.readouterr().err  # the console writes to stderr
+    assert exit_.value.code in (0, None), out
+    assert " ".join(out.split()).count("using the shipped general model") == 1  # (the console wraps long lines)
+    head = audio.info(tmp_path / "noisy_enhanced.wav")
+    assert (head.samplerate, head.channels, head.frames) == (44100, 2, stereo.shape[1])
+
+
+def test_shipped_model_keeps_the_input_level_from_minus_15_to_minus_55_dbfs(dev_data):
+    """Output within 3 dB of the input's level at every level, and the same waveform after level matching."""
+    from speechkern.enhance import enhance_signal
+
+    model, _ = find_model(shipped_model_dir())
+    noisy = noisy_speech(dev_data)
+    outputs = []
+    for level in LEVELS_DBFS:
+        x = (noisy * 10 ** ((level - rms_dbfs(noisy)) / 20)).astype(np.float32)
+        out = enhance_signal(model, x)
+        assert abs(rms_dbfs(out) - level) <= 3.0, (level, rms_dbfs(out))
+        outputs.append(out * 10 ** (-level / 20))
+    for out in outputs[1:]:
+        assert np.corrcoef(out, outputs[0])[0, 1] > 0.999
+
+
+@pytest.mark.slow
+def test_a_built_wheel_installs_the_model_and_enhances_outside_the_checkout(tmp_path):
+    """Non-editable install: build the wheel, install it into a fresh virtual environment (dependencies from the
+    development environment), and enhance a file in an empty folder with no --model."""
+    wheels = tmp_path / "wheels"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                            "-w", str(wheels), str(ROOT)], capture_output=True, text=True)  # fmt: skip
+    if built.returncode and "bdist_wheel" in built.stderr:
+        pytest.skip("this environment's setuptools cannot build a wheel offline (install setuptools>=70 or wheel)")
+    assert built.returncode == 0, built.stderr
+    wheel = next(wheels.glob("speechkern-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ("config.json", "weights.safetensors", "ATTRIBUTION.md"):
+        assert f"speechkern/pretrained/general/{name}" in names
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    deps = [p for p in sys.path if p.endswith("site-packages") and "wt-" not in p and Path(p).is_dir()]
+    (site / "deps.pth").write_text("\n".join(deps) + "\n")
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
+                   check=True)  # fmt: skip
+    work = tmp_path / "work"
+    work.mkdir()
+    audio.save(work / "noisy.wav", (0.05 * np.random.default_rng(1).standard_normal(24000)).astype(np.float32), 16000)
+    result = subprocess.run([str(venv / "bin" / "speechkern"), "enhance", "noisy.wav", "--quiet"], cwd=work,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "using the shipped general model" in said and str(venv) in said.replace(" ", "")
+    assert audio.info(work / "noisy_enhanced.wav").frames == 24000
