@@ -483,9 +483,10 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             if size + shared <= budget:
                 if name != "float32" and self.kernel_dtype == "auto":
                     logger.info(
-                        "%s: float32 kernel matrices need %.2f GiB, over the memory budget of %.2f GiB: stored in %s",
+                        "%s: float32 kernel matrices with their distances (kept for the next subband) need %.2f GiB, "
+                        "over the memory budget of %.2f GiB: stored in %s",
                         self.progress_task,
-                        needed(4) / 2**30,
+                        (needed(4) + 4 * entries) / 2**30,
                         budget / 2**30,
                         name,
                     )
