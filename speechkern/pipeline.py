@@ -236,15 +236,38 @@ class _KernelUnit:
     parts: Path
     info: dict[int, dict] = field(default_factory=dict)
     estimators: dict[int, object] = field(default_factory=dict)
+    centers: int | None = None  # EigenPro 3 centres; None: EigenPro 2
 
     def pending(self) -> list[int]:
         return [b for b in range(len(self.bands)) if b not in self.info]
 
 
+def kernel_budget_bytes(recipe: Recipe, device: str) -> int:
+    """Memory budget of one kernel fit: ``kernel.memory_gb``, or a quarter of the device's available memory."""
+    from speechkern.device import resolve_device
+    from speechkern.kernels import available_memory_bytes
+
+    if recipe.kernel.memory_gb > 0:
+        return int(recipe.kernel.memory_gb * 2**30)
+    return available_memory_bytes(resolve_device(device)) // 4
+
+
+def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "kernel"):
+    """EigenPro 2 or 3, and the number of centres, for this training set (logged)."""
+    from speechkern.eigenpro.solver import choose_solver
+
+    kc = recipe.kernel
+    choice = choose_solver(len(data.X), len(data.X_val), data.X.shape[1], kernel_budget_bytes(recipe, device),
+                           kc.solver, kc.centers)  # fmt: skip
+    logger.info("%s %s: %s", name, data.condition, choice.reason)
+    return choice
+
+
 def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str) -> dict:
     kc = recipe.kernel
-    return {"centers": kc.centers or None, "epochs": kc.epochs, "patience": kc.patience, "device": device,
-            "seed": recipe.data.seed, "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
+    return {"centers": unit.centers, "epochs": kc.epochs, "patience": kc.patience, "device": device,
+            "memory_budget_gb": kc.memory_gb or None, "seed": recipe.data.seed,
+            "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
 
 
 def _autotune_units(recipe: Recipe, units: list[_KernelUnit], run_dir: Path, executor, device: str) -> dict:
@@ -430,6 +453,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                 logger.info("%s %s band %d/%d: finished in an earlier run, kept", name, data.condition, b + 1,
                             len(unit.bands))  # fmt: skip
         if unit.pending():
+            unit.centers = kernel_solver(recipe, data, device, name).centers
             kernel_units.append(unit)
         else:
             yield _finish_kernel(recipe, unit, run_dir)

@@ -95,7 +95,12 @@ class KernelConfig(_Section):
     autotune_train_frames: int = Field(4000, ge=10)
     autotune_val_frames: int = Field(2000, ge=10)
     autotune_epochs: int = Field(3, ge=1)
-    centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = every training frame is a centre)")
+    solver: Literal["auto", "eigenpro2", "eigenpro3"] = Field(
+        "auto",
+        description="auto: EigenPro 2 (every frame a centre) while it fits the memory and time budget, else EigenPro 3",
+    )
+    centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory)")
+    memory_gb: float = Field(0.0, ge=0, description="memory budget of one kernel fit in GiB (0 = a quarter of free)")
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)
     input_transform: Literal["none", "pca", "whiten", "rfm"] = Field(
@@ -129,7 +134,7 @@ class TrainConfig(_Section):
     device: str = "auto"
     workers: int = Field(0, ge=0, description="feature-extraction processes (0 = one per CPU core)")
     max_train_frames: int = Field(
-        20000, ge=0, description="training frames drawn at random, the same for every model (0 = all)"
+        0, ge=0, description="cap on training frames, drawn at random, the same for every model (0 = all)"
     )
     max_val_frames: int = Field(5000, ge=0, description="validation frames for early stopping (0 = all)")
 
