@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 from _common import DEV, require_dev_data
 
-from speechkern import features
+from speechkern import features, synth
 
 
 def load_mixtures(seconds: float, sr: int = 16000) -> list[np.ndarray]:
@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             f"median {median:6.3f} s = {audio_s / median:6.1f}x{note}"
         )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    synth.synthesize(synth.TALKERS[0], 0.5, seed=0)  # warm up lazy imports
+    t0 = time.perf_counter()
+    synth.synthesize(synth.TALKERS[2], 60.0, seed=1)
+    print(f"demo synthesiser: 60 s of speech in {time.perf_counter() - t0:.2f} s (one core)")
     best = max(results, key=lambda k: audio_s / results[k])
     print(f"best: {best}, real-time factor {audio_s / results[best]:.1f}x (target >= 100x)")
     return 0

@@ -6,17 +6,15 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from speechkern.errors import SpeechkernError
 
-from .ui import fail, progress_ui
+from .ui import PlainCommand, console, fail, plain_typer, progress_ui, stdout
 
-app = typer.Typer(
+app = plain_typer(
     help="Neural collapse of last-layer features on train and test data: measures and experiments.",
     no_args_is_help=True,
-    add_completion=False,
 )
 
 
@@ -45,12 +43,17 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def run(
     out: Path = typer.Option(Path("runs/collapse"), "--out", help="Output folder (must be empty or new)."),
     dataset: str = typer.Option("digits", "--dataset", help="Offline scikit-learn dataset: digits, iris or wine."),
     epochs: int = typer.Option(300, "--epochs", min=1, help="Training epochs per run (past zero train error)."),
-    train_sizes: str = typer.Option("50,100,300,1000", "--train-sizes", help="Comma list of train-set sizes."),
+    train_sizes: str | None = typer.Option(
+        None,
+        "--train-sizes",
+        help="Comma list of train-set sizes [default: those of 50,100,300,1000 that the dataset's train pool "
+        "holds: digits all four, iris and wine 50,100].",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the data split, initialisation and batch order."),
     transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Run the super-class transfer experiment."),
     checkpoints: int = typer.Option(25, "--checkpoints", min=2, help="Log-spaced epochs at which to measure."),
@@ -76,7 +79,7 @@ def run(
         config = CollapseConfig(
             dataset=dataset,
             epochs=epochs,
-            train_sizes=_sizes(train_sizes),
+            train_sizes=None if train_sizes is None else _sizes(train_sizes),
             seed=seed,
             transfer=transfer,
             checkpoints=checkpoints,
@@ -95,7 +98,6 @@ def run(
     if as_json:
         print(json.dumps({**results.summary, "out": str(out), "files": [p.name for p in written]}, indent=2))
         return
-    console = Console()
     table = Table(title=f"Neural collapse on {results.dataset['name']} (final epoch {config.epochs})")
     for column in ("train size", "zero-error epoch", "TrainVar", "StrongTestVar", "WeakTestVar", "test error"):
         table.add_column(column, justify="right")
@@ -113,10 +115,10 @@ def run(
                 )
             )
         )
-    console.print(table)
+    stdout.print(table)
     if "transfer" in results.summary:
         t = results.summary["transfer"]
-        console.print(
+        stdout.print(
             f"transfer (2 super-classes → all): probe test error {_fmt(t['initial_probe_test_error'])} at init, "
             f"best {_fmt(t['best_probe_test_error'])} at epoch {t['best_probe_epoch']}, "
             f"{_fmt(t['final_probe_test_error'])} at the end "

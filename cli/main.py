@@ -1,7 +1,13 @@
-"""Entry point of the ``speechkern`` command: sub-commands are thin wrappers over the library."""
+"""Entry point of the ``speechkern`` command: sub-commands are thin wrappers over the library.
+
+Start-up stays light (``speechkern --help`` well under a second): command modules import torch, matplotlib and
+the library's heavy modules inside the command bodies, and the ``losses`` and ``collapse`` groups are imported
+only when one of their commands runs. ``benchmarks/cli_startup.py`` measures it.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -9,15 +15,57 @@ import typer
 import speechkern
 from speechkern.errors import SpeechkernError
 
-from . import collapse, losses, tools, train
-from .ui import fail
+from . import tools, train
+from .ui import PlainCommand, PlainGroup, fail, first_sentence
+
+# Groups imported on first use: name -> (module, the one-line help `speechkern --help` shows).
+LAZY_GROUPS = {
+    "collapse": ("speechkern_cli.collapse", "Neural-collapse measures on train and test data."),
+    "losses": ("speechkern_cli.losses", "Square, rescaled square and squentropy losses; calibration bench."),
+}
+
+
+class _Commands(PlainGroup):
+    """The root group: ``losses`` and ``collapse`` are imported when one of their commands runs, not at start-up."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return [*self.commands, *(name for name in LAZY_GROUPS if name not in self.commands)]
+
+    def get_command(self, ctx: typer.Context, cmd_name: str):
+        if cmd_name in LAZY_GROUPS and self.commands.get(cmd_name) is None:
+            module = importlib.import_module(LAZY_GROUPS[cmd_name][0])
+            self.commands[cmd_name] = typer.main.get_command(module.app)
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]):
+        for name in LAZY_GROUPS:  # Click's "did you mean" looks in self.commands: list the lazy groups there too
+            self.commands.setdefault(name, None)  # type: ignore[arg-type]
+        try:
+            return super().resolve_command(ctx, args)
+        finally:
+            for name in LAZY_GROUPS:
+                if self.commands.get(name) is None:
+                    del self.commands[name]
+
+    def command_rows(self, ctx: typer.Context) -> list[tuple[str, str]]:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if name in LAZY_GROUPS:
+                rows.append((name, LAZY_GROUPS[name][1]))  # without importing the group
+            elif command is not None and not command.hidden:
+                rows.append((name, command.short_help or first_sentence(command.help or "")))
+        return rows
+
 
 app = typer.Typer(
     name="speechkern",
+    cls=_Commands,
     help="Speech enhancement with large-scale kernel machines: train, evaluate and enhance.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help (see ui.PlainCommand)
 )
 
 
@@ -34,13 +82,11 @@ def _root(
     """Speech enhancement with large-scale kernel machines."""
 
 
-app.command("train")(train.train)
-app.command("evaluate")(train.evaluate)
-app.command("enhance")(tools.enhance)
-app.command("mix")(tools.mix)
-app.command("oracle")(tools.oracle)
-app.add_typer(collapse.app, name="collapse", help="Neural-collapse measures on train and test data.")
-app.add_typer(losses.app, name="losses", help="Square, rescaled square and squentropy losses; calibration bench.")
+app.command("train", cls=PlainCommand)(train.train)
+app.command("evaluate", cls=PlainCommand)(train.evaluate)
+app.command("enhance", cls=PlainCommand)(tools.enhance)
+app.command("mix", cls=PlainCommand)(tools.mix)
+app.command("oracle", cls=PlainCommand)(tools.oracle)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,9 +95,24 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="speechkern")
     except SpeechkernError as err:
         fail(str(err))
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again (with --resume for train) to continue", file=sys.stderr)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        interrupt = _interrupt_of(exc)  # Typer turns Ctrl-C into exit 130, with the interrupt as its cause
+        if interrupt is None:
+            raise
+        hint = str(interrupt) or "run the same command again (with --resume for train) to continue"
+        print(f"interrupted; {hint}", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _interrupt_of(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt ``exc`` is or comes from, if any; its message is the command's resume hint."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import typer
 
 from speechkern.errors import SpeechkernError
 
-from .ui import console, progress_ui
+from .ui import console, progress_ui, stdout
 
 
 def mix(
@@ -42,7 +42,7 @@ def mix(
         mixture = mixture / peak * 0.99
         info["scaled_by"] = 0.99 / peak
     audio.save(output, mixture, sr, overwrite=overwrite)
-    console.print(f"wrote {output}: {len(mixture) / sr:.2f} s at {sr} Hz, SNR {snr:g} dB, noise offset "
+    stdout.print(f"wrote {output}: {len(mixture) / sr:.2f} s at {sr} Hz, SNR {snr:g} dB, noise offset "
                   f"{info['noise_offset']}, gain {info['gain']:.4g}")  # fmt: skip
 
 
@@ -87,16 +87,24 @@ def oracle(
 def enhance(
     inputs: list[str] = typer.Argument(..., help="Audio files, folders (searched recursively) or glob patterns."),
     model: Path = typer.Option(None, "--model", "-m", help="Run or model folder [default: newest run, else shipped]."),
-    system: str = typer.Option(None, "--system", help="Which model of the run: kernel, kernel1 or dnn."),
+    system: str = typer.Option(None, "--system", help="kernel, kernel1 or dnn [default: the first the run has]."),
     condition: str = typer.Option(None, "--condition", help="For per-condition runs: the condition's model."),
-    output: Path = typer.Option(None, "-o", "--output", help="Output file (one input) or folder (mirrors the tree)."),
+    output: Path = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Output file, or folder that mirrors the inputs' tree [default: <input>_enhanced.<ext>].",
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     per_channel: bool = typer.Option(
         False, "--per-channel", help="Enhance each channel alone (default: their average, written to every channel)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     chunk_seconds: float = typer.Option(
-        30.0, "--chunk-seconds", help="Seconds enhanced at a time: memory grows with it, not with the file's length."
+        30.0,
+        "--chunk-seconds",
+        min=1.0,
+        help="Seconds enhanced at a time: memory grows with it, not with the file's length.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -113,7 +121,8 @@ def enhance(
         console.print(escape(_skipped_line(found.skipped)))
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
     if model is None and where == SHIPPED:
-        console.print(f"using the shipped general model (CC BY 4.0, see ATTRIBUTION.md): {escape(str(where))}")
+        console.print(f"no trained run in {escape(str(Path('runs').resolve()))} or runs/index.txt; using the shipped "
+                      f"general model (CC BY 4.0, see ATTRIBUTION.md there): {escape(str(where))}")  # fmt: skip
     elif model is None:
         console.print(f"using the newest trained model: {escape(str(where))}")
     done, failed = [], []
@@ -124,8 +133,10 @@ def enhance(
                 result = enhance_file(mask_model, f, out, per_channel=per_channel, overwrite=overwrite,
                                       chunk_s=chunk_seconds)  # fmt: skip
             except SpeechkernError as err:
+                if str(f) not in str(err):  # name the file whatever step failed (a NaN sample, a short file)
+                    err = SpeechkernError(f"{f}: {err}")
                 if len(jobs) == 1:
-                    raise
+                    raise err from None
                 failed.append(f)
                 console.print(f"[red]skipped[/] {escape(str(err))}")
                 continue
@@ -135,7 +146,7 @@ def enhance(
     audio_s = sum(r.audio_seconds for r in done)
     compute_s = sum(r.compute_seconds for r in done)
     for r in done:
-        console.print(escape(f"{r.input} → {r.output}  ({r.audio_seconds:.1f} s, {r.channels} ch, {r.sr} Hz)"))
+        stdout.print(f"{r.input} → {r.output}  ({r.audio_seconds:.1f} s, {r.channels} ch, {r.sr} Hz)")
     if done:
         console.print(f"enhanced {len(done)} of {len(jobs)} file(s), {audio_s:.1f} s of audio in {compute_s:.1f} s: "
                       f"{describe_speed(audio_s, compute_s)}; total {time.perf_counter() - started:.1f} s")  # fmt: skip

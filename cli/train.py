@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from speechkern.recipe import load_recipe
-
-from .ui import console, progress_ui
+from .ui import console, progress_ui, stdout
 
 
 def train(
     recipe_dir: Path = typer.Argument(..., help="Recipe folder holding recipe.toml, e.g. recipes/demo."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set data.snrs=[-5,0,5]."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/<recipe name>]."),
-    models: str = typer.Option(None, "--models", help="Comma list of kernel, kernel1 (single kernel), dnn."),
+    models: str = typer.Option(None, "--models", help="kernel, kernel1 (single kernel), dnn [default: the recipe's]."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the run directory."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory and start again."),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda [default: the recipe's, auto]."),
@@ -26,7 +24,7 @@ def train(
     ray: bool = typer.Option(False, "--ray", help="Train on a local Ray instance with --workers CPUs (default: all)."),
     ray_address: str = typer.Option(None, "--ray-address", help="Train on the Ray cluster at this address."),
     gpus_per_task: float = typer.Option(
-        None, "--gpus-per-task", help="GPUs each Ray task asks for [default: 1 with --device cuda, else 0]."
+        None, "--gpus-per-task", min=0, help="GPUs each Ray task asks for [default: 1 with --device cuda, else 0]."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -36,8 +34,12 @@ def train(
     --ray-address, autotune evaluations and subband/DNN fits run as parallel Ray tasks; the run directory is the
     same as a local run's, and it resumes the same way.
     """
+    from rich.table import Table
+
+    from speechkern.models.select import record_run
     from speechkern.parallel import make_executor
     from speechkern.pipeline import train as run_training
+    from speechkern.recipe import load_recipe
 
     overrides = list(set_)
     if workers is not None:
@@ -51,14 +53,24 @@ def train(
         try:
             summary = run_training(recipe, run_dir, models=names, resume=resume, overwrite=overwrite, device=device,
                                    executor=executor, cache_dir=None if no_cache else "default")  # fmt: skip
+        except KeyboardInterrupt:
+            again = ["speechkern", "train", str(recipe_dir), *(f"--set={s}" for s in set_), "--out", str(run_dir),
+                     "--resume"]  # fmt: skip
+            for flag, value in (("--models", models), ("--device", device), ("--workers", workers)):
+                again += [flag, str(value)] if value is not None else []
+            again += ["--no-cache"] if no_cache else []
+            raise KeyboardInterrupt(f"continue with: {shlex.join(again)}") from None
         finally:
             executor.close()
+    record_run(run_dir)  # `speechkern enhance` without --model finds runs trained with --out too
     table = Table(title=f"trained into {run_dir}")
-    for column in ("model", "condition", "subbands", "minutes", "epochs", "validation MSE"):
+    for column in ("model", "condition", "subbands", "fit minutes", "autotune minutes", "epochs", "validation MSE"):
         table.add_column(column, justify="left" if column in ("model", "condition") else "right")
     for t in summary.timings:
-        table.add_row(t.model, t.condition, str(t.subbands), f"{t.minutes:.2f}", str(t.epochs), f"{t.val_mse:.5f}")
-    console.print(table)
+        autotune = t.extra.get("autotune_minutes")
+        table.add_row(t.model, t.condition, str(t.subbands), f"{t.minutes:.2f}",
+                      "–" if autotune is None else f"{autotune:.2f}", str(t.epochs), f"{t.val_mse:.5f}")  # fmt: skip
+    stdout.print(table)
     if summary.skipped:
         console.print(f"kept from an earlier run: {', '.join(summary.skipped)}")
     console.print(f"next: speechkern evaluate {run_dir}   |   speechkern enhance NOISY.wav --model {run_dir}")
@@ -67,8 +79,10 @@ def train(
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory written by `speechkern train`."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
-    workers: int = typer.Option(0, "--workers", help="Processes for resynthesis and metrics [default: one per core]."),
-    limit: int = typer.Option(0, "--limit", help="Score only the first N test mixtures (0 = all)."),
+    workers: int = typer.Option(
+        0, "--workers", min=0, help="Processes for resynthesis and metrics [default: one per core]."
+    ),
+    limit: int = typer.Option(0, "--limit", min=0, help="Score only the first N test mixtures (0 = all)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
     device: str = typer.Option("cpu", "--device", help="Where features and models run: cpu, cuda or auto."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),

@@ -37,6 +37,7 @@ READ_SUFFIXES = tuple(FORMATS)  # every suffix the loader reads (and the writer 
 OTHER_AUDIO_SUFFIXES = (".m4a", ".aac", ".mp4", ".wma", ".amr", ".ape", ".wv", ".mka", ".webm", ".mp2", ".ac3")
 # Linear PCM and float encodings: what a converted file keeps of its input's encoding when the new format holds it.
 LINEAR_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
+_BY_PRECISION = ("DOUBLE", "PCM_32", "FLOAT", "PCM_24", "PCM_16")
 _FORMATS_HELP = "WAV, FLAC, OGG, MP3, NIST SPHERE, AIFF, AU, CAF, W64 or RF64"
 
 
@@ -137,12 +138,17 @@ def output_subtype(path: str | os.PathLike, input_format: str | None = None, inp
     """The encoding to write ``path`` in: the input's when the output's format holds it, else the format's default.
 
     A same-format copy keeps any encoding (VORBIS stays VORBIS); a converted file keeps linear PCM and float
-    encodings (PCM_32, DOUBLE, …) only, so an MP3 input written as WAV becomes 16-bit PCM, not MP3-in-WAV.
+    encodings (PCM_32, DOUBLE, …) only, so an MP3 input written as WAV becomes 16-bit PCM, not MP3-in-WAV; a
+    32-bit or float input written as FLAC becomes 24-bit, the most FLAC holds.
     """
     fmt = output_format(path)
     keep = fmt == input_format or input_subtype in LINEAR_SUBTYPES
     if input_subtype and keep and sf.check_format(fmt, input_subtype):
         return input_subtype
+    if input_subtype in _BY_PRECISION:  # the most precise encoding the format holds, no more precise than the input
+        for subtype in _BY_PRECISION[_BY_PRECISION.index(input_subtype) :]:
+            if sf.check_format(fmt, subtype):
+                return subtype
     return _default_subtype(path)
 
 
@@ -176,7 +182,8 @@ def open_read(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
 
 
 def read_block(handle: sf.SoundFile, start: int, stop: int) -> np.ndarray:
-    """Samples ``[start, stop)`` (in the file's rate) of an open file as float32 ``(n_channels, stop - start)``.
+    """Samples ``[start, stop)`` (in the file's rate) of an open file as float32 ``(n_channels, stop - start)``,
+    zero-padded where the file ends early.
 
     Raises SpeechkernError naming the file when the block cannot be read or holds NaN/infinite samples.
     """
@@ -185,13 +192,9 @@ def read_block(handle: sf.SoundFile, start: int, stop: int) -> np.ndarray:
         data = handle.read(stop - start, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise SpeechkernError(f"{handle.name}: could not be read at sample {start} ({err}); is it damaged?") from None
-    if data.shape[0] != stop - start:
-        raise SpeechkernError(
-            f"{handle.name}: ends at sample {start + data.shape[0]} although its header says {handle.frames}; "
-            "is it truncated?"
-        )
     check_finite(data.T, handle.name, handle.samplerate, offset=start)
-    return np.ascontiguousarray(data.T)
+    # zeros past the true end, which a compressed file's header may overstate by a few samples
+    return np.pad(data.T, ((0, 0), (0, stop - start - data.shape[0])))
 
 
 def check_finite(y: np.ndarray, path: str | os.PathLike, sr: int, offset: int = 0) -> None:

@@ -19,6 +19,7 @@ base is the median of ‖x − z‖^γ over pairs of training points, and k runs
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -150,7 +151,16 @@ class EvaluationLog:
         self.rows: list[Evaluation] = []
         if self.path is not None and self.path.is_file():
             with open(self.path, encoding="utf-8") as f:
-                self.rows = [Evaluation(**json.loads(line)) for line in f if line.strip()]
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = Evaluation(**json.loads(line))
+                    except (ValueError, TypeError) as err:  # a line cut short by a killed process: redo it
+                        logging.getLogger(__name__).warning("%s:%d: unreadable evaluation skipped (%s)", self.path,
+                                                            number, err)  # fmt: skip
+                        continue
+                    self.rows.append(row)
 
     def append(self, row: Evaluation) -> None:
         self.rows.append(row)

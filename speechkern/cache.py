@@ -2,13 +2,15 @@
 
 Entries are safetensors files named by a SHA-256 key of the configuration and the input; writes go to a
 temporary file in the same folder and are renamed into place, so an interrupted run never leaves a broken entry.
-The default folder is ``$SPEECHKERN_CACHE`` or ``~/.cache/speechkern``.
+The default folder is ``$SPEECHKERN_CACHE`` or ``~/.cache/speechkern``. The cache only saves time: a folder that
+cannot be used, or a write that fails, is reported once and the run carries on uncached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,9 @@ from safetensors.numpy import load_file, save_file
 
 from speechkern.outputs import atomic_write
 
+logger = logging.getLogger(__name__)
+_warned: set[str] = set()
+
 
 def default_cache_dir() -> Path:
     """``$SPEECHKERN_CACHE`` if set, else ``$XDG_CACHE_HOME/speechkern`` or ``~/.cache/speechkern``."""
@@ -26,6 +31,27 @@ def default_cache_dir() -> Path:
         return Path(os.environ["SPEECHKERN_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "speechkern"
+
+
+def usable_cache_dir(cache_dir: str | os.PathLike | None = "default") -> Path | None:
+    """The cache folder to use, created if needed: ``"default"`` is :func:`default_cache_dir`, None means no cache.
+
+    A folder that cannot be created or written (``$SPEECHKERN_CACHE`` naming a file, a read-only disk) gives a
+    warning naming it and what to do, and None: the caller carries on without a cache.
+    """
+    if cache_dir is None:
+        return None
+    folder = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError("not writable")
+    except OSError as err:
+        source = " ($SPEECHKERN_CACHE)" if cache_dir == "default" and os.environ.get("SPEECHKERN_CACHE") else ""
+        logger.warning("%s%s cannot hold the feature cache (%s); carrying on without a cache: set SPEECHKERN_CACHE to "
+                       "a writable folder, or pass --no-cache", folder, source, err.strerror or err)  # fmt: skip
+        return None
+    return folder
 
 
 def content_key(*parts: Any) -> str:
@@ -69,4 +95,10 @@ class ArrayCache:
         if self.root is None:
             return
         contiguous = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-        atomic_write(self._path(key), lambda tmp: save_file(contiguous, tmp))
+        try:
+            atomic_write(self._path(key), lambda tmp: save_file(contiguous, tmp))
+        except OSError as err:  # a full or read-only disk: the result is still returned, only not kept
+            if str(self.root) not in _warned:
+                _warned.add(str(self.root))
+                logger.warning("%s: cannot write to the feature cache (%s); carrying on without caching",
+                               self.root, err.strerror or err)  # fmt: skip

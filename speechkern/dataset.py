@@ -102,7 +102,7 @@ def _generated_noise(kind: str, recipe, train: Sequence[Utterance], run_dir: Pat
         for talker, s in speech:
             by_talker.setdefault(talker, []).append(s)
         groups = list(by_talker.values())
-        if len(groups) < 2:  # one talker only: treat utterances as different voices
+        if len(groups) < 4:  # too few talkers for two disjoint halves: utterances as voices (still disjoint)
             groups = [[s] for _, s in speech]
         y = mixtures.babble(groups, n_samples, data.seed, data.babble_talkers)
     audio.save(path, y, data.sr, overwrite=True, subtype="FLOAT")

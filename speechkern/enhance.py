@@ -216,7 +216,7 @@ def _notes(path: Path, out_path: Path, head, subtype: str, per_channel: bool) ->
             f"{path}: its {head.channels} channels were averaged, enhanced once and written to every channel; "
             "pass --per-channel to enhance each channel on its own"
         )
-    if head.subtype in audio.LINEAR_SUBTYPES and subtype != head.subtype:
+    if head.subtype in ("PCM_24", "PCM_32", "FLOAT", "DOUBLE") and subtype != head.subtype:  # precision lost
         notes.append(
             f"{out_path}: written as {subtype} (the input is {head.subtype}, which {out_path.suffix} files cannot "
             "hold); name the output .wav to keep it"
@@ -261,7 +261,8 @@ def find_inputs(items: list[str]) -> Inputs:
         for f, base in pairs:
             found.setdefault(f.resolve(), (_short(f), base))
     if not found:
-        raise SpeechkernError(f"no audio files found in {', '.join(items)}")
+        others = f" ({len(skipped)} file(s) of other types or earlier outputs skipped)" if skipped else ""
+        raise SpeechkernError(f"no audio files found in {', '.join(items)}{others}; give files soundfile reads")
     return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from speechkern import dataset, metrics
-from speechkern.cache import default_cache_dir
+from speechkern.cache import usable_cache_dir
 from speechkern.enhance import apply_mask
 from speechkern.errors import SpeechkernError
 from speechkern.mixtures import Mixture
@@ -47,6 +47,24 @@ def discover_models(run_dir: Path, device: str = "cpu") -> dict[str, dict[str, M
             if per:
                 found[folder.name] = per
     return found
+
+
+def missing_models(
+    run_dir: Path, recipe: Recipe, found: dict[str, dict[str, MaskModel]], conditions: list[str]
+) -> list[str]:
+    """``name/condition`` of every model the run should have and does not: the recipe's models and any whose
+    training began (parts or a checkpoint in models/), for each training condition ("all" for multi-condition)."""
+    names = set(recipe.train.models) | set(found)
+    models_dir = run_dir / "models"
+    if models_dir.is_dir():
+        for p in models_dir.iterdir():
+            stem = p.name.removeprefix(".").removesuffix("-parts").removesuffix("-checkpoint")
+            if p.is_dir() and stem in SYSTEM_ORDER:
+                names.add(stem)
+    wanted = ["all"] if recipe.train.mode == "multi-condition" else conditions
+    order = {s: i for i, s in enumerate(SYSTEM_ORDER)}
+    return [f"{name}/{c}" for name in sorted(names, key=lambda n: order.get(n, 99)) for c in wanted
+            if c not in found.get(name, {}) and "all" not in found.get(name, {})]  # fmt: skip
 
 
 def model_for(models: dict[str, MaskModel], condition: str) -> MaskModel:
@@ -79,6 +97,7 @@ class Evaluation:
     channel_mse: dict[str, np.ndarray]
     example_masks: dict[str, dict[str, np.ndarray]]
     problems: list[str]
+    missing: list[str] = field(default_factory=list)  # "name/condition" of models the run lacks
 
 
 def _score_file(mixture: Mixture, masks: dict[str, np.ndarray], configs) -> FileResult:
@@ -118,12 +137,19 @@ def evaluate(
     if examples is None:
         examples = recipe.evaluate.examples
     models = discover_models(run_dir, device)
+    manifests = dataset.build_manifests(recipe, run_dir)
+    missing = missing_models(run_dir, recipe, models, sorted({m.condition for m in manifests["train"]}))
+    resume = f"speechkern train {run_dir / 'recipe.toml'} --out {run_dir} --resume"
     if not models:
-        raise SpeechkernError(f"{run_dir}: no trained models in models/; run `speechkern train` first")
-    test: list[Mixture] = dataset.build_manifests(recipe, run_dir)["test"]
+        raise SpeechkernError(f"{run_dir}: no trained models in models/ (missing: {', '.join(missing)}); train them "
+                              f"with `{resume}`")  # fmt: skip
+    if missing:
+        logger.warning("%s: the run is incomplete, no model for %s; scoring the others. Finish it with `%s`",
+                       run_dir, ", ".join(missing), resume)  # fmt: skip
+    test: list[Mixture] = manifests["test"]
     if limit:
         test = test[:limit]
-    cache = default_cache_dir() if cache_dir == "default" else (None if cache_dir is None else Path(cache_dir))
+    cache = usable_cache_dir(cache_dir)
     fc, tc = recipe.features, recipe.target
     frames = dataset.compute_frames(test, fc, tc, cache, workers, "test", device)
     binary = tc.kind == "ibm"
@@ -173,7 +199,7 @@ def evaluate(
     channel_mse = {name: np.concatenate(errs).mean(axis=0) for name, errs in sq_err.items()}
     examples_out = {test[i].id: per_file_masks[i] for i in range(min(examples, len(test)))}
     problems = [p for r in results for p in r.problems]
-    return Evaluation(recipe, results, rows, channel_mse, examples_out, problems)
+    return Evaluation(recipe, results, rows, channel_mse, examples_out, problems, missing)
 
 
 def aggregate(results: list[FileResult]) -> list[dict]:

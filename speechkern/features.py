@@ -15,13 +15,17 @@ Feature definitions (default parameters: 16 kHz, 20 ms frames, 10 ms hop)
                → equal-loudness weighting → cube root (intensity–loudness law) → all-pole model of order 12
                from the autocorrelation (inverse FFT of the auditory spectrum, Levinson–Durbin) → 13 cepstra
                (c0 = log prediction error) liftered by k^0.6.
-    ams        15 values: amplitude-modulation spectrum of the full-band envelope. Envelope = |y| low-passed and
-               decimated by 4 (Kaiser FIR, 4 kHz envelope rate); per frame a periodic-Hann window of 32 ms
-               (128 envelope samples) centred on the frame, minus its window-weighted mean, FFT of 256 points
-               (15.625 Hz bins); magnitudes integrated by 15 triangular windows whose 17 corner points are evenly
-               spaced from 15.625 to 400 Hz (each window rises from corner i to its peak at corner i + 1 and falls
-               to corner i + 2); cube-root compressed. Longer than a frame (as in the reference), but centred on
-               it, so the frame count is the project's.
+    ams        15 values: amplitude-modulation spectrum of the full-band envelope, as the OSU PNL toolbox's
+               ``extract_AMS_perChan.m`` (``ams_variant="toolbox"``, the default). Envelope = |y| low-passed and
+               decimated by 4 (MATLAB's ``decimate(·, 4, 'fir')``: 31-tap Hamming FIR, delay compensated; 4 kHz
+               envelope rate); per frame a symmetric Hann window of 32 ms (128 envelope samples) starting two
+               hops (20 ms) before the frame centre, |FFT| of 256 points (15.625 Hz bins), then the toolbox's
+               hand-set table of 15 modulation filters (3- or 4-bin triangles peaking from 31 to 375 Hz). No mean
+               removal, no compression. The toolbox leaves its first frame zero; here it is computed like the
+               others (the window hangs over the start, zeros outside the signal).
+               ``ams_variant="centred"``: the earlier definition, a periodic Hann window centred on the frame,
+               minus its window-weighted mean, 15 triangular windows with 17 corners evenly spaced from ams_fmin
+               to ams_fmax (15.625–400 Hz), cube-root compressed (Kaiser decimation FIR).
     logmel     natural log of 64 mel-band energies (the same mel filters as mfcc).
     logpower   natural log of the |STFT|² with n_fft = frame_length (161 bins): the STFT-mask domain.
     complementary = ams + rasta_plp + mfcc + gf: 15 + 13 + 31 + 64 = 123 values per frame.
@@ -92,8 +96,9 @@ class FeatureConfig(BaseModel):
     "+"-joined combination; level_dbfs: the RMS level (dBFS) the waveform is scaled to first; deltas: append
     regression deltas; context: frames on each side in the context window.
     sr (Hz), frame_length / hop_length (samples), n_channels / fmin / fmax (Hz) of the gammatone bank, n_fft of
-    the auditory spectra, n_mels, n_mfcc, plp_order, the AMS parameters (modulation band edges in Hz, window in
-    samples at sr, envelope decimation factor) and delta_width (frames on each side of the delta regression).
+    the auditory spectra, n_mels, n_mfcc, plp_order, the AMS parameters (modulation band edges in Hz of the
+    "centred" variant, window in samples at sr, envelope decimation factor, variant) and delta_width (frames on
+    each side of the delta regression).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -119,6 +124,7 @@ class FeatureConfig(BaseModel):
     ams_fmax: float = Field(400.0, gt=0.0)
     ams_frame_length: int = Field(512, ge=8)
     ams_decimation: int = Field(4, ge=1)
+    ams_variant: Literal["toolbox", "centred"] = "toolbox"
     delta_width: int = Field(4, ge=1)
 
     @field_validator("kind")
@@ -144,6 +150,14 @@ class FeatureConfig(BaseModel):
                 raise ValueError(
                     f"AMS: hop_length ({self.hop_length}) must be a multiple of ams_decimation ({q}) and "
                     f"ams_frame_length ({self.ams_frame_length}) a multiple of 2·ams_decimation"
+                )
+            bin_hz = self.sr / self.ams_frame_length / 2
+            if self.ams_variant == "toolbox" and (self.ams_bands != len(AMS_TOOLBOX_FILTERS) or bin_hz > 15.625):
+                raise ValueError(
+                    f"AMS: the toolbox's modulation filters are {len(AMS_TOOLBOX_FILTERS)} bands that need envelope "
+                    f"spectra of 15.625 Hz bins or finer (sr / (2·ams_frame_length)); got {self.ams_bands} bands, "
+                    f"{bin_hz:g} Hz bins: keep ams_bands = 15 and ams_frame_length >= sr / 31.25, or use "
+                    "ams_variant = 'centred'"
                 )
             if not self.ams_fmin < self.ams_fmax <= self.sr / q / 2.0:
                 raise ValueError(
@@ -235,6 +249,37 @@ def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
     return scipy.fft.dct(np.eye(n_in), type=2, norm="ortho", axis=0)[:n_out]
 
 
+# The toolbox's active modulation filter table (AMS_init_FFT.m): per band, the first 0-based bin of the 256-point
+# envelope FFT (15.625 Hz bins at a 4 kHz envelope rate) and the weights from there.
+AMS_TOOLBOX_BIN_HZ = 15.625
+AMS_TOOLBOX_FILTERS: tuple[tuple[int, tuple[float, ...]], ...] = (
+    (1, (0.25, 0.5, 0.25)), (2, (0.1, 0.4, 0.4, 0.1)), (3, (0.1, 0.4, 0.4, 0.1)), (4, (0.25, 0.5, 0.25)),
+    (4, (0.1, 0.4, 0.4, 0.1)), (5, (0.1, 0.4, 0.4, 0.1)), (6, (0.1, 0.4, 0.4, 0.1)), (8, (0.25, 0.5, 0.25)),
+    (9, (0.1, 0.4, 0.4, 0.1)), (11, (0.25, 0.5, 0.25)), (13, (0.25, 0.5, 0.25)), (15, (0.25, 0.5, 0.25)),
+    (17, (0.25, 0.5, 0.25)), (20, (0.25, 0.5, 0.25)), (23, (0.25, 0.5, 0.25)),
+)  # fmt: skip
+
+
+@lru_cache(maxsize=8)
+def ams_toolbox_filterbank(n_bins: int, bin_hz: float = AMS_TOOLBOX_BIN_HZ) -> np.ndarray:
+    """The toolbox's hand-set modulation filters as weights (n_bins, 15) over envelope-FFT bins of ``bin_hz`` Hz.
+
+    Band centres 31.25, 54.7, 70.3, 78.1, 85.9, 101.6, 117.2, 140.6, 164.1, 187.5, 218.8, 250, 281.3, 328.1 and
+    375 Hz (OSU PNL toolbox, ``AMS_init_FFT.m``, the table that is not commented out). At its 15.625 Hz bins
+    (4 kHz envelope, 256-point FFT) these are the table's weights; on a finer grid (e.g. 8 kHz audio) each filter
+    is the same piecewise-linear shape in Hz, rescaled to sum to 1 as the table's rows do.
+    """
+    if bin_hz > AMS_TOOLBOX_BIN_HZ:
+        raise ValueError(f"AMS bins of {bin_hz:g} Hz are coarser than the toolbox filters' {AMS_TOOLBOX_BIN_HZ} Hz")
+    f = np.arange(n_bins) * bin_hz
+    weights = np.zeros((n_bins, len(AMS_TOOLBOX_FILTERS)))
+    for band, (first, taps) in enumerate(AMS_TOOLBOX_FILTERS):
+        xp = np.arange(first - 1, first + len(taps) + 1) * AMS_TOOLBOX_BIN_HZ
+        weights[:, band] = np.interp(f, xp, [0.0, *taps, 0.0], left=0.0, right=0.0)
+        weights[:, band] /= weights[:, band].sum()
+    return weights
+
+
 @lru_cache(maxsize=8)
 def ams_filterbank(n_bins: int, bin_hz: float, n_bands: int, fmin: float, fmax: float) -> np.ndarray:
     """Triangular modulation-frequency windows (n_bins, n_bands); corners evenly spaced from fmin to fmax Hz."""
@@ -246,8 +291,11 @@ def ams_filterbank(n_bins: int, bin_hz: float, n_bands: int, fmin: float, fmax: 
 
 
 @lru_cache(maxsize=8)
-def _decimation_taps(q: int) -> np.ndarray:
-    """Low-pass FIR for decimation by q (the same Kaiser design as scipy.signal.resample_poly)."""
+def _decimation_taps(q: int, variant: str = "centred") -> np.ndarray:
+    """Low-pass FIR for decimation by q: MATLAB decimate's fir1(30, 1/q) (Hamming) for the toolbox variant, else
+    the Kaiser design of scipy.signal.resample_poly."""
+    if variant == "toolbox":
+        return scipy.signal.firwin(31, 1.0 / q)
     half = 10 * q
     return scipy.signal.firwin(2 * half + 1, 1.0 / q, window=("kaiser", 5.0))
 
@@ -355,17 +403,31 @@ def ams_features(y: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     """AMS (n_frames, ams_bands) of a waveform tensor (n_samples,) (definition in the module docstring)."""
     import torch.nn.functional as F
 
+    toolbox = config.ams_variant == "toolbox"
     q = config.ams_decimation
     n = y.shape[-1]
     m = 1 + n // config.hop_length
-    taps = torch.as_tensor(_decimation_taps(q), dtype=y.dtype, device=y.device)
+    taps = torch.as_tensor(_decimation_taps(q, config.ams_variant), dtype=y.dtype, device=y.device)
     half = (len(taps) - 1) // 2
-    env = F.conv1d(F.pad(y.abs().view(1, 1, -1), (half, half)), taps.view(1, 1, -1), stride=q).view(-1)
+    rect = y.abs().view(1, 1, -1)
+    if toolbox and n > half:  # MATLAB's decimate extends the ends by odd reflection
+        before = 2 * rect[..., :1] - torch.flip(rect[..., 1 : half + 1], [-1])
+        after = 2 * rect[..., -1:] - torch.flip(rect[..., n - 1 - half : n - 1], [-1])
+        rect = torch.cat([before, rect, after], -1)
+    else:
+        rect = F.pad(rect, (half, half))
+    env = F.conv1d(rect, taps.view(1, 1, -1), stride=q).view(-1)  # envelope sample i is input sample i·q
     width = config.ams_frame_length // q
     hop = config.hop_length // q
+    lead = 2 * hop if toolbox else width // 2  # envelope samples of the window before the frame centre
     total = (m - 1) * hop + width
-    padded = F.pad(env, (width // 2, max(0, total - width // 2 - env.shape[-1])))
-    frames = padded.unfold(0, width, hop)[:m]  # (m, width), frame m centred at envelope sample m·hop
+    padded = F.pad(env, (lead, max(0, total - lead - env.shape[-1])))
+    frames = padded.unfold(0, width, hop)[:m]  # (m, width), frame m's window starts at envelope m·hop − lead
+    if toolbox:
+        win = torch.hann_window(width, periodic=False, dtype=y.dtype, device=y.device)
+        spectrum = torch.fft.rfft(frames * win, n=2 * width).abs()
+        weights = ams_toolbox_filterbank(width + 1, config.sr / q / (2 * width))
+        return spectrum @ torch.as_tensor(weights, dtype=y.dtype, device=y.device)
     win = torch.hann_window(width, periodic=True, dtype=y.dtype, device=y.device)
     mean = (frames * win).sum(-1, keepdim=True) / win.sum()
     spectrum = torch.fft.rfft((frames - mean) * win, n=2 * width).abs()

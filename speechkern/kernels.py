@@ -663,6 +663,54 @@ def cached_squared_distances(
     return D, cache.put(key, D, max_cache_bytes)
 
 
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def distance_matrix16(X: Any, Z: Any) -> torch.Tensor:
+    """The n × m matrix of distances ‖x − z‖ (not squared) in float16, built in row blocks from
+    :func:`squared_distances`: the part of every kernel matrix on these points that does not depend on (γ, σ), at
+    a quarter of the float64 size. float16 keeps a relative 2⁻¹¹ of each distance and reaches 65504, beyond any
+    distance between standardised features."""
+    X, prepared = _paired_inputs(X, Z)
+    n, m = X.shape[0], prepared.size
+    out = torch.empty(n, m, dtype=torch.float16, device=prepared.points.device)
+    rows = max(CPU_DENSE_MIN_ROWS, (16 * CPU_DENSE_BLOCK_ENTRIES) // max(1, m))
+    for i in range(0, n, rows):
+        out[i : i + rows].copy_(squared_distances(X[i : i + rows], prepared).sqrt_())
+    return out
+
+
+def kernel_matrix(
+    kernel: ExponentialPowerKernel,
+    X: Any,
+    Z: Any,
+    dtype: torch.dtype = torch.float32,
+    R: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """K(X, Z) (n × m) stored in ``dtype`` (float32, float16 or bfloat16), built in row blocks so that only one
+    float32 block is alive besides the result.
+
+    float32: equal to ``kernel(X, Z)``. Reduced precision: the kernel of the float16 distances of
+    :func:`distance_matrix16` (``R``, n × m, when the caller has them, e.g. from the distance cache; else
+    computed block by block), rounded to ``dtype``. Both ways give the same matrix bit for bit, so fits that
+    share R equal fits that do not. float16 keeps kernel values in [0, 1] to an absolute 2⁻¹² (plus the
+    distances' relative 2⁻¹¹ times γ·‖x − z‖^γ/σ), bfloat16 to 2⁻⁹: the price of a quarter of the memory.
+    """
+    prepared = Z if isinstance(Z, PreparedPoints) else kernel.prepare(as_tensor(Z))
+    X = as_tensor(X, device=prepared.points.device)
+    n, m = X.shape[0], prepared.size
+    out = torch.empty(n, m, dtype=dtype, device=prepared.points.device)
+    rows = max(CPU_DENSE_MIN_ROWS, (16 * CPU_DENSE_BLOCK_ENTRIES) // max(1, m))
+    for i in range(0, n, rows):
+        if dtype == torch.float32:
+            block = kernel(X[i : i + rows], prepared)
+        else:
+            r = R[i : i + rows] if R is not None else squared_distances(X[i : i + rows], prepared).sqrt_().half()
+            block = kernel.from_squared_distances(r.float().square_(), inplace=True)
+        out[i : i + rows].copy_(block)
+    return out
+
+
 def gathered_mm(
     K: torch.Tensor,
     W: torch.Tensor,
@@ -671,7 +719,8 @@ def gathered_mm(
     workers: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """K[rows] @ W for a precomputed matrix K (n × m) and W (m × k), and K[rows][:, columns] when ``columns`` is
-    given (else None); ``rows`` None means every row.
+    given (else None); ``rows`` None means every row. Both results are in W's dtype; K may be stored in a lower
+    precision (float16, bfloat16), its rows are widened chunk by chunk.
 
     On the CPU the rows are gathered in cache-sized chunks (about :data:`CPU_DENSE_BLOCK_ENTRIES` entries) that are
     multiplied while in cache, so K's rows are read from memory once and the m-wide gathered block is never
@@ -679,12 +728,14 @@ def gathered_mm(
     torch on one thread, as in the kernel products.
     """
     n_rows = K.shape[0] if rows is None else rows.numel()
-    out = torch.empty(n_rows, W.shape[1], dtype=K.dtype, device=K.device)
-    sub = None if columns is None else torch.empty(n_rows, columns.numel(), dtype=K.dtype, device=K.device)
+    out = torch.empty(n_rows, W.shape[1], dtype=W.dtype, device=K.device)
+    sub = None if columns is None else torch.empty(n_rows, columns.numel(), dtype=W.dtype, device=K.device)
     if not n_rows:
         return out, sub
+    widen = K.dtype != W.dtype
     if K.device.type != "cpu" or not K.is_contiguous():
         block = K if rows is None else K.index_select(0, rows)
+        block = block.to(W.dtype)
         torch.mm(block, W, out=out)
         if columns is not None:
             torch.index_select(block, 1, columns, out=sub)
@@ -692,7 +743,9 @@ def gathered_mm(
     chunk = max(1 if rows is not None else CPU_DENSE_MIN_ROWS, CPU_DENSE_BLOCK_ENTRIES // max(1, K.shape[1]))
 
     def work(starts: list[int]) -> None:
-        buffer = None if rows is None else torch.empty(min(chunk, n_rows) * K.shape[1], dtype=K.dtype)
+        size = min(chunk, n_rows) * K.shape[1]
+        buffer = None if rows is None else torch.empty(size, dtype=K.dtype)
+        wide = torch.empty(size, dtype=W.dtype) if widen else None
         for i in starts:
             if rows is None:
                 block = K[i : i + chunk]
@@ -700,12 +753,50 @@ def gathered_mm(
                 r = rows[i : i + chunk]
                 block = buffer[: r.numel() * K.shape[1]].view(r.numel(), K.shape[1])
                 torch.index_select(K, 0, r, out=block)
+            if widen:
+                block = wide[: block.numel()].view(block.shape).copy_(block)
             torch.mm(block, W, out=out[i : i + chunk])
             if columns is not None:
                 torch.index_select(block, 1, columns, out=sub[i : i + chunk])
 
     _on_cpu_workers(list(range(0, n_rows, chunk)), work, workers)
     return out, sub
+
+
+def transposed_mm(K: torch.Tensor, R: torch.Tensor, workers: int | None = None) -> torch.Tensor:
+    """Kᵀ @ R for a precomputed matrix K (n × m, any float dtype) and R (n × k): (m × k) in R's dtype.
+
+    On the CPU row chunks of K are widened to R's dtype in cache and their products summed per worker thread, so
+    K is read once; elsewhere one product.
+    """
+    if K.device.type != "cpu" or not K.is_contiguous():
+        return K.to(R.dtype).T @ R
+    chunk = max(CPU_DENSE_MIN_ROWS, CPU_DENSE_BLOCK_ENTRIES // max(1, K.shape[1]))
+    starts = list(range(0, K.shape[0], chunk))
+    partial: list[torch.Tensor] = []
+    lock = threading.Lock()
+
+    def work(share: list[int]) -> None:
+        acc = torch.zeros(K.shape[1], R.shape[1], dtype=R.dtype)
+        wide = torch.empty(chunk * K.shape[1], dtype=R.dtype) if K.dtype != R.dtype else None
+        for i in share:
+            block = K[i : i + chunk]
+            if wide is not None:
+                block = wide[: block.numel()].view(block.shape).copy_(block)
+            acc.addmm_(block.T, R[i : i + chunk])
+        with lock:
+            partial.append(acc)
+
+    _on_cpu_workers(starts, work, workers)
+    total = partial[0]
+    for extra in partial[1:]:
+        total += extra
+    return total
+
+
+def as_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 (a reduced-precision kernel block widened; float32 passed through, float64 kept)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _nbytes(t: torch.Tensor) -> int:

@@ -3,7 +3,7 @@
 SPEC §2: the noise is scaled so that 10·log10(Σs²/Σn²) over the whole utterance equals the target SNR;
 training and validation mixtures draw noise segments from the first half of each noise recording, test
 mixtures from the second half. Speech-shaped noise is white noise shaped by the long-term average spectrum of
-training speech; babble is a sum of several level-normalised talkers.
+training speech; babble is a sum of several level-normalised talkers, different ones in each half.
 """
 
 from __future__ import annotations
@@ -111,24 +111,41 @@ def speech_shaped_noise(spectrum: np.ndarray, n_samples: int, seed: int) -> np.n
 
 
 def babble(talkers: Sequence[Sequence[np.ndarray]], n_samples: int, seed: int, n_talkers: int = 6) -> np.ndarray:
-    """Babble: the sum of ``n_talkers`` different talkers, each a level-normalised stream of their utterances.
+    """Babble whose training and test halves share no talker: each half is the sum of its own talkers.
 
     talkers: for each available talker, a list of their utterances (float32 waveforms).
-    Returns float32 babble of ``n_samples`` samples with RMS 0.05.
+    The first half (``[0, n_samples // 2)``, where training and validation mixtures draw noise; see
+    :func:`segment_range`) sums ``k`` talkers, the second half (test mixtures) ``k`` other talkers, with
+    k = min(n_talkers, available // 2). Each talker's utterances are concatenated in random order into a stream that
+    is level-normalised over its half; a stream shorter than its half repeats inside that half only, so no speech
+    is heard on both sides of the split (SPEC §2). Each half has RMS 0.05.
+    Returns float32 babble of ``n_samples`` samples. Raises SpeechkernError with fewer than 4 talkers with speech.
     """
     usable = [utts for utts in talkers if sum(len(u) for u in utts) > 0]
-    if len(usable) < 2:
-        raise SpeechkernError(f"babble needs at least 2 talkers with speech; {len(usable)} given")
+    if len(usable) < 4:
+        raise SpeechkernError(
+            f"babble needs at least 4 talkers with speech (2 for the training half of the noise and 2 others for "
+            f"the test half); {len(usable)} given: use more training talkers or another noise"
+        )
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(usable), size=min(n_talkers, len(usable)), replace=False)
+    order = rng.permutation(len(usable))
+    k = min(n_talkers, len(usable) // 2)
+    _, middle = segment_range(n_samples, "first")
     out = np.zeros(n_samples, dtype=np.float64)
-    for t in chosen:
-        stream = np.concatenate([usable[t][i] for i in rng.permutation(len(usable[t]))]).astype(np.float64)
-        stream = np.tile(stream, int(np.ceil(n_samples / len(stream))) + 1)
-        start = int(rng.integers(0, len(stream) - n_samples))
-        part = stream[start : start + n_samples]
-        out += part / max(np.sqrt(np.mean(part**2)), 1e-12)
-    return (0.05 * out / np.sqrt(np.mean(out**2))).astype(np.float32)
+    for (start, stop), chosen in (((0, middle), order[:k]), ((middle, n_samples), order[k : 2 * k])):
+        length = stop - start
+        if length == 0:
+            continue
+        part = np.zeros(length)
+        for t in chosen:
+            stream = np.concatenate([usable[t][i] for i in rng.permutation(len(usable[t]))]).astype(np.float64)
+            if len(stream) < length:  # repeat inside this half only
+                stream = np.tile(stream, int(np.ceil(length / len(stream))) + 1)
+            offset = int(rng.integers(0, len(stream) - length + 1))
+            piece = stream[offset : offset + length]
+            part += piece / max(np.sqrt(np.mean(piece**2)), 1e-12)
+        out[start:stop] = 0.05 * part / max(np.sqrt(np.mean(part**2)), 1e-12)
+    return out.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------

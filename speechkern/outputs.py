@@ -23,9 +23,11 @@ os.umask(_UMASK)  # read the process umask once (setting it back at once)
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
     """Create ``path`` by calling ``write(tmp)`` on a temporary path beside it, then renaming; returns ``path``.
 
-    The file gets the mode a plain ``open`` would give it (mkstemp's are private), and parent folders are created.
+    The file gets the mode a plain ``open`` would give it (mkstemp's are private), and parent folders are created
+    (and removed again, when empty, if the write fails).
     """
     path = Path(path)
+    created = [folder for folder in path.parents if not folder.exists()]  # innermost first
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
@@ -36,6 +38,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+            for folder in created:  # a failed write leaves no empty folders behind either
+                folder.rmdir()
         raise
     return path
 

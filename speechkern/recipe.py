@@ -1,7 +1,9 @@
 """Recipes: what to train on and how, as a TOML file plus ``--set key=value`` overrides, validated.
 
 A recipe folder holds ``recipe.toml``. Every key has a default here, so a recipe names only what differs.
-Unknown keys and bad values stop with a message that names the key, the value and what is allowed.
+Unknown keys and bad values (including values that contradict each other, such as more subbands than mask
+channels) stop at load, before anything is written, with a message that names the key, the value and what is
+allowed.
 """
 
 from __future__ import annotations
@@ -9,17 +11,19 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig
-from speechkern.targets import TargetConfig
+from speechkern.targets import TargetConfig, mask_units
+
+_CONDITION = r"^.+@[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"  # NOISE@SNR with a finite SNR in dB
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -65,7 +69,7 @@ class DataConfig(_Section):
         "'manifest' pools the noise rows of data.manifest; or the path of an audio file",
     )
     snrs: list[float] = Field(default_factory=lambda: [0.0], description="mixture SNRs in dB")
-    conditions: list[str] = Field(
+    conditions: list[Annotated[str, Field(pattern=_CONDITION)]] = Field(
         default_factory=list, description="'NOISE@SNR' pairs to mix instead of every noise × SNR, e.g. ssn@-5"
     )
     n_train: int = Field(
@@ -76,12 +80,15 @@ class DataConfig(_Section):
         20, ge=0, description="test utterances (timit, voicebank: a cap on the fixed test set; 0 = all)"
     )
     max_utterance_s: float = Field(12.0, gt=0, description="longer utterances are cut to this length (s)")
-    sr: int = Field(16000, description="sample rate in Hz of everything downstream")
+    sr: int = Field(16000, gt=0, description="sample rate in Hz of everything downstream (= features.sr)")
     seed: int = 0
     pairing: Literal["all", "one"] = Field(
         "all", description="train/val: mix each utterance with every condition ('all') or one drawn at random"
     )
     test_pairing: Literal["all", "one"] = Field("all", description="the same choice for the test split")
+    split_by: Literal["file", "talker"] = Field(
+        "file", description="corpus 'folder': split files at random, or whole talkers (one folder per talker)"
+    )
     conditions_per_utterance: int = Field(
         1, ge=1, description="with pairing 'one': distinct conditions drawn for each train/val utterance"
     )
@@ -96,36 +103,55 @@ class KernelConfig(_Section):
     shape: float = Field(1.0, gt=0, le=2, description="γ of k(x,z)=exp(-|x-z|^γ/σ) when not autotuned")
     bandwidth: float = Field(10.0, gt=0, description="σ when not autotuned")
     autotune: bool = False
-    gammas: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], description="Γ of Algorithm 1")
+    gammas: list[Annotated[float, Field(gt=0, le=2)]] = Field(
+        default_factory=lambda: [0.5, 1.0, 2.0], min_length=1, description="Γ of Algorithm 1, each in (0, 2]"
+    )
     sigma_low: float = Field(0.0, ge=0, description="σ_l of Algorithm 1 (0: median ‖x−z‖^γ / 8)")
     sigma_high: float = Field(0.0, ge=0, description="σ_h of Algorithm 1 (0: 8 × median ‖x−z‖^γ)")
     sigma_steps_per_octave: int = Field(4, ge=1, description="resolution of the σ grid the search runs on")
     autotune_train_frames: int = Field(4000, ge=10)
     autotune_val_frames: int = Field(2000, ge=10)
     autotune_epochs: int = Field(3, ge=1)
-    centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = every training frame is a centre)")
+    solver: Literal["auto", "eigenpro2", "eigenpro3"] = Field(
+        "auto",
+        description="auto: EigenPro 2 (every frame a centre) while it fits the memory and time budget, else EigenPro 3",
+    )
+    centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory)")
+    memory_gb: float = Field(0.0, ge=0, description="memory budget of one kernel fit in GiB (0 = a quarter of free)")
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)
+    input_transform: Literal["none", "pca", "whiten", "rfm"] = Field(
+        "none",
+        description="linear map of the normalised inputs before the kernel, fitted on training frames: "
+        "principal directions ('pca'), the same scaled to unit variance ('whiten'), or a learned metric ('rfm')",
+    )
+    input_dims: int = Field(0, ge=0, description="dimensions kept by the input transform (rank of M for rfm; 0 = all)")
+    rfm_frames: int = Field(2000, ge=20, description="frames of each RFM iteration's kernel fit (as many probe it)")
+    rfm_iterations: int = Field(3, ge=1, description="RFM updates of the metric M")
+    rfm_diagonal: bool = Field(False, description="keep only the diagonal of the RFM metric (per-input weights)")
 
 
 class DNNConfig(_Section):
     """The multilayer-perceptron baseline (SPEC §7)."""
 
-    hidden: list[int] = Field(default_factory=lambda: [1024, 1024, 1024])
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1024, 1024, 1024])
     dropout: float = Field(0.2, ge=0, lt=1)
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(1024, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     patience: int = Field(3, ge=1)
+    optimizer: Literal["adam", "adagrad-momentum"] = Field(
+        "adam", description="Adam, or AdaGrad with momentum 0.5 then 0.9 from epoch 6 (the OSU DNN toolbox's learner)"
+    )
 
 
 class TrainConfig(_Section):
-    models: list[Literal["kernel", "dnn"]] = Field(default_factory=lambda: ["kernel", "dnn"])
+    models: list[Literal["kernel", "dnn"]] = Field(default_factory=lambda: ["kernel", "dnn"], min_length=1)
     mode: Literal["multi-condition", "per-condition"] = "multi-condition"
     device: str = "auto"
     workers: int = Field(0, ge=0, description="feature-extraction processes (0 = one per CPU core)")
     max_train_frames: int = Field(
-        20000, ge=0, description="training frames drawn at random, the same for every model (0 = all)"
+        0, ge=0, description="cap on training frames, drawn at random, the same for every model (0 = all)"
     )
     max_val_frames: int = Field(5000, ge=0, description="validation frames for early stopping (0 = all)")
 
@@ -153,6 +179,22 @@ class Recipe(_Section):
         if not value or "/" in value or value.startswith("."):
             raise ValueError("must be a plain folder name")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        """Checks across sections; each names the key to change (raised as ``key: message``)."""
+        n_units = mask_units(self.target, self.features)
+        if self.kernel.subbands > n_units:
+            raise ValueError(f"kernel.subbands: {self.kernel.subbands} subbands, but the {self.target.domain} mask "
+                             f"has {n_units} channels; choose 1 to {n_units}")  # fmt: skip
+        if self.data.sr != self.features.sr:
+            raise ValueError(f"data.sr: {self.data.sr} Hz, but features.sr is {self.features.sr} Hz; set both "
+                             "(and features.fmax to at most half the rate)")  # fmt: skip
+        kc = self.kernel
+        if (kc.sigma_low > 0 or kc.sigma_high > 0) and not 0 < kc.sigma_low < kc.sigma_high:
+            raise ValueError(f"kernel.sigma_low, kernel.sigma_high: {kc.sigma_low} and {kc.sigma_high}; set both, "
+                             "with 0 < sigma_low < sigma_high, or both to 0 for the automatic range")  # fmt: skip
+        return self
 
     def to_toml(self) -> str:
         """The resolved recipe as TOML text (every key, overrides applied)."""
@@ -207,7 +249,10 @@ def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
             valid = ", ".join(sorted(section.model_fields)) if section else ""
             raise SpeechkernError(f"{source}: unknown recipe key {key!r}; valid keys here: {valid}") from None
         given = first.get("input")
-        raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "value_error" and not first["loc"]:  # a check across sections names its own keys
+            raise SpeechkernError(f"{source}: recipe key {message}") from None
+        raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {message}") from None
 
 
 def _section_at(loc: tuple) -> type[BaseModel] | None:

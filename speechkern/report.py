@@ -2,8 +2,9 @@
 
 Everything lands in ``RUN_DIR/report/``: ``results.{md,csv,json}`` (per condition and system, as the paper's
 Tables 6.1–6.3), ``files.csv`` (every file's scores), ``channel_mse.png`` (the paper's Figure 6.2),
-``example-*.png`` (noisy, clean and enhanced time–frequency representations with the ideal and estimated
-masks), ``audio/`` (a few examples to listen to) and ``index.html`` tying them together.
+``example-*.png`` (clean, noisy and enhanced time–frequency representations in dB with the ideal and estimated
+masks, frequency axes in Hz), ``audio/`` (a few examples to listen to), ``run.json`` (training times, the chosen
+kernels, data sizes and whether the run is complete) and ``index.html`` tying them together.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import html
 import io
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import numpy as np  # noqa: E402
 from speechkern import audio  # noqa: E402
 from speechkern.enhance import apply_mask  # noqa: E402
 from speechkern.errors import SpeechkernError  # noqa: E402
-from speechkern.evaluate import METRICS, Evaluation  # noqa: E402
+from speechkern.evaluate import METRICS, SYSTEM_ORDER, Evaluation  # noqa: E402
 from speechkern.outputs import write_text  # noqa: E402
 
 LABELS = {
@@ -39,10 +41,17 @@ def _fmt(metric: str, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if metric in ("mse", "mse_pooled"):
-        return f"{100 * value:.2f}"
-    if metric == "si_sdr":
-        return f"{value:.1f}"
-    return f"{value:.3f}" if metric in ("stoi", "estoi", "accuracy", "hit_fa", "hit_fa_pooled") else f"{value:.2f}"
+        text = f"{100 * value:.2f}"
+    elif metric == "si_sdr":
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.3f}" if metric in ("stoi", "estoi", "accuracy", "hit_fa", "hit_fa_pooled") else f"{value:.2f}"
+    return _no_negative_zero(text)
+
+
+def _no_negative_zero(text: str) -> str:
+    """``-0.00`` → ``0.00``: a value that rounds to zero has no sign worth printing."""
+    return text[1:] if re.fullmatch(r"-0(\.0*)?", text) else text
 
 
 def results_markdown(rows: list[dict]) -> str:
@@ -80,18 +89,50 @@ def results_json(ev: Evaluation) -> dict:
     return _json_safe({"rows": ev.rows, "problems": ev.problems})
 
 
+def channel_frequencies(fc, tc, n_rows: int) -> np.ndarray:
+    """Centre frequency in Hz of each row of a time–frequency array (mask or energies) in the target's domain.
+
+    Cochleagram: the gammatone centre frequencies (ERB-rate spaced, ``fc.fmin`` to ``fc.fmax``). STFT: the bin
+    frequencies ``k·sr/n_fft`` with ``n_fft = 2·(n_rows − 1)``.
+    """
+    if tc.domain == "cochleagram":
+        from speechkern.gammatone import erb_space
+
+        return erb_space(fc.fmin, fc.fmax, n_rows)
+    return np.arange(n_rows) * fc.sr / max(1, 2 * (n_rows - 1))
+
+
 def plot_channel_mse(ev: Evaluation, path: Path) -> None:
-    """Mask MSE per frequency channel for each model (the paper's Figure 6.2)."""
+    """Mask MSE per frequency channel for each model (the paper's Figure 6.2), against centre frequency in Hz."""
+    fc, tc = ev.recipe.features, ev.recipe.target
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
-    for name, curve in ev.channel_mse.items():
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=name, linewidth=1.5)
-    ax.set_xlabel("frequency channel (low → high)")
+    for name in _table_order(ev.channel_mse):
+        curve = ev.channel_mse[name]
+        freqs = channel_frequencies(fc, tc, len(curve))
+        ax.plot(freqs, curve, label=name, linewidth=1.5, marker=".", markersize=3)
+    if tc.domain == "cochleagram":
+        ax.set_xscale("log")
+        _hz_ticks(ax.xaxis, *ax.get_xlim())
+    ax.set_xlabel("centre frequency (Hz)" if tc.domain == "cochleagram" else "frequency (Hz)")
     ax.set_ylabel("mask MSE")
-    ax.set_title("Mask MSE per channel on the test split")
+    ax.set_title(f"Mask MSE per {tc.domain} channel on the test split")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     _save_figure(fig, path)
+
+
+_HZ_TICKS = (100, 250, 500, 1000, 2000, 4000, 8000, 16000)  # about evenly spread on the ERB scale
+
+
+def _hz_ticks(axis, low: float, high: float, position=None) -> None:
+    """Ticks at round frequencies within [low, high] Hz; ``position`` maps Hz to axis units (default: identity)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ticks = [f for f in _HZ_TICKS if low <= f <= high]
+    axis.set_major_locator(FixedLocator([position(f) if position else f for f in ticks]))
+    axis.set_minor_locator(NullLocator())
+    axis.set_ticklabels([f"{f / 1000:g}k" if f >= 1000 else f"{f}" for f in ticks])
 
 
 def _representation(y: np.ndarray, fc, tc) -> np.ndarray:
@@ -106,24 +147,58 @@ def _representation(y: np.ndarray, fc, tc) -> np.ndarray:
     return stft.power_spectrogram(y, frame_length=fc.frame_length, hop_length=fc.hop_length)
 
 
+def _table_order(names) -> list[str]:
+    """Systems in the order of the results table (noisy, ideal, kernel, kernel1, dnn, then any other)."""
+    order = {s: i for i, s in enumerate(SYSTEM_ORDER)}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+
+
+_SIGNAL_TITLES = {"clean": "clean speech", "noisy": "noisy mixture", "ideal": "ideal-mask output"}
+DYNAMIC_RANGE_DB = 80.0  # energies shown from the loudest unit down this far
+
+
 def plot_example(title: str, signals: dict[str, np.ndarray], masks: dict[str, np.ndarray], fc, tc, path: Path):
-    """Log energies of the noisy, clean and enhanced signals, and the ideal and estimated masks."""
-    panels = [(f"{k} (dB)", 10 * np.log10(_representation(v, fc, tc) + 1e-10)) for k, v in signals.items()]
-    panels += [(f"{k} mask", m.T) for k, m in masks.items()]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 1.6 * len(panels)), dpi=100, sharex=True)
+    """Write :func:`example_figure` as a PNG to ``path``."""
+    _save_figure(example_figure(title, signals, masks, fc, tc), path)
+
+
+def example_figure(title: str, signals: dict[str, np.ndarray], masks: dict[str, np.ndarray], fc, tc):
+    """Energies of the signals in dB and the masks, one titled panel each, frequency in Hz, with colour bars.
+
+    signals: name → waveform (clean, noisy and each system's output, shown in that order); masks: name → mask
+    (n_frames, n_units). Energy panels share one colour scale: dB re 1 (squared waveform units, full scale 1),
+    from the loudest T-F unit of the example down :data:`DYNAMIC_RANGE_DB`.
+    """
+    domain = "cochleagram" if tc.domain == "cochleagram" else "spectrogram"
+    energies = {k: 10 * np.log10(_representation(v, fc, tc) + 1e-10) for k, v in signals.items()}
+    top = max(float(np.max(e)) for e in energies.values())
+    target = tc.kind.upper()
+    panels = [(f"{_SIGNAL_TITLES.get(k, k + ' output')}: {domain}", e, "dB") for k, e in energies.items()]
+    panels += [(f"{'ideal' if k == 'ideal' else k + ' estimated'} mask ({target})", m.T, "mask")
+               for k, m in masks.items()]  # fmt: skip
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8.5, 1.9 * len(panels) + 0.4), dpi=100, sharex=True,
+                             squeeze=False)  # fmt: skip
     seconds = fc.hop_length / fc.sr
-    for ax, (label, image) in zip(np.atleast_1d(axes), panels, strict=True):
-        is_mask = label.endswith("mask")
-        vmax = 1.0 if is_mask else float(np.max(image))
-        vmin = 0.0 if is_mask else vmax - 80.0
-        cmap = "viridis" if is_mask else "magma"
-        ax.imshow(image, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap=cmap,
-                  extent=(0, image.shape[1] * seconds, 0, image.shape[0]))  # fmt: skip
-        ax.set_ylabel(label, fontsize=8)
-    np.atleast_1d(axes)[-1].set_xlabel("time (s)")
-    fig.suptitle(title, fontsize=9)
+    for ax, (label, image, unit) in zip(axes[:, 0], panels, strict=True):
+        is_mask = unit == "mask"
+        n_rows = image.shape[0]
+        freqs = channel_frequencies(fc, tc, n_rows)
+        im = ax.imshow(image, origin="lower", aspect="auto", interpolation="nearest",
+                       vmin=0.0 if is_mask else top - DYNAMIC_RANGE_DB, vmax=1.0 if is_mask else top,
+                       cmap="viridis" if is_mask else "magma",
+                       extent=(0, image.shape[1] * seconds, -0.5, n_rows - 0.5))  # fmt: skip
+        rows = np.arange(n_rows)
+        _hz_ticks(ax.yaxis, float(freqs[0]), float(freqs[-1]), position=lambda f, fr=freqs, r=rows: np.interp(f, fr, r))
+        ax.set_ylabel("frequency (Hz)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_title(label, fontsize=9, loc="left")
+        bar = fig.colorbar(im, ax=ax, pad=0.01, fraction=0.04)
+        bar.set_label("dB" if not is_mask else "mask value", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save_figure(fig, path)
+    return fig
 
 
 def _save_figure(fig, path: Path) -> None:
@@ -144,6 +219,8 @@ def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path
     write_text(out / "results.csv", results_csv(ev.rows))
     write_text(out / "results.json", json.dumps(results_json(ev), indent=2))
     write_text(out / "files.csv", _files_csv(ev))
+    summary = run_summary(ev, run_dir)
+    write_text(out / "run.json", json.dumps(_json_safe(summary), indent=2))
     plot_channel_mse(ev, out / "channel_mse.png")
 
     fc, tc = ev.recipe.features, ev.recipe.target
@@ -157,20 +234,161 @@ def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path
     for n, (mid, masks) in enumerate(ev.example_masks.items()):
         mixture = by_id[mid]
         mix, clean, _ = mixture.build()
-        signals = {"noisy": mix, "clean": clean}
+        masks = {k: masks[k] for k in _table_order(masks)}
+        # clean speech first as the reference, then the systems in the results table's order
+        signals = {"clean": clean, "noisy": mix} | {k: apply_mask(mix, m, (fc, tc)) for k, m in masks.items()}
         players = {}
-        for system, mask in masks.items():
-            signals[system] = apply_mask(mix, mask, (fc, tc))
         for name, y in signals.items():
             rel = f"audio/example-{n}/{name}.wav"
             audio.save(out / rel, np.clip(y, -1, 1), mixture.sr, overwrite=True)
             players[name] = rel
         figure = f"example-{n}.png"
-        shown = {k: signals[k] for k in ("noisy", "clean") + tuple(k for k in masks if k != "ideal")}
+        shown = {k: y for k, y in signals.items() if k != "ideal"}
         plot_example(f"{mid} ({mixture.condition})", shown, masks, fc, tc, out / figure)
         examples.append({"id": mid, "condition": mixture.condition, "figure": figure, "audio": players})
-    write_text(out / "index.html", _html(ev, examples))
+    write_text(out / "index.html", _html(ev, examples, summary))
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What the run was: training times, chosen kernels, data sizes, completeness
+
+
+def run_summary(ev: Evaluation, run_dir: Path) -> dict:
+    """Facts about the run a reader needs beside the scores, read from the run directory's files.
+
+    Returns ``{"complete", "notes", "training", "kernels", "data"}``: ``training`` holds the rows of
+    ``training_time.json`` (fit and autotune minutes, epochs, validation MSE); ``kernels`` the (γ, σ) chosen for
+    each subband of each kernel model (from its ``config.json``); ``data`` the mixtures and seconds of audio per
+    split and the frames each model was trained on; ``notes`` says what is missing when ``complete`` is False.
+    """
+    from speechkern.mixtures import read_manifest
+
+    recipe = ev.recipe
+    manifests = {}
+    for split in ("train", "val", "test"):
+        path = run_dir / "manifests" / f"{split}.jsonl"
+        manifests[split] = read_manifest(path) if path.is_file() else []
+    data = {
+        split: {"mixtures": len(rows), "seconds": round(sum(m.n_samples / m.sr for m in rows), 1)}
+        for split, rows in manifests.items()
+    }
+    data["test"]["scored"] = len(ev.files)
+    data["train"]["max_frames"] = recipe.train.max_train_frames
+    data["val"]["max_frames"] = recipe.train.max_val_frames
+
+    timing_path = run_dir / "training_time.json"
+    training = json.loads(timing_path.read_text(encoding="utf-8"))["rows"] if timing_path.is_file() else []
+
+    kernels, trained = [], {}
+    models_dir = run_dir / "models"
+    for config_path in sorted(models_dir.glob("*/config.json")) + sorted(models_dir.glob("*/*/config.json")):
+        folder = config_path.parent
+        name = folder.name if folder.parent == models_dir else folder.parent.name
+        condition = "all" if folder.parent == models_dir else folder.name
+        if name.startswith("."):
+            continue
+        trained.setdefault(name, []).append(condition)
+        info = json.loads(config_path.read_text(encoding="utf-8")).get("info", {})
+        for b, band in enumerate(info.get("bands", [])):
+            lo, hi = band.get("band", (None, None))
+            kernels.append({"model": name, "condition": condition, "subband": b + 1, "channels": [lo, hi],
+                            "gamma": band.get("gamma"), "sigma": band.get("sigma"), "epochs": band.get("epochs"),
+                            "val_mse": band.get("val_mse")})  # fmt: skip
+
+    notes = []
+    per_condition = recipe.train.mode == "per-condition"
+    conditions = sorted({m.condition for m in manifests["train"]}) if per_condition else ["all"]
+    for name in _requested_models(run_dir, recipe):
+        missing = [c for c in conditions if c not in trained.get(name, [])]
+        if missing:
+            where = "" if missing == ["all"] else f" for {', '.join(missing)}"
+            notes.append(f"model {name} was not trained{where} (finish with `speechkern train --resume`)")
+    leftovers = sorted(p.name for p in models_dir.glob(".*") if p.is_dir() and any(f.is_file() for f in p.rglob("*")))
+    if leftovers:
+        notes.append(f"interrupted training left {', '.join(leftovers)} in models/")
+    n_test = data["test"]["mixtures"]
+    if len(ev.files) < n_test:
+        notes.append(f"{len(ev.files)} of {n_test} test mixtures scored (evaluate --limit)")
+    if ev.problems:
+        notes.append(f"{len(ev.problems)} scores could not be computed (listed below)")
+    return {"complete": not notes, "notes": notes, "training": training, "kernels": kernels, "data": data}
+
+
+def _requested_models(run_dir: Path, recipe) -> list[str]:
+    """The models the last `speechkern train` asked for (from train.log), else the recipe's."""
+    log = run_dir / "train.log"
+    requested = None
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            found = re.search(r": recipe .*?, models (.+?), device ", line)
+            if found:
+                requested = [m.strip() for m in found.group(1).split(",")]
+    return requested or list(recipe.train.models)
+
+
+def _minutes(value) -> str:
+    return "–" if value is None else _no_negative_zero(f"{value:.2f}")
+
+
+def _mse(value) -> str:
+    return "–" if value is None else f"{value:.5f}"
+
+
+def _state_html(summary: dict) -> str:
+    return (
+        "<p class=complete>The run is complete: every requested model is trained and every test mixture scored.</p>"
+        if summary["complete"]
+        else "<p class=incomplete><b>The run is incomplete:</b></p><ul>"
+        + "".join(f"<li>{html.escape(n)}</li>" for n in summary["notes"])
+        + "</ul>"
+    )
+
+
+def _summary_html(summary: dict) -> str:
+    data = summary["data"]
+    data_rows = "".join(
+        f"<tr><td>{split}</td><td>{d['mixtures']}</td><td>{d['seconds'] / 60:.1f}</td></tr>"
+        for split, d in data.items()
+    )
+    frames = (
+        f"Models train on at most {data['train']['max_frames'] or 'all'} frames drawn from the training mixtures "
+        f"and stop early on at most {data['val']['max_frames'] or 'all'} validation frames; "
+        f"{data['test']['scored']} test mixtures are scored."
+    )
+    timing_rows = (
+        "".join(
+            f"<tr><td>{html.escape(str(r['model']))}</td><td>{html.escape(str(r['condition']))}</td>"
+            f"<td>{r.get('subbands', '')}</td><td>{r.get('centers', '–')}</td><td>{_minutes(r.get('minutes'))}</td>"
+            f"<td>{_minutes(r.get('autotune_minutes'))}</td><td>{r.get('epochs', '')}</td>"
+            f"<td>{_mse(r.get('val_mse'))}</td></tr>"
+            for r in summary["training"]
+        )
+        or "<tr><td colspan=8>no training_time.json in the run directory</td></tr>"
+    )
+    kernel_rows = (
+        "".join(
+            f"<tr><td>{html.escape(k['model'])}</td><td>{html.escape(k['condition'])}</td><td>{k['subband']}</td>"
+            f"<td>{k['channels'][0] + 1}–{k['channels'][1]}</td><td>{k['gamma']:g}</td><td>{k['sigma']:.4g}</td>"
+            f"<td>{k['epochs'] if k['epochs'] is not None else '–'}</td>"
+            f"<td>{_mse(k['val_mse'])}</td></tr>"
+            for k in summary["kernels"]
+            if k["gamma"] is not None and k["sigma"] is not None
+        )
+        or "<tr><td colspan=8>no kernel model in this run</td></tr>"
+    )
+    return f"""<h2>The run</h2>
+<h3>Data</h3>
+<table><thead><tr><th>split</th><th>mixtures</th><th>minutes of audio</th></tr></thead>
+<tbody>{data_rows}</tbody></table>
+<p>{frames}</p>
+<h3>Training time</h3>
+<table><thead><tr><th>model</th><th>condition</th><th>subbands</th><th>training frames</th><th>fit minutes</th>
+<th>autotune minutes</th><th>epochs</th><th>validation MSE</th></tr></thead><tbody>{timing_rows}</tbody></table>
+<h3>Kernels chosen by autotune (γ shape, σ bandwidth)</h3>
+<table><thead><tr><th>model</th><th>condition</th><th>subband</th><th>channels</th><th>γ</th><th>σ</th><th>epochs</th>
+<th>validation MSE</th></tr></thead><tbody>{kernel_rows}</tbody></table>
+"""
 
 
 def _files_csv(ev: Evaluation) -> str:
@@ -183,7 +401,10 @@ def _files_csv(ev: Evaluation) -> str:
     return buf.getvalue()
 
 
-def _html(ev: Evaluation, examples: list[dict]) -> str:
+_PLAYER_LABELS = {"clean": "clean (reference)", "noisy": "noisy input", "ideal": "ideal mask"}
+
+
+def _html(ev: Evaluation, examples: list[dict], summary: dict) -> str:
     present = [m for m in METRICS if any(m in r for r in ev.rows)]
     head = "".join(f"<th>{html.escape(LABELS[m])}</th>" for m in present)
     body = "".join(
@@ -194,7 +415,8 @@ def _html(ev: Evaluation, examples: list[dict]) -> str:
     sections = []
     for ex in examples:
         players = "".join(
-            f'<figure><figcaption>{html.escape(name)}</figcaption><audio controls preload="none" '
+            f"<figure><figcaption>{html.escape(_PLAYER_LABELS.get(name, name))}</figcaption>"
+            f'<audio controls preload="none" '
             f'src="{html.escape(src)}"></audio></figure>'
             for name, src in ex["audio"].items()
         )
@@ -211,17 +433,20 @@ def _html(ev: Evaluation, examples: list[dict]) -> str:
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;font-size:14px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 td:nth-child(-n+2){{text-align:left}}img{{max-width:100%}}.players{{display:flex;flex-wrap:wrap;gap:1em}}
-figure{{margin:0}}figcaption{{font-size:13px;color:#555}}
+figure{{margin:0}}figcaption{{font-size:13px;color:#555}}.incomplete{{color:#a00}}.complete{{color:#060}}
 </style></head><body>
 <h1>speechkern report: {html.escape(recipe.name)}</h1>
 <p>Test split of the run, target {html.escape(recipe.target.kind.upper())} in the {html.escape(recipe.target.domain)}
 domain, features {html.escape(recipe.features.kind)}. Means over test files per condition (noise × SNR);
 "pooled" mask measures are taken over every T-F unit of the condition at once, as the OSU PNL toolbox reports
 them, so long files weigh more than in the file mean.</p>
+{_state_html(summary)}
 <h2>Results</h2>
 <table><thead><tr><th>condition</th><th>system</th><th>files</th>{head}</tr></thead><tbody>{body}</tbody></table>
 <p>Also as <a href="results.csv">CSV</a>, <a href="results.json">JSON</a>, <a href="results.md">Markdown</a>;
 every file's scores in <a href="files.csv">files.csv</a>.</p>
+{_summary_html(summary)}
+<p>As JSON: <a href="run.json">run.json</a>.</p>
 <h2>Mask error per channel</h2>
 <img src="channel_mse.png" alt="mask MSE per frequency channel">
 <h2>Examples</h2>

@@ -115,6 +115,11 @@ class SignalParams(Protocol):
     fmax: float
 
 
+def mask_units(target: Target, signal: SignalParams) -> int:
+    """Channels of the mask: ``n_channels`` (cochleagram) or ``frame_length // 2 + 1`` STFT bins."""
+    return signal.n_channels if target.domain == "cochleagram" else signal.frame_length // 2 + 1
+
+
 def tf_energies(
     y: np.ndarray,
     domain: str = "cochleagram",

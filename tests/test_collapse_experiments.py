@@ -147,3 +147,29 @@ def test_cli_run_writes_outputs_and_refuses_non_empty_folder(tmp_path: Path):
     assert _strict_json((out / "results.json").read_text())["dataset"]["name"] == "iris"  # type: ignore[index]
     bad = runner.invoke(app, ["run", "--out", str(tmp_path / "d"), "--train-sizes", "a,b"])
     assert bad.exit_code == 2 and "comma list" in bad.output
+
+
+def test_default_train_sizes_fit_every_builtin_dataset():
+    from speechkern.collapse.experiments import DATASETS, check_config, default_train_sizes, resolve_train_sizes
+
+    assert default_train_sizes(1257, 10) == (50, 100, 300, 1000)
+    assert default_train_sizes(105, 3) == (50, 100)
+    assert default_train_sizes(30, 3) == (30,)  # no rung fits: the whole pool
+    for name in DATASETS:
+        config = CollapseConfig(dataset=name)
+        data = check_config(config)  # raised "exceeds" for iris and wine before
+        sizes = resolve_train_sizes(config, data)
+        assert sizes and max(sizes) <= len(data.y_pool)
+    assert resolve_train_sizes(replace(TINY, train_sizes=(80, 40, 80)), load_dataset("digits")) == (40, 80)
+
+
+def test_cli_runs_iris_with_its_default_sizes(tmp_path: Path):
+    out = tmp_path / "iris"
+    args = ["run", "--dataset", "iris", "--out", str(out), "--epochs", "2", "--checkpoints", "2", "--width", "8"]
+    args += ["--no-transfer"]  # the transfer's 8 × 30 fine-tuning epochs are slow; its iris check is in check_config
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = _strict_json(result.stdout)
+    assert [row["train_size"] for row in summary["final"]] == [50, 100]  # type: ignore[index]
+    assert _strict_json((out / "results.json").read_text())["config"]["train_sizes"] == [50, 100]  # type: ignore[index]
+    assert (out / "collapse_vs_train_size.png").is_file()

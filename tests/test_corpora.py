@@ -404,3 +404,25 @@ def test_voicebank_errors(corpora, tmp_path):
     (root / "noisy_testset_wav" / "p257_002.wav").write_bytes(b"")
     with pytest.raises(SpeechkernError, match=r"p257_002\.wav: not readable as audio"):
         voicebank.splits(data_config(corpus="voicebank", voicebank_root=str(root)), Path("unused"))
+
+
+def test_folder_split_by_talker_keeps_talkers_apart(tmp_path):
+    from speechkern.corpora.folder import split_talkers
+
+    files = []
+    for t, count in enumerate([30, 2, 3, 1, 2, 4, 25, 1]):
+        for k in range(count):
+            path = tmp_path / f"talker{t}" / f"u{k}.wav"
+            path.parent.mkdir(exist_ok=True)
+            path.touch()
+            files.append(path)
+    out = split_talkers(files, tmp_path, n_train=0, n_val=3, n_test=4, seed=0)
+    talkers = {s: {u.talker for u in out[s]} for s in out}
+    assert not talkers["train"] & talkers["val"] and not talkers["train"] & talkers["test"]
+    assert not talkers["val"] & talkers["test"]
+    assert len(out["test"]) == 4 and len(out["val"]) == 3
+    assert sum(len(v) for v in out.values()) == len(files)
+    assert split_talkers(files, tmp_path, 0, 3, 4, seed=0) == out  # seeded
+    assert len(split_talkers(files, tmp_path, n_train=10, n_val=3, n_test=4, seed=0)["train"]) == 10
+    with pytest.raises(SpeechkernError, match="at least 3"):
+        split_talkers(files[:30], tmp_path, 0, 1, 1, seed=0)

@@ -41,3 +41,40 @@ def test_dnn_state_round_trip_and_resume(tmp_path):
     assert [h["epoch"] for h in longer.history_] == [1, 2, 3, 4, 5]
     assert longer.history_[:3] == model.history_[:3]
     assert all(isinstance(v, torch.Tensor) for v in tensors.values())
+
+
+def test_adagrad_with_momentum_learns_and_resumes(tmp_path):
+    import pytest
+
+    from speechkern.errors import SpeechkernError
+    from speechkern.models.dnn import AdaGradMomentum, set_momentum
+
+    X, Y = _problem(1500)
+    Xv, Yv = _problem(400, seed=1)
+    model = DNNRegressor(hidden=[48, 48], dropout=0.0, epochs=25, batch_size=128, learning_rate=1e-2, patience=5,
+                         device="cpu", optimizer="adagrad-momentum").fit(X, Y, Xv, Yv)  # fmt: skip
+    baseline = float(np.mean((Yv - Y.mean(0)) ** 2))
+    assert float(np.mean((model.predict(Xv) - Yv) ** 2)) < 0.1 * baseline
+    again = DNNRegressor.from_state(*model.to_state())
+    assert again.optimizer == "adagrad-momentum"
+
+    # The step: v ← μv − lr·g/√(Σg²); on a constant gradient g the first step is −lr·sign(g).
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = AdaGradMomentum([w], lr=0.1, momentum=0.5)
+    w.grad = torch.tensor([4.0, -1.0])
+    opt.step()
+    torch.testing.assert_close(w.detach(), torch.tensor([0.9, -1.9]))
+    opt.step()  # v = 0.5·(−0.1) − 0.1·g/√(2g²)
+    step2 = float(-0.05 - 0.1 / np.sqrt(2))
+    torch.testing.assert_close(w.detach(), torch.tensor([0.9 + step2, -1.9 - step2]))
+    set_momentum(opt, 6)
+    assert opt.param_groups[0]["momentum"] == 0.9
+
+    # Checkpoints carry its state: a resumed run continues where the first stopped.
+    short = DNNRegressor(hidden=[16], epochs=2, batch_size=64, device="cpu", optimizer="adagrad-momentum")
+    short.fit(X[:600], Y[:600], checkpoint=tmp_path / "ckpt")
+    longer = DNNRegressor(hidden=[16], epochs=4, batch_size=64, device="cpu", optimizer="adagrad-momentum",
+                          patience=10).fit(X[:600], Y[:600], checkpoint=tmp_path / "ckpt")  # fmt: skip
+    assert [h["epoch"] for h in longer.history_] == [1, 2, 3, 4]
+    with pytest.raises(SpeechkernError, match="dnn.optimizer"):
+        DNNRegressor(optimizer="sgd").fit(X[:100], Y[:100])

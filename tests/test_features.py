@@ -159,7 +159,7 @@ def test_rasta_filter_is_the_toolbox_filter_centred():
 
 
 def test_ams_peaks_at_the_modulation_frequency():
-    cfg = fe.FeatureConfig(kind="ams", deltas=False)
+    cfg = fe.FeatureConfig(kind="ams", deltas=False, ams_variant="centred")
     corners = np.linspace(15.625, 400.0, 17)
     rng = np.random.default_rng(4)
     t = np.arange(2 * SR) / SR
@@ -171,6 +171,98 @@ def test_ams_peaks_at_the_modulation_frequency():
         assert int(np.argmax(np.median(ams[10:-10], axis=0))) == band
     flat = fe.extract(rng.standard_normal(t.size).astype(np.float32), cfg)
     assert np.median(flat[10:-10]).max() < np.median(ams[10:-10]).max()
+
+
+def _matlab_decimate_fir(x: np.ndarray, r: int) -> np.ndarray:
+    """MATLAB's decimate(x, r, 'fir'): fir1(30, 1/r) (Hamming), ends extended by odd reflection, delay
+    compensated, every r-th sample (MATLAB's own choice of phase may differ by a few input samples)."""
+    b = scipy.signal.firwin(31, 1.0 / r)
+    ext = np.concatenate([2 * x[0] - x[15:0:-1], x, 2 * x[-1] - x[-2:-17:-1]])
+    return np.convolve(ext, b, mode="valid")[::r]
+
+
+def _toolbox_ams(sig: np.ndarray) -> np.ndarray:
+    """NumPy reference of the toolbox's get_amsfeature_chan_fast(sig, 64) at 16 kHz: (n_frames, 15) with
+    n_frames = floor(n / 160), frame 0 zero (the prepended column), frame j ≥ 1 = extract_AMS_perChan.m's
+    column kk = j."""
+    mf_t = np.zeros((15, 128))  # AMS_init_FFT.m, MATLAB's 1-based column 1 + b is 0-based bin b
+    rows = [(1, 3, [0.25, 0.5, 0.25]), (2, 5, [0.1, 0.4, 0.4, 0.1]), (3, 6, [0.1, 0.4, 0.4, 0.1]),
+            (4, 6, [0.25, 0.5, 0.25]), (4, 7, [0.1, 0.4, 0.4, 0.1]), (5, 8, [0.1, 0.4, 0.4, 0.1]),
+            (6, 9, [0.1, 0.4, 0.4, 0.1]), (8, 10, [0.25, 0.5, 0.25]), (9, 12, [0.1, 0.4, 0.4, 0.1]),
+            (11, 13, [0.25, 0.5, 0.25]), (13, 15, [0.25, 0.5, 0.25]), (15, 17, [0.25, 0.5, 0.25]),
+            (17, 19, [0.25, 0.5, 0.25]), (20, 22, [0.25, 0.5, 0.25]), (23, 25, [0.25, 0.5, 0.25])]  # fmt: skip
+    for i, (a, b, w) in enumerate(rows):
+        mf_t[i, a : b + 1] = w
+    n_frames_env = len(sig) // 4  # Nframes = floor(length(x) / len2), len2 = 4 samples (0.25 ms)
+    kk_max = n_frames_env // 40  # KK = floor(Nframes / AMS_frame_step)
+    env = np.concatenate([_matlab_decimate_fir(np.abs(sig), 4), np.zeros(128)])
+    win = np.hanning(128)  # MATLAB window(@hann, 128): symmetric
+    ns_ams = np.zeros((15, kk_max))
+    for kk in range(1, kk_max + 1):
+        start = (kk - 2) * 40  # the first frame's window hangs 40 envelope samples over the start
+        frame = env[:88] * win[40:] if kk == 1 else env[start : start + 128] * win
+        ns_ams[:, kk - 1] = mf_t @ np.abs(np.fft.fft(frame, 256))[:128]
+    n_frame = len(sig) // 160 - 1
+    return np.concatenate([np.zeros((1, 15)), ns_ams.T[:n_frame]], axis=0)
+
+
+def _per_band_correlation(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    n = min(len(ours), len(ref))
+    return np.array([np.corrcoef(ours[1:n, b], ref[1:n, b])[0, 1] for b in range(ref.shape[1])])
+
+
+def _check_ams_against_toolbox(y: np.ndarray) -> None:
+    ref = _toolbox_ams(y)
+    # gain=1: the toolbox sees the waveform as it is, without speechkern's level normalisation
+    ours = fe.extract(y.astype(np.float32), fe.FeatureConfig(kind="ams", deltas=False), gain=1.0)
+    assert ours.shape == (1 + len(y) // 160, 15) and ref.shape == (len(y) // 160, 15)
+    corr = _per_band_correlation(ours, ref)
+    assert corr.min() >= 0.95, corr
+    np.testing.assert_allclose(ours[1 : len(ref)], ref[1:], rtol=0.02, atol=0.02 * ref[1:].max())
+    old = fe.extract(y.astype(np.float32), fe.FeatureConfig(kind="ams", deltas=False, ams_variant="centred"), gain=1.0)
+    assert np.median(_per_band_correlation(old, ref)) < 0.9  # the earlier definition is a different feature
+
+
+def _at_0_db(speech: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    noise = noise[: len(speech)].astype(np.float64)
+    return speech + noise * np.sqrt(np.sum(speech.astype(np.float64) ** 2) / np.sum(noise**2))
+
+
+def test_ams_is_the_toolbox_ams_on_speech_in_noise():
+    from speechkern import synth
+
+    speech = synth.synthesize(synth.TALKERS[3], 2.0, seed=11).astype(np.float64)
+    noise = scipy.signal.lfilter([1.0], [1.0, -0.9], np.random.default_rng(12).standard_normal(len(speech)))
+    _check_ams_against_toolbox(_at_0_db(speech, noise))
+
+
+def test_ams_is_the_toolbox_ams_on_dev_speech_in_noise(dev_data):
+    rows = [line.split(",") for line in (dev_data / "manifest.csv").read_text().splitlines()[1:]]
+    clean = next(r[0] for r in rows if r[2] == "clean" and float(r[5]) > 3.0)
+    noise = next(r[0] for r in rows if r[2] == "noise" and float(r[5]) > 4.0)
+    speech, _ = sf.read(dev_data / clean, dtype="float64", frames=3 * SR)
+    noise_y, _ = sf.read(dev_data / noise, dtype="float64", frames=3 * SR, always_2d=True)
+    _check_ams_against_toolbox(_at_0_db(speech if speech.ndim == 1 else speech.mean(1), noise_y.mean(1)))
+
+
+def test_ams_toolbox_filters_peak_at_their_modulation_frequencies():
+    weights = fe.ams_toolbox_filterbank(129)
+    centres = (weights * np.arange(129)[:, None]).sum(0) / weights.sum(0) * 15.625
+    np.testing.assert_allclose(centres[[0, -1]], [31.25, 375.0])
+    assert np.all(np.diff(centres) > 0) and np.allclose(weights.sum(0), 1.0)
+    cfg = fe.FeatureConfig(kind="ams", deltas=False)
+    rng = np.random.default_rng(4)
+    t = np.arange(2 * SR) / SR
+    for band in (6, 10, 14):  # the low bands also take the envelope's DC (no mean removal, as in the toolbox)
+        y = ((1 + np.cos(2 * np.pi * centres[band] * t)) * rng.standard_normal(t.size)).astype(np.float32)
+        ams = fe.extract(y, cfg)
+        assert int(np.argmax(np.median(ams[10:-10, 5:], axis=0))) + 5 == band
+    with pytest.raises(pydantic.ValidationError, match="15.625 Hz bins"):
+        fe.FeatureConfig(kind="ams", ams_frame_length=256)
+    # 8 kHz audio, same 64 ms window: 7.8125 Hz bins, the same filters in Hz.
+    fine = fe.ams_toolbox_filterbank(257, 7.8125)
+    np.testing.assert_allclose((fine * np.arange(257)[:, None]).sum(0) * 7.8125, centres, atol=1e-9)
+    np.testing.assert_allclose(fine[::2][:129] * 2, weights[:129], atol=0.06)
 
 
 def test_ams_filterbank_corners():

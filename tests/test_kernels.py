@@ -18,9 +18,12 @@ from speechkern.kernels import (
     clear_distance_cache,
     content_key,
     distance_cache_info,
+    distance_matrix16,
     gathered_mm,
     keops_available,
+    kernel_matrix,
     squared_distances,
+    transposed_mm,
 )
 
 
@@ -278,3 +281,31 @@ def test_gathered_products_equal_gather_then_product(workers):
     torch.testing.assert_close(whole, K @ W, rtol=1e-5, atol=1e-5)
     empty, _ = gathered_mm(K, W, rows[:0])
     assert empty.shape == (0, 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_kernel_matrix_storage_and_products_in_reduced_precision(dtype):
+    rng = np.random.default_rng(5)
+    X = torch.from_numpy(rng.standard_normal((700, 9)).astype(np.float32))
+    Z = torch.from_numpy(rng.standard_normal((90, 9)).astype(np.float32))
+    W = torch.from_numpy(rng.standard_normal((90, 3)).astype(np.float32))
+    R = torch.from_numpy(rng.standard_normal((700, 3)).astype(np.float32))
+    kernel = ExponentialPowerKernel(1.0, 4.0)
+    exact = kernel(X, Z)
+    K = kernel_matrix(kernel, X, Z, dtype)
+    assert K.dtype == dtype and K.shape == (700, 90)
+    # storage rounding, plus for reduced precision the float16 distances' 2⁻¹¹·max(t·e⁻ᵗ) (t = ‖x − z‖^γ/σ)
+    tolerance = {torch.float32: 0.0, torch.float16: 2.0**-11 + 2.0**-12, torch.bfloat16: 2.0**-8 + 2.0**-12}[dtype]
+    assert float((K.float() - exact).abs().max()) <= tolerance
+    if dtype != torch.float32:  # from shared float16 distances: the same matrix bit for bit
+        distances = distance_matrix16(X, Z)
+        assert distances.dtype == torch.float16
+        torch.testing.assert_close(distances.float(), squared_distances(X, Z).sqrt(), rtol=2.0**-11, atol=1e-3)
+        assert torch.equal(kernel_matrix(kernel, X, Z, dtype, distances), K)
+    rows = torch.tensor([5, 3, 699, 0])
+    columns = torch.tensor([1, 89])
+    out, sub = gathered_mm(K, W, rows, columns)
+    assert out.dtype == torch.float32 and sub.dtype == torch.float32
+    torch.testing.assert_close(out, K[rows].float() @ W, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sub, K[rows][:, columns].float())
+    torch.testing.assert_close(transposed_mm(K, R), K.float().T @ R, rtol=1e-4, atol=1e-4)

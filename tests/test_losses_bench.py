@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_csv_dataset_format(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("header", "rows", "message"),
     [
-        (["x1", "x2", "class"], [[1, 2, "a"]], "last column must be 'label'"),
+        (["x1", "x2", "class"], [[1, 2, "a"]], "needs a 'label' column"),
         (None, [[1, "two", "a"], [1, 2, "b"]], r"row 2: feature value 'two' is not a number"),
         (None, [[1, 2, "a"], [1, 2]], "row 3: 2 fields, expected 3"),
         (None, [[1, 2, "a"], [1, 2, "a"], [3, 4, "b"]], "class 'b' has 1 row"),
@@ -85,11 +86,16 @@ def test_dataset_selection(tmp_path: Path) -> None:
     blobs_csv(tmp_path / "blobs.csv")
     chosen = bench.select_datasets(tmp_path, ["blobs", "iris"])
     assert [d.name for d in chosen] == ["blobs", "iris"]
+    # built-in sets run only when asked for
+    assert [d.name for d in bench.select_datasets(tmp_path)] == ["blobs"]
+    assert [d.name for d in bench.select_datasets(None, builtin=True)] == list(bench.BUILTIN_DATASETS)
+    with pytest.raises(SpeechkernError, match="no datasets chosen"):
+        bench.select_datasets(None)
     with pytest.raises(SpeechkernError, match="unknown dataset"):
         bench.select_datasets(None, ["blobs"])
     blobs_csv(tmp_path / "wine.csv")
     with pytest.raises(SpeechkernError, match="used twice"):
-        bench.select_datasets(tmp_path)
+        bench.select_datasets(tmp_path, builtin=True)
     with pytest.raises(SpeechkernError, match="not a folder"):
         bench.load_data_dir(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
@@ -116,7 +122,7 @@ def one_thread():
 
 def test_every_loss_learns_iris(one_thread) -> None:
     data = bench.builtin_dataset("iris")
-    config = bench.BenchConfig(seeds=1, epochs=30, hidden=(32,), batch_size=16, learning_rate=1e-2)
+    config = bench.BenchConfig(seeds=1, epochs=30, hidden=(32,), batch_size=16, learning_rates=(1e-2,))
     split = bench.split_dataset(data, 0, config.test_fraction, torch.device("cpu"))
     for loss in bench.LOSSES:
         model, final = bench.train_one(split, data.n_classes, loss, 0, config)
@@ -136,7 +142,19 @@ def test_run_benchmark_writes_consistent_outputs(tmp_path: Path) -> None:
     assert torch.get_num_threads() == threads
     assert len(result.runs) == 2 * TINY.seeds * len(bench.LOSSES)
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert names == ["reliability/blobs.png", "reliability/wine.png", "results.csv", "results.json", "results.md"]
+    assert names == [
+        "bench.json",
+        "comparison.csv",
+        "comparison.md",
+        "comparison.png",
+        "reliability/blobs.png",
+        "reliability/wine.png",
+        "results.csv",
+        "results.json",
+        "results.md",
+        "sets/blobs.json",
+        "sets/wine.json",
+    ]
     assert not list(out.rglob(".*"))  # no temporary files left behind
 
     saved = json.loads((out / "results.json").read_text())
@@ -157,9 +175,9 @@ def test_run_benchmark_writes_consistent_outputs(tmp_path: Path) -> None:
     assert "rescaled square (t=1, M=10)" in markdown
     assert (out / "reliability" / "wine.png").read_bytes()[:4] == b"\x89PNG"
 
-    # a non-empty output folder is refused unless --overwrite
+    # a non-empty output folder of other settings is refused unless --overwrite
     with pytest.raises(SpeechkernError, match="not empty.*--overwrite"):
-        bench.run_benchmark(out, TINY, datasets=["iris"])
+        bench.run_benchmark(out, replace(TINY, epochs=4), datasets=["iris"])
     again = bench.run_benchmark(out, TINY, datasets=["iris"], losses=["square"], overwrite=True)
     assert [r.loss for r in again.summary] == ["square"]
     assert json.loads((out / "results.json").read_text())["datasets"][0]["name"] == "iris"
@@ -173,7 +191,7 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         bench.run_benchmark(tmp_path / "o", TINY, losses=["hinge"])
     (tmp_path / "file").write_text("x")
     with pytest.raises(SpeechkernError, match="not a folder"):
-        bench.run_benchmark(tmp_path / "file", TINY)
+        bench.run_benchmark(tmp_path / "file", TINY, datasets=["iris"])
     with pytest.raises(SpeechkernError, match="not a torch device"):
         bench.run_benchmark(tmp_path / "o", bench.BenchConfig(device="gpu0"), datasets=["iris"])
 
@@ -188,9 +206,16 @@ def test_cli_bench(tmp_path: Path) -> None:
     assert "blobs" in result.stdout and "squentropy" in result.stdout and "±" in result.stdout
     assert (out / "results.md").is_file()
 
-    refused = runner.invoke(app, args)
+    # the same command again resumes (nothing left to train); other settings are refused without --overwrite
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "resumed 1 finished dataset" in again.output
+    refused = runner.invoke(app, [*args[:-1], "3"])
     assert refused.exit_code == 2
     assert "not empty" in refused.output and "--overwrite" in refused.output
+    bad = runner.invoke(app, [*args, "--losses", "square,hinge"])
+    assert bad.exit_code == 2 and "hinge" in bad.output
+    none = runner.invoke(app, ["bench", "--out", str(tmp_path / "o2")])
+    assert none.exit_code == 2 and "--data" in none.output
 
     as_json = runner.invoke(app, [*args, "--overwrite", "--json"])
     assert as_json.exit_code == 0, as_json.output

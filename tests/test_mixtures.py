@@ -100,5 +100,55 @@ def test_babble_sums_several_talkers():
     b = mixtures.babble(talkers, 16000, seed=0, n_talkers=6)
     assert b.shape == (16000,) and np.isfinite(b).all()
     assert np.sqrt(np.mean(b**2)) == pytest.approx(0.05, rel=1e-3)
-    with pytest.raises(SpeechkernError, match="at least 2 talkers"):
-        mixtures.babble(talkers[:1], 16000, seed=0)
+    with pytest.raises(SpeechkernError, match="at least 4 talkers"):
+        mixtures.babble(talkers[:3], 16000, seed=0)
+
+
+def _talker(rng: np.random.Generator, n_utterances: int = 3, seconds: float = 1.5) -> list[np.ndarray]:
+    """Noise-excited resonances under a syllable-rate envelope: speech-like, and fast to make."""
+    from scipy.signal import lfilter
+
+    n = int(seconds * 16000)
+    t = np.arange(n) / 16000
+    out = []
+    for _ in range(n_utterances):
+        pole = 0.97 * np.exp(1j * 2 * np.pi * rng.uniform(300, 3000) / 16000)
+        voice = lfilter([1.0], np.poly([pole, np.conj(pole)]).real, rng.standard_normal(n))
+        envelope = (1 + np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 2 * np.pi))) ** 2
+        out.append((voice * envelope).astype(np.float32))
+    return out
+
+
+def _max_correlation(segment: np.ndarray, other: np.ndarray) -> float:
+    """Largest normalised cross-correlation |r| of ``segment`` against every equally long window of ``other``."""
+    from scipy.signal import correlate
+
+    seg = segment.astype(np.float64) - segment.mean()
+    ref = other.astype(np.float64)
+    num = correlate(ref, seg, mode="valid", method="fft")
+    power = np.concatenate([[0.0], np.cumsum(ref**2)])
+    window = power[len(seg) :] - power[: -len(seg)]
+    return float(np.max(np.abs(num) / (np.linalg.norm(seg) * np.sqrt(np.maximum(window, 1e-20)))))
+
+
+def test_babble_test_half_shares_no_talker_with_the_training_half():
+    rng = np.random.default_rng(11)
+    talkers = [_talker(rng) for _ in range(12)]  # 4.5 s of speech per talker: streams repeat within a half
+    sr, n = 16000, 16000 * 20
+    b = mixtures.babble(talkers, n, seed=3, n_talkers=6)
+    start, stop = mixtures.segment_range(n, "second")
+    train, test = b[:start], b[start:stop]
+    segments = [test[i : i + 3 * sr] for i in range(0, len(test) - 3 * sr + 1, 3 * sr)]
+    found = max(_max_correlation(s, train) for s in segments)
+    # Chance: the same statistic against babble of 6 talkers never used here.
+    others = [_talker(np.random.default_rng(100 + i)) for i in range(12)]
+    unrelated = mixtures.babble(others, n, seed=4, n_talkers=6)[: n // 2]
+    chance = max(_max_correlation(s, unrelated) for s in segments)
+    assert found < 1.5 * chance, (found, chance)
+    # The check has power: babble looping each talker's stream over the whole noise (the earlier construction)
+    # repeats training-half speech in the test half, and is caught.
+    looped = np.zeros(n)
+    for utts in talkers[:6]:
+        stream = np.concatenate(utts).astype(np.float64)
+        looped += np.resize(stream, n) / np.sqrt(np.mean(stream**2))
+    assert max(_max_correlation(looped[start + i : start + i + 3 * sr], looped[:start]) for i in (0, 3 * sr)) > 0.5

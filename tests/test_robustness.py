@@ -156,3 +156,278 @@ def test_damaged_model_on_the_command_line_is_one_line(saved_models, tmp_path, c
     assert exit_.value.code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {folder}: config.json was edited"), err
+
+
+# -- reproducible resume -------------------------------------------------------------------------------------
+
+
+def _dnn_problem():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 6)).astype(np.float32)
+    Y = (1 / (1 + np.exp(-X[:, :2] * 2))).astype(np.float32)
+    return X, Y
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad-momentum"])
+def test_dnn_resumed_after_an_interrupt_matches_the_uninterrupted_run(tmp_path, monkeypatch, optimizer):
+    import torch
+
+    import speechkern.models.dnn as dnn
+
+    X, Y = _dnn_problem()
+    params = {"hidden": [16, 16], "dropout": 0.3, "epochs": 7, "batch_size": 50, "patience": 10, "device": "cpu",
+              "optimizer": optimizer}  # fmt: skip
+    whole = dnn.DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "whole")
+
+    real_report = dnn.report
+
+    def interrupt_at_epoch_3(task, completed, *args, **kwargs):
+        if completed == 3:  # the report comes before the epoch's checkpoint: epochs 1 and 2 are kept
+            raise KeyboardInterrupt
+        real_report(task, completed, *args, **kwargs)
+
+    monkeypatch.setattr(dnn, "report", interrupt_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        dnn.DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "cut")
+    monkeypatch.setattr(dnn, "report", real_report)
+    torch.manual_seed(1234)  # whatever the process did in between must not matter
+    resumed = dnn.DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "cut")
+
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3, 4, 5, 6, 7]
+    assert [h["val_mse"] for h in resumed.history_] == [h["val_mse"] for h in whole.history_]
+    for key, value in whole.network_.state_dict().items():
+        assert torch.equal(value, resumed.network_.state_dict()[key]), key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.safetensors", "whole.safetensors"]
+
+
+def test_damaged_dnn_checkpoint_starts_again(tmp_path, caplog):
+    from speechkern.models.dnn import DNNRegressor
+
+    X, Y = _dnn_problem()
+    params = {"hidden": [8], "epochs": 2, "batch_size": 64, "device": "cpu", "optimizer": "adagrad-momentum"}
+    fresh = DNNRegressor(**params).fit(X, Y)
+    (tmp_path / "ckpt.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")
+    again = DNNRegressor(**params).fit(X, Y, checkpoint=tmp_path / "ckpt")
+    assert "checkpoint is unreadable" in caplog.text
+    assert [h["val_mse"] for h in again.history_] == [h["val_mse"] for h in fresh.history_]
+
+
+# -- resume, interrupts and run folders ----------------------------------------------------------------------
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _modes_ok(root: Path) -> None:
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        want = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert stat.S_IMODE(path.stat().st_mode) == want, path
+        assert not path.name.endswith((".part", ".lock")), path
+        if path.is_dir():
+            assert any(path.iterdir()), f"empty folder {path}"
+
+
+def test_resume_retrains_models_and_parts_that_do_not_load(tiny_run, tmp_path, caplog):
+    import logging
+
+    from speechkern.pipeline import train
+
+    recipe, root, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    kernel = MaskModel.load(run / "models" / "kernel")
+    parts = run / "models" / ".kernel-parts" / "all"
+    parts.mkdir(parents=True)
+    for b in (0, 1):  # band 1 finished intact, band 0's weights truncated
+        kernel.estimators[b].save(parts / f"band-{b}")
+        (parts / f"band-{b}.json").write_text(json.dumps(kernel.info["bands"][b]))
+    (parts / "band-0").write_bytes((parts / "band-0").read_bytes()[:100])
+    shutil.rmtree(run / "models" / "kernel")
+    (run / "models" / "dnn" / "weights.safetensors").unlink()  # "kept from an earlier run" with no weights
+    (run / "models" / ".dnn.k2j_x9q1").mkdir()  # what a process killed while writing leaves behind
+    (run / "models" / ".dnn.k2j_x9q1" / "config.json").write_text("{}")
+    (parts / ".band-1.json.abcd1234.part").write_text("")
+    (run / ".training_time.json.z9y8x7w6.part").write_text("")
+
+    with caplog.at_level(logging.INFO, logger="speechkern"):
+        summary = train(recipe, run, cache_dir=root / "cache", resume=True, models=["kernel", "dnn"])
+    assert summary.skipped == []
+    assert "dnn for all: the model kept from an earlier run does not load" in caplog.text
+    assert "weights.safetensors is missing" in caplog.text
+    assert "kernel all band 1/2: the part kept from an earlier run does not load" in caplog.text
+    assert "kernel all band 2/2: finished in an earlier run, kept" in caplog.text
+    again = MaskModel.load(run / "models" / "kernel")
+    X = np.random.default_rng(0).standard_normal((4, 246 * 3)).astype(np.float32)
+    np.testing.assert_array_equal(again.estimators[1].predict(X), kernel.estimators[1].predict(X))
+    MaskModel.load(run / "models" / "dnn")
+    assert not (run / "models" / ".kernel-parts").exists() and not (run / "models" / ".dnn-checkpoint").exists()
+    assert not list(tmp_path.glob(".*.lock"))
+    _modes_ok(run)
+
+
+def test_evaluate_names_the_models_an_interrupted_run_lacks(tiny_run, tmp_path, caplog):
+    from speechkern.evaluate import evaluate
+
+    _, root, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run, ignore=shutil.ignore_patterns("report"))
+    shutil.rmtree(run / "models" / "dnn")
+    ev = evaluate(run, workers=1, cache_dir=root / "cache", limit=1, examples=0)
+    assert ev.missing == ["dnn/all"]
+    assert f"{run}: the run is incomplete, no model for dnn/all" in caplog.text
+    assert f"speechkern train {run / 'recipe.toml'} --out {run} --resume" in caplog.text
+    assert {r["system"] for r in ev.rows} == {"noisy", "ideal", "kernel"}
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from speechkern_cli.main import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_ctrl_c_in_train_prints_the_resume_command_and_logs_it(tmp_path, capsys, monkeypatch):
+    import speechkern.pipeline as pipeline
+
+    def interrupted(*args, **kwargs):
+        pipeline.logger.info("training started")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_train_locked", interrupted)
+    run = tmp_path / "run"
+    code, _, err = _cli(["train", str(RECIPES / "demo"), "--set", "kernel.subbands=2", "--out", str(run), "-q"], capsys)
+    assert code == 130
+    assert "Traceback" not in err
+    hint = f"speechkern train {RECIPES / 'demo'} --set=kernel.subbands=2 --out {run} --resume"
+    assert f"interrupted; continue with: {hint}" in err, err
+    assert "interrupted: finished models, subband parts and DNN epochs are kept" in (run / "train.log").read_text()
+    assert not list(tmp_path.glob(".*.lock"))
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line():
+    import subprocess
+    import sys
+
+    # A KeyboardInterrupt escaping at the top level, as when Ctrl-C hits while modules are imported.
+    code = "import speechkern_cli, os, signal, time; os.kill(os.getpid(), signal.SIGINT); time.sleep(10)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode in (130, -2), proc
+    assert "Traceback" not in proc.stderr and proc.stderr.strip() == "interrupted", proc.stderr
+
+
+def test_unusable_cache_folder_warns_and_carries_on(tmp_path, monkeypatch, caplog):
+    from speechkern.cache import ArrayCache, usable_cache_dir
+
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("SPEECHKERN_CACHE", str(not_a_folder))
+    assert usable_cache_dir("default") is None
+    assert f"{not_a_folder} ($SPEECHKERN_CACHE) cannot hold the feature cache" in caplog.text
+    assert "--no-cache" in caplog.text
+    assert usable_cache_dir(None) is None and usable_cache_dir(tmp_path / "ok") == tmp_path / "ok"
+    # a cache whose writes fail (the folder turned into a file under it) still returns, and warns once
+    cache = ArrayCache(tmp_path / "ok")
+    (tmp_path / "ok" / "features").write_text("in the way")
+    cache.put("ab" * 32, {"x": np.zeros(3, np.float32)})
+    cache.put("cd" * 32, {"x": np.zeros(3, np.float32)})
+    assert caplog.text.count("cannot write to the feature cache") == 1
+    assert cache.get("ab" * 32) is None
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("kernel.subbands=100", "kernel.subbands: 100 subbands, but the cochleagram mask has 64 channels"),
+        ("data.sr=8000", "data.sr: 8000 Hz, but features.sr is 16000 Hz"),
+        ("data.snrs=[nan]", "'data.snrs.0' = nan: Input should be a finite number"),
+        ("kernel.bandwidth=inf", "'kernel.bandwidth' = inf"),
+        ("kernel.sigma_low=2", "set both, with 0 < sigma_low < sigma_high"),
+        ("dnn.hidden=[64,0]", "'dnn.hidden.1' = 0"),
+        ("kernel.gammas=[3.0]", "'kernel.gammas.0' = 3.0"),
+        ("train.models=[]", "'train.models' = []"),
+        ('data.conditions=["ssn@loud"]', "'data.conditions.0' = 'ssn@loud'"),
+    ],
+)
+def test_recipe_values_are_checked_at_load(override, expected):
+    from speechkern.recipe import load_recipe
+
+    with pytest.raises(SpeechkernError) as err:
+        load_recipe(RECIPES / "demo", [override])
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_options_stop_before_a_run_directory_is_made(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = _cli(["train", str(RECIPES / "demo"), "--set", "kernel.subbands=100", "--out", str(run)], capsys)
+    assert code == 2 and err.startswith("error: ") and "kernel.subbands" in err and len(err.splitlines()) == 1
+    assert not run.exists() and not list(tmp_path.iterdir())
+    for argv in (["enhance", "x.wav", "--chunk-seconds", "0"], ["enhance", "x.wav", "--chunk-seconds", "-3"],
+                 ["evaluate", str(run), "--limit", "-1"]):  # fmt: skip
+        code, _, err = _cli(argv, capsys)
+        assert code == 2 and "Traceback" not in err and ("--chunk-seconds" in err or "--limit" in err), err
+
+
+def test_messages_name_the_option_and_the_file(saved_models, tmp_path, capsys):
+    import soundfile as sf
+
+    from speechkern import audio
+
+    code, _, err = _cli(["oracle", "c.wav", "n.wav", "--snr", "0", "--target", "xyz"], capsys)
+    assert code == 2 and err.startswith("error: --target 'xyz'"), err
+
+    good, bad = tmp_path / "good.wav", tmp_path / "bad.wav"
+    y = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    audio.save(good, y, 16000)
+    y[100] = np.nan
+    sf.write(bad, y, 16000, subtype="FLOAT")
+    model = str(saved_models["dnn"])
+    code, _, err = _cli(["enhance", str(bad), str(good), "--model", model, "-o", str(tmp_path / "out"), "-q"], capsys)
+    assert code == 2 and f"{bad}: " in err and "NaN" in err, err
+    assert (tmp_path / "out" / "good_enhanced.wav").is_file()
+    code, _, err = _cli(["enhance", str(bad), "--model", model, "-o", str(tmp_path / "one.wav")], capsys)
+    assert code == 2 and err.startswith(f"error: {bad}: ") and "NaN" in err, err
+
+
+def test_run_files_cut_short_by_a_killed_process_are_skipped(tmp_path, caplog):
+    from speechkern.autotune import Evaluation, EvaluationLog
+    from speechkern.pipeline import _read_timings
+
+    log = EvaluationLog(tmp_path / "autotune.jsonl")
+    log.append(Evaluation(0, 1.0, 2.5, 3, 0.04, 1.5))
+    log.append(Evaluation(1, 2.0, 5.0, 4, 0.05, 1.5))
+    with open(tmp_path / "autotune.jsonl", "a") as f:
+        f.write('{"subband": 0, "gamma": 1.0, "sig')  # killed mid-write
+    again = EvaluationLog(tmp_path / "autotune.jsonl")
+    assert again.rows == log.rows
+    assert "autotune.jsonl:3: unreadable evaluation skipped" in caplog.text
+    (tmp_path / "training_time.json").write_text('{"rows": [{"model": "kernel"')
+    assert _read_timings(tmp_path) == []
+    assert "training_time.json: unreadable" in caplog.text
+
+
+def test_kept_subband_parts_are_checked_against_the_kernel_inputs(tmp_path, caplog):
+    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.pipeline import TrainingSet, _kept_band, _KernelUnit
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 5)).astype(np.float32)  # e.g. inputs after a dimension-reducing transform
+    Y = rng.uniform(size=(60, 4)).astype(np.float32)
+    stats = FeatureStats(mean=np.zeros(5), std=np.ones(5))
+    unit = _KernelUnit(TrainingSet("all", X, Y, X, Y, stats), "kernel", [(0, 2), (2, 4)], tmp_path / "parts")
+    for b, (lo, hi) in enumerate(unit.bands):
+        EigenProRegressor(epochs=1, device="cpu").fit(X if b == 0 else X[:, :3], Y[:, lo:hi]).save(
+            unit.parts / f"band-{b}"
+        )
+        (unit.parts / f"band-{b}.json").write_text(json.dumps({"band": [lo, hi]}))
+    assert _kept_band(unit, 0) and unit.info[0] == {"band": [0, 2]}
+    assert not _kept_band(unit, 1) and unit.pending() == [1]
+    assert "band 2/2: the part kept from an earlier run does not load (it maps 3 inputs to 2 channels" in caplog.text

@@ -24,7 +24,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,9 @@ __all__ = [
     "check_config",
     "check_out_dir",
     "collapse_over_time",
+    "default_train_sizes",
     "load_dataset",
+    "resolve_train_sizes",
     "run_experiments",
     "transfer_experiment",
     "write_outputs",
@@ -70,7 +72,9 @@ _EVAL_BATCH = 512  # samples per batch when capturing features (memory only; res
 class CollapseConfig:
     """Settings of the experiments (defaults: about a minute or two on 2 CPU cores with digits).
 
-    dataset: one of :data:`DATASETS`. train_sizes: samples in each train subset (stratified, at most the pool).
+    dataset: one of :data:`DATASETS`. train_sizes: samples in each train subset (stratified, at most the pool);
+    None picks sizes that fit the dataset (:func:`default_train_sizes`: 50, 100, 300, 1000 for digits; 50, 100
+    for iris and wine).
     test_fraction: share of the dataset held out as the fixed test set. epochs: passes over each train subset.
     width/depth: hidden units per layer and hidden layers of the MLP. lr, momentum, weight_decay, batch_size:
     SGD settings (cosine learning-rate decay to 0 over all steps). checkpoints: log-spaced epochs at which the
@@ -81,7 +85,7 @@ class CollapseConfig:
     """
 
     dataset: str = "digits"
-    train_sizes: tuple[int, ...] = (50, 100, 300, 1000)
+    train_sizes: tuple[int, ...] | None = None
     test_fraction: float = 0.3
     epochs: int = 300
     width: int = 256
@@ -121,7 +125,7 @@ class CollapseConfig:
             raise SpeechkernError(f"test_fraction must lie strictly between 0 and 1; got {self.test_fraction}.")
         if self.lr <= 0 or self.finetune_lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise SpeechkernError("lr and finetune_lr must be > 0, weight_decay >= 0 and momentum in [0, 1).")
-        if not self.train_sizes:
+        if self.train_sizes is not None and not self.train_sizes:
             raise SpeechkernError("give at least one train size.")
         try:
             device = torch.device(self.device)
@@ -185,6 +189,28 @@ def _subset(data: Dataset, n: int, seed: int) -> tuple[NDArray[np.float64], NDAr
         return data.X_pool, data.y_pool
     X, _, y, _ = train_test_split(data.X_pool, data.y_pool, train_size=n, stratify=data.y_pool, random_state=seed)
     return X, y
+
+
+# The ladder of default train sizes; each dataset runs the rungs its train pool can fill.
+_SIZE_LADDER = (50, 100, 300, 1000, 3000, 10000)
+
+
+def default_train_sizes(pool_size: int, n_classes: int) -> tuple[int, ...]:
+    """Train sizes that fit a pool of ``pool_size`` samples and ``n_classes`` classes.
+
+    The rungs of 50, 100, 300, 1000, 3000, 10000 that lie between 2 per class and the pool size; the whole pool
+    when no rung fits. digits (pool 1257 at the default test fraction): (50, 100, 300, 1000); iris (105) and wine
+    (124): (50, 100).
+    """
+    sizes = tuple(n for n in _SIZE_LADDER if 2 * n_classes <= n <= pool_size)
+    return sizes or (pool_size,)
+
+
+def resolve_train_sizes(config: CollapseConfig, data: Dataset) -> tuple[int, ...]:
+    """The configured train sizes, sorted and unique, or the dataset's defaults when none are configured."""
+    if config.train_sizes is None:
+        return default_train_sizes(len(data.y_pool), data.n_classes)
+    return tuple(sorted(set(config.train_sizes)))
 
 
 def _standardise(device: str, X_train: NDArray[np.float64], *others: NDArray[np.float64]) -> list[torch.Tensor]:
@@ -526,7 +552,7 @@ class CollapseResults:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["config"]["train_sizes"] = list(self.config.train_sizes)
+        data["config"]["train_sizes"] = list(self.config.train_sizes or ())
         data["speechkern_version"] = speechkern.__version__
         return _json_safe(data)
 
@@ -549,7 +575,7 @@ def check_config(config: CollapseConfig) -> Dataset:
     """Validate the settings against the dataset (train sizes, class count) before any training; returns it."""
     config.validate()
     data = load_dataset(config.dataset, config.test_fraction, config.seed)
-    for n in config.train_sizes:
+    for n in resolve_train_sizes(config, data):
         _subset(data, n, config.seed)
     if config.transfer:
         superclasses(data.n_classes)
@@ -560,7 +586,8 @@ def run_experiments(config: CollapseConfig) -> CollapseResults:
     """Run the over-time/train-size experiments for each size, then the transfer experiment (if enabled)."""
     started = time.perf_counter()
     data = check_config(config)
-    sizes = sorted(set(config.train_sizes))
+    sizes = resolve_train_sizes(config, data)
+    config = replace(config, train_sizes=sizes)  # the results record the sizes that ran
     over_time: list[dict[str, Any]] = []
     size_rows: list[dict[str, Any]] = []
     for i, n in enumerate(sizes):

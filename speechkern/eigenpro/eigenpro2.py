@@ -12,6 +12,13 @@ from speechkern.kernels import gathered_mm
 class _BlockedModel:
     """What both blocked iterations share: predictions by blocked kernel products, and the fitted result."""
 
+    def start_epoch(self) -> None:
+        """Called before each epoch's first batch (EigenPro 2 needs nothing)."""
+
+    def train_loss(self, check: torch.Tensor, y_check: torch.Tensor) -> float:
+        """Mean squared training residual of the current weights, on the fixed check rows."""
+        return _mse(self.predict_rows(check), y_check)
+
     def predict_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Predictions of the current weights at the training points ``rows``."""
         return self.kernel.mm(self.X[rows], self.centers, self.weights)
@@ -67,6 +74,12 @@ class _PrecomputedAllPointsModel:
         self.k, self.k_val, self.workers = k_xx, k_val, workers
         self.weights = torch.zeros(X.shape[0], Y.shape[1], dtype=torch.float32, device=X.device)
 
+    def start_epoch(self) -> None:
+        pass
+
+    def train_loss(self, check: torch.Tensor, y_check: torch.Tensor) -> float:
+        return _mse(self.predict_rows(check), y_check)
+
     def residual(self, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
         rows = self.order[idx]
         columns = self.subsample if self.precond.n_components else None
@@ -87,3 +100,7 @@ class _PrecomputedAllPointsModel:
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.centers, self.weights.index_select(0, self.order)
+
+
+def _mse(pred: torch.Tensor, target: torch.Tensor) -> float:
+    return float((pred - target).square().mean()) if target.numel() else 0.0

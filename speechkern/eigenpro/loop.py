@@ -58,6 +58,7 @@ def train_epochs(
     epoch, waited = 0, 0
     previous = y_scale  # the loss of the zero model we start from
     task = est.progress_task
+    stopped = "epoch limit"
     while epoch < est.epochs:
         epoch += 1
         started = time.perf_counter()
@@ -65,7 +66,7 @@ def train_epochs(
             progressive = run_epoch(est, model, n, batch, eta / batch, rng, y_scale, epoch, started)
             if progressive > EPOCH_EXPLOSION * previous:
                 raise _Diverged(f"epoch loss {progressive:.4g} after {previous:.4g}")
-            train_mse = _mse(model.predict_rows(check), y_check)
+            train_mse = model.train_loss(check, y_check)
             if not train_mse <= EPOCH_EXPLOSION * max(y_scale, best_loss if math.isfinite(best_loss) else 0.0):
                 raise _Diverged(f"training loss {train_mse:.4g}, targets' mean square {y_scale:.4g}")
             val_mse = None
@@ -108,18 +109,37 @@ def train_epochs(
         progress.report(task, epoch, est.epochs, task, train_mse=train_mse, val_mse=val_mse, seconds=round(seconds, 2))
         previous = progressive
         monitored = val_mse if val_mse is not None else train_mse
-        if monitored < best_loss * (1.0 - float(est.tol)):
-            best_loss, waited, est.best_epoch_ = monitored, 0, epoch
+        if monitored < best_loss:  # the best weights are kept even when the gain is below tol
+            if monitored < best_loss * (1.0 - float(est.tol)):
+                waited = 0
+            else:
+                waited += 1
+            best_loss, est.best_epoch_ = monitored, epoch
             best_weights.copy_(model.weights)
         else:
             waited += 1
-            if est.patience is not None and waited >= est.patience:
-                logger.info("%s: stopping early after epoch %d (best epoch %d)", task, epoch, est.best_epoch_)
-                break
-        if est.max_seconds is not None and time.perf_counter() - start > float(est.max_seconds):
-            logger.info("%s: time limit of %g s reached after epoch %d", task, float(est.max_seconds), epoch)
+        if epoch >= est.epochs:
+            stopped = "epoch limit"
             break
-    progress.report(task, est.epochs, est.epochs, task, done=True)
+        if est.patience is not None and waited >= est.patience:
+            stopped = "early"
+            logger.info(
+                "%s: stopping early after epoch %d of %d: no gain of %g in %d epochs (best epoch %d)",
+                task,
+                epoch,
+                est.epochs,
+                float(est.tol),
+                waited,
+                est.best_epoch_,
+            )
+            break
+        if est.max_seconds is not None and time.perf_counter() - start > float(est.max_seconds):
+            stopped = "time limit"
+            logger.info(
+                "%s: time limit of %g s reached after epoch %d of %d", task, float(est.max_seconds), epoch, est.epochs
+            )
+            break
+    progress.report(task, epoch, est.epochs, task, done=True, stopped=stopped)
     est.step_size_ = eta
     if est.best_epoch_:
         model.weights.copy_(best_weights)
@@ -129,6 +149,7 @@ def train_epochs(
 def run_epoch(est, model, n: int, batch: int, lr: float, rng, y_scale: float, epoch: int, started: float) -> float:
     """One pass over the data in random batches; returns the progressive mean squared residual."""
     device = model.X.device
+    model.start_epoch()
     order = torch.from_numpy(rng.permutation(n)).to(device)
     limit = BATCH_EXPLOSION * max(y_scale, 1e-30)
     total = 0.0

@@ -52,7 +52,9 @@ through the softmax (as reported in the literature and by ``speechkern losses be
 :func:`square_loss_probabilities`, which inverts the loss's minimiser ``p_k ∝ f_k / (t·M − (t−1)·f_k)``.
 
 ``speechkern losses bench`` (:func:`speechkern.losses.bench.run_benchmark`) trains one small network with each
-loss on offline datasets and reports test accuracy and ECE over seeds.
+loss on collections of tabular data sets, with their own splits or folds, and compares the losses pairwise
+(:mod:`speechkern.losses.comparison`); ``speechkern losses asymptotics`` (:mod:`speechkern.losses.asymptotics`)
+predicts the rescaled square loss's accuracy in a high-dimensional limit. See docs/losses.md.
 """
 
 from speechkern.losses.calibration import (

@@ -1,26 +1,28 @@
 """Benchmark of the classification losses: one small network trained with each loss, accuracy and calibration.
 
-For every dataset and seed the data are split (stratified, ``test_fraction`` held out), the features standardised
-with the training statistics, and the *same* multilayer perceptron — same initial weights, same mini-batch order —
-is trained with cross-entropy, the square loss, the rescaled square loss and squentropy (Adam, which is insensitive
-to the scale of each loss). The test accuracy and top-label ECE of each run are summarised as mean ± standard
-deviation over seeds; reliability diagrams pool the test predictions of all seeds.
+For every dataset, evaluation split and seed the *same* multilayer perceptron — same initial weights, same
+mini-batch order — is trained with each loss. The split is the one the data provide (train/test files, a fold
+column or a fold file: see :mod:`speechkern.losses.bench_data`), else a stratified re-split per seed. Features are
+standardised with the training statistics. Model selection (the learning rate from a grid, and the epoch) uses a
+validation part: the provided one, else a stratified share of the training part. The test accuracy and top-label
+ECE of the selected model are summarised as mean ± standard deviation over splits and seeds, and losses are
+compared pairwise over datasets (wins/ties/losses with a sign test, :mod:`speechkern.losses.comparison`).
 
-Datasets, all offline: scikit-learn's bundled classification sets (digits, wine, breast_cancer, iris), a generated
-two-spiral set, and any CSV files in a folder (:func:`load_csv_dataset` documents the format).
-
-Files written into the output folder (atomically): ``results.md``, ``results.csv``, ``results.json`` (configuration,
-datasets, every run, the summary) and ``reliability/<dataset>.png``.
+Files written into the output folder, each atomically: ``sets/<dataset>.json`` as each dataset finishes (a rerun
+with the same settings resumes from them), ``reliability/<dataset>.png``, and at the end ``results.md``,
+``results.csv``, ``results.json``, ``comparison.md``, ``comparison.csv`` and ``comparison.png``.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
+import hashlib
 import io
 import json
 import math
 import os
-import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,13 +33,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from sklearn import datasets as sk_datasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 import speechkern
 from speechkern.errors import SpeechkernError
+from speechkern.losses import comparison
+from speechkern.losses.bench_data import (
+    BUILTIN_DATASETS,
+    Dataset,
+    Split,
+    builtin_dataset,
+    load_csv_dataset,
+    load_data_dir,
+    load_split_files,
+    select_datasets,
+    two_spirals,
+)
 from speechkern.losses.calibration import (
     calibration_bins_from_confidence,
     new_figure,
@@ -51,51 +64,49 @@ from speechkern.outputs import atomic_write, check_out_dir, write_text
 from speechkern.progress import report
 
 LOSSES = ("cross_entropy", "square", "rescaled_square", "squentropy")
-BUILTIN_DATASETS = ("digits", "wine", "breast_cancer", "iris", "two_spirals")
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A classification data set: features ``(n, d)`` (float64), labels ``(n,)`` in ``0..C−1``, class names."""
-
-    name: str
-    features: np.ndarray
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-    source: str
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "n_samples": int(self.features.shape[0]),
-            "n_features": int(self.features.shape[1]),
-            "n_classes": self.n_classes,
-        }
+OPTIMIZERS = ("adam", "sgd")
+__all__ = [
+    "BUILTIN_DATASETS",
+    "LOSSES",
+    "BenchConfig",
+    "BenchResult",
+    "Dataset",
+    "Split",
+    "builtin_dataset",
+    "load_csv_dataset",
+    "load_data_dir",
+    "load_split_files",
+    "run_benchmark",
+    "select_datasets",
+    "two_spirals",
+]
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     """Settings of the benchmark.
 
-    seeds: runs per dataset and loss (seed s fixes the split, the initial weights and the batch order);
-    epochs: passes over the training set; hidden: widths of the hidden ReLU layers; batch_size: samples per step;
-    learning_rate: Adam's step size; test_fraction: share of each dataset held out for testing;
-    n_bins: ECE bins; rescaled_t, rescaled_M: the rescaled square loss's t and M; squentropy_alpha: squentropy's α;
-    device: torch device; threads: torch CPU threads during the run (1 is fastest for networks this small;
-    None leaves the setting alone).
+    seeds: runs per dataset, split and loss (seed s fixes a re-split, the validation share, the initial weights
+    and the batch order); epochs: passes over the training part; hidden: widths of the hidden ReLU layers;
+    batch_size: samples per step; optimizer: ``"adam"`` or ``"sgd"``; learning_rates: the grid the validation
+    selects from; momentum, weight_decay: SGD's momentum and both optimisers' weight decay; test_fraction: share
+    held out for testing when the data provide no split; val_fraction: share of the training part held out for
+    model selection when the data provide no validation part (0: no selection, the last epoch of the first
+    learning rate); n_bins: ECE bins; rescaled_t, rescaled_M: the rescaled square loss's t and M;
+    squentropy_alpha: squentropy's α; device: torch device; threads: torch CPU threads during the run (1 is
+    fastest for networks this small; None leaves the setting alone).
     """
 
     seeds: int = 5
     epochs: int = 100
     hidden: tuple[int, ...] = (128, 128)
     batch_size: int = 32
-    learning_rate: float = 2e-3
+    optimizer: str = "adam"
+    learning_rates: tuple[float, ...] = (2e-3,)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
     test_fraction: float = 0.3
+    val_fraction: float = 0.2
     n_bins: int = 15
     rescaled_t: float = 1.0
     rescaled_M: float = 10.0
@@ -108,8 +119,12 @@ class BenchConfig:
             "seeds": self.seeds >= 1,
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
-            "learning_rate": self.learning_rate > 0,
+            "optimizer": self.optimizer in OPTIMIZERS,
+            "learning_rates": len(self.learning_rates) >= 1 and all(lr > 0 for lr in self.learning_rates),
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
             "test_fraction": 0 < self.test_fraction < 1,
+            "val_fraction": 0 <= self.val_fraction < 1,
             "n_bins": self.n_bins >= 1,
             "rescaled_t": self.rescaled_t > 0,
             "rescaled_M": self.rescaled_M > 0,
@@ -119,6 +134,12 @@ class BenchConfig:
         for name, ok in checks.items():
             if not ok:
                 raise SpeechkernError(f"benchmark setting {name}={getattr(self, name)!r} is out of range")
+
+    def key(self, losses: Sequence[str]) -> str:
+        """A hash of every setting that changes the results (not the device or threads), with the losses."""
+        settings = {k: v for k, v in asdict(self).items() if k not in ("device", "threads")}
+        text = json.dumps({"settings": settings, "losses": list(losses)}, sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -133,15 +154,19 @@ class RunResult:
     ece_inverse: float | None
     final_train_loss: float
     seconds: float
+    split: str = "random split"
+    learning_rate: float | None = None
+    epoch: int | None = None
+    val_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
 class SummaryRow:
-    """Mean and sample standard deviation (n − 1; None for one seed) over seeds of one dataset × loss."""
+    """Mean and sample standard deviation (n − 1; None for one run) over the splits × seeds of one dataset × loss."""
 
     dataset: str
     loss: str
-    n_seeds: int
+    n_runs: int
     accuracy_mean: float
     accuracy_std: float | None
     ece_mean: float
@@ -160,6 +185,9 @@ class BenchResult:
     summary: list[SummaryRow]
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    losses: tuple[str, ...] = LOSSES
+    comparisons: list[comparison.PairedComparison] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,149 +198,10 @@ class BenchResult:
             "datasets": self.datasets,
             "summary": [asdict(row) for row in self.summary],
             "runs": [asdict(run) for run in self.runs],
+            "comparison": [asdict(c) for c in self.comparisons],
+            "resumed_datasets": self.resumed,
             "seconds": round(self.seconds, 2),
         }
-
-
-# ---------------------------------------------------------------------------------------------------- datasets
-
-
-def two_spirals(n_per_class: int = 400, noise: float = 0.8, turns: float = 1.75, seed: int = 0) -> Dataset:
-    """Two interleaved spirals in the plane, a non-linear two-class problem.
-
-    Points lie at angle θ (uniform in radius, up to ``turns`` revolutions) and radius θ; the second class is the
-    first rotated by π. ``noise``: standard deviation of the Gaussian jitter, in the units of the radius.
-    """
-    rng = np.random.default_rng(seed)
-    theta = np.sqrt(rng.uniform(0.02, 1.0, size=n_per_class)) * turns * 2 * np.pi
-    arm = np.stack([theta * np.cos(theta), theta * np.sin(theta)], axis=1)
-    points = np.concatenate([arm, -arm]) + rng.normal(scale=noise, size=(2 * n_per_class, 2))
-    labels = np.repeat(np.arange(2), n_per_class)
-    return Dataset("two_spirals", points, labels, ("arm 0", "arm 1"), f"generated: two spirals, {turns} turns")
-
-
-def _from_sklearn(name: str, loader: Callable[..., Any]) -> Dataset:
-    bunch = loader()
-    names = tuple(str(n) for n in getattr(bunch, "target_names", np.unique(bunch.target)))
-    return Dataset(
-        name,
-        np.asarray(bunch.data, dtype=np.float64),
-        np.asarray(bunch.target, dtype=np.int64),
-        names,
-        f"scikit-learn load_{name}",
-    )
-
-
-def builtin_dataset(name: str) -> Dataset:
-    """One of :data:`BUILTIN_DATASETS` (bundled with scikit-learn or generated; nothing is downloaded)."""
-    loaders = {
-        "digits": sk_datasets.load_digits,
-        "wine": sk_datasets.load_wine,
-        "breast_cancer": sk_datasets.load_breast_cancer,
-        "iris": sk_datasets.load_iris,
-    }
-    if name == "two_spirals":
-        return two_spirals()
-    if name not in loaders:
-        raise SpeechkernError(f"unknown built-in dataset {name!r}; choose from {', '.join(BUILTIN_DATASETS)}")
-    return _from_sklearn(name, loaders[name])
-
-
-def load_csv_dataset(path: str | os.PathLike) -> Dataset:
-    """Read a dataset from a CSV file (UTF-8, comma-separated).
-
-    Format: a header row; the last column is named ``label`` and holds the class of each row (any text or
-    number; classes are sorted, numerically when all are integers); every other column is a numeric feature.
-    Blank lines are skipped. Each class needs at least 2 rows. The dataset is named after the file's stem.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpeechkernError(f"{path}: cannot read the file ({err}); give a UTF-8 CSV file") from None
-    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
-    if not rows:
-        raise SpeechkernError(f"{path}: the file is empty; give a header row and one row per sample")
-    header = [cell.strip() for cell in rows[0]]
-    if len(header) < 2 or header[-1].lower() != "label":
-        raise SpeechkernError(
-            f"{path}: the header's last column must be 'label' (the class) after at least one feature column, "
-            f"got {header!r}"
-        )
-    features: list[list[float]] = []
-    labels: list[str] = []
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise SpeechkernError(f"{path}, row {line}: {len(row)} fields, expected {len(header)} as in the header")
-        try:
-            values = [float(cell) for cell in row[:-1]]
-        except ValueError:
-            bad = next(cell for cell in row[:-1] if not _is_float(cell))
-            raise SpeechkernError(
-                f"{path}, row {line}: feature value {bad!r} is not a number; every column but 'label' must be numeric"
-            ) from None
-        if not all(math.isfinite(v) for v in values):
-            raise SpeechkernError(f"{path}, row {line}: features must be finite (no NaN or inf)")
-        label = row[-1].strip()
-        if not label:
-            raise SpeechkernError(f"{path}, row {line}: the label is empty")
-        features.append(values)
-        labels.append(label)
-    class_names = sorted(set(labels), key=lambda s: (0, int(s), s) if _is_int(s) else (1, 0, s))
-    if len(class_names) < 2:
-        raise SpeechkernError(f"{path}: {len(class_names)} class found; a classification dataset needs at least 2")
-    index = {name: i for i, name in enumerate(class_names)}
-    y = np.array([index[label] for label in labels], dtype=np.int64)
-    counts = np.bincount(y, minlength=len(class_names))
-    if counts.min() < 2:
-        rare = class_names[int(counts.argmin())]
-        raise SpeechkernError(f"{path}: class {rare!r} has {counts.min()} row; every class needs at least 2")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)
-    return Dataset(name, np.asarray(features, dtype=np.float64), y, tuple(class_names), str(path))
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
-
-
-def load_data_dir(directory: str | os.PathLike) -> list[Dataset]:
-    """All ``*.csv`` datasets of a folder, in name order (see :func:`load_csv_dataset` for the format)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise SpeechkernError(f"{directory}: not a folder; give a folder holding one CSV file per dataset")
-    files = sorted(directory.glob("*.csv"))
-    if not files:
-        raise SpeechkernError(f"{directory}: no *.csv files found; put one CSV file per dataset there")
-    return [load_csv_dataset(path) for path in files]
-
-
-def select_datasets(data_dir: str | os.PathLike | None = None, only: Sequence[str] | None = None) -> list[Dataset]:
-    """The built-in datasets plus those of ``data_dir``, restricted to the names in ``only`` when given."""
-    extra = load_data_dir(data_dir) if data_dir is not None else []
-    names = list(BUILTIN_DATASETS) + [d.name for d in extra]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise SpeechkernError(
-            f"dataset name(s) {', '.join(duplicates)} used twice; rename the CSV file(s) in {data_dir}"
-        )
-    wanted = list(dict.fromkeys(only)) if only else names
-    unknown = [n for n in wanted if n not in names]
-    if unknown:
-        raise SpeechkernError(f"unknown dataset(s) {', '.join(unknown)}; available: {', '.join(names)}")
-    by_name = {d.name: d for d in extra}
-    return [by_name[n] if n in by_name else builtin_dataset(n) for n in wanted]
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -356,47 +245,132 @@ def make_network(n_features: int, n_classes: int, hidden: Sequence[int], seed: i
 
 @dataclass(frozen=True)
 class _Split:
+    name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
 
-def split_dataset(dataset: Dataset, seed: int, test_fraction: float, device: torch.device) -> _Split:
-    """Stratified train/test split and standardisation with the training statistics."""
+def _stratified(y: np.ndarray, fraction: float, seed: int, what: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a stratified split of ``y`` into (kept, held out ``fraction``)."""
+    idx = np.arange(len(y))
     try:
-        x_tr, x_te, y_tr, y_te = train_test_split(
-            dataset.features, dataset.labels, test_size=test_fraction, random_state=seed, stratify=dataset.labels
-        )
+        kept, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=y)
     except ValueError as err:
         raise SpeechkernError(
-            f"dataset {dataset.name}: cannot split off a stratified test set of {test_fraction:.0%} ({err}); "
-            "give more rows per class"
+            f"dataset {dataset}: cannot split off a stratified {what} of {fraction:.0%} ({err}); give more rows per "
+            f"class{' or --val-fraction 0' if what == 'validation part' else ''}"
         ) from None
-    scaler = StandardScaler().fit(x_tr)
+    return np.sort(kept), np.sort(held)
 
-    def tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.as_tensor(a, dtype=dtype, device=device)
 
+def evaluation_splits(dataset: Dataset, seed: int, config: BenchConfig) -> list[Split]:
+    """The splits a seed evaluates: the data's own (train/test files, folds), else one stratified re-split.
+
+    A validation part is added for model selection when the data provide none and ``val_fraction > 0``: a
+    stratified share of the training part, drawn with the seed.
+    """
+    if dataset.splits is None:
+        train, test = _stratified(dataset.labels, config.test_fraction, seed, "test set", dataset.name)
+        splits = [Split("random split", train, test, None)]
+    else:
+        splits = list(dataset.splits)
+    out = []
+    for split in splits:
+        validation = split.validation
+        train = split.train
+        if validation is None and config.val_fraction > 0:
+            kept, held = _stratified(dataset.labels[train], config.val_fraction, seed, "validation part", dataset.name)
+            train, validation = train[kept], train[held]
+        out.append(Split(split.name, train, split.test, validation))
+    return out
+
+
+def prepare_split(dataset: Dataset, split: Split, device: torch.device) -> _Split:
+    """Tensors of one split, standardised with the training part's statistics."""
+    if np.unique(dataset.labels[split.train]).size < 2:
+        raise SpeechkernError(f"dataset {dataset.name}, {split.name}: the training part holds a single class")
+    scaler = StandardScaler().fit(dataset.features[split.train])
+
+    def x(rows: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(scaler.transform(dataset.features[rows]), dtype=torch.float32, device=device)
+
+    def y(rows: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(dataset.labels[rows], dtype=torch.long, device=device)
+
+    val = split.validation
     return _Split(
-        tensor(scaler.transform(x_tr), torch.float32),
-        tensor(y_tr, torch.long),
-        tensor(scaler.transform(x_te), torch.float32),
-        tensor(y_te, torch.long),
+        split.name,
+        x(split.train),
+        y(split.train),
+        x(split.test),
+        y(split.test),
+        None if val is None else x(val),
+        None if val is None else y(val),
     )
 
 
-def train_one(split: _Split, n_classes: int, loss_name: str, seed: int, config: BenchConfig) -> tuple[nn.Module, float]:
-    """Train the seed's network with one loss; returns it and the mean training loss of the last epoch."""
+def split_dataset(dataset: Dataset, seed: int, test_fraction: float, device: torch.device) -> _Split:
+    """Stratified train/test re-split (no validation part) and standardisation with the training statistics."""
+    train, test = _stratified(dataset.labels, test_fraction, seed, "test set", dataset.name)
+    return prepare_split(dataset, Split("random split", train, test, None), device)
+
+
+def _optimizer(model: nn.Module, lr: float, config: BenchConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        correct = (model(x).argmax(dim=1) == y).double().mean()
+    model.train()
+    return float(correct)
+
+
+@dataclass(frozen=True)
+class Selected:
+    """The model a run keeps: trained with ``learning_rate``, weights of ``epoch`` (1-based), its validation
+    accuracy (None without a validation part) and the mean training loss of that epoch."""
+
+    model: nn.Module
+    learning_rate: float
+    epoch: int
+    val_accuracy: float | None
+    train_loss: float
+
+
+def train_one(
+    split: _Split, n_classes: int, loss_name: str, seed: int, config: BenchConfig, learning_rate: float | None = None
+) -> tuple[nn.Module, float]:
+    """Train the seed's network with one loss and learning rate (default: the first of the grid) for all epochs,
+    without selection; returns it and the mean training loss of the last epoch."""
+    lr = config.learning_rates[0] if learning_rate is None else learning_rate
+    chosen = _train(split, n_classes, loss_name, seed, config, lr, select=False)
+    return chosen.model, chosen.train_loss
+
+
+def _train(
+    split: _Split, n_classes: int, loss_name: str, seed: int, config: BenchConfig, lr: float, select: bool
+) -> Selected:
+    """Train for ``config.epochs``; with ``select`` and a validation part keep the epoch of best validation
+    accuracy (the earliest on ties), else the last."""
     device = split.x_train.device
     model = make_network(split.x_train.shape[1], n_classes, config.hidden, seed).to(device)
     loss_fn = loss_function(loss_name, config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = _optimizer(model, lr, config)
     order = torch.Generator().manual_seed(seed)  # the same batch order for every loss
     n = split.x_train.shape[0]
+    validate = select and split.x_val is not None
+    best: tuple[float, int, dict[str, torch.Tensor], float] | None = None
     last = math.nan
     model.train()
-    for _ in range(config.epochs):
+    for epoch in range(1, config.epochs + 1):
         perm = torch.randperm(n, generator=order).to(device)
         total = torch.zeros((), device=device)
         for start in range(0, n, config.batch_size):
@@ -406,8 +380,30 @@ def train_one(split: _Split, n_classes: int, loss_name: str, seed: int, config: 
             loss.backward()
             optimizer.step()
             total += loss.detach() * idx.numel()
-        last = total / n
-    return model, float(last)
+        last = float(total / n)
+        if validate:
+            acc = _accuracy(model, split.x_val, split.y_val)  # type: ignore[arg-type]
+            if best is None or acc > best[0]:
+                best = (acc, epoch, copy.deepcopy(model.state_dict()), last)
+    if best is None:
+        return Selected(model, lr, config.epochs, None, last)
+    model.load_state_dict(best[2])
+    return Selected(model, lr, best[1], best[0], best[3])
+
+
+def train_selected(split: _Split, n_classes: int, loss_name: str, seed: int, config: BenchConfig) -> Selected:
+    """Model selection on the validation part: the learning rate of the grid and the epoch of best validation
+    accuracy (ties: the earlier learning rate in the grid). Without a validation part: the first learning rate,
+    last epoch."""
+    if split.x_val is None:
+        return _train(split, n_classes, loss_name, seed, config, config.learning_rates[0], select=False)
+    best: Selected | None = None
+    for lr in config.learning_rates:
+        chosen = _train(split, n_classes, loss_name, seed, config, lr, select=True)
+        if best is None or (chosen.val_accuracy or 0.0) > (best.val_accuracy or 0.0):
+            best = chosen
+    assert best is not None
+    return best
 
 
 def evaluate(
@@ -448,7 +444,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
 
 
 def summarise(runs: Sequence[RunResult]) -> list[SummaryRow]:
-    """Mean ± sample standard deviation over seeds of each dataset × loss, in the order the runs came."""
+    """Mean ± sample standard deviation over splits × seeds of each dataset × loss, in the order the runs came."""
     groups: dict[tuple[str, str], list[RunResult]] = {}
     for run in runs:
         groups.setdefault((run.dataset, run.loss), []).append(run)
@@ -473,7 +469,7 @@ TABLE_HEADER = ("dataset", "loss", "test accuracy (%)", "ECE (%)", "ECE, inverse
 
 
 def table_rows(result: BenchResult, short_names: bool = False) -> list[tuple[str, ...]]:
-    """The summary as rows of text cells under :data:`TABLE_HEADER` (mean ± std over seeds, in percent).
+    """The summary as rows of text cells under :data:`TABLE_HEADER` (mean ± std over runs, in percent).
 
     short_names: name the losses by their keys in :data:`LOSSES` rather than with their settings.
     """
@@ -493,13 +489,19 @@ def table_rows(result: BenchResult, short_names: bool = False) -> list[tuple[str
 def markdown_table(result: BenchResult) -> str:
     """The summary as a Markdown document: the table and how it was measured."""
     cfg = result.config
+    optimiser = "Adam" if cfg.optimizer == "adam" else f"SGD (momentum {cfg.momentum:g})"
+    lrs = ", ".join(f"{lr:g}" for lr in cfg.learning_rates)
+    protocols = sorted({d.get("protocol", "") for d in result.datasets})
     lines = [
         "# Classification losses: test accuracy and calibration",
         "",
-        f"Mean ± sample standard deviation over {cfg.seeds} seed(s); each seed fixes the stratified split "
-        f"({cfg.test_fraction:.0%} test), the initial weights and the batch order, the same for every loss. "
-        f"Network: MLP {cfg.hidden} with ReLU, Adam (lr {cfg.learning_rate:g}), {cfg.epochs} epochs, "
-        f"batch {cfg.batch_size}. ECE: top-label, {cfg.n_bins} equal-width bins, softmax probabilities; "
+        f"Mean ± sample standard deviation over the runs of each dataset (its evaluation splits × {cfg.seeds} "
+        f"seed(s)); each seed fixes the initial weights and the batch order (and any re-split), the same for every "
+        f"loss. Evaluation: {'; '.join(protocols)} (re-splits hold out {cfg.test_fraction:.0%} for testing). "
+        f"Network: MLP {cfg.hidden} with ReLU, {optimiser}, weight decay {cfg.weight_decay:g}, {cfg.epochs} "
+        f"epochs, batch {cfg.batch_size}; model selection on a validation part (the data's own, else "
+        f"{cfg.val_fraction:.0%} of the training part): learning rate from {{{lrs}}} and the epoch of best "
+        f"validation accuracy. ECE: top-label, {cfg.n_bins} equal-width bins, softmax probabilities; "
         "'inverse map': probabilities from inverting the square loss's minimiser (square losses only).",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
@@ -532,11 +534,102 @@ def reliability_figure(dataset: str, pooled: dict[str, tuple[np.ndarray, np.ndar
         plot_reliability(calibration_bins_from_confidence(conf, correct, config.n_bins), ax, names[loss])
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"{dataset}: reliability, test sets of {config.seeds} seed(s) pooled", fontsize=11)
+    fig.suptitle(f"{dataset}: reliability, test sets of all splits and seeds pooled", fontsize=11)
     return fig
 
 
 # --------------------------------------------------------------------------------------------------- driver
+
+
+_STATE = "bench.json"
+
+
+def _set_path(out: Path, name: str) -> Path:
+    return out / "sets" / f"{name}.json"
+
+
+def _prepare_out_dir(out: Path, key: str, overwrite: bool) -> bool:
+    """Check the output folder; returns whether finished sets may be resumed from it.
+
+    A folder holding a bench of the same settings (``bench.json``) resumes; any other non-empty folder is
+    refused unless ``overwrite``, which removes the earlier per-set results and diagrams.
+    """
+    state = out / _STATE
+    if state.is_file():
+        try:
+            same = json.loads(state.read_text(encoding="utf-8")).get("key") == key
+        except (OSError, ValueError):
+            same = False
+        if same and not overwrite:
+            return True
+    check_out_dir(out, overwrite)
+    if overwrite:
+        for folder in ("sets", "reliability"):
+            if (out / folder).is_dir():
+                shutil.rmtree(out / folder)
+        (out / "comparison.png").unlink(missing_ok=True)
+    return False
+
+
+def _load_finished(out: Path, dataset: Dataset, key: str) -> list[RunResult] | None:
+    """The runs of a set finished by an earlier run with the same settings, or None."""
+    path = _set_path(out, dataset.name)
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a damaged file is recomputed (writes are atomic, so this is a foreign file)
+    if saved.get("key") != key or saved.get("dataset", {}).get("source") != dataset.source:
+        return None
+    return [RunResult(**run) for run in saved["runs"]]
+
+
+def _run_dataset(
+    dataset: Dataset, config: BenchConfig, losses: Sequence[str], device: torch.device, progress: list[int], total: int
+) -> tuple[list[RunResult], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Every split × seed × loss of one dataset; the runs and the test probabilities pooled per loss."""
+    runs: list[RunResult] = []
+    pooled: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {loss: ([], []) for loss in losses}
+    for seed in range(config.seeds):
+        for split_spec in evaluation_splits(dataset, seed, config):
+            split = prepare_split(dataset, split_spec, device)
+            for loss in losses:
+                t0 = time.perf_counter()
+                chosen = train_selected(split, dataset.n_classes, loss, seed, config)
+                accuracy, ece, ece_inverse, probs = evaluate(chosen.model, split, loss, config)
+                runs.append(
+                    RunResult(
+                        dataset.name,
+                        loss,
+                        seed,
+                        accuracy,
+                        ece,
+                        ece_inverse,
+                        chosen.train_loss,
+                        time.perf_counter() - t0,
+                        split=split.name,
+                        learning_rate=chosen.learning_rate,
+                        epoch=chosen.epoch,
+                        val_accuracy=chosen.val_accuracy,
+                    )
+                )
+                pooled[loss][0].append(probs)
+                pooled[loss][1].append(split.y_test.cpu().numpy())
+                progress[0] += 1
+                report(
+                    "losses/bench",
+                    progress[0],
+                    total,
+                    "losses bench",
+                    dataset=dataset.name,
+                    loss=loss,
+                    seed=seed,
+                    acc=accuracy,
+                    ece=ece,
+                )
+    merged = {loss: (np.concatenate(p), np.concatenate(y)) for loss, (p, y) in pooled.items()}
+    return runs, merged
 
 
 def run_benchmark(
@@ -546,14 +639,21 @@ def run_benchmark(
     data_dir: str | os.PathLike | None = None,
     datasets: Sequence[str] | None = None,
     losses: Sequence[str] = LOSSES,
+    builtin: bool = False,
     overwrite: bool = False,
 ) -> BenchResult:
-    """Train and evaluate every dataset × loss × seed, write the tables and diagrams to ``out_dir``.
+    """Train and evaluate every dataset × split × seed × loss, write the tables, comparison and diagrams.
 
-    data_dir: a folder of extra CSV datasets; datasets: names to run (default: all built-in and extra ones);
-    losses: a subset of :data:`LOSSES`; overwrite: allow a non-empty ``out_dir`` (the result files are replaced,
-    diagrams of datasets not in this run removed; nothing else is touched).
+    data_dir: a folder (tree) of CSV datasets (:func:`~speechkern.losses.bench_data.load_data_dir`); datasets:
+    names to run (default: all of ``data_dir``, plus the built-in ones with ``builtin``; a built-in name given
+    here runs without ``builtin``); losses: a subset of :data:`LOSSES` (the first of them, or cross-entropy when
+    present, is the baseline of the paired comparison).
+
+    Each dataset's runs are written to ``sets/<name>.json`` as soon as it finishes. A rerun into the same folder
+    with the same settings (``bench.json``) resumes: finished datasets are read back, not trained again. Any
+    other non-empty folder is refused unless ``overwrite``, which discards its earlier results.
     Reports progress as ``losses/bench`` events. Returns the results and the files written.
+    Raises SpeechkernError for bad settings, data or output folder.
     """
     config = config or BenchConfig()
     unknown = [name for name in losses if name not in LOSSES]
@@ -561,63 +661,65 @@ def run_benchmark(
         raise SpeechkernError(
             f"unknown loss(es) {', '.join(unknown) or '(none given)'}; choose from {', '.join(LOSSES)}"
         )
-    out = check_out_dir(out_dir, overwrite)
-    chosen = select_datasets(data_dir, datasets)
+    losses = tuple(dict.fromkeys(losses))
+    chosen = select_datasets(data_dir, datasets, builtin)
     device = _device(config.device)
+    key = config.key(losses)
+    out = Path(out_dir)
+    resume = _prepare_out_dir(out, key, overwrite)
+    write_text(out / _STATE, json.dumps({"key": key, "config": asdict(config), "losses": list(losses)}, indent=2))
     started = time.perf_counter()
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     runs: list[RunResult] = []
-    pooled: dict[str, dict[str, tuple[list[np.ndarray], list[np.ndarray]]]] = {}
-    total = len(chosen) * config.seeds * len(losses)
+    files: list[Path] = []
+    resumed: list[str] = []
+    n_splits = sum(len(d.splits) if d.splits else 1 for d in chosen)
+    total = n_splits * config.seeds * len(losses)
+    progress = [0]
     try:
         for dataset in chosen:
-            pooled[dataset.name] = {loss: ([], []) for loss in losses}
-            for seed in range(config.seeds):
-                split = split_dataset(dataset, seed, config.test_fraction, device)
-                for loss in losses:
-                    t0 = time.perf_counter()
-                    model, final = train_one(split, dataset.n_classes, loss, seed, config)
-                    accuracy, ece, ece_inverse, probs = evaluate(model, split, loss, config)
-                    runs.append(
-                        RunResult(dataset.name, loss, seed, accuracy, ece, ece_inverse, final, time.perf_counter() - t0)
-                    )
-                    pooled[dataset.name][loss][0].append(probs)
-                    pooled[dataset.name][loss][1].append(split.y_test.cpu().numpy())
-                    report(
-                        "losses/bench",
-                        len(runs),
-                        total,
-                        "losses bench",
-                        dataset=dataset.name,
-                        loss=loss,
-                        seed=seed,
-                        acc=accuracy,
-                        ece=ece,
-                    )
+            finished = _load_finished(out, dataset, key) if resume else None
+            if finished is not None:
+                runs += finished
+                resumed.append(dataset.name)
+                progress[0] += len(finished)
+                files.append(_set_path(out, dataset.name))
+                continue
+            set_runs, pooled = _run_dataset(dataset, config, losses, device, progress, total)
+            runs += set_runs
+            fig = reliability_figure(dataset.name, pooled, config)
+            files.append(
+                atomic_write(
+                    out / "reliability" / f"{dataset.name}.png",
+                    lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=120),
+                )
+            )
+            record = {"key": key, "dataset": dataset.describe(), "runs": [asdict(r) for r in set_runs]}
+            files.append(write_text(_set_path(out, dataset.name), json.dumps(record, indent=1) + "\n"))
     finally:
         torch.set_num_threads(threads)
 
     result = BenchResult(
-        config, [d.describe() for d in chosen], runs, summarise(runs), seconds=time.perf_counter() - started
+        config,
+        [d.describe() for d in chosen],
+        runs,
+        summarise(runs),
+        seconds=time.perf_counter() - started,
+        losses=losses,
+        resumed=resumed,
     )
-    files = [
+    result.comparisons = comparison.paired_comparisons(result.summary, losses)
+    files += [
         write_text(out / "results.json", json.dumps(result.to_dict(), indent=2) + "\n"),
         write_text(out / "results.csv", csv_text(result)),
         write_text(out / "results.md", markdown_table(result)),
+        write_text(out / "comparison.md", comparison.markdown(result.comparisons, loss_descriptions(config))),
+        write_text(out / "comparison.csv", comparison.csv_text(result.comparisons)),
     ]
-    for name, per_loss in pooled.items():
-        merged = {loss: (np.concatenate(p), np.concatenate(y)) for loss, (p, y) in per_loss.items()}
-        fig = reliability_figure(name, merged, config)
-        files.append(
-            atomic_write(
-                out / "reliability" / f"{name}.png", lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=120)
-            )
-        )
-    # with overwrite, diagrams of datasets left out of this run would otherwise sit beside the new tables
-    for stale in sorted((out / "reliability").glob("*.png")):
-        if stale not in files:
-            stale.unlink()
+    if result.comparisons:
+        fig = comparison.figure(result.summary, result.comparisons, loss_descriptions(config))
+        files.append(atomic_write(out / "comparison.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120)))
     result.files = files
     return result

@@ -28,7 +28,8 @@ from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, FeatureStats, base_dim, input_dim, stack_context
 from speechkern.outputs import _UMASK
-from speechkern.targets import TargetConfig
+from speechkern.targets import TargetConfig, mask_units
+from speechkern.transform import InputTransform
 
 FORMAT = "speechkern-mask-model"
 FORMAT_VERSION = 2  # 2: features see the waveform at a fixed RMS level (FeatureConfig.level_dbfs)
@@ -96,7 +97,8 @@ class MaskModel:
     """A trained mask estimator with its feature pipeline.
 
     kind: "kernel" or "dnn"; bands: channel blocks ``[lo, hi)``, one estimator each, in channel order;
-    info: training facts (timings, chosen kernels, epochs) kept in config.json.
+    info: training facts (timings, chosen kernels, epochs) kept in config.json; transform: the linear map applied
+    to the normalised, context-stacked inputs before the estimators (:mod:`speechkern.transform`), or None.
     """
 
     kind: str
@@ -107,14 +109,16 @@ class MaskModel:
     estimators: list[Any]
     info: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"  # where the estimators live; enhance computes features there too
+    transform: InputTransform | None = None
 
     @property
     def n_units(self) -> int:
         return self.bands[-1][1]
 
     def inputs(self, features: np.ndarray) -> np.ndarray:
-        """Model inputs from raw per-frame features (n_frames, base_dim): normalised, context stacked."""
-        return stack_context(self.stats.normalize(features), self.feature_config.context)
+        """Model inputs from raw per-frame features (n_frames, base_dim): normalised, context stacked, transformed."""
+        stacked = stack_context(self.stats.normalize(features), self.feature_config.context)
+        return stacked if self.transform is None else self.transform.apply(stacked)
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Real-valued mask estimates (n_frames, n_units), clipped to [0, 1], bands reassembled in order."""
@@ -143,6 +147,8 @@ class MaskModel:
             "stats.mean": torch.as_tensor(np.asarray(self.stats.mean)),
             "stats.std": torch.as_tensor(np.asarray(self.stats.std)),
         }
+        if self.transform is not None:
+            tensors["transform.matrix"] = torch.as_tensor(self.transform.matrix)
         seen: dict[str, str] = {}
         estimators = []
         for i, est in enumerate(self.estimators):
@@ -168,6 +174,7 @@ class MaskModel:
             "features": self.feature_config.model_dump(mode="json"),
             "target": self.target_config.model_dump(mode="json"),
             "bands": [list(b) for b in self.bands],
+            "transform": None if self.transform is None else self.transform.to_config(),
             "estimators": estimators,
             "info": self.info,
         }
@@ -237,7 +244,7 @@ class MaskModel:
             raise _Damaged(f"config.json lacks {', '.join(missing)}")
         feature_config = _validated(FeatureConfig, config["features"], "features")
         target_config = _validated(TargetConfig, config["target"], "target")
-        bands = _checked_bands(config["bands"], n_mask_units(feature_config, target_config))
+        bands = _checked_bands(config["bands"], mask_units(target_config, feature_config))
         entries = config["estimators"]
         if not isinstance(entries, list) or len(entries) != len(bands):
             raise _Damaged(f"config.json has {len(bands)} bands but {_count(entries)} estimators")
@@ -250,6 +257,17 @@ class MaskModel:
                 shape = tuple(tensors[name].shape) if name in tensors else "missing"
                 raise _Damaged(f"{name} is {shape}, but the features give {base_dim(feature_config)} values per frame")
         n_inputs = input_dim(feature_config)
+        transform = None
+        if config.get("transform"):
+            if "transform.matrix" not in tensors:
+                raise _Damaged("config.json names an input transform but weights.safetensors has no transform.matrix")
+            try:
+                transform = InputTransform.from_state(tensors["transform.matrix"], config["transform"])
+            except (SpeechkernError, KeyError, TypeError, ValueError) as err:
+                raise _Damaged(f"the input transform cannot be rebuilt ({type(err).__name__}: {err})") from None
+            if transform.in_dim != n_inputs:
+                raise _Damaged(f"the input transform takes {transform.in_dim} inputs, the features give {n_inputs}")
+            n_inputs = transform.out_dim
         classes = _estimator_classes()
         estimators = []
         for i, (entry, (lo, hi)) in enumerate(zip(entries, bands, strict=True)):
@@ -283,6 +301,7 @@ class MaskModel:
             estimators=estimators,
             info=info if isinstance(info, dict) else {},
             device=str(resolve_device(device)),
+            transform=transform,
         )
 
 
@@ -294,11 +313,6 @@ CONFIG_KEY = "speechkern.config"
 
 class _Damaged(Exception):
     """A problem with a model folder's contents; :meth:`MaskModel.load` adds the folder and the remedy."""
-
-
-def n_mask_units(features: FeatureConfig, target: TargetConfig) -> int:
-    """Mask channels of a target: the gammatone channels (cochleagram) or frame_length // 2 + 1 STFT bins."""
-    return features.n_channels if target.domain == "cochleagram" else features.frame_length // 2 + 1
 
 
 def _remedy(folder: Path) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from speechkern.errors import SpeechkernError
 from speechkern.models.io import MaskModel
+from speechkern.outputs import write_text
 
 PREFERENCE = ("kernel", "kernel1", "dnn")
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "general"
@@ -24,15 +25,55 @@ def shipped_model_dir() -> Path:
     return SHIPPED
 
 
-def newest_run(root: str | os.PathLike = "runs") -> Path | None:
-    """The run directory under ``root`` whose newest model was written last, or None."""
-    root = Path(root)
-    if not root.is_dir():
+INDEX = "index.txt"  # runs trained elsewhere (train --out): one absolute path per line, in runs/index.txt
+
+
+def record_run(run_dir: str | os.PathLike, root: str | os.PathLike = "runs") -> Path | None:
+    """Note a run directory outside ``root`` in ``root/index.txt``, so that "the newest run" can find it.
+
+    Runs directly under ``root`` need no entry (they are found by listing ``root``); returns the index file
+    written, or None.
+    """
+    run_dir, root = Path(run_dir).resolve(), Path(root)
+    if run_dir.parent == root.resolve():
         return None
+    entries = _indexed_runs(root)
+    if run_dir in entries:
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+    return write_text(root / INDEX, "".join(f"{p}\n" for p in [*entries, run_dir]))
+
+
+def _indexed_runs(root: Path) -> list[Path]:
+    index = root / INDEX
+    if not index.is_file():
+        return []
+    lines = index.read_text(encoding="utf-8", errors="replace").splitlines()
+    return list(dict.fromkeys(Path(line.strip()) for line in lines if line.strip()))
+
+
+def _newest_model_time(run: Path) -> float:
+    """Modification time of the run's newest finished model (hidden folders of unfinished parts excluded)."""
+    models = run / "models"
+    times = [
+        config.stat().st_mtime
+        for config in models.glob("**/config.json")
+        if not any(part.startswith(".") for part in config.relative_to(models).parts)
+    ]
+    return max(times, default=-1.0)
+
+
+def newest_run(root: str | os.PathLike = "runs") -> Path | None:
+    """The run directory whose newest model was written last, or None.
+
+    Looks at the folders of ``root`` and at the runs listed in ``root/index.txt`` (runs trained with --out).
+    """
+    root = Path(root)
+    candidates = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    candidates += [p for p in _indexed_runs(root) if p.is_dir()]
     best, best_time = None, -1.0
-    for config in root.glob("*/models/**/config.json"):
-        run = config.parents[len(config.relative_to(root).parts) - 2]
-        mtime = config.stat().st_mtime
+    for run in candidates:
+        mtime = _newest_model_time(run)
         if mtime > best_time:
             best, best_time = run, mtime
     return best
@@ -51,7 +92,14 @@ def find_model(
     ``condition`` picks the model of a per-condition run.
     """
     if where is None:
-        where = newest_run() or shipped_model_dir()
+        where = newest_run()
+        if where is None:
+            try:
+                where = shipped_model_dir()
+            except SpeechkernError as err:
+                raise SpeechkernError(
+                    f"no trained model in {Path('runs').resolve()} nor in the runs listed in runs/{INDEX}, and {err}"
+                ) from None
     path = Path(where)
     if not path.exists():
         raise SpeechkernError(f"{path}: no such run directory or model folder")

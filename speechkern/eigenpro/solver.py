@@ -1,0 +1,99 @@
+"""Which iteration fits a problem: EigenPro 2 while every frame as a centre fits the memory and work budgets, else
+EigenPro 3 with as many centres as they allow (docs/engine.md, "Choosing the solver")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from speechkern.errors import SpeechkernError
+
+SOLVERS = ("auto", "eigenpro2", "eigenpro3")
+# Multiply-adds one kernel-matrix build may take: n·p·features (the distance product dominates). 1.5·10¹² is
+# about 1–2 minutes on 2 CPU cores; EigenPro 2 (p = n) is kept below it, so it is chosen up to ~35 000 frames of
+# 1230 features.
+MAX_BUILD_WORK = 1.5e12
+# EigenPro 3 may spend more on its one build (it replaces many epochs of a smaller model): 4·10¹².
+MAX_CENTRES_BUILD_WORK = 4e12
+MAX_CENTRES = 10_000  # beyond this the projection (p² per output and batch) dominates the epochs on 2 cores
+MIN_CENTRES = 1_000
+# Bytes per entry of K(X, Z): float16 kernel values (EigenProRegressor's kernel_dtype) plus the float16 distances
+# kept for the next subband's fit (one distance product for all subbands).
+STORAGE_BYTES = 4
+BUDGET_SHARE = 0.8  # of the memory budget for the kernel matrices; the rest for batches and set-up buffers
+
+
+@dataclass(frozen=True)
+class SolverChoice:
+    """``solver`` ("eigenpro2" or "eigenpro3"), ``centers`` (p for EigenPro 3, None for EigenPro 2) and a
+    sentence saying why, for the log."""
+
+    solver: str
+    centers: int | None
+    reason: str
+
+    @property
+    def estimator_centers(self) -> int | None:
+        """The ``centers`` argument of :class:`~speechkern.eigenpro.EigenProRegressor`."""
+        return self.centers
+
+
+def choose_solver(
+    n: int, n_val: int, features: int, budget_bytes: int, solver: str = "auto", centers: int = 0
+) -> SolverChoice:
+    """Pick the iteration and the number of centres for n training frames (n_val validation frames) of
+    ``features`` inputs under a memory budget of ``budget_bytes``.
+
+    ``solver`` "auto": EigenPro 2 (every frame a centre) when its float16 kernel matrix K(X, X) (and K(X_val, X)),
+    with the float16 distances shared by the subbands, fits 80 % of the budget and one build costs at most
+    :data:`MAX_BUILD_WORK` multiply-adds; otherwise EigenPro 3 with p centres, the largest p ≤
+    :data:`MAX_CENTRES` whose float16 K(X, Z), K(X_val, Z), their float16 distances and float64 Cholesky
+    factors fit 80 % of the budget and whose build costs at most :data:`MAX_CENTRES_BUILD_WORK`. ``centers`` > 0
+    fixes p (EigenPro 3 unless p ≥ n). "eigenpro2" and "eigenpro3" force the iteration. Raises
+    :class:`~speechkern.errors.SpeechkernError` for an unknown solver.
+    """
+    if solver not in SOLVERS:
+        raise SpeechkernError(f"kernel.solver={solver!r}: expected one of {', '.join(SOLVERS)}")
+    n, n_val, features = int(n), int(n_val), max(1, int(features))
+    room = BUDGET_SHARE * budget_bytes
+    gib = 2**30
+    if solver == "eigenpro2" or (solver == "auto" and centers and centers >= n):
+        return SolverChoice("eigenpro2", None, f"EigenPro 2 with every one of {n} frames as a centre (as asked)")
+    if centers:
+        p = min(int(centers), n)
+        return SolverChoice("eigenpro3", p, f"EigenPro 3 with {p} centres (as asked), learning from all {n} frames")
+    ep2_bytes = STORAGE_BYTES * (n + n_val) * n
+    ep2_work = float(n) * n * features
+    if solver == "auto" and ep2_bytes <= room and ep2_work <= MAX_BUILD_WORK:
+        return SolverChoice(
+            "eigenpro2",
+            None,
+            f"EigenPro 2 with every one of {n} frames as a centre: K(X, X) takes {ep2_bytes / gib:.1f} GiB of the "
+            f"{budget_bytes / gib:.1f} GiB budget and {ep2_work:.2g} multiply-adds to build",
+        )
+    p_memory = _largest_p(n + n_val, room)
+    p_work = int(MAX_CENTRES_BUILD_WORK // (n * features)) if n else MAX_CENTRES
+    most = max(1, n // 2) if solver == "eigenpro3" else n  # forced: fewer centres than frames
+    p = max(1, min(MAX_CENTRES, most, p_memory, max(p_work, MIN_CENTRES)))
+    limit = min(
+        (MAX_CENTRES, "the cap on centres"),
+        (p_memory, "the memory budget"),
+        (max(p_work, MIN_CENTRES), "the build-work budget"),
+    )[1]
+    why = (
+        f"EigenPro 2 would need {ep2_bytes / gib:.1f} GiB (budget {budget_bytes / gib:.1f} GiB) and {ep2_work:.2g} "
+        "multiply-adds per build"
+        if solver == "auto"
+        else "as asked"
+    )
+    return SolverChoice(
+        "eigenpro3", p, f"EigenPro 3 with {p} centres ({limit} sets p) learning from all {n} frames: {why}"
+    )
+
+
+def _largest_p(rows: int, room: float) -> int:
+    """Largest p with STORAGE_BYTES·rows·p + 20·p² ≤ room (K and distances, two float64 p × p factors and a
+    float32 copy of the centres' block)."""
+    a, b = 20.0, float(STORAGE_BYTES * rows)
+    if room <= 0:
+        return 1
+    return max(1, int((-b + (b * b + 4 * a * room) ** 0.5) / (2 * a)))

@@ -1,0 +1,415 @@
+"""Data sets of the losses bench and their evaluation protocols: provided train/test files, folds, or re-splits.
+
+Formats are documented in docs/losses.md; :func:`load_data_dir` finds every set of a folder tree.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import datasets as sk_datasets
+
+from speechkern.errors import SpeechkernError
+
+BUILTIN_DATASETS = ("digits", "wine", "breast_cancer", "iris", "two_spirals")
+
+# file names of a provided split, per role; a set's files are <stem><suffix> or, inside a set's own folder, <role>.csv
+_ROLE_SUFFIXES = {
+    "train": ("_train", "-train", ".train"),
+    "test": ("_test", "-test", ".test"),
+    "validation": ("_validation", "_val", "-validation", "-val", ".validation", ".val"),
+}
+_FOLD_FILE_SUFFIXES = ("_folds.csv", ".folds", "_folds.txt", "_fold.csv")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One evaluation of a protocol: row indices of the train, test and (optional) validation parts."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    validation: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A classification data set: features ``(n, d)`` (float64), labels ``(n,)`` in ``0..C−1``, class names.
+
+    splits: the protocol the files provide (a train/test split or folds), or None: re-split per seed.
+    protocol: a short description of how the set is evaluated.
+    """
+
+    name: str
+    features: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    source: str
+    splits: tuple[Split, ...] | None = None
+    protocol: str = "random stratified split per seed"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "n_samples": int(self.features.shape[0]),
+            "n_features": int(self.features.shape[1]),
+            "n_classes": self.n_classes,
+            "protocol": self.protocol,
+        }
+
+
+# ------------------------------------------------------------------------------------------------- built-in sets
+
+
+def two_spirals(n_per_class: int = 400, noise: float = 0.8, turns: float = 1.75, seed: int = 0) -> Dataset:
+    """Two interleaved spirals in the plane, a non-linear two-class problem.
+
+    Points lie at angle θ (uniform in radius, up to ``turns`` revolutions) and radius θ; the second class is the
+    first rotated by π. ``noise``: standard deviation of the Gaussian jitter, in the units of the radius.
+    """
+    rng = np.random.default_rng(seed)
+    theta = np.sqrt(rng.uniform(0.02, 1.0, size=n_per_class)) * turns * 2 * np.pi
+    arm = np.stack([theta * np.cos(theta), theta * np.sin(theta)], axis=1)
+    points = np.concatenate([arm, -arm]) + rng.normal(scale=noise, size=(2 * n_per_class, 2))
+    labels = np.repeat(np.arange(2), n_per_class)
+    return Dataset("two_spirals", points, labels, ("arm 0", "arm 1"), f"generated: two spirals, {turns} turns")
+
+
+def _from_sklearn(name: str, loader: Callable[..., Any]) -> Dataset:
+    bunch = loader()
+    names = tuple(str(n) for n in getattr(bunch, "target_names", np.unique(bunch.target)))
+    return Dataset(
+        name,
+        np.asarray(bunch.data, dtype=np.float64),
+        np.asarray(bunch.target, dtype=np.int64),
+        names,
+        f"scikit-learn load_{name}",
+    )
+
+
+def builtin_dataset(name: str) -> Dataset:
+    """One of :data:`BUILTIN_DATASETS` (bundled with scikit-learn or generated; nothing is downloaded)."""
+    loaders = {
+        "digits": sk_datasets.load_digits,
+        "wine": sk_datasets.load_wine,
+        "breast_cancer": sk_datasets.load_breast_cancer,
+        "iris": sk_datasets.load_iris,
+    }
+    if name == "two_spirals":
+        return two_spirals()
+    if name not in loaders:
+        raise SpeechkernError(f"unknown built-in dataset {name!r}; choose from {', '.join(BUILTIN_DATASETS)}")
+    return _from_sklearn(name, loaders[name])
+
+
+# ----------------------------------------------------------------------------------------------------- CSV files
+
+
+@dataclass
+class _Table:
+    """The rows of one CSV file: features, text labels and the optional ``fold`` / ``split`` columns."""
+
+    path: Path
+    features: list[list[float]]
+    labels: list[str]
+    folds: list[str] | None
+    roles: list[str] | None
+    n_features: int
+
+
+def _read_table(path: Path) -> _Table:
+    """Parse a CSV file: a header row, a ``label`` column, optional ``fold`` and ``split`` columns, numeric rest."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpeechkernError(f"{path}: cannot read the file ({err}); give a UTF-8 CSV file") from None
+    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    if not rows:
+        raise SpeechkernError(f"{path}: the file is empty; give a header row and one row per sample")
+    header = [cell.strip().lower() for cell in rows[0]]
+    if "label" not in header:
+        raise SpeechkernError(
+            f"{path}: the header needs a 'label' column (the class of each row), got {rows[0]!r}; see docs/losses.md"
+        )
+    label_col = header.index("label")
+    fold_col = header.index("fold") if "fold" in header else None
+    role_col = header.index("split") if "split" in header else None
+    feature_cols = [i for i in range(len(header)) if i not in (label_col, fold_col, role_col)]
+    if not feature_cols:
+        raise SpeechkernError(f"{path}: no feature column besides 'label'; give at least one numeric column")
+    table = _Table(path, [], [], [] if fold_col is not None else None, [] if role_col is not None else None, 0)
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise SpeechkernError(f"{path}, row {line}: {len(row)} fields, expected {len(header)} as in the header")
+        try:
+            values = [float(row[i]) for i in feature_cols]
+        except ValueError:
+            bad = next(row[i] for i in feature_cols if not _is_float(row[i]))
+            raise SpeechkernError(
+                f"{path}, row {line}: feature value {bad!r} is not a number; every column but 'label', 'fold' and "
+                "'split' must be numeric"
+            ) from None
+        if not all(math.isfinite(v) for v in values):
+            raise SpeechkernError(f"{path}, row {line}: features must be finite (no NaN or inf)")
+        label = row[label_col].strip()
+        if not label:
+            raise SpeechkernError(f"{path}, row {line}: the label is empty")
+        table.features.append(values)
+        table.labels.append(label)
+        if table.folds is not None:
+            table.folds.append(row[fold_col].strip())  # type: ignore[index]
+        if table.roles is not None:
+            table.roles.append(_role(row[role_col], path, line))  # type: ignore[index]
+    table.n_features = len(feature_cols)
+    return table
+
+
+def _role(cell: str, path: Path, line: int) -> str:
+    value = cell.strip().lower()
+    aliases = {"train": "train", "test": "test", "validation": "validation", "val": "validation", "valid": "validation"}
+    if value not in aliases:
+        raise SpeechkernError(f"{path}, row {line}: split {cell!r} is not one of train, test, validation (or val)")
+    return aliases[value]
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _classes(labels: Sequence[str], where: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """Sorted class names (numerically when all are integers) and the label index of each row."""
+    class_names = tuple(sorted(set(labels), key=lambda s: (0, int(s), s) if _is_int(s) else (1, 0, s)))
+    if len(class_names) < 2:
+        raise SpeechkernError(f"{where}: {len(class_names)} class found; a classification dataset needs at least 2")
+    index = {name: i for i, name in enumerate(class_names)}
+    return class_names, np.array([index[label] for label in labels], dtype=np.int64)
+
+
+def _check_counts(y: np.ndarray, class_names: tuple[str, ...], where: str) -> None:
+    counts = np.bincount(y, minlength=len(class_names))
+    if counts.min() < 2:
+        rare = class_names[int(counts.argmin())]
+        raise SpeechkernError(f"{where}: class {rare!r} has {counts.min()} row; every class needs at least 2")
+
+
+def _fold_splits(folds: Sequence[str], where: str) -> tuple[Split, ...]:
+    """One split per fold value: that fold is the test part, the others the train part."""
+    values = sorted(set(folds), key=lambda s: (0, int(s), s) if _is_int(s) else (1, 0, s))
+    if len(values) < 2:
+        raise SpeechkernError(f"{where}: the fold column holds {len(values)} distinct value; give at least 2 folds")
+    folds_arr = np.asarray(folds)
+    return tuple(
+        Split(f"fold {v}", np.flatnonzero(folds_arr != v), np.flatnonzero(folds_arr == v), None) for v in values
+    )
+
+
+def _role_split(roles: Sequence[str], where: str) -> Split:
+    roles_arr = np.asarray(roles)
+    parts = {role: np.flatnonzero(roles_arr == role) for role in ("train", "test", "validation")}
+    for role in ("train", "test"):
+        if parts[role].size == 0:
+            raise SpeechkernError(f"{where}: the split column names no {role!r} row; give train and test rows")
+    validation = parts["validation"] if parts["validation"].size else None
+    return Split("provided split", parts["train"], parts["test"], validation)
+
+
+def _read_fold_file(path: Path, n_rows: int) -> list[str]:
+    """A fold file: one fold value per data row (an optional header line ``fold``)."""
+    try:
+        lines = [line.strip().split(",")[0] for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpeechkernError(f"{path}: cannot read the fold file ({err})") from None
+    lines = [line for line in lines if line]
+    if lines and lines[0].lower() == "fold":
+        lines = lines[1:]
+    if len(lines) != n_rows:
+        raise SpeechkernError(
+            f"{path}: {len(lines)} fold values for {n_rows} data rows; give one fold value per row of the data file"
+        )
+    return lines
+
+
+def load_csv_dataset(path: str | os.PathLike, name: str | None = None, fold_file: Path | None = None) -> Dataset:
+    """Read a dataset from one CSV file (UTF-8, comma-separated); see docs/losses.md for the format.
+
+    A header row; a ``label`` column (the class of each row: any text or number; classes are sorted, numerically
+    when all are integers); every other column numeric, except the optional protocol columns ``fold`` (k-fold
+    evaluation: each fold value is the test part once) and ``split`` (``train``/``test``/``validation`` per row).
+    ``fold_file``: a file with one fold value per row, used when the CSV has no fold column. Each class needs at
+    least 2 rows. The dataset is named ``name``, by default after the file's stem.
+    """
+    path = Path(path)
+    table = _read_table(path)
+    class_names, y = _classes(table.labels, str(path))
+    _check_counts(y, class_names, str(path))
+    folds = table.folds
+    source = str(path)
+    if folds is None and fold_file is not None:
+        folds = _read_fold_file(fold_file, len(y))
+        source = f"{path} (folds: {fold_file})"
+    if folds is not None and table.roles is not None:
+        raise SpeechkernError(f"{path}: give either a 'fold' or a 'split' column (or fold file), not both")
+    splits: tuple[Split, ...] | None = None
+    protocol = "random stratified split per seed"
+    if folds is not None:
+        splits = _fold_splits(folds, str(path))
+        protocol = f"{len(splits)} provided folds"
+    elif table.roles is not None:
+        splits = (_role_split(table.roles, str(path)),)
+        protocol = "provided train/test split"
+    return Dataset(
+        name or _safe(path.stem), np.asarray(table.features, dtype=np.float64), y, class_names, source, splits, protocol
+    )
+
+
+def load_split_files(name: str, train: Path, test: Path, validation: Path | None = None) -> Dataset:
+    """A dataset given as separate train, test (and optional validation) CSV files of the same columns."""
+    paths = [p for p in (train, test, validation) if p is not None]
+    tables = [_read_table(p) for p in paths]
+    widths = {t.n_features for t in tables}
+    if len(widths) != 1:
+        raise SpeechkernError(
+            f"{', '.join(map(str, paths))}: the files have different numbers of feature columns "
+            f"({', '.join(str(t.n_features) for t in tables)}); give the same columns in each"
+        )
+    labels = [label for t in tables for label in t.labels]
+    class_names, y = _classes(labels, str(train))
+    sizes = np.cumsum([0] + [len(t.labels) for t in tables])
+    parts = [np.arange(sizes[i], sizes[i + 1]) for i in range(len(tables))]
+    _check_counts(y[parts[0]], class_names, f"{train} (train part)")
+    split = Split("provided split", parts[0], parts[1], parts[2] if validation is not None else None)
+    features = np.asarray([row for t in tables for row in t.features], dtype=np.float64)
+    roles = "train/validation/test" if validation is not None else "train/test"
+    source = ", ".join(map(str, paths))
+    return Dataset(name, features, y, class_names, source, (split,), f"provided {roles} files")
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _role_of(stem: str) -> tuple[str, str] | None:
+    """(set stem, role) when a file stem names a part of a provided split, e.g. ``adult_train`` → (adult, train)."""
+    low = stem.lower()
+    if low in _ROLE_SUFFIXES or low in ("val", "valid"):
+        return "", "validation" if low in ("val", "valid", "validation") else low
+    for role, suffixes in _ROLE_SUFFIXES.items():
+        for suffix in suffixes:
+            if low.endswith(suffix) and len(stem) > len(suffix):
+                return stem[: -len(suffix)], role
+    return None
+
+
+def _skipped(folder: Path, root: Path) -> bool:
+    """Hidden folders and bench output folders (holding ``bench.json``), with everything below them."""
+    rel = folder.relative_to(root)
+    chain = [root / Path(*rel.parts[: i + 1]) for i in range(len(rel.parts))]
+    return any(p.name.startswith(".") or (p / "bench.json").is_file() for p in chain)
+
+
+def load_data_dir(directory: str | os.PathLike) -> list[Dataset]:
+    """Every dataset in a folder tree, in name order; names are qualified by their sub-folder (``uci/iris``).
+
+    Per folder: ``<set>_train.csv`` + ``<set>_test.csv`` (+ ``<set>_validation.csv``) form one set with a
+    provided split, as do ``train.csv`` + ``test.csv`` in a folder of their own (named after the folder);
+    any other ``<set>.csv`` is one set (with a ``fold``/``split`` column or a ``<set>_folds.csv`` fold file for
+    provided folds, else re-split per seed). Hidden folders and bench output folders are skipped.
+    docs/losses.md gives the formats.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise SpeechkernError(f"{root}: not a folder; give a folder holding one CSV file per dataset")
+    found: list[Dataset] = []
+    folders = sorted({p.parent for p in root.rglob("*.csv")})
+    for folder in (f for f in folders if not _skipped(f, root)):
+        rel = folder.relative_to(root).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+        files = sorted(p for p in folder.glob("*.csv") if not p.name.startswith("."))
+        fold_files = {p for p in files if p.name.lower().endswith(_FOLD_FILE_SUFFIXES)}
+        groups: dict[str, dict[str, Path]] = {}
+        singles: list[Path] = []
+        for p in files:
+            if p in fold_files:
+                continue
+            role = _role_of(p.stem)
+            if role is None:
+                singles.append(p)
+            else:
+                groups.setdefault(role[0], {})[role[1]] = p
+        for stem, parts in sorted(groups.items()):
+            if "train" not in parts or "test" not in parts:
+                missing = "test" if "train" in parts else "train"
+                where = ", ".join(str(p) for p in parts.values())
+                raise SpeechkernError(f"{where}: found no matching {missing} file; give both train and test files")
+            name = _safe(stem) if stem else (_safe(folder.name) if rel != "." else _safe(root.name))
+            qualified = prefix + name if stem else (rel if rel != "." else name)
+            found.append(load_split_files(qualified, parts["train"], parts["test"], parts.get("validation")))
+        for p in singles:
+            fold_file = next(
+                (folder / f"{p.stem}{s}" for s in _FOLD_FILE_SUFFIXES if (folder / f"{p.stem}{s}").is_file()), None
+            )
+            found.append(load_csv_dataset(p, prefix + _safe(p.stem), fold_file))
+    if not found:
+        raise SpeechkernError(f"{root}: no *.csv files found; put one CSV file per dataset there (see docs/losses.md)")
+    names = [d.name for d in found]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SpeechkernError(f"{root}: dataset name(s) {', '.join(duplicates)} found twice; rename the files")
+    return sorted(found, key=lambda d: d.name)
+
+
+def select_datasets(
+    data_dir: str | os.PathLike | None = None, only: Sequence[str] | None = None, builtin: bool = False
+) -> list[Dataset]:
+    """The sets of ``data_dir`` (plus the built-in ones when ``builtin``), restricted to the names in ``only``.
+
+    A built-in set named in ``only`` is run even without ``builtin``. Raises SpeechkernError when nothing is
+    selected, a name is unknown, or a name is used twice.
+    """
+    extra = load_data_dir(data_dir) if data_dir is not None else []
+    wanted = list(dict.fromkeys(only)) if only else None
+    if data_dir is None and not builtin and not wanted:
+        raise SpeechkernError(
+            "no datasets chosen; give --data DIR (a folder of CSV sets), --builtin, or --dataset NAME"
+        )
+    by_name = {d.name: d for d in extra}
+    builtins = [n for n in BUILTIN_DATASETS if builtin or (wanted and n in wanted)]
+    clash = sorted(set(builtins) & set(by_name))
+    if clash:
+        raise SpeechkernError(
+            f"dataset name(s) {', '.join(clash)} used twice (built-in and in {data_dir}); rename the CSV file(s)"
+        )
+    names = [d.name for d in extra] + builtins
+    if wanted is None:
+        wanted = names
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        available = ", ".join(list(by_name) + list(BUILTIN_DATASETS))
+        raise SpeechkernError(f"unknown dataset(s) {', '.join(unknown)}; available: {available}")
+    return [by_name[n] if n in by_name else builtin_dataset(n) for n in wanted]

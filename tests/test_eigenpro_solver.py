@@ -1,0 +1,64 @@
+"""The choice between EigenPro 2 and EigenPro 3, and of the number of centres, from the data size and the budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from speechkern.eigenpro.solver import MAX_CENTRES, choose_solver
+from speechkern.errors import SpeechkernError
+
+GIB = 2**30
+
+
+def test_small_problems_use_every_frame_as_a_centre():
+    choice = choose_solver(20_000, 5_000, 1230, 4 * GIB)
+    assert choice.solver == "eigenpro2" and choice.centers is None
+    assert "EigenPro 2" in choice.reason and "20000 frames" in choice.reason
+
+
+def test_large_problems_use_as_many_centres_as_the_memory_allows():
+    choice = choose_solver(300_000, 5_000, 1230, 4 * GIB)
+    assert choice.solver == "eigenpro3"
+    p = choice.centers
+    # float16 K(X, Z), K(X_val, Z) and their distances plus the p × p factors within 80 % of the budget, not less
+    used = 4 * 305_000 * p + 20 * p * p
+    assert used <= 0.8 * 4 * GIB < 4 * 305_000 * (p + 2) + 20 * (p + 2) ** 2
+    assert "memory budget" in choice.reason and "300000 frames" in choice.reason
+    # a roomier budget gives more centres, never more than the cap
+    assert choose_solver(300_000, 5_000, 1230, 64 * GIB).centers == MAX_CENTRES
+    # the build work caps p when memory does not: n·p·features ≤ 4·10¹²
+    many = choose_solver(2_000_000, 0, 1230, 1024 * GIB).centers
+    assert 2_000_000 * many * 1230 <= 4e12 and "build-work" in choose_solver(2_000_000, 0, 1230, 1024 * GIB).reason
+
+
+def test_choices_can_be_forced():
+    assert choose_solver(300_000, 0, 1230, 4 * GIB, "eigenpro2").solver == "eigenpro2"
+    forced = choose_solver(10_000, 0, 1230, 4 * GIB, "eigenpro3")
+    assert forced.solver == "eigenpro3" and 1 <= forced.centers <= 10_000
+    assert choose_solver(300_000, 0, 1230, 4 * GIB, "auto", 3000).centers == 3000
+    assert choose_solver(2_000, 0, 1230, 4 * GIB, "auto", 3000).solver == "eigenpro2"  # p ≥ n: every frame
+    with pytest.raises(SpeechkernError, match="kernel.solver='fast'"):
+        choose_solver(1000, 0, 10, GIB, "fast")
+
+
+def test_the_pipeline_logs_and_follows_the_recipe(caplog):
+    import logging
+
+    import numpy as np
+
+    from speechkern.pipeline import TrainingSet, kernel_solver
+    from speechkern.recipe import Recipe
+
+    rng = np.random.default_rng(0)
+    data = TrainingSet("all", rng.standard_normal((3000, 20)), rng.random((3000, 8)), rng.standard_normal((300, 20)),
+                       rng.random((300, 8)), None)  # fmt: skip
+    recipe = Recipe()
+    assert recipe.train.max_train_frames == 0 and recipe.kernel.solver == "auto"  # every frame by default
+    with caplog.at_level(logging.INFO, logger="speechkern"):
+        assert kernel_solver(recipe, data, "cpu").solver == "eigenpro2"
+    assert any("EigenPro 2 with every one of 3000 frames" in r.getMessage() for r in caplog.records)
+    small = Recipe.model_validate({"kernel": {"memory_gb": 0.01}})  # K(X, X) does not fit 10 MiB
+    choice = kernel_solver(small, data, "cpu")
+    assert choice.solver == "eigenpro3" and 1 <= choice.centers < 3000
+    forced = Recipe.model_validate({"kernel": {"solver": "eigenpro3", "centers": 120}})
+    assert kernel_solver(forced, data, "cpu").centers == 120

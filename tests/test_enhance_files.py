@@ -1,0 +1,300 @@
+"""`speechkern enhance` never loses or mis-writes a file: where outputs go, in which format, what is refused up
+front, what a batch does with a file it cannot write, and block-wise processing equal to whole-file processing."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechkern import audio
+from speechkern.enhance import (
+    blocks,
+    describe_speed,
+    enhance_file,
+    find_inputs,
+    output_name,
+    plan_outputs,
+)
+from speechkern.errors import SpeechkernError
+from speechkern_cli.main import main
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def noise(seconds: float = 0.5, sr: int = 16000, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """(n_samples,) or (n_samples, channels) of quiet white noise, soundfile's layout."""
+    shape = (int(seconds * sr),) if channels == 1 else (int(seconds * sr), channels)
+    return (np.random.default_rng(seed).standard_normal(shape) * 0.05).astype(np.float32)
+
+
+def write(path: Path, y: np.ndarray, sr: int = 16000, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, y, sr, **kwargs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_run) -> Path:
+    return tiny_run[1] / "run"
+
+
+@pytest.fixture(scope="module")
+def model(run_dir):
+    from speechkern.models.io import MaskModel
+
+    return MaskModel.load(run_dir / "models" / "kernel")
+
+
+# -- where outputs go (no model needed) --------------------------------------------------------------------------
+
+
+def test_folder_search_finds_every_readable_format_and_counts_the_rest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    y = noise(0.1)
+    for name in ("in/a/x.wav", "in/b/x.wav", "in/x.ogg", "in/x.mp3", "in/s.sph", "in/c.aiff", "in/F.FLAC"):
+        fmt = {".sph": "NIST", ".aiff": "AIFF"}.get(Path(name).suffix)
+        write(tmp_path / name, y, format=fmt)
+    write(tmp_path / "in/x_enhanced.wav", y)  # an earlier output: not enhanced again
+    (tmp_path / "in/notes.txt").write_text("x")
+    (tmp_path / "in/a/README").write_text("x")
+    found = find_inputs(["in"])
+    assert sorted(p.as_posix() for p in found.files) == [
+        "in/F.FLAC", "in/a/x.wav", "in/b/x.wav", "in/c.aiff", "in/s.sph", "in/x.mp3", "in/x.ogg",
+    ]  # fmt: skip
+    assert sorted(p.name for p in found.skipped) == ["README", "notes.txt", "x_enhanced.wav"]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs/notes.txt").write_text("x")
+    with pytest.raises(SpeechkernError, match=r"no audio files found in docs \(1 file\(s\) of other types"):
+        find_inputs(["docs"])
+
+
+def test_outputs_mirror_the_input_tree_and_keep_the_format(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    y = noise(0.1)
+    for name in ("in/a/x.wav", "in/b/x.wav", "in/x.ogg", "in/x.mp3"):
+        write(tmp_path / name, y)
+    plan = {i.as_posix(): o.as_posix() for i, o in plan_outputs(find_inputs(["in"]), "out")}
+    assert plan == {
+        "in/a/x.wav": "out/a/x_enhanced.wav", "in/b/x.wav": "out/b/x_enhanced.wav",
+        "in/x.mp3": "out/x_enhanced.mp3", "in/x.ogg": "out/x_enhanced.ogg",
+    }  # fmt: skip
+    # files from two folders: the tree below their common folder is kept
+    plan = {i.as_posix(): o.as_posix() for i, o in plan_outputs(find_inputs(["in/a/x.wav", "in/b"]), "out")}
+    assert plan == {"in/a/x.wav": "out/a/x_enhanced.wav", "in/b/x.wav": "out/b/x_enhanced.wav"}
+    # no -o: beside each input
+    assert [o.as_posix() for _, o in plan_outputs(find_inputs(["in/a"]), None)] == ["in/a/x_enhanced.wav"]
+    assert output_name(Path("x.m4a")) == "x.m4a_enhanced.wav"  # a suffix soundfile cannot write stays in the name
+
+
+def test_two_inputs_for_one_output_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "x.wav", noise(0.1))
+    (tmp_path / "x").write_bytes((tmp_path / "x.wav").read_bytes())  # a WAV without a suffix
+    with pytest.raises(SpeechkernError, match=r"x.wav and x would both be written to x_enhanced.wav"):
+        plan_outputs(find_inputs(["x.wav", "x"]), None)
+    write(tmp_path / "x_enhanced.wav", noise(0.1))
+    with pytest.raises(SpeechkernError, match=r"x_enhanced.wav: is an input, and enhancing x.wav would replace it"):
+        plan_outputs(find_inputs(["x.wav", "x_enhanced.wav"]), None)
+    # through the command line: refused before the model is even looked for, nothing written
+    code, _, err = run(["enhance", "x.wav", "x", "--model", "no/such/run"], capsys)
+    assert code == 2 and "would both be written" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x", "x.wav", "x_enhanced.wav"]
+
+
+def test_an_output_with_an_audio_suffix_is_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.wav", noise(0.1))
+    write(tmp_path / "b.wav", noise(0.1))
+    one = find_inputs(["a.wav"])
+    assert plan_outputs(one, "out/base.mp3") == [(Path("a.wav"), Path("out/base.mp3"))]
+    assert plan_outputs(one, "out/base.FLAC") == [(Path("a.wav"), Path("out/base.FLAC"))]
+    with pytest.raises(SpeechkernError, match=r"out/base.m4a: cannot write .m4a files; name the output .wav"):
+        plan_outputs(one, "out/base.m4a")
+    with pytest.raises(SpeechkernError, match=r"-o out/all.wav: names one file but 2 inputs were given"):
+        plan_outputs(find_inputs(["a.wav", "b.wav"]), "out/all.wav")
+    (tmp_path / "v1.0.wav").mkdir()  # an existing folder stays a folder, whatever its name
+    assert plan_outputs(one, "v1.0.wav") == [(Path("a.wav"), Path("v1.0.wav/a_enhanced.wav"))]
+    assert plan_outputs(one, "takes.v2") == [(Path("a.wav"), Path("takes.v2/a_enhanced.wav"))]
+    assert not (tmp_path / "out").exists()
+
+
+def test_speed_is_described_as_it_was():
+    assert describe_speed(9.0, 10.0) == "0.9× real time (slower than real time)"
+    assert describe_speed(60.0, 4.0) == "15.0× faster than real time"
+
+
+def test_blocks_cover_the_signal_once_with_margins():
+    spans = list(blocks(1000, 300, 50))
+    assert [(s, e) for s, e, _, _ in spans] == [(0, 300), (300, 600), (600, 900), (900, 1000)]
+    assert [(lo, hi) for _, _, lo, hi in spans] == [(0, 350), (250, 650), (550, 950), (850, 1000)]
+    assert list(blocks(400, 300, 50)) == [(0, 400, 0, 400)]
+
+
+# -- mix and oracle: non-finite audio and values ----------------------------------------------------------------
+
+
+def test_mix_refuses_non_finite_audio_and_snr(tmp_path, capsys):
+    clean = write(tmp_path / "clean.wav", noise(1.0, seed=1), subtype="FLOAT")
+    good = write(tmp_path / "noise.wav", noise(2.0, seed=2), subtype="FLOAT")
+    bad = noise(2.0, seed=2)
+    bad[16000 + 8] = np.nan
+    write(tmp_path / "nan_noise.wav", bad, subtype="FLOAT")
+    inf_speech = noise(1.0, seed=1)
+    inf_speech[5] = np.inf
+    write(tmp_path / "inf_clean.wav", inf_speech, subtype="FLOAT")
+    out = tmp_path / "mix.wav"
+    for argv, expected in (
+        ([clean, tmp_path / "nan_noise.wav", "--snr", "0"], "nan_noise.wav: holds 1 NaN or infinite sample(s), the "
+                                                            "first at 1.000 s"),
+        ([tmp_path / "inf_clean.wav", good, "--snr", "0"], "inf_clean.wav: holds 1 NaN or infinite sample(s)"),
+        ([clean, good, "--snr", "nan"], "--snr nan: expected a finite number of dB"),
+        ([clean, good, "--snr", "-inf"], "--snr -inf: expected a finite number of dB"),
+    ):  # fmt: skip
+        code, _, err = run(["mix", *map(str, argv), "-o", str(out)], capsys)
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+    code, _, err = run(["oracle", str(clean), str(good), "--snr", "nan"], capsys)
+    assert code == 2 and "--snr nan" in err
+    code, _, err = run(["oracle", str(clean), str(good), "--snr", "0", "--target", "xyz"], capsys)
+    assert code == 2 and "--target 'xyz'" in err and "--kind" not in err
+    code, _, err = run(["mix", str(clean), str(good), "--snr", "0", "-o", str(tmp_path / "mix.m4a")], capsys)
+    assert code == 2 and "cannot write .m4a files" in err
+
+
+# -- enhancing files (the tiny trained model) -------------------------------------------------------------------
+
+
+def test_batch_writes_the_mirrored_tree_in_each_input_format(run_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    y = noise(0.5)
+    for name in ("in/a/x.wav", "in/b/x.wav", "in/x.ogg", "in/x.mp3"):
+        write(tmp_path / name, y)
+    (tmp_path / "in/notes.txt").write_text("x")
+    code, _, err = run(["enhance", "in", "--model", str(run_dir), "-o", "out", "--quiet"], capsys)
+    assert code == 0, err
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == ["a/x_enhanced.wav", "b/x_enhanced.wav", "x_enhanced.mp3", "x_enhanced.ogg"]
+    assert sf.info(tmp_path / "out/x_enhanced.ogg").subtype == "VORBIS"
+    assert sf.info(tmp_path / "out/x_enhanced.mp3").format == "MP3"
+    assert "enhanced 4 of 4 file(s)" in err and "skipped 1 file(s)" in err and "1 .txt" in err
+
+
+def test_unwritable_output_is_refused_before_compute_and_the_batch_goes_on(run_dir, tmp_path, monkeypatch, capsys):
+    from speechkern import features
+
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "in/a/x.wav", noise(0.5))
+    write(tmp_path / "in/b/y.wav", noise(0.5))
+    nan = noise(0.5)
+    nan[100] = np.nan
+    write(tmp_path / "in/c/z.wav", nan, subtype="FLOAT")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/a").write_text("a file where the folder a/ should be")
+    calls = []
+    extract = features.extract
+    monkeypatch.setattr(features, "extract", lambda *a, **k: calls.append(1) or extract(*a, **k))
+    code, _, err = run(["enhance", "in", "--model", str(run_dir), "-o", "out", "--quiet"], capsys)
+    assert code == 2
+    assert "out/a/x_enhanced.wav: cannot be written, out/a is a file, not a folder" in err
+    assert "in/c/z.wav: holds 1 NaN or infinite sample(s)" in err
+    assert "enhanced 1 of 3 file(s)" in err
+    assert "2 of 3 files could not be enhanced: in/a/x.wav, in/c/z.wav" in err
+    assert (tmp_path / "out/b/y_enhanced.wav").is_file() and not (tmp_path / "out/c").exists()
+    assert len(calls) == 1  # features computed for y.wav only: x.wav was refused before any compute
+    assert "Traceback" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="permissions do not bind root")
+def test_read_only_folder_is_refused_before_compute(model, tmp_path):
+    write(tmp_path / "x.wav", noise(0.5))
+    (tmp_path / "ro").mkdir()
+    os.chmod(tmp_path / "ro", 0o555)
+    try:
+        with pytest.raises(SpeechkernError, match=r"ro/x.wav: cannot be written in .*ro \(Permission denied\)"):
+            enhance_file(model, tmp_path / "x.wav", tmp_path / "ro" / "x.wav")
+    finally:
+        os.chmod(tmp_path / "ro", 0o755)
+
+
+def test_full_disk_is_refused_up_front_and_a_failed_write_keeps_the_old_output(model, tmp_path, monkeypatch):
+    import shutil
+
+    from speechkern import outputs
+
+    write(tmp_path / "x.wav", noise(1.0))
+    out = tmp_path / "out.wav"
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(SpeechkernError, match=r"out.wav: needs about 0 MB but .* has 0 MB free"):
+        enhance_file(model, tmp_path / "x.wav", out)
+    monkeypatch.undo()
+
+    out.write_bytes(b"previous output")
+
+    def disk_full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(sf.SoundFile, "write", disk_full)
+    with pytest.raises(SpeechkernError, match=r"out.wav: could not be written \(No space left on device\)"):
+        enhance_file(model, tmp_path / "x.wav", out, overwrite=True)
+    assert out.read_bytes() == b"previous output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav", "x.wav"]  # no temporary file left
+
+
+def test_too_short_inputs_are_refused_naming_the_minimum(model, tmp_path):
+    write(tmp_path / "short.wav", noise(0.005))  # 80 samples
+    write(tmp_path / "short8k.wav", noise(0.0125, sr=8000), sr=8000)  # 100 samples
+    with pytest.raises(SpeechkernError, match=r"short.wav: 80 samples \(5.0 ms\) is shorter than one frame; the "
+                                              r"model needs at least 320 samples \(20 ms\) at 16000 Hz"):  # fmt: skip
+        enhance_file(model, tmp_path / "short.wav", tmp_path / "o.wav")
+    with pytest.raises(SpeechkernError, match=r"at least 160 samples \(20 ms\) at 8000 Hz"):
+        enhance_file(model, tmp_path / "short8k.wav", tmp_path / "o.wav")
+    write(tmp_path / "frame.wav", noise(0.02))  # exactly one frame: enhanced, not silence
+    enhance_file(model, tmp_path / "frame.wav", tmp_path / "o.wav")
+    y, _ = audio.load(tmp_path / "o.wav", sr=None)
+    assert len(y) == 320 and np.abs(y).max() > 0.01
+    with pytest.raises(SpeechkernError, match=r"--chunk-seconds 0: expected a positive number"):
+        enhance_file(model, tmp_path / "frame.wav", tmp_path / "o2.wav", chunk_s=0.0)
+
+
+def test_encoding_and_channels_are_kept_or_the_change_is_said(model, tmp_path):
+    stereo = noise(0.5, channels=2)
+    for subtype in ("PCM_32", "DOUBLE", "PCM_24"):
+        write(tmp_path / f"{subtype}.wav", stereo, subtype=subtype)
+        result = enhance_file(model, tmp_path / f"{subtype}.wav", tmp_path / f"{subtype}_out.wav")
+        info = sf.info(tmp_path / f"{subtype}_out.wav")
+        assert (info.subtype, info.channels) == (subtype, 2)
+        assert len(result.notes) == 1 and "2 channels were averaged" in result.notes[0]
+        assert "--per-channel" in result.notes[0]
+    result = enhance_file(model, tmp_path / "PCM_32.wav", tmp_path / "to.flac", per_channel=True)
+    assert sf.info(tmp_path / "to.flac").subtype == "PCM_24"
+    assert result.notes == [f"{tmp_path / 'to.flac'}: written as PCM_24 (the input is PCM_32, which .flac files "
+                            "cannot hold); name the output .wav to keep it"]  # fmt: skip
+
+
+@pytest.mark.parametrize("sr, tolerance", [(16000, 1e-4), (22050, 1e-3)])
+def test_blockwise_output_equals_whole_file_output(model, tmp_path, sr, tolerance):
+    t = np.arange(int(5 * sr)) / sr
+    speechy = 0.1 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    stereo = np.stack([speechy + noise(5, sr, seed=3), 0.5 * speechy + noise(5, sr, seed=4)], axis=1)
+    write(tmp_path / "in.wav", stereo, sr, subtype="FLOAT")
+    enhance_file(model, tmp_path / "in.wav", tmp_path / "whole.wav", per_channel=True, chunk_s=60.0)
+    enhance_file(model, tmp_path / "in.wav", tmp_path / "blocks.wav", per_channel=True, chunk_s=1.0)
+    whole, _ = sf.read(tmp_path / "whole.wav", dtype="float64")
+    blockwise, _ = sf.read(tmp_path / "blocks.wav", dtype="float64")
+    assert whole.shape == blockwise.shape == stereo.shape
+    err = np.sqrt(np.mean((whole - blockwise) ** 2)) / np.sqrt(np.mean(whole**2))
+    assert err < tolerance, f"block seams: relative error {err:.2e}"

@@ -1,0 +1,74 @@
+""" "The newest run" finds runs trained with --out, and says where it looked when there is none."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from speechkern.errors import SpeechkernError
+from speechkern.models.select import find_model, newest_run, record_run
+
+
+def _fake_run(path: Path, model: str = "kernel", mtime: float = 1_000_000.0, hidden: bool = False) -> Path:
+    """A run folder with a model's config.json of a given modification time (newest_run only looks at files)."""
+    folder = path / "models" / (f".{model}-parts" if hidden else model)
+    folder.mkdir(parents=True)
+    config = folder / "config.json"
+    config.write_text("{}")
+    os.utime(config, (mtime, mtime))
+    return path
+
+
+def test_runs_trained_with_out_are_found_through_the_index(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fake_run(tmp_path / "runs" / "demo", mtime=1_000_000)
+    elsewhere = _fake_run(tmp_path / "big-disk" / "timit", mtime=2_000_000)
+    assert newest_run() == Path("runs/demo")  # not known yet
+    index = record_run(elsewhere)
+    assert index == Path("runs/index.txt") and index.read_text() == f"{elsewhere.resolve()}\n"
+    assert newest_run() == elsewhere.resolve()
+    assert record_run(elsewhere) is None  # recorded once
+    assert record_run(tmp_path / "runs" / "other") is None  # runs/<name> needs no entry
+    newer = _fake_run(tmp_path / "runs" / "newer", mtime=3_000_000)
+    assert newest_run().resolve() == newer.resolve()
+
+
+def test_unfinished_parts_and_deleted_runs_do_not_count(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _fake_run(tmp_path / "runs" / "done", mtime=1_000_000)
+    _fake_run(tmp_path / "runs" / "interrupted", mtime=5_000_000, hidden=True)
+    gone = _fake_run(tmp_path / "gone", mtime=9_000_000)
+    record_run(gone)
+    for path in sorted(gone.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    gone.rmdir()
+    assert newest_run() == Path("runs/done")
+
+
+def test_no_model_names_the_places_searched(tmp_path, monkeypatch):
+    import speechkern.models.select as select
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(select, "SHIPPED", tmp_path / "not-installed")  # an installation without the shipped model
+    with pytest.raises(SpeechkernError) as err:
+        find_model(None)
+    message = str(err.value)
+    assert str((tmp_path / "runs").resolve()) in message and "runs/index.txt" in message
+    assert "speechkern train recipes/demo" in message and "--model" in message
+
+
+def test_training_time_table_shows_autotune_minutes_beside_fit_minutes(tiny_run):
+    import json
+
+    _, root, summary = tiny_run
+    run = root / "run"
+    lines = (run / "training_time.md").read_text().splitlines()
+    assert lines[0] == "| model | condition | subbands | fit minutes | autotune minutes | epochs | validation MSE |"
+    rows = {r["model"]: r for r in json.loads((run / "training_time.json").read_text())["rows"]}
+    kernel_line = next(line for line in lines if line.startswith("| kernel |"))
+    assert f"| {rows['kernel']['autotune_minutes']:.2f} |" in kernel_line
+    dnn_line = next(line for line in lines if line.startswith("| dnn |"))
+    assert dnn_line.split("|")[5].strip() == "–"  # no kernel search for the DNN
+    assert "autotune_minutes" in (run / "training_time.csv").read_text().splitlines()[0]

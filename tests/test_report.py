@@ -1,0 +1,126 @@
+"""The report a researcher reads: figures with Hz and dB, players in the table's order, no "-0.0", and what the
+run was (training times, chosen kernels, data sizes, complete or not)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from speechkern import report
+
+
+@pytest.mark.parametrize(
+    "metric, value, text",
+    [("si_sdr", -0.04, "0.0"), ("si_sdr", -0.06, "-0.1"), ("mse", -1e-6, "0.00"), ("pesq", -0.001, "0.00"),
+     ("stoi", -0.0004, "0.000"), ("hit_fa", -0.0, "0.000"), ("si_sdr", 0.04, "0.0"), ("mse", 0.0123, "1.23")],
+)  # fmt: skip
+def test_values_that_round_to_zero_have_no_sign(metric, value, text):
+    assert report._fmt(metric, value) == text
+
+
+def test_markdown_never_prints_negative_zero():
+    rows = [{"condition": "ssn_0dB", "system": s, "n_files": 2, "si_sdr": v, "mse": -1e-9, "stoi": -1e-5}
+            for s, v in (("noisy", -0.049), ("ideal", 12.3))]  # fmt: skip
+    assert "-0." not in report.results_markdown(rows)
+
+
+def _run_json(out):
+    return json.loads((out / "run.json").read_text())
+
+
+def test_report_states_training_times_kernels_data_and_completeness(tiny_report, tiny_run):
+    from speechkern.mixtures import read_manifest
+
+    ev, out = tiny_report
+    _, root, _ = tiny_run
+    run = root / "run"
+    summary = _run_json(out)
+    assert summary["complete"] is True and summary["notes"] == []
+    # data sizes: every split's mixtures and seconds of audio, from the manifests
+    for split in ("train", "val", "test"):
+        rows = read_manifest(run / "manifests" / f"{split}.jsonl")
+        assert summary["data"][split]["mixtures"] == len(rows) > 0
+        assert summary["data"][split]["seconds"] == pytest.approx(sum(m.n_samples / m.sr for m in rows), abs=0.1)
+    assert summary["data"]["test"]["scored"] == len(ev.files)
+    # training times: fit and autotune minutes of each model
+    timings = {r["model"]: r for r in summary["training"]}
+    assert set(timings) == {"kernel", "dnn"} and timings["kernel"]["autotune_minutes"] >= 0
+    # the (γ, σ) chosen for each subband, as the model stores them
+    config = json.loads((run / "models" / "kernel" / "config.json").read_text())
+    chosen = [(b["gamma"], b["sigma"]) for b in config["info"]["bands"]]
+    assert len(chosen) == 2  # TINY: kernel.subbands=2
+    assert [(k["gamma"], k["sigma"]) for k in summary["kernels"]] == chosen
+    assert [k["channels"] for k in summary["kernels"]] == [[0, 32], [32, 64]]
+    page = (out / "index.html").read_text()
+    assert "The run is complete" in page and "autotune minutes" in page and "fit minutes" in page
+    for gamma, sigma in chosen:
+        assert f"<td>{gamma:g}</td><td>{sigma:.4g}</td>" in page
+
+
+def test_an_interrupted_or_partly_scored_run_says_so(tiny_report, tiny_run, tmp_path):
+    ev, _ = tiny_report
+    _, root, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(root / "run", copy, ignore=shutil.ignore_patterns("report", "*.safetensors"))
+    shutil.rmtree(copy / "models" / "dnn")
+    (copy / "models" / ".dnn-checkpoint" / "all").mkdir(parents=True, exist_ok=True)
+    (copy / "models" / ".dnn-checkpoint" / "all" / "checkpoint.json").write_text("{}")
+    ev.files, files = ev.files[:1], ev.files
+    try:
+        summary = report.run_summary(ev, copy)
+    finally:
+        ev.files = files
+    assert summary["complete"] is False
+    notes = " | ".join(summary["notes"])
+    assert "model dnn was not trained" in notes and "--resume" in notes
+    assert ".dnn-checkpoint" in notes
+    assert f"1 of {summary['data']['test']['mixtures']} test mixtures scored" in notes
+    assert "The run is incomplete" in report._state_html(summary)
+
+
+def test_audio_players_follow_the_results_table(tiny_report):
+    ev, out = tiny_report
+    page = (out / "index.html").read_text()
+    table_systems = list(dict.fromkeys(r["system"] for r in ev.rows))
+    assert table_systems[:2] == ["noisy", "ideal"]
+    for section in re.findall(r"<section>.*?</section>", page, re.S):
+        sources = re.findall(r'src="audio/example-\d+/(\w+)\.wav"', section)
+        assert sources == ["clean", *table_systems], sources
+
+
+def test_example_figure_has_hz_axes_db_colour_bars_and_titles(tiny_report):
+    import matplotlib.pyplot as plt
+
+    ev = tiny_report[0]
+    fc, tc = ev.recipe.features, ev.recipe.target
+    rng = np.random.default_rng(0)
+    y = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    n_frames = 1 + len(y) // fc.hop_length
+    masks = {"ideal": rng.random((n_frames, fc.n_channels)), "kernel": rng.random((n_frames, fc.n_channels))}
+    fig = report.example_figure("demo", {"clean": y, "noisy": 2 * y, "kernel": y}, masks, fc, tc)
+    try:
+        image_axes = [ax for ax in fig.axes if ax.images]
+        bars = [ax for ax in fig.axes if not ax.images]
+        titles = [ax.get_title(loc="left") for ax in image_axes]
+        assert titles == ["clean speech: cochleagram", "noisy mixture: cochleagram", "kernel output: cochleagram",
+                          "ideal mask (IRM)", "kernel estimated mask (IRM)"]  # fmt: skip
+        for ax in image_axes:
+            assert ax.get_ylabel() == "frequency (Hz)"
+            labels = [t.get_text() for t in ax.get_yticklabels()]
+            assert labels == ["100", "250", "500", "1k", "2k", "4k", "8k"], labels
+            # the 1 kHz tick sits on the channel whose centre frequency is 1 kHz
+            from speechkern.gammatone import erb_space
+
+            position = ax.get_yticks()[labels.index("1k")]
+            assert np.interp(position, np.arange(fc.n_channels), erb_space(fc.fmin, fc.fmax, fc.n_channels)) == (
+                pytest.approx(1000.0, rel=1e-3)
+            )
+        assert [bar.get_ylabel() for bar in bars] == ["dB"] * 3 + ["mask value"] * 2
+        low, high = image_axes[0].images[0].get_clim()
+        assert high - low == pytest.approx(report.DYNAMIC_RANGE_DB)
+    finally:
+        plt.close(fig)
