@@ -105,3 +105,18 @@ def test_a_built_wheel_installs_the_model_and_enhances_outside_the_checkout(tmp_
     said = " ".join(result.stderr.split())
     assert "using the shipped general model" in said and str(venv) in said.replace(" ", "")
     assert audio.info(work / "noisy_enhanced.wav").frames == 24000
+
+
+def test_the_shipped_model_states_every_feature_setting_and_its_recipe_reproduces_them():
+    """A feature setting added later must not silently change what the shipped model computes (its stored
+    configuration names every field), and recipes/general trains with exactly the shipped settings."""
+    import json
+
+    from speechkern.features import FeatureConfig
+    from speechkern.recipe import load_recipe
+
+    config = json.loads((shipped_model_dir() / "config.json").read_text())
+    assert set(FeatureConfig.model_fields) <= set(config["features"])
+    recipe = load_recipe(ROOT / "recipes" / "general")
+    assert recipe.features.model_dump(mode="json") == config["features"]
+    assert recipe.target.model_dump(mode="json") == config["target"]
