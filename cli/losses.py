@@ -35,16 +35,6 @@ def _losses_option(text: str) -> tuple[str, ...]:
     return names
 
 
-def _rates_option(text: str) -> tuple[float, ...]:
-    try:
-        rates = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise SpeechkernError(f"--lr {text!r}: give a comma list of positive numbers such as 1e-3,3e-3") from None
-    if not rates:
-        raise SpeechkernError(f"--lr {text!r}: give at least one learning rate")
-    return rates
-
-
 @app.command(cls=PlainCommand)
 def bench(
     out: Path = typer.Option(Path("runs/losses-bench"), "--out", help="Folder for the results, comparison, diagrams."),
@@ -97,7 +87,7 @@ def bench(
             hidden=(width,) * depth,
             batch_size=batch_size,
             optimizer=optimizer,
-            learning_rates=_rates_option(lr),
+            learning_rates=_floats(lr, "--lr"),
             momentum=momentum,
             weight_decay=weight_decay,
             val_fraction=val_fraction,

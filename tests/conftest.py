@@ -58,3 +58,16 @@ def tiny_report(tiny_run):
     _, root, _ = tiny_run
     ev = evaluate(root / "run", workers=1, cache_dir=root / "cache", examples=1)
     return ev, write_report(ev, root / "run")
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``speechkern ARGV`` in this process: (exit code, stdout, stderr)."""
+    from speechkern_cli.main import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -6,19 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli as run
 
 from speechkern import audio
-from speechkern_cli.main import main
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _tone_files(tmp_path, seconds=2.0):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import run_cli as run
 
 from speechkern import audio
 from speechkern.enhance import (
@@ -21,17 +22,6 @@ from speechkern.enhance import (
     plan_outputs,
 )
 from speechkern.errors import SpeechkernError
-from speechkern_cli.main import main
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def noise(seconds: float = 0.5, sr: int = 16000, channels: int = 1, seed: int = 0) -> np.ndarray:

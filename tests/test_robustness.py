@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli as _cli
 from safetensors.torch import load_file, save_file
 
 from speechkern.errors import SpeechkernError
@@ -281,18 +282,6 @@ def test_evaluate_names_the_models_an_interrupted_run_lacks(tiny_run, tmp_path, 
     assert f"{run}: the run is incomplete, no model for dnn/all" in caplog.text
     assert f"speechkern train {run / 'recipe.toml'} --out {run} --resume" in caplog.text
     assert {r["system"] for r in ev.rows} == {"noisy", "ideal", "kernel"}
-
-
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    from speechkern_cli.main import main
-
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_ctrl_c_in_train_prints_the_resume_command_and_logs_it(tmp_path, capsys, monkeypatch):

@@ -116,17 +116,10 @@ def save(est, path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 def load(cls, path: str | os.PathLike, device: str | None = None) -> Any:
     """Read a model written by :meth:`save` (no code from the file is run); ``device`` as in :meth:`from_state`."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise SpeechkernError(f"model file {path} not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is no dict)
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise SpeechkernError(f"model file {path} is not a readable safetensors file ({exc})") from exc
+    tensors, metadata = read_safetensors(path)
     if METADATA_KEY not in metadata:
         raise SpeechkernError(f"model file {path} has no speechkern configuration; was it written by save()?")
     return from_state(cls, tensors, json.loads(metadata[METADATA_KEY]), device=device)
@@ -149,3 +142,19 @@ def _package_version() -> str:
     from speechkern import __version__
 
     return __version__
+
+
+def read_safetensors(path: str | os.PathLike, name: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every tensor of a safetensors file and its metadata (no code from the file is run).
+
+    Raises :class:`~speechkern.errors.SpeechkernError` naming the file (or ``name``) when it is truncated or damaged.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    except Exception as exc:  # safetensors raises its own error types for truncated or damaged files
+        raise SpeechkernError(f"{name or path} is damaged or truncated ({exc})") from None
+    return tensors, metadata

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import ValidationError
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 import speechkern
 from speechkern.device import resolve_device
+from speechkern.eigenpro.state import read_safetensors
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, FeatureStats, base_dim, input_dim, stack_context
 from speechkern.outputs import _UMASK
@@ -339,14 +339,9 @@ def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if not path.is_file():
         raise SpeechkernError(f"{folder}: weights.safetensors is missing; {_remedy(folder)}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is no dict)
-    except Exception as err:  # safetensors raises its own error types for truncated or damaged files
-        raise SpeechkernError(
-            f"{folder}: weights.safetensors is damaged or truncated ({err}); {_remedy(folder)}"
-        ) from None
-    return tensors, metadata
+        return read_safetensors(path, name=f"{folder}: weights.safetensors")
+    except SpeechkernError as err:
+        raise SpeechkernError(f"{err}; {_remedy(folder)}") from None
 
 
 def _without_info(config: dict) -> dict:
