@@ -46,9 +46,14 @@ def mix(
                   f"{info['noise_offset']}, gain {info['gain']:.4g}")  # fmt: skip
 
 
+MAX_ABS_SNR_DB = 100.0  # beyond this the noise gain (or its inverse) over- or underflows float32 audio
+
+
 def _check_snr(snr: float) -> None:
     if not math.isfinite(snr):
         raise SpeechkernError(f"--snr {snr}: expected a finite number of dB, such as 5 or -5")
+    if abs(snr) > MAX_ABS_SNR_DB:
+        raise SpeechkernError(f"--snr {snr:g}: expected an SNR between -{MAX_ABS_SNR_DB:g} and {MAX_ABS_SNR_DB:g} dB")
 
 
 def oracle(

@@ -225,6 +225,10 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise SpeechkernError(f"{file}: not valid TOML ({err})") from None
+    except (UnicodeDecodeError, OSError) as err:
+        raise SpeechkernError(
+            f"{file}: not a readable UTF-8 text file ({err}); give a recipe folder or its recipe.toml"
+        ) from None
     for item in overrides:
         keys, value = parse_override(item)
         node = data

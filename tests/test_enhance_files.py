@@ -152,6 +152,8 @@ def test_mix_refuses_non_finite_audio_and_snr(tmp_path, capsys):
         ([tmp_path / "inf_clean.wav", good, "--snr", "0"], "inf_clean.wav: holds 1 NaN or infinite sample(s)"),
         ([clean, good, "--snr", "nan"], "--snr nan: expected a finite number of dB"),
         ([clean, good, "--snr", "-inf"], "--snr -inf: expected a finite number of dB"),
+        ([clean, good, "--snr", "1e6"], "--snr 1e+06: expected an SNR between -100 and 100 dB"),
+        ([clean, good, "--snr=-1e6"], "--snr -1e+06: expected an SNR between -100 and 100 dB"),
     ):  # fmt: skip
         code, _, err = run(["mix", *map(str, argv), "-o", str(out)], capsys)
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err

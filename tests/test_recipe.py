@@ -52,3 +52,9 @@ def test_resolved_recipe_round_trips_through_toml(tmp_path):
     (tmp_path / "recipe.toml").write_text(recipe.to_toml())
     assert load_recipe(tmp_path / "recipe.toml") == recipe
     assert validate_recipe(recipe.model_dump(mode="json")) == recipe
+
+
+def test_a_recipe_that_is_not_utf8_text_is_one_line(tmp_path):
+    (tmp_path / "recipe.toml").write_bytes(b'name = "x"\n\xff\xfe\x00 binary')
+    with pytest.raises(SpeechkernError, match="recipe.toml: not a readable UTF-8 text file"):
+        load_recipe(tmp_path)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from speechkern import audio
+from speechkern.errors import SpeechkernError
 from speechkern.models.select import SHIPPED, find_model, shipped_model_dir
 from speechkern_cli.main import main
 
@@ -120,3 +121,10 @@ def test_the_shipped_model_states_every_feature_setting_and_its_recipe_reproduce
     recipe = load_recipe(ROOT / "recipes" / "general")
     assert recipe.features.model_dump(mode="json") == config["features"]
     assert recipe.target.model_dump(mode="json") == config["target"]
+
+
+@pytest.mark.parametrize("option", [{"system": "dnn"}, {"condition": "ssn"}])
+def test_run_options_on_a_single_model_folder_are_refused(option):
+    name, value = next(iter(option.items()))
+    with pytest.raises(SpeechkernError, match=f"single model folder, so --{name} {value} does not apply"):
+        find_model(shipped_model_dir(), **option)

@@ -104,6 +104,10 @@ def find_model(
     if not path.exists():
         raise SpeechkernError(f"{path}: no such run directory or model folder")
     if (path / "config.json").is_file():
+        given = [f"--{name} {value}" for name, value in (("system", system), ("condition", condition)) if value]
+        if given:
+            raise SpeechkernError(f"{path}: is a single model folder, so {' and '.join(given)} does not apply; "
+                                  "give a run directory to choose among its models, or drop the option")  # fmt: skip
         return MaskModel.load(path, device), path
     models = path / "models"
     if not models.is_dir():
