@@ -8,6 +8,8 @@ only when one of their commands runs. ``benchmarks/cli_startup.py`` measures it.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
 
 import typer
@@ -101,6 +103,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         hint = str(interrupt) or "run the same command again (with --resume for train) to continue"
         print(f"interrupted; {hint}", file=sys.stderr)
+        if argv is None:  # a real process: leave now, without waiting on worker threads still busy with old work
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         raise SystemExit(130) from None
 
 

@@ -285,7 +285,7 @@ class _LineHandler(logging.Handler):
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join()
+        self.thread.join(timeout=5.0)  # a daemon thread: never let closing (e.g. after Ctrl-C) wait on it for ever
         super().close()
 
 
