@@ -85,6 +85,17 @@ def test_ignore_index_with_probability_targets_raises_as_cross_entropy(name: str
         torch.testing.assert_close(MODULES[name](ignore_index=inert)(logits, probs), MODULES[name]()(logits, probs))
 
 
+def _assert_same_loss_and_gradient(compiled, module, logits: torch.Tensor, target: torch.Tensor) -> None:
+    x = logits.clone().requires_grad_(True)
+    got = compiled(x, target)
+    got.backward()
+    x_ref = logits.clone().requires_grad_(True)
+    expected = module(x_ref, target)
+    expected.backward()
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+
 @pytest.mark.parametrize("name", list(MODULES))
 def test_modules_compile_with_fullgraph(name: str) -> None:
     """Dynamo traces each loss as one graph (graph breaks raise with fullgraph=True); the values are unchanged.
@@ -99,14 +110,7 @@ def test_modules_compile_with_fullgraph(name: str) -> None:
     module = MODULES[name](weight=weight, label_smoothing=0.1)
     compiled = torch.compile(module, fullgraph=True, backend="eager")
     for target in (labels, probs):
-        x = logits.clone().requires_grad_(True)
-        got = compiled(x, target)
-        got.backward()
-        x_ref = logits.clone().requires_grad_(True)
-        expected = module(x_ref, target)
-        expected.backward()
-        torch.testing.assert_close(got, expected)
-        torch.testing.assert_close(x.grad, x_ref.grad)
+        _assert_same_loss_and_gradient(compiled, module, logits, target)
 
 
 @pytest.mark.slow
@@ -116,13 +120,6 @@ def test_modules_compile_with_inductor(name: str) -> None:
     logits, labels = torch.randn(6, 5), torch.randint(0, 5, (6,))
     module = MODULES[name]()
     compiled = torch.compile(module, fullgraph=True)
-    x = logits.clone().requires_grad_(True)
-    got = compiled(x, labels)
-    got.backward()
-    x_ref = logits.clone().requires_grad_(True)
-    expected = module(x_ref, labels)
-    expected.backward()
-    torch.testing.assert_close(got, expected)
-    torch.testing.assert_close(x.grad, x_ref.grad)
+    _assert_same_loss_and_gradient(compiled, module, logits, labels)
     half = logits.half() * 100
     torch.testing.assert_close(compiled(half, labels), module(half, labels))
