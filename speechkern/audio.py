@@ -45,10 +45,8 @@ def info(path: str | os.PathLike) -> sf._SoundFileInfo:
     """Header of an audio file (sample rate, channels, frames), with a clear error when it is not audio."""
     path = Path(path)
     _check_exists(path)
-    try:
+    with _read_errors(path):
         return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise SpeechkernError(f"{path}: not a readable audio file ({err}); give a {_FORMATS_HELP} file") from None
 
 
 def load(
@@ -68,10 +66,8 @@ def load(
     """
     path = Path(path)
     _check_exists(path)
-    try:
+    with _read_errors(path):
         data, file_sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise SpeechkernError(f"{path}: not a readable audio file ({err}); give a {_FORMATS_HELP} file") from None
     if data.shape[0] == 0:
         raise SpeechkernError(f"{path}: the file holds no samples; give a non-empty recording")
     check_finite(data.T, path, file_sr, offset=start)
@@ -157,6 +153,15 @@ def _default_subtype(path: Path) -> str:
 
 
 @contextlib.contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """Turn libsndfile's failure to open or decode ``path`` into one clear line (the twin of :func:`write_errors`)."""
+    try:
+        yield
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise SpeechkernError(f"{path}: not a readable audio file ({err}); give a {_FORMATS_HELP} file") from None
+
+
+@contextlib.contextmanager
 def write_errors(path: str | os.PathLike) -> Iterator[None]:
     """Turn an OS or libsndfile failure while writing ``path`` (disk full, read-only folder) into one clear line."""
     try:
@@ -173,10 +178,8 @@ def open_read(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
     """An open ``soundfile.SoundFile`` for reading blocks with :func:`read_block`; the errors of :func:`load`."""
     path = Path(path)
     _check_exists(path)
-    try:
+    with _read_errors(path):
         handle = sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise SpeechkernError(f"{path}: not a readable audio file ({err}); give a {_FORMATS_HELP} file") from None
     with handle:
         yield handle
 
