@@ -194,6 +194,11 @@ def _is_float(text: str) -> bool:
     return True
 
 
+def _natural_key(text: str) -> tuple:
+    """Sorts integer names numerically (2 before 10) and before other names, which sort as text."""
+    return (0, int(text), text) if _is_int(text) else (1, 0, text)
+
+
 def _is_int(text: str) -> bool:
     try:
         int(text)
@@ -204,7 +209,7 @@ def _is_int(text: str) -> bool:
 
 def _classes(labels: Sequence[str], where: str) -> tuple[tuple[str, ...], np.ndarray]:
     """Sorted class names (numerically when all are integers) and the label index of each row."""
-    class_names = tuple(sorted(set(labels), key=lambda s: (0, int(s), s) if _is_int(s) else (1, 0, s)))
+    class_names = tuple(sorted(set(labels), key=_natural_key))
     if len(class_names) < 2:
         raise SpeechkernError(f"{where}: {len(class_names)} class found; a classification dataset needs at least 2")
     index = {name: i for i, name in enumerate(class_names)}
@@ -220,7 +225,7 @@ def _check_counts(y: np.ndarray, class_names: tuple[str, ...], where: str) -> No
 
 def _fold_splits(folds: Sequence[str], where: str) -> tuple[Split, ...]:
     """One split per fold value: that fold is the test part, the others the train part."""
-    values = sorted(set(folds), key=lambda s: (0, int(s), s) if _is_int(s) else (1, 0, s))
+    values = sorted(set(folds), key=_natural_key)
     if len(values) < 2:
         raise SpeechkernError(f"{where}: the fold column holds {len(values)} distinct value; give at least 2 folds")
     folds_arr = np.asarray(folds)
