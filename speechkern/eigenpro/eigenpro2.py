@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from speechkern.eigenpro.loop import _mse
 from speechkern.kernels import gathered_mm
 
 
@@ -58,7 +59,7 @@ class _AllPointsModel(_BlockedModel):
             self.weights[: self.s].add_(self.precond.correction(k_bs, g), alpha=lr)
 
 
-class _PrecomputedAllPointsModel:
+class _PrecomputedAllPointsModel(_BlockedModel):
     """EigenPro 2 on a precomputed K(X, X) and K(X_val, X), whose rows and columns follow the caller's point order.
 
     ``X``/``Y`` and the batch indices are in the permuted order of the blocked model (subsample first), so the
@@ -73,12 +74,6 @@ class _PrecomputedAllPointsModel:
         self.subsample = order[:s]
         self.k, self.k_val, self.workers = k_xx, k_val, workers
         self.weights = torch.zeros(X.shape[0], Y.shape[1], dtype=torch.float32, device=X.device)
-
-    def start_epoch(self) -> None:
-        pass
-
-    def train_loss(self, check: torch.Tensor, y_check: torch.Tensor) -> float:
-        return _mse(self.predict_rows(check), y_check)
 
     def residual(self, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
         rows = self.order[idx]
@@ -100,7 +95,3 @@ class _PrecomputedAllPointsModel:
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.centers, self.weights.index_select(0, self.order)
-
-
-def _mse(pred: torch.Tensor, target: torch.Tensor) -> float:
-    return float((pred - target).square().mean()) if target.numel() else 0.0
