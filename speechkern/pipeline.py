@@ -272,7 +272,6 @@ class _KernelUnit:
 
 def kernel_budget_bytes(recipe: Recipe, device: str) -> int:
     """Memory budget of one kernel fit: ``kernel.memory_gb``, or a quarter of the device's available memory."""
-    from speechkern.device import resolve_device
     from speechkern.kernels import available_memory_bytes
 
     if recipe.kernel.memory_gb > 0:
@@ -524,7 +523,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                 logger.info("%s %s band %d/%d: finished in an earlier run, kept", name, data.condition, b + 1,
                             len(unit.bands))  # fmt: skip
         if unit.pending():
-            unit.centers = kernel_solver(recipe, data, device, name).centers
+            unit.centers = kernel_solver(recipe, kdata, device, name).centers  # sized for the kernel's inputs
             kernel_units.append(unit)
         else:
             yield _finish_kernel(recipe, unit, run_dir)
