@@ -114,7 +114,14 @@ def enhance(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Enhance noisy recordings with a trained model. Each output is named <input>_enhanced with the input's
-    format and encoding, beside the input or under -o; folders are searched for every format soundfile reads."""
+    format and encoding, beside the input or under -o; folders are searched for every format soundfile reads.
+
+    Outputs that exist already are kept (one line says how many) unless --overwrite is given, so the same command
+    run again enhances only what is missing.
+
+    Exit status: 0 when every input was enhanced or its output was kept; 2 when an input could not be enhanced or
+    the command was refused (the reason on stderr); 130 when interrupted.
+    """
     from rich.markup import escape
 
     from speechkern.enhance import describe_speed, enhance_file, find_inputs, plan_outputs
@@ -122,8 +129,12 @@ def enhance(
 
     found = find_inputs(inputs)
     jobs = plan_outputs(found, output)
-    if found.skipped:
-        console.print(escape(_skipped_line(found.skipped)))
+    kept = [] if overwrite else [(f, o) for f, o in jobs if _is_earlier_output(f, o)]
+    jobs = [job for job in jobs if job not in kept]
+    for line in _skipped_lines(found.skipped, {o.resolve() for _, o in kept}):
+        console.print(escape(line))
+    if kept:
+        console.print(escape(_kept_line([o for _, o in kept], everything=not jobs)))
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
     if model is None and where == SHIPPED:
         console.print(f"no trained run in {escape(str(Path('runs').resolve()))} or runs/index.txt; using the shipped "
@@ -160,14 +171,40 @@ def enhance(
         raise SpeechkernError(f"{len(failed)} of {len(jobs)} files could not be enhanced: {names} (reasons above)")
 
 
-def _skipped_line(skipped: list[Path]) -> str:
+def _is_earlier_output(source: Path, out: Path) -> bool:
+    """Whether ``out`` is a file an earlier run wrote (not the input itself, which enhance_file refuses)."""
+    return out.is_file() and out.resolve() != source.resolve()
+
+
+def _names(paths: list[Path], most: int = 3) -> str:
+    shown = ", ".join(str(p) for p in paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+
+def _kept_line(outputs: list[Path], everything: bool) -> str:
+    """One line for the outputs that exist already and were left as they are."""
+    n = len(outputs)
+    rest = ", nothing left to enhance" if everything else ""
+    return (f"kept {n} existing output{'s' if n > 1 else ''} ({_names(outputs)}){rest}; pass --overwrite to "
+            f"replace {'them' if n > 1 else 'it'}")  # fmt: skip
+
+
+def _skipped_lines(skipped: list[Path], kept: set[Path]) -> list[str]:
+    """What the folder search left out: files that are not audio speechkern reads, and earlier outputs that are
+    not the outputs of this run's inputs (those are counted by :func:`_kept_line`)."""
     from collections import Counter
 
     from speechkern.enhance import ENHANCED_SUFFIX
 
     earlier = [p for p in skipped if p.stem.endswith(ENHANCED_SUFFIX)]
-    kinds = Counter(p.suffix.lower() or "(no suffix)" for p in skipped if p not in earlier)
-    parts = [f"{n} {suffix}" for suffix, n in kinds.most_common()]
+    other = [p for p in skipped if p not in earlier]
+    earlier = [p for p in earlier if p.resolve() not in kept]
+    lines = []
+    if other:
+        kinds = Counter(p.suffix.lower() or "(no suffix)" for p in other)
+        parts = ", ".join(f"{n} {suffix}" for suffix, n in kinds.most_common())
+        lines.append(f"skipped {len(other)} file(s) in the folders that are not audio speechkern reads: {parts}")
     if earlier:
-        parts.append(f"{len(earlier)} earlier output(s) *{ENHANCED_SUFFIX}")
-    return f"skipped {len(skipped)} file(s) in the folders that are not audio speechkern reads: {', '.join(parts)}"
+        lines.append(f"skipped {len(earlier)} earlier output(s) *{ENHANCED_SUFFIX} in the folders: outputs are not "
+                     "enhanced again")  # fmt: skip
+    return lines

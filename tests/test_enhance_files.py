@@ -184,6 +184,39 @@ def test_batch_writes_the_mirrored_tree_in_each_input_format(run_dir, tmp_path, 
     assert "enhanced 4 of 4 file(s)" in err and "skipped 1 file(s)" in err and "1 .txt" in err
 
 
+def test_a_rerun_keeps_existing_outputs_says_so_once_and_succeeds(run_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name in ("in/a.wav", "in/b.wav"):
+        write(tmp_path / name, noise(0.5))
+    (tmp_path / "in/notes.txt").write_text("x")
+    argv = ["enhance", "in", "--model", str(run_dir), "--quiet"]
+    assert run(argv, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "in").glob("*_enhanced.wav")}
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "kept 2 existing outputs (in/a_enhanced.wav, in/b_enhanced.wav), nothing left to enhance; pass " \
+           "--overwrite to replace them" in err  # fmt: skip
+    assert "skipped 1 file(s) in the folders that are not audio speechkern reads: 1 .txt" in err
+    assert "earlier output" not in err and "could not be enhanced" not in err and out == ""
+    assert {p.name: p.read_bytes() for p in (tmp_path / "in").glob("*_enhanced.wav")} == before
+    # a new input beside kept outputs, and an earlier output whose input is gone
+    write(tmp_path / "in/c.wav", noise(0.5))
+    write(tmp_path / "in/old_enhanced.wav", noise(0.1))
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "kept 2 existing outputs (in/a_enhanced.wav, in/b_enhanced.wav); pass --overwrite" in err
+    assert "skipped 1 earlier output(s) *_enhanced in the folders" in err and "enhanced 1 of 1 file(s)" in err
+    assert out.strip() == "in/c.wav → in/c_enhanced.wav  (0.5 s, 1 ch, 16000 Hz)"
+    code, _, err = run(["enhance", "in/a.wav", "--model", str(run_dir), "--quiet"], capsys)
+    assert code == 0 and "kept 1 existing output (in/a_enhanced.wav), nothing left to enhance" in err
+    code, _, err = run([*argv, "--overwrite"], capsys)
+    assert code == 0 and "enhanced 3 of 3 file(s)" in err and "kept" not in err
+    assert (tmp_path / "in/a_enhanced.wav").read_bytes() == before["a_enhanced.wav"]  # same input, same output
+    assert "Exit status: 0 when every input was enhanced or its output was kept" in " ".join(
+        run(["enhance", "--help"], capsys)[1].split()
+    )
+
+
 def test_unwritable_output_is_refused_before_compute_and_the_batch_goes_on(run_dir, tmp_path, monkeypatch, capsys):
     from speechkern import features
 
