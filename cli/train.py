@@ -19,7 +19,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the run directory."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run directory and start again."),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda [default: the recipe's, auto]."),
-    workers: int = typer.Option(None, "--workers", help="Feature-extraction processes [default: one per core]."),
+    workers: int = typer.Option(None, "--workers", min=0, help="Feature-extraction processes [default: one per core]."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     ray: bool = typer.Option(False, "--ray", help="Train on a local Ray instance with --workers CPUs (default: all)."),
     ray_address: str = typer.Option(None, "--ray-address", help="Train on the Ray cluster at this address."),

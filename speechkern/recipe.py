@@ -229,29 +229,76 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         raise SpeechkernError(
             f"{file}: not a readable UTF-8 text file ({err}); give a recipe folder or its recipe.toml"
         ) from None
+    origins: dict[tuple[str, ...], str] = {}
     for item in overrides:
         keys, value = parse_override(item)
+        check_key(keys, f"--set {item}")
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise SpeechkernError(f"--set {item!r}: {k} is a value, not a section")
+                raise SpeechkernError(f"--set {item}: {k} is a value in {file}, not a section; set {k} itself")
         node[keys[-1]] = value
+        origins[tuple(keys)] = f"--set {item}"
     data.setdefault("name", path.name if path.is_dir() else path.stem)
-    return validate_recipe(data, source=str(file))
+    return validate_recipe(data, source=str(file), origins=origins)
 
 
-def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Validate a recipe dictionary; the first problem becomes a one-line SpeechkernError."""
+def recipe_keys() -> list[str]:
+    """Every key a recipe has, dotted: ``name``, ``data.snrs``, ``kernel.epochs``, …"""
+    keys = []
+    for name in Recipe.model_fields:
+        section = _section_at((name,))
+        keys += [f"{name}.{k}" for k in section.model_fields] if section else [name]
+    return keys
+
+
+def check_key(keys: list[str], source: str) -> None:
+    """Refuse a dotted key the recipe does not have, naming ``source`` (the --set option or the file) and the
+    nearest valid keys."""
+    model: type[BaseModel] | None = Recipe
+    for depth, k in enumerate(keys):
+        if model is None:
+            parent = ".".join(keys[:depth])
+            raise SpeechkernError(f"{source}: {parent} is a value, not a section; set {parent} itself")
+        if k not in model.model_fields:
+            raise SpeechkernError(f"{source}: unknown recipe key {'.'.join(keys)!r}; {_nearest_keys(keys)}")
+        model = _section_at(tuple(keys[: depth + 1]))
+
+
+def _nearest_keys(keys: list[str]) -> str:
+    """``nearest valid keys: …``: the keys whose last part is spelt like the given key's, those of the section
+    named first; else the keys of that section (or the top-level keys)."""
+    import difflib
+
+    by_tail: dict[str, list[str]] = {}
+    for k in recipe_keys():
+        by_tail.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+    near = [k for t in difflib.get_close_matches(keys[-1], list(by_tail), n=5, cutoff=0.6) for k in by_tail[t]]
+    near.sort(key=lambda k: not k.startswith(f"{keys[0]}.") if len(keys) > 1 else False)  # stable: keeps closeness
+    if near:
+        return f"nearest valid keys: {', '.join(near[:5])}"
+    section = _section_at(tuple(keys[:-1])) if len(keys) > 1 else None
+    if section is not None:
+        return f"valid keys in [{keys[0]}]: {', '.join(sorted(section.model_fields))}"
+    return f"valid keys: {', '.join(sorted(Recipe.model_fields))} (sections hold the rest, e.g. data.snrs)"
+
+
+def validate_recipe(
+    data: dict[str, Any], source: str = "recipe", origins: dict[tuple[str, ...], str] | None = None
+) -> Recipe:
+    """Validate a recipe dictionary; the first problem becomes a one-line SpeechkernError naming where the key
+    came from: ``origins`` maps a dotted key (as a tuple) to its source, such as ``--set data.snrs=[0]``; other
+    keys come from ``source``."""
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
+        loc = tuple(str(p) for p in first["loc"])
+        key = ".".join(loc)
+        source = next((o for k, o in (origins or {}).items() if loc[: len(k)] == k), source)
         if first["type"] == "extra_forbidden":
-            section = _section_at(first["loc"][:-1])
-            valid = ", ".join(sorted(section.model_fields)) if section else ""
-            raise SpeechkernError(f"{source}: unknown recipe key {key!r}; valid keys here: {valid}") from None
+            raise SpeechkernError(f"{source}: unknown recipe key {key!r}; {_nearest_keys(list(loc))}") from None
         given = first.get("input")
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "value_error" and not first["loc"]:  # a check across sections names its own keys

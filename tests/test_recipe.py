@@ -35,6 +35,27 @@ def test_unknown_key_names_it_and_the_valid_keys():
     assert "data.snr" in message and "snrs" in message and "\n" not in message
 
 
+def test_a_set_option_with_an_unknown_key_is_blamed_not_the_recipe_file(tmp_path):
+    for override, expected in (
+        ("data.snr=0", "--set data.snr=0: unknown recipe key 'data.snr'; nearest valid keys: data.snrs, data.sr, "
+                       "features.sr"),
+        ("kernel.epoch=3", "--set kernel.epoch=3: unknown recipe key 'kernel.epoch'; nearest valid keys: "
+                           "kernel.epochs, dnn.epochs"),
+        ("dat.snrs=[0]", "--set dat.snrs=[0]: unknown recipe key 'dat.snrs'; nearest valid keys: data.snrs"),
+        ("data.bogus=1", "--set data.bogus=1: unknown recipe key 'data.bogus'; valid keys in [data]: babble_talkers, "
+                         "clean_dir,"),
+        ("name.x=1", "--set name.x=1: name is a value, not a section; set name itself"),
+        ("data.snrs=abc", "--set data.snrs=abc: recipe key 'data.snrs' = 'abc': Input should be a valid list"),
+    ):  # fmt: skip
+        with pytest.raises(SpeechkernError) as err:
+            load_recipe(RECIPES / "demo", [override])
+        assert str(err.value).startswith(expected) and "recipe.toml" not in str(err.value), str(err.value)
+    (tmp_path / "recipe.toml").write_text("[data]\nsnr = [0]\n")  # a key of the file itself: the file is named
+    with pytest.raises(SpeechkernError, match=r"recipe.toml: unknown recipe key 'data.snr'; nearest valid keys: "
+                                              r"data.snrs"):  # fmt: skip
+        load_recipe(tmp_path)
+
+
 def test_bad_value_names_key_and_value():
     with pytest.raises(SpeechkernError, match=r"kernel.shape.*3"):
         load_recipe(RECIPES / "demo", ["kernel.shape=3"])
