@@ -131,8 +131,10 @@ def evaluate(
     """
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.toml").is_file():
-        what = "no such run directory" if not run_dir.exists() else "not a run directory (no recipe.toml)"
-        raise SpeechkernError(f"{run_dir}: {what}; train one with `speechkern train RECIPE --out {run_dir}`")
+        from speechkern.models.select import what_a_run_is
+
+        what = "no such run directory" if not run_dir.exists() else "not a run directory (no recipe.toml inside)"
+        raise SpeechkernError(f"{run_dir}: {what}; {what_a_run_is()}")
     recipe = load_recipe(run_dir / "recipe.toml")
     if examples is None:
         examples = recipe.evaluate.examples

@@ -87,6 +87,26 @@ def test_enhance_without_any_model_says_how_to_train(capsys, tmp_path, monkeypat
     assert code == 2 and "speechkern train recipes/demo" in err
 
 
+def test_a_folder_that_is_not_a_run_is_explained(capsys, tmp_path, monkeypatch):
+    """evaluate (and enhance --model) on a folder of audio say what a run directory holds and how to make one,
+    never to train into that folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "audio").mkdir()
+    _tone_files(tmp_path / "audio")
+    run_is = ("a run directory is what `speechkern train RECIPE` writes: recipe.toml, manifests/ and models/, in "
+              "runs/<recipe name> (or the --out folder); ")  # fmt: skip
+    code, _, err = run(["evaluate", "audio"], capsys)
+    assert code == 2 and err == f"error: audio: not a run directory (no recipe.toml inside); {run_is}make one with " \
+                                "`speechkern train recipes/demo`\n"  # fmt: skip
+    code, _, err = run(["enhance", "audio/clean.wav", "--model", "audio"], capsys)
+    assert code == 2 and "audio: not a run directory or model folder (no models/ or config.json inside)" in err
+    assert run_is in err and "--out audio" not in err
+    (tmp_path / "runs/demo/models/kernel").mkdir(parents=True)  # a run here: the error points to it
+    (tmp_path / "runs/demo/models/kernel/config.json").write_text("{}")
+    code, _, err = run(["evaluate", "no/such/run"], capsys)
+    assert code == 2 and f"no/such/run: no such run directory; {run_is}the newest one here is runs/demo; or" in err
+
+
 def test_every_command_has_help(capsys):
     for command in ("train", "evaluate", "enhance", "mix", "oracle", "losses", "collapse"):
         code, out, _ = run([command, "--help"], capsys)

@@ -79,6 +79,17 @@ def newest_run(root: str | os.PathLike = "runs") -> Path | None:
     return best
 
 
+def what_a_run_is(root: str | os.PathLike = "runs") -> str:
+    """What a run directory holds and how to get one (the newest run under ``root``, else how to train one), for
+    errors about a folder that is not a run."""
+    newest = newest_run(root)
+    nearby = f"the newest one here is {newest}; or " if newest is not None else ""
+    return (
+        "a run directory is what `speechkern train RECIPE` writes: recipe.toml, manifests/ and models/, in "
+        f"runs/<recipe name> (or the --out folder); {nearby}make one with `speechkern train recipes/demo`"
+    )
+
+
 def find_model(
     where: str | os.PathLike | None,
     system: str | None = None,
@@ -102,7 +113,7 @@ def find_model(
                 ) from None
     path = Path(where)
     if not path.exists():
-        raise SpeechkernError(f"{path}: no such run directory or model folder")
+        raise SpeechkernError(f"{path}: no such run directory or model folder; {what_a_run_is()}")
     if (path / "config.json").is_file():
         given = [f"--{name} {value}" for name, value in (("system", system), ("condition", condition)) if value]
         if given:
@@ -111,7 +122,8 @@ def find_model(
         return MaskModel.load(path, device), path
     models = path / "models"
     if not models.is_dir():
-        raise SpeechkernError(f"{path}: not a run directory (no models/ inside); train one with `speechkern train`")
+        raise SpeechkernError(f"{path}: not a run directory or model folder (no models/ or config.json inside); "
+                              f"{what_a_run_is()}")  # fmt: skip
     available = [n for n in PREFERENCE if (models / n).is_dir()]
     if not available:
         raise SpeechkernError(f"{path}: holds no trained model yet; finish training with `speechkern train --resume`")
