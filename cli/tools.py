@@ -124,9 +124,11 @@ def enhance(
     """
     from rich.markup import escape
 
+    from speechkern.device import resolve_device
     from speechkern.enhance import describe_speed, enhance_file, find_inputs, plan_outputs
     from speechkern.models.select import SHIPPED, find_model
 
+    resolve_device(device)
     found = find_inputs(inputs)
     jobs = plan_outputs(found, output)
     kept = [] if overwrite else [(f, o) for f, o in jobs if _is_earlier_output(f, o)]

@@ -9,6 +9,7 @@ import pytest
 from conftest import run_cli as run
 
 from speechkern import audio
+from speechkern.errors import SpeechkernError
 
 
 def _tone_files(tmp_path, seconds=2.0):
@@ -105,6 +106,34 @@ def test_a_folder_that_is_not_a_run_is_explained(capsys, tmp_path, monkeypatch):
     (tmp_path / "runs/demo/models/kernel/config.json").write_text("{}")
     code, _, err = run(["evaluate", "no/such/run"], capsys)
     assert code == 2 and f"no/such/run: no such run directory; {run_is}the newest one here is runs/demo; or" in err
+
+
+def test_an_unknown_or_absent_device_is_named_not_blamed_on_the_model(capsys, tmp_path, monkeypatch):
+    import torch
+
+    from speechkern.device import resolve_device
+    from speechkern.models.io import MaskModel
+    from speechkern.models.select import SHIPPED
+
+    monkeypatch.chdir(tmp_path)
+    clean, _ = _tone_files(tmp_path)
+    here = "cpu" + "".join(f", cuda:{i}" for i in range(torch.cuda.device_count()))
+    for device in ("gpu", "mps", "meta", "cuda:x"):
+        code, _, err = run(["enhance", str(clean), "--device", device, "--model", str(SHIPPED)], capsys)
+        assert code == 2 and err == f"error: device {device!r}: unknown; expected auto, cpu, cuda or cuda:N " \
+                                    f"(devices here: {here})\n"  # fmt: skip
+        with pytest.raises(SpeechkernError, match="unknown; expected auto, cpu, cuda or cuda:N"):
+            MaskModel.load(SHIPPED, device=device)  # before the folder is read: no "cannot be rebuilt"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SpeechkernError, match=r"device 'cuda': not available, no CUDA GPU is visible here "
+                                              r"\(devices here: cpu\); choose one of them, or auto"):  # fmt: skip
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(SpeechkernError, match=r"device 'cuda:3': not available, this machine has 2 CUDA GPU\(s\) "
+                                              r"\(devices here: cpu, cuda:0, cuda:1\)"):  # fmt: skip
+        resolve_device("cuda:3")
+    assert resolve_device("cuda:1") == torch.device("cuda:1") and resolve_device("cpu") == torch.device("cpu")
 
 
 def test_every_command_has_help(capsys):

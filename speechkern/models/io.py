@@ -202,6 +202,7 @@ class MaskModel:
         an allocation larger than the weights file.
         """
         folder = Path(folder)
+        device = str(resolve_device(device))  # an unknown or absent device is the option's fault, not the folder's
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise SpeechkernError(f"{folder}: no model here (config.json missing); train one with `speechkern train`")
