@@ -24,6 +24,7 @@ def mix(
 ) -> None:
     """Mix speech and noise at a set SNR (at the speech file's sample rate) and write the mixture."""
     import numpy as np
+    from rich.markup import escape
 
     from speechkern import audio
     from speechkern.mixtures import mix_files
@@ -37,11 +38,21 @@ def mix(
     mixture, _, _, sr, info = mix_files(clean, noise, snr, seed=seed)
     if not np.all(np.isfinite(mixture)):
         raise SpeechkernError(f"--snr {snr:g}: the noise gain {info['gain']:.3g} overflows; choose a milder SNR")
+    notes = []
+    for name, path in (("clean", clean), ("noise", noise)):
+        if info[f"{name}_channels"] > 1:
+            notes.append(f"{path}: its {info[f'{name}_channels']} channels were averaged to one (the mixture is mono)")
+        if info[f"{name}_sr"] != sr:
+            notes.append(f"{path}: resampled from {info[f'{name}_sr']} Hz to the speech's {sr} Hz")
     peak = float(abs(mixture).max())
     if peak > 1.0:  # keep the SNR and avoid clipping: scale the whole mixture
         mixture = mixture / peak * 0.99
         info["scaled_by"] = 0.99 / peak
+        notes.append(f"the mixture peaked at {peak:.3g} (full scale is 1), so it was scaled by {0.99 / peak:.3g} "
+                     f"({20 * math.log10(0.99 / peak):.1f} dB) to avoid clipping; the SNR is unchanged")  # fmt: skip
     audio.save(output, mixture, sr, overwrite=overwrite)
+    for note in notes:
+        console.print(f"note: {escape(note)}")
     stdout.print(f"wrote {output}: {len(mixture) / sr:.2f} s at {sr} Hz, SNR {snr:g} dB, noise offset "
                   f"{info['noise_offset']}, gain {info['gain']:.4g}")  # fmt: skip
 

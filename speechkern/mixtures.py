@@ -277,8 +277,11 @@ def mix_files(
     """Mix two audio files at ``snr_db`` dB: a seeded random noise segment as long as the speech (looped if the
     noise is shorter). Both are mono at ``sr`` Hz (default: the clean file's rate).
 
-    Returns ``(mixture, clean, scaled_noise, sr, info)`` with the offset and gain in ``info``.
+    Returns ``(mixture, clean, scaled_noise, sr, info)`` with the offset and gain in ``info``, and each file's own
+    channel count and rate (``clean_channels``, ``clean_sr``, ``noise_channels``, ``noise_sr``): files of several
+    channels are averaged to mono and files at another rate resampled, which a caller may tell the user.
     """
+    heads = {"clean": audio.info(clean_path), "noise": audio.info(noise_path)}
     clean, rate = audio.load(clean_path, sr=sr)
     noise, _ = audio.load(noise_path, sr=rate)
     offset = int(np.random.default_rng(seed).integers(0, len(noise)))
@@ -286,4 +289,6 @@ def mix_files(
     mixture, scaled, gain = mix_at_snr(clean, segment, snr_db)
     info = {"clean": str(clean_path), "noise": str(noise_path), "snr_db": snr_db, "noise_offset": offset,
             "gain": gain, "sr": rate, "seed": seed}  # fmt: skip
+    for name, head in heads.items():
+        info[f"{name}_channels"], info[f"{name}_sr"] = head.channels, head.samplerate
     return mixture, clean, scaled, rate, info

@@ -66,6 +66,29 @@ def test_mix_writes_a_mixture_at_the_snr(capsys, tmp_path):
     assert code == 2 and "--overwrite" in err
 
 
+def test_mix_says_when_it_rescaled_downmixed_or_resampled(capsys, tmp_path):
+    clean, noise = _tone_files(tmp_path)
+    code, _, err = run(["mix", str(clean), str(noise), "--snr", "5", "-o", str(tmp_path / "plain.wav")], capsys)
+    assert code == 0 and "note:" not in err  # nothing changed: nothing said
+    loud_stereo = 0.5 * np.random.default_rng(1).standard_normal((2, 44100 * 2)).astype(np.float32)
+    audio.save(tmp_path / "stereo44k.wav", loud_stereo, 44100, subtype="FLOAT")
+    out = tmp_path / "loud.wav"
+    code, _, err = run(["mix", str(clean), str(tmp_path / "stereo44k.wav"), "--snr", "-20", "-o", str(out)], capsys)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert notes[:2] == [
+        f"note: {tmp_path / 'stereo44k.wav'}: its 2 channels were averaged to one (the mixture is mono)",
+        f"note: {tmp_path / 'stereo44k.wav'}: resampled from 44100 Hz to the speech's 16000 Hz",
+    ]
+    assert len(notes) == 3 and notes[2].startswith("note: the mixture peaked at ")
+    peak = float(notes[2].split("peaked at ")[1].split()[0])
+    scale = float(notes[2].split("scaled by ")[1].split()[0])
+    assert peak > 1.0 and scale == pytest.approx(0.99 / peak, rel=1e-2)
+    assert "to avoid clipping; the SNR is unchanged" in notes[2]
+    mixture, _ = audio.load(out, sr=None)
+    assert np.abs(mixture).max() == pytest.approx(0.99, abs=1e-3)  # scaled to just under full scale, not clipped
+
+
 def test_oracle_json_reports_noisy_and_ideal(capsys, tmp_path):
     clean, noise = _tone_files(tmp_path)
     code, out, err = run(["oracle", str(clean), str(noise), "--snr", "0", "--json"], capsys)
