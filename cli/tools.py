@@ -79,6 +79,7 @@ def oracle(
     """Apply the ideal mask to the mixture and print STOI, PESQ and SI-SDR of the noisy and ideal-mask outputs:
     the upper bound a mask estimator can reach on this speech and noise."""
     from pydantic import ValidationError
+    from rich.markup import escape
 
     from speechkern.oracle import oracle as run_oracle
     from speechkern.targets import TargetConfig
@@ -98,6 +99,9 @@ def oracle(
     print(f"{'':8}{'STOI':>8}{'ESTOI':>8}{'PESQ':>8}{'PESQ-NB':>9}{'SI-SDR':>9}")
     for name, s in scores.items():
         print(f"{name:8}{s['stoi']:8.3f}{s['estoi']:8.3f}{s['pesq']:8.2f}{s['pesq_nb']:9.2f}{s['si_sdr']:9.1f}")
+    for name, s in scores.items():  # every nan above comes with its reason
+        for problem in s.get("problems", []):
+            console.print(f"note: {name}: {escape(problem)}")
 
 
 def enhance(

@@ -25,6 +25,13 @@ FRAME_S = 0.02  # one analysis frame (20 ms): the length difference scoring tole
 STOI_MIN_FRAMES = 30  # pystoi's N: frames of one intermediate intelligibility measure
 
 
+def stoi_min_samples(sr: int) -> int:
+    """The fewest samples at ``sr`` Hz that STOI can score (0.41 s): pystoi frames its 10 kHz signal twice, in
+    frames of 256 samples with a hop of 128 that stop short of the end, so it needs more than
+    ``(30 + 2) · 128 = 4096`` samples at 10 kHz. Silent frames it removes first make the need larger."""
+    return (STOI_MIN_FRAMES + 2) * 128 * sr // 10_000 + 1
+
+
 def mask_mse(estimate: np.ndarray, target: np.ndarray) -> float:
     """Mean squared error per T-F unit between an estimated and an ideal mask (same shape)."""
     return float(np.mean((estimate.astype(np.float64) - target.astype(np.float64)) ** 2))

@@ -102,6 +102,36 @@ def test_oracle_json_reports_noisy_and_ideal(capsys, tmp_path):
     assert code == 2 and "xyz" in err
 
 
+def test_oracle_refuses_speech_too_short_to_score_and_gives_the_reason_of_every_nan(capsys, tmp_path):
+    from speechkern.metrics import stoi_min_samples
+
+    _, noise = _tone_files(tmp_path)
+    rng = np.random.default_rng(2)
+    minimum = stoi_min_samples(16000)
+    assert minimum == 6554  # 0.41 s: more than 32 hops of 128 samples at pystoi's 10 kHz
+    for n in (80, minimum - 1, minimum):
+        audio.save(tmp_path / f"{n}.wav", (0.1 * rng.standard_normal(n)).astype(np.float32), 16000, subtype="FLOAT")
+    for n, ms in ((80, "5.0"), (minimum - 1, "409.6")):
+        code, out, err = run(["oracle", str(tmp_path / f"{n}.wav"), str(noise), "--snr", "0"], capsys)
+        expected = (f"error: {tmp_path / f'{n}.wav'}: {n} samples ({ms} ms) is too short to score; STOI needs at "
+                    f"least {minimum} samples (410 ms) at 16000 Hz; give a longer recording\n")  # fmt: skip
+        assert (code, out, err) == (2, "", expected)
+    code, out, err = run(["oracle", str(tmp_path / f"{minimum}.wav"), str(noise), "--snr", "0", "--json"], capsys)
+    assert code == 0, err
+    assert all(v is not None for scores in json.loads(out).values() for v in scores.values())  # the shortest scores
+    burst = np.zeros(16000, np.float32)
+    burst[:400] = 0.1 * rng.standard_normal(400)  # 25 ms of sound: STOI's silence removal leaves too few frames
+    audio.save(tmp_path / "burst.wav", burst, 16000, subtype="FLOAT")
+    code, out, err = run(["oracle", str(tmp_path / "burst.wav"), str(noise), "--snr", "0"], capsys)
+    assert code == 0 and out.count("nan") >= 4, out  # STOI and ESTOI at least, for both systems
+    notes = [line.split(": ", 2)[1:] for line in err.splitlines() if line.startswith("note: ")]
+    for row in out.splitlines()[1:]:  # every nan of a row has its reason
+        system = row.split()[0]
+        reasons = [why for name, why in notes if name == system]
+        assert len(reasons) == row.count("nan"), (row, reasons)
+        assert sum("remain after silence removal" in r for r in reasons) == 2
+
+
 def test_enhance_without_any_model_says_how_to_train(capsys, tmp_path, monkeypatch):
     """No runs/ and an installation without the shipped model: the error says how to get one."""
     monkeypatch.chdir(tmp_path)
