@@ -7,6 +7,7 @@ output goes to a temporary file beside its target and is renamed into place when
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import math
@@ -136,16 +137,22 @@ def enhance_file(
     chunk = max(unit, round(chunk_s * head.samplerate / unit) * unit)
     margin = math.ceil(margin_s * head.samplerate / unit) * unit
     started = time.perf_counter()
-
-    gains = _level_gains(path, head, chunk, model.feature_config.level_dbfs, per_channel)
+    spans = list(blocks(head.frames, chunk, margin))
+    # A file of one block is decoded once: its level is measured on the samples that are enhanced. A longer one
+    # is read twice, a first pass for its level, so that memory stays bounded by the block.
+    whole = _read_all(path, head.frames) if len(spans) == 1 else None
+    signal = [whole] if whole is not None else _read_chunks(path, head.frames, chunk)
+    gains = _level_gains(signal, head.frames, model.feature_config.level_dbfs, per_channel)
 
     def write(tmp: str) -> None:
         import soundfile as sf
 
-        with audio.open_read(path) as reader, sf.SoundFile(tmp, "w", head.samplerate, head.channels, subtype,
-                                                            format=fmt) as writer:  # fmt: skip
-            for start, stop, lo, hi in blocks(head.frames, chunk, margin):
-                enhanced = _enhance_channels(model, audio.read_block(reader, lo, hi), head.samplerate, gains)
+        with contextlib.ExitStack() as files:
+            reader = None if whole is not None else files.enter_context(audio.open_read(path))
+            writer = files.enter_context(sf.SoundFile(tmp, "w", head.samplerate, head.channels, subtype, format=fmt))
+            for start, stop, lo, hi in spans:
+                y = whole if reader is None else audio.read_block(reader, lo, hi)
+                enhanced = _enhance_channels(model, y, head.samplerate, gains)
                 writer.write(enhanced[:, start - lo : stop - lo].T)
                 report("enhance/blocks", stop, head.frames, f"enhancing {path.name}")
 
@@ -168,16 +175,27 @@ def _enhance_channels(model: MaskModel, y: np.ndarray, file_sr: int, gains: list
     return out if per_channel else np.repeat(out, y.shape[0], axis=0)
 
 
-def _level_gains(path: Path, head, chunk: int, level_dbfs: float, per_channel: bool) -> list[float]:
-    """The level gain of each signal to enhance (every channel, or their average), measured over the whole file
-    in a first pass of ``chunk``-sample blocks, so that every block's features see one gain."""
-    power = np.zeros(head.channels if per_channel else 1, dtype=np.float64)
+def _read_all(path: Path, frames: int) -> np.ndarray:
     with audio.open_read(path) as reader:
-        for start in range(0, head.frames, chunk):
-            y = audio.read_block(reader, start, min(start + chunk, head.frames)).astype(np.float64)
-            y = y if per_channel else y.mean(axis=0, keepdims=True)
-            power += np.sum(y * y, axis=1)
-    return [features.gain_for_rms(float(np.sqrt(p / max(1, head.frames))), level_dbfs) for p in power]
+        return audio.read_block(reader, 0, frames)
+
+
+def _read_chunks(path: Path, frames: int, chunk: int) -> Iterator[np.ndarray]:
+    with audio.open_read(path) as reader:
+        for start in range(0, frames, chunk):
+            yield audio.read_block(reader, start, min(start + chunk, frames))
+
+
+def _level_gains(signal, frames: int, level_dbfs: float, per_channel: bool) -> list[float]:
+    """The level gain of each signal to enhance (every channel, or their average), measured over the whole file,
+    given as consecutive ``(n_channels, n)`` blocks of its ``frames`` samples, so that every block's features see
+    one gain."""
+    power = None
+    for block in signal:
+        y = block.astype(np.float64)
+        y = y if per_channel else y.mean(axis=0, keepdims=True)
+        power = np.sum(y * y, axis=1) + (0.0 if power is None else power)
+    return [features.gain_for_rms(float(np.sqrt(p / max(1, frames))), level_dbfs) for p in power]
 
 
 def _grid(file_sr: int, sr: int, hop: int) -> int:

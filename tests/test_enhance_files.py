@@ -310,6 +310,20 @@ def test_encoding_and_channels_are_kept_or_the_change_is_said(model, tmp_path):
                             "cannot hold); name the output .wav to keep it"]  # fmt: skip
 
 
+def test_a_file_of_one_block_is_decoded_once(model, tmp_path, monkeypatch):
+    write(tmp_path / "short.wav", noise(2.0))
+    decoded = []
+    read = sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda self, *a, **k: decoded.append(len(out := read(self, *a, **k)))
+                        or out)  # fmt: skip
+    enhance_file(model, tmp_path / "short.wav", tmp_path / "once.wav")
+    assert sum(decoded) == 32000  # every sample once
+    decoded.clear()  # a file of several blocks: one pass for the level, one for the blocks with their margins
+    enhance_file(model, tmp_path / "short.wav", tmp_path / "blocks.wav", chunk_s=1.0, margin_s=0.25)
+    spans = list(blocks(32000, 16000, 4000))
+    assert len(spans) == 2 and sum(decoded) == 32000 + sum(hi - lo for _, _, lo, hi in spans)
+
+
 @pytest.mark.parametrize("sr, tolerance", [(16000, 1e-4), (22050, 1e-3)])
 def test_blockwise_output_equals_whole_file_output(model, tmp_path, sr, tolerance):
     t = np.arange(int(4 * sr)) / sr
