@@ -17,8 +17,6 @@ import soundfile as sf
 from speechkern.errors import SpeechkernError
 from speechkern.outputs import atomic_write
 
-AUDIO_SUFFIXES = (".wav", ".flac")  # what corpus folders are searched for
-
 # File suffixes of the formats libsndfile both reads and writes, by soundfile's format name (MP3 needs libsndfile
 # 1.1 or later, so formats this build lacks are left out).
 _FORMAT_SUFFIXES = {
@@ -32,13 +30,14 @@ FORMATS: dict[str, str] = {
     if fmt in sf.available_formats() and sf.check_format(fmt)
     for suffix in suffixes
 }
-READ_SUFFIXES = tuple(FORMATS)  # every suffix the loader reads (and the writer writes)
+# Every suffix the loader reads (and the writer writes): what enhance and the corpus folders are searched for.
+READ_SUFFIXES = tuple(FORMATS)
 # Audio suffixes libsndfile reads but cannot write, or cannot read at all: a path ending so names an audio file.
 OTHER_AUDIO_SUFFIXES = (".m4a", ".aac", ".mp4", ".wma", ".amr", ".ape", ".wv", ".mka", ".webm", ".mp2", ".ac3")
 # Linear PCM and float encodings: what a converted file keeps of its input's encoding when the new format holds it.
 LINEAR_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
 _BY_PRECISION = ("DOUBLE", "PCM_32", "FLOAT", "PCM_24", "PCM_16")
-_FORMATS_HELP = "WAV, FLAC, OGG, MP3, NIST SPHERE, AIFF, AU, CAF, W64 or RF64"
+FORMATS_HELP = "WAV, FLAC, OGG, MP3, NIST SPHERE, AIFF, AU, CAF, W64 or RF64"
 
 
 def info(path: str | os.PathLike) -> sf._SoundFileInfo:
@@ -158,7 +157,7 @@ def _read_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise SpeechkernError(f"{path}: not a readable audio file ({err}); give a {_FORMATS_HELP} file") from None
+        raise SpeechkernError(f"{path}: not a readable audio file ({err}); give a {FORMATS_HELP} file") from None
 
 
 @contextlib.contextmanager
@@ -211,16 +210,18 @@ def check_finite(y: np.ndarray, path: str | os.PathLike, sr: int, offset: int = 
         )
 
 
-def find_audio(root: str | os.PathLike, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:
-    """All audio files below a folder (recursively, case-insensitive suffix), sorted for reproducibility."""
+def find_audio(root: str | os.PathLike, suffixes: tuple[str, ...] = READ_SUFFIXES) -> list[Path]:
+    """All audio files below a folder (recursively, case-insensitive suffix; by default every format the loader
+    reads, :data:`READ_SUFFIXES`), sorted for reproducibility."""
     return scan_folder(root, suffixes)[0]
 
 
-def scan_folder(root: str | os.PathLike, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> tuple[list[Path], list[Path]]:
+def scan_folder(root: str | os.PathLike, suffixes: tuple[str, ...] = READ_SUFFIXES) -> tuple[list[Path], list[Path]]:
     """``(audio files, other files)`` below a folder, recursively, split by case-insensitive suffix; both sorted."""
     root = Path(root)
     if not root.is_dir():
-        raise SpeechkernError(f"{root}: no such folder; give a folder that holds {'/'.join(suffixes)} files")
+        what = FORMATS_HELP if suffixes == READ_SUFFIXES else "/".join(suffixes)
+        raise SpeechkernError(f"{root}: no such folder; give a folder that holds {what} files")
     found, other = [], []
     for p in sorted(root.rglob("*")):
         if p.is_file():

@@ -60,7 +60,8 @@ def prepare_noises(recipe, train: Sequence[Utterance], run_dir: Path) -> dict[st
                 raise SpeechkernError("noise 'dir' needs a folder of recordings: add --set data.noise_dir=DIR")
             files = audio.find_audio(data.noise_dir)
             if not files:
-                raise SpeechkernError(f"{data.noise_dir}: no wav/flac noise recordings found (searched recursively)")
+                raise SpeechkernError(f"{data.noise_dir}: no noise recordings found (searched recursively for "
+                                      f"{audio.FORMATS_HELP} files)")  # fmt: skip
             for f in files:
                 add(f.stem if f.stem not in out else f"{f.parent.name}-{f.stem}", str(f), spec)
         elif spec == "manifest":

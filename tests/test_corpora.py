@@ -406,6 +406,34 @@ def test_voicebank_errors(corpora, tmp_path):
         voicebank.splits(data_config(corpus="voicebank", voicebank_root=str(root)), Path("unused"))
 
 
+def test_corpus_folders_read_every_format_enhance_reads(tmp_path, monkeypatch):
+    """The clean and noise folders are searched for the same formats as `speechkern enhance` (audio.READ_SUFFIXES),
+    not for wav and flac alone."""
+    from speechkern.corpora import folder
+    from speechkern.enhance import find_inputs
+
+    y = (0.1 * np.random.default_rng(0).standard_normal(4000)).astype(np.float32)
+    for name in ("speech/a/1.wav", "speech/a/2.ogg", "speech/b/3.mp3", "speech/b/4.FLAC", "speech/c/5.aiff",
+                 "noise/hum.ogg", "noise/fan.mp3", "noise/notes.txt"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".txt"):
+            (tmp_path / name).write_text("x")
+        else:
+            sf.write(tmp_path / name, y, 16000, format="AIFF" if name.endswith(".aiff") else None)
+    data = data_config(corpus="folder", clean_dir=str(tmp_path / "speech"), n_train=3, n_val=1, n_test=1)
+    found = sorted(Path(u.path).name for part in folder.splits(data, tmp_path).values() for u in part)
+    assert found == ["1.wav", "2.ogg", "3.mp3", "4.FLAC", "5.aiff"]
+    recipe = validate_recipe({"data": {"noises": ["dir"], "noise_dir": str(tmp_path / "noise")}})
+    assert sorted(Path(p).name for p in prepare_noises(recipe, [], tmp_path).values()) == ["fan.mp3", "hum.ogg"]
+    monkeypatch.chdir(tmp_path)
+    assert sorted(p.name for p in find_inputs(["speech", "noise"]).files) == sorted([*found, "fan.mp3", "hum.ogg"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpeechkernError, match=r"empty: no noise recordings found \(searched recursively for WAV, "
+                                              r"FLAC, OGG, MP3"):  # fmt: skip
+        prepare_noises(validate_recipe({"data": {"noises": ["dir"], "noise_dir": str(tmp_path / "empty")}}), [],
+                       tmp_path)  # fmt: skip
+
+
 def test_folder_split_by_talker_keeps_talkers_apart(tmp_path):
     from speechkern.corpora.folder import split_talkers
 

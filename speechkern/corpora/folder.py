@@ -25,7 +25,8 @@ def splits(data, workdir: Path) -> dict[str, list[Utterance]]:
         raise SpeechkernError("the folder recipe needs clean speech: add --set data.clean_dir=DIR")
     files = audio.find_audio(data.clean_dir)
     if len(files) < 3:
-        raise SpeechkernError(f"{data.clean_dir}: found {len(files)} wav/flac files; need at least 3 (train/val/test)")
+        raise SpeechkernError(f"{data.clean_dir}: found {len(files)} audio files ({audio.FORMATS_HELP}, searched "
+                              "recursively); need at least 3 (train/val/test)")  # fmt: skip
     if data.split_by == "talker":
         return split_talkers(files, Path(data.clean_dir), data.n_train, data.n_val, data.n_test, data.seed)
     return split_files(files, Path(data.clean_dir), data.n_train, data.n_val, data.n_test, data.seed)
