@@ -147,9 +147,9 @@ def enhance(
     found = find_inputs(inputs)
     jobs = plan_outputs(found, output)
     kept = [] if overwrite else [(f, o) for f, o in jobs if _is_earlier_output(f, o)]
-    jobs = [job for job in jobs if job not in kept]
-    for line in _skipped_lines(found.skipped, {o.resolve() for _, o in kept}):
+    for line in _skipped_lines(found.skipped, {o.resolve() for _, o in jobs}):
         console.print(escape(line))
+    jobs = [job for job in jobs if job not in kept]
     if kept:
         console.print(escape(_kept_line([o for _, o in kept], everything=not jobs)))
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
@@ -206,16 +206,16 @@ def _kept_line(outputs: list[Path], everything: bool) -> str:
             f"replace {'them' if n > 1 else 'it'}")  # fmt: skip
 
 
-def _skipped_lines(skipped: list[Path], kept: set[Path]) -> list[str]:
+def _skipped_lines(skipped: list[Path], outputs: set[Path]) -> list[str]:
     """What the folder search left out: files that are not audio speechkern reads, and earlier outputs that are
-    not the outputs of this run's inputs (those are counted by :func:`_kept_line`)."""
+    not ``outputs`` of this run (those are kept, see :func:`_kept_line`, or replaced with --overwrite)."""
     from collections import Counter
 
     from speechkern.enhance import ENHANCED_SUFFIX
 
     earlier = [p for p in skipped if p.stem.endswith(ENHANCED_SUFFIX)]
     other = [p for p in skipped if p not in earlier]
-    earlier = [p for p in earlier if p.resolve() not in kept]
+    earlier = [p for p in earlier if p.resolve() not in outputs]
     lines = []
     if other:
         kinds = Counter(p.suffix.lower() or "(no suffix)" for p in other)

@@ -211,6 +211,7 @@ def test_a_rerun_keeps_existing_outputs_says_so_once_and_succeeds(run_dir, tmp_p
     assert code == 0 and "kept 1 existing output (in/a_enhanced.wav), nothing left to enhance" in err
     code, _, err = run([*argv, "--overwrite"], capsys)
     assert code == 0 and "enhanced 3 of 3 file(s)" in err and "kept" not in err
+    assert "skipped 1 earlier output(s)" in err  # old_enhanced.wav only: the others are replaced
     assert (tmp_path / "in/a_enhanced.wav").read_bytes() == before["a_enhanced.wav"]  # same input, same output
     assert "Exit status: 0 when every input was enhanced or its output was kept" in " ".join(
         run(["enhance", "--help"], capsys)[1].split()
