@@ -119,6 +119,8 @@ def test_training_past_zero_error_collapses_train_more_than_test():
 def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(SpeechkernError, match="unknown dataset"):
         CollapseConfig(dataset="mnist").validate()
+    with pytest.raises(SpeechkernError, match=r"device 'mps': unknown; expected auto, cpu, cuda or cuda:N"):
+        CollapseConfig(device="mps").validate()
     with pytest.raises(SpeechkernError, match="exceeds"):
         run_experiments(replace(TINY, train_sizes=(5000,)))
     with pytest.raises(SpeechkernError, match="at least 3 classes"):

@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 import speechkern
+from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.outputs import check_out_dir, write_bytes
 from speechkern.progress import report
@@ -127,12 +128,7 @@ class CollapseConfig:
             raise SpeechkernError("lr and finetune_lr must be > 0, weight_decay >= 0 and momentum in [0, 1).")
         if self.train_sizes is not None and not self.train_sizes:
             raise SpeechkernError("give at least one train size.")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as err:
-            raise SpeechkernError(f"device {self.device!r} is not a torch device name such as cpu or cuda.") from err
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise SpeechkernError(f"device {self.device!r} asked for, but torch sees no CUDA GPU; use --device cpu.")
+        resolve_device(self.device)  # an unknown device, or one this machine lacks, is refused naming those it has
 
 
 @dataclass(frozen=True)
@@ -587,7 +583,8 @@ def run_experiments(config: CollapseConfig) -> CollapseResults:
     started = time.perf_counter()
     data = check_config(config)
     sizes = resolve_train_sizes(config, data)
-    config = replace(config, train_sizes=sizes)  # the results record the sizes that ran
+    # the results record the sizes that ran and the device ("auto" becomes cuda or cpu)
+    config = replace(config, train_sizes=sizes, device=str(resolve_device(config.device)))
     over_time: list[dict[str, Any]] = []
     size_rows: list[dict[str, Any]] = []
     for i, n in enumerate(sizes):

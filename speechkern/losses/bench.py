@@ -38,6 +38,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 import speechkern
+from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.losses import comparison
 from speechkern.losses.bench_data import (
@@ -425,16 +426,6 @@ def evaluate(
     return accuracy, bins.ece, ece_inverse, probs.cpu().numpy()
 
 
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SpeechkernError(f"device {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SpeechkernError(f"device {name!r}: no CUDA GPU is available here; use --device cpu")
-    return device
-
-
 # ------------------------------------------------------------------------------------------------- outputs
 
 
@@ -663,7 +654,7 @@ def run_benchmark(
         )
     losses = tuple(dict.fromkeys(losses))
     chosen = select_datasets(data_dir, datasets, builtin)
-    device = _device(config.device)
+    device = resolve_device(config.device)  # refuses an unknown device, or one this machine lacks
     key = config.key(losses)
     out = Path(out_dir)
     resume = _prepare_out_dir(out, key, overwrite)
