@@ -265,6 +265,7 @@ class _KernelUnit:
     info: dict[int, dict] = field(default_factory=dict)
     estimators: dict[int, object] = field(default_factory=dict)
     centers: int | None = None  # EigenPro 3 centres; None: EigenPro 2
+    budget_gb: float | None = None  # memory budget the solver was chosen for; every band's fit keeps to it
 
     def pending(self) -> list[int]:
         return [b for b in range(len(self.bands)) if b not in self.info]
@@ -279,13 +280,14 @@ def kernel_budget_bytes(recipe: Recipe, device: str) -> int:
     return available_memory_bytes(resolve_device(device)) // 4
 
 
-def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "kernel"):
-    """EigenPro 2 or 3, and the number of centres, for this training set (logged)."""
+def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "kernel", budget: int | None = None):
+    """EigenPro 2 or 3, and the number of centres, for this training set (logged) under ``budget`` bytes (default
+    :func:`kernel_budget_bytes`)."""
     from speechkern.eigenpro.solver import choose_solver
 
     kc = recipe.kernel
-    choice = choose_solver(len(data.X), len(data.X_val), data.X.shape[1], kernel_budget_bytes(recipe, device),
-                           kc.solver, kc.centers)  # fmt: skip
+    budget = kernel_budget_bytes(recipe, device) if budget is None else budget
+    choice = choose_solver(len(data.X), len(data.X_val), data.X.shape[1], budget, kc.solver, kc.centers)
     logger.info("%s %s: %s", name, data.condition, choice.reason)
     return choice
 
@@ -293,7 +295,7 @@ def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "k
 def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str) -> dict:
     kc = recipe.kernel
     return {"centers": unit.centers, "epochs": kc.epochs, "patience": kc.patience, "device": device,
-            "memory_budget_gb": kc.memory_gb or None, "seed": recipe.data.seed,
+            "memory_budget_gb": unit.budget_gb or kc.memory_gb or None, "seed": recipe.data.seed,
             "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
 
 
@@ -523,7 +525,11 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                 logger.info("%s %s band %d/%d: finished in an earlier run, kept", name, data.condition, b + 1,
                             len(unit.bands))  # fmt: skip
         if unit.pending():
-            unit.centers = kernel_solver(recipe, kdata, device, name).centers  # sized for the kernel's inputs
+            # One budget, measured once: the solver's choice and every band's fit agree on it (free memory shrinks as
+            # the fits run, and a budget re-measured per band would no longer hold the distances they share).
+            budget = kernel_budget_bytes(recipe, device)
+            unit.centers = kernel_solver(recipe, kdata, device, name, budget).centers  # sized for the kernel's inputs
+            unit.budget_gb = budget / 2**30
             kernel_units.append(unit)
         else:
             yield _finish_kernel(recipe, unit, run_dir)

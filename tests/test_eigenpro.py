@@ -444,3 +444,41 @@ def test_subbands_share_one_distance_product_in_reduced_precision(problem, cente
     alone = fit(1, 0.75, 2.0)
     np.testing.assert_array_equal(second.predict(X_test), alone.predict(X_test))
     kernels.clear_distance_cache()
+
+
+@pytest.mark.parametrize("centers", [None, 150])
+def test_budget_holding_matrices_and_distances_keeps_the_distances(centers, monkeypatch):
+    """The set-up's transient copies of the points are gone once the distances exist, so a budget that holds the
+    float16 kernel matrices, the batch rows and the float16 distances keeps the distances for the next subband even
+    when it could not also hold the set-up copies (many features): the second fit makes no new distance product."""
+    rng = np.random.default_rng(3)
+    n, n_val, d = 600, 200, 1000  # wide inputs: the set-up copies outweigh the batch rows
+    X, X_val = rng.standard_normal((n, d)), rng.standard_normal((n_val, d))
+    Y, Y_val = target(X[:, :5]), target(X_val[:, :5])
+    products = []
+    compute = kernels.squared_distances
+    monkeypatch.setattr(
+        kernels, "squared_distances", lambda *a, **k: products.append(a[0].shape[0]) or compute(*a, **k)
+    )
+
+    def fit(band: int, budget_gb: float | None) -> EigenProRegressor:
+        est = EigenProRegressor(1.0, 30.0, centers=centers, epochs=2, kernel_dtype="float16", seed=1,
+                                subsample_size=100, memory_budget_gb=budget_gb)  # fmt: skip
+        return est.fit(X, Y[:, band], X_val, Y_val[:, band])
+
+    kernels.clear_distance_cache()
+    probe = fit(0, None)
+    p = n if centers is None else centers
+    sizes = (n, p, n_val, probe.batch_size_, probe.subsample_size_, d, 1, 2)
+    fixed = 0 if centers is None else 2 * 8 * p * p
+    distances = 2 * (n + n_val) * p
+    budget = fixed + ep.precomputed_bytes(*sizes) + distances - 1024  # short of set-up copies and distances at once
+    kernels.clear_distance_cache()
+    products.clear()
+    first = fit(0, budget / 2**30)
+    assert first.precomputed_ and first.batch_size_ == probe.batch_size_
+    rows_first = sum(products)
+    products.clear()
+    fit(1, budget / 2**30)
+    assert sum(products) < 0.2 * rows_first  # only the preconditioner's subsample block and the step sample
+    kernels.clear_distance_cache()

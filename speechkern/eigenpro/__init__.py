@@ -3,7 +3,7 @@
 Design notes: docs/engine.md.
 """
 
-from speechkern.eigenpro.estimator import EigenProRegressor, precomputed_bytes
+from speechkern.eigenpro.estimator import EigenProRegressor, precomputed_bytes, spare_bytes
 from speechkern.eigenpro.loop import DivergenceError, train_check_size
 from speechkern.eigenpro.preconditioner import (
     DAMPING,
@@ -26,6 +26,7 @@ __all__ = [
     "critical_batch_size",
     "default_subsample_size",
     "precomputed_bytes",
+    "spare_bytes",
     "step_size",
     "train_check_size",
 ]

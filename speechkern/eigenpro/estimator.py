@@ -58,18 +58,31 @@ STEP_SAMPLE = 2000  # training points on which EigenPro 3 estimates the top eige
 
 
 def precomputed_bytes(n: int, p: int, n_val: int, batch: int, s: int, d: int, k: int, itemsize: int = 4) -> int:
-    """Bytes the precomputed mode needs for n points, p centres, n_val validation points, batches of ``batch``, a
-    subsample of s, d features and k outputs: K(X, Z) and K(X_val, Z) with ``itemsize`` bytes per entry, plus the
-    larger of the per-batch transients (at most the gathered rows of K, their subsample columns and residuals, for
-    the batch or the training check, whichever is larger; EigenPro 2 gathers rows in small chunks, so this is an
-    upper bound) and the set-up transients (augmented copies of the points for the distance products). A newly
-    computed distance matrix kept in the cache comes on top (see ``max_cache_bytes`` in
-    :func:`speechkern.kernels.cached_squared_distances`)."""
+    """Bytes the precomputed mode needs at its peak for n points, p centres, n_val validation points, batches of
+    ``batch``, a subsample of s, d features and k outputs: K(X, Z) and K(X_val, Z) with ``itemsize`` bytes per
+    entry, plus the larger of the per-batch transients (at most the gathered rows of K, their subsample columns and
+    residuals, for the batch or the training check, whichever is larger; EigenPro 2 gathers rows in small chunks,
+    so this is an upper bound) and the set-up transients (augmented copies of the points for the distance
+    products). A newly computed distance matrix kept in the cache comes on top (see :func:`spare_bytes`)."""
+    matrices, per_batch, setup = _precomputed_parts(n, p, n_val, batch, s, d, k, itemsize)
+    return matrices + max(per_batch, setup)
+
+
+def spare_bytes(budget: int, n: int, p: int, n_val: int, batch: int, s: int, d: int, k: int, itemsize: int) -> int:
+    """What a budget leaves for distances kept in the cache beside the precomputed mode (arguments as for
+    :func:`precomputed_bytes`): the distances live on after the set-up, beside the kernel matrices and the batch
+    transients, and during it beside the set-up transients, never beside both."""
+    matrices, per_batch, setup = _precomputed_parts(n, p, n_val, batch, s, d, k, itemsize)
+    return budget - max(matrices + per_batch, setup)
+
+
+def _precomputed_parts(n: int, p: int, n_val: int, batch: int, s: int, d: int, k: int, itemsize: int):
+    """(kernel matrices, per-batch transients, set-up transients) in bytes; see :func:`precomputed_bytes`."""
     matrices = itemsize * (n + n_val) * p + 4 * n_val * k
     rows = max(batch, train_check_size(n))
     per_batch = 4 * rows * (p + s + 2 * k)
     setup = 4 * (n + n_val + p) * (d + 2)
-    return matrices + max(per_batch, setup)
+    return matrices, per_batch, setup
 
 
 class EigenProRegressor(RegressorMixin, BaseEstimator):
@@ -345,7 +358,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             nystrom_cache = self._nystrom_cache_bytes(n, n, n_val, s, budget)
             precond, batch = self._preconditioner(X_s, n, beta, budget // per_row, device, nystrom_cache)
             spare, dtype = self._precompute_plan(
-                lambda size: precomputed_bytes(n, n, n_val, batch, s, d, k, size), budget, (n + n_val) * n
+                lambda size: (n, n, n_val, batch, s, d, k, size), budget, (n + n_val) * n
             )
             if spare is None:
                 model = _AllPointsModel(kernel, X_t, Y_t, s, precond, block)
@@ -407,7 +420,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
                 batch = max(1, min(critical_batch_size(beta, top), max(1, left // (4 * (d + 3 * k))), n))
             dense_batch = 4 * batch * (p + d + 3 * k) <= left
             spare, dtype = self._precompute_plan(
-                lambda size: chol_bytes + precomputed_bytes(n, p, n_val, batch, s, d, k, size), budget, (n + n_val) * p
+                lambda size: (n, p, n_val, batch, s, d, k, size), budget, (n + n_val) * p, chol_bytes
             )
             if spare is None:
                 model = _CentresModel(kernel, X_t, Y_t, Z, precond, chol, k_zs, dense_batch, block, explicit)
@@ -465,17 +478,22 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         return max(0, spare)
 
     def _precompute_plan(
-        self, needed: Callable[[int], int], budget: int, entries: int
+        self, sizes: Callable[[int], tuple], budget: int, entries: int, fixed: int = 0
     ) -> tuple[int | None, torch.dtype | None]:
-        """(spare, dtype) for the precomputed mode, (None, None) for the blocked one. ``needed(itemsize)`` gives
-        the bytes the precomputed mode needs with kernel matrices of that entry size; ``spare`` is what the budget
-        leaves over for the distance cache. ``kernel_dtype="auto"`` takes float32 when it fits together with the
+        """(spare, dtype) for the precomputed mode, (None, None) for the blocked one. ``sizes(itemsize)`` gives the
+        arguments of :func:`precomputed_bytes` for kernel matrices of that entry size, ``fixed`` the bytes held
+        throughout besides (the centres' factors); ``spare`` (:func:`spare_bytes`) is what the budget leaves over
+        for the distance cache. ``kernel_dtype="auto"`` takes float32 when it fits together with the
         float32 distances of its ``entries`` (kept for the next fit on the same points: the next subband), else
         float16 (whose float16 distances are kept when they fit). Raises when ``precompute=True`` and nothing
         fits."""
         if self.precompute is False or self.precompute is np.False_:
             return None, None
         names = ["float32", "float16"] if self.kernel_dtype == "auto" else [self.kernel_dtype]
+
+        def needed(itemsize: int) -> int:
+            return fixed + precomputed_bytes(*sizes(itemsize))
+
         for name in names:
             dtype = STORAGE_DTYPES[name]
             size = needed(dtype.itemsize)
@@ -490,7 +508,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
                         budget / 2**30,
                         name,
                     )
-                return budget - size, dtype
+                return spare_bytes(budget - fixed, *sizes(dtype.itemsize)), dtype
         size = needed(STORAGE_DTYPES[names[-1]].itemsize)
         if isinstance(self.precompute, str):  # "auto"
             logger.info(
@@ -526,6 +544,14 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         if R is None and 2 * X.shape[0] * Z.shape[0] <= spare:
             R = kernels.distance_matrix16(X, Z)
             DISTANCE_CACHE.put(key, R, spare)
+        elif R is None:
+            logger.info(
+                "%s: the float16 distances (%.2f GiB) do not fit the %.2f GiB the budget leaves: not kept for the "
+                "next subband (raise memory_budget_gb to share them)",
+                self.progress_task,
+                2 * X.shape[0] * Z.shape[0] / 2**30,
+                max(spare, 0) / 2**30,
+            )
         return kernel_matrix(self.kernel_, X, Z, dtype, R)
 
     def _preconditioner(
