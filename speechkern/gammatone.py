@@ -608,11 +608,10 @@ def _masked_segments(blocks: np.ndarray, mask: np.ndarray, n: int, window: np.nd
     padded = np.zeros((k, n_seg + pieces), dtype=np.float32)
     used = min(mask.shape[1], n_seg + halves)
     padded[:, halves : halves + used] = mask[:, :used]
-    out = np.zeros((n_seg, hop), dtype=np.float32)
-    for p in range(pieces):
-        weights = padded[:, pieces - p : pieces - p + n_seg].reshape(k, n_blocks, per_block)
-        out += np.einsum("cbs,cbst->bst", weights, z).reshape(n_seg, hop) * window[p]
-    return out.reshape(-1)[:n]
+    weights = np.stack([padded[:, pieces - p : pieces - p + n_seg] for p in range(pieces)], axis=-1)  # (k, J, 2R)
+    weights = weights.reshape(k, n_blocks, per_block, pieces).transpose(1, 2, 3, 0)  # (blocks, segments, 2R, k)
+    summed = np.matmul(weights, z.transpose(1, 2, 0, 3))  # (blocks, segments, 2R, hop): channels summed per piece
+    return np.einsum("bspt,pt->bst", summed, window).reshape(-1)[:n]
 
 
 def resynthesize(
