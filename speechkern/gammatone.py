@@ -23,8 +23,8 @@ Numerics (why the filtering looks the way it does)
         among threads), elsewhere with ``torch.fft``. Resynthesis filters once with each channel's |H|²
         (the impulse response's autocorrelation) instead of twice. Against ``"sos"``: channel responses agree to
         ≈ 2·10⁻⁶ of each channel's RMS, cochleagram units to 4·10⁻⁵ relative at worst (median 2·10⁻⁷),
-        resynthesised speech to ≈ 135 dB SNR. CPU time for 30 s of audio on one thread: cochleagram 1.7×,
-        resynthesis 3.5× less than ``"sos"``.
+        resynthesised speech to ≈ 135 dB SNR. CPU time for 30 s of audio on one thread: cochleagram ≈ 2×,
+        resynthesis ≈ 5× less than ``"sos"`` (0.2 s each against 0.45 s and 1.1 s, on a loaded machine).
       * ``"sos"``: ``scipy.signal.sosfilt`` in float64, channels spread over threads (sosfilt releases the GIL).
         Exact IIR filtering, the reference the FFT path is tested against.
 
@@ -429,7 +429,7 @@ def _cpu_fft_channels(
         padded[g.n_taps - 1 - g.delay : g.n_taps - 1 - g.delay + n] = x
         frames = np.lib.stride_tricks.sliding_window_view(padded, g.n_fft)[::step]
         spectrum = scipy.fft.rfft(frames, axis=-1)  # (n_blocks, n_fft // 2 + 1) complex64, shared by the group
-        batch = 8
+        batch = 16
         for c in range(g.lo, g.hi, batch):
             tasks.append((g, spectrum, step, c, min(c + batch, g.hi)))
 
