@@ -420,30 +420,31 @@ def _cpu_fft_channels(
 
     x = np.asarray(y, dtype=np.float32)
     n = len(x)
-    tasks = []
-    for g in _cpu_fft_groups(bank, zero_phase):
+    groups = _cpu_fft_groups(bank, zero_phase)
+    batch = 8
+
+    def spectrum(g: _FftGroup) -> tuple[np.ndarray, int]:
+        """The signal's block spectra (n_blocks, n_fft // 2 + 1) complex64 for group g, and the block step."""
         step = g.n_fft - g.n_taps + 1
         step = step // align * align if step >= align else step
         n_blocks = -(-n // step)
         padded = np.zeros((n_blocks - 1) * step + g.n_fft, dtype=np.float32)
         padded[g.n_taps - 1 - g.delay : g.n_taps - 1 - g.delay + n] = x
         frames = np.lib.stride_tricks.sliding_window_view(padded, g.n_fft)[::step]
-        spectrum = scipy.fft.rfft(frames, axis=-1)  # (n_blocks, n_fft // 2 + 1) complex64, shared by the group
-        batch = 16
-        for c in range(g.lo, g.hi, batch):
-            tasks.append((g, spectrum, step, c, min(c + batch, g.hi)))
+        return scipy.fft.rfft(frames, axis=-1), step
 
     def run(task) -> object:
-        g, spectrum, step, lo, hi = task
-        prod = spectrum[None] * g.spectra[lo - g.lo : hi - g.lo, None, :]
+        g, (spec, step), lo, hi = task
+        prod = spec[None] * g.spectra[lo - g.lo : hi - g.lo, None, :]
         blocks = scipy.fft.irfft(prod, g.n_fft, axis=-1, overwrite_x=True)
         return finish(lo, blocks[..., g.n_taps - 1 : g.n_taps - 1 + step])
 
-    workers = max(1, min(int(n_threads or default_threads()), len(tasks)))
-    if workers == 1:
-        return [run(t) for t in tasks]
+    workers = max(1, min(int(n_threads or default_threads()), bank.n_channels))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(run, tasks))
+        spectra = list(pool.map(spectrum, groups)) if workers > 1 else [spectrum(g) for g in groups]
+        tasks = [(g, sp, c, min(c + batch, g.hi)) for g, sp in zip(groups, spectra, strict=True)
+                 for c in range(g.lo, g.hi, batch)]  # fmt: skip
+        return list(pool.map(run, tasks)) if workers > 1 else [run(t) for t in tasks]
 
 
 def _flat(blocks: np.ndarray, n: int) -> np.ndarray:
