@@ -489,8 +489,9 @@ def gammatone_filter(
 ) -> np.ndarray:
     """Causal gammatone filter responses of waveform ``y`` (n_samples,) at ``sr`` Hz → float32 (n_channels, n_samples).
 
-    method: "sos" (float64 IIR sections, CPU), "fft" (overlap-save FIR with torch.fft, any device) or "auto"
-    (sos on CPU, fft elsewhere). n_threads: CPU threads for the sos back end (default: all available).
+    method: "fft" (float32 FIR taps by overlap-save: scipy.fft on the CPU, torch.fft elsewhere), "sos" (float64
+    IIR sections, CPU only, the exact reference) or "auto" (= :data:`DEFAULT_METHOD`, "fft"); see the module
+    docstring for how closely they agree. n_threads: CPU threads (default: :func:`default_threads`).
     """
     y = _check_signal(y)
     bank = gammatone_bank(sr, n_channels, fmin, fmax)
@@ -521,6 +522,7 @@ def cochleagram(
 
     frame_length, hop_length: samples (320/160 = 20 ms/10 ms at 16 kHz). Returns float64
     (n_channels, 1 + n_samples // hop_length); units: squared waveform units (unit-gain filters).
+    method, n_threads: as :func:`gammatone_filter`.
     """
     y = _check_signal(y)
     _check_framing(frame_length, hop_length)
@@ -631,8 +633,9 @@ def resynthesize(
 ) -> np.ndarray:
     """Waveform (float32, n_samples) from ``mixture`` and a cochleagram mask (n_channels, n_frames).
 
-    Zero-phase filtering (filter, reverse, filter, reverse), per-sample raised-cosine mask weights, channel sum,
-    fixed gain (see the module docstring). n_channels defaults to the mask's row count.
+    Zero-phase filtering (filter, reverse, filter, reverse; on the FFT path one filtering by |H|²), per-sample
+    raised-cosine mask weights, channel sum, fixed gain (see the module docstring). n_channels defaults to the
+    mask's row count; method, n_threads: as :func:`gammatone_filter`.
     """
     y = _check_signal(mixture, "mixture")
     mask = np.asarray(mask)
