@@ -496,14 +496,21 @@ def shared_center_products(
     rows = min(rows, n)
     shapes = sorted({k.shape for k in kernels})
 
+    features = X.shape[1]
+    keep = 1.0 - _distance_slack(X.dtype, features)
+
     def fill(starts: list[int]) -> None:
         dist = torch.empty((rows, m), dtype=X.dtype, device=X.device)
         powered = torch.empty_like(dist) if any(s != 2.0 for s in shapes) else dist
         values = torch.empty_like(dist)
+        x_aug = torch.empty((rows, features + 2), dtype=X.dtype, device=X.device)
+        x_aug[:, features + 1] = 1.0
         for i in starts:
             r = min(rows, n - i)
-            d, p, k_block = dist[:r], powered[:r], values[:r]
-            torch.mm(_left_augmented(X[i : i + r], prepared), z_aug.T, out=d)
+            d, p, k_block, xa = dist[:r], powered[:r], values[:r], x_aug[:r]
+            xc = torch.sub(X[i : i + r], prepared.shift, out=xa[:, :features])  # _left_augmented, in place
+            xa[:, features] = torch.einsum("ij,ij->i", xc, xc).mul_(keep)
+            torch.mm(xa, z_aug.T, out=d)
             d.clamp_min_(0.0)
             for shape in shapes:
                 if shape == 1.0:
