@@ -17,11 +17,16 @@ Numerics (why the filtering looks the way it does)
     8000 Hz = Nyquist at 16 kHz.
 
     Two filtering back ends compute the same response:
-      * ``"sos"`` (default on CPU): ``scipy.signal.sosfilt`` in float64, channels spread over threads (sosfilt
-        releases the GIL). Exact IIR filtering; measured ≈ 3 ms per second of audio for 64 channels on 2 cores.
-      * ``"fft"`` (default on CUDA): FIR taps of the same impulse response, truncated where its envelope has
-        fallen 140 dB below its peak, applied by overlap-save FFT convolution with ``torch.fft`` on any device.
-        On 2 CPU cores it measured 1.4–1.8× slower than ``"sos"``; on a GPU it is much faster.
+      * ``"fft"`` (the default): FIR taps of the same impulse response, each channel's truncated where its own
+        envelope has fallen 140 dB below its peak, applied in float32 by overlap-save FFT convolution; on the CPU
+        with ``scipy.fft`` (channels grouped by tap length, each group with its own block size, groups shared
+        among threads), elsewhere with ``torch.fft``. Resynthesis filters once with each channel's |H|²
+        (the impulse response's autocorrelation) instead of twice. Against ``"sos"``: channel responses agree to
+        ≈ 2·10⁻⁶ of each channel's RMS, cochleagram units to 4·10⁻⁵ relative at worst (median 2·10⁻⁷),
+        resynthesised speech to ≈ 135 dB SNR. CPU time for 30 s of audio on one thread: cochleagram ≈ 2×,
+        resynthesis ≈ 5× less than ``"sos"`` (0.2 s each against 0.45 s and 1.1 s, on a loaded machine).
+      * ``"sos"``: ``scipy.signal.sosfilt`` in float64, channels spread over threads (sosfilt releases the GIL).
+        Exact IIR filtering, the reference the FFT path is tested against.
 
 Framing (project-wide): frame m is centred at sample m·hop_length and spans
 [m·hop − frame_length/2, m·hop + frame_length/2), zeros outside the signal; n_frames = 1 + n_samples // hop.
@@ -59,6 +64,12 @@ DECAY_DB = 140.0
 """Impulse responses are treated as ended once their envelope is this far below its peak (FIR taps, padding)."""
 
 Method = Literal["auto", "sos", "fft"]
+
+DEFAULT_METHOD = "fft"
+"""What ``method="auto"`` uses on every device (``"sos"`` on the CPU is the exact IIR reference)."""
+
+CPU_FFT_SIZES = (512, 32768)
+"""Smallest and largest overlap-save block (FFT points) of the CPU FFT path."""
 
 
 def erb(f_hz: np.ndarray | float) -> np.ndarray | float:
@@ -266,11 +277,15 @@ def frame_energies(x_sq: np.ndarray, frame_length: int = 320, hop_length: int = 
     return windows[..., : (m - 1) * hop_length + 1 : hop_length, :].sum(axis=-1)
 
 
+def _on_cpu(device) -> bool:
+    return str(device).startswith("cpu")
+
+
 def _resolve_method(method: Method, device: str) -> str:
     if method not in ("auto", "sos", "fft"):
         raise SpeechkernError(f"filtering method {method!r}: expected 'auto', 'sos' or 'fft'")
     if method == "auto":
-        return "sos" if str(device).startswith("cpu") else "fft"
+        return DEFAULT_METHOD
     if method == "sos" and not str(device).startswith("cpu"):
         raise SpeechkernError(f"method 'sos' runs on the CPU only; use method='fft' for device {device!r}")
     return method
@@ -336,6 +351,121 @@ def _fft_filter(x, taps, block: int | None = None):
     return out[:, :n]
 
 
+@dataclass(frozen=True)
+class _FftGroup:
+    """Channels [lo, hi) filtered together: ``spectra`` (hi − lo, n_fft // 2 + 1) complex64 of their taps (length
+    ``n_taps``, output delayed by ``delay`` samples), applied in blocks of ``n_fft`` points."""
+
+    lo: int
+    hi: int
+    n_fft: int
+    n_taps: int
+    delay: int
+    spectra: np.ndarray
+
+
+def _block_size(n_taps: int) -> int:
+    """Overlap-save block (a power of two) with the least FFT work per output sample, log2(N)·N/(N − n_taps + 1)."""
+    lo, hi = (int(math.log2(v)) for v in CPU_FFT_SIZES)
+    sizes = [1 << k for k in range(lo, hi + 1) if (1 << k) > n_taps]
+    if not sizes:
+        raise SpeechkernError(f"gammatone taps of {n_taps} samples exceed the largest FFT block {CPU_FFT_SIZES[1]}")
+    return min(sizes, key=lambda n: math.log2(n) * n / (n - n_taps + 1))
+
+
+def _cpu_fft_groups(bank: GammatoneBank, zero_phase: bool) -> list[_FftGroup]:
+    """The CPU FFT plan of ``bank`` (cached on it): channels grouped by block size. Causal taps are each channel's
+    impulse response up to the group's longest decay; zero-phase taps their autocorrelation (lags −(L−1)…L−1),
+    i.e. |H|², applied with a delay of L − 1."""
+    key = ("cpu_plan", zero_phase)
+    if key in bank._fir:
+        return bank._fir[key]
+    lengths = [_decay_length(np.array([b]), bank.sr) for b in bank.bandwidths]
+    full = bank.impulse_responses(max(lengths))
+    groups: list[_FftGroup] = []
+    lo = 0
+    while lo < bank.n_channels:
+        n_fft = _block_size(2 * lengths[lo] - 1 if zero_phase else lengths[lo])
+        hi = lo + 1
+        while hi < bank.n_channels and _block_size(2 * lengths[hi] - 1 if zero_phase else lengths[hi]) == n_fft:
+            hi += 1
+        length = max(lengths[lo:hi])  # the bank is ordered by frequency: decays shorten with the channel index
+        h = full[lo:hi, :length]
+        if zero_phase:
+            spec = np.fft.rfft(h, n_fft)
+            taps = np.fft.irfft(spec * np.conj(spec), n_fft)
+            taps = np.concatenate([taps[:, n_fft - (length - 1) :], taps[:, :length]], axis=1)
+            n_taps, delay = 2 * length - 1, length - 1
+        else:
+            taps, n_taps, delay = h, length, 0
+        spectra = np.fft.rfft(taps, n_fft).astype(np.complex64)
+        groups.append(_FftGroup(lo, hi, n_fft, n_taps, delay, spectra))
+        lo = hi
+    bank._fir[key] = groups
+    return groups
+
+
+def _cpu_fft_channels(
+    bank: GammatoneBank, y: np.ndarray, zero_phase: bool, finish, n_threads: int | None, align: int = 1
+) -> list:
+    """``finish(lo, blocks)`` for batches of channels [lo, lo + k): ``blocks`` (k, n_blocks, step) float32 holds
+    the causal (or, with ``zero_phase``, zero-phase) FIR response of those channels to ``y``, sample
+    ``j·step + i`` at ``[:, j, i]``; samples from len(y) on are the response to the zeros that follow. ``step`` is
+    a multiple of ``align`` where the block size allows, else of 1. Returns the results in channel order.
+    Overlap-save with scipy.fft (float32); batches of channels are shared among threads.
+
+    Memory: the signal's block spectra per group, and per thread one batch of ≤ 8 channels' blocks.
+    """
+    import scipy.fft
+
+    x = np.asarray(y, dtype=np.float32)
+    n = len(x)
+    groups = _cpu_fft_groups(bank, zero_phase)
+    batch = 8
+
+    def spectrum(g: _FftGroup) -> tuple[np.ndarray, int]:
+        """The signal's block spectra (n_blocks, n_fft // 2 + 1) complex64 for group g, and the block step."""
+        step = g.n_fft - g.n_taps + 1
+        step = step // align * align if step >= align else step
+        n_blocks = -(-n // step)
+        padded = np.zeros((n_blocks - 1) * step + g.n_fft, dtype=np.float32)
+        padded[g.n_taps - 1 - g.delay : g.n_taps - 1 - g.delay + n] = x
+        frames = np.lib.stride_tricks.sliding_window_view(padded, g.n_fft)[::step]
+        return scipy.fft.rfft(frames, axis=-1), step
+
+    def run(task) -> object:
+        g, (spec, step), lo, hi = task
+        prod = spec[None] * g.spectra[lo - g.lo : hi - g.lo, None, :]
+        blocks = scipy.fft.irfft(prod, g.n_fft, axis=-1, overwrite_x=True)
+        return finish(lo, blocks[..., g.n_taps - 1 : g.n_taps - 1 + step])
+
+    workers = max(1, min(int(n_threads or default_threads()), bank.n_channels))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        spectra = list(pool.map(spectrum, groups)) if workers > 1 else [spectrum(g) for g in groups]
+        tasks = [(g, sp, c, min(c + batch, g.hi)) for g, sp in zip(groups, spectra, strict=True)
+                 for c in range(g.lo, g.hi, batch)]  # fmt: skip
+        return list(pool.map(run, tasks)) if workers > 1 else [run(t) for t in tasks]
+
+
+def _flat(blocks: np.ndarray, n: int) -> np.ndarray:
+    """(k, n_blocks, step) → (k, n): the first n samples of each channel."""
+    return blocks.reshape(blocks.shape[0], -1)[:, :n]
+
+
+def _segment_energies(blocks: np.ndarray, n: int, hop_length: int) -> np.ndarray:
+    """Σ y² over each hop-long segment [j·hop, (j + 1)·hop) ∩ [0, n) → float64 (k, ⌈n / hop⌉); step % hop == 0."""
+    k, n_blocks, step = blocks.shape
+    seg = blocks.reshape(k, n_blocks, step // hop_length, hop_length)
+    energies = np.einsum("cbst,cbst->cbs", seg, seg).reshape(k, -1).astype(np.float64)
+    n_seg = -(-n // hop_length)
+    energies = energies[:, :n_seg]
+    tail = n - (n_seg - 1) * hop_length
+    if tail < hop_length:  # a last, partial segment: only its samples before n count
+        last = _flat(blocks, n)[:, (n_seg - 1) * hop_length :].astype(np.float64)
+        energies[:, -1] = np.einsum("ct,ct->c", last, last)
+    return energies
+
+
 def _torch_taps(bank: GammatoneBank, device, dtype):
     import torch
 
@@ -359,13 +489,16 @@ def gammatone_filter(
 ) -> np.ndarray:
     """Causal gammatone filter responses of waveform ``y`` (n_samples,) at ``sr`` Hz → float32 (n_channels, n_samples).
 
-    method: "sos" (float64 IIR sections, CPU), "fft" (overlap-save FIR with torch.fft, any device) or "auto"
-    (sos on CPU, fft elsewhere). n_threads: CPU threads for the sos back end (default: all available).
+    method: "fft" (float32 FIR taps by overlap-save: scipy.fft on the CPU, torch.fft elsewhere), "sos" (float64
+    IIR sections, CPU only, the exact reference) or "auto" (= :data:`DEFAULT_METHOD`, "fft"); see the module
+    docstring for how closely they agree. n_threads: CPU threads (default: :func:`default_threads`).
     """
     y = _check_signal(y)
     bank = gammatone_bank(sr, n_channels, fmin, fmax)
     if _resolve_method(method, device) == "sos":
         return _sos_channels(bank, y, lambda out: out.astype(np.float32), n_threads)
+    if _on_cpu(device):
+        return np.concatenate(_cpu_fft_channels(bank, y, False, lambda lo, blocks: _flat(blocks, len(y)), n_threads))
     import torch
 
     x = torch.as_tensor(y, dtype=torch.float32, device=device)
@@ -389,12 +522,30 @@ def cochleagram(
 
     frame_length, hop_length: samples (320/160 = 20 ms/10 ms at 16 kHz). Returns float64
     (n_channels, 1 + n_samples // hop_length); units: squared waveform units (unit-gain filters).
+    method, n_threads: as :func:`gammatone_filter`.
     """
     y = _check_signal(y)
     _check_framing(frame_length, hop_length)
     bank = gammatone_bank(sr, n_channels, fmin, fmax)
     if _resolve_method(method, device) == "sos":
         return _sos_channels(bank, y, lambda out: frame_energies(out * out, frame_length, hop_length), n_threads)
+    if _on_cpu(device):
+        n = len(y)
+        halves, rest = divmod(frame_length, 2 * hop_length)
+
+        def energies(lo: int, blocks: np.ndarray) -> np.ndarray:
+            if rest or blocks.shape[2] % hop_length:
+                out = _flat(blocks, n).astype(np.float64)
+                return frame_energies(np.square(out, out=out), frame_length, hop_length)
+            # Frame m is the segments m − halves … m + halves − 1 (hop-long segments, zeros outside the signal).
+            seg = _segment_energies(blocks, n, hop_length)
+            padded = np.zeros((seg.shape[0], n_frames(n, hop_length) + 2 * halves - 1))
+            width = min(seg.shape[1], padded.shape[1] - halves)
+            padded[:, halves : halves + width] = seg[:, :width]
+            windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * halves, axis=-1)
+            return windows.sum(axis=-1)
+
+        return np.concatenate(_cpu_fft_channels(bank, y, False, energies, n_threads, align=hop_length))
     import torch
     import torch.nn.functional as F
 
@@ -443,6 +594,29 @@ def interpolate_mask(mask: np.ndarray, n_samples: int, frame_length: int = 320, 
     return summed / norm
 
 
+def _masked_segments(blocks: np.ndarray, mask: np.ndarray, n: int, window: np.ndarray) -> np.ndarray:
+    """Σ_c Σ_m mask[c, m]·window(t − m·hop + L/2)·z_c(t) for t < n (float32, not yet divided by the windows' sum),
+    z_c the channels in ``blocks`` (k, n_blocks, step); ``window`` (2R, hop) is the length-L frame window cut
+    into hop-long pieces, and step is a multiple of hop.
+
+    Segment j = [j·hop, (j + 1)·hop) lies under frames j + R − p (p = 0 … 2R − 1), at piece p of their window;
+    summing the channels per segment first spares the (k, n) per-sample weights of :func:`interpolate_mask`.
+    """
+    k, n_blocks, step = blocks.shape
+    pieces, hop = window.shape
+    halves = pieces // 2
+    per_block = step // hop
+    n_seg = n_blocks * per_block
+    z = blocks.reshape(k, n_blocks, per_block, hop)
+    padded = np.zeros((k, n_seg + pieces), dtype=np.float32)
+    used = min(mask.shape[1], n_seg + halves)
+    padded[:, halves : halves + used] = mask[:, :used]
+    weights = np.stack([padded[:, pieces - p : pieces - p + n_seg] for p in range(pieces)], axis=-1)  # (k, J, 2R)
+    weights = weights.reshape(k, n_blocks, per_block, pieces).transpose(1, 2, 3, 0)  # (blocks, segments, 2R, k)
+    summed = np.matmul(weights, z.transpose(1, 2, 0, 3))  # (blocks, segments, 2R, hop): channels summed per piece
+    return np.einsum("bspt,pt->bst", summed, window).reshape(-1)[:n]
+
+
 def resynthesize(
     mixture: np.ndarray,
     mask: np.ndarray,
@@ -459,8 +633,9 @@ def resynthesize(
 ) -> np.ndarray:
     """Waveform (float32, n_samples) from ``mixture`` and a cochleagram mask (n_channels, n_frames).
 
-    Zero-phase filtering (filter, reverse, filter, reverse), per-sample raised-cosine mask weights, channel sum,
-    fixed gain (see the module docstring). n_channels defaults to the mask's row count.
+    Zero-phase filtering (filter, reverse, filter, reverse; on the FFT path one filtering by |H|²), per-sample
+    raised-cosine mask weights, channel sum, fixed gain (see the module docstring). n_channels defaults to the
+    mask's row count; method, n_threads: as :func:`gammatone_filter`.
     """
     y = _check_signal(mixture, "mixture")
     mask = np.asarray(mask)
@@ -486,6 +661,21 @@ def resynthesize(
 
         out = _sum_channels(channel, n_channels, n_threads)
         return (bank.resynthesis_gain * out).astype(np.float32)
+    if _on_cpu(device):
+        window = scipy.signal.get_window("hann", frame_length, fftbins=True)  # as interpolate_mask's
+        norm = _overlap_add(np.ones((1, mask.shape[1])), window, hop_length)[0, frame_length // 2 :][:n]
+        pieces = window.reshape(-1, hop_length).astype(np.float32) if frame_length % (2 * hop_length) == 0 else None
+
+        def weighted(lo: int, blocks: np.ndarray) -> np.ndarray:
+            rows = mask[lo : lo + blocks.shape[0]]
+            if pieces is not None and blocks.shape[2] % hop_length == 0:
+                return _masked_segments(blocks, rows, n, pieces)
+            weights = interpolate_mask(rows, n, frame_length, hop_length) * norm
+            return np.einsum("cn,cn->n", weights, _flat(blocks, n))
+
+        parts = _cpu_fft_channels(bank, y, True, weighted, n_threads, align=hop_length)
+        out = np.sum(parts, axis=0, dtype=np.float64)
+        return (out * (bank.resynthesis_gain / norm)).astype(np.float32)
     import torch
 
     # Zero-phase filtering = convolution with each channel's impulse-response autocorrelation (|H|²), made causal

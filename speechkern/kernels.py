@@ -472,6 +472,66 @@ def squared_distances(X: Any, Z: Any, out: torch.Tensor | None = None) -> torch.
     return out
 
 
+def shared_center_products(
+    X: Any, centers: Any, kernels: list[ExponentialPowerKernel], weights: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """K_i(X, Z)·W_i for several kernels on the same centres Z (the subband models'): one distance product per
+    block of rows, shared by every kernel, then each kernel's powers, exponential and weights while the block is
+    in cache.
+
+    X: (n × features); centers: Z (m × features) or its :func:`prepare_points`; kernels and weights (m × k_i)
+    paired. Returns one (n × k_i) tensor per kernel, in Z's dtype and on its device; each equals
+    ``kernels[i].mm(X, Z, weights[i])`` to rounding. On the CPU the row blocks are shared among the worker threads.
+    """
+    X, prepared = _paired_inputs(X, centers)
+    if len(kernels) != len(weights):
+        raise SpeechkernError(f"{len(kernels)} kernels but {len(weights)} weight matrices; expected one each")
+    n, m = X.shape[0], prepared.size
+    outs = [torch.empty((n, w.shape[1]), dtype=X.dtype, device=X.device) for w in weights]
+    if not n:
+        return outs
+    z_aug = prepared.augmented
+    on_cpu = X.device.type == "cpu"
+    rows = max(CPU_DENSE_MIN_ROWS, CPU_DENSE_BLOCK_ENTRIES // m) if on_cpu else max(1, (1 << 26) // m)
+    rows = min(rows, n)
+    shapes = sorted({k.shape for k in kernels})
+
+    features = X.shape[1]
+    keep = 1.0 - _distance_slack(X.dtype, features)
+
+    def fill(starts: list[int]) -> None:
+        dist = torch.empty((rows, m), dtype=X.dtype, device=X.device)
+        powered = torch.empty_like(dist) if any(s != 2.0 for s in shapes) else dist
+        values = torch.empty_like(dist)
+        x_aug = torch.empty((rows, features + 2), dtype=X.dtype, device=X.device)
+        x_aug[:, features + 1] = 1.0
+        for i in starts:
+            r = min(rows, n - i)
+            d, p, k_block, xa = dist[:r], powered[:r], values[:r], x_aug[:r]
+            xc = torch.sub(X[i : i + r], prepared.shift, out=xa[:, :features])  # _left_augmented, in place
+            xa[:, features] = torch.einsum("ij,ij->i", xc, xc).mul_(keep)
+            torch.mm(xa, z_aug.T, out=d)
+            d.clamp_min_(0.0)
+            for shape in shapes:
+                if shape == 1.0:
+                    torch.sqrt(d, out=p)
+                elif shape != 2.0:
+                    torch.pow(d, shape / 2.0, out=p)
+                source = d if shape == 2.0 else p
+                for kernel, w, out in zip(kernels, weights, outs, strict=True):
+                    if kernel.shape == shape:
+                        torch.mul(source, -1.0 / kernel.bandwidth, out=k_block)
+                        k_block.exp_()
+                        torch.mm(k_block, w.to(dtype=X.dtype), out=out[i : i + r])
+
+    with torch.no_grad():
+        if on_cpu:
+            _on_cpu_workers(list(range(0, n, rows)), fill)
+        else:
+            fill(list(range(0, n, rows)))
+    return outs
+
+
 def _paired_inputs(X: Any, Z: Any) -> tuple[torch.Tensor, PreparedPoints]:
     """X and prepared Z in one dtype (float64 if either is) on Z's device."""
     if isinstance(Z, PreparedPoints):

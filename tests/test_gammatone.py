@@ -175,8 +175,31 @@ def test_all_ones_mask_resynthesises_speech(dev_data):
         out = gt.resynthesize(y, mask, SR)
         assert out.shape == y.shape and out.dtype == np.float32
         assert _snr_db(y, out) >= 30.0, path.name
-    fft_out = gt.resynthesize(y, mask, SR, method="fft")
-    assert _snr_db(out, fft_out) > 60.0
+    sos_out = gt.resynthesize(y, mask, SR, method="sos")
+    assert _snr_db(sos_out, out) > 90.0  # the default FFT path against the exact IIR filtering
+
+
+@pytest.mark.parametrize(("frame_length", "hop_length", "n"), [(320, 160, 16000), (320, 160, 16077), (400, 160, 9999)])
+def test_cpu_fft_path_matches_the_exact_iir_filtering(frame_length, hop_length, n):
+    """The default CPU path (FIR taps by FFT, float32, hop-segment sums) against float64 IIR sections: responses,
+    cochleagram and masked resynthesis, for lengths on and off the hop grid and framings whose half-frame is
+    (320/160) or is not (400/160) a whole number of hops."""
+    rng = np.random.default_rng(4)
+    y = scipy.signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(n)).astype(np.float32)  # speech-like tilt
+    resp, exact = gt.gammatone_filter(y, SR), gt.gammatone_filter(y, SR, method="sos")
+    rel = np.sqrt(np.sum((resp - exact) ** 2, axis=1) / np.sum(exact**2, axis=1))
+    assert rel.max() < 1e-5
+    coch = gt.cochleagram(y, SR, frame_length=frame_length, hop_length=hop_length)
+    ref = gt.cochleagram(y, SR, frame_length=frame_length, hop_length=hop_length, method="sos")
+    assert coch.shape == ref.shape
+    np.testing.assert_allclose(coch, ref, rtol=1e-4, atol=1e-9 * ref.max())
+    mask = rng.random(ref.shape)
+    out = gt.resynthesize(y, mask, SR, frame_length=frame_length, hop_length=hop_length)
+    exact_out = gt.resynthesize(y, mask, SR, frame_length=frame_length, hop_length=hop_length, method="sos")
+    assert out.shape == (n,) and _snr_db(exact_out, out) > 90.0
+    for threads in (1, 3):  # the result does not depend on how channels are shared among threads
+        np.testing.assert_array_equal(gt.resynthesize(y, mask, SR, frame_length=frame_length,
+                                                      hop_length=hop_length, n_threads=threads), out)  # fmt: skip
 
 
 def test_resynthesis_of_band_limited_noise_and_masks():

@@ -22,6 +22,8 @@ from speechkern.kernels import (
     gathered_mm,
     keops_available,
     kernel_matrix,
+    prepare_points,
+    shared_center_products,
     squared_distances,
     transposed_mm,
 )
@@ -309,3 +311,26 @@ def test_kernel_matrix_storage_and_products_in_reduced_precision(dtype):
     torch.testing.assert_close(out, K[rows].float() @ W, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sub, K[rows][:, columns].float())
     torch.testing.assert_close(transposed_mm(K, R), K.float().T @ R, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_shared_center_products_equal_each_kernels_own_product(threads):
+    """One distance product per row block shared by kernels of several shapes and bandwidths on the same centres
+    (the subband models at enhance time) gives each kernel's own product; row counts off the block size too."""
+    gen = torch.Generator().manual_seed(5)
+    X, Z = torch.randn(3100, 40, generator=gen), torch.randn(700, 40, generator=gen)  # 3 row blocks
+    kernels = [ExponentialPowerKernel(1.0, 6.0), ExponentialPowerKernel(1.0, 9.0), ExponentialPowerKernel(0.5, 2.0),
+               ExponentialPowerKernel(2.0, 80.0)]  # fmt: skip
+    weights = [torch.randn(700, k, generator=gen) for k in (3, 1, 4, 2)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = shared_center_products(X, prepare_points(Z), kernels, weights)
+    finally:
+        torch.set_num_threads(before)
+    for kernel, w, g in zip(kernels, weights, got, strict=True):
+        torch.testing.assert_close(g, kernel.mm(X, Z, w), rtol=1e-4, atol=1e-4 * float(w.abs().sum(0).max()))
+    assert [tuple(g.shape) for g in shared_center_products(X[:0], Z, kernels, weights)] == [(0, 3), (0, 1), (0, 4),
+                                                                                          (0, 2)]  # fmt: skip
+    with pytest.raises(SpeechkernError, match="one each"):
+        shared_center_products(X, Z, kernels, weights[:2])

@@ -128,3 +128,23 @@ def test_run_options_on_a_single_model_folder_are_refused(option):
     name, value = next(iter(option.items()))
     with pytest.raises(SpeechkernError, match=f"single model folder, so --{name} {value} does not apply"):
         find_model(shipped_model_dir(), **option)
+
+
+def test_enhance_matches_the_exact_reference_path(dev_data, monkeypatch):
+    """enhance's fast path (FFT gammatone filtering in float32, one distance product per block shared by the four
+    subband kernels) gives the signal of the exact path (float64 IIR gammatone sections, each subband estimator's
+    own ``predict``) on real noisy speech. Measured ≈ 125 dB SNR; 60 dB leaves room for other BLAS and FFT builds
+    while still catching any change of method (a wrong tap, frame or weight costs far more)."""
+    from speechkern import features, gammatone
+    from speechkern.enhance import apply_mask, enhance_signal
+    from speechkern.models.io import MaskModel
+
+    model = MaskModel.load(shipped_model_dir())
+    y = noisy_speech(dev_data)
+    fast = enhance_signal(model, y)
+    monkeypatch.setattr(gammatone, "DEFAULT_METHOD", "sos")
+    inputs = model.inputs(features.extract(y, model.feature_config))
+    parts = [np.asarray(est.predict(inputs)).reshape(len(inputs), -1) for est in model.estimators]
+    exact = apply_mask(y, np.clip(np.concatenate(parts, axis=1), 0.0, 1.0), model)
+    snr_db = 10 * np.log10(np.sum(exact.astype(np.float64) ** 2) / np.sum((exact - fast).astype(np.float64) ** 2))
+    assert snr_db >= 60.0

@@ -59,33 +59,31 @@ def split_bands(n_units: int, n_bands: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def _predict_estimators(estimators: list[Any], inputs: np.ndarray) -> list[np.ndarray]:
+def _predict_estimators(estimators: list[Any], inputs: np.ndarray, prepared: dict | None = None) -> list[np.ndarray]:
     """Each estimator's float32 predictions for ``inputs`` (n, d). Kernel estimators that share their centres (the
-    subband models') share one matrix of squared distances per block of rows, the larger part of the work; each
-    then applies its own kernel and weights (equal to its own ``predict`` to float32 rounding)."""
+    subband models') share one matrix of squared distances per block of rows, the larger part of the work
+    (:func:`speechkern.kernels.shared_center_products`; equal to each estimator's own ``predict`` to float32
+    rounding). ``prepared``: a dict in which the centres' :func:`~speechkern.kernels.prepare_points` are kept
+    between calls."""
     from speechkern.eigenpro import EigenProRegressor
-    from speechkern.kernels import prepare_points, squared_distances
+    from speechkern.kernels import prepare_points, shared_center_products
 
     out: list[np.ndarray | None] = [None] * len(estimators)
     groups: dict[tuple, list[int]] = {}
     for i, est in enumerate(estimators):
         if isinstance(est, EigenProRegressor) and getattr(est, "n_features_in_", None) == inputs.shape[1]:
             groups.setdefault((est.centers_.data_ptr(), tuple(est.centers_.shape), est.centers_.device), []).append(i)
-    for members in (m for m in groups.values() if len(m) > 1):
+    for key, members in ((k, m) for k, m in groups.items() if len(m) > 1):
         Z = estimators[members[0]].centers_
+        cache = {} if prepared is None else prepared
+        if key not in cache:
+            cache[key] = prepare_points(Z)
         X = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(Z.device)
-        prepared = prepare_points(Z)
-        rows = max(1, 2**22 // max(1, Z.shape[0]))  # 16 MB of distances at a time
-        preds = {i: torch.empty((len(X), estimators[i].weights_.shape[1]), device=Z.device) for i in members}
-        with torch.no_grad():
-            for start in range(0, len(X), rows):
-                D = squared_distances(X[start : start + rows], prepared)
-                K = torch.empty_like(D)
-                for i in members:
-                    estimators[i].kernel_.from_squared_distances(D, out=K)
-                    torch.matmul(K, estimators[i].weights_, out=preds[i][start : start + rows])
-        for i in members:
-            out[i] = preds[i].cpu().numpy()
+        preds = shared_center_products(
+            X, cache[key], [estimators[i].kernel_ for i in members], [estimators[i].weights_ for i in members]
+        )
+        for i, pred in zip(members, preds, strict=True):
+            out[i] = pred.cpu().numpy()
     return [
         np.asarray(e.predict(inputs), dtype=np.float32) if o is None else o
         for e, o in zip(estimators, out, strict=True)
@@ -110,6 +108,7 @@ class MaskModel:
     info: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"  # where the estimators live; enhance computes features there too
     transform: InputTransform | None = None
+    _prepared: dict = field(default_factory=dict, repr=False, compare=False)  # centres ready for products
 
     @property
     def n_units(self) -> int:
@@ -122,7 +121,7 @@ class MaskModel:
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Real-valued mask estimates (n_frames, n_units), clipped to [0, 1], bands reassembled in order."""
-        parts = [part.reshape(len(inputs), -1) for part in _predict_estimators(self.estimators, inputs)]
+        parts = [part.reshape(len(inputs), -1) for part in _predict_estimators(self.estimators, inputs, self._prepared)]
         for (lo, hi), part in zip(self.bands, parts, strict=True):
             if part.shape[1] != hi - lo:
                 raise RuntimeError(f"band [{lo}, {hi}) predicted {part.shape[1]} channels")
