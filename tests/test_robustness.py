@@ -303,12 +303,16 @@ def test_ctrl_c_in_train_prints_the_resume_command_and_logs_it(tmp_path, capsys,
 
 
 def test_ctrl_c_while_the_command_line_loads_is_one_line():
+    import signal
     import subprocess
     import sys
 
     # A KeyboardInterrupt escaping at the top level, as when Ctrl-C hits while modules are imported.
     code = "import speechkern_cli, os, signal, time; os.kill(os.getpid(), signal.SIGINT); time.sleep(10)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # SIGINT's default disposition in the child: a shell that starts jobs in the background (nohup, `&`) passes
+    # it on ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     assert proc.returncode in (130, -2), proc
     assert "Traceback" not in proc.stderr and proc.stderr.strip() == "interrupted", proc.stderr
 
