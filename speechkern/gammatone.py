@@ -286,7 +286,7 @@ def _resolve_method(method: Method, device: str) -> str:
         raise SpeechkernError(f"filtering method {method!r}: expected 'auto', 'sos' or 'fft'")
     if method == "auto":
         return DEFAULT_METHOD
-    if method == "sos" and not str(device).startswith("cpu"):
+    if method == "sos" and not _on_cpu(device):
         raise SpeechkernError(f"method 'sos' runs on the CPU only; use method='fft' for device {device!r}")
     return method
 
@@ -382,12 +382,13 @@ def _cpu_fft_groups(bank: GammatoneBank, zero_phase: bool) -> list[_FftGroup]:
         return bank._fir[key]
     lengths = [_decay_length(np.array([b]), bank.sr) for b in bank.bandwidths]
     full = bank.impulse_responses(max(lengths))
+    blocks = [_block_size(2 * length - 1 if zero_phase else length) for length in lengths]
     groups: list[_FftGroup] = []
     lo = 0
     while lo < bank.n_channels:
-        n_fft = _block_size(2 * lengths[lo] - 1 if zero_phase else lengths[lo])
+        n_fft = blocks[lo]
         hi = lo + 1
-        while hi < bank.n_channels and _block_size(2 * lengths[hi] - 1 if zero_phase else lengths[hi]) == n_fft:
+        while hi < bank.n_channels and blocks[hi] == n_fft:
             hi += 1
         length = max(lengths[lo:hi])  # the bank is ordered by frequency: decays shorten with the channel index
         h = full[lo:hi, :length]

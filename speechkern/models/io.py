@@ -73,9 +73,9 @@ def _predict_estimators(estimators: list[Any], inputs: np.ndarray, prepared: dic
     for i, est in enumerate(estimators):
         if isinstance(est, EigenProRegressor) and getattr(est, "n_features_in_", None) == inputs.shape[1]:
             groups.setdefault((est.centers_.data_ptr(), tuple(est.centers_.shape), est.centers_.device), []).append(i)
+    cache = {} if prepared is None else prepared
     for key, members in ((k, m) for k, m in groups.items() if len(m) > 1):
         Z = estimators[members[0]].centers_
-        cache = {} if prepared is None else prepared
         if key not in cache:
             cache[key] = prepare_points(Z)
         X = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(Z.device)
