@@ -265,7 +265,7 @@ class _KernelUnit:
     info: dict[int, dict] = field(default_factory=dict)
     estimators: dict[int, object] = field(default_factory=dict)
     centers: int | None = None  # EigenPro 3 centres; None: EigenPro 2
-    budget_gb: float | None = None  # memory budget the solver was chosen for; every band's fit keeps to it
+    budget_gb: float | None = None  # memory budget the solver was chosen for (set with centers); every band keeps to it
 
     def pending(self) -> list[int]:
         return [b for b in range(len(self.bands)) if b not in self.info]
@@ -295,7 +295,7 @@ def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "k
 def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str) -> dict:
     kc = recipe.kernel
     return {"centers": unit.centers, "epochs": kc.epochs, "patience": kc.patience, "device": device,
-            "memory_budget_gb": unit.budget_gb or kc.memory_gb or None, "seed": recipe.data.seed,
+            "memory_budget_gb": unit.budget_gb, "seed": recipe.data.seed,
             "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
 
 
