@@ -4,8 +4,9 @@ The data of ``kernel_scaling.py`` (all dev speech, whole talkers held out, dev n
 feature cache): ``--frames`` training frames, its 10 000 validation frames, all 64 mask channels in one subband.
 For each input map (the 1230 standardised context features as they are, or ``kernel.input_transform`` kinds with
 their dims) it fits EigenPro 3 with ``--centers`` centres and the Laplace kernel (γ = 1; what autotune picks on
-these features) at σ = ½, 1 and 2 × the median distance between training frames, and prints each validation MSE
-(the best epoch's) and the fit's seconds. Decided on validation only: test talkers are never looked at.
+these features) at σ = ½, 1 and 2 × the median distance between training frames (autotune's
+``median_distance_power``), and prints each validation MSE (the best epoch's) and the fit's seconds. Decided on
+validation only: test talkers are never looked at.
 
     .venv/bin/python benchmarks/kernel_inputs.py [--frames 20000] [--centers 4000]
         [--inputs none,pca:256,whiten:256] [--out DIR]
@@ -18,7 +19,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 from _common import ROOT, require_dev_data
 from kernel_scaling import common_sets, talker_tree
 
@@ -36,6 +36,7 @@ def main() -> None:
     require_dev_data()
     os.environ.setdefault("SPEECHKERN_CACHE", str(args.out / "cache"))
     from speechkern import pipeline
+    from speechkern.autotune import median_distance_power
     from speechkern.eigenpro import EigenProRegressor
     from speechkern.recipe import load_recipe
     from speechkern.transform import fit_transform
@@ -55,9 +56,7 @@ def main() -> None:
         else:
             transform = fit_transform(kind, data.X, data.Y, dims=int(dims or 0), seed=recipe.data.seed)
             X, X_val = transform.apply(data.X), transform.apply(data.X_val)
-        rng = np.random.default_rng(recipe.data.seed)
-        i, j = rng.integers(0, len(X), 2000), rng.integers(0, len(X), 2000)
-        median = float(np.median(np.linalg.norm(X[i] - X[j], axis=1)))
+        median = median_distance_power(X, 1.0, seed=recipe.data.seed)  # the scale autotune's σ grid starts from
         for factor in (0.5, 1.0, 2.0):
             started = time.perf_counter()
             est = EigenProRegressor(1.0, factor * median, centers=min(args.centers, len(X)), epochs=8, patience=2,
