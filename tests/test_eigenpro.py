@@ -13,6 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import speechkern.eigenpro as ep
 import speechkern.eigenpro.eigenpro3 as ep_eigenpro3
 import speechkern.eigenpro.estimator as ep_estimator
+import speechkern.eigenpro.preconditioner as ep_preconditioner
 import speechkern.kernels as kernels
 from speechkern.eigenpro import DivergenceError, EigenProRegressor
 from speechkern.errors import SpeechkernError
@@ -178,27 +179,72 @@ def test_centres_fit_matches_least_squares_and_beats_a_centres_only_model():
 
 
 @pytest.mark.parametrize(
-    ("centres", "precompute", "explicit"),
-    [("drawn", True, False), ("drawn", False, False), ("array", True, False), ("drawn", True, True)],
+    ("centres", "precompute", "explicit", "randomized"),
+    [
+        ("drawn", True, False, False),
+        ("drawn", False, False, False),
+        ("array", True, False, False),
+        ("drawn", True, True, False),
+        ("drawn", True, True, True),
+    ],
 )
-def test_eigenpro3_converges_to_the_least_squares_fit(precompute, centres, explicit, monkeypatch):
+def test_eigenpro3_converges_to_the_least_squares_fit(precompute, centres, explicit, randomized, monkeypatch):
     """The projected iteration reaches min‖K(X, Z)·w − Y‖ (plain minibatch steps stalled ~1 % above it). Centres
     that are not training points leave the preconditioner's subsample outside their span: slower, still linear.
-    The float32 explicit preconditioner (used from ~1000 centres on) reaches the same fit."""
+    The float32 explicit preconditioner (used from ~1000 centres on) reaches the same fit, and so does the
+    preconditioner from randomized eigenpairs (used for subsamples of more than 4096 points)."""
     if explicit:
         monkeypatch.setattr(ep_eigenpro3, "EXPLICIT_MIN_CENTRES", 1)
+    n_components = None
+    if randomized:
+        monkeypatch.setattr(ep_estimator, "SMALL_EIGENPROBLEM", 10)
+        n_components = 20  # a block of 2·21 + 10 columns, well below the 120-point subsample
+        calls = []
+        real = ep_preconditioner.randomized_top_eigenpairs
+        monkeypatch.setattr(
+            ep_preconditioner, "randomized_top_eigenpairs", lambda *a, **k: calls.append(1) or real(*a, **k)
+        )
     rng = np.random.default_rng(1)
     X = rng.standard_normal((1500, 5))
     Y = target(X) + 0.3 * rng.standard_normal((1500, 2))
     centers = 120 if centres == "drawn" else rng.standard_normal((120, 5))
     epochs = 30 if centres == "drawn" else 100
-    model = EigenProRegressor(1.0, 3.0, centers=centers, epochs=epochs, patience=None, precompute=precompute, seed=4)
+    model = EigenProRegressor(
+        1.0,
+        3.0,
+        centers=centers,
+        epochs=epochs,
+        patience=None,
+        precompute=precompute,
+        seed=4,
+        n_components=n_components,
+    )
     model.fit(X, Y)
+    assert not randomized or calls == [1]
     Z = model.centers_.double().numpy()
     K = ExponentialPowerKernel(1.0, 3.0)(torch.from_numpy(X), torch.from_numpy(Z)).numpy()
     best = np.sum((K @ np.linalg.lstsq(K, Y, rcond=None)[0] - Y) ** 2)
     got = np.sum((K @ model.weights_.double().numpy() - Y) ** 2)
     assert (got - best) / best <= 1e-4
+
+
+@pytest.mark.parametrize("intrinsic_dims", [3, 40])
+def test_randomized_eigenpairs_match_the_exact_top_of_a_kernel_spectrum(intrinsic_dims):
+    """Against LAPACK on K/s of 1500 points: fast-decaying (3-dimensional data) and flat (40-dimensional) spectra.
+    The Ritz values are lower bounds within 0.5 %, and the leading eigenvectors span the same directions."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1500, intrinsic_dims)) @ rng.standard_normal((intrinsic_dims, 60))
+    X = torch.from_numpy(X)
+    bandwidth = float(torch.cdist(X[:300], X[:300]).median())
+    k = ExponentialPowerKernel(1.0, bandwidth)(X, X).numpy() / len(X)
+    exact_values, exact_vectors = np.linalg.eigh(k)
+    exact_values, exact_vectors = exact_values[::-1][:41], exact_vectors[:, ::-1][:, :41]
+    values, vectors = ep_preconditioner.randomized_top_eigenpairs(k, 41)
+    assert values.shape == (41,) and vectors.shape == (1500, 41)
+    assert np.all(values <= exact_values * (1 + 1e-12))
+    assert np.max((exact_values - values) / exact_values) < 5e-3
+    overlap = np.linalg.svd(exact_vectors[:, :10].T @ vectors[:, :12], compute_uv=False)
+    assert overlap.min() > 0.999
 
 
 def test_centres_given_as_an_array(problem):
