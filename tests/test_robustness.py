@@ -424,3 +424,26 @@ def test_kept_subband_parts_are_checked_against_the_kernel_inputs(tmp_path, capl
     assert _kept_band(unit, 0) and unit.info[0] == {"band": [0, 2]}
     assert not _kept_band(unit, 1) and unit.pending() == [1]
     assert "band 2/2: the part kept from an earlier run does not load (it maps 3 inputs to 2 channels" in caplog.text
+
+
+def test_a_model_that_does_not_fit_the_device_is_not_called_damaged(monkeypatch):
+    """Out of device memory while the estimators are built: one line naming the folder, the size and the remedy,
+    not "cannot be rebuilt ... restore the folder" (the folder is sound)."""
+    import torch
+
+    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.models.io import MaskModel
+    from speechkern.models.select import SHIPPED
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 30.00 MiB")
+
+    monkeypatch.setattr(EigenProRegressor, "from_state", classmethod(full))
+    with pytest.raises(SpeechkernError) as caught:
+        MaskModel.load(SHIPPED)
+    message = str(caught.value)
+    assert (
+        message.startswith(f"{SHIPPED}: the model (")
+        and "MiB of weights) does not fit the free memory of cpu" in message
+    )
+    assert "--device cpu" in message and "damaged" not in message and "restore" not in message

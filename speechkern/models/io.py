@@ -227,6 +227,12 @@ class MaskModel:
             return cls._from_checked(config, tensors, metadata, device)
         except _Damaged as err:
             raise SpeechkernError(f"{folder}: {err}; {_remedy(folder)}") from None
+        except torch.OutOfMemoryError:  # a sound model on a full device: not the folder's fault
+            size = sum(t.numel() * t.element_size() for t in tensors.values())
+            raise SpeechkernError(
+                f"{folder}: the model ({size / 2**20:.0f} MiB of weights) does not fit the free memory of {device}; "
+                "free that device or choose another with --device cpu"
+            ) from None
 
     @classmethod
     def _from_checked(cls, config: dict, tensors: dict[str, torch.Tensor], metadata: dict, device: str) -> MaskModel:
@@ -285,6 +291,8 @@ class MaskModel:
             check(own, entry["config"], n_inputs, hi - lo, where)
             try:
                 estimators.append(classes[expected_kind].from_state(own, entry["config"], device=device))
+            except torch.OutOfMemoryError:
+                raise
             except (SpeechkernError, KeyError, TypeError, ValueError, RuntimeError) as err:
                 raise _Damaged(f"{where} cannot be rebuilt ({type(err).__name__}: {err})") from None
         try:
