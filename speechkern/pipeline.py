@@ -527,9 +527,16 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
         if unit.pending():
             # One budget, measured once: the solver's choice and every band's fit agree on it (free memory shrinks as
             # the fits run, and a budget re-measured per band would no longer hold the distances they share).
-            budget = kernel_budget_bytes(recipe, device)
-            unit.centers = kernel_solver(recipe, kdata, device, name, budget).centers  # sized for the kernel's inputs
-            unit.budget_gb = budget / 2**30
+            kept = next(iter(unit.estimators.values()), None)
+            if kept is not None and kept.memory_budget_gb is not None:  # a resumed run: as its finished bands
+                unit.centers, unit.budget_gb = kept.centers, float(kept.memory_budget_gb)
+                logger.info("%s %s: the remaining bands keep the finished bands' solver and budget (%s, %.2f GiB)",
+                            name, data.condition, f"{unit.centers} centres" if unit.centers else "every frame a "
+                            "centre", unit.budget_gb)  # fmt: skip
+            else:
+                budget = kernel_budget_bytes(recipe, device)
+                unit.centers = kernel_solver(recipe, kdata, device, name, budget).centers  # for the kernel's inputs
+                unit.budget_gb = budget / 2**30
             kernel_units.append(unit)
         else:
             yield _finish_kernel(recipe, unit, run_dir)

@@ -232,9 +232,10 @@ def _modes_ok(root: Path) -> None:
             assert any(path.iterdir()), f"empty folder {path}"
 
 
-def test_resume_retrains_models_and_parts_that_do_not_load(tiny_run, tmp_path, caplog):
+def test_resume_retrains_models_and_parts_that_do_not_load(tiny_run, tmp_path, caplog, monkeypatch):
     import logging
 
+    import speechkern.pipeline as pipeline
     from speechkern.pipeline import train
 
     recipe, root, _ = tiny_run
@@ -254,6 +255,8 @@ def test_resume_retrains_models_and_parts_that_do_not_load(tiny_run, tmp_path, c
     (parts / ".band-1.json.abcd1234.part").write_text("")
     (run / ".training_time.json.z9y8x7w6.part").write_text("")
 
+    # The machine's free memory has changed since: the retrained band keeps the finished band's budget and solver.
+    monkeypatch.setattr(pipeline, "kernel_budget_bytes", lambda *args: 3 * 2**30 + 12345)
     with caplog.at_level(logging.INFO, logger="speechkern"):
         summary = train(recipe, run, cache_dir=root / "cache", resume=True, models=["kernel", "dnn"])
     assert summary.skipped == []
@@ -262,6 +265,9 @@ def test_resume_retrains_models_and_parts_that_do_not_load(tiny_run, tmp_path, c
     assert "kernel all band 1/2: the part kept from an earlier run does not load" in caplog.text
     assert "kernel all band 2/2: finished in an earlier run, kept" in caplog.text
     again = MaskModel.load(run / "models" / "kernel")
+    for key in ("memory_budget_gb", "centers"):
+        assert again.estimators[0].get_params()[key] == kernel.estimators[1].get_params()[key]
+    assert kernel.estimators[1].memory_budget_gb != (3 * 2**30 + 12345) / 2**30
     X = np.random.default_rng(0).standard_normal((4, 246 * 3)).astype(np.float32)
     np.testing.assert_array_equal(again.estimators[1].predict(X), kernel.estimators[1].predict(X))
     MaskModel.load(run / "models" / "dnn")
