@@ -197,7 +197,7 @@ def test_eigenpro3_converges_to_the_least_squares_fit(precompute, centres, expli
         monkeypatch.setattr(ep_eigenpro3, "EXPLICIT_MIN_CENTRES", 1)
     n_components = None
     if randomized:
-        monkeypatch.setattr(ep_estimator, "SMALL_EIGENPROBLEM", 10)
+        monkeypatch.setattr(ep_preconditioner, "SMALL_EIGENPROBLEM", 10)
         n_components = 20  # a block of 2·21 + 10 columns, well below the 120-point subsample
         calls = []
         real = ep_preconditioner.randomized_top_eigenpairs

@@ -31,7 +31,6 @@ from speechkern.eigenpro.preconditioner import (
     DAMPING,
     EIGENVALUE_FLOOR,
     MAX_COMPONENTS,
-    SMALL_EIGENPROBLEM,
     Preconditioner,
     build_preconditioner,
     choose_components,
@@ -397,10 +396,9 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             left = budget - chol_bytes
             nystrom_cache = self._nystrom_cache_bytes(n, p, n_val, s, left)
             clock = time.perf_counter()
-            # A full eigh of a large subsample dominated the set-up (55 s at s = 8000); the step below is measured
-            # on the preconditioned operator, so approximate eigenpairs are safe here.
+            # The step below is measured on the preconditioned operator, so approximate eigenpairs are safe here.
             precond, batch = self._preconditioner(
-                X_s, n, beta, max(1, left // (4 * (d + 3 * k))), device, nystrom_cache, s > SMALL_EIGENPROBLEM
+                X_s, n, beta, max(1, left // (4 * (d + 3 * k))), device, nystrom_cache, approximate=True
             )
             phases = {"eigensystem": time.perf_counter() - clock}
             clock = time.perf_counter()
@@ -565,15 +563,15 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         batch_limit: int,
         device: torch.device,
         cache_bytes: int = 0,
-        randomized: bool = False,
+        approximate: bool = False,
     ) -> tuple[Preconditioner, int]:
-        """Eigensystem on the subsample (randomized: see :func:`nystrom_eigensystem`), q within the memory limit,
-        and the batch size."""
+        """Eigensystem on the subsample (``approximate``: see :func:`nystrom_eigensystem`), q within the memory
+        limit, and the batch size."""
         s = X_s.shape[0]
         batch_limit = max(1, int(batch_limit))
         max_q = MAX_COMPONENTS if self.n_components is None else int(self.n_components)
         max_q = min(max_q, s - 1)
-        values, vectors = nystrom_eigensystem(self.kernel_, X_s, max_q + 1, cache_bytes, randomized, self.seed)
+        values, vectors = nystrom_eigensystem(self.kernel_, X_s, max_q + 1, cache_bytes, approximate, self.seed)
         if self.n_components is None:
             q = choose_components(values, beta, batch_limit, self.damping, max_q)
         else:

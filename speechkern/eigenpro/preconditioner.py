@@ -20,7 +20,8 @@ DAMPING = 0.95  # α of the preconditioner, as in the EigenPro 2 reference
 # Eigenvalues below this fraction of the top one are numerical noise, not a usable preconditioner tail.
 EIGENVALUE_FLOOR = 1e-10
 # Subsample size up to which the eigensolver runs on one thread: threaded LAPACK gained < 2× on an idle 2-core
-# machine and was 30× slower on a busy one (s = 2000: 1.3 s on one thread, 40 s on two under a load of 4).
+# machine and was 30× slower on a busy one (s = 2000: 1.3 s on one thread, 40 s on two under a load of 4). Above
+# it, callers that allow approximate eigenpairs get the randomized solver.
 SMALL_EIGENPROBLEM = 4096
 # Subspace iterations of the randomized eigensolver: with a block twice the eigenpairs asked for, 6 bring the
 # smallest Ritz value of a flat kernel spectrum within 0.11 % of the exact eigenvalue (4: 0.66 %; test_eigenpro.py).
@@ -63,18 +64,20 @@ def nystrom_eigensystem(
     X_s: torch.Tensor,
     n_eig: int,
     max_cache_bytes: int = 0,
-    randomized: bool = False,
+    approximate: bool = False,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``n_eig`` eigenpairs of K(X_S, X_S)/s in float64, descending (scipy ``eigh`` on that subset only).
+    """Top ``n_eig`` eigenpairs of K(X_S, X_S)/s in float64, descending (scipy ``eigh`` on that subset only, or
+    randomized: see ``approximate``).
 
     With ``max_cache_bytes`` > 0 the float64 squared distances of the subsample are taken from (or kept in) the
     distance cache of :mod:`speechkern.kernels` within that many bytes: fits on the same subsample with other
     (γ, σ) then skip the distance product; the kernel block is the same bit for bit.
 
-    ``randomized``: approximate eigenpairs by :func:`randomized_top_eigenpairs` (O(s²·n_eig) instead of O(s³)).
-    Its eigenvalues are slightly low, so only a caller that measures its step on the preconditioned operator
-    afterwards (EigenPro 3) should ask for it.
+    ``approximate``: for subsamples of more than SMALL_EIGENPROBLEM points, eigenpairs from
+    :func:`randomized_top_eigenpairs` (O(s²·n_eig) instead of O(s³); a full ``eigh`` took 55 s at s = 8000). Their
+    eigenvalues are slightly low, so only a caller that measures its step on the preconditioned operator
+    afterwards (EigenPro 3) should allow it.
     """
     s = X_s.shape[0]
     n_eig = max(1, min(n_eig, s))
@@ -85,7 +88,7 @@ def nystrom_eigensystem(
     else:
         k = kernel(x64, x64).cpu().numpy()
     k /= s
-    if randomized and 2 * n_eig < s:
+    if approximate and s > SMALL_EIGENPROBLEM and 2 * n_eig < s:
         return randomized_top_eigenpairs(k, n_eig, seed=seed)
     # A threaded LAPACK stalls badly on a busy machine (see SMALL_EIGENPROBLEM).
     with threadpool_limits(1 if s <= SMALL_EIGENPROBLEM else None):
