@@ -650,15 +650,15 @@ class DistanceCache:
     def put(self, key: tuple, matrix: torch.Tensor, max_bytes: int) -> bool:
         """Keep ``matrix`` under ``key`` if the cache can then hold at most ``max_bytes`` in total (dropping the
         least recently used entries as needed); returns whether it was kept."""
-        size = _nbytes(matrix)
+        size = matrix.nbytes
         with self._lock:
             self._entries.pop(key, None)
             if self.max_entries <= 0 or size > max_bytes:
                 return False
-            held = sum(_nbytes(t) for t in self._entries.values())
+            held = sum(t.nbytes for t in self._entries.values())
             while self._entries and (len(self._entries) >= self.max_entries or held + size > max_bytes):
                 _, dropped = self._entries.popitem(last=False)
-                held -= _nbytes(dropped)
+                held -= dropped.nbytes
             self._entries[key] = matrix
             return True
 
@@ -674,7 +674,7 @@ class DistanceCache:
                 hits=self._hits,
                 misses=self._misses,
                 entries=len(self._entries),
-                bytes=sum(_nbytes(t) for t in self._entries.values()),
+                bytes=sum(t.nbytes for t in self._entries.values()),
                 max_entries=self.max_entries,
             )
 
@@ -857,10 +857,6 @@ def transposed_mm(K: torch.Tensor, R: torch.Tensor, workers: int | None = None) 
 def as_float32(t: torch.Tensor) -> torch.Tensor:
     """``t`` in float32 (a reduced-precision kernel block widened; float32 passed through, float64 kept)."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
-def _nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
 
 
 def _cpu_workers(device: torch.device) -> int:

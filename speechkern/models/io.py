@@ -228,7 +228,7 @@ class MaskModel:
         except _Damaged as err:
             raise SpeechkernError(f"{folder}: {err}; {_remedy(folder)}") from None
         except torch.OutOfMemoryError:  # a sound model on a full device: not the folder's fault
-            size = sum(t.numel() * t.element_size() for t in tensors.values())
+            size = sum(t.nbytes for t in tensors.values())
             raise SpeechkernError(
                 f"{folder}: the model ({size / 2**20:.0f} MiB of weights) does not fit the free memory of {device}; "
                 "free that device or choose another with --device cpu"
