@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 
 import typer
 
@@ -93,6 +94,11 @@ app.command("oracle", cls=PlainCommand)(tools.oracle)
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line; user errors become one line on stderr and exit code 2."""
+    if argv is None:  # a real process, not a test calling main()
+        _terminate_like_interrupt()
+        for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed as its bytes
+            if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="surrogateescape")
     try:
         app(args=argv, prog_name="speechkern")
     except SpeechkernError as err:
@@ -109,6 +115,19 @@ def main(argv: list[str] | None = None) -> None:
             sys.stderr.flush()
             os._exit(130)
         raise SystemExit(130) from None
+
+
+def _terminate_like_interrupt() -> None:
+    """Handle SIGTERM (``kill``, ``timeout``, batch schedulers) as Ctrl-C, so that atomic writes remove their
+    temporary ``.part`` files and ``train`` says how to resume, instead of dying on the spot."""
+    import signal
+
+    def interrupt(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM during clean-up must not cut it short
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _interrupt_of(exc: BaseException | None) -> KeyboardInterrupt | None:

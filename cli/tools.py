@@ -11,7 +11,7 @@ import typer
 
 from speechkern.errors import SpeechkernError
 
-from .ui import console, progress_ui, stdout
+from .ui import console, progress_ui, stdout, to_flags
 
 
 def mix(
@@ -52,7 +52,7 @@ def mix(
                      f"({20 * math.log10(0.99 / peak):.1f} dB) to avoid clipping; the SNR is unchanged")  # fmt: skip
     audio.save(output, mixture, sr, overwrite=overwrite)
     for note in notes:
-        console.print(f"note: {escape(note)}")
+        console.print(f"note: {escape(to_flags(note))}")
     stdout.print(f"wrote {output}: {len(mixture) / sr:.2f} s at {sr} Hz, SNR {snr:g} dB, noise offset "
                   f"{info['noise_offset']}, gain {info['gain']:.4g}")  # fmt: skip
 
@@ -141,18 +141,27 @@ def enhance(
 
     from speechkern.device import resolve_device
     from speechkern.enhance import describe_speed, enhance_file, find_inputs, plan_outputs
+    from speechkern.limits import check_model_memory
     from speechkern.models.select import SHIPPED, find_model
 
     resolve_device(device)
     found = find_inputs(inputs)
     jobs = plan_outputs(found, output)
-    kept = [] if overwrite else [(f, o) for f, o in jobs if _is_earlier_output(f, o)]
+    earlier = [] if overwrite else [(f, o) for f, o in jobs if _is_earlier_output(f, o)]
+    stale = [(f, o) for f, o in earlier if _is_stale(f, o)]
+    kept = [job for job in earlier if job not in stale]
     for line in _skipped_lines(found.skipped, {o.resolve() for _, o in jobs}):
         console.print(escape(line))
     jobs = [job for job in jobs if job not in kept]
     if kept:
         console.print(escape(_kept_line([o for _, o in kept], everything=not jobs)))
+    if stale:
+        n = len(stale)
+        console.print(escape(f"enhancing {n} input{'s' if n > 1 else ''} again: {_names([f for f, _ in stale])} "
+                             f"changed since {'their outputs were' if n > 1 else 'its output was'} written (newer, or "
+                             "another length, rate or channel count)"))  # fmt: skip
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
+    check_model_memory(mask_model, where, chunk_seconds)  # once, before any file: every file would need as much
     if model is None and where == SHIPPED:
         console.print(f"no trained run in {escape(str(Path('runs').resolve()))} or runs/index.txt; using the shipped "
                       f"general model (CC BY 4.0, see ATTRIBUTION.md there): {escape(str(where))}")  # fmt: skip
@@ -163,19 +172,19 @@ def enhance(
     with progress_ui(quiet=quiet):
         for f, out in jobs:
             try:
-                result = enhance_file(mask_model, f, out, per_channel=per_channel, overwrite=overwrite,
-                                      chunk_s=chunk_seconds)  # fmt: skip
+                result = enhance_file(mask_model, f, out, per_channel=per_channel,
+                                      overwrite=overwrite or (f, out) in stale, chunk_s=chunk_seconds)  # fmt: skip
             except SpeechkernError as err:
                 if str(f) not in str(err):  # name the file whatever step failed (a NaN sample, a short file)
                     err = SpeechkernError(f"{f}: {err}")
                 if len(jobs) == 1:
                     raise err from None
                 failed.append(f)
-                console.print(f"[red]skipped[/] {escape(str(err))}")
+                console.print(f"[red]skipped[/] {escape(to_flags(str(err)))}")
                 continue
             done.append(result)
             for note in result.notes:
-                console.print(f"note: {escape(note)}")
+                console.print(f"note: {escape(to_flags(note))}")
     audio_s = sum(r.audio_seconds for r in done)
     compute_s = sum(r.compute_seconds for r in done)
     for r in done:
@@ -191,6 +200,22 @@ def enhance(
 def _is_earlier_output(source: Path, out: Path) -> bool:
     """Whether ``out`` is a file an earlier run wrote (not the input itself, which enhance_file refuses)."""
     return out.is_file() and out.resolve() != source.resolve()
+
+
+def _is_stale(source: Path, out: Path) -> bool:
+    """Whether the input changed after its kept output was written: modified later, or its length, rate or
+    channel count differs from the output's (an output that cannot be read is stale too)."""
+    from speechkern import audio
+
+    try:
+        if source.stat().st_mtime > out.stat().st_mtime:
+            return True
+        a, b = audio.info(source), audio.info(out)
+    except (OSError, SpeechkernError):
+        return True
+    exact = a.format == b.format == "WAV" or {a.format, b.format} <= {"WAV", "FLAC", "AIFF", "W64", "RF64", "CAF"}
+    slack = 0 if exact else audio.SHORT_READ_SLACK  # a decoder's padding is no change
+    return (a.samplerate, a.channels) != (b.samplerate, b.channels) or abs(a.frames - b.frames) > slack
 
 
 def _names(paths: list[Path], most: int = 3) -> str:
@@ -214,7 +239,8 @@ def _skipped_lines(skipped: list[Path], outputs: set[Path]) -> list[str]:
     from speechkern.enhance import ENHANCED_SUFFIX
 
     earlier = [p for p in skipped if p.stem.endswith(ENHANCED_SUFFIX)]
-    other = [p for p in skipped if p not in earlier]
+    debris = [p for p in skipped if p.name.startswith(".") and p.suffix == ".part"]
+    other = [p for p in skipped if p not in earlier and p not in debris]
     earlier = [p for p in earlier if p.resolve() not in outputs]
     lines = []
     if other:
@@ -224,4 +250,9 @@ def _skipped_lines(skipped: list[Path], outputs: set[Path]) -> list[str]:
     if earlier:
         lines.append(f"skipped {len(earlier)} earlier output(s) *{ENHANCED_SUFFIX} in the folders: outputs are not "
                      "enhanced again")  # fmt: skip
+    if debris:
+        folders = sorted({str(p.parent) for p in debris})
+        lines.append(f"found {len(debris)} stray .part file(s) in {', '.join(folders[:3])}"
+                     f"{' and more' if len(folders) > 3 else ''}: unfinished writes of interrupted runs, safe to "
+                     "delete")  # fmt: skip
     return lines

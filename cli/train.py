@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from speechkern.errors import SpeechkernError
+
 from .ui import console, progress_ui, stdout
 
 
@@ -34,6 +36,7 @@ def train(
     --ray-address, autotune evaluations and subband/DNN fits run as parallel Ray tasks; the run directory is the
     same as a local run's, and it resumes the same way.
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from speechkern.models.select import record_run
@@ -46,6 +49,7 @@ def train(
         overrides.append(f"train.workers={workers}")
     recipe = load_recipe(recipe_dir, overrides)
     run_dir = out or Path("runs") / recipe.name
+    _check_run_dir(run_dir)
     names = [m.strip() for m in models.split(",")] if models else None
     with progress_ui(log_file=run_dir / "train.log", quiet=quiet):
         gpus = gpus_per_task if gpus_per_task is not None else (1.0 if (device or "").startswith("cuda") else 0.0)
@@ -62,7 +66,12 @@ def train(
             raise KeyboardInterrupt(f"continue with: {shlex.join(again)}") from None
         finally:
             executor.close()
-    record_run(run_dir)  # `speechkern enhance` without --model finds runs trained with --out too
+    try:
+        record_run(run_dir)  # `speechkern enhance` without --model finds runs trained with --out too
+    except (OSError, SpeechkernError) as err:  # a read-only current folder: the run itself is complete
+        reason = getattr(err, "strerror", None) or err
+        console.print(f"[yellow]warning:[/] could not note the run in runs/index.txt ({escape(str(reason))}); "
+                      f"give --model {escape(str(run_dir))} to enhance with it")  # fmt: skip
     table = Table(title=f"trained into {run_dir}")
     for column in ("model", "condition", "subbands", "fit minutes", "autotune minutes", "epochs", "validation MSE"):
         table.add_column(column, justify="left" if column in ("model", "condition") else "right")
@@ -74,6 +83,16 @@ def train(
     if summary.skipped:
         console.print(f"kept from an earlier run: {', '.join(summary.skipped)}")
     console.print(f"next: speechkern evaluate {run_dir}   |   speechkern enhance NOISY.wav --model {run_dir}")
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse, before any work, a run directory that is a file or lies where nothing can be written (the lock
+    file beside it, the models inside it)."""
+    from speechkern.outputs import check_writable
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SpeechkernError(f"{run_dir}: is a file, not a run directory; choose another --out")
+    check_writable(run_dir / "recipe.toml")
 
 
 def evaluate(
@@ -97,8 +116,6 @@ def evaluate(
     from speechkern.report import results_json, results_markdown, write_report
 
     if (run_dir / "report" / "results.json").exists() and not overwrite:
-        from speechkern.errors import SpeechkernError
-
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
     with progress_ui(quiet=quiet or as_json):
         ev = run_evaluation(run_dir, workers=workers, limit=limit, device=str(resolve_device(device)))

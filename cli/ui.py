@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import shlex
 import sys
 import threading
 import time
@@ -210,7 +211,8 @@ class _ProgressHandler(logging.Handler):
             if record.levelno >= logging.WARNING:
                 from rich.markup import escape
 
-                self.bars.console.print(f"[yellow]{record.levelname.lower()}:[/] {escape(record.getMessage())}")
+                message = escape(to_flags(record.getMessage()))
+                self.bars.console.print(f"[yellow]{record.levelname.lower()}:[/] {message}")
             return
         info = "  ".join(f"{k} {_short(v)}" for k, v in event.info.items())
         if event.task not in self.tasks:
@@ -250,7 +252,7 @@ class _LineHandler(logging.Handler):
             now = time.monotonic()
             if event is None:
                 if record.levelno >= logging.WARNING:
-                    self._write(f"{record.levelname.lower()}: {record.getMessage()}", now)
+                    self._write(f"{record.levelname.lower()}: {to_flags(record.getMessage())}", now)
                 return
             tracker = self.trackers.get(event.task)
             first = tracker is None
@@ -375,10 +377,36 @@ class _WarningsOnly(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "progress", None) is None:
-            print(f"{record.levelname.lower()}: {record.getMessage()}", file=self.stream, flush=True)
+            print(f"{record.levelname.lower()}: {to_flags(record.getMessage())}", file=self.stream, flush=True)
+
+
+# The library names its parameters; the command line names the flags that set them.
+_FLAGS = (
+    (
+        re.compile(r"\bresume the run (.+?) \(resume=True\)"),
+        lambda m: (
+            f"`speechkern train {shlex.quote(str(Path(m[1]) / 'recipe.toml'))} --out {shlex.quote(m[1])} --resume`"
+        ),
+    ),
+    (re.compile(r"\bcache_dir=None\b"), lambda m: "--no-cache"),
+    (re.compile(r"\b(overwrite|resume|per_channel|no_cache)=True\b"), lambda m: "--" + m[1].replace("_", "-")),
+    (re.compile(r"\bchunk_s=(?=\S)"), lambda m: "--chunk-seconds "),
+    (re.compile(r"\bchunk_s\b"), lambda m: "--chunk-seconds"),
+    (re.compile(r"\b(?:the )?recipe override (?=\S)"), lambda m: "--set "),
+    (re.compile(r"\bdevice='cpu'"), lambda m: "--device cpu"),
+)
+
+
+def to_flags(message: str) -> str:
+    """A library message in command-line terms: ``overwrite=True`` → ``--overwrite``, ``chunk_s=30`` →
+    ``--chunk-seconds 30``, ``recipe override data.snrs=[0]`` → ``--set data.snrs=[0]``; library functions take
+    the parameters the messages name, so they read right in either."""
+    for pattern, flag in _FLAGS:
+        message = pattern.sub(flag, message)
+    return message
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error and exit with a non-zero code."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print a one-line error (library parameters named as flags, see :func:`to_flags`) and exit non-zero."""
+    print(f"error: {to_flags(message)}", file=sys.stderr)
     raise SystemExit(code)

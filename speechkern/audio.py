@@ -7,7 +7,10 @@ for multichannel. Every error names the file and says what to do.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,14 +41,31 @@ OTHER_AUDIO_SUFFIXES = (".m4a", ".aac", ".mp4", ".wma", ".amr", ".ape", ".wv", "
 LINEAR_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
 _BY_PRECISION = ("DOUBLE", "PCM_32", "FLOAT", "PCM_24", "PCM_16")
 FORMATS_HELP = "WAV, FLAC, OGG, MP3, NIST SPHERE, AIFF, AU, CAF, W64 or RF64"
+# Sample rates a recording can sensibly have, in Hz: a header outside them is damaged (a 1 Hz header turns a
+# 176 kB file into a 42-minute job at the model's rate).
+MIN_SR, MAX_SR = 4000, 384000
+# A down-mix this far below its channels' mean power (dB) has cancelled: channels in opposite phase.
+CANCELLED_DB = 20.0
+# Samples a compressed file's header may overstate its length by (MP3/OGG decoders' padding); more is truncation.
+SHORT_READ_SLACK = 4096
+
+logger = logging.getLogger(__name__)
+
+
+def native(path: str | os.PathLike) -> bytes:
+    """``path`` as the bytes the operating system uses: libsndfile opens any file name this way, UTF-8 or not."""
+    return os.fsencode(path)
 
 
 def info(path: str | os.PathLike) -> sf._SoundFileInfo:
     """Header of an audio file (sample rate, channels, frames), with a clear error when it is not audio."""
     path = Path(path)
     _check_exists(path)
+    with _read_errors(path), sf.SoundFile(native(path)) as handle:
+        check_rate(path, handle.samplerate)
+        warn_truncated(path, handle)
     with _read_errors(path):
-        return sf.info(str(path))
+        return sf.info(native(path))
 
 
 def load(
@@ -61,18 +81,31 @@ def load(
     mono: average the channels; otherwise return ``(n_channels, n_samples)``.
     start, stop: sample range in the file's own rate.
     Returns the waveform and its sample rate in Hz.
-    Raises SpeechkernError naming the file when it is missing, not audio, empty or holds NaN/infinite samples.
+    Channels that cancel when averaged (opposite phase) give the strongest channel instead, with a warning.
+    Raises SpeechkernError naming the file when it is missing, not a regular file, not audio, empty, has a sample
+    rate outside :data:`MIN_SR`–:data:`MAX_SR`, holds NaN/infinite samples or fewer samples than its header says.
     """
     path = Path(path)
     _check_exists(path)
-    with _read_errors(path):
-        data, file_sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+    with _read_errors(path), sf.SoundFile(native(path)) as handle:
+        check_rate(path, handle.samplerate)
+        warn_truncated(path, handle)
+        file_sr, end = handle.samplerate, handle.frames if stop is None else min(stop, handle.frames)
+        handle.seek(min(start, handle.frames))
+        data = handle.read(max(0, end - start), dtype="float32", always_2d=True)
+        check_complete(path, handle, data.shape[0], max(0, end - start))
     if data.shape[0] == 0:
         raise SpeechkernError(f"{path}: the file holds no samples; give a non-empty recording")
     check_finite(data.T, path, file_sr, offset=start)
     y = data.T  # (channels, samples)
     if mono:
-        y = y.mean(axis=0)
+        channel = cancelled_downmix(y)
+        if channel is not None:
+            logger.warning("%s: its channels cancel when averaged (opposite phase); using channel %d, the strongest",
+                           path, channel + 1)  # fmt: skip
+            y = y[channel]
+        else:
+            y = y.mean(axis=0)
     if sr is not None and sr != file_sr:
         y = resample(y, file_sr, sr)
         file_sr = sr
@@ -110,11 +143,31 @@ def save(path: str | os.PathLike, y: np.ndarray, sr: int, overwrite: bool = Fals
     path = Path(path)
     fmt = output_format(path)
     if path.exists() and not overwrite:
-        raise SpeechkernError(f"{path}: exists already; choose another output name or pass --overwrite")
+        raise SpeechkernError(f"{path}: exists already; choose another output name or pass overwrite=True")
     data = np.asarray(y, dtype=np.float32)
     data = data.T if data.ndim == 2 else data
+    subtype = subtype or _default_subtype(path)
+    check_holds(path, sr, data.shape[1] if data.ndim == 2 else 1, subtype)
     with write_errors(path):
-        atomic_write(path, lambda tmp: sf.write(tmp, data, sr, format=fmt, subtype=subtype or _default_subtype(path)))
+        atomic_write(path, lambda tmp: sf.write(native(tmp), data, sr, format=fmt, subtype=subtype), replace=overwrite)
+
+
+def check_holds(path: str | os.PathLike, sr: int, channels: int, subtype: str | None = None) -> None:
+    """Refuse, before any work, a sample rate or channel count that ``path``'s format cannot hold (MP3 above
+    48 kHz, OGG Vorbis at very high rates), naming the output and the formats that hold it."""
+    fmt = output_format(path)
+    subtype = subtype or _default_subtype(Path(path))
+    if fmt == "OGG" and sr > 192000:  # libsndfile's Vorbis encoder crashes (segfault) above 192 kHz, not probed
+        raise SpeechkernError(f"{path}: OGG files cannot hold {sr} Hz (192000 Hz at most); name the output .wav "
+                              "or .flac")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix=".speechkern-") as folder:
+        try:
+            sf.SoundFile(os.path.join(folder, "probe"), "w", sr, channels, subtype, format=fmt).close()
+        except (sf.LibsndfileError, RuntimeError, ValueError):
+            raise SpeechkernError(
+                f"{path}: {fmt} files ({subtype}) cannot hold {channels} channel(s) at {sr} Hz; name the output "
+                ".wav or .flac"
+            ) from None
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -178,25 +231,80 @@ def open_read(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
     path = Path(path)
     _check_exists(path)
     with _read_errors(path):
-        handle = sf.SoundFile(str(path))
+        handle = sf.SoundFile(native(path))
     with handle:
+        check_rate(path, handle.samplerate)
         yield handle
 
 
 def read_block(handle: sf.SoundFile, start: int, stop: int) -> np.ndarray:
     """Samples ``[start, stop)`` (in the file's rate) of an open file as float32 ``(n_channels, stop - start)``,
-    zero-padded where the file ends early.
+    zero-padded where a compressed file's header overstates its length by a few samples.
 
-    Raises SpeechkernError naming the file when the block cannot be read or holds NaN/infinite samples.
+    Raises SpeechkernError naming the file when the block cannot be read, holds NaN/infinite samples, or is
+    shorter than the header promised (a truncated file, or one changed while it is read).
     """
+    name = os.fsdecode(handle.name)
     try:
         handle.seek(start)
         data = handle.read(stop - start, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise SpeechkernError(f"{handle.name}: could not be read at sample {start} ({err}); is it damaged?") from None
-    check_finite(data.T, handle.name, handle.samplerate, offset=start)
+        raise SpeechkernError(f"{name}: could not be read at sample {start} ({err}); is it damaged?") from None
+    check_complete(name, handle, data.shape[0], stop - start, offset=start)
+    check_finite(data.T, name, handle.samplerate, offset=start)
     # zeros past the true end, which a compressed file's header may overstate by a few samples
     return np.pad(data.T, ((0, 0), (0, stop - start - data.shape[0])))
+
+
+def check_rate(path: str | os.PathLike, sr: int) -> None:
+    """Refuse a sample rate outside :data:`MIN_SR`–:data:`MAX_SR` Hz, naming the file."""
+    if not MIN_SR <= sr <= MAX_SR:
+        raise SpeechkernError(
+            f"{path}: its header gives a sample rate of {sr} Hz, outside the {MIN_SR}–{MAX_SR} Hz of recordings; "
+            "the header is damaged: repair it or re-export the audio"
+        )
+
+
+def check_complete(path: str | os.PathLike, handle: sf.SoundFile, got: int, wanted: int, offset: int = 0) -> None:
+    """Refuse a read that returned fewer samples than asked of a file whose header says they exist: the file is
+    truncated, or changed while it was read. Compressed formats may fall short by :data:`SHORT_READ_SLACK`."""
+    slack = 0 if handle.format in ("WAV", "WAVEX", "W64", "RF64", "AIFF", "AU", "CAF", "NIST") and handle.subtype in (
+        *LINEAR_SUBTYPES, "ULAW", "ALAW") else SHORT_READ_SLACK  # fmt: skip
+    if got + slack < wanted:
+        sr = handle.samplerate
+        raise SpeechkernError(
+            f"{path}: holds {(offset + got) / sr:.3f} s of audio but its header promised {(offset + wanted) / sr:.3f} "
+            "s: the file is truncated, or changed while it was read; repair it or wait until it is complete"
+        )
+
+
+_CLAIMED = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def warn_truncated(path: str | os.PathLike, handle: sf.SoundFile) -> bool:
+    """Warn, naming the file, when its header promises more audio data than the file holds (an interrupted
+    recording or copy; libsndfile reads what there is). Returns whether it warned."""
+    found = _CLAIMED.search(handle.extra_info)
+    if not found or int(found[2]) >= int(found[1]):
+        return False
+    claimed_bytes, held_bytes = int(found[1]), int(found[2])
+    frame_bytes = held_bytes / handle.frames if handle.frames else float("nan")
+    logger.warning("%s: its header promises %.3f s of audio but the file holds %.3f s (truncated: an interrupted "
+                   "recording or copy); using what it holds", path, claimed_bytes / frame_bytes / handle.samplerate,
+                   handle.frames / handle.samplerate)  # fmt: skip
+    return True
+
+
+def cancelled_downmix(y: np.ndarray) -> int | None:
+    """The strongest channel of ``y`` ``(n_channels, n)`` when their average is :data:`CANCELLED_DB` or more below
+    the channels' mean power (channels in opposite phase), else None (the average is fine)."""
+    if y.ndim != 2 or y.shape[0] < 2:
+        return None
+    power = np.mean(np.square(y, dtype=np.float64), axis=1)
+    mixed = float(np.mean(np.square(y.mean(axis=0), dtype=np.float64)))
+    if power.max() == 0 or mixed >= power.mean() * 10 ** (-CANCELLED_DB / 10):
+        return None
+    return int(np.argmax(power))
 
 
 def check_finite(y: np.ndarray, path: str | os.PathLike, sr: int, offset: int = 0) -> None:
@@ -234,3 +342,5 @@ def _check_exists(path: Path) -> None:
         raise SpeechkernError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise SpeechkernError(f"{path}: is a folder, not an audio file")
+    if not path.is_file():  # a FIFO or device is read twice (header, then blocks): it would hang
+        raise SpeechkernError(f"{path}: is not a regular file (a pipe, device or socket); save the audio to a file")

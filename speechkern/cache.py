@@ -49,7 +49,8 @@ def usable_cache_dir(cache_dir: str | os.PathLike | None = "default") -> Path | 
     except OSError as err:
         source = " ($SPEECHKERN_CACHE)" if cache_dir == "default" and os.environ.get("SPEECHKERN_CACHE") else ""
         logger.warning("%s%s cannot hold the feature cache (%s); carrying on without a cache: set SPEECHKERN_CACHE to "
-                       "a writable folder, or pass --no-cache", folder, source, err.strerror or err)  # fmt: skip
+                       "a writable folder, or run without a cache (cache_dir=None)", folder, source,
+                       err.strerror or err)  # fmt: skip
         return None
     return folder
 
@@ -97,8 +98,9 @@ class ArrayCache:
         contiguous = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
         try:
             atomic_write(self._path(key), lambda tmp: save_file(contiguous, tmp))
-        except OSError as err:  # a full or read-only disk: the result is still returned, only not kept
+        except (OSError, SafetensorError) as err:  # a full or read-only disk (safetensors raises its own error for
+            # a failed write): the result is still returned, only not kept
             if str(self.root) not in _warned:
                 _warned.add(str(self.root))
                 logger.warning("%s: cannot write to the feature cache (%s); carrying on without caching",
-                               self.root, err.strerror or err)  # fmt: skip
+                               self.root, getattr(err, "strerror", None) or err)  # fmt: skip

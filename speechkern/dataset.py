@@ -57,7 +57,9 @@ def prepare_noises(recipe, train: Sequence[Utterance], run_dir: Path) -> dict[st
     for spec in data.noises:
         if spec == "dir":
             if not data.noise_dir:
-                raise SpeechkernError("noise 'dir' needs a folder of recordings: add --set data.noise_dir=DIR")
+                raise SpeechkernError(
+                    "noise 'dir' needs a folder of recordings: add the recipe override data.noise_dir=DIR"
+                )
             files = audio.find_audio(data.noise_dir)
             if not files:
                 raise SpeechkernError(f"{data.noise_dir}: no noise recordings found (searched recursively for "

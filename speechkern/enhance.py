@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speechkern import audio, features
+from speechkern import audio, features, limits
 from speechkern.errors import SpeechkernError
 from speechkern.models.io import MaskModel
 from speechkern.outputs import atomic_write, check_writable
@@ -59,10 +59,12 @@ def enhance_signal(model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margi
     seconds with ``margin_s`` seconds of overlap on each side. Returns float32 ``(n_samples,)``.
 
     Every block's features see the whole waveform's level gain (:func:`speechkern.features.level_gain`); the mask
-    is applied to the unscaled waveform, so the output keeps the input's level."""
+    is applied to the unscaled waveform, so the output keeps the input's level. A DC offset is removed first: it
+    is no speech, and it would lower the level gain and reach the features."""
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
     margin = math.ceil(margin_s * model.feature_config.sr / hop) * hop
+    y = y - np.mean(y, dtype=np.float64).astype(np.float32)
     gain = features.level_gain(y, model.feature_config.level_dbfs)
     out = np.empty(len(y), dtype=np.float32)
     for start, stop, lo, hi in blocks(len(y), chunk, margin):
@@ -122,13 +124,15 @@ def enhance_file(
     """
     path, out_path = Path(path), Path(out_path)
     if not (math.isfinite(chunk_s) and chunk_s > 0):
-        raise SpeechkernError(f"--chunk-seconds {chunk_s:g}: expected a positive number of seconds, such as 30")
+        raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a positive number of seconds, such as 30")
+    limits.check_model_memory(model, "the model", chunk_s, margin_s)  # before a block allocates what a file claims
     if out_path.resolve() == path.resolve():
         raise SpeechkernError(f"{out_path}: is the input itself; choose another output name")
     if out_path.exists() and not overwrite:
-        raise SpeechkernError(f"{out_path}: exists already; choose another output or pass --overwrite")
+        raise SpeechkernError(f"{out_path}: exists already; choose another output or pass overwrite=True")
     head = audio.info(path)
     fmt, subtype = audio.output_format(out_path), audio.output_subtype(out_path, head.format, head.subtype)
+    audio.check_holds(out_path, head.samplerate, head.channels, subtype)
     _check_length(path, head, model)
     check_writable(out_path, _size_bytes(head.frames * head.channels, fmt, subtype))
     notes = _notes(path, out_path, head, subtype, per_channel)
@@ -142,22 +146,29 @@ def enhance_file(
     # is read twice, a first pass for its level, so that memory stays bounded by the block.
     whole = _read_all(path, head.frames) if len(spans) == 1 else None
     signal = [whole] if whole is not None else _read_chunks(path, head.frames, chunk)
-    gains = _level_gains(signal, head.frames, model.feature_config.level_dbfs, per_channel)
+    gains, offsets, cancelled = _level_gains(signal, head.frames, model.feature_config.level_dbfs, per_channel)
+    if cancelled:
+        notes = [n for n in notes if "were averaged" not in n] + [
+            f"{path}: its {head.channels} channels cancel when averaged (opposite phase), so each channel was "
+            "enhanced on its own"
+        ]
 
     def write(tmp: str) -> None:
         import soundfile as sf
 
         with contextlib.ExitStack() as files:
             reader = None if whole is not None else files.enter_context(audio.open_read(path))
-            writer = files.enter_context(sf.SoundFile(tmp, "w", head.samplerate, head.channels, subtype, format=fmt))
+            writer = files.enter_context(
+                sf.SoundFile(audio.native(tmp), "w", head.samplerate, head.channels, subtype, format=fmt)
+            )
             for start, stop, lo, hi in spans:
                 y = whole if reader is None else audio.read_block(reader, lo, hi)
-                enhanced = _enhance_channels(model, y, head.samplerate, gains)
+                enhanced = _enhance_channels(model, y - offsets, head.samplerate, gains)
                 writer.write(enhanced[:, start - lo : stop - lo].T)
                 report("enhance/blocks", stop, head.frames, f"enhancing {path.name}")
 
     with audio.write_errors(out_path):
-        atomic_write(out_path, write)
+        atomic_write(out_path, write, replace=overwrite)
     seconds = time.perf_counter() - started
     return EnhanceResult(path, out_path, head.frames / head.samplerate, seconds, head.samplerate, head.channels, notes)
 
@@ -186,16 +197,28 @@ def _read_chunks(path: Path, frames: int, chunk: int) -> Iterator[np.ndarray]:
             yield audio.read_block(reader, start, min(start + chunk, frames))
 
 
-def _level_gains(signal, frames: int, level_dbfs: float, per_channel: bool) -> list[float]:
-    """The level gain of each signal to enhance (every channel, or their average), measured over the whole file,
-    given as consecutive ``(n_channels, n)`` blocks of its ``frames`` samples, so that every block's features see
-    one gain."""
-    power = None
+def _level_gains(signal, frames: int, level_dbfs: float, per_channel: bool):
+    """``(gains, offsets, cancelled)`` over a whole file given as consecutive ``(n_channels, n)`` blocks of its
+    ``frames`` samples: the level gain of each signal to enhance (every channel, or their average), measured
+    without DC, so that every block's features see one gain; each channel's DC offset ``(n_channels, 1)``, removed
+    before enhancing; and whether the average cancels (:func:`speechkern.audio.cancelled_downmix`), in which case
+    the gains are per channel."""
+    total = power = mixed = None
     for block in signal:
         y = block.astype(np.float64)
-        y = y if per_channel else y.mean(axis=0, keepdims=True)
+        total = y.sum(axis=1) + (0.0 if total is None else total)
         power = np.sum(y * y, axis=1) + (0.0 if power is None else power)
-    return [features.gain_for_rms(float(np.sqrt(p / max(1, frames))), level_dbfs) for p in power]
+        m = y.mean(axis=0)
+        mixed = float(m @ m) + (0.0 if mixed is None else mixed)
+    n = max(1, frames)
+    mean = total / n
+    variance = np.maximum(power / n - mean**2, 0.0)
+    mixed_variance = max(mixed / n - float(mean.mean()) ** 2, 0.0)
+    cancelled = len(mean) > 1 and mixed_variance < variance.mean() * 10 ** (-audio.CANCELLED_DB / 10)
+    if not (per_channel or cancelled):
+        variance = np.array([mixed_variance])
+    gains = [features.gain_for_rms(float(np.sqrt(v)), level_dbfs) for v in variance]
+    return gains, mean.astype(np.float32)[:, None], bool(cancelled and not per_channel)
 
 
 def _grid(file_sr: int, sr: int, hop: int) -> int:
@@ -232,7 +255,7 @@ def _notes(path: Path, out_path: Path, head, subtype: str, per_channel: bool) ->
     if head.channels > 1 and not per_channel:
         notes.append(
             f"{path}: its {head.channels} channels were averaged, enhanced once and written to every channel; "
-            "pass --per-channel to enhance each channel on its own"
+            "pass per_channel=True to enhance each channel on its own"
         )
     if head.subtype in ("PCM_24", "PCM_32", "FLOAT", "DOUBLE") and subtype != head.subtype:  # precision lost
         notes.append(
@@ -271,12 +294,15 @@ def find_inputs(items: list[str]) -> Inputs:
         elif p.exists():
             pairs = [(p, p.parent)]
         elif any(ch in item for ch in "*?["):
-            pairs = [(Path(m), Path(m).parent) for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
-            if not pairs:
+            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
+            if not matches:
                 raise SpeechkernError(f"{item}: the pattern matches no files")
+            earlier = [m for m in matches if m.stem.endswith(ENHANCED_SUFFIX)]  # as in folders: not enhanced again
+            skipped += earlier
+            pairs = [(m, m.parent) for m in matches if m not in earlier]
         else:
             raise SpeechkernError(f"{item}: no such file or folder")
-        for f, base in pairs:
+        for f, base in pairs:  # a symbolic link keeps its own path: its output goes beside the link, not the target
             found.setdefault(f.resolve(), (_short(f), base))
     if not found:
         others = f" ({len(skipped)} file(s) of other types or earlier outputs skipped)" if skipped else ""
@@ -285,7 +311,7 @@ def find_inputs(items: list[str]) -> Inputs:
 
 
 def _short(f: Path) -> Path:
-    f = f.resolve()
+    f = Path(os.path.abspath(f))  # not resolve(): a link inside the input tree must stay inside it
     return Path(os.path.relpath(f)) if f.is_relative_to(Path.cwd()) else f
 
 
@@ -310,7 +336,7 @@ def plan_outputs(inputs: Inputs, out: str | os.PathLike | None) -> list[tuple[Pa
         plan = [(f, f.with_name(output_name(f))) for f in files]
     elif _names_a_file(Path(out)):
         if len(files) > 1:
-            raise SpeechkernError(f"-o {out}: names one file but {len(files)} inputs were given; give a folder")
+            raise SpeechkernError(f"output {out}: names one file but {len(files)} inputs were given; give a folder")
         audio.output_format(out)
         plan = [(files[0], Path(out))]
     else:
@@ -327,7 +353,7 @@ def plan_outputs(inputs: Inputs, out: str | os.PathLike | None) -> list[tuple[Pa
                 f"{writers[key]} and {f} would both be written to {o}; rename one or enhance them separately"
             )
         if key in originals and key != f.resolve():
-            raise SpeechkernError(f"{o}: is an input, and enhancing {f} would replace it; choose another -o folder")
+            raise SpeechkernError(f"{o}: is an input, and enhancing {f} would replace it; choose another output folder")
         writers[key] = f
     return plan
 

@@ -141,12 +141,12 @@ def evaluate(
     models = discover_models(run_dir, device)
     manifests = dataset.build_manifests(recipe, run_dir)
     missing = missing_models(run_dir, recipe, models, sorted({m.condition for m in manifests["train"]}))
-    resume = f"speechkern train {run_dir / 'recipe.toml'} --out {run_dir} --resume"
+    resume = f"resume the run {run_dir} (resume=True)"  # the command line names its command
     if not models:
-        raise SpeechkernError(f"{run_dir}: no trained models in models/ (missing: {', '.join(missing)}); train them "
-                              f"with `{resume}`")  # fmt: skip
+        raise SpeechkernError(f"{run_dir}: no trained models in models/ (missing: {', '.join(missing)}); train them: "
+                              f"{resume}")  # fmt: skip
     if missing:
-        logger.warning("%s: the run is incomplete, no model for %s; scoring the others. Finish it with `%s`",
+        logger.warning("%s: the run is incomplete, no model for %s; scoring the others. Finish it: %s",
                        run_dir, ", ".join(missing), resume)  # fmt: skip
     test: list[Mixture] = manifests["test"]
     if limit:

@@ -163,8 +163,15 @@ def stoi(
     return value
 
 
+# The longest signal the ``pesq`` package's C code scores: it segfaults (killing the process) at 180 s and beyond,
+# measured with pesq 0.0.4; 150 s works. P.862 itself is meant for 8–20 s utterances.
+PESQ_MAX_SECONDS = 150.0
+
+
 def pesq(clean: np.ndarray, processed: np.ndarray, sr: int, mode: str = "wb") -> tuple[float, str]:
     """PESQ score and an empty string, or NaN and the reason it could not be scored.
+
+    Signals longer than :data:`PESQ_MAX_SECONDS` are not scored (NaN): the ``pesq`` C code crashes on them.
 
     mode "wb": wide-band P.862.2 at 16 kHz; "nb": narrow-band P.862 at 8 kHz. Other input rates are resampled.
     Lengths must agree within one frame (SpeechkernError otherwise).
@@ -177,6 +184,9 @@ def pesq(clean: np.ndarray, processed: np.ndarray, sr: int, mode: str = "wb") ->
     clean, processed = matched_lengths(np.asarray(clean), np.asarray(processed), sr)
     if not np.any(clean):
         return math.nan, "the clean reference is silent (all zeros)"
+    if len(clean) > PESQ_MAX_SECONDS * sr:
+        return math.nan, (f"{len(clean) / sr:.0f} s is longer than the {PESQ_MAX_SECONDS:.0f} s the pesq library is "
+                          "known to score safely (it crashes at 3 minutes); score shorter excerpts")  # fmt: skip
     rate = 16000 if mode == "wb" else 8000
     ref = resample(clean.astype(np.float32), sr, rate)
     deg = resample(processed.astype(np.float32), sr, rate)

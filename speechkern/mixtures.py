@@ -189,7 +189,7 @@ class Mixture:
         if len(clean) < self.n_samples:
             raise SpeechkernError(
                 f"{self.clean}: {len(clean)} samples where the manifest recorded {self.n_samples}; "
-                "the file changed since the manifest was written: rebuild the run with --overwrite"
+                "the file changed since the manifest was written: rebuild the run (train it again with overwrite=True)"
             )
         clean = clean[: self.n_samples]
         if self.paired:

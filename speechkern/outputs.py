@@ -20,11 +20,13 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask once (setting it back at once)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object], replace: bool = True) -> Path:
     """Create ``path`` by calling ``write(tmp)`` on a temporary path beside it, then renaming; returns ``path``.
 
     The file gets the mode a plain ``open`` would give it (mkstemp's are private), and parent folders are created
     (and removed again, when empty, if the write fails).
+    replace: False creates ``path`` exclusively: when another process created it meanwhile (two runs writing one
+    output), its file is kept and SpeechkernError names the path; a rename would silently replace it.
     """
     path = Path(path)
     created = [folder for folder in path.parents if not folder.exists()]  # innermost first
@@ -34,7 +36,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # after writing: some writers (safetensors) recreate the file as 0600
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _move_exclusive(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -42,6 +47,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
                 folder.rmdir()
         raise
     return path
+
+
+def _move_exclusive(tmp: str, path: Path) -> None:
+    """Rename ``tmp`` to ``path`` unless ``path`` exists: a hard link fails atomically where a rename replaces."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise SpeechkernError(
+            f"{path}: was created by another process while this one was writing it; that file is kept and this "
+            "result discarded (allow replacing it, or choose another output name)"
+        ) from None
+    except OSError:  # a file system without hard links (FAT, some network shares): check, then rename
+        if path.exists():
+            raise SpeechkernError(f"{path}: was created by another process while this one was writing it; that "
+                                  "file is kept and this result discarded") from None  # fmt: skip
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -58,10 +81,11 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     """Refuse an output folder that already holds files unless ``overwrite``, and a path that is a file."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise SpeechkernError(f"{out}: is a file, not a folder; choose another --out")
+        raise SpeechkernError(f"{out}: is a file, not a folder; choose another output folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SpeechkernError(
-            f"{out}: the output folder is not empty; pass --overwrite to replace its results or choose another --out"
+            f"{out}: the output folder is not empty; allow replacing its results (overwrite=True) or choose another "
+            "output folder"
         )
     return out
 
@@ -85,7 +109,19 @@ def check_writable(path: str | os.PathLike, n_bytes: int = 0) -> Path:
     free = shutil.disk_usage(folder).free
     if n_bytes > free:
         raise SpeechkernError(
-            f"{path}: needs about {n_bytes / 1e6:.0f} MB but {folder} has {free / 1e6:.0f} MB free; "
+            f"{path}: needs about {format_bytes(n_bytes)} but {folder} has {format_bytes(free)} free; "
             "free some space or choose another folder"
         )
     return path
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in words with two significant digits or more: ``"0 bytes"``, ``"512 bytes"``, ``"3.4 kB"``,
+    ``"12 MB"``, ``"1.5 GB"`` (powers of 1000, as disk sizes are written)."""
+    if n < 1000:
+        return f"{n:.0f} bytes"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 999.5 or unit == "TB":
+            return f"{n:.2g} {unit}" if n < 10 else f"{n:.0f} {unit}"
+    raise AssertionError("unreachable")

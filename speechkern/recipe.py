@@ -25,6 +25,15 @@ _CONDITION = r"^.+@[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"  # NOISE@SNR with a
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:  # a NUL byte cannot be in a path or a TOML file
+        if (isinstance(value, str) and "\x00" in value) or (
+            isinstance(value, list) and any(isinstance(v, str) and "\x00" in v for v in value)
+        ):
+            raise ValueError("holds a NUL character; remove it")
+        return value
+
 
 class DataConfig(_Section):
     """Speech, noise and mixing (SPEC §2).
@@ -176,8 +185,8 @@ class Recipe(_Section):
     @field_validator("name")
     @classmethod
     def _name_is_a_folder_name(cls, value: str) -> str:
-        if not value or "/" in value or value.startswith("."):
-            raise ValueError("must be a plain folder name")
+        if not value or any(c in value for c in "/\\") or value.startswith(".") or not value.isprintable():
+            raise ValueError("must be a plain folder name (no slashes, leading dot or control characters)")
         return value
 
     @model_validator(mode="after")
@@ -204,13 +213,17 @@ class Recipe(_Section):
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b=value`` → (["a", "b"], value); the value is read as a TOML literal, else kept as a string."""
     if "=" not in item:
-        raise SpeechkernError(f"--set {item!r}: expected KEY=VALUE, for example --set data.snrs=[0,5]")
+        raise SpeechkernError(f"recipe override {item!r}: expected KEY=VALUE, for example recipe override "
+                              "data.snrs=[0,5]")  # fmt: skip
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    except RecursionError:
+        raise SpeechkernError(f"recipe override {key}: the value is nested too deeply; recipe values are numbers, "
+                              "strings and flat lists") from None  # fmt: skip
     return key.split("."), value
 
 
@@ -225,6 +238,9 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise SpeechkernError(f"{file}: not valid TOML ({err})") from None
+    except RecursionError:
+        raise SpeechkernError(f"{file}: a value is nested too deeply; recipe values are numbers, strings and flat "
+                              "lists") from None  # fmt: skip
     except (UnicodeDecodeError, OSError) as err:
         raise SpeechkernError(
             f"{file}: not a readable UTF-8 text file ({err}); give a recipe folder or its recipe.toml"
@@ -232,14 +248,16 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     origins: dict[tuple[str, ...], str] = {}
     for item in overrides:
         keys, value = parse_override(item)
-        check_key(keys, f"--set {item}")
+        item = "".join(c if c.isprintable() else repr(c)[1:-1] for c in item)  # never print a NUL or an escape
+        check_key(keys, f"recipe override {item}")
         node = data
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise SpeechkernError(f"--set {item}: {k} is a value in {file}, not a section; set {k} itself")
+                raise SpeechkernError(f"recipe override {item}: {k} is a value in {file}, not a section; set {k} "
+                                      "itself")  # fmt: skip
         node[keys[-1]] = value
-        origins[tuple(keys)] = f"--set {item}"
+        origins[tuple(keys)] = f"recipe override {item}"
     data.setdefault("name", path.name if path.is_dir() else path.stem)
     return validate_recipe(data, source=str(file), origins=origins)
 
@@ -292,6 +310,9 @@ def validate_recipe(
     keys come from ``source``."""
     try:
         return Recipe.model_validate(data)
+    except RecursionError:
+        raise SpeechkernError(f"{source}: a value is nested too deeply; recipe values are numbers, strings and "
+                              "flat lists") from None  # fmt: skip
     except ValidationError as err:
         first = err.errors()[0]
         loc = tuple(str(p) for p in first["loc"])
@@ -302,6 +323,8 @@ def validate_recipe(
         given = first.get("input")
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "value_error" and not first["loc"]:  # a check across sections names its own keys
+            named = {k.strip() for k in message.split(":", 1)[0].split(",")}
+            source = next((o for k, o in (origins or {}).items() if ".".join(k) in named), source)
             raise SpeechkernError(f"{source}: recipe key {message}") from None
         raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {message}") from None
 
@@ -338,8 +361,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
+    if isinstance(value, str):  # TOML takes UTF-8 as it is, but not JSON's surrogate pairs (emoji) or a raw DEL
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")

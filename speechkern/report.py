@@ -213,7 +213,7 @@ def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path
     """Write every table, figure, example and the HTML page under ``run_dir/report``; returns that folder."""
     out = run_dir / "report"
     if (out / "results.json").exists() and not overwrite:
-        raise SpeechkernError(f"{out}: a report exists already; pass --overwrite to replace it")
+        raise SpeechkernError(f"{out}: a report exists already; pass overwrite=True to replace it")
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.md", results_markdown(ev.rows))
     write_text(out / "results.csv", results_csv(ev.rows))
@@ -303,7 +303,7 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
         missing = [c for c in conditions if c not in trained.get(name, [])]
         if missing:
             where = "" if missing == ["all"] else f" for {', '.join(missing)}"
-            notes.append(f"model {name} was not trained{where} (finish with `speechkern train --resume`)")
+            notes.append(f"model {name} was not trained{where} (finish it by training again with resume=True)")
     leftovers = sorted(p.name for p in models_dir.glob(".*") if p.is_dir() and any(f.is_file() for f in p.rglob("*")))
     if leftovers:
         notes.append(f"interrupted training left {', '.join(leftovers)} in models/")

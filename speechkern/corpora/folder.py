@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 def splits(data, workdir: Path) -> dict[str, list[Utterance]]:
     """Utterances of each split from ``data.clean_dir``."""
     if not data.clean_dir:
-        raise SpeechkernError("the folder recipe needs clean speech: add --set data.clean_dir=DIR")
+        raise SpeechkernError("the folder recipe needs clean speech: add the recipe override data.clean_dir=DIR")
     files = audio.find_audio(data.clean_dir)
     if len(files) < 3:
         raise SpeechkernError(f"{data.clean_dir}: found {len(files)} audio files ({audio.FORMATS_HELP}, searched "

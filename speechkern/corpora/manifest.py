@@ -36,7 +36,7 @@ class Row:
 def read_rows(manifest: str, kind: str, exclude_licences: list[str] | tuple[str, ...] = ()) -> list[Row]:
     """Rows of ``kind`` ("clean" or "noise") whose licence contains none of ``exclude_licences`` (any case)."""
     if not manifest:
-        raise SpeechkernError("the manifest corpus and noise need a CSV: add --set data.manifest=FILE")
+        raise SpeechkernError("the manifest corpus and noise need a CSV: add the recipe override data.manifest=FILE")
     path = Path(manifest)
     if not path.is_file():
         raise SpeechkernError(f"{path}: no such manifest file (a CSV with columns {', '.join(COLUMNS)})")

@@ -69,7 +69,8 @@ def corpus_root(value: str, key: str, env: Sequence[str], corpus: str, layout: s
         source = next((name for name in env if os.environ.get(name)), "")
         if not source:
             raise SpeechkernError(
-                f"the {corpus} corpus is not given: add --set data.{key}=DIR or set {env[-1]}=DIR ({layout})"
+                f"the {corpus} corpus is not given: add the recipe override data.{key}=DIR or set {env[-1]}=DIR "
+                f"({layout})"
             )
         value = os.environ[source]
         logger.info("%s root from the environment variable %s: %s", corpus, source, value)

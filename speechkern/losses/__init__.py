@@ -57,15 +57,37 @@ loss on collections of tabular data sets, with their own splits or folds, and co
 predicts the rescaled square loss's accuracy in a high-dimensional limit. See docs/losses.md.
 """
 
-from speechkern.losses.calibration import (
-    ReliabilityBins,
-    expected_calibration_error,
-    reliability_bins,
-    reliability_diagram,
-    square_loss_probabilities,
-)
-from speechkern.losses.square import RescaledSquareLoss, SquareLoss, rescaled_square_loss, square_loss
-from speechkern.losses.squentropy import SquentropyLoss, squentropy_loss
+from typing import TYPE_CHECKING
+
+# The exports are imported on first use (PEP 562), so that the light submodules (names) load without torch.
+_EXPORTS = {
+    "ReliabilityBins": "calibration", "expected_calibration_error": "calibration", "reliability_bins": "calibration",
+    "reliability_diagram": "calibration", "square_loss_probabilities": "calibration",
+    "RescaledSquareLoss": "square", "SquareLoss": "square", "rescaled_square_loss": "square", "square_loss": "square",
+    "SquentropyLoss": "squentropy", "squentropy_loss": "squentropy",
+}  # fmt: skip
+
+if TYPE_CHECKING:
+    from speechkern.losses.calibration import (
+        ReliabilityBins,
+        expected_calibration_error,
+        reliability_bins,
+        reliability_diagram,
+        square_loss_probabilities,
+    )
+    from speechkern.losses.square import RescaledSquareLoss, SquareLoss, rescaled_square_loss, square_loss
+    from speechkern.losses.squentropy import SquentropyLoss, squentropy_loss
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'speechkern.losses' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"speechkern.losses.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ReliabilityBins",

@@ -59,12 +59,12 @@ from speechkern.losses.calibration import (
     reliability_bins,
     square_loss_probabilities,
 )
+from speechkern.losses.names import DEFAULT_EPOCHS, LOSSES
 from speechkern.losses.square import rescaled_square_loss
 from speechkern.losses.squentropy import squentropy_loss
 from speechkern.outputs import atomic_write, check_out_dir, write_text
 from speechkern.progress import report
 
-LOSSES = ("cross_entropy", "square", "rescaled_square", "squentropy")
 OPTIMIZERS = ("adam", "sgd")
 __all__ = [
     "BUILTIN_DATASETS",
@@ -99,7 +99,7 @@ class BenchConfig:
     """
 
     seeds: int = 5
-    epochs: int = 100
+    epochs: int = DEFAULT_EPOCHS
     hidden: tuple[int, ...] = (128, 128)
     batch_size: int = 32
     optimizer: str = "adam"

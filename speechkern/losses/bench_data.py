@@ -19,8 +19,7 @@ import numpy as np
 from sklearn import datasets as sk_datasets
 
 from speechkern.errors import SpeechkernError
-
-BUILTIN_DATASETS = ("digits", "wine", "breast_cancer", "iris", "two_spirals")
+from speechkern.losses.names import BUILTIN_DATASETS
 
 # file names of a provided split, per role; a set's files are <stem><suffix> or, inside a set's own folder, <role>.csv
 _ROLE_SUFFIXES = {

@@ -1,0 +1,76 @@
+"""Memory a model file implies, bounded before any work: a model is trusted as far as the machine can hold it.
+
+A model folder's configuration can be consistent with its weights and still ask for absurd sizes (a feature
+context of 20 000 frames makes every 5 s block 20 GiB); :func:`check_model_memory` refuses such a model in one line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from speechkern.errors import SpeechkernError
+from speechkern.outputs import format_bytes
+
+# The share of the machine's memory one enhancement block may take.
+BUDGET_SHARE = 0.5
+
+
+def memory_budget() -> int:
+    """Bytes one enhancement block may use: :data:`BUDGET_SHARE` of the physical memory (8 GB where unknown)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 * 10**9
+    return int(total * BUDGET_SHARE)
+
+
+def block_bytes(model, chunk_s: float, margin_s: float) -> dict[str, int]:
+    """The largest arrays of enhancing one block of ``chunk_s`` seconds plus ``margin_s`` on each side, in bytes,
+    by what sets them: the model inputs (inputs per frame × frames, the feature context included), the
+    filterbank or STFT output, and the widest DNN layer. float32 inputs, float64 filterbank outputs."""
+    fc = model.feature_config
+    from speechkern.features import input_dim
+
+    samples = math.ceil((chunk_s + 2 * margin_s) * fc.sr)
+    frames = samples // max(1, fc.hop_length) + 1
+    n_inputs = input_dim(fc)
+    if model.transform is not None:
+        n_inputs = max(n_inputs, model.transform.out_dim)
+    sizes = {
+        f"features.context = {fc.context}: {n_inputs} inputs per frame × {frames} frames": 4 * n_inputs * frames * 2,
+        f"features.n_channels = {fc.n_channels} filterbank channels × {samples} samples": 8 * fc.n_channels * samples,
+        f"features.n_fft = {fc.n_fft} × {frames} frames": 8 * (fc.n_fft // 2 + 1) * frames,
+    }
+    widths = [int(w) for est in model.estimators for w in (getattr(est, "hidden", None) or [])]
+    if widths:
+        sizes[f"a DNN layer of {max(widths)} units × {frames} frames"] = 4 * max(widths) * frames
+    return sizes
+
+
+def check_model_memory(
+    model, where: str | os.PathLike, chunk_s: float = 30.0, margin_s: float = 1.0, budget: int | None = None
+) -> None:
+    """Refuse a model whose blocks would not fit ``budget`` bytes (default :func:`memory_budget`).
+
+    model: a loaded :class:`speechkern.models.io.MaskModel`; where: its folder, for the message; chunk_s, margin_s:
+    the block and overlap of :func:`speechkern.enhance.enhance_file`, in seconds.
+    Raises SpeechkernError naming the folder, the configuration value that sets the size, the size and the budget,
+    and whether a shorter ``chunk_s`` would fit.
+    """
+    budget = memory_budget() if budget is None else budget
+    sizes = block_bytes(model, chunk_s, margin_s)
+    total = sum(sizes.values())
+    if total <= budget:
+        return
+    cause = max(sizes, key=sizes.get)
+    shortest = sum(block_bytes(model, 1.0, margin_s).values())
+    fix = (
+        "pass a smaller chunk_s"
+        if shortest <= budget and chunk_s > 1.0
+        else "the file asks for more than any speech model needs: check where it came from, or retrain it"
+    )
+    raise SpeechkernError(
+        f"{where}: enhancing with this model needs about {format_bytes(total)} per {chunk_s:g} s block ({cause}), "
+        f"more than the {format_bytes(budget)} allowed; {fix}"
+    )
