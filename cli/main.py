@@ -19,7 +19,7 @@ import speechkern
 from speechkern.errors import SpeechkernError
 
 from . import tools, train
-from .ui import PlainCommand, PlainGroup, fail, first_sentence
+from .ui import PlainCommand, PlainGroup, displayable, fail, first_sentence, to_flags
 
 # Groups imported on first use: name -> (module, the one-line help `speechkern --help` shows).
 LAZY_GROUPS = {
@@ -96,9 +96,6 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command line; user errors become one line on stderr and exit code 2."""
     if argv is None:  # a real process, not a test calling main()
         _terminate_like_interrupt()
-        for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed as its bytes
-            if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
-                stream.reconfigure(errors="surrogateescape")
     try:
         app(args=argv, prog_name="speechkern")
     except SpeechkernError as err:
@@ -108,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         if interrupt is None:
             raise
         hint = str(interrupt) or "run the same command again (with --resume for train) to continue"
-        print(f"interrupted; {hint}", file=sys.stderr)
+        print(displayable(f"interrupted; {to_flags(hint)}"), file=sys.stderr)
         if argv is None:  # a real process: leave now, without waiting on worker threads still busy with old work
             logging.shutdown()
             sys.stdout.flush()

@@ -28,6 +28,32 @@ from speechkern.progress import ProgressTracker, format_duration
 LINE_EVERY_S = 30.0  # the longest silence of a long command without a terminal
 
 
+def displayable(text: str) -> str:
+    """``text`` as a strict UTF-8 stream can write it: the bytes of a file name that are not UTF-8 (which Python
+    keeps as surrogate escapes) shown as ``\\xNN``, instead of a UnicodeEncodeError that would stop a batch."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class _DisplayableStream:
+    """``sys.stdout`` or ``sys.stderr`` (looked up at each write, as tests replace them) through :func:`displayable`."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def write(self, text: str) -> int:
+        return getattr(sys, self._name).write(displayable(text))
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(getattr(sys, self._name), attr)
+
+
 class _LazyConsole:
     """A rich Console made on first use: importing rich costs start-up time that `--help` does not need."""
 
@@ -40,7 +66,8 @@ class _LazyConsole:
             from rich.console import Console
 
             # soft_wrap: never break a path or a command over two lines (rich would at 80 columns in a pipe)
-            self._console = Console(stderr=self._stderr, soft_wrap=True)
+            stream = _DisplayableStream("stderr" if self._stderr else "stdout")
+            self._console = Console(file=stream, stderr=self._stderr, soft_wrap=True)
             if not self._console.is_terminal:
                 self._console.width = 1_000_000  # tables size to their content: titles and cells stay on one line
         return self._console
@@ -268,7 +295,7 @@ class _LineHandler(logging.Handler):
         return f"[{format_duration(now - self.started)}] {tracker.describe(now)}"
 
     def _write(self, text: str, now: float) -> None:
-        print(text, file=self.stream, flush=True)
+        print(displayable(text), file=self.stream, flush=True)
         self.last_line = now
 
     def _heartbeat(self) -> None:
@@ -377,7 +404,8 @@ class _WarningsOnly(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "progress", None) is None:
-            print(f"{record.levelname.lower()}: {to_flags(record.getMessage())}", file=self.stream, flush=True)
+            print(displayable(f"{record.levelname.lower()}: {to_flags(record.getMessage())}"), file=self.stream,
+                  flush=True)  # fmt: skip
 
 
 # The library names its parameters; the command line names the flags that set them.
@@ -408,5 +436,5 @@ def to_flags(message: str) -> str:
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error (library parameters named as flags, see :func:`to_flags`) and exit non-zero."""
-    print(f"error: {to_flags(message)}", file=sys.stderr)
+    print(displayable(f"error: {to_flags(message)}"), file=sys.stderr)
     raise SystemExit(code)

@@ -84,6 +84,7 @@ def test_product_shapes_out_argument_and_empty_inputs(points):
 
 def test_large_blocks_split_over_worker_threads_match_the_definition():
     """Dense blocks and products big enough to be shared out among the CPU worker threads (row and column splits)."""
+    before = torch.get_num_threads()
     g = torch.Generator().manual_seed(3)
     X, Z = torch.randn(2500, 8, generator=g), torch.randn(600, 8, generator=g)  # no near-coincident pairs
     W = torch.randn(600, 2, generator=g)
@@ -93,7 +94,7 @@ def test_large_blocks_split_over_worker_threads_match_the_definition():
     torch.testing.assert_close(kernel.mm(X, Z, W).double(), expected @ W.double(), rtol=1e-4, atol=1e-4)
     few_rows = kernel.mm(X[:5], Z, W, block_size=500)  # one row block, many column tiles
     torch.testing.assert_close(few_rows.double(), expected[:5] @ W.double(), rtol=1e-4, atol=1e-4)
-    assert torch.get_num_threads() >= 1  # the workers restore torch's thread count
+    assert torch.get_num_threads() == before  # the workers restore torch's thread count
 
 
 def test_prepared_points_give_the_same_products(points):

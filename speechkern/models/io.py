@@ -214,7 +214,14 @@ class MaskModel:
         if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
             raise SpeechkernError(
                 f"{folder}: model format {config.get('format')} v{config.get('format_version')} is not "
-                f"{FORMAT} v{FORMAT_VERSION}; retrain it with this version of speechkern"
+                f"{FORMAT} v{FORMAT_VERSION}; "
+                + (
+                    f"it was written by a newer speechkern ({config.get('speechkern_version')}): upgrade speechkern"
+                    if config.get("format") == FORMAT
+                    and isinstance(config.get("format_version"), int)
+                    and config["format_version"] > FORMAT_VERSION
+                    else "retrain it with this version of speechkern"
+                )
             )
         if config.get("features_version") != FEATURES_VERSION:
             raise SpeechkernError(
