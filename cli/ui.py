@@ -409,20 +409,20 @@ class _WarningsOnly(logging.Handler):
 
 
 # The library names its parameters; the command line names the flags that set them.
+_SWITCHES = {"overwrite": "--overwrite", "resume": "--resume", "per_channel": "--per-channel", "builtin": "--builtin"}
+_VALUED = {"chunk_s": "--chunk-seconds", "val_fraction": "--val-fraction", "ray_address": "--ray-address",
+           "data_dir": "--data"}  # fmt: skip
 _FLAGS = (
-    (
-        re.compile(r"\bresume the run (.+?) \(resume=True\)"),
-        lambda m: (
-            f"`speechkern train {shlex.quote(str(Path(m[1]) / 'recipe.toml'))} --out {shlex.quote(m[1])} --resume`"
-        ),
-    ),
+    (re.compile(r"\bresume the run (.+?) \(resume=True\)"),
+     lambda m: f"`speechkern train {shlex.quote(str(Path(m[1]) / 'recipe.toml'))} --out {shlex.quote(m[1])} --resume`"),
     (re.compile(r"\bcache_dir=None\b"), lambda m: "--no-cache"),
-    (re.compile(r"\b(overwrite|resume|per_channel|no_cache)=True\b"), lambda m: "--" + m[1].replace("_", "-")),
-    (re.compile(r"\bchunk_s=(?=\S)"), lambda m: "--chunk-seconds "),
-    (re.compile(r"\bchunk_s\b"), lambda m: "--chunk-seconds"),
-    (re.compile(r"\b(?:the )?recipe override (?=\S)"), lambda m: "--set "),
     (re.compile(r"\bdevice='cpu'"), lambda m: "--device cpu"),
-)
+    (re.compile(r"\bonly=\[(\w+)\]"), lambda m: f"--dataset {m[1]}"),
+    (re.compile(rf"\b({'|'.join(_SWITCHES)})=True\b"), lambda m: _SWITCHES[m[1]]),
+    (re.compile(rf"\b({'|'.join(_VALUED)})=(?=\S)"), lambda m: f"{_VALUED[m[1]]} "),
+    (re.compile(rf"\b({'|'.join(_VALUED)})\b"), lambda m: _VALUED[m[1]]),
+    (re.compile(r"\b(?:the )?recipe override (?=\S)"), lambda m: "--set "),
+)  # fmt: skip
 
 
 def to_flags(message: str) -> str:

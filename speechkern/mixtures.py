@@ -258,7 +258,7 @@ def read_manifest(path: str | os.PathLike) -> list[Mixture]:
     """Read a manifest written by :func:`write_manifest`."""
     path = Path(path)
     if not path.is_file():
-        raise SpeechkernError(f"{path}: manifest not found; run `speechkern train` to create the run directory")
+        raise SpeechkernError(f"{path}: manifest not found; train the run first (training writes its manifests)")
     rows = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):

@@ -116,12 +116,12 @@ def check_writable(path: str | os.PathLike, n_bytes: int = 0) -> Path:
 
 
 def format_bytes(n: float) -> str:
-    """``n`` bytes in words with two significant digits or more: ``"0 bytes"``, ``"512 bytes"``, ``"3.4 kB"``,
+    """``n`` bytes in words, one decimal below 10 of a unit: ``"0 bytes"``, ``"512 bytes"``, ``"3.4 kB"``,
     ``"12 MB"``, ``"1.5 GB"`` (powers of 1000, as disk sizes are written)."""
     if n < 1000:
         return f"{n:.0f} bytes"
     for unit in ("kB", "MB", "GB", "TB"):
         n /= 1000
         if n < 999.5 or unit == "TB":
-            return f"{n:.2g} {unit}" if n < 10 else f"{n:.0f} {unit}"
+            return f"{n:.1f} {unit}" if n < 9.95 else f"{n:.0f} {unit}"
     raise AssertionError("unreachable")

@@ -66,7 +66,7 @@ class RayExecutor:
                 ray.init(**options)
             except ConnectionError as err:
                 where = f"Ray cluster at {address!r}" if address else "a local Ray instance"
-                raise SpeechkernError(f"{where}: cannot connect ({err}); check --ray-address") from None
+                raise SpeechkernError(f"{where}: cannot connect ({err}); check ray_address") from None
         resources = ray.cluster_resources()
         logger.info("Ray: %s CPUs, %s GPUs", resources.get("CPU", 0), resources.get("GPU", 0))
 

@@ -309,7 +309,7 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
         notes.append(f"interrupted training left {', '.join(leftovers)} in models/")
     n_test = data["test"]["mixtures"]
     if len(ev.files) < n_test:
-        notes.append(f"{len(ev.files)} of {n_test} test mixtures scored (evaluate --limit)")
+        notes.append(f"{len(ev.files)} of {n_test} test mixtures scored (the evaluation was limited)")
     if ev.problems:
         notes.append(f"{len(ev.problems)} scores could not be computed (listed below)")
     return {"complete": not notes, "notes": notes, "training": training, "kernels": kernels, "data": data}

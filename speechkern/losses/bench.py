@@ -263,7 +263,7 @@ def _stratified(y: np.ndarray, fraction: float, seed: int, what: str, dataset: s
     except ValueError as err:
         raise SpeechkernError(
             f"dataset {dataset}: cannot split off a stratified {what} of {fraction:.0%} ({err}); give more rows per "
-            f"class{' or --val-fraction 0' if what == 'validation part' else ''}"
+            f"class{' or val_fraction=0' if what == 'validation part' else ''}"
         ) from None
     return np.sort(kept), np.sort(held)
 

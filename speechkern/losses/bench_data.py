@@ -400,7 +400,7 @@ def select_datasets(
     wanted = list(dict.fromkeys(only)) if only else None
     if data_dir is None and not builtin and not wanted:
         raise SpeechkernError(
-            "no datasets chosen; give --data DIR (a folder of CSV sets), --builtin, or --dataset NAME"
+            "no datasets chosen; give data_dir=DIR (a folder of CSV sets), builtin=True, or only=[NAME]"
         )
     by_name = {d.name: d for d in extra}
     builtins = [n for n in BUILTIN_DATASETS if builtin or (wanted and n in wanted)]
