@@ -161,7 +161,7 @@ def enhance(
                              f"changed since {'their outputs were' if n > 1 else 'its output was'} written (newer, or "
                              "another length, rate or channel count)"))  # fmt: skip
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
-    check_model_memory(mask_model, where, chunk_seconds)  # once, before any file: every file would need as much
+    check_model_memory(mask_model, where, chunk_seconds, longest_s=_longest_seconds([f for f, _ in jobs]))  # once
     if model is None and where == SHIPPED:
         console.print(f"no trained run in {escape(str(Path('runs').resolve()))} or runs/index.txt; using the shipped "
                       f"general model (CC BY 4.0, see ATTRIBUTION.md there): {escape(str(where))}")  # fmt: skip
@@ -200,6 +200,20 @@ def enhance(
 def _is_earlier_output(source: Path, out: Path) -> bool:
     """Whether ``out`` is a file an earlier run wrote (not the input itself, which enhance_file refuses)."""
     return out.is_file() and out.resolve() != source.resolve()
+
+
+def _longest_seconds(paths: list[Path]) -> float:
+    """The longest duration among ``paths`` in seconds (files that cannot be read count as 0: refused later)."""
+    from speechkern import audio
+
+    longest = 0.0
+    for path in paths:
+        try:
+            head = audio.info(path)
+        except SpeechkernError:
+            continue
+        longest = max(longest, head.frames / head.samplerate)
+    return longest or math.inf
 
 
 def _is_stale(source: Path, out: Path) -> bool:

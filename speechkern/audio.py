@@ -210,7 +210,8 @@ def _read_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise SpeechkernError(f"{path}: not a readable audio file ({err}); give a {FORMATS_HELP} file") from None
+        reason = getattr(err, "error_string", None) or err  # not soundfile's "Error opening b'<path>'" prefix
+        raise SpeechkernError(f"{path}: not a readable audio file ({reason}); give a {FORMATS_HELP} file") from None
 
 
 @contextlib.contextmanager

@@ -125,7 +125,6 @@ def enhance_file(
     path, out_path = Path(path), Path(out_path)
     if not (math.isfinite(chunk_s) and chunk_s > 0):
         raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a positive number of seconds, such as 30")
-    limits.check_model_memory(model, "the model", chunk_s, margin_s)  # before a block allocates what a file claims
     if out_path.resolve() == path.resolve():
         raise SpeechkernError(f"{out_path}: is the input itself; choose another output name")
     if out_path.exists() and not overwrite:
@@ -134,6 +133,8 @@ def enhance_file(
     fmt, subtype = audio.output_format(out_path), audio.output_subtype(out_path, head.format, head.subtype)
     audio.check_holds(out_path, head.samplerate, head.channels, subtype)
     _check_length(path, head, model)
+    # before a block allocates what the model file claims; a block is never longer than the file
+    limits.check_model_memory(model, "the model", chunk_s, margin_s, longest_s=head.frames / head.samplerate)
     check_writable(out_path, _size_bytes(head.frames * head.channels, fmt, subtype))
     notes = _notes(path, out_path, head, subtype, per_channel)
 

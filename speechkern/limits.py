@@ -49,15 +49,24 @@ def block_bytes(model, chunk_s: float, margin_s: float) -> dict[str, int]:
 
 
 def check_model_memory(
-    model, where: str | os.PathLike, chunk_s: float = 30.0, margin_s: float = 1.0, budget: int | None = None
+    model,
+    where: str | os.PathLike,
+    chunk_s: float = 30.0,
+    margin_s: float = 1.0,
+    budget: int | None = None,
+    longest_s: float = math.inf,
 ) -> None:
     """Refuse a model whose blocks would not fit ``budget`` bytes (default :func:`memory_budget`).
 
     model: a loaded :class:`speechkern.models.io.MaskModel`; where: its folder, for the message; chunk_s, margin_s:
-    the block and overlap of :func:`speechkern.enhance.enhance_file`, in seconds.
+    the block and overlap of :func:`speechkern.enhance.enhance_file`, in seconds; longest_s: the longest input in
+    seconds (a block is never longer than its file).
     Raises SpeechkernError naming the folder, the configuration value that sets the size, the size and the budget,
-    and whether a shorter ``chunk_s`` would fit.
+    and whether a shorter ``chunk_s`` would fit; and for a ``chunk_s`` that is not a positive number.
     """
+    if not (math.isfinite(chunk_s) and chunk_s > 0):
+        raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a positive number of seconds, such as 30")
+    chunk_s = min(chunk_s, longest_s)
     budget = memory_budget() if budget is None else budget
     sizes = block_bytes(model, chunk_s, margin_s)
     total = sum(sizes.values())

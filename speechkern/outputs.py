@@ -122,6 +122,6 @@ def format_bytes(n: float) -> str:
         return f"{n:.0f} bytes"
     for unit in ("kB", "MB", "GB", "TB"):
         n /= 1000
-        if n < 999.5 or unit == "TB":
+        if n < 999.5:
             return f"{n:.1f} {unit}" if n < 9.95 else f"{n:.0f} {unit}"
-    raise AssertionError("unreachable")
+    return f"{n:.3g} TB"

@@ -228,7 +228,7 @@ def test_timit_wrong_roots(tmp_path, make, message):
 
 
 def test_timit_root_not_given():
-    with pytest.raises(SpeechkernError, match=r"add --set data.timit_root=DIR or set TIMIT_ROOT=DIR"):
+    with pytest.raises(SpeechkernError, match=r"add the recipe override data.timit_root=DIR or set TIMIT_ROOT=DIR"):
         load_splits(data_config(corpus="timit"), Path("unused"))
 
 
@@ -318,7 +318,7 @@ def test_noisex_errors(corpora, tmp_path):
         noisex.find("f16", str(corpora["noisex"]))
     with pytest.raises(SpeechkernError, match=r"no NOISEX-92 recordings found \(expected NOISEX-92 recordings such as"):
         noisex.find("babble", str(tmp_path))
-    with pytest.raises(SpeechkernError, match=r"add --set data.noisex_root=DIR or set NOISEX_ROOT=DIR"):
+    with pytest.raises(SpeechkernError, match=r"add the recipe override data.noisex_root=DIR or set NOISEX_ROOT=DIR"):
         noisex.find("babble", "")
     (tmp_path / "babble.wav").write_bytes(b"RIFF....WAVEfmt broken")
     with pytest.raises(SpeechkernError, match=r"babble\.wav: not readable as audio"):

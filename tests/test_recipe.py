@@ -37,15 +37,15 @@ def test_unknown_key_names_it_and_the_valid_keys():
 
 def test_a_set_option_with_an_unknown_key_is_blamed_not_the_recipe_file(tmp_path):
     for override, expected in (
-        ("data.snr=0", "--set data.snr=0: unknown recipe key 'data.snr'; nearest valid keys: data.snrs, data.sr, "
-                       "features.sr"),
-        ("kernel.epoch=3", "--set kernel.epoch=3: unknown recipe key 'kernel.epoch'; nearest valid keys: "
+        ("data.snr=0", "recipe override data.snr=0: unknown recipe key 'data.snr'; nearest valid keys: data.snrs, "
+                       "data.sr, features.sr"),
+        ("kernel.epoch=3", "recipe override kernel.epoch=3: unknown recipe key 'kernel.epoch'; nearest valid keys: "
                            "kernel.epochs, dnn.epochs"),
-        ("dat.snrs=[0]", "--set dat.snrs=[0]: unknown recipe key 'dat.snrs'; nearest valid keys: data.snrs"),
-        ("data.bogus=1", "--set data.bogus=1: unknown recipe key 'data.bogus'; valid keys in [data]: babble_talkers, "
-                         "clean_dir,"),
-        ("name.x=1", "--set name.x=1: name is a value, not a section; set name itself"),
-        ("data.snrs=abc", "--set data.snrs=abc: recipe key 'data.snrs' = 'abc': Input should be a valid list"),
+        ("dat.snrs=[0]", "recipe override dat.snrs=[0]: unknown recipe key 'dat.snrs'; nearest valid keys: data.snrs"),
+        ("data.bogus=1", "recipe override data.bogus=1: unknown recipe key 'data.bogus'; valid keys in [data]: "
+                         "babble_talkers, clean_dir,"),
+        ("name.x=1", "recipe override name.x=1: name is a value, not a section; set name itself"),
+        ("data.snrs=abc", "recipe override data.snrs=abc: recipe key 'data.snrs' = 'abc': Input should be a valid list"),
     ):  # fmt: skip
         with pytest.raises(SpeechkernError) as err:
             load_recipe(RECIPES / "demo", [override])
