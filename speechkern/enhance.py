@@ -22,7 +22,7 @@ import numpy as np
 from speechkern import audio, features, limits
 from speechkern.errors import SpeechkernError
 from speechkern.models.io import MaskModel
-from speechkern.outputs import atomic_write, check_writable
+from speechkern.outputs import atomic_write, check_name, check_writable
 from speechkern.progress import report
 
 logger = logging.getLogger(__name__)
@@ -348,6 +348,7 @@ def plan_outputs(inputs: Inputs, out: str | os.PathLike | None) -> list[tuple[Pa
     writers: dict[Path, Path] = {}
     originals = {f.resolve(): f for f in files}
     for f, o in plan:
+        check_name(o)  # a name too long for the file system: refused before any work
         key = o.resolve()
         if key in writers:
             raise SpeechkernError(

@@ -28,7 +28,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], replac
     replace: False creates ``path`` exclusively: when another process created it meanwhile (two runs writing one
     output), its file is kept and SpeechkernError names the path; a rename would silently replace it.
     """
-    path = Path(path)
+    path = check_name(path)
     created = [folder for folder in path.parents if not folder.exists()]  # innermost first
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -46,6 +46,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], replac
             for folder in created:  # a failed write leaves no empty folders behind either
                 folder.rmdir()
         raise
+    return path
+
+
+# What atomic_write adds to a name for its temporary file: "." before, ".XXXXXXXX.part" after (mkstemp's 8 letters).
+_PART_BYTES = len(".") + len(".XXXXXXXX") + len(".part")
+
+
+def check_name(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, an output whose name (with the temporary file's additions) is longer than its file
+    system allows (255 bytes on most), naming it and what to do."""
+    path = Path(path)
+    folder = next((p for p in path.parents if p.is_dir()), Path("."))
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    size = len(os.fsencode(path.name))
+    if size + _PART_BYTES > limit:
+        raise SpeechkernError(
+            f"{path}: the name is {size} bytes, and this file system takes {limit - _PART_BYTES} at most for an "
+            "output (its temporary file adds to it); choose a shorter name or folder"
+        )
     return path
 
 

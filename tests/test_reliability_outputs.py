@@ -232,3 +232,12 @@ def test_file_names_that_are_not_utf8_are_enhanced_like_any_other(tmp_path, caps
     code, out, err = run(["enhance", str(tmp_path / "in"), "--model", str(SHIPPED), "-q"], capsys)
     assert code == 0, err
     assert os.path.exists(os.path.join(folder, b"b\xff_enhanced.wav")) and "b\\xff_enhanced.wav" in out
+
+
+def test_an_output_name_too_long_for_the_file_system_is_refused_up_front(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = "a" * 240 + ".wav"  # a valid input name; "_enhanced" and the temporary file's additions are not
+    sf.write(name, speechlike(0.5), 16000)
+    code, _, err = run(["enhance", name, "--model", str(SHIPPED)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "the name is 253 bytes" in err, err
+    assert sorted(os.listdir(tmp_path)) == [name]
