@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from speechkern.errors import SpeechkernError
-from speechkern.losses import names
+from speechkern.losses import names as loss_names
 
 from .ui import PlainCommand, console, fail, plain_typer, progress_ui, stdout
 
@@ -26,11 +26,11 @@ def _losses() -> None:
 
 def _losses_option(text: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [n for n in names if n not in names.LOSSES]
+    unknown = [n for n in names if n not in loss_names.LOSSES]
     if unknown or not names:
         raise SpeechkernError(
             f"--losses {text!r}: unknown loss(es) {', '.join(unknown) or '(none given)'}; give a comma list of "
-            f"{', '.join(names.LOSSES)}"
+            f"{', '.join(loss_names.LOSSES)}"
         )
     return names
 
@@ -45,7 +45,7 @@ def bench(
         "'split' column, or a <set>_folds.csv fold file), or <set>_train.csv + <set>_test.csv. See docs/losses.md.",
     ),
     builtin: bool = typer.Option(
-        False, "--builtin", help=f"Also run the built-in sets ({', '.join(names.BUILTIN_DATASETS)})."
+        False, "--builtin", help=f"Also run the built-in sets ({', '.join(loss_names.BUILTIN_DATASETS)})."
     ),
     dataset: list[str] | None = typer.Option(
         None,
@@ -53,9 +53,9 @@ def bench(
         help="Run only this dataset (repeatable; a qualified name such as uci/iris, or a built-in) "
         "[default: every set of --data, and the built-in ones with --builtin].",
     ),
-    losses: str = typer.Option(",".join(names.LOSSES), "--losses", help="Comma list of losses to compare."),
+    losses: str = typer.Option(",".join(loss_names.LOSSES), "--losses", help="Comma list of losses to compare."),
     seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds per split and loss (initial weights, batch order)."),
-    epochs: int = typer.Option(names.DEFAULT_EPOCHS, "--epochs", min=1, help="Training epochs per run."),
+    epochs: int = typer.Option(loss_names.DEFAULT_EPOCHS, "--epochs", min=1, help="Training epochs per run."),
     width: int = typer.Option(128, "--width", min=1, help="Hidden units per layer."),
     depth: int = typer.Option(2, "--depth", min=0, help="Hidden layers."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Samples per step."),

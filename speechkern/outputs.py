@@ -106,7 +106,7 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
         raise SpeechkernError(f"{out}: is a file, not a folder; choose another output folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SpeechkernError(
-            f"{out}: the output folder is not empty; allow replacing its results (overwrite=True) or choose another "
+            f"{out}: the output folder is not empty; pass overwrite=True to replace its results or choose another "
             "output folder"
         )
     return out

@@ -176,7 +176,7 @@ def test_run_benchmark_writes_consistent_outputs(tmp_path: Path) -> None:
     assert (out / "reliability" / "wine.png").read_bytes()[:4] == b"\x89PNG"
 
     # a non-empty output folder of other settings is refused unless --overwrite
-    with pytest.raises(SpeechkernError, match="not empty.*--overwrite"):
+    with pytest.raises(SpeechkernError, match="not empty.*overwrite=True"):
         bench.run_benchmark(out, replace(TINY, epochs=4), datasets=["iris"])
     again = bench.run_benchmark(out, TINY, datasets=["iris"], losses=["square"], overwrite=True)
     assert [r.loss for r in again.summary] == ["square"]

@@ -142,7 +142,7 @@ def test_interrupted_bench_resumes_without_repeating_finished_sets(tmp_path: Pat
     assert [r.accuracy for r in result.runs if r.dataset == "a"] == [run["accuracy"] for run in saved_a]
 
     # other settings do not resume from these results
-    with pytest.raises(SpeechkernError, match="--overwrite"):
+    with pytest.raises(SpeechkernError, match="overwrite=True"):
         bench.run_benchmark(out, TINY, data_dir=data, losses=["square"])
 
 

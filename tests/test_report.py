@@ -76,7 +76,7 @@ def test_an_interrupted_or_partly_scored_run_says_so(tiny_report, tiny_run, tmp_
         ev.files = files
     assert summary["complete"] is False
     notes = " | ".join(summary["notes"])
-    assert "model dnn was not trained" in notes and "--resume" in notes
+    assert "model dnn was not trained" in notes and "resume=True" in notes
     assert ".dnn-checkpoint" in notes
     assert f"1 of {summary['data']['test']['mixtures']} test mixtures scored" in notes
     assert "The run is incomplete" in report._state_html(summary)

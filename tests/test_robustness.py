@@ -286,7 +286,7 @@ def test_evaluate_names_the_models_an_interrupted_run_lacks(tiny_run, tmp_path, 
     ev = evaluate(run, workers=1, cache_dir=root / "cache", limit=1, examples=0)
     assert ev.missing == ["dnn/all"]
     assert f"{run}: the run is incomplete, no model for dnn/all" in caplog.text
-    assert f"speechkern train {run / 'recipe.toml'} --out {run} --resume" in caplog.text
+    assert f"resume the run {run} (resume=True)" in caplog.text
     assert {r["system"] for r in ev.rows} == {"noisy", "ideal", "kernel"}
 
 
@@ -331,7 +331,7 @@ def test_unusable_cache_folder_warns_and_carries_on(tmp_path, monkeypatch, caplo
     monkeypatch.setenv("SPEECHKERN_CACHE", str(not_a_folder))
     assert usable_cache_dir("default") is None
     assert f"{not_a_folder} ($SPEECHKERN_CACHE) cannot hold the feature cache" in caplog.text
-    assert "--no-cache" in caplog.text
+    assert "cache_dir=None" in caplog.text
     assert usable_cache_dir(None) is None and usable_cache_dir(tmp_path / "ok") == tmp_path / "ok"
     # a cache whose writes fail (the folder turned into a file under it) still returns, and warns once
     cache = ArrayCache(tmp_path / "ok")
