@@ -132,7 +132,8 @@ def enhance(
     format and encoding, beside the input or under -o; folders are searched for every format soundfile reads.
 
     Outputs that exist already are kept (one line says how many) unless --overwrite is given, so the same command
-    run again enhances only what is missing.
+    run again enhances only what is missing; an output whose input changed since (newer, or of another length,
+    rate or channel count) is enhanced again. Two runs never replace each other's output: the later one fails.
 
     Exit status: 0 when every input was enhanced or its output was kept; 2 when an input could not be enhanced or
     the command was refused (the reason on stderr); 130 when interrupted.
