@@ -73,13 +73,19 @@ def concurrent_writers():
     return verdict(subprocess.CompletedProcess([], max(codes), "", "".join(errs)), wrong=both_claim)
 
 
-@case
-def truncated_while_read():
-    sf.write("long.wav", speechlike(40), 16000)
+def enhancing(seconds: float) -> subprocess.Popen:
+    """``speechkern enhance long.wav`` of ``seconds`` seconds, once it has started writing its output."""
+    sf.write("long.wav", speechlike(seconds), 16000)
     p = subprocess.Popen([*CLI, "enhance", "long.wav", "-m", MODEL, "--chunk-seconds", "1", "-q"],
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
     while not list(Path().glob(".*.part")) and p.poll() is None:
         time.sleep(0.05)
+    return p
+
+
+@case
+def truncated_while_read():
+    p = enhancing(40)
     os.truncate("long.wav", 44 + 16000 * 2 * 5)
     err = p.communicate(timeout=120)[1]
     return verdict(subprocess.CompletedProcess([], p.returncode, "", err), wrong=p.returncode == 0)
@@ -133,11 +139,7 @@ def glob_rerun():
 
 @case
 def sigterm_debris():
-    sf.write("long.wav", speechlike(60), 16000)
-    p = subprocess.Popen([*CLI, "enhance", "long.wav", "-m", MODEL, "--chunk-seconds", "1", "-q"],
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
-    while not list(Path().glob(".*.part")) and p.poll() is None:
-        time.sleep(0.05)
+    p = enhancing(60)
     p.send_signal(signal.SIGTERM)
     err = p.communicate(timeout=60)[1]
     return verdict(subprocess.CompletedProcess([], 1, "", err), wrong=bool(list(Path().glob(".*.part"))))
