@@ -102,3 +102,8 @@ def test_a_model_from_a_newer_speechkern_says_upgrade_not_retrain(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(SpeechkernError, match=r"written by a newer speechkern \(99.0\): upgrade speechkern$"):
         MaskModel.load(folder)
+    config["format_version"] -= 1
+    config["features_version"] += 1
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SpeechkernError, match=r"computes features v\d+; upgrade speechkern$"):
+        MaskModel.load(folder)

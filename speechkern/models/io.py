@@ -227,7 +227,12 @@ class MaskModel:
             raise SpeechkernError(
                 f"{folder}: trained with feature code v{config.get('features_version')} (speechkern "
                 f"{config.get('speechkern_version')}), but this speechkern {speechkern.__version__} computes "
-                f"features v{FEATURES_VERSION}; retrain the model"
+                f"features v{FEATURES_VERSION}; "
+                + (
+                    "upgrade speechkern"
+                    if isinstance(config.get("features_version"), int) and config["features_version"] > FEATURES_VERSION
+                    else "retrain the model"
+                )
             )
         tensors, metadata = _read_weights(folder)
         try:
