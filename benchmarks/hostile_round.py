@@ -65,7 +65,7 @@ def case(fn):
 def concurrent_writers():
     sf.write("a.wav", speechlike(3), 16000)
     sf.write("b.wav", speechlike(3, seed=1), 16000)
-    procs = [subprocess.Popen([*CLI, "enhance", n, "-o", "same.wav", "-m", MODEL, "-q"], stderr=subprocess.PIPE,
+    procs = [subprocess.Popen([*CLI, "enhance", n, "-o", "same.wav", "-m", MODEL, "-q"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               text=True) for n in ("a.wav", "b.wav")]  # fmt: skip
     errs = [p.communicate(timeout=120)[1] for p in procs]
     codes = [p.returncode for p in procs]
@@ -77,7 +77,7 @@ def enhancing(seconds: float) -> subprocess.Popen:
     """``speechkern enhance long.wav`` of ``seconds`` seconds, once it has started writing its output."""
     sf.write("long.wav", speechlike(seconds), 16000)
     p = subprocess.Popen([*CLI, "enhance", "long.wav", "-m", MODEL, "--chunk-seconds", "1", "-q"],
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)  # fmt: skip
     while not list(Path().glob(".*.part")) and p.poll() is None:
         time.sleep(0.05)
     return p
