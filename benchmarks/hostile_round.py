@@ -65,8 +65,8 @@ def case(fn):
 def concurrent_writers():
     sf.write("a.wav", speechlike(3), 16000)
     sf.write("b.wav", speechlike(3, seed=1), 16000)
-    procs = [subprocess.Popen([*CLI, "enhance", n, "-o", "same.wav", "-m", MODEL, "-q"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                              text=True) for n in ("a.wav", "b.wav")]  # fmt: skip
+    procs = [subprocess.Popen([*CLI, "enhance", n, "-o", "same.wav", "-m", MODEL, "-q"], stderr=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, text=True) for n in ("a.wav", "b.wav")]  # fmt: skip
     errs = [p.communicate(timeout=120)[1] for p in procs]
     codes = [p.returncode for p in procs]
     both_claim = codes == [0, 0] and all("enhanced 1 of 1" in e for e in errs)
