@@ -163,38 +163,68 @@ def stoi(
     return value
 
 
-# The longest signal the ``pesq`` package's C code scores: it segfaults (killing the process) at 180 s and beyond,
-# measured with pesq 0.0.4; 150 s works. P.862 itself is meant for 8–20 s utterances.
-PESQ_MAX_SECONDS = 150.0
-
-
 def pesq(clean: np.ndarray, processed: np.ndarray, sr: int, mode: str = "wb") -> tuple[float, str]:
     """PESQ score and an empty string, or NaN and the reason it could not be scored.
 
-    Signals longer than :data:`PESQ_MAX_SECONDS` are not scored (NaN): the ``pesq`` C code crashes on them.
-
     mode "wb": wide-band P.862.2 at 16 kHz; "nb": narrow-band P.862 at 8 kHz. Other input rates are resampled.
-    Lengths must agree within one frame (SpeechkernError otherwise).
+    Lengths must agree within one frame (SpeechkernError otherwise). The ``pesq`` C code runs in a forked child
+    process where the system forks: it overruns a fixed table and crashes the process on signals of many
+    utterances (30 s of 60 bursts does; so do 3-minute recordings), which gives NaN and the reason here.
     """
-    from pesq import pesq as _pesq
-    from pesq.cypesq import PesqError
-
     from speechkern.audio import resample
 
     clean, processed = matched_lengths(np.asarray(clean), np.asarray(processed), sr)
     if not np.any(clean):
         return math.nan, "the clean reference is silent (all zeros)"
-    if len(clean) > PESQ_MAX_SECONDS * sr:
-        return math.nan, (f"{len(clean) / sr:.0f} s is longer than the {PESQ_MAX_SECONDS:.0f} s the pesq library is "
-                          "known to score safely (it crashes at 3 minutes); score shorter excerpts")  # fmt: skip
     rate = 16000 if mode == "wb" else 8000
     ref = resample(clean.astype(np.float32), sr, rate)
     deg = resample(processed.astype(np.float32), sr, rate)
     n = min(len(ref), len(deg))
+    return _isolated(_pesq_score, rate, ref[:n], deg[:n], mode)
+
+
+def _pesq_score(rate: int, ref: np.ndarray, deg: np.ndarray, mode: str) -> tuple[float, str]:
+    from pesq import pesq as _pesq
+    from pesq.cypesq import PesqError
+
     try:
-        return float(_pesq(rate, ref[:n], deg[:n], mode)), ""
+        return float(_pesq(rate, ref, deg, mode)), ""
     except PesqError as err:  # no utterance detected, too short, ...
         return math.nan, f"{type(err).__name__}: {err}"
+
+
+def _isolated(score, *args) -> tuple[float, str]:
+    """``score(*args)`` (a ``(value, reason)`` pair) in a forked child, so that a crash of C code ends the child,
+    not the caller: then NaN and the signal. Called directly where the system cannot fork."""
+    import json
+    import os
+    import signal
+
+    if not hasattr(os, "fork"):
+        return score(*args)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: compute, report through the pipe, leave without running the parent's clean-up
+        try:
+            os.close(read_end)
+            try:
+                value, why = score(*args)
+                message = json.dumps([None if math.isnan(value) else value, why])
+            except BaseException as err:  # noqa: BLE001 - reported to the parent as the reason
+                message = json.dumps([None, f"{type(err).__name__}: {err}"])
+            os.write(write_end, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        return math.nan, (f"the pesq library crashed ({name}) on this signal, as it does on recordings of many "
+                          "utterances (minutes long); score shorter excerpts")  # fmt: skip
+    value, why = json.loads(data) if data else (None, "the scoring process returned nothing")
+    return (math.nan if value is None else float(value)), why
 
 
 @dataclass
