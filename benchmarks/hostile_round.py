@@ -258,9 +258,12 @@ def symlink_loop_in_tree():
 
 @case
 def losses_help_startup():
-    started = time.perf_counter()
-    done = sk("losses", "--help")
-    return verdict(done, wrong=time.perf_counter() - started > 2.0)
+    seconds = {}
+    for group in ("enhance", "losses"):  # against another command's help, so that the load cancels out
+        started = time.perf_counter()
+        done = sk(group, "--help")
+        seconds[group] = time.perf_counter() - started
+    return verdict(done, wrong=seconds["losses"] > 2 * seconds["enhance"] + 0.3)
 
 
 def worst(*verdicts: str) -> str:
