@@ -160,3 +160,36 @@ def test_local_mask_model_saves_once_loads_and_refuses_damage(tmp_path):
     save_file(stored, str(tmp_path / "m" / "weights.safetensors"))
     with pytest.raises(SpeechkernError, match="split directions do not fit"):
         MaskModel.load(tmp_path / "m")
+
+
+def test_soft_routing_second_leaf_is_across_the_nearest_boundary():
+    from speechkern.eigenpro.local import route_soft
+
+    X, _ = _problem(n=2000)
+    directions, thresholds = median_tree(torch.from_numpy(X), 3)
+    Xq = torch.from_numpy(np.random.default_rng(9).normal(size=(300, X.shape[1])).astype(np.float32))
+    leaves, second, margin = route_soft(Xq, directions, thresholds)
+    assert torch.equal(leaves, route(Xq, directions, thresholds))
+    assert bool((second != leaves).all()) and bool((margin >= 0).all())
+    # Moving a point just across its nearest boundary puts it in its second leaf.
+    i = int(torch.argmin(margin))
+    node = 0
+    for _ in range(3):  # find the node whose boundary is nearest on the hard path
+        gap = float(Xq[i] @ directions[node] - thresholds[node])
+        if abs(abs(gap) - float(margin[i])) < 1e-6:
+            break
+        node = 2 * node + 1 + int(gap > 0)
+    unit = directions[node] / directions[node].norm()
+    moved = Xq[i] - unit * (gap * 1.01 / float(directions[node].norm()))
+    assert int(route(moved[None], directions, thresholds)[0]) == int(second[i])
+
+
+def test_soft_routing_is_kept_only_where_validation_improves():
+    X, Y = _problem(n=1600)
+    est = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=400, device="cpu")
+    est.fit(X[:1200], Y[:1200], X[1200:], Y[1200:])
+    scores = est.val_mse_by_temperature_
+    assert scores[est.temperature_] == min(scores.values()) and scores[est.temperature_] <= scores[0.0]
+    hard = LocalKernelRegressor(1.0, 3.0, ridge=0.01, temperature=0.0, leaf_size=400, device="cpu")
+    hard.fit(X[:1200], Y[:1200])
+    assert hard.temperature_ == 0.0 and torch.equal(hard.weights_, est.weights_)

@@ -32,6 +32,10 @@ FORMAT_VERSION = 1
 DIRECTION_SAMPLE = 8192  # points of a node whose principal direction is computed (the median uses all of them)
 DEFAULT_LEAF_SIZE = 20_000  # largest leaf; measured in benchmarks/kernel_reference.py
 PREDICT_BLOCK = 4096  # rows of one prediction block within a leaf
+# Soft-routing temperatures tried on the validation frames (margins in units of the node's spread); 0 is hard
+# routing, always a candidate, so soft routing is kept only where it lowers the validation MSE.
+TEMPERATURES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)
+NEGLIGIBLE_WEIGHT = 1e-3  # a second leaf below this weight is not evaluated
 
 
 def _principal_direction(X: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -47,7 +51,9 @@ def _principal_direction(X: torch.Tensor, rng: np.random.Generator) -> torch.Ten
 def median_tree(X: torch.Tensor, depth: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A complete binary tree of ``depth`` levels over the rows of X (n × features): heap-ordered split
     directions (2^depth − 1 × features) and thresholds (2^depth − 1,). Node i sends x to child 2i + 1 when
-    x·direction ≤ threshold (the median of its points' projections), else to 2i + 2. Deterministic for a seed."""
+    x·direction ≤ threshold (the median of its points' projections), else to 2i + 2. Each direction is scaled by
+    1/(the spread of its node's projections), so x·direction − threshold is a margin in units of that spread (soft
+    routing compares margins across levels). Deterministic for a seed."""
     rng = np.random.default_rng(seed)
     nodes = 2**depth - 1
     directions = torch.zeros(nodes, X.shape[1], dtype=torch.float32, device=X.device)
@@ -57,7 +63,10 @@ def median_tree(X: torch.Tensor, depth: int, seed: int = 0) -> tuple[torch.Tenso
         rows = members[node]
         points = X[rows]
         if rows.numel() > 1:
-            directions[node] = _principal_direction(points, rng)
+            direction = _principal_direction(points, rng)
+            proj = points @ direction
+            spread = float(proj.std()) if rows.numel() > 2 else 1.0
+            directions[node] = direction / (spread if spread > 0 else 1.0)
             proj = points @ directions[node]
             thresholds[node] = proj.median()
             left = proj <= thresholds[node]
@@ -77,6 +86,41 @@ def route(X: torch.Tensor, directions: torch.Tensor, thresholds: torch.Tensor) -
     return node - (2**depth - 1)
 
 
+def route_soft(
+    X: torch.Tensor, directions: torch.Tensor, thresholds: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(leaf, second leaf, margin), each (n,): every row's leaf; the leaf across the split boundary it lies closest
+    to (the other child at that node, routed on below as usual); and its distance to that boundary in units of
+    the node's spread (:func:`median_tree`). Without splits the second leaf is the leaf and the margin infinite."""
+    depth = int(round(math.log2(directions.shape[0] + 1)))
+    n = X.shape[0]
+    node = torch.zeros(n, dtype=torch.int64, device=X.device)
+    margin = torch.full((n,), math.inf, device=X.device)
+    flip_at = torch.zeros(n, dtype=torch.int64, device=X.device)  # the node whose other child holds the second leaf
+    for _ in range(depth):
+        gap = (X * directions[node]).sum(dim=1) - thresholds[node]
+        closer = gap.abs() < margin
+        margin = torch.where(closer, gap.abs(), margin)
+        flip_at = torch.where(closer, node, flip_at)
+        node = 2 * node + 1 + (gap > 0).long()
+    second = torch.zeros(n, dtype=torch.int64, device=X.device)
+    started = torch.zeros(n, dtype=torch.bool, device=X.device)
+    for _ in range(depth):  # the hard path up to the flip node, its other child, then the hard path again
+        right = (X * directions[second]).sum(dim=1) > thresholds[second]
+        flip = ~started & (second == flip_at)
+        started |= flip
+        second = 2 * second + 1 + (right ^ flip).long()
+    leaves = node - (2**depth - 1)
+    return leaves, (second - (2**depth - 1)) if depth else leaves, margin
+
+
+def second_leaf_weight(margin: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Weight (n,) of the second leaf: sigmoid(−margin/temperature), 0 for hard routing (temperature 0)."""
+    if temperature <= 0:
+        return torch.zeros_like(margin)
+    return torch.sigmoid(-margin / temperature)
+
+
 def tree_depth(n: int, leaf_size: int) -> int:
     """Levels of median splits that bring n points to leaves of at most ``leaf_size`` (halving, rounded up)."""
     return max(0, math.ceil(math.log2(max(1.0, n / max(1, leaf_size)))))
@@ -91,6 +135,11 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
         Kernel shape γ ∈ (0, 2] and bandwidth σ > 0: k(x, z) = exp(−‖x − z‖^γ/σ).
     ridge:
         λ ≥ 0 of each leaf's problem min ‖K·w − Y‖² + λ·wᵀK·w, i.e. w = (K + λI)⁻¹·Y.
+    temperature:
+        Soft routing: a point is predicted by its leaf and, with weight sigmoid(−margin/temperature), by the leaf
+        across the split boundary it lies closest to (margin in units of that node's spread). ``"auto"``
+        (default): the value of :data:`TEMPERATURES` with the lowest validation MSE when validation data are
+        given (0, hard routing, among them), else 0.
     leaf_size:
         Largest leaf (points); the tree has ⌈log2(n / leaf_size)⌉ levels. At most 40 000 (LAPACK's 32-bit
         indices, :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS`).
@@ -112,6 +161,8 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
         int64 tensor (leaves + 1): leaf j's centres are rows ``leaf_offsets_[j]:leaf_offsets_[j + 1]``.
     split_directions_, split_thresholds_:
         The tree (:func:`median_tree`).
+    temperature_:
+        The soft-routing temperature used (0: hard routing); ``val_mse_by_temperature_`` when it was tuned.
     kernel_, history_ (one entry: train_mse on up to 1000 training points, val_mse, seconds), best_epoch_ (1),
     n_features_in_, n_outputs_, y_ndim_.
     """
@@ -122,6 +173,7 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
         bandwidth: float = 1.0,
         *,
         ridge: float = 1e-2,
+        temperature: float | str = "auto",
         leaf_size: int = DEFAULT_LEAF_SIZE,
         device: str = "auto",
         memory_budget_gb: float | None = None,
@@ -131,6 +183,7 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
         self.shape = shape
         self.bandwidth = bandwidth
         self.ridge = ridge
+        self.temperature = temperature
         self.leaf_size = leaf_size
         self.device = device
         self.memory_budget_gb = memory_budget_gb
@@ -186,12 +239,15 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
                 if b > a:
                     self.weights_[a:b] = ridge_solve(self.kernel_, self.centers_[a:b], Ys[a:b], float(self.ridge))
                 report(self.progress_task, j + 1, 2**depth, "kernel leaves solved", leaf_points=b - a)
+            self.temperature_ = 0.0 if self.temperature == "auto" else float(self.temperature)
             check = torch.from_numpy(np.random.default_rng(self.seed).choice(n, min(n, 1000), replace=False))
             train_mse = float((self.predict_tensor(self.centers_[check]) - Ys[check.to(Ys.device)]).square().mean())
         val_mse = None
         if X_val is not None and Y_val is not None:
             Xv = check_array(_to_numpy(X_val), dtype=(np.float64, np.float32))
             Yv = np.reshape(np.asarray(_to_numpy(Y_val), dtype=np.float32), (len(Xv), -1))
+            if self.temperature == "auto":
+                self._tune_temperature(torch.from_numpy(np.require(Xv, np.float32, ["C"])), torch.from_numpy(Yv))
             val_mse = float(np.mean((self._predict2d(Xv) - Yv) ** 2))
         seconds = time.perf_counter() - started
         self.history_ = [{"epoch": 1, "train_mse": train_mse, "val_mse": val_mse, "seconds": seconds}]
@@ -200,6 +256,23 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
                     self.progress_task, n, 2**depth, int(counts.min()), int(counts.max()), float(self.ridge),
                     train_mse, "n/a" if val_mse is None else f"{val_mse:.4g}", seconds)  # fmt: skip
         return self
+
+    def _tune_temperature(self, Xv: torch.Tensor, Yv: torch.Tensor) -> None:
+        """temperature_: the value of :data:`TEMPERATURES` with the lowest validation MSE (clipped to [0, 1] as
+        masks are), from one prediction of each validation frame by its leaf and by its second leaf."""
+        Xv = Xv.to(self.centers_.device)
+        leaves, second, margin = route_soft(Xv, self.split_directions_, self.split_thresholds_)
+        first = _leaf_predictions([self], Xv, leaves)[0]
+        other = _leaf_predictions([self], Xv, second)[0]
+        Yv = Yv.to(first.device)
+        scores = {}
+        for t in TEMPERATURES:
+            w = second_leaf_weight(margin, t).unsqueeze(1)
+            scores[t] = float(((first * (1 - w) + other * w).clamp(0, 1) - Yv).square().mean())
+        self.temperature_ = min(scores, key=scores.get)
+        self.val_mse_by_temperature_ = scores
+        logger.info("%s: soft-routing temperature %g (validation MSE %s)", self.progress_task, self.temperature_,
+                    ", ".join(f"{t:g}: {v:.5f}" for t, v in scores.items()))  # fmt: skip
 
     @property
     def n_leaves_(self) -> int:
@@ -229,7 +302,8 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
         tensors = {f"{prefix}{name}": getattr(self, f"{name}_").detach().cpu().contiguous() for name in names}
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "params": self.get_params(),
                   "kernel": self.kernel_.to_config(), "n_features_in": int(self.n_features_in_),
-                  "n_outputs": int(self.n_outputs_), "y_ndim": int(self.y_ndim_), "history": self.history_}  # fmt: skip
+                  "n_outputs": int(self.n_outputs_), "y_ndim": int(self.y_ndim_), "history": self.history_,
+                  "temperature": float(self.temperature_)}  # fmt: skip
         return tensors, config
 
     @classmethod
@@ -251,6 +325,7 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
         est.kernel_ = ExponentialPowerKernel.from_config(config["kernel"])
         est.n_features_in_, est.n_outputs_ = int(config["n_features_in"]), int(config["n_outputs"])
         est.y_ndim_, est.history_, est.best_epoch_ = int(config["y_ndim"]), list(config.get("history", [])), 1
+        est.temperature_ = float(config.get("temperature", 0.0))
         offsets = est.leaf_offsets_
         leaves = offsets.numel() - 1
         if (leaves < 1 or leaves & (leaves - 1) or est.split_directions_.shape != (leaves - 1, est.n_features_in_)
@@ -275,13 +350,28 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
 def predict_local(estimators: list[LocalKernelRegressor], X: torch.Tensor) -> list[torch.Tensor]:
     """Predictions (n × outputs each) of local machines that share one tree and one set of centres (the subband
     models of one training set): X is routed once and each block's squared distances to its leaf's centres are
-    computed once for all of them (each applies its own kernel and weights)."""
+    computed once for all of them (each applies its own kernel, weights and soft-routing temperature)."""
     first = estimators[0]
-    Z = first.centers_
-    X = X.to(device=Z.device, dtype=torch.float32)
+    X = X.to(device=first.centers_.device, dtype=torch.float32)
+    leaves, second, margin = route_soft(X, first.split_directions_, first.split_thresholds_)
+    weights = [second_leaf_weight(margin, float(e.temperature_)) for e in estimators]
+    outs = _leaf_predictions(estimators, X, leaves)
+    near = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
+    for w in weights:
+        near |= w > NEGLIGIBLE_WEIGHT
+    rows = torch.nonzero(near & (second != leaves)).squeeze(1)
+    if rows.numel():
+        others = _leaf_predictions(estimators, X[rows], second[rows])
+        for out, other, w in zip(outs, others, weights, strict=True):
+            w = w[rows].unsqueeze(1)
+            out[rows] = out[rows] * (1 - w) + other * w
+    return outs
+
+
+def _leaf_predictions(estimators: list[LocalKernelRegressor], X: torch.Tensor, leaves: torch.Tensor):
+    """Each estimator's machine of leaf ``leaves[i]`` at row i of X (one distance block per leaf and rows)."""
+    Z, offsets = estimators[0].centers_, estimators[0].leaf_offsets_
     outs = [torch.zeros(X.shape[0], e.n_outputs_, dtype=torch.float32, device=Z.device) for e in estimators]
-    leaves = route(X, first.split_directions_, first.split_thresholds_)
-    offsets = first.leaf_offsets_
     with torch.no_grad():
         for j in torch.unique(leaves).tolist():
             rows = torch.nonzero(leaves == j).squeeze(1)
