@@ -1,12 +1,12 @@
 """Benchmark of the classification losses: one small network trained with each loss, accuracy and calibration.
 
 For every dataset, evaluation split and seed the *same* multilayer perceptron — same initial weights, same
-mini-batch order — is trained with each loss. The split is the one the data provide (train/test files, a fold
-column or a fold file: see :mod:`speechkern.losses.bench_data`), else a stratified re-split per seed. Features are
-standardised with the training statistics. Model selection (the learning rate from a grid, and the epoch) uses a
-validation part: the provided one, else a stratified share of the training part. The test accuracy and top-label
-ECE of the selected model are summarised as mean ± standard deviation over splits and seeds, and losses are
-compared pairwise over datasets (wins/ties/losses with a sign test, :mod:`speechkern.losses.comparison`).
+mini-batch order — is trained with each loss. The splits are the ones the data provide (train/test files, folds,
+row-index lists: see :mod:`speechkern.losses.bench_data`), else a stratified re-split per seed. Features are
+standardised with the training statistics. A selection rule (:mod:`speechkern.losses.selection`) picks the epoch
+and the learning rate. The test accuracy and top-label ECE of the kept model are summarised as mean ± standard
+deviation over the splits and seeds of each set, and losses are compared pairwise over sets (wins/ties/losses
+with a sign test, :mod:`speechkern.losses.comparison`).
 
 Files written into the output folder, each atomically: ``sets/<dataset>.json`` as each dataset finishes (a rerun
 with the same settings resumes from them), ``reliability/<dataset>.png``, and at the end ``results.md``,
@@ -76,6 +76,8 @@ OPTIMIZERS = ("adam", "sgd")
 __all__ = [
     "BUILTIN_DATASETS",
     "LOSSES",
+    "SELECTION_HELP",
+    "SELECTION_RULES",
     "BenchConfig",
     "BenchResult",
     "Dataset",
@@ -117,7 +119,7 @@ class BenchConfig:
     weight_decay: float = 0.0
     test_fraction: float = 0.3
     val_fraction: float = 0.2
-    selection: str = "accuracy-smoothed"
+    selection: str = "last"
     smoothing_window: int = 5
     n_bins: int = 15
     rescaled_t: float = 1.0
@@ -127,6 +129,7 @@ class BenchConfig:
     threads: int | None = 1
 
     def __post_init__(self) -> None:
+        check_rule(self.selection)
         checks = {
             "seeds": self.seeds >= 1,
             "epochs": self.epochs >= 1,
@@ -137,7 +140,6 @@ class BenchConfig:
             "weight_decay": self.weight_decay >= 0,
             "test_fraction": 0 < self.test_fraction < 1,
             "val_fraction": 0 <= self.val_fraction < 1,
-            "selection": self.selection in SELECTION_RULES,
             "smoothing_window": self.smoothing_window >= 1,
             "n_bins": self.n_bins >= 1,
             "rescaled_t": self.rescaled_t > 0,
@@ -148,7 +150,6 @@ class BenchConfig:
         for name, ok in checks.items():
             if not ok:
                 raise SpeechkernError(f"benchmark setting {name}={getattr(self, name)!r} is out of range")
-        check_rule(self.selection)
         if self.selection == "last" and len(self.learning_rates) > 1:
             raise SpeechkernError(
                 f"selection 'last' trains without a validation part and cannot choose among the learning rates "
@@ -336,6 +337,8 @@ def prepare_split(dataset: Dataset, split: Split, device: torch.device) -> _Spli
     scaler = StandardScaler().fit(dataset.features[split.train])
 
     def x(rows: np.ndarray) -> torch.Tensor:
+        if rows.size == 0:  # the test part of a selection split
+            return torch.empty((0, dataset.features.shape[1]), dtype=torch.float32, device=device)
         return torch.as_tensor(scaler.transform(dataset.features[rows]), dtype=torch.float32, device=device)
 
     def y(rows: np.ndarray) -> torch.Tensor:
