@@ -67,8 +67,8 @@ def bench(
     val_fraction: float = typer.Option(
         0.2,
         "--val-fraction",
-        help="Share of the training part held out for model selection when the data give no "
-        "validation part (0: none, last epoch).",
+        help="Share of the training part held out for model selection (--selection other than last) when the "
+        "data give no validation part (0: none, last epoch).",
     ),
     selection: str = typer.Option(
         bench_lib.BenchConfig.selection,

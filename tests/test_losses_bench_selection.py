@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -11,12 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_losses_bench_protocols import write_rows
 from typer.testing import CliRunner
 
 from speechkern.errors import SpeechkernError
 from speechkern.losses import bench, selection
 from speechkern.progress import ProgressTracker
 from speechkern_cli.losses import app
+
+HEADER = ["x1", "x2", "label"]
 
 TINY = bench.BenchConfig(seeds=1, epochs=3, hidden=(4,), batch_size=16)
 
@@ -74,16 +76,7 @@ def test_rules_are_validated() -> None:
         selection.select_epoch("accuracy-latest", [])
 
 
-def write_rows(path: Path, rows: list[list[object]], header: tuple[str, ...] = ("x1", "x2", "label")) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def blob_rows(n: int, seed: int, spread: float = 0.5) -> list[list[object]]:
+def noisy_blobs(n: int, seed: int, spread: float = 0.5) -> list[list[object]]:
     rng = np.random.default_rng(seed)
     return [[*(rng.normal(2.0 * (i % 2), spread, size=2).round(4)), "ab"[i % 2]] for i in range(n)]
 
@@ -118,9 +111,9 @@ OVERLAPPING = [  # 40 rows; row 0 is in no test part, rows 30–39 are in every 
 
 def test_overlapping_provided_splits_run_as_one_set_and_average(tmp_path: Path, monkeypatch) -> None:
     data = tmp_path / "data"
-    write_rows(data / "over.csv", blob_rows(40, 0, spread=1.2))
+    write_rows(data / "over.csv", HEADER, noisy_blobs(40, 0, spread=1.2))
     splits_json(data / "over_splits.json", OVERLAPPING)
-    write_rows(data / "plain.csv", blob_rows(30, 1))
+    write_rows(data / "plain.csv", HEADER, noisy_blobs(30, 1))
     sets = {d.name: d for d in bench.load_data_dir(data)}
     assert sorted(sets) == ["over", "plain"]  # the splits file is no set of its own
     over = sets["over"]
@@ -160,7 +153,7 @@ def test_overlapping_provided_splits_run_as_one_set_and_average(tmp_path: Path, 
     ],
 )
 def test_bad_splits_files_name_the_file_and_split(tmp_path: Path, content: dict, message: str) -> None:
-    write_rows(tmp_path / "s.csv", blob_rows(40, 0))
+    write_rows(tmp_path / "s.csv", HEADER, noisy_blobs(40, 0))
     (tmp_path / "s_splits.json").write_text(json.dumps(content))
     with pytest.raises(SpeechkernError, match=message) as err:
         bench.load_data_dir(tmp_path)
@@ -168,8 +161,8 @@ def test_bad_splits_files_name_the_file_and_split(tmp_path: Path, content: dict,
 
 
 def test_splits_file_and_fold_column_together_are_refused(tmp_path: Path) -> None:
-    rows = [[*row[:2], i % 2, row[2]] for i, row in enumerate(blob_rows(20, 0))]
-    write_rows(tmp_path / "s.csv", rows, ("x1", "x2", "fold", "label"))
+    rows = [[*row[:2], i % 2, row[2]] for i, row in enumerate(noisy_blobs(20, 0))]
+    write_rows(tmp_path / "s.csv", ["x1", "x2", "fold", "label"], rows)
     splits_json(tmp_path / "s_splits.json", [{"train": [0, 1, 2, 3], "test": [4, 5]}])
     with pytest.raises(SpeechkernError, match="give the protocol once"):
         bench.load_data_dir(tmp_path)
@@ -177,7 +170,7 @@ def test_splits_file_and_fold_column_together_are_refused(tmp_path: Path) -> Non
 
 def test_budget_chooses_epochs_on_the_selection_split_once_per_seed_and_loss(tmp_path: Path, monkeypatch) -> None:
     data = tmp_path / "data"
-    write_rows(data / "over.csv", blob_rows(40, 0, spread=1.2))
+    write_rows(data / "over.csv", HEADER, noisy_blobs(40, 0, spread=1.2))
     splits_json(
         data / "over_splits.json", OVERLAPPING, {"train": list(range(0, 20)), "validation": list(range(20, 40))}
     )
@@ -210,8 +203,8 @@ def test_chosen_epochs_are_reported(tmp_path: Path) -> None:
 
 def test_resume_with_relative_and_absolute_data_paths(tmp_path: Path, monkeypatch) -> None:
     data = tmp_path / "data"
-    write_rows(data / "a.csv", blob_rows(20, 1))
-    write_rows(data / "b.csv", blob_rows(20, 2))
+    write_rows(data / "a.csv", HEADER, noisy_blobs(20, 1))
+    write_rows(data / "b.csv", HEADER, noisy_blobs(20, 2))
     monkeypatch.chdir(tmp_path)
     first = bench.run_benchmark("out", TINY, data_dir="data", losses=["square"])
     assert first.resumed == []
@@ -227,13 +220,13 @@ def test_resume_with_relative_and_absolute_data_paths(tmp_path: Path, monkeypatc
     # keyed on the content: a changed file is trained again, the unchanged one is not
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
-    write_rows(data / "b.csv", blob_rows(20, 3))
+    write_rows(data / "b.csv", HEADER, noisy_blobs(20, 3))
     third = bench.run_benchmark("out", TINY, data_dir="./data/../data", losses=["square"])
     assert third.resumed == ["a"]
 
 
 def test_cli_resumes_with_an_absolute_data_path(tmp_path: Path, monkeypatch) -> None:
-    write_rows(tmp_path / "data" / "a.csv", blob_rows(20, 1))
+    write_rows(tmp_path / "data" / "a.csv", HEADER, noisy_blobs(20, 1))
     monkeypatch.chdir(tmp_path)
     args = ["bench", "--out", "out", "--seeds", "1", "--epochs", "2", "--losses", "square,squentropy"]
     runner = CliRunner()
@@ -296,8 +289,8 @@ def test_planned_work_is_the_work_done(tmp_path: Path, events, monkeypatch, rule
     monkeypatch.setattr(bench, "_optimizer", counting_optimizer)
     monkeypatch.setattr(bench, "_validate", counting_validate)
     data = tmp_path / "data"
-    write_rows(data / "a.csv", blob_rows(30, 1))
-    write_rows(data / "big.csv", blob_rows(90, 2))
+    write_rows(data / "a.csv", HEADER, noisy_blobs(30, 1))
+    write_rows(data / "big.csv", HEADER, noisy_blobs(90, 2))
     lrs = (2e-3,) if rule == "last" else (1e-3, 3e-3)
     config = bench.BenchConfig(seeds=2, epochs=5, hidden=(4,), batch_size=8, selection=rule, learning_rates=lrs)
     bench.run_benchmark(tmp_path / "out", config, data_dir=data, losses=["cross_entropy", "squentropy"])
@@ -311,8 +304,8 @@ def test_eta_counts_work_not_runs(tmp_path: Path, events) -> None:
     time actually left (measured 1.05–1.16 on the development machine); counting finished runs, as the bench
     did, says about 0.15 of it."""
     data = tmp_path / "data"
-    write_rows(data / "a_small.csv", blob_rows(60, 1))
-    write_rows(data / "b_large.csv", blob_rows(600, 2))
+    write_rows(data / "a_small.csv", HEADER, noisy_blobs(60, 1))
+    write_rows(data / "b_large.csv", HEADER, noisy_blobs(600, 2))
     config = bench.BenchConfig(seeds=3, epochs=20, hidden=(16,), batch_size=8, selection="accuracy-smoothed")
     bench.run_benchmark(tmp_path / "out", config, data_dir=data, losses=["cross_entropy", "squentropy"])
     start, end = events[0][0], events[-1][0]

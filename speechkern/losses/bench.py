@@ -711,8 +711,9 @@ def _units(dataset: Dataset, seed: int, config: BenchConfig) -> list[_Unit]:
             selection = selection_split(dataset, split, seed, config)
             # the data's own selection split is trained once per seed and loss, with the first split
             shared_done = dataset.selection is not None and k > 0
-            chose = selection is not None and not shared_done
-            chose_steps = n_lr * _steps(len(selection.train), config.epochs, config, True) if chose else 0  # type: ignore[union-attr]
+            chose_steps = 0
+            if selection is not None and not shared_done:
+                chose_steps = n_lr * _steps(len(selection.train), config.epochs, config, True)
             units.append(_Unit(split, selection, chose_steps, _steps(len(split.train), config.epochs, config, False)))
             continue
         validate = config.selection in CURVE_RULES and split.validation is not None and len(split.validation) > 0

@@ -313,7 +313,8 @@ def _index_split(entry: Any, name: str, n_rows: int, where: str, roles: tuple[st
             if common.size:
                 raise SpeechkernError(f"{where}: row {common[0]} is in both {a} and {b}; the parts must not overlap")
     test = parts["test"] if parts["test"] is not None else np.empty(0, dtype=np.int64)
-    return Split(str(entry.get("name", name)), parts["train"], test, parts["validation"])  # type: ignore[arg-type]
+    validation = parts["validation"] if parts["validation"] is not None and parts["validation"].size else None
+    return Split(str(entry.get("name", name)), parts["train"], test, validation)  # type: ignore[arg-type]
 
 
 def load_index_splits(path: Path, n_rows: int) -> tuple[tuple[Split, ...], Split | None]:
