@@ -581,7 +581,8 @@ def markdown_table(result: BenchResult) -> str:
         f"epochs, batch {cfg.batch_size}; learning rate from {{{lrs}}}. Selection '{cfg.selection}': "
         f"{_selection_text(cfg)}. ECE: top-label, {cfg.n_bins} equal-width bins, softmax probabilities; "
         "'inverse map': probabilities from inverting the square loss's minimiser (square losses only). "
-        f"Results are averaged over each set's splits; the comparison counts sets. {epoch_overview(result.runs)}.",
+        f"Results are averaged over each set's splits; the comparison counts sets. "
+        f"{epoch_overview(result.runs).capitalize()}.",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(TABLE_HEADER) - 2)) + "|",
@@ -595,11 +596,11 @@ def _selection_text(cfg: BenchConfig) -> str:
     text = SELECTION_HELP[cfg.selection]
     if cfg.selection == "accuracy-smoothed":
         text += f" (window {cfg.smoothing_window})"
-    if cfg.selection != "last":
-        text += (
-            f", on a validation part (the data's own, else {cfg.val_fraction:.0%} of the training part"
-            f"{'; for budget the data’s selection split first' if cfg.selection == 'budget' else ''})"
-        )
+    share = f"{cfg.val_fraction:.0%} of the training part"
+    if cfg.selection == "budget":
+        text += f"; the selection split: the data's own, else the split's validation part, else {share}"
+    elif cfg.selection != "last":
+        text += f"; the validation part: the data's own, else {share}"
     return text
 
 
