@@ -21,7 +21,7 @@ import numpy as np
 
 from speechkern import audio, features
 from speechkern.errors import SpeechkernError
-from speechkern.models.io import MaskModel
+from speechkern.models.mask_model import MaskModel
 from speechkern.outputs import atomic_write, check_writable
 from speechkern.progress import report
 
@@ -82,7 +82,7 @@ def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int
 
 
 def _enhance_block(model: MaskModel, y: np.ndarray, gain: float | None = None) -> np.ndarray:
-    feats = features.extract(y, model.feature_config, device=model.device, gain=gain)
+    feats = model.features(y, model.feature_config.sr, gain=gain)
     return apply_mask(y, model.mask(feats), model)
 
 
