@@ -128,6 +128,24 @@ def test_lemma_4_is_the_proximal_argmin(positive: bool) -> None:
         assert cost(np.array(got)) <= cost(z).min() + 1e-6
 
 
+@pytest.mark.parametrize(("k", "R", "gamma", "var"), [(2, 1.0, 0.3, 1.5), (10, 4.0, 0.05, 2.0), (60, 0.5, 2.0, 1.0)])
+def test_lemma_2_is_the_mean_derivative_of_lemma_4(k: int, R: float, gamma: float, var: float) -> None:
+    """Eq. 3.19: ∂g/∂p averaged over y (1 with probability 1/k) and p ~ N(0, σ*² + κ²), by quadrature of the
+    slope of :func:`asymptotics.proximal_output` (almost everywhere: Lemma 2 leaves out the jump of ẑ_c at p*)."""
+    p_star = R * (1 - math.sqrt(1 + 1 / gamma))
+    E = erf(-p_star / math.sqrt(2 * var))
+    formula = -E / (2 * k * (1 + gamma)) + (2 * gamma + 1) / (2 * (1 + gamma))
+    x = np.linspace(-12, 12, 400_001) * math.sqrt(var)
+    mid = (x[1:] + x[:-1]) / 2
+    weight = np.exp(-(mid**2) / (2 * var)) / math.sqrt(2 * math.pi * var) * (x[1] - x[0])
+    mean = 0.0
+    for y, share in ((True, 1 / k), (False, (k - 1) / k)):
+        slope = np.diff(asym.proximal_output(x, R, gamma, y)) / np.diff(x)
+        slope[np.abs(slope) > 1.5] = 0.0  # the jump at p* (one interval), measure zero
+        mean += share * (weight @ slope)
+    assert mean == pytest.approx(formula, abs=2e-4)
+
+
 def test_accuracy_from_overlaps_at_its_limits() -> None:
     # no overlap: chance; perfect overlap: wrong only when every (ẑ_j)₊ is 0, then a k-way tie
     assert asym.accuracy_from_overlaps(0.0, 1.0, 1.0, 5, 200_000) == pytest.approx(0.2, abs=0.004)

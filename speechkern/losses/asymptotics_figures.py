@@ -184,8 +184,11 @@ def run_asymptotics(out_dir: Any, settings: FigureSettings | None = None, overwr
             report("losses/asymptotics", len(theory), total, "theory", figure=figure, curve=curve, R=R)
     sim_curves = [(f, c, p, settings.sim_size(f, p)) for f, c, p in curves]
     sim_curves = [s for s in sim_curves if s[3]]
+    done: dict[tuple[Problem, int], list[Any]] = {}  # curves shared by two figures are simulated once
     for i, (figure, curve, problem, n) in enumerate(sim_curves):
-        for res in simulate(problem, settings.sim_R, n, settings.seeds, settings.n_test):
+        if (problem, n) not in done:
+            done[problem, n] = simulate(problem, settings.sim_R, n, settings.seeds, settings.n_test)
+        for res in done[problem, n]:
             simulation.append({"figure": figure, "curve": curve} | asdict(res) | {"noise_var": problem.noise_var})
         report("losses/asymptotics", i + 1, len(sim_curves), "simulation", figure=figure, curve=curve, n=n)
     comparison = _compare(theory, simulation)

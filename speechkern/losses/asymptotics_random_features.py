@@ -1,6 +1,7 @@
-"""Precise asymptotics of the rescaled square loss: a state-evolution fixed point and the test accuracy it predicts.
+"""A different model than the thesis's (kept for contrast): random ReLU features with a trained read-out.
 
-The model, the limit and the equations are set out in docs/losses-asymptotics.md; in short: k Gaussian classes
+Not the chapter-3 model (that is :mod:`speechkern.losses.asymptotics`). The model, the limit and the equations are
+in docs/losses-asymptotics.md, appendix A; in short: k Gaussian classes
 ``x = √r·u_c + z`` (``z ~ N(0, I_d)``, orthonormal ``u_c``; the observed label is resampled uniformly with
 probability ``label_noise``), a one-hidden-layer ReLU network ``f(x) = vᵀ relu(Fx/√d)/√p + b`` whose first layer
 ``F`` is random and fixed and whose read-out ``v, b`` minimises ``Σ_i Σ_j ω_ij (f_j(x_i) − M·1[j = c_i])² +
