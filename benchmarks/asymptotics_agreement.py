@@ -1,8 +1,9 @@
 """Theory against simulation for the thesis's chapter-3 model at the chapter's size (n = 1500, β = 0.2, λ = 10⁻⁵).
 
 For each k and R: the accuracy predicted by eqs 3.21 + 3.9–3.10 as printed (with 𝒯₄ corrected), the accuracy
-under the alternative reading Q = R·J* + N(0, τ²) of Theorem 1 (docs/losses-asymptotics.md, section 5), and the
-test accuracy of the minimiser of eq. 3.7 at each training size of ``--n``. Prints a Markdown table, the load and
+under the alternative reading Q = R·J* + N(0, τ²) of Theorem 1 (docs/losses-asymptotics.md, section 5), the
+λ → 0⁺ minimiser theory derived here (section 6; the same at every R), and the test accuracy of the minimiser of
+eq. 3.7 at each training size of ``--n``. Prints a Markdown table, the load and
 the seconds taken; OMP threads are set to 1.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/asymptotics_agreement.py [--n 500,1500] [--seeds 1]
@@ -32,13 +33,14 @@ def main() -> None:
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average, 2 cores)")
     start = time.perf_counter()
     print(
-        "| k | R | theory (printed) | theory (Q = R·J*) | "
+        "| k | R | theory (printed) | theory (Q = R·J*) | λ → 0⁺ theory | "
         + " | ".join(f"simulated, n = {n}" for n in ns)
-        + " | printed − simulated (largest n) |"
+        + " | printed − sim. | λ → 0⁺ − sim. (largest n) |"
     )
-    print("|---:|---:|---:|---:|" + "---:|" * len(ns) + "---:|")
+    print("|---:|---:|---:|---:|---:|" + "---:|" * len(ns) + "---:|---:|")
     for k in ks:
         sims = {n: simulate(asym.Problem(k=k, R=1.0, beta=args.beta), Rs, n, args.seeds) for n in ns}
+        min_norm = asym.min_norm_accuracy(asym.solve_min_norm(asym.Problem(k=k, R=1.0, beta=args.beta)))
         for R in Rs:
             problem = asym.Problem(k=k, R=R, beta=args.beta)
             fp = asym.solve(problem)
@@ -48,7 +50,10 @@ def main() -> None:
             scaled = asym.accuracy_from_overlaps(float(R * (1 - T)), float(R * R * T4 + fp.tau2 * T2), 1.0, k)
             simulated = [sum(r.accuracy for r in sims[n] if r.R == R) / args.seeds for n in ns]
             cells = " | ".join(f"{a:.3f}" for a in simulated)
-            print(f"| {k} | {R:g} | {printed:.3f} | {scaled:.3f} | {cells} | {printed - simulated[-1]:+.3f} |")
+            print(
+                f"| {k} | {R:g} | {printed:.3f} | {scaled:.3f} | {min_norm:.3f} | {cells} | "
+                f"{printed - simulated[-1]:+.3f} | {min_norm - simulated[-1]:+.3f} |"
+            )
     print(f"{time.perf_counter() - start:.0f} s; load after: {os.getloadavg()[0]:.2f}")
 
 

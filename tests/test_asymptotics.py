@@ -189,6 +189,31 @@ def test_simulated_accuracy_does_not_depend_on_R() -> None:
     assert 0.25 < results[0].accuracy < 1
 
 
+def test_min_norm_theory_gives_the_exact_minimisers_overlaps() -> None:
+    """λ → 0⁺ theory against the minimiser of eq. 3.7 at n = 600, d = 3000 (β = 0.2), k = 4, R = 1: the
+    coefficients on the teacher's columns (a own, b others) and ‖w⊥‖²/d, averaged over the columns, within 10 %."""
+    problem = asym.Problem(k=4, R=1.0, beta=0.2)
+    point = asym.solve_min_norm(problem)
+    assert abs(point.residual) < 1e-8
+    rng = np.random.default_rng(3)
+    X, labels, w_star = teacher_data(600, 3000, 4, 1.0, 0.0, rng)
+    W, _, _ = fit_relu(X, np.eye(4)[labels], problem.lam)
+    C = np.linalg.lstsq(w_star, W, rcond=None)[0]
+    q_perp = np.mean(np.sum((W - w_star @ C) ** 2, axis=0)) / 3000
+    off = ~np.eye(4, dtype=bool)
+    assert np.mean(np.diag(C)) == pytest.approx(point.a, rel=0.1)
+    assert np.mean(C[off]) == pytest.approx(point.b, rel=0.1)
+    assert q_perp == pytest.approx(point.q_perp, rel=0.1)
+
+
+def test_min_norm_theory_refuses_beta_past_the_interpolation_threshold() -> None:
+    assert asym.interpolation_threshold(60) == pytest.approx(120 / 61)
+    with pytest.raises(SpeechkernError, match="interpolation threshold"):
+        asym.solve_min_norm(asym.Problem(k=60, R=1.0, beta=2.0))
+    # just below it the fit needs a large orthogonal part; k = 2, β = 1.2 < 4/3 is solvable
+    assert asym.solve_min_norm(asym.Problem(k=2, R=1.0, beta=1.2)).q_perp > 0.3
+
+
 def _small_settings(**kw) -> FigureSettings:
     base = dict(
         R_values=(0.5, 8.0),
@@ -238,9 +263,22 @@ def test_cli_draws_the_theory_and_refuses_bad_input(tmp_path: Path) -> None:
     assert bad_r.exit_code == 2 and "--r-min" in bad_r.output
 
 
-# The issue's goal: theory and simulation within 0.03 test accuracy. Measured (docs, section 5): the printed
-# equations miss by more, because the minimiser of eq. 3.7 does not depend on R while their prediction does.
+# The issue's goal: theory and simulation within 0.03 test accuracy. Measured (docs, sections 5–6): the printed
+# equations miss by more, because the minimiser of eq. 3.7 does not depend on R while their prediction does; the
+# λ → 0⁺ theory derived here meets it.
 GOAL_TOLERANCE = 0.03
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("k", "beta", "noise_var"), [(2, 0.2, 0.0), (10, 0.2, 0.0), (10, 0.2, 1.0), (60, 0.8, 0.0), (5, 1.2, 0.0)]
+)
+def test_min_norm_theory_matches_simulation_within_the_goal(k: int, beta: float, noise_var: float) -> None:
+    problem = asym.Problem(k=k, R=1.0, beta=beta, noise_var=noise_var)
+    predicted = asym.min_norm_accuracy(asym.solve_min_norm(problem))
+    sims = simulate(problem, (1.0, 10.0), n=500, seeds=2, n_test=5000)
+    simulated = float(np.mean([s.accuracy for s in sims]))
+    assert simulated == pytest.approx(predicted, abs=GOAL_TOLERANCE), (predicted, simulated)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq, fsolve
+from scipy.optimize import brentq, fsolve, minimize
 from scipy.special import erf
 
 from speechkern.errors import SpeechkernError
@@ -246,3 +246,97 @@ def predicted_accuracy(problem: Problem, samples: int = 100_000, seed: int = 0) 
     fp = solve(problem)
     m, q = fp.overlaps()
     return accuracy_from_overlaps(m, q, problem.sigma2, problem.k, samples, seed)
+
+
+# ------------------------------------------------------------------ the minimiser of eq. 3.7 as λ → 0⁺ (derived here)
+
+
+@dataclass(frozen=True)
+class MinNormPoint:
+    """The overlaps of the minimiser of eq. 3.7 at R = 1 as λ → 0⁺, per class column j (docs, section 6).
+
+    a: coefficient of the column's own teacher score z*_j; b: of each other class's score; q_perp: ‖w⊥‖²/d of the
+    part orthogonal to the teacher; residual: the Gordon constraint's slack at the solution (≈ 0: it binds).
+    At R the minimiser is R times this one (eq. 3.7 is R-equivariant), so the accuracy does not depend on R.
+    """
+
+    problem: Problem
+    a: float
+    b: float
+    q_perp: float
+    residual: float
+
+
+def interpolation_threshold(k: int) -> float:
+    """The largest β at which eq. 3.7 can be fitted exactly (loss 0) as n, d → ∞: 2k/(k + 1) (docs, section 6)."""
+    return 2 * k / (k + 1)
+
+
+def _label_sample(problem: Problem, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z*_0, Σ_{l≥1} z*_l, 1[label = 0]) for ``samples`` draws of the teacher's scores (σ² = problem.sigma2)."""
+    rng = np.random.default_rng(seed)
+    k, sd = problem.k, math.sqrt(problem.sigma2)
+    own, others, positive = (np.empty(samples) for _ in range(3))
+    chunk = max(1, 2_000_000 // k)
+    for start in range(0, samples, chunk):
+        stop = min(start + chunk, samples)
+        z = rng.standard_normal((stop - start, k)) * sd
+        noisy = z + math.sqrt(problem.noise_var) * rng.standard_normal(z.shape) if problem.noise_var else z
+        own[start:stop], others[start:stop] = z[:, 0], z[:, 1:].sum(axis=1)
+        positive[start:stop] = noisy.argmax(axis=1) == 0
+    return own, others, positive
+
+
+def solve_min_norm(problem: Problem, samples: int = 200_000, seed: int = 0) -> MinNormPoint:
+    """The minimiser of eq. 3.7 in the limit λ → 0⁺, n, d → ∞, β = n/d < 2k/(k + 1), from Gordon's comparison.
+
+    It is the minimum-norm w with x_i·w_j = 1 where y_ij = 1 and x_i·w_j ≤ 0 where y_ij = 0. Per column, write
+    w_j = Σ_l c_l w*_l/σ² + w⊥ with c = (a, b, …, b) and q⊥ = ‖w⊥‖²/d; Gordon's comparison turns the constraints
+    into E[dist²] ≤ q⊥/β, dist² = y·(1 − p − √q⊥·g)² + (1 − y)·(p + √q⊥·g)₊², p = a·z*_j + b·Σ_{l≠j} z*_l,
+    g ~ N(0, 1), and the problem into min σ²(a² + (k − 1)b²) + q⊥ under it — convex in (a, b, √q⊥), solved by
+    SLSQP with the expectation over ``samples`` fixed draws. The chapter's λ = 10⁻⁵ is in this limit. Raises
+    SpeechkernError where β is past the interpolation threshold, ConvergenceError if SLSQP fails.
+    """
+    problem.validate()
+    if problem.beta >= interpolation_threshold(problem.k):
+        raise SpeechkernError(
+            f"asymptotics: β={problem.beta:g} is past the interpolation threshold 2k/(k + 1) = "
+            f"{interpolation_threshold(problem.k):.3g} for k={problem.k}; the λ → 0⁺ theory covers smaller β only"
+        )
+    own, others, positive = _label_sample(problem, samples, seed)
+    g = np.random.default_rng(seed + 1).standard_normal(samples)
+    k, s2, beta = problem.k, problem.sigma2, problem.beta
+
+    def slack(x: np.ndarray) -> float:
+        a, b, s = x
+        p = a * own + b * others + s * g
+        dist2 = np.where(positive > 0, (1 - p) ** 2, np.maximum(p, 0.0) ** 2)
+        return s / math.sqrt(beta) - math.sqrt(dist2.mean())
+
+    result = minimize(
+        lambda x: s2 * (x[0] ** 2 + (k - 1) * x[1] ** 2) + x[2] ** 2,
+        np.array([0.1, 0.0, 1.0]),
+        constraints=[{"type": "ineq", "fun": slack}],
+        method="SLSQP",
+        options={"ftol": 1e-12, "maxiter": 1000},
+    )
+    if not result.success:
+        raise ConvergenceError(f"asymptotics: SLSQP failed for {problem} ({result.message}); raise samples")
+    a, b, s = (float(v) for v in result.x)
+    return MinNormPoint(problem, a, b, s * s, float(slack(result.x)))
+
+
+def min_norm_accuracy(point: MinNormPoint, samples: int = 100_000, seed: int = 0) -> float:
+    """Test accuracy of the λ → 0⁺ minimiser: ẑ_j = a·z*_j + b·Σ_{l≠j} z*_l + √q⊥·ξ_j with ξ_j i.i.d. N(0, 1),
+    argmax_j (ẑ_j)₊ against argmax_j z*_j (clean), ties broken uniformly, by Monte Carlo. The ξ_j of different
+    columns are taken independent (measured correlation −0.08 at k = 10: docs, section 6)."""
+    rng = np.random.default_rng(seed)
+    k, sd = point.problem.k, math.sqrt(point.problem.sigma2)
+    credit, chunk = 0.0, max(1, 2_000_000 // k)
+    for start in range(0, samples, chunk):
+        rows = min(chunk, samples - start)
+        z = rng.standard_normal((rows, k)) * sd
+        z_hat = (point.a - point.b) * z + point.b * z.sum(axis=1, keepdims=True)
+        z_hat += math.sqrt(point.q_perp) * rng.standard_normal((rows, k))
+        credit += tie_credit(np.maximum(z_hat, 0.0), z.argmax(axis=1)).sum()
+    return float(credit / samples)

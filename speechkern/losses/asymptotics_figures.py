@@ -22,8 +22,11 @@ from speechkern.losses.asymptotics import (
     ConvergenceError,
     Problem,
     accuracy_from_overlaps,
+    interpolation_threshold,
+    min_norm_accuracy,
     proximal_output,
     solve,
+    solve_min_norm,
 )
 from speechkern.losses.asymptotics_sim import simulate
 from speechkern.outputs import atomic_write, check_out_dir, write_text
@@ -148,9 +151,11 @@ def _compare(theory: list[dict[str, Any]], simulation: list[dict[str, Any]]) -> 
                 "curve": curve,
                 "R": R,
                 "predicted_accuracy": pred["predicted_accuracy"],
+                "min_norm_accuracy": pred["min_norm_accuracy"],
                 "simulated_accuracy": mean,
                 "simulated_sem": sem,
                 "difference": pred["predicted_accuracy"] - mean,
+                "min_norm_difference": pred["min_norm_accuracy"] - mean,
                 "seeds": len(sims),
             }
         )
@@ -160,7 +165,8 @@ def _compare(theory: list[dict[str, Any]], simulation: list[dict[str, Any]]) -> 
 def run_asymptotics(out_dir: Any, settings: FigureSettings | None = None, overwrite: bool = False) -> AsymptoticsReport:
     """Draw Figs 3.2 (left: k; right: β), 3.3 (label noise), 3.4 (ẑ against p) and 3.5 (optimal R against k).
 
-    Theory: eqs 3.21 solved for every curve and R of ``settings.R_values`` (with R = 1 and the simulated R added),
+    Theory: the λ → 0⁺ minimiser (:func:`solve_min_norm`) per curve where β is below the interpolation
+    threshold; eqs 3.21 solved for every curve and R of ``settings.R_values`` (with R = 1 and the simulated R added),
     accuracy by eqs 3.9–3.10; simulation: eq. 3.7 minimised at finite size at ``settings.sim_R``. Files in
     ``out_dir``: fig3_2.png, fig3_3.png, fig3_4.png, fig3_5.png, theory.csv, simulation.csv, comparison.csv,
     optimal_R.csv, results.json. Raises SpeechkernError for bad settings or a non-empty folder without
@@ -182,6 +188,13 @@ def run_asymptotics(out_dir: Any, settings: FigureSettings | None = None, overwr
         for R in grid:
             theory.append(_theory_row(figure, curve, replace(problem, R=R), settings.samples))
             report("losses/asymptotics", len(theory), total, "theory", figure=figure, curve=curve, R=R)
+    min_norm: dict[tuple[str, str], float] = {}  # the λ → 0⁺ minimiser's accuracy, the same at every R
+    for figure, curve, problem in curves:
+        if problem.beta < interpolation_threshold(problem.k):
+            point = solve_min_norm(problem, settings.samples)
+            min_norm[figure, curve] = min_norm_accuracy(point, settings.samples)
+    for row in theory:
+        row["min_norm_accuracy"] = min_norm.get((row["figure"], row["curve"]), math.nan)
     sim_curves = [(f, c, p, settings.sim_size(f, p)) for f, c, p in curves]
     sim_curves = [s for s in sim_curves if s[3]]
     done: dict[tuple[Problem, int], list[Any]] = {}  # curves shared by two figures are simulated once
@@ -210,6 +223,7 @@ def run_asymptotics(out_dir: Any, settings: FigureSettings | None = None, overwr
                 "optimal_R": best["R"],
                 "accuracy_at_optimum": best["predicted_accuracy"],
                 "accuracy_at_R1": at_one[0]["predicted_accuracy"] if at_one else math.nan,
+                "min_norm_accuracy_all_R": min_norm.get((figure, curve), math.nan),
                 "simulated_accuracy_all_R": float(np.mean(sims)) if sims else math.nan,
             }
         )
@@ -256,6 +270,7 @@ def _draw_curves(ax: Any, theory: list[dict[str, Any]], simulation: list[dict[st
     for i, label in enumerate(labels):
         mine = [t for t in theory if (t["figure"], t["curve"]) == (figure, label)]
         ax.plot([t["R"] for t in mine], [t["predicted_accuracy"] for t in mine], "-", color=f"C{i}", label=label)
+        ax.plot([t["R"] for t in mine], [t["min_norm_accuracy"] for t in mine], ":", color=f"C{i}", lw=2)
         sims = [s for s in simulation if (s["figure"], s["curve"]) == (figure, label)]
         Rs = sorted({s["R"] for s in sims})
         means = [np.mean([s["accuracy"] for s in sims if s["R"] == R]) for R in Rs]
@@ -275,7 +290,8 @@ def _figure_32(theory: list[dict[str, Any]], simulation: list[dict[str, Any]], s
     _draw_curves(right, theory, simulation, "3.2 right")
     right.set_title(f"β = n/d (k = {s.fig32_k}, λ = {s.lam:g})", fontsize="medium")
     fig.suptitle(
-        f"Fig. 3.2: lines: eqs 3.21 + 3.9–3.10; circles: eq. 3.7 minimised at n = {s.sim_n}, {s.seeds} seed(s)",
+        f"Fig. 3.2: solid: eqs 3.21 + 3.9–3.10 as printed; dotted: the λ → 0⁺ minimiser (derived here); "
+        f"circles: eq. 3.7 minimised at n = {s.sim_n}, {s.seeds} seed(s)",
         fontsize=10,
     )
     return fig
@@ -285,7 +301,7 @@ def _figure_curves(theory: list[dict[str, Any]], simulation: list[dict[str, Any]
     fig = Figure(figsize=(5.5, 4.2), layout="constrained")
     ax = fig.subplots()
     _draw_curves(ax, theory, simulation, figure)
-    ax.set_title(title + "\nlines: theory; circles: simulation", fontsize="medium")
+    ax.set_title(title + "\nsolid: eqs 3.21 (printed); dotted: λ → 0⁺ minimiser; circles: simulation", fontsize="small")
     return fig
 
 
@@ -325,6 +341,7 @@ def _figure_35(optimal: list[dict[str, Any]], s: FigureSettings) -> Figure:
     left.set_ylabel("optimal R on the grid (theory)")
     right.plot(ks, [o["accuracy_at_optimum"] for o in mine], "o-", label="theory, optimal R")
     right.plot(ks, [o["accuracy_at_R1"] for o in mine], "s--", label="theory, R = 1")
+    right.plot(ks, [o["min_norm_accuracy_all_R"] for o in mine], "d:", label="λ → 0⁺ minimiser, all R")
     sim = [o for o in mine if not math.isnan(o["simulated_accuracy_all_R"])]
     right.plot([o["k"] for o in sim], [o["simulated_accuracy_all_R"] for o in sim], "^", label="simulation, all R")
     right.set_ylabel("test accuracy")
