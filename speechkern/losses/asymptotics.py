@@ -291,7 +291,7 @@ def solve_min_norm(problem: Problem, samples: int = 200_000, seed: int = 0) -> M
     """The minimiser of eq. 3.7 in the limit λ → 0⁺, n, d → ∞, β = n/d < 2k/(k + 1), from Gordon's comparison.
 
     It is the minimum-norm w with x_i·w_j = 1 where y_ij = 1 and x_i·w_j ≤ 0 where y_ij = 0. Per column, write
-    w_j = Σ_l c_l w*_l/σ² + w⊥ with c = (a, b, …, b) and q⊥ = ‖w⊥‖²/d; Gordon's comparison turns the constraints
+    w_j = Σ_l c_l w*_l + w⊥ with c = (a, b, …, b) and q⊥ = ‖w⊥‖²/d; Gordon's comparison turns the constraints
     into E[dist²] ≤ q⊥/β, dist² = y·(1 − p − √q⊥·g)² + (1 − y)·(p + √q⊥·g)₊², p = a·z*_j + b·Σ_{l≠j} z*_l,
     g ~ N(0, 1), and the problem into min σ²(a² + (k − 1)b²) + q⊥ under it — convex in (a, b, √q⊥), solved by
     SLSQP with the expectation over ``samples`` fixed draws. The chapter's λ = 10⁻⁵ is in this limit. Raises

@@ -137,6 +137,15 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def _nan_to_none(value: Any) -> Any:
+    """JSON has no NaN: missing values (no fixed point, no simulation) become null."""
+    if isinstance(value, dict):
+        return {key: _nan_to_none(v) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
 def _compare(theory: list[dict[str, Any]], simulation: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     keys = sorted({(s["figure"], s["curve"], s["R"]) for s in simulation}, key=str)
@@ -248,16 +257,19 @@ def run_asymptotics(out_dir: Any, settings: FigureSettings | None = None, overwr
         write_text(
             out / "results.json",
             json.dumps(
-                {
-                    "settings": asdict(settings),
-                    "seconds": seconds,
-                    "theory": theory,
-                    "simulation": simulation,
-                    "comparison": comparison,
-                    "optimal": optimal,
-                },
+                _nan_to_none(
+                    {
+                        "settings": asdict(settings),
+                        "seconds": seconds,
+                        "theory": theory,
+                        "simulation": simulation,
+                        "comparison": comparison,
+                        "optimal": optimal,
+                    }
+                ),
                 indent=1,
                 default=float,
+                allow_nan=False,
             )
             + "\n",
         ),
