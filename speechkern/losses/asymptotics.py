@@ -1,8 +1,9 @@
 """Precise asymptotics of the rescaled square loss for the 1-layer ReLU network of Hui's thesis, chapter 3.
 
-The 1-relu VAMP fixed point (Lemma 3, eqs 3.21a–e) and the test accuracy it predicts (Theorem 1, eqs 3.9–3.10).
-The equations as implemented, the corrections made to the extracted text and what was checked are in
-docs/losses-asymptotics.md; :mod:`speechkern.losses.asymptotics_sim` minimises eq. 3.7 at finite size.
+The 1-relu VAMP fixed point (Lemma 3, eqs 3.21a–e) and the test accuracy it predicts (Theorem 1, eqs 3.9–3.10);
+and, derived here, the minimiser of eq. 3.7 as λ → 0⁺ (:func:`solve_min_norm`). The equations as implemented, the
+corrections made to the extracted text and what was checked are in docs/losses-asymptotics.md;
+:mod:`speechkern.losses.asymptotics_sim` minimises eq. 3.7 at finite size.
 """
 
 from __future__ import annotations
