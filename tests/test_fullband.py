@@ -1,0 +1,85 @@
+"""Full band at any rate (speechkern.fullband) and the clean-input guard (speechkern.postfilter)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal
+
+from speechkern import audio, fullband, postfilter
+from speechkern.features import FeatureConfig
+from speechkern.targets import TargetConfig
+
+SR = 48000
+
+
+def band_level_db(y: np.ndarray, sr: int, lo_hz: float, hi_hz: float) -> float:
+    f, p = scipy.signal.welch(y, sr, nperseg=4096)
+    return float(10 * np.log10(np.sum(p[(f >= lo_hz) & (f < hi_hz)]) + 1e-30))
+
+
+def tone(freq_hz: float, seconds: float = 1.0) -> np.ndarray:
+    return np.sin(2 * np.pi * freq_hz * np.arange(int(SR * seconds)) / SR).astype(np.float32)
+
+
+@pytest.mark.parametrize(("freq_hz", "expected_db"), [(4000.0, None), (12000.0, 0.0), (20000.0, 0.0)])
+def test_the_high_band_is_what_the_model_rate_cannot_hold(freq_hz, expected_db):
+    """Below the model's band the residual is > 100 dB down; above 8 kHz it is the input (within 0.01 dB)."""
+    x = tone(freq_hz)
+    high = fullband.high_band(x, audio.resample(x, SR, 16000), SR, 16000)
+    inner = slice(SR // 10, -SR // 10)  # away from the resampler's edge transients
+    level = 10 * np.log10(np.mean(high[inner] ** 2) / np.mean(x[inner] ** 2))
+    if expected_db is None:
+        assert level < -100.0
+    else:
+        assert abs(level - expected_db) < 0.01
+
+
+def test_the_gated_high_band_follows_the_mask_of_the_top_octave():
+    fc, tc = FeatureConfig(), TargetConfig()
+    cf = fullband.unit_frequencies(fc, tc, fc.n_channels)
+    assert np.sum(cf >= 4000.0) == 13 and cf[-1] == 8000.0  # the top octave: 13 of the 64 channels
+    x = tone(12000.0)
+    low = audio.resample(x, SR, 16000)
+    n_frames = 1 + len(low) // fc.hop_length
+    high = fullband.high_band(x, low, SR, 16000)
+    mask = np.zeros((n_frames, fc.n_channels), dtype=np.float32)
+    mask[:, cf >= 4000.0] = 0.5  # channels below 4 kHz do not count
+    np.testing.assert_allclose(fullband.gated_high_band(x, low, mask, SR, fc, tc), 0.5 * high, atol=1e-6)
+    mask[n_frames // 2 :, :] = 1.0  # the gain moves with the frames, at 10 ms steps
+    gated = fullband.gated_high_band(x, low, mask, SR, fc, tc)
+    assert np.allclose(gated[: SR // 4], 0.5 * high[: SR // 4]) and np.allclose(gated[-SR // 4 :], high[-SR // 4 :])
+    assert not np.any(fullband.gated_high_band(low, low, mask, 16000, fc, tc))  # nothing to add at the model's rate
+
+
+def test_the_mask_estimate_of_snr_is_exact_for_the_ideal_ratio_mask():
+    rng = np.random.default_rng(0)
+    s, n = rng.gamma(0.5, size=(200, 64)), 0.1 * rng.gamma(0.5, size=(200, 64))
+    irm = np.sqrt(s / (s + n))
+    assert postfilter.estimated_snr_db(irm, s + n) == pytest.approx(10 * np.log10(s.sum() / n.sum()), abs=1e-9)
+    assert postfilter.estimated_snr_db(np.ones((3, 2)), np.ones((3, 2))) == np.inf
+
+
+def test_the_noise_floor_estimate_of_snr():
+    """Speech-like bursts over a stationary floor: the floor is found in the pauses."""
+    rng = np.random.default_rng(1)
+    floor = np.full((400, 64), 1.0)
+    speech = np.zeros((400, 64))
+    speech[::2] = 10.0 * rng.uniform(0.5, 1.5, size=(200, 64))  # half the frames hold speech
+    want = 10 * np.log10(speech.sum() / floor.sum())
+    assert postfilter.floor_snr_db(speech + floor) == pytest.approx(want, abs=0.2)
+
+
+def test_the_guard_weight_needs_both_estimates_to_call_the_recording_clean():
+    t = (6.0, 9.0, 20.0, 26.0)
+    assert postfilter.guard_weight(5.0, 40.0, t) == 0.0  # noise that pauses: the floor alone is fooled
+    assert postfilter.guard_weight(12.0, 18.0, t) == 0.0
+    assert postfilter.guard_weight(12.0, 40.0, t) == 1.0
+    assert postfilter.guard_weight(7.5, 40.0, t) == pytest.approx(0.5)
+    assert postfilter.guard_weight(12.0, 23.0, t) == pytest.approx(0.5)
+    mask = np.full((10, 4), 0.2, dtype=np.float32)
+    energies = np.random.default_rng(2).gamma(0.5, size=(10, 4))
+    guarded, w = postfilter.clean_input_guard(mask, energies, thresholds=(-100.0, -99.0, -100.0, -99.0))
+    assert w == 1.0 and np.all(guarded == 1.0)
+    with pytest.raises(ValueError, match="must exceed"):
+        postfilter.ramp(1.0, 2.0, 2.0)
