@@ -61,8 +61,8 @@ def enhance_signal(
     seconds with ``margin_s`` seconds of overlap on each side. Returns float32 ``(n_samples,)``.
 
     Every block's features see the whole waveform's level gain (:func:`speechkern.features.level_gain`); the mask
-    is applied to the unscaled waveform, so the output keeps the input's level. ``clean_guard``: pass a block
-    the model estimates clean (mostly) unchanged, :func:`speechkern.postfilter.clean_input_guard`."""
+    is applied to the unscaled waveform, so the output keeps the input's level. ``clean_guard``: a block
+    estimated clean passes (partly) unchanged, :func:`speechkern.postfilter.clean_weight`."""
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
     margin = math.ceil(margin_s * model.feature_config.sr / hop) * hop
@@ -85,15 +85,16 @@ def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int
 
 
 def _enhance_block(model: MaskModel, y: np.ndarray, gain: float | None = None, clean_guard: bool = True) -> np.ndarray:
-    return apply_mask(y, _block_mask(model, y, gain, clean_guard), model)
+    mask, w = _block_mask(model, y, gain, clean_guard)
+    return postfilter.blend(y, apply_mask(y, mask, model), w)
 
 
-def _block_mask(model: MaskModel, y: np.ndarray, gain: float | None, clean_guard: bool) -> np.ndarray:
+def _block_mask(model: MaskModel, y: np.ndarray, gain: float | None, clean_guard: bool) -> tuple[np.ndarray, float]:
+    """The mask of ``y`` at the model's rate and the clean-input guard's weight (0 without the guard)."""
     feats = features.extract(y, model.feature_config, device=model.device, gain=gain)
     mask = model.mask(feats)
-    if not clean_guard:
-        return mask
-    return postfilter.guard_model_mask(mask, feats, y, model.feature_config, model.target_config)
+    fc, tc = model.feature_config, model.target_config
+    return mask, (postfilter.model_clean_weight(mask, feats, y, fc, tc) if clean_guard else 0.0)
 
 
 @dataclass
@@ -191,11 +192,11 @@ def _enhance_at_rate(model: MaskModel, y: np.ndarray, file_sr: int, gain: float,
     not see is added back gated by its mask (:func:`speechkern.fullband.gated_high_band`)."""
     sr = model.feature_config.sr
     low = audio.resample(y, file_sr, sr)
-    mask = _block_mask(model, low, gain, clean_guard)
+    mask, w = _block_mask(model, low, gain, clean_guard)
     out = _fit_length(audio.resample(apply_mask(low, mask, model), sr, file_sr), len(y))
     if file_sr > sr:
         out = out + fullband.gated_high_band(y, low, mask, file_sr, model.feature_config, model.target_config)
-    return out
+    return postfilter.blend(y, out, w)
 
 
 def _read_all(path: Path, frames: int) -> np.ndarray:

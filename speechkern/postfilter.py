@@ -7,9 +7,11 @@ import numpy as np
 from speechkern.features import FeatureConfig, component_dims
 from speechkern.targets import TargetConfig
 
-# (low, high) of the mask's SNR estimate, then of the noise floor's, in dB: chosen on the validation talkers of
-# recipes/general (benchmarks/clean_guard.py, benchmarks/RESULTS.md).
-GUARD = (6.0, 9.0, 20.0, 26.0)
+# Fitted and chosen on the validation talkers of recipes/general (benchmarks/clean_guard.py, benchmarks/RESULTS.md):
+# the calibration of the two SNR estimates, and the (low, high) calibrated SNR in dB between which the guard's
+# weight rises from 0 to 1.
+CALIBRATION = (0.041, 1.337, 0.226)
+GUARD = (11.0, 12.0)
 FLOOR_PERCENTILE = 10.0
 
 
@@ -75,41 +77,52 @@ def ramp(x: float, low: float, high: float) -> float:
     return float(np.clip((x - low) / (high - low), 0.0, 1.0))
 
 
-def guard_weight(
-    mask_snr_db: float, floor_snr_db: float, thresholds: tuple[float, float, float, float] = GUARD
-) -> float:
-    """How much of the input to pass unmasked, in [0, 1]: the smaller of ramp(mask_snr_db, low_m, high_m) and
-    ramp(floor_snr_db, low_f, high_f), ``thresholds`` = (low_m, high_m, low_f, high_f) in dB. Both estimates
-    must call the recording clean: the mask's estimate saturates below 10 dB (the model's masks stay below 1 on
-    clean speech), the noise floor's is fooled by noise that pauses."""
-    low_m, high_m, low_f, high_f = thresholds
-    return min(ramp(mask_snr_db, low_m, high_m), ramp(floor_snr_db, low_f, high_f))
+def calibrated_snr_db(mask_snr_db: float, floor_snr_db: float, calibration=CALIBRATION) -> float:
+    """The recording's SNR in dB from its two estimates: c0 + c1·mask_snr_db + c2·floor_snr_db, the estimates
+    clipped to [−20, 20] and [−10, 40] dB, ``calibration`` = (c0, c1, c2) the least-squares fit of the true SNR
+    on validation mixtures (benchmarks/clean_guard.py). Each estimate alone is biased: the mask's saturates below
+    10 dB (the model's masks stay below 1 on clean speech), the noise floor's is fooled by noise that pauses."""
+    c0, c1, c2 = calibration
+    return float(c0 + c1 * np.clip(mask_snr_db, -20.0, 20.0) + c2 * np.clip(floor_snr_db, -10.0, 40.0))
 
 
-def clean_input_guard(
+def guard_weight(mask_snr_db: float, floor_snr_db: float, thresholds: tuple[float, float] = GUARD) -> float:
+    """How much of the input to pass unmasked, in [0, 1]: ramp(calibrated_snr_db(...), low, high),
+    ``thresholds`` = (low, high) in dB."""
+    return ramp(calibrated_snr_db(mask_snr_db, floor_snr_db), *thresholds)
+
+
+def clean_weight(
     mask: np.ndarray,
     energies: np.ndarray,
     beta: float = 0.5,
-    thresholds: tuple[float, float, float, float] = GUARD,
-) -> tuple[np.ndarray, float]:
-    """The mask raised towards 1 where the recording is estimated clean: ``w + (1 − w)·mask`` with
-    ``w = guard_weight(estimated_snr_db(mask, energies, beta), floor_snr_db(energies), thresholds)``. Returns the
-    new mask (n_frames, n_units, float32) and w.
+    thresholds: tuple[float, float] = GUARD,
+) -> float:
+    """The clean-input guard's weight w in [0, 1] for a recording with mask (n_frames, n_units) and mixture T-F
+    energies (n_frames, n_units): :func:`guard_weight` of :func:`estimated_snr_db` and :func:`floor_snr_db`.
 
-    A mask estimated on clean or nearly clean speech still attenuates parts of the speech (on held-out talkers at
-    20 dB SNR the shipped model lost 0.006 STOI and 4.4 dB SI-SDR), while the noise it could remove is already
-    quiet; the recording's estimated SNR says when masking cannot help. w = 1 returns the input unchanged (an
-    all-ones mask resynthesises the input); w = 0 leaves the mask as it is.
+    The output is then ``w·input + (1 − w)·enhanced`` (:func:`blend`). A mask estimated on clean or nearly clean
+    speech still attenuates parts of the speech (on held-out talkers at 20 dB SNR the shipped model lost 0.006
+    STOI and 4.4 dB SI-SDR), while the noise it could remove is already quiet: where the recording is estimated
+    clean, masking cannot help. w = 1 returns the input unchanged, w = 0 the enhanced signal.
     """
-    w = guard_weight(estimated_snr_db(mask, energies, beta), floor_snr_db(energies), thresholds)
-    mask = np.asarray(mask, dtype=np.float32)
-    return (mask if w == 0.0 else (w + (1.0 - w) * mask).astype(np.float32)), w
+    return guard_weight(estimated_snr_db(mask, energies, beta), floor_snr_db(energies), thresholds)
 
 
-def guard_model_mask(
+def blend(y: np.ndarray, enhanced: np.ndarray, w: float) -> np.ndarray:
+    """``w·y + (1 − w)·enhanced`` (float32, the shape of ``y``); ``enhanced`` itself when w = 0.
+
+    Blending the signals, not the masks, also returns what the mask cannot reach (below the filterbank's lowest
+    channel, above its highest) in proportion, so w = 1 gives the input back exactly."""
+    if w == 0.0:
+        return enhanced
+    return (w * np.asarray(y, dtype=np.float32) + (1.0 - w) * enhanced).astype(np.float32)
+
+
+def model_clean_weight(
     mask: np.ndarray, feats: np.ndarray, y: np.ndarray, feature_config: FeatureConfig, target_config: TargetConfig
-) -> np.ndarray:
-    """:func:`clean_input_guard` of a model's ``mask`` (n_frames, n_units) for the mixture ``y`` (n_samples,) with
+) -> float:
+    """:func:`clean_weight` of a model's ``mask`` (n_frames, n_units) for the mixture ``y`` (n_samples,) with
     features ``feats`` (n_frames, base_dim): IRM masks with the target's β, binary masks with β = 1."""
     beta = target_config.beta if target_config.kind == "irm" else 1.0
-    return clean_input_guard(mask, unit_energies(feats, y, feature_config, target_config), beta)[0]
+    return clean_weight(mask, unit_energies(feats, y, feature_config, target_config), beta)
