@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,21 +27,35 @@ def _pairs(folder: Path) -> None:
         audio.save(folder / "noisy" / f"u{i}.wav", clean + noise, 16000)
 
 
-def test_peers_runs_end_to_end_on_two_pairs(tmp_path):
+def _peers_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import peers
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return peers
+
+
+def test_peers_runs_end_to_end_on_two_pairs(tmp_path, capsys):
     (tmp_path / "clean").mkdir()
     (tmp_path / "noisy").mkdir()
     _pairs(tmp_path)
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "peers.py"), "--pairs", str(tmp_path / "noisy"),
-           str(tmp_path / "clean"), "--out", str(out), "--threads", "1"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    argv = ["--pairs", str(tmp_path / "noisy"), str(tmp_path / "clean"), "--out", str(out), "--threads", "1"]
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert _peers_module().main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)  # main() sets --threads for the whole process
+    stderr = capsys.readouterr().err
     result = json.loads((out / "results.json").read_text())
     assert result["systems"][0] == "speechkern"
     for peer, module in PEERS.items():
         if importlib.util.find_spec(module) is None:
             assert peer not in result["systems"]
-            assert f"{peer} skipped" in done.stderr and "pip install 'speechkern[peers]'" in done.stderr
+            assert f"{peer} skipped" in stderr and "pip install 'speechkern[peers]'" in stderr
         else:
             assert peer in result["systems"]
     # the pairs' SNRs are measured from the files: 0 and 10 dB, one file each, plus the mean over both
@@ -54,20 +67,15 @@ def test_peers_runs_end_to_end_on_two_pairs(tmp_path):
     table = (out / "table.md").read_text()
     assert "| 0 (n=1) | speechkern |" in table and "Change over the noisy input" in table
     assert (out / "plot.png").stat().st_size > 10_000
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert again.returncode != 0 and "--overwrite" in again.stderr  # results are not replaced silently
+    with pytest.raises(SystemExit, match="--overwrite"):  # results are not replaced silently
+        _peers_module().main(argv)
 
 
 def test_rnnoise_output_is_aligned_with_its_input():
     """RNNoise lags its input by 20 ms; peers.py removes the lag, so the output's cross-correlation with the
     input peaks at lag 0."""
     pytest.importorskip("pyrnnoise", reason="pyrnnoise not installed (pip install 'speechkern[peers]')")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from peers import rnnoise
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    run, _ = rnnoise()
+    run, _ = _peers_module().rnnoise()
     clean = synthesize(TALKERS[0], 2.0, seed=0)
     x = clean + 0.01 * np.random.default_rng(0).standard_normal(len(clean)).astype(np.float32)
     y = run(x, 16000)
