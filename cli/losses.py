@@ -42,7 +42,8 @@ def bench(
         None,
         "--data",
         help="Folder (tree) of datasets: <set>.csv (header, numeric features, a 'label' column; optional 'fold' or "
-        "'split' column, or a <set>_folds.csv fold file), or <set>_train.csv + <set>_test.csv. See docs/losses.md.",
+        "'split' column, a <set>_folds.csv fold file, or a <set>_splits.json file of row-index lists for provided "
+        "splits that may overlap), or <set>_train.csv + <set>_test.csv. See docs/losses.md.",
     ),
     builtin: bool = typer.Option(
         False, "--builtin", help=f"Also run the built-in sets ({', '.join(bench_lib.BUILTIN_DATASETS)})."
@@ -66,8 +67,21 @@ def bench(
     val_fraction: float = typer.Option(
         0.2,
         "--val-fraction",
-        help="Share of the training part held out for model selection when the data give no "
-        "validation part (0: none, last epoch).",
+        help="Share of the training part held out for model selection (--selection other than last) when the "
+        "data give no validation part (0: none, last epoch).",
+    ),
+    selection: str = typer.Option(
+        bench_lib.BenchConfig.selection,
+        "--selection",
+        help="Which epoch (and learning rate) a run keeps: "
+        + "; ".join(f"{rule}: {text}" for rule, text in bench_lib.SELECTION_HELP.items())
+        + ". docs/losses.md compares them.",
+    ),
+    smoothing_window: int = typer.Option(
+        bench_lib.BenchConfig.smoothing_window,
+        "--smoothing-window",
+        min=1,
+        help="Epochs averaged by --selection accuracy-smoothed.",
     ),
     test_fraction: float = typer.Option(0.3, "--test-fraction", help="Test share of sets without a provided split."),
     rescaled_t: float = typer.Option(1.0, "--rescaled-t", help="Rescaled square loss: weight t of the true class."),
@@ -91,6 +105,8 @@ def bench(
             momentum=momentum,
             weight_decay=weight_decay,
             val_fraction=val_fraction,
+            selection=selection,
+            smoothing_window=smoothing_window,
             test_fraction=test_fraction,
             rescaled_t=rescaled_t,
             rescaled_M=rescaled_m,
@@ -118,11 +134,12 @@ def bench(
         caption=f"rescaled_square: t={cfg.rescaled_t:g}, M={cfg.rescaled_M:g}; ECE of the softmax; "
         "'ECE inv.': square-loss outputs mapped by the inverse minimiser",
     )
-    for i, name in enumerate(("dataset", "loss", "accuracy", "ECE", "ECE inv.")):
+    for i, name in enumerate(("dataset", "loss", "accuracy", "ECE", "ECE inv.", "epoch kept")):
         table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
     for cells in bench_lib.table_rows(result, short_names=True):
         table.add_row(*cells)
     stdout.print(table)
+    stdout.print(f"selection {cfg.selection}: {bench_lib.epoch_overview(result.runs)}")
     for c in result.comparisons:
         stdout.print(
             f"{c.loss} vs {c.baseline}, {c.metric}: {c.wins} wins, {c.ties} ties, {c.losses} losses over "

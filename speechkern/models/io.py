@@ -32,16 +32,17 @@ from speechkern.targets import TargetConfig, mask_units
 from speechkern.transform import InputTransform
 
 FORMAT = "speechkern-mask-model"
-FORMAT_VERSION = 2  # 2: features see the waveform at a fixed RMS level (FeatureConfig.level_dbfs)
+FORMAT_VERSION = 3  # 2: features see the waveform at a fixed RMS level; 3: local kernel machines (v2 still loads)
+READABLE_VERSIONS = (2, 3)
 # Bump when feature extraction changes what it computes: models trained before then are refused by enhance.
 FEATURES_VERSION = 2
 
 
 def _estimator_classes() -> dict[str, Any]:
-    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.eigenpro import EigenProRegressor, LocalKernelRegressor
     from speechkern.models.dnn import DNNRegressor
 
-    return {"eigenpro": EigenProRegressor, "dnn": DNNRegressor}
+    return {"eigenpro": EigenProRegressor, "local": LocalKernelRegressor, "dnn": DNNRegressor}
 
 
 def _estimator_kind(estimator: Any) -> str:
@@ -65,10 +66,18 @@ def _predict_estimators(estimators: list[Any], inputs: np.ndarray, prepared: dic
     (:func:`speechkern.kernels.shared_center_products`; equal to each estimator's own ``predict`` to float32
     rounding). ``prepared``: a dict in which the centres' :func:`~speechkern.kernels.prepare_points` are kept
     between calls."""
-    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.eigenpro import EigenProRegressor, LocalKernelRegressor
+    from speechkern.eigenpro.local import predict_local, same_partition
     from speechkern.kernels import prepare_points, shared_center_products
 
     out: list[np.ndarray | None] = [None] * len(estimators)
+    local = [i for i, e in enumerate(estimators) if isinstance(e, LocalKernelRegressor)]
+    while local:  # local machines on one partition (the subbands of one training set) route and measure once
+        members = [i for i in local if same_partition(estimators[local[0]], estimators[i])]
+        X = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+        for i, pred in zip(members, predict_local([estimators[i] for i in members], X), strict=True):
+            out[i] = pred.cpu().numpy()
+        local = [i for i in local if i not in members]
     groups: dict[tuple, list[int]] = {}
     for i, est in enumerate(estimators):
         if isinstance(est, EigenProRegressor) and getattr(est, "n_features_in_", None) == inputs.shape[1]:
@@ -211,7 +220,13 @@ class MaskModel:
                 f"{folder}: model format v1 (speechkern {config.get('speechkern_version')}) computes features at the "
                 "recording's own level and mis-scales quieter or louder input; retrain it with this speechkern"
             )
-        if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
+        if config.get("format") == FORMAT and isinstance(config.get("format_version"), int) \
+                and config["format_version"] > FORMAT_VERSION:  # fmt: skip
+            raise SpeechkernError(
+                f"{folder}: model format v{config['format_version']} was written by a newer speechkern "
+                f"({config.get('speechkern_version')}) than this one ({speechkern.__version__}); upgrade speechkern"
+            )
+        if config.get("format") != FORMAT or config.get("format_version") not in READABLE_VERSIONS:
             raise SpeechkernError(
                 f"{folder}: model format {config.get('format')} v{config.get('format_version')} is not "
                 f"{FORMAT} v{FORMAT_VERSION}; retrain it with this version of speechkern"
@@ -255,7 +270,7 @@ class MaskModel:
         if not isinstance(entries, list) or len(entries) != len(bands):
             raise _Damaged(f"config.json has {len(bands)} bands but {_count(entries)} estimators")
         kind = config["kind"]
-        expected_kind = {"kernel": "eigenpro", "dnn": "dnn"}.get(kind)
+        expected_kind = {"kernel": ("eigenpro", "local"), "dnn": ("dnn",)}.get(kind)
         if expected_kind is None:
             raise _Damaged(f"config.json: kind {kind!r} is not 'kernel' or 'dnn'")
         for name in ("stats.mean", "stats.std"):
@@ -280,17 +295,17 @@ class MaskModel:
             where = f"estimator {i}"
             if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
                 raise _Damaged(f"config.json: {where} is not an object with a config")
-            if entry.get("kind") != expected_kind:
+            if entry.get("kind") not in expected_kind:
                 raise _Damaged(f"config.json: {where} is of kind {entry.get('kind')!r}, a {kind} model needs "
-                               f"{expected_kind!r}")  # fmt: skip
+                               f"{' or '.join(map(repr, expected_kind))}")  # fmt: skip
             names = entry.get("tensors")
             if not isinstance(names, dict) or any(not isinstance(v, str) or v not in tensors for v in names.values()):
                 raise _Damaged(f"config.json: {where} names tensors that weights.safetensors does not hold")
             own = {key: tensors[name] for key, name in names.items()}
-            check = _check_dnn if expected_kind == "dnn" else _check_eigenpro
+            check = {"dnn": _check_dnn, "eigenpro": _check_eigenpro, "local": _check_local}[entry["kind"]]
             check(own, entry["config"], n_inputs, hi - lo, where)
             try:
-                estimators.append(classes[expected_kind].from_state(own, entry["config"], device=device))
+                estimators.append(classes[entry["kind"]].from_state(own, entry["config"], device=device))
             except torch.OutOfMemoryError:
                 raise
             except (SpeechkernError, KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -436,6 +451,23 @@ def _check_eigenpro(tensors: dict[str, torch.Tensor], config: dict, n_inputs: in
                        f" do not match the weights ({n_inputs}, {n_outputs})")  # fmt: skip
     if not isinstance(config.get("params"), dict) or not isinstance(config.get("kernel"), dict):
         raise _Damaged(f"{where}: its config lacks params or kernel")
+
+
+def _check_local(tensors: dict[str, torch.Tensor], config: dict, n_inputs: int, n_outputs: int, where: str) -> None:
+    """Centres (n, n_inputs), weights (n, n_outputs), a tree of 2^depth − 1 splits and 2^depth + 1 leaf offsets."""
+    centers, weights, offsets, directions = (
+        _shape(tensors, k) for k in ("centers", "weights", "leaf_offsets", "split_directions")
+    )
+    if centers is None or weights is None or offsets is None or directions is None:
+        raise _Damaged(f"{where}: the local kernel machine needs centres, weights, leaf offsets and split directions")
+    if len(centers) != 2 or centers[1] != n_inputs or weights != (centers[0], n_outputs):
+        raise _Damaged(f"{where}: centres {centers} and weights {weights} do not fit {n_inputs} inputs and "
+                       f"{n_outputs} channels")  # fmt: skip
+    if len(offsets) != 1 or directions != (offsets[0] - 2, n_inputs):
+        raise _Damaged(f"{where}: {directions} split directions do not fit {offsets} leaf offsets")
+    if config.get("n_features_in") != n_inputs or config.get("n_outputs") != n_outputs:
+        raise _Damaged(f"{where}: n_features_in {config.get('n_features_in')} and n_outputs {config.get('n_outputs')}"
+                       f" do not match the weights ({n_inputs}, {n_outputs})")  # fmt: skip
 
 
 def _check_dnn(tensors: dict[str, torch.Tensor], config: dict, n_inputs: int, n_outputs: int, where: str) -> None:
