@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from speechkern import kernels
 from speechkern.device import resolve_device
 from speechkern.eigenpro import state
+from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy
 from speechkern.eigenpro.eigenpro2 import _AllPointsModel, _PrecomputedAllPointsModel
 from speechkern.eigenpro.eigenpro3 import (
     _CentresModel,
@@ -85,7 +86,7 @@ def _precomputed_parts(n: int, p: int, n_val: int, batch: int, s: int, d: int, k
     return matrices, per_batch, setup
 
 
-class EigenProRegressor(RegressorMixin, BaseEstimator):
+class EigenProRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     """Kernel regression with the exponential power kernel, trained by EigenPro 2 or EigenPro 3.
 
     Parameters
@@ -208,18 +209,12 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         self.progress_task = progress_task
         self.seed = seed
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags
-
     # ------------------------------------------------------------------------------------------------------
     # Fitting
 
     def fit(self, X: Any, y: Any, X_val: Any = None, Y_val: Any = None) -> EigenProRegressor:
         """Train on X (n × features) and y (n,) or (n × outputs); monitor X_val/Y_val when given."""
-        X, y = validate_data(self, _to_numpy(X), _to_numpy(y), multi_output=True, y_numeric=True, dtype=_DTYPES)
+        X, y = validate_data(self, to_numpy(X), to_numpy(y), multi_output=True, y_numeric=True, dtype=_DTYPES)
         self._check_params()
         y = np.asarray(y)
         self.y_ndim_ = 1 if y.ndim == 1 else 2
@@ -231,8 +226,8 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         if (X_val is None) != (Y_val is None):
             raise SpeechkernError("validation data: give both X_val and Y_val, or neither")
         if X_val is not None:
-            Xv = check_array(_to_numpy(X_val), dtype=_DTYPES)
-            Yv = np.asarray(check_array(_to_numpy(Y_val), dtype=_DTYPES, ensure_2d=False))
+            Xv = check_array(to_numpy(X_val), dtype=_DTYPES)
+            Yv = np.asarray(check_array(to_numpy(Y_val), dtype=_DTYPES, ensure_2d=False))
             if Yv.shape[0] != Xv.shape[0]:
                 raise SpeechkernError(f"X_val has {Xv.shape[0]} rows but Y_val has {Yv.shape[0]}; expected the same")
             Yv = Yv.reshape(Xv.shape[0], -1)
@@ -345,7 +340,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             else:
                 logger.info("%s: %d centres requested for %d points: using every point", self.progress_task, centers, n)
         else:
-            Z_np = check_array(_to_numpy(centers), dtype=_DTYPES).astype(np.float32)
+            Z_np = check_array(to_numpy(centers), dtype=_DTYPES).astype(np.float32)
             if Z_np.shape[1] != d:
                 raise SpeechkernError(f"centers has {Z_np.shape[1]} features; the training data has {d}")
 
@@ -605,7 +600,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predictions (n,) for 1-D training targets, else (n × outputs); float64 for float64 X, else float32."""
         check_is_fitted(self, "weights_")
-        X = validate_data(self, _to_numpy(X), reset=False, dtype=_DTYPES)
+        X = validate_data(self, to_numpy(X), reset=False, dtype=_DTYPES)
         out_dtype = X.dtype
         pred = self.predict_tensor(torch.from_numpy(_writable32(X)))
         result = pred.cpu().numpy().astype(out_dtype, copy=False)
@@ -652,13 +647,6 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
 # Helpers
 
 _DTYPES = (np.float64, np.float32)
-
-
-def _to_numpy(a: Any) -> Any:
-    """Torch tensors (any device) become NumPy arrays; everything else passes through for sklearn to check."""
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu().numpy()
-    return a
 
 
 @contextmanager

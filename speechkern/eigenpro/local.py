@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from speechkern.device import resolve_device
+from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy
 from speechkern.eigenpro.exact import MAX_EXACT_POINTS, exact_bytes, ridge_solve
 from speechkern.errors import SpeechkernError
 from speechkern.kernels import ExponentialPowerKernel, available_memory_bytes, prepare_points, squared_distances
@@ -126,7 +127,7 @@ def tree_depth(n: int, leaf_size: int) -> int:
     return max(0, math.ceil(math.log2(max(1.0, n / max(1, leaf_size)))))
 
 
-class LocalKernelRegressor(RegressorMixin, BaseEstimator):
+class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     """Kernel ridge regression solved exactly in the leaves of a median-split tree (one leaf: the global solve).
 
     Parameters
@@ -190,15 +191,9 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
         self.progress_task = progress_task
         self.seed = seed
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags
-
     def fit(self, X: Any, y: Any, X_val: Any = None, Y_val: Any = None) -> LocalKernelRegressor:
         """Partition X (n × features), solve every leaf for y (n,) or (n × outputs); score X_val/Y_val if given."""
-        X, y = validate_data(self, _to_numpy(X), _to_numpy(y), multi_output=True, y_numeric=True,
+        X, y = validate_data(self, to_numpy(X), to_numpy(y), multi_output=True, y_numeric=True,
                              dtype=(np.float64, np.float32))  # fmt: skip
         if isinstance(self.leaf_size, bool) or not isinstance(self.leaf_size, (int, np.integer)) or self.leaf_size < 1:
             raise SpeechkernError(f"leaf_size={self.leaf_size!r}: expected a positive number of points")
@@ -211,8 +206,8 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
         device = resolve_device(self.device)
         self.kernel_ = ExponentialPowerKernel(self.shape, self.bandwidth)
         self.y_ndim_ = 1 if np.ndim(y) == 1 else 2
-        Y = torch.from_numpy(np.require(np.reshape(y, (len(y), -1)), np.float32, ["C"])).to(device)
-        Xt = torch.from_numpy(np.require(X, np.float32, ["C"])).to(device)
+        Y = torch.from_numpy(np.require(np.reshape(y, (len(y), -1)), np.float32, ["C", "W"])).to(device)
+        Xt = torch.from_numpy(np.require(X, np.float32, ["C", "W"])).to(device)
         self.n_outputs_ = Y.shape[1]
         n = Xt.shape[0]
         depth = tree_depth(n, int(self.leaf_size))
@@ -244,10 +239,10 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
             train_mse = float((self.predict_tensor(self.centers_[check]) - Ys[check.to(Ys.device)]).square().mean())
         val_mse = None
         if X_val is not None and Y_val is not None:
-            Xv = check_array(_to_numpy(X_val), dtype=(np.float64, np.float32))
-            Yv = np.reshape(np.asarray(_to_numpy(Y_val), dtype=np.float32), (len(Xv), -1))
+            Xv = check_array(to_numpy(X_val), dtype=(np.float64, np.float32))
+            Yv = np.reshape(np.asarray(to_numpy(Y_val), dtype=np.float32), (len(Xv), -1))
             if self.temperature == "auto":
-                self._tune_temperature(torch.from_numpy(np.require(Xv, np.float32, ["C"])), torch.from_numpy(Yv))
+                self._tune_temperature(torch.from_numpy(np.require(Xv, np.float32, ["C", "W"])), torch.from_numpy(Yv))
             val_mse = float(np.mean((self._predict2d(Xv) - Yv) ** 2))
         seconds = time.perf_counter() - started
         self.history_ = [{"epoch": 1, "train_mse": train_mse, "val_mse": val_mse, "seconds": seconds}]
@@ -281,12 +276,12 @@ class LocalKernelRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predictions (n,) for 1-D training targets, else (n × outputs); float64 for float64 X, else float32."""
         check_is_fitted(self, "weights_")
-        X = validate_data(self, _to_numpy(X), reset=False, dtype=(np.float64, np.float32))
+        X = validate_data(self, to_numpy(X), reset=False, dtype=(np.float64, np.float32))
         out = self._predict2d(X).astype(X.dtype, copy=False)
         return out[:, 0] if self.y_ndim_ == 1 else out
 
     def _predict2d(self, X: np.ndarray) -> np.ndarray:
-        return self.predict_tensor(torch.from_numpy(np.require(X, np.float32, ["C"]))).cpu().numpy()
+        return self.predict_tensor(torch.from_numpy(np.require(X, np.float32, ["C", "W"]))).cpu().numpy()
 
     def predict_tensor(self, X: torch.Tensor) -> torch.Tensor:
         """Each row's leaf machine at that row, float32 (n × outputs) on the model's device."""
@@ -396,7 +391,3 @@ def same_partition(a: LocalKernelRegressor, b: LocalKernelRegressor) -> bool:
         and torch.equal(a.split_thresholds_, b.split_thresholds_)
         and torch.equal(a.centers_, b.centers_)
     )
-
-
-def _to_numpy(a: Any) -> Any:
-    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
