@@ -143,7 +143,8 @@ def main() -> None:
                 minutes = t["minutes"] + t.get("autotune_minutes", 0.0) + t.get("transform_minutes", 0.0)
                 row = {"n": label, "model": model, "tag": args.tag, "frames": t.get("frames"), "val_mse": t["val_mse"],
                        "train_minutes": round(minutes, 3), "autotune_minutes": t.get("autotune_minutes", 0.0),
-                       "epochs": t["epochs"], "centers": t.get("centers"), "wall_minutes": round(wall / 60, 3),
+                       "epochs": t["epochs"], "centers": t.get("centers"), "solver": t.get("solver"),
+                       "leaves": t.get("leaves"), "wall_minutes": round(wall / 60, 3),
                        "peak_gb": round(peak, 2), "run_dir": str(run_dir), "extra": args.extra}  # fmt: skip
                 if not args.no_test:
                     row |= test_scores(run_dir, model)

@@ -29,8 +29,9 @@ from _common import DEV, ROOT, require_dev_data
 METRICS = ("stoi", "estoi", "pesq", "si_sdr")
 
 
-def test_mixtures(recipe, snrs: list[float], max_seconds: float, limit: int, workdir: Path):
-    """(snr, mixture, clean) for every held-out test utterance × SNR, noise from the held-out halves."""
+def test_mixtures(recipe, snrs: list[float], max_seconds: float, limit: int, workdir: Path, split: str = "test"):
+    """(snr, mixture, clean) for every held-out test utterance × SNR, noise from the held-out halves (``split``
+    "val": the validation utterances, noise from the first halves, for choices made before testing)."""
     from speechkern import audio
     from speechkern.corpora import load_splits
     from speechkern.dataset import prepare_noises
@@ -43,11 +44,11 @@ def test_mixtures(recipe, snrs: list[float], max_seconds: float, limit: int, wor
     names = sorted(noises)
     rng = np.random.default_rng(1234)
     out = []
-    for utt in splits["test"][: limit or None]:
+    for utt in splits[split][: limit or None]:
         clean = audio.load(utt.path, sr=data.sr)[0][: int(max_seconds * data.sr)]
         for snr in snrs:
             name = names[int(rng.integers(len(names)))]
-            m = draw_mixture(mixture_id=f"{utt.id}__{name}_{snr:g}dB", split="test", clean_path=utt.path,
+            m = draw_mixture(mixture_id=f"{utt.id}__{name}_{snr:g}dB", split=split, clean_path=utt.path,
                              clean=clean, noise_path=noises[name], noise_name=name, noise=noise_audio[name],
                              snr_db=snr, seed=int(rng.integers(2**31)), sr=data.sr, talker=utt.talker)  # fmt: skip
             mix, ref, _ = m.build_from(clean, noise_audio[name])

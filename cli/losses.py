@@ -10,6 +10,7 @@ from rich.table import Table
 
 from speechkern.errors import SpeechkernError
 from speechkern.losses import names as loss_names
+from speechkern.losses import selection as selection_rules
 
 from .ui import PlainCommand, console, fail, plain_typer, progress_ui, stdout
 
@@ -42,7 +43,8 @@ def bench(
         None,
         "--data",
         help="Folder (tree) of datasets: <set>.csv (header, numeric features, a 'label' column; optional 'fold' or "
-        "'split' column, or a <set>_folds.csv fold file), or <set>_train.csv + <set>_test.csv. See docs/losses.md.",
+        "'split' column, a <set>_folds.csv fold file, or a <set>_splits.json file of row-index lists for provided "
+        "splits that may overlap), or <set>_train.csv + <set>_test.csv. See docs/losses.md.",
     ),
     builtin: bool = typer.Option(
         False, "--builtin", help=f"Also run the built-in sets ({', '.join(loss_names.BUILTIN_DATASETS)})."
@@ -66,8 +68,21 @@ def bench(
     val_fraction: float = typer.Option(
         0.2,
         "--val-fraction",
-        help="Share of the training part held out for model selection when the data give no "
-        "validation part (0: none, last epoch).",
+        help="Share of the training part held out for model selection (--selection other than last) when the "
+        "data give no validation part (0: none, last epoch).",
+    ),
+    selection: str = typer.Option(
+        loss_names.DEFAULT_SELECTION,
+        "--selection",
+        help="Which epoch (and learning rate) a run keeps: "
+        + "; ".join(f"{rule}: {text}" for rule, text in selection_rules.SELECTION_HELP.items())
+        + ". docs/losses.md compares them.",
+    ),
+    smoothing_window: int = typer.Option(
+        loss_names.DEFAULT_SMOOTHING_WINDOW,
+        "--smoothing-window",
+        min=1,
+        help="Epochs averaged by --selection accuracy-smoothed.",
     ),
     test_fraction: float = typer.Option(0.3, "--test-fraction", help="Test share of sets without a provided split."),
     rescaled_t: float = typer.Option(1.0, "--rescaled-t", help="Rescaled square loss: weight t of the true class."),
@@ -93,6 +108,8 @@ def bench(
             momentum=momentum,
             weight_decay=weight_decay,
             val_fraction=val_fraction,
+            selection=selection,
+            smoothing_window=smoothing_window,
             test_fraction=test_fraction,
             rescaled_t=rescaled_t,
             rescaled_M=rescaled_m,
@@ -120,11 +137,12 @@ def bench(
         caption=f"rescaled_square: t={cfg.rescaled_t:g}, M={cfg.rescaled_M:g}; ECE of the softmax; "
         "'ECE inv.': square-loss outputs mapped by the inverse minimiser",
     )
-    for i, name in enumerate(("dataset", "loss", "accuracy", "ECE", "ECE inv.")):
+    for i, name in enumerate(("dataset", "loss", "accuracy", "ECE", "ECE inv.", "epoch kept")):
         table.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
     for cells in bench_lib.table_rows(result, short_names=True):
         table.add_row(*cells)
     stdout.print(table)
+    stdout.print(f"selection {cfg.selection}: {bench_lib.epoch_overview(result.runs)}")
     for c in result.comparisons:
         stdout.print(
             f"{c.loss} vs {c.baseline}, {c.metric}: {c.wins} wins, {c.ties} ties, {c.losses} losses over "
@@ -147,54 +165,64 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 @app.command(cls=PlainCommand)
 def asymptotics(
-    out: Path = typer.Option(Path("runs/losses-asymptotics"), "--out", help="Folder for the PNG plots, CSV, JSON."),
-    k: str = typer.Option("2,5,10,20", "--k", help="Comma list of class counts."),
-    beta: str = typer.Option("0.5,2,8", "--beta", help="Comma list of β = n/d (samples per input dimension)."),
-    r_min: float = typer.Option(0.1, "--r-min", help="Smallest R (weight of the true-class term) of the grid."),
+    out: Path = typer.Option(Path("runs/losses-asymptotics"), "--out", help="Folder for the PNG figures, CSV, JSON."),
+    r_min: float = typer.Option(0.25, "--r-min", help="Smallest R (rescaling of the one-hot targets) of the grid."),
     r_max: float = typer.Option(100.0, "--r-max", help="Largest R of the grid."),
-    r_points: int = typer.Option(13, "--r-points", min=2, help="Log-spaced R values."),
-    snr: float = typer.Option(4.0, "--snr", help="r = squared norm of each class mean (noise has unit variance)."),
-    ridge: float = typer.Option(0.1, "--ridge", help="λ of the read-out penalty λ‖v‖² (> 0)."),
-    label_noise: float = typer.Option(0.0, "--label-noise", help="Probability that a training label is resampled."),
-    model: str = typer.Option("relu", "--model", help="relu (wide one-hidden-layer ReLU network) or linear."),
-    simulate_d: int | None = typer.Option(
-        None, "--simulate-d", help="Also train the network at this input dimension (e.g. 200; slow) and plot it."
-    ),
+    r_points: int = typer.Option(14, "--r-points", min=2, help="Log-spaced R values of the theory curves."),
+    sim_r: str = typer.Option("0.5,4,32", "--sim-r", help="Comma list of the R values that are simulated."),
+    sim_n: int = typer.Option(500, "--sim-n", min=2, help="Training samples of the simulations of Figs 3.2–3.3."),
+    seeds: int = typer.Option(2, "--seeds", min=1, help="Training sets per simulated point."),
+    lam: float = typer.Option(1e-5, "--lambda", help="λ of the penalty (λ/2)‖w‖² (the chapter's 10⁻⁵)."),
+    samples: int = typer.Option(50_000, "--samples", min=100, help="Monte Carlo draws per predicted accuracy."),
+    no_simulation: bool = typer.Option(False, "--no-simulation", help="Draw the theory only."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results in a non-empty --out folder."),
 ) -> None:
-    """Precise asymptotics of the rescaled square loss: predicted accuracy against R for several k and β.
+    """Figures 3.2–3.5 of the thesis's chapter 3: accuracy against R from eqs 3.21 and 3.9–3.10, with eq. 3.7
+    minimised at finite size as points.
 
-    Solves the state-evolution fixed point of docs/losses-asymptotics.md for each setting and writes
-    accuracy_vs_R.png, optimal_R.png, predictions.csv and results.json.
+    Writes fig3_2.png … fig3_5.png, theory.csv, simulation.csv, comparison.csv, optimal_R.csv and results.json,
+    and prints the optimal R per curve. See docs/losses-asymptotics.md.
     """
     import numpy as np
 
-    from speechkern.losses import asymptotics as asym
+    from speechkern.losses import asymptotics_figures as figures
 
     try:
         if not 0 < r_min < r_max:
             raise SpeechkernError(f"--r-min {r_min} and --r-max {r_max}: give 0 < r-min < r-max")
-        ks = tuple(int(v) for v in _floats(k, "--k"))
-        base = asym.Problem(k=2, beta=1.0, snr=snr, ridge=ridge, label_noise=label_noise, model=model)
-        grid = tuple(float(v) for v in np.logspace(np.log10(r_min), np.log10(r_max), r_points))
+        settings = figures.FigureSettings(
+            R_values=tuple(float(v) for v in np.logspace(np.log10(r_min), np.log10(r_max), r_points)),
+            sim_R=_floats(sim_r, "--sim-r"),
+            lam=lam,
+            sim_n=sim_n,
+            seeds=seeds,
+            samples=samples,
+            simulate=not no_simulation,
+        )
         with progress_ui():
-            result = asym.run_asymptotics(
-                out, ks, _floats(beta, "--beta"), grid, base, simulate_d=simulate_d, overwrite=overwrite
-            )
+            result = figures.run_asymptotics(out, settings, overwrite=overwrite)
     except SpeechkernError as err:
         fail(str(err))
         return
-    table = Table(title="Optimal R on the grid (predicted)")
-    for name in ("β", "k", "optimal R", "accuracy there", "accuracy at R = 1", "Bayes accuracy"):
+    table = Table(title="Optimal R on the grid (eqs 3.21, 3.9–3.10 as printed) and the minimiser's accuracy")
+    for name in ("figure", "curve", "optimal R", "accuracy there", "at R = 1", "λ → 0⁺ theory", "simulated"):
         table.add_column(name, justify="right")
     for o in result.optimal:
         table.add_row(
-            f"{o['beta']:g}",
-            str(o["k"]),
-            f"{o['optimal_R']:.3g}" if o["resolved"] else f"({o['optimal_R']:.3g}, flat)",
+            o["figure"],
+            o["curve"],
+            f"{o['optimal_R']:.3g}",
             f"{o['accuracy_at_optimum']:.3f}",
             f"{o['accuracy_at_R1']:.3f}",
-            f"{o['bayes_accuracy']:.3f}",
+            "" if np.isnan(o["min_norm_accuracy_all_R"]) else f"{o['min_norm_accuracy_all_R']:.3f}",
+            "" if np.isnan(o["simulated_accuracy_all_R"]) else f"{o['simulated_accuracy_all_R']:.3f}",
         )
     stdout.print(table)
-    console.print(f"wrote {len(result.files)} files to {out}")
+    for key, name in (("difference", "eqs 3.21 as printed"), ("min_norm_difference", "λ → 0⁺ minimiser theory")):
+        diffs = [abs(c[key]) for c in result.comparison if not np.isnan(c[key])]
+        if diffs:
+            console.print(
+                f"{name} − simulation: mean |difference| {np.mean(diffs):.3f}, largest {max(diffs):.3f} "
+                f"over {len(diffs)} points"
+            )
+    console.print(f"wrote {len(result.files)} files to {out} in {result.seconds:.0f} s")

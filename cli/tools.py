@@ -126,6 +126,11 @@ def enhance(
         min=1.0,
         help="Seconds enhanced at a time: memory grows with it, not with the file's length.",
     ),
+    clean_guard: bool = typer.Option(
+        True,
+        "--clean-guard/--no-clean-guard",
+        help="Pass recordings the model estimates clean (about 20 dB SNR or more) unchanged, not masked.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Enhance noisy recordings with a trained model. Each output is named <input>_enhanced with the input's
@@ -174,7 +179,8 @@ def enhance(
         for f, out in jobs:
             try:
                 result = enhance_file(mask_model, f, out, per_channel=per_channel,
-                                      overwrite=overwrite or (f, out) in stale, chunk_s=chunk_seconds)  # fmt: skip
+                                      overwrite=overwrite or (f, out) in stale, chunk_s=chunk_seconds,
+                                      clean_guard=clean_guard)  # fmt: skip
             except SpeechkernError as err:
                 if str(f) not in str(err):  # name the file whatever step failed (a NaN sample, a short file)
                     err = SpeechkernError(f"{f}: {err}")

@@ -127,7 +127,8 @@ class Evaluation:
     """One trained-and-validated kernel: the row written to ``autotune.jsonl``.
 
     subband: index of the channel block among ``n_subbands``; condition: the training condition of the model
-    ("all" for a multi-condition model).
+    ("all" for a multi-condition model); solver: "eigenpro" (a short early-stopped fit) or "exact" (exact ridge
+    solves, whose best λ is ``ridge``): evaluations of one are never reused for the other.
     """
 
     subband: int
@@ -138,9 +139,11 @@ class Evaluation:
     seconds: float
     n_subbands: int = 1
     condition: str = "all"
+    solver: str = "eigenpro"
+    ridge: float | None = None
 
-    def same_model(self, subband: int, n_subbands: int, condition: str) -> bool:
-        return (self.subband, self.n_subbands, self.condition) == (subband, n_subbands, condition)
+    def same_model(self, subband: int, n_subbands: int, condition: str, solver: str = "eigenpro") -> bool:
+        return (self.subband, self.n_subbands, self.condition, self.solver) == (subband, n_subbands, condition, solver)
 
 
 class EvaluationLog:
@@ -181,6 +184,7 @@ class Choice:
     sigma: float
     val_loss: float
     evaluations: list[Evaluation]
+    ridge: float | None = None  # the best λ at (γ, σ) for the exact solver
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,7 @@ class TuneJob:
     subband: int = 0
     n_subbands: int = 1
     condition: str = "all"
+    solver: str = "eigenpro"  # what cv(γ, σ) fits: "eigenpro" or "exact" (see Evaluation)
 
 
 @dataclass(frozen=True)
@@ -202,7 +207,7 @@ class Request:
     grid_index: int
 
 
-Evaluator = Callable[[list[Request]], Iterable[tuple[Request, float, float]]]
+Evaluator = Callable[[list[Request]], Iterable[tuple]]  # (request, loss, seconds[, best λ])
 
 
 def autotune_jobs(
@@ -215,7 +220,8 @@ def autotune_jobs(
     """Algorithm 1 for several jobs at once: every (job, γ) search advances in rounds, and each round's
     missing points go to ``evaluate`` together, so a pool of workers can train them in parallel.
 
-    evaluate(requests) yields ``(request, validation loss, seconds)`` as each finishes; every result is
+    evaluate(requests) yields ``(request, validation loss, seconds)`` as each finishes (``(…, best λ)`` for the
+    exact solver, which searches λ at every (γ, σ)); every result is
     appended to the log at once, so an interruption loses only the evaluations still running. Evaluations found
     in the log (an earlier run) are reused, never repeated.
     """
@@ -228,24 +234,28 @@ def autotune_jobs(
             memo: dict[int, float] = {}
             for row in log.rows:  # earlier runs' evaluations on this same grid
                 same_grid = math.isclose(row.sigma, grid.sigma(row.grid_index))
-                if row.same_model(job.subband, job.n_subbands, job.condition) and row.gamma == gamma and same_grid:
+                if row.same_model(job.subband, job.n_subbands, job.condition, job.solver) and row.gamma == gamma \
+                        and same_grid:  # fmt: skip
                     memo[row.grid_index] = row.val_loss
             searches.append(_Search(job, gamma, grid, memo, search_steps(grid.low, grid.high, memo)))
     active = [s for s in searches if s.advance()]
     while active:
         requests = [Request(s.job, s.gamma, s.grid.sigma(k), k) for s in active for k in s.needed]
         by_key = {(s.job, s.gamma): s for s in active}
-        for request, loss, seconds in evaluate(requests):
+        for request, loss, seconds, *ridge in evaluate(requests):
             job = request.job
             log.append(Evaluation(job.subband, request.gamma, request.sigma, request.grid_index, float(loss),
-                                  float(seconds), job.n_subbands, job.condition))  # fmt: skip
+                                  float(seconds), job.n_subbands, job.condition, job.solver,
+                                  float(ridge[0]) if ridge else None))  # fmt: skip
             by_key[(job, request.gamma)].memo[request.grid_index] = float(loss)
         active = [s for s in active if s.advance()]
     choices = {}
     for job in jobs:
         best = min((s for s in searches if s.job == job), key=lambda s: s.memo[s.result])
-        rows = [r for r in log.rows if r.same_model(job.subband, job.n_subbands, job.condition)]
-        choices[job] = Choice(job.subband, best.gamma, best.grid.sigma(best.result), best.memo[best.result], rows)
+        rows = [r for r in log.rows if r.same_model(job.subband, job.n_subbands, job.condition, job.solver)]
+        sigma = best.grid.sigma(best.result)
+        ridge = next((r.ridge for r in reversed(rows) if r.gamma == best.gamma and math.isclose(r.sigma, sigma)), None)
+        choices[job] = Choice(job.subband, best.gamma, sigma, best.memo[best.result], rows, ridge)
     return choices
 
 

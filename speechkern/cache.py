@@ -20,17 +20,10 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from speechkern.outputs import atomic_write
+from speechkern.paths import default_cache_dir
 
 logger = logging.getLogger(__name__)
 _warned: set[str] = set()
-
-
-def default_cache_dir() -> Path:
-    """``$SPEECHKERN_CACHE`` if set, else ``$XDG_CACHE_HOME/speechkern`` or ``~/.cache/speechkern``."""
-    if os.environ.get("SPEECHKERN_CACHE"):
-        return Path(os.environ["SPEECHKERN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "speechkern"
 
 
 def usable_cache_dir(cache_dir: str | os.PathLike | None = "default") -> Path | None:

@@ -21,6 +21,7 @@ from speechkern.cache import ArrayCache, content_key
 from speechkern.corpora import SPLITS, Utterance, load_splits
 from speechkern.errors import SpeechkernError
 from speechkern.mixtures import Mixture
+from speechkern.models.mask_model import waveform_features
 from speechkern.progress import report
 
 logger = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def compute_example(
     if cached is not None:
         return cached
     arrays = {
-        "features": features.extract(mix, feature_config, device=device),
+        "features": waveform_features(mix, m.sr, feature_config, device=device),
         "target": targets.compute_target(clean, noise, target_config, feature_config, snr_db=m.snr_db, device=device).T,
     }
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}

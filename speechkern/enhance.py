@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from speechkern import audio, features, limits
+from speechkern import audio, features, fullband, limits, postfilter
 from speechkern.errors import SpeechkernError
-from speechkern.models.io import MaskModel
+from speechkern.models.mask_model import MaskModel
 from speechkern.outputs import atomic_write, check_name, check_writable
 from speechkern.progress import report
 
@@ -54,13 +54,16 @@ def _configs(model_or_configs):
     return model_or_configs
 
 
-def enhance_signal(model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margin_s: float = MARGIN_S) -> np.ndarray:
+def enhance_signal(
+    model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margin_s: float = MARGIN_S, clean_guard: bool = True
+) -> np.ndarray:
     """Enhance a mono waveform ``(n_samples,)`` at the model's sample rate, in memory; blocks of ``chunk_s``
     seconds with ``margin_s`` seconds of overlap on each side. Returns float32 ``(n_samples,)``.
 
     Every block's features see the whole waveform's level gain (:func:`speechkern.features.level_gain`); the mask
     is applied to the unscaled waveform, so the output keeps the input's level. A DC offset is removed first: it
-    is no speech, and it would lower the level gain and reach the features."""
+    is no speech, and it would lower the level gain and reach the features. ``clean_guard``: a block estimated
+    clean passes (partly) unchanged, :func:`speechkern.postfilter.clean_weight`."""
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
     margin = math.ceil(margin_s * model.feature_config.sr / hop) * hop
@@ -68,7 +71,7 @@ def enhance_signal(model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margi
     gain = features.level_gain(y, model.feature_config.level_dbfs)
     out = np.empty(len(y), dtype=np.float32)
     for start, stop, lo, hi in blocks(len(y), chunk, margin):
-        out[start:stop] = _enhance_block(model, y[lo:hi], gain)[start - lo : stop - lo]
+        out[start:stop] = _enhance_block(model, y[lo:hi], gain, clean_guard)[start - lo : stop - lo]
     return out
 
 
@@ -83,9 +86,17 @@ def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int
         yield start, stop, max(0, start - margin), min(n, stop + margin)
 
 
-def _enhance_block(model: MaskModel, y: np.ndarray, gain: float | None = None) -> np.ndarray:
-    feats = features.extract(y, model.feature_config, device=model.device, gain=gain)
-    return apply_mask(y, model.mask(feats), model)
+def _enhance_block(model: MaskModel, y: np.ndarray, gain: float | None = None, clean_guard: bool = True) -> np.ndarray:
+    mask, w = _block_mask(model, y, gain, clean_guard)
+    return postfilter.blend(y, apply_mask(y, mask, model), w)
+
+
+def _block_mask(model: MaskModel, y: np.ndarray, gain: float | None, clean_guard: bool) -> tuple[np.ndarray, float]:
+    """The mask of ``y`` at the model's rate and the clean-input guard's weight (0 without the guard)."""
+    feats = model.features(y, model.feature_config.sr, gain=gain)
+    mask = model.mask(feats)
+    fc, tc = model.feature_config, model.target_config
+    return mask, (postfilter.model_clean_weight(mask, feats, y, fc, tc) if clean_guard else 0.0)
 
 
 @dataclass
@@ -111,12 +122,15 @@ def enhance_file(
     overwrite: bool = False,
     chunk_s: float = 30.0,
     margin_s: float = MARGIN_S,
+    clean_guard: bool = True,
 ) -> EnhanceResult:
     """Enhance one file into ``out_path``, keeping its sample rate, length, channel count and, where the output's
     format holds it, its encoding (32-bit or float WAVs stay so). Memory is bounded by ``chunk_s``, not the length.
 
     Multichannel input is averaged to mono and enhanced once (the result is written to every channel, and a note
-    says so), or with ``per_channel`` each channel is enhanced on its own.
+    says so), or with ``per_channel`` each channel is enhanced on its own. Above the model's rate the band over
+    its Nyquist frequency is kept, gated by the mask (:mod:`speechkern.fullband`); ``clean_guard`` as in
+    :func:`enhance_signal`.
     Raises SpeechkernError naming the file, before any compute, when the output exists (without ``overwrite``), is
     the input, has a suffix soundfile cannot write, or lies where it cannot be written or does not fit; when the
     input is not audio or shorter than one frame; and, while running, when it holds NaN/infinite samples or the
@@ -164,7 +178,7 @@ def enhance_file(
             )
             for start, stop, lo, hi in spans:
                 y = whole if reader is None else audio.read_block(reader, lo, hi)
-                enhanced = _enhance_channels(model, y - offsets, head.samplerate, gains)
+                enhanced = _enhance_channels(model, y - offsets, head.samplerate, gains, clean_guard)
                 writer.write(enhanced[:, start - lo : stop - lo].T)
                 report("enhance/blocks", stop, head.frames, f"enhancing {path.name}")
 
@@ -174,17 +188,27 @@ def enhance_file(
     return EnhanceResult(path, out_path, head.frames / head.samplerate, seconds, head.samplerate, head.channels, notes)
 
 
-def _enhance_channels(model: MaskModel, y: np.ndarray, file_sr: int, gains: list[float]) -> np.ndarray:
+def _enhance_channels(
+    model: MaskModel, y: np.ndarray, file_sr: int, gains: list[float], clean_guard: bool = True
+) -> np.ndarray:
     """Enhanced ``(n_channels, n)`` at ``file_sr`` from ``(n_channels, n)``: each channel on its own (one level gain
     per channel), or their average enhanced once (one gain) and repeated."""
-    sr = model.feature_config.sr
     per_channel = len(gains) == y.shape[0] and len(gains) > 1
     signals = y if per_channel else y.mean(axis=0, keepdims=True)
-    out = np.stack([
-        _fit_length(audio.resample(_enhance_block(model, audio.resample(s, file_sr, sr), g), sr, file_sr), y.shape[1])
-        for s, g in zip(signals, gains, strict=True)
-    ])  # fmt: skip
+    out = np.stack([_enhance_at_rate(model, s, file_sr, g, clean_guard) for s, g in zip(signals, gains, strict=True)])
     return out if per_channel else np.repeat(out, y.shape[0], axis=0)
+
+
+def _enhance_at_rate(model: MaskModel, y: np.ndarray, file_sr: int, gain: float, clean_guard: bool) -> np.ndarray:
+    """Mono ``y`` at ``file_sr`` enhanced at the model's rate and brought back; above it, the band the model does
+    not see is added back gated by its mask (:func:`speechkern.fullband.gated_high_band`)."""
+    sr = model.feature_config.sr
+    low = audio.resample(y, file_sr, sr)
+    mask, w = _block_mask(model, low, gain, clean_guard)
+    out = _fit_length(audio.resample(apply_mask(low, mask, model), sr, file_sr), len(y))
+    if file_sr > sr:
+        out = out + fullband.gated_high_band(y, low, mask, file_sr, model.feature_config, model.target_config)
+    return postfilter.blend(y, out, w)
 
 
 def _read_all(path: Path, frames: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from speechkern.cache import usable_cache_dir
 from speechkern.enhance import apply_mask
 from speechkern.errors import SpeechkernError
 from speechkern.mixtures import Mixture
-from speechkern.models.io import MaskModel
+from speechkern.models.mask_model import MaskModel
 from speechkern.progress import report
 from speechkern.recipe import Recipe, load_recipe
 
@@ -170,7 +170,7 @@ def evaluate(
         for name, per_condition in models.items():
             model = model_for(per_condition, mixture.condition)
             estimate = model.predict(model.inputs(frames.features[span]))
-            masks[name] = (estimate >= 0.5).astype(np.float32) if binary else estimate
+            masks[name] = model.to_mask(estimate)
             scores[name] = {"mse": metrics.mask_mse(estimate, ideal)}
             if binary:
                 scores[name] |= {"accuracy": metrics.binary_accuracy(estimate, ideal),

@@ -218,22 +218,41 @@ def model_dir(run_dir: Path, name: str, condition: str) -> Path:
 
 
 def fit_kernel_band(X, Y, X_val, Y_val, lo: int, hi: int, params: dict) -> tuple[dict, dict, float]:
-    """Fit EigenPro on channels ``[lo, hi)``; returns the estimator's state and the seconds it took."""
-    from speechkern.eigenpro import EigenProRegressor
+    """Fit the kernel machine on channels ``[lo, hi)``: ``params["solver"]`` "local" (a
+    :class:`~speechkern.eigenpro.LocalKernelRegressor`) or "eigenpro" (an EigenProRegressor), the rest its
+    parameters. Returns the estimator's state and the seconds it took."""
+    from speechkern.eigenpro import EigenProRegressor, LocalKernelRegressor
 
     started = time.perf_counter()
-    est = EigenProRegressor(**params).fit(X, Y[:, lo:hi], X_val, Y_val[:, lo:hi])
+    params = dict(params)
+    cls = LocalKernelRegressor if params.pop("solver") == "local" else EigenProRegressor
+    est = cls(**params).fit(X, Y[:, lo:hi], X_val, Y_val[:, lo:hi])
     tensors, config = est.to_state()
     return tensors, config, time.perf_counter() - started
 
 
-def validate_kernel(X, Y, X_val, Y_val, gamma: float, sigma: float, params: dict) -> tuple[float, float]:
-    """Autotune's cv(γ, σ): the best validation MSE of a short EigenPro fit, and the seconds it took."""
+def validate_kernel(X, Y, X_val, Y_val, gamma: float, sigma: float, params: dict) -> tuple[float, float, float | None]:
+    """Autotune's cv(γ, σ) and the seconds it took. With ``params["ridges"]`` (the exact solver): the best
+    validation MSE of exact ridge solves over those λ, and that λ; otherwise the best validation MSE of a short
+    EigenPro fit (λ None)."""
+    import torch
+
     from speechkern.eigenpro import EigenProRegressor
+    from speechkern.eigenpro.exact import ridge_path
+    from speechkern.kernels import ExponentialPowerKernel
 
     started = time.perf_counter()
+    params = dict(params)
+    ridges = params.pop("ridges", None)
+    if ridges:
+        device = resolve_device(params.get("device", "auto"))
+        X, Y, X_val, Y_val = (torch.from_numpy(np.require(a, np.float32, ["C"])).to(device)
+                              for a in (X, Y, X_val, Y_val))  # fmt: skip
+        scores = ridge_path(ExponentialPowerKernel(gamma, sigma), X, Y, X_val, Y_val, ridges)
+        best = int(np.argmin(scores))
+        return float(scores[best]), time.perf_counter() - started, float(ridges[best])
     est = EigenProRegressor(shape=gamma, bandwidth=sigma, **params).fit(X, Y, X_val, Y_val)
-    return min(h["val_mse"] for h in est.history_), time.perf_counter() - started
+    return min(h["val_mse"] for h in est.history_), time.perf_counter() - started, None
 
 
 def fit_dnn(X, Y, X_val, Y_val, params: dict, checkpoint: str | None) -> tuple[dict, dict, float]:
@@ -264,8 +283,10 @@ class _KernelUnit:
     parts: Path
     info: dict[int, dict] = field(default_factory=dict)
     estimators: dict[int, object] = field(default_factory=dict)
-    centers: int | None = None  # EigenPro 3 centres; None: EigenPro 2
-    budget_gb: float | None = None  # memory budget the solver was chosen for (set with centers); every band keeps to it
+    solver: str = "local"  # "local" (leaves solved exactly), else EigenPro ("eigenpro2", "eigenpro3")
+    centers: int | None = None  # EigenPro 3 centres; None: every frame a centre
+    leaf_size: int | None = None  # the local solver's largest leaf
+    budget_gb: float | None = None  # memory budget the solver was chosen for (set with it); every band keeps to it
 
     def pending(self) -> list[int]:
         return [b for b in range(len(self.bands)) if b not in self.info]
@@ -287,16 +308,21 @@ def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "k
 
     kc = recipe.kernel
     budget = kernel_budget_bytes(recipe, device) if budget is None else budget
-    choice = choose_solver(len(data.X), len(data.X_val), data.X.shape[1], budget, kc.solver, kc.centers)
+    choice = choose_solver(len(data.X), len(data.X_val), data.X.shape[1], budget, kc.solver, kc.centers,
+                           kc.leaf_size)  # fmt: skip
     logger.info("%s %s: %s", name, data.condition, choice.reason)
     return choice
 
 
-def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str) -> dict:
+def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str, ridge: float | None) -> dict:
     kc = recipe.kernel
-    return {"centers": unit.centers, "epochs": kc.epochs, "patience": kc.patience, "device": device,
-            "memory_budget_gb": unit.budget_gb, "seed": recipe.data.seed,
-            "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
+    common = {"device": device, "memory_budget_gb": unit.budget_gb, "seed": recipe.data.seed,
+              "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
+    if unit.solver == "local":
+        return {"solver": "local", "leaf_size": unit.leaf_size, "ridge": kc.ridge if ridge is None else ridge,
+                **common}  # fmt: skip
+    return {"solver": "eigenpro", "centers": unit.centers, "epochs": kc.epochs, "patience": kc.patience,
+            "ridge": kc.eigenpro_ridge, **common}  # fmt: skip
 
 
 def _autotune_units(recipe: Recipe, units: list[_KernelUnit], run_dir: Path, executor, device: str) -> dict:
@@ -308,7 +334,7 @@ def _autotune_units(recipe: Recipe, units: list[_KernelUnit], run_dir: Path, exe
     for unit in units:
         for b in unit.pending():
             lo, hi = unit.bands[b]
-            job = TuneJob(b, len(unit.bands), unit.data.condition)
+            job = TuneJob(b, len(unit.bands), unit.data.condition, "exact" if unit.solver == "local" else "eigenpro")
             rows = dataset.sample_rows(len(unit.data.X), kc.autotune_train_frames, recipe.data.seed + 10 + b)
             vrows = dataset.sample_rows(len(unit.data.X_val), kc.autotune_val_frames, recipe.data.seed + 20 + b)
             arrays = (
@@ -323,6 +349,7 @@ def _autotune_units(recipe: Recipe, units: list[_KernelUnit], run_dir: Path, exe
         return {}
     params = {"epochs": kc.autotune_epochs, "patience": kc.patience, "device": device, "seed": recipe.data.seed,
               "progress_task": "autotune"}  # fmt: skip
+    exact = {"ridges": list(kc.ridges), "device": device}
 
     def grids(job, gamma: float) -> SigmaGrid:
         if kc.sigma_low > 0 and kc.sigma_high > kc.sigma_low:
@@ -333,19 +360,21 @@ def _autotune_units(recipe: Recipe, units: list[_KernelUnit], run_dir: Path, exe
     done = {"n": 0}
 
     def evaluate(requests):
-        calls = [((*samples[r.job][1], r.gamma, r.sigma, params), {}) for r in requests]
-        for index, (loss, seconds) in executor.run(validate_kernel, calls):
+        calls = [((*samples[r.job][1], r.gamma, r.sigma, exact if r.job.solver == "exact" else params), {})
+                 for r in requests]  # fmt: skip
+        for index, (loss, seconds, ridge) in executor.run(validate_kernel, calls):
             done["n"] += 1
             r = requests[index]
             report("autotune", done["n"], None, "autotune evaluations", band=r.job.subband, gamma=r.gamma,
-                   sigma=r.sigma, val_mse=loss)  # fmt: skip
-            yield r, loss, seconds
+                   sigma=r.sigma, val_mse=loss, **({} if ridge is None else {"ridge": ridge}))  # fmt: skip
+            yield (r, loss, seconds) if ridge is None else (r, loss, seconds, ridge)
 
     log = EvaluationLog(run_dir / "autotune.jsonl")
     choices = autotune_jobs(jobs, kc.gammas, grids, evaluate, log)
     for job, choice in choices.items():
-        logger.info("autotune %s band %d/%d: gamma %g sigma %.4g (val mse %.5f) after %d evaluations",
-                    job.condition, job.subband + 1, job.n_subbands, choice.gamma, choice.sigma, choice.val_loss,
+        logger.info("autotune %s band %d/%d: gamma %g sigma %.4g%s (val mse %.5f) after %d evaluations",
+                    job.condition, job.subband + 1, job.n_subbands, choice.gamma, choice.sigma,
+                    "" if choice.ridge is None else f" ridge {choice.ridge:g}", choice.val_loss,
                     len(choice.evaluations))  # fmt: skip
     return choices
 
@@ -363,7 +392,8 @@ def _finish_kernel(recipe: Recipe, unit: _KernelUnit, run_dir: Path) -> ModelTim
     with contextlib.suppress(OSError):
         unit.parts.parent.rmdir()  # the parts folder of the last condition
     autotune_s = sum(i.get("autotune_seconds", 0.0) for i in infos)
-    extra = {"autotune_minutes": round(autotune_s / 60.0, 3), "centers": int(estimators[0].centers_.shape[0])}
+    extra = {"autotune_minutes": round(autotune_s / 60.0, 3), "centers": int(estimators[0].centers_.shape[0]),
+             "solver": unit.solver, "leaves": int(getattr(estimators[0], "n_leaves_", 1))}  # fmt: skip
     if unit.data.transform is not None:
         extra |= {"input_transform": unit.data.transform.kind, "input_dims": unit.data.transform.out_dim,
                   "transform_minutes": round(unit.data.transform.info.get("seconds", 0.0) / 60.0, 3)}  # fmt: skip
@@ -484,7 +514,7 @@ def _kept(recipe: Recipe, folder: Path, what: str) -> bool:
 
 def _kept_band(unit: _KernelUnit, b: int) -> bool:
     """Load band ``b`` of ``unit`` finished by an interrupted run into the unit; False when it is absent or broken."""
-    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.eigenpro import load_estimator
 
     info_file = unit.parts / f"band-{b}.json"
     if not info_file.is_file():
@@ -493,7 +523,7 @@ def _kept_band(unit: _KernelUnit, b: int) -> bool:
     n_inputs = unit.data.X.shape[1]  # after the kernel models' input transform, if any
     try:
         info = json.loads(info_file.read_text())
-        est = EigenProRegressor.load(unit.parts / f"band-{b}")
+        est = load_estimator(unit.parts / f"band-{b}")
         if not isinstance(info, dict) or (est.n_features_in_, est.n_outputs_) != (n_inputs, hi - lo):
             raise SpeechkernError(f"it maps {est.n_features_in_} inputs to {est.n_outputs_} channels, not "
                                   f"{n_inputs} to {hi - lo}")  # fmt: skip
@@ -511,7 +541,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
     Autotune evaluations run first (in parallel rounds), then every unfinished subband fit and the DNN run as
     one batch of independent tasks on the executor.
     """
-    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.eigenpro import LocalKernelRegressor, estimator_from_state
 
     kernel_units: list[_KernelUnit] = []
     kernel_names = [n for n in names if n != "dnn"]
@@ -529,13 +559,18 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
             # the fits run, and a budget re-measured per band would no longer hold the distances they share).
             kept = next(iter(unit.estimators.values()), None)
             if kept is not None and kept.memory_budget_gb is not None:  # a resumed run: as its finished bands
-                unit.centers, unit.budget_gb = kept.centers, float(kept.memory_budget_gb)
+                local = isinstance(kept, LocalKernelRegressor)
+                unit.solver = "local" if local else "eigenpro"
+                unit.centers, unit.leaf_size = (None, kept.leaf_size) if local else (kept.centers, None)
+                unit.budget_gb = float(kept.memory_budget_gb)
+                what = (f"leaves of at most {unit.leaf_size} frames" if local else
+                        f"{unit.centers} centres" if unit.centers else "every frame a centre")  # fmt: skip
                 logger.info("%s %s: the remaining bands keep the finished bands' solver and budget (%s, %.2f GiB)",
-                            name, data.condition, f"{unit.centers} centres" if unit.centers else "every frame a "
-                            "centre", unit.budget_gb)  # fmt: skip
+                            name, data.condition, what, unit.budget_gb)  # fmt: skip
             else:
                 budget = kernel_budget_bytes(recipe, device)
-                unit.centers = kernel_solver(recipe, kdata, device, name, budget).centers  # for the kernel's inputs
+                choice = kernel_solver(recipe, kdata, device, name, budget)  # for the kernel's inputs
+                unit.solver, unit.centers, unit.leaf_size = choice.solver, choice.centers, choice.leaf_size
                 unit.budget_gb = budget / 2**30
             kernel_units.append(unit)
         else:
@@ -551,11 +586,22 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
             choice = next((c for j, c in choices.items() if (j.subband, j.n_subbands, j.condition) ==
                            (b, len(unit.bands), unit.data.condition)), None)  # fmt: skip
             gamma, sigma = (choice.gamma, choice.sigma) if choice else (recipe.kernel.shape, recipe.kernel.bandwidth)
-            params = {"shape": gamma, "bandwidth": sigma, **_kernel_params(recipe, unit, b, device)}
+            params = {"shape": gamma, "bandwidth": sigma,
+                      **_kernel_params(recipe, unit, b, device, choice.ridge if choice else None)}  # fmt: skip
             calls.append((("kernel", *kshared, lo, hi, params), {}))
             autotune_s = sum(e.seconds for e in choice.evaluations) if choice else 0.0
             targets.append(
-                (unit, b, {"band": [lo, hi], "gamma": gamma, "sigma": sigma, "autotune_seconds": autotune_s})
+                (
+                    unit,
+                    b,
+                    {
+                        "band": [lo, hi],
+                        "gamma": gamma,
+                        "sigma": sigma,
+                        "ridge": params["ridge"],
+                        "autotune_seconds": autotune_s,
+                    },
+                )  # fmt: skip
             )
     if "dnn" in names:
         dc = recipe.dnn
@@ -572,7 +618,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
         if unit is None:
             yield _finish_dnn(recipe, data, run_dir, tensors, config)
         else:
-            est = EigenProRegressor.from_state(tensors, config, device="cpu")
+            est = estimator_from_state(tensors, config, device="cpu")
             info = {**extra, "epochs": len(est.history_), "best_epoch": est.best_epoch_,
                     "val_mse": min(h["val_mse"] for h in est.history_), "seconds": seconds}  # fmt: skip
             unit.parts.mkdir(parents=True, exist_ok=True)

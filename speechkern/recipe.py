@@ -121,10 +121,22 @@ class KernelConfig(_Section):
     autotune_train_frames: int = Field(4000, ge=10)
     autotune_val_frames: int = Field(2000, ge=10)
     autotune_epochs: int = Field(3, ge=1)
-    solver: Literal["auto", "eigenpro2", "eigenpro3"] = Field(
+    solver: Literal["auto", "local", "exact", "eigenpro", "eigenpro2", "eigenpro3"] = Field(
         "auto",
-        description="auto: EigenPro 2 (every frame a centre) while it fits the memory and time budget, else EigenPro 3",
+        description="auto/local: every frame a centre, leaves of a median-split tree each solved exactly (one leaf: "
+        "the exact solve); exact: one leaf, refused where it does not fit; eigenpro: EigenPro 2 while every frame "
+        "as a centre fits the memory and time budget, else EigenPro 3; auto with kernel.centers > 0: EigenPro 3",
     )
+    ridge: float = Field(
+        0.01, ge=0, description="λ of min ‖Kw − Y‖² + λ·wᵀKw for the local and exact solvers when not autotuned"
+    )
+    ridges: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1],
+        min_length=1,
+        description="λ values autotune tries with each (γ, σ) for the local and exact solvers",
+    )
+    eigenpro_ridge: float = Field(0.0, ge=0, description="λ of the EigenPro solvers (0: early stopping regularises)")
+    leaf_size: int = Field(0, ge=0, le=40000, description="largest leaf of the local solver (0 = from the memory)")
     centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory)")
     memory_gb: float = Field(0.0, ge=0, description="memory budget of one kernel fit in GiB (0 = a quarter of free)")
     epochs: int = Field(10, ge=1)

@@ -15,6 +15,7 @@ import speechkern.eigenpro.eigenpro3 as ep_eigenpro3
 import speechkern.eigenpro.estimator as ep_estimator
 import speechkern.eigenpro.preconditioner as ep_preconditioner
 import speechkern.kernels as kernels
+import speechkern.kernels.distance_cache as kernel_distance_cache
 from speechkern.eigenpro import DivergenceError, EigenProRegressor
 from speechkern.errors import SpeechkernError
 from speechkern.kernels import ExponentialPowerKernel
@@ -376,7 +377,9 @@ def test_distances_are_shared_between_fits_on_the_same_data(problem, monkeypatch
     X, Y, X_test, Y_test = problem
     products = []
     compute = kernels.squared_distances
-    monkeypatch.setattr(kernels, "squared_distances", lambda *a, **k: products.append(1) or compute(*a, **k))
+    monkeypatch.setattr(
+        kernel_distance_cache, "squared_distances", lambda *a, **k: products.append(1) or compute(*a, **k)
+    )
     kernels.clear_distance_cache()
     before = kernels.distance_cache_info()
     first = EigenProRegressor(1.0, 3.0, epochs=3).fit(X, Y[:, 0], X_test, Y_test[:, 0])
@@ -471,7 +474,7 @@ def test_subbands_share_one_distance_product_in_reduced_precision(problem, cente
     products = []
     compute = kernels.squared_distances
     monkeypatch.setattr(
-        kernels, "squared_distances", lambda *a, **k: products.append(a[0].shape[0]) or compute(*a, **k)
+        kernel_distance_cache, "squared_distances", lambda *a, **k: products.append(a[0].shape[0]) or compute(*a, **k)
     )
 
     def fit(band: int, shape: float, bandwidth: float) -> EigenProRegressor:
@@ -504,7 +507,7 @@ def test_budget_holding_matrices_and_distances_keeps_the_distances(centers, monk
     products = []
     compute = kernels.squared_distances
     monkeypatch.setattr(
-        kernels, "squared_distances", lambda *a, **k: products.append(a[0].shape[0]) or compute(*a, **k)
+        kernel_distance_cache, "squared_distances", lambda *a, **k: products.append(a[0].shape[0]) or compute(*a, **k)
     )
 
     def fit(band: int, budget_gb: float | None) -> EigenProRegressor:

@@ -1,4 +1,5 @@
-"""The choice between EigenPro 2 and EigenPro 3, and of the number of centres, from the data size and the budget."""
+"""The choice of solver: the local machine by default (one leaf, the exact solve, when the frames fit), and between
+EigenPro 2 and EigenPro 3 with their number of centres, from the data size and the budget."""
 
 from __future__ import annotations
 
@@ -10,14 +11,27 @@ from speechkern.errors import SpeechkernError
 GIB = 2**30
 
 
+def test_the_default_is_the_local_machine_with_leaves_that_fit():
+    small = choose_solver(20_000, 5_000, 256, 4 * GIB)
+    assert small.solver == "local" and small.leaf_size == 20_000 and "exact ridge solve of all 20000" in small.reason
+    big = choose_solver(348_162, 5_000, 256, 4 * GIB)
+    assert big.solver == "local" and "32 leaves of about 10881 frames" in big.reason
+    tight = choose_solver(348_162, 5_000, 256, GIB // 2)  # float32 K of a leaf within 80 % of the budget
+    assert 4 * tight.leaf_size**2 <= 0.8 * GIB // 2 < 4 * (tight.leaf_size + 2) ** 2 and "memory budget" in tight.reason
+    assert choose_solver(50_000, 0, 256, 4 * GIB, "local", leaf_size=5000).leaf_size == 5000
+    assert choose_solver(30_000, 0, 256, 8 * GIB, "exact").leaf_size == 30_000
+    with pytest.raises(SpeechkernError, match="solver='local'"):
+        choose_solver(50_000, 0, 256, 64 * GIB, "exact")
+
+
 def test_small_problems_use_every_frame_as_a_centre():
-    choice = choose_solver(20_000, 5_000, 1230, 4 * GIB)
+    choice = choose_solver(20_000, 5_000, 1230, 4 * GIB, "eigenpro")
     assert choice.solver == "eigenpro2" and choice.centers is None
     assert "EigenPro 2" in choice.reason and "20000 frames" in choice.reason
 
 
 def test_large_problems_use_as_many_centres_as_the_memory_allows():
-    choice = choose_solver(300_000, 5_000, 1230, 4 * GIB)
+    choice = choose_solver(300_000, 5_000, 1230, 4 * GIB, "eigenpro")
     assert choice.solver == "eigenpro3"
     p = choice.centers
     # float16 K(X, Z), K(X_val, Z) and their distances plus the p × p factors within 80 % of the budget, not less
@@ -25,10 +39,10 @@ def test_large_problems_use_as_many_centres_as_the_memory_allows():
     assert used <= 0.8 * 4 * GIB < 4 * 305_000 * (p + 2) + 20 * (p + 2) ** 2
     assert "memory budget" in choice.reason and "300000 frames" in choice.reason
     # a roomier budget gives more centres, never more than the cap
-    assert choose_solver(300_000, 5_000, 1230, 64 * GIB).centers == MAX_CENTRES
+    assert choose_solver(300_000, 5_000, 1230, 64 * GIB, "eigenpro").centers == MAX_CENTRES
     # the build work caps p when memory does not: n·p·features ≤ 4·10¹²
-    many = choose_solver(2_000_000, 0, 1230, 1024 * GIB).centers
-    assert 2_000_000 * many * 1230 <= 4e12 and "build-work" in choose_solver(2_000_000, 0, 1230, 1024 * GIB).reason
+    many = choose_solver(2_000_000, 0, 1230, 1024 * GIB, "eigenpro")
+    assert 2_000_000 * many.centers * 1230 <= 4e12 and "build-work" in many.reason
 
 
 def test_choices_can_be_forced():
@@ -55,9 +69,13 @@ def test_the_pipeline_logs_and_follows_the_recipe(caplog):
     recipe = Recipe()
     assert recipe.train.max_train_frames == 0 and recipe.kernel.solver == "auto"  # every frame by default
     with caplog.at_level(logging.INFO, logger="speechkern"):
-        assert kernel_solver(recipe, data, "cpu").solver == "eigenpro2"
+        assert kernel_solver(recipe, data, "cpu").solver == "local"
+    assert any("exact ridge solve of all 3000 frames" in r.getMessage() for r in caplog.records)
+    eigenpro = Recipe.model_validate({"kernel": {"solver": "eigenpro"}})
+    with caplog.at_level(logging.INFO, logger="speechkern"):
+        assert kernel_solver(eigenpro, data, "cpu").solver == "eigenpro2"
     assert any("EigenPro 2 with every one of 3000 frames" in r.getMessage() for r in caplog.records)
-    small = Recipe.model_validate({"kernel": {"memory_gb": 0.01}})  # K(X, X) does not fit 10 MiB
+    small = Recipe.model_validate({"kernel": {"solver": "eigenpro", "memory_gb": 0.01}})  # K(X, X) over 10 MiB
     choice = kernel_solver(small, data, "cpu")
     assert choice.solver == "eigenpro3" and 1 <= choice.centers < 3000
     forced = Recipe.model_validate({"kernel": {"solver": "eigenpro3", "centers": 120}})

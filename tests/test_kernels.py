@@ -335,3 +335,40 @@ def test_shared_center_products_equal_each_kernels_own_product(threads):
                                                                                           (0, 2)]  # fmt: skip
     with pytest.raises(SpeechkernError, match="one each"):
         shared_center_products(X, Z, kernels, weights[:2])
+
+
+def test_the_engine_imports_nothing_speech_side():
+    """speechkern.kernels and the solvers import (at the top or inside functions) only each other and the shared
+    helpers, never a speech-side module such as the array cache."""
+    import ast
+    from pathlib import Path
+
+    import speechkern
+
+    allowed = ("speechkern.kernels", "speechkern.eigenpro", "speechkern.errors", "speechkern.paths",
+               "speechkern.device", "speechkern.outputs", "speechkern.progress", "speechkern.__version__")  # fmt: skip
+    root = Path(speechkern.__file__).parent
+    found = {}
+    for path in [*(root / "kernels").glob("*.py"), *(root / "eigenpro").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):  # `from speechkern import cache` names the module speechkern.cache
+                names += [f"speechkern.{a.name}" for a in node.names] if node.module == "speechkern" else [node.module]
+            for name in names:
+                if (name or "").startswith("speechkern") and not name.startswith(allowed):
+                    found.setdefault(path.name, []).append(name)
+    assert len(list((root / "kernels").glob("*.py"))) >= 5
+    assert found == {}
+
+
+def test_keops_compiles_under_the_speechkern_cache_folder(tmp_path, monkeypatch):
+    """Without $KEOPS_CACHE_FOLDER, KeOps compiles into <$SPEECHKERN_CACHE>/keops (speechkern.paths)."""
+    from speechkern.kernels import configure_keops_cache
+    from speechkern.paths import default_cache_dir
+
+    monkeypatch.setenv("KEOPS_CACHE_FOLDER", "unused")  # recorded, so the test's own value is restored afterwards
+    monkeypatch.delenv("KEOPS_CACHE_FOLDER")
+    monkeypatch.setenv("SPEECHKERN_CACHE", str(tmp_path / "cache"))
+    assert default_cache_dir() == tmp_path / "cache"
+    assert configure_keops_cache() == str(tmp_path / "cache" / "keops")
+    assert (tmp_path / "cache" / "keops").is_dir()

@@ -12,7 +12,7 @@ import pytest
 from speechkern.errors import SpeechkernError
 from speechkern.losses import bench, comparison
 
-TINY = bench.BenchConfig(seeds=1, epochs=2, hidden=(4,), batch_size=16)
+TINY = bench.BenchConfig(seeds=1, epochs=2, hidden=(4,), batch_size=16, selection="accuracy-smoothed")
 
 
 def write_rows(path: Path, header: list[str], rows: list[list[object]]) -> Path:
@@ -52,7 +52,9 @@ def test_provided_train_test_files_are_used_not_resplit(tmp_path: Path, spy_eval
     write_rows(data / "blobs_test.csv", ["x1", "x2", "label"], test)
     (dataset,) = bench.load_data_dir(data)
     assert dataset.name == "blobs" and dataset.protocol == "provided train/test files"
-    config = bench.BenchConfig(seeds=2, epochs=2, hidden=(4,), batch_size=16, val_fraction=0.2)
+    config = bench.BenchConfig(
+        seeds=2, epochs=2, hidden=(4,), batch_size=16, val_fraction=0.2, selection="accuracy-smoothed"
+    )
     result = bench.run_benchmark(tmp_path / "out", config, data_dir=data, losses=["cross_entropy", "square"])
     expected_test = [0 if row[-1] == "a" else 1 for row in test]
     assert len(spy_evaluate) == 2 * 2  # seeds × losses, one provided split each

@@ -100,7 +100,7 @@ def test_a_model_from_a_newer_speechkern_says_upgrade_not_retrain(tmp_path):
     config["format_version"] += 1
     config["speechkern_version"] = "99.0"
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(SpeechkernError, match=r"written by a newer speechkern \(99.0\): upgrade speechkern$"):
+    with pytest.raises(SpeechkernError, match=r"written by a newer speechkern \(99.0\).*; upgrade speechkern$"):
         MaskModel.load(folder)
     config["format_version"] -= 1
     config["features_version"] += 1

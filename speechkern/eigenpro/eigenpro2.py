@@ -13,6 +13,8 @@ from speechkern.kernels import gathered_mm
 class _BlockedModel:
     """What both blocked iterations share: predictions by blocked kernel products, and the fitted result."""
 
+    ridge = 0.0  # λ of the ridge term (set by the estimator): a batch's residual gains λ·w_B
+
     def start_epoch(self) -> None:
         """Called before each epoch's first batch (EigenPro 2 needs nothing)."""
 
@@ -51,7 +53,10 @@ class _AllPointsModel(_BlockedModel):
         pred = k_bs @ self.weights[: self.s]
         if self.rest.size:
             pred += self.kernel.mm(xb, self.rest, self.weights[self.s :], block_size=self.block_size)
-        return pred.sub_(self.Y[idx]), k_bs
+        pred.sub_(self.Y[idx])
+        if self.ridge:  # the gradient of ‖K·w − Y‖² + λ·wᵀK·w in the kernel's metric: (K + λI)·w − Y
+            pred.add_(self.weights[idx], alpha=self.ridge)
+        return pred, k_bs
 
     def update(self, idx: torch.Tensor, g: torch.Tensor, k_bs: torch.Tensor, lr: float) -> None:
         self.weights.index_add_(0, idx, g, alpha=-lr)
@@ -79,7 +84,10 @@ class _PrecomputedAllPointsModel(_BlockedModel):
         rows = self.order[idx]
         columns = self.subsample if self.precond.n_components else None
         pred, k_bs = gathered_mm(self.k, self.weights, rows, columns, workers=self.workers)
-        return pred.sub_(self.Y[idx]), (rows, k_bs)
+        pred.sub_(self.Y[idx])
+        if self.ridge:
+            pred.add_(self.weights[rows], alpha=self.ridge)
+        return pred, (rows, k_bs)
 
     def update(self, idx: torch.Tensor, g: torch.Tensor, cache: Any, lr: float) -> None:
         rows, k_bs = cache

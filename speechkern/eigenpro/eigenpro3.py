@@ -92,6 +92,9 @@ class _CentresModel(_BlockedModel):
         d = g - self.anchor[idx]
         h = k_bz.T @ d if k_bz is not None else self.kernel.mm(self.centers, xb, d, block_size=self.block_size)
         h.add_(self.full_gradient, alpha=float(idx.numel()))
+        if self.ridge:  # the exact gradient of λ·wᵀK(Z, Z)·w/n, scaled like the batch's share of the data term
+            kzz_w = self.chol @ (self.chol.T @ self.weights.to(torch.float64))
+            h.add_(kzz_w.to(torch.float32), alpha=self.ridge * idx.numel() / self.X.shape[0])
         self.weights.sub_(self.precondition(h), alpha=lr)
 
 

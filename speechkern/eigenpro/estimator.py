@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from speechkern import kernels
 from speechkern.device import resolve_device
 from speechkern.eigenpro import state
+from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy
 from speechkern.eigenpro.eigenpro2 import _AllPointsModel, _PrecomputedAllPointsModel
 from speechkern.eigenpro.eigenpro3 import (
     _CentresModel,
@@ -85,7 +86,7 @@ def _precomputed_parts(n: int, p: int, n_val: int, batch: int, s: int, d: int, k
     return matrices, per_batch, setup
 
 
-class EigenProRegressor(RegressorMixin, BaseEstimator):
+class EigenProRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     """Kernel regression with the exponential power kernel, trained by EigenPro 2 or EigenPro 3.
 
     Parameters
@@ -128,6 +129,10 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         (default): float32 when it fits the memory budget, else float16 (half the memory; kernel values kept to
         an absolute 2⁻¹²; predictions within 0.5 % of float32's in the tests, bfloat16 within 3 %). Products are
         always computed in float32.
+    ridge:
+        λ ≥ 0 of min ‖K(X, Z)·w − Y‖² + λ·wᵀK(Z, Z)·w: EigenPro 2 converges to (K + λI)⁻¹·Y, EigenPro 3 to the
+        Nyström normal equations (K(Z, X)·K(X, Z) + λ·K(Z, Z))·w = K(Z, X)·Y. 0 (default): the unregularised fit,
+        where early stopping regularises.
     damping:
         α of the preconditioner (0.95 as in the reference).
     max_restarts:
@@ -176,6 +181,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         memory_budget_gb: float | None = None,
         precompute: bool | str = "auto",
         kernel_dtype: str = "auto",
+        ridge: float = 0.0,
         damping: float = DAMPING,
         max_restarts: int = 3,
         max_seconds: float | None = None,
@@ -196,24 +202,19 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         self.memory_budget_gb = memory_budget_gb
         self.precompute = precompute
         self.kernel_dtype = kernel_dtype
+        self.ridge = ridge
         self.damping = damping
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
         self.progress_task = progress_task
         self.seed = seed
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags
-
     # ------------------------------------------------------------------------------------------------------
     # Fitting
 
     def fit(self, X: Any, y: Any, X_val: Any = None, Y_val: Any = None) -> EigenProRegressor:
         """Train on X (n × features) and y (n,) or (n × outputs); monitor X_val/Y_val when given."""
-        X, y = validate_data(self, _to_numpy(X), _to_numpy(y), multi_output=True, y_numeric=True, dtype=_DTYPES)
+        X, y = validate_data(self, to_numpy(X), to_numpy(y), multi_output=True, y_numeric=True, dtype=_DTYPES)
         self._check_params()
         y = np.asarray(y)
         self.y_ndim_ = 1 if y.ndim == 1 else 2
@@ -225,8 +226,8 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         if (X_val is None) != (Y_val is None):
             raise SpeechkernError("validation data: give both X_val and Y_val, or neither")
         if X_val is not None:
-            Xv = check_array(_to_numpy(X_val), dtype=_DTYPES)
-            Yv = np.asarray(check_array(_to_numpy(Y_val), dtype=_DTYPES, ensure_2d=False))
+            Xv = check_array(to_numpy(X_val), dtype=_DTYPES)
+            Yv = np.asarray(check_array(to_numpy(Y_val), dtype=_DTYPES, ensure_2d=False))
             if Yv.shape[0] != Xv.shape[0]:
                 raise SpeechkernError(f"X_val has {Xv.shape[0]} rows but Y_val has {Yv.shape[0]}; expected the same")
             Yv = Yv.reshape(Xv.shape[0], -1)
@@ -285,6 +286,8 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         positive_int("n_components", self.n_components, allow_none=True, allow_zero=True)
         positive_int("batch_size", self.batch_size, allow_none=True)
         positive_int("max_restarts", self.max_restarts, allow_zero=True)
+        if not (np.isfinite(float(self.ridge)) and float(self.ridge) >= 0.0):
+            raise SpeechkernError(f"ridge={self.ridge!r}: expected a finite number ≥ 0")
         if not (0.0 < float(self.damping) <= 1.0):
             raise SpeechkernError(f"damping={self.damping!r}: expected 0 < α ≤ 1")
         if not (float(self.tol) >= 0.0):
@@ -323,7 +326,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
         n_val = 0 if val is None else val[0].shape[0]
         k = Y.shape[1]
         kernel = self.kernel_
-        beta = kernel.max_diagonal
+        beta = kernel.max_diagonal + float(self.ridge)  # the diagonal of K + λI
         centers = self.centers
         centre_idx: np.ndarray | None = None
         Z_np: np.ndarray | None = None
@@ -337,7 +340,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
             else:
                 logger.info("%s: %d centres requested for %d points: using every point", self.progress_task, centers, n)
         else:
-            Z_np = check_array(_to_numpy(centers), dtype=_DTYPES).astype(np.float32)
+            Z_np = check_array(to_numpy(centers), dtype=_DTYPES).astype(np.float32)
             if Z_np.shape[1] != d:
                 raise SpeechkernError(f"centers has {Z_np.shape[1]} features; the training data has {d}")
 
@@ -442,6 +445,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
                 ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items()),
             )
 
+        model.ridge = float(self.ridge)
         self.precomputed_ = spare is not None
         self.kernel_dtype_ = str(dtype).removeprefix("torch.") if spare is not None else None
         self.subsample_size_ = int(X_s.shape[0])
@@ -596,7 +600,7 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predictions (n,) for 1-D training targets, else (n × outputs); float64 for float64 X, else float32."""
         check_is_fitted(self, "weights_")
-        X = validate_data(self, _to_numpy(X), reset=False, dtype=_DTYPES)
+        X = validate_data(self, to_numpy(X), reset=False, dtype=_DTYPES)
         out_dtype = X.dtype
         pred = self.predict_tensor(torch.from_numpy(_writable32(X)))
         result = pred.cpu().numpy().astype(out_dtype, copy=False)
@@ -643,13 +647,6 @@ class EigenProRegressor(RegressorMixin, BaseEstimator):
 # Helpers
 
 _DTYPES = (np.float64, np.float32)
-
-
-def _to_numpy(a: Any) -> Any:
-    """Torch tensors (any device) become NumPy arrays; everything else passes through for sklearn to check."""
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu().numpy()
-    return a
 
 
 @contextmanager

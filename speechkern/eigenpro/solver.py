@@ -1,5 +1,7 @@
-"""Which iteration fits a problem: EigenPro 2 while every frame as a centre fits the memory and work budgets, else
-EigenPro 3 with as many centres as they allow (docs/engine.md, "Choosing the solver")."""
+"""Which solver fits a problem (docs/engine.md, "Choosing the solver"). By default ("auto") the local machine:
+every frame a centre, leaves of a median-split tree solved exactly (one leaf, the global exact solve, when the
+frames fit). On request the exact solve, or EigenPro 2 while every frame as a centre fits the memory and work
+budgets, else EigenPro 3 with as many centres as they allow."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from dataclasses import dataclass
 
 from speechkern.errors import SpeechkernError
 
-SOLVERS = ("auto", "eigenpro2", "eigenpro3")
+SOLVERS = ("auto", "local", "exact", "eigenpro", "eigenpro2", "eigenpro3")
 # Multiply-adds one kernel-matrix build may take: n·p·features (the distance product dominates). 1.5·10¹² is
 # about 1–2 minutes on 2 CPU cores; EigenPro 2 (p = n) is kept below it, so it is chosen up to ~35 000 frames of
 # 1230 features.
@@ -20,16 +22,21 @@ MIN_CENTRES = 1_000
 # kept for the next subband's fit (one distance product for all subbands).
 STORAGE_BYTES = 4
 BUDGET_SHARE = 0.8  # of the memory budget for the kernel matrices; the rest for batches and set-up buffers
+# Largest leaf of the local machine: K of 20 000 points is 1.5 GiB in float32 and factorises in about 20 s on 2
+# cores; larger leaves were no better per minute in benchmarks/kernel_reference.py.
+DEFAULT_LEAF_SIZE = 20_000
 
 
 @dataclass(frozen=True)
 class SolverChoice:
-    """``solver`` ("eigenpro2" or "eigenpro3"), ``centers`` (p for EigenPro 3, None for EigenPro 2) and a
-    sentence saying why, for the log."""
+    """``solver`` ("local", "eigenpro2" or "eigenpro3"; an exact solve is a local machine of one leaf),
+    ``centers`` (p for EigenPro 3, None otherwise), ``leaf_size`` (the local machine's largest leaf, else None)
+    and a sentence saying why, for the log."""
 
     solver: str
     centers: int | None
     reason: str
+    leaf_size: int | None = None
 
     @property
     def estimator_centers(self) -> int | None:
@@ -38,13 +45,17 @@ class SolverChoice:
 
 
 def choose_solver(
-    n: int, n_val: int, features: int, budget_bytes: int, solver: str = "auto", centers: int = 0
+    n: int, n_val: int, features: int, budget_bytes: int, solver: str = "auto", centers: int = 0, leaf_size: int = 0
 ) -> SolverChoice:
-    """Pick the iteration and the number of centres for n training frames (n_val validation frames) of
-    ``features`` inputs under a memory budget of ``budget_bytes``.
+    """Pick the solver for n training frames (n_val validation frames) of ``features`` inputs under a memory
+    budget of ``budget_bytes``.
 
-    ``solver`` "auto": EigenPro 2 (every frame a centre) when its float16 kernel matrix K(X, X) (and K(X_val, X)),
-    with the float16 distances shared by the subbands, fits 80 % of the budget and one build costs at most
+    ``solver`` "auto" or "local": the local machine with leaves of at most ``leaf_size`` frames (0: the largest
+    whose float32 kernel matrix fits 80 % of the budget, at most :data:`DEFAULT_LEAF_SIZE`); "exact": one leaf
+    of all n frames (refused in one line beyond :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS` or the
+    budget); "auto" with ``centers`` > 0 means EigenPro 3 with that many centres. ``solver`` "eigenpro": EigenPro 2
+    (every frame a centre) when its float16 kernel matrix K(X, X) (and K(X_val, X)), with the float16 distances
+    shared by the subbands, fits 80 % of the budget and one build costs at most
     :data:`MAX_BUILD_WORK` multiply-adds; otherwise EigenPro 3 with p centres, the largest p ≤
     :data:`MAX_CENTRES` whose float16 K(X, Z), K(X_val, Z), their float16 distances and float64 Cholesky
     factors fit 80 % of the budget and whose build costs at most :data:`MAX_CENTRES_BUILD_WORK`. ``centers`` > 0
@@ -56,14 +67,41 @@ def choose_solver(
     n, n_val, features = int(n), int(n_val), max(1, int(features))
     room = BUDGET_SHARE * budget_bytes
     gib = 2**30
-    if solver == "eigenpro2" or (solver == "auto" and centers and centers >= n):
+    if solver == "exact":
+        from speechkern.eigenpro.exact import check_exact_size
+
+        check_exact_size(n, budget_bytes)
+        return SolverChoice("local", None, f"the exact ridge solve of all {n} frames (as asked)", max(1, n))
+    if solver == "local" or (solver == "auto" and not centers):
+        from speechkern.eigenpro.exact import MAX_EXACT_POINTS
+        from speechkern.eigenpro.local import tree_depth
+
+        fits = int((room / 4) ** 0.5)
+        leaf = int(leaf_size) if leaf_size else min(DEFAULT_LEAF_SIZE, fits)
+        leaf = max(1, min(leaf, MAX_EXACT_POINTS))
+        leaves = 2 ** tree_depth(n, leaf)
+        what = (
+            "the exact ridge solve of all {n} frames (one leaf)"
+            if leaves == 1
+            else f"a local machine: {leaves} leaves of about {-(-n // leaves)} frames, each solved exactly"
+        )
+        why = (
+            "leaf size as asked"
+            if leaf_size
+            else (
+                f"leaves of at most {leaf} frames ({'the memory budget' if leaf == fits else 'the default'}: "
+                f"{4 * leaf * leaf / gib:.1f} GiB of the {budget_bytes / gib:.1f} GiB budget per leaf)"
+            )
+        )
+        return SolverChoice("local", None, f"{what.format(n=n)}; {why}", leaf)  # fmt: skip
+    if solver == "eigenpro2" or (centers and centers >= n):
         return SolverChoice("eigenpro2", None, f"EigenPro 2 with every one of {n} frames as a centre (as asked)")
     if centers:
         p = min(int(centers), n)
         return SolverChoice("eigenpro3", p, f"EigenPro 3 with {p} centres (as asked), learning from all {n} frames")
     ep2_bytes = STORAGE_BYTES * (n + n_val) * n
     ep2_work = float(n) * n * features
-    if solver == "auto" and ep2_bytes <= room and ep2_work <= MAX_BUILD_WORK:
+    if solver == "eigenpro" and ep2_bytes <= room and ep2_work <= MAX_BUILD_WORK:
         return SolverChoice(
             "eigenpro2",
             None,
@@ -82,7 +120,7 @@ def choose_solver(
     why = (
         f"EigenPro 2 would need {ep2_bytes / gib:.1f} GiB (budget {budget_bytes / gib:.1f} GiB) and {ep2_work:.2g} "
         "multiply-adds per build"
-        if solver == "auto"
+        if solver == "eigenpro"
         else "as asked"
     )
     return SolverChoice(

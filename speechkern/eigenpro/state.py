@@ -1,4 +1,5 @@
-"""Saving and loading fitted EigenPro models without pickle: safetensors tensors plus a JSON configuration."""
+"""Saving and loading fitted kernel models without pickle: safetensors tensors plus a JSON configuration (the
+estimator's own ``to_state``/``from_state``, one file)."""
 
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def save(est, path: str | os.PathLike, overwrite: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not overwrite:
         raise SpeechkernError(f"{path} exists; pass overwrite=True (or --overwrite) to replace it")
-    tensors, config = to_state(est)
+    tensors, config = est.to_state()
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(config)}))
 
 
@@ -122,7 +123,7 @@ def load(cls, path: str | os.PathLike, device: str | None = None) -> Any:
     tensors, metadata = read_safetensors(path)
     if METADATA_KEY not in metadata:
         raise SpeechkernError(f"model file {path} has no speechkern configuration; was it written by save()?")
-    return from_state(cls, tensors, json.loads(metadata[METADATA_KEY]), device=device)
+    return cls.from_state(tensors, json.loads(metadata[METADATA_KEY]), device=device)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,12 +1,12 @@
 """Benchmark of the classification losses: one small network trained with each loss, accuracy and calibration.
 
 For every dataset, evaluation split and seed the *same* multilayer perceptron — same initial weights, same
-mini-batch order — is trained with each loss. The split is the one the data provide (train/test files, a fold
-column or a fold file: see :mod:`speechkern.losses.bench_data`), else a stratified re-split per seed. Features are
-standardised with the training statistics. Model selection (the learning rate from a grid, and the epoch) uses a
-validation part: the provided one, else a stratified share of the training part. The test accuracy and top-label
-ECE of the selected model are summarised as mean ± standard deviation over splits and seeds, and losses are
-compared pairwise over datasets (wins/ties/losses with a sign test, :mod:`speechkern.losses.comparison`).
+mini-batch order — is trained with each loss. The splits are the ones the data provide (train/test files, folds,
+row-index lists: see :mod:`speechkern.losses.bench_data`), else a stratified re-split per seed. Features are
+standardised with the training statistics. A selection rule (:mod:`speechkern.losses.selection`) picks the epoch
+and the learning rate. The test accuracy and top-label ECE of the kept model are summarised as mean ± standard
+deviation over the splits and seeds of each set, and losses are compared pairwise over sets (wins/ties/losses
+with a sign test, :mod:`speechkern.losses.comparison`).
 
 Files written into the output folder, each atomically: ``sets/<dataset>.json`` as each dataset finishes (a rerun
 with the same settings resumes from them), ``reliability/<dataset>.png``, and at the end ``results.md``,
@@ -15,7 +15,6 @@ with the same settings resumes from them), ``reliability/<dataset>.png``, and at
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import io
@@ -25,7 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,15 @@ from speechkern.losses.calibration import (
     reliability_bins,
     square_loss_probabilities,
 )
-from speechkern.losses.names import DEFAULT_EPOCHS, LOSSES
+from speechkern.losses.names import DEFAULT_EPOCHS, DEFAULT_SELECTION, DEFAULT_SMOOTHING_WINDOW, LOSSES
+from speechkern.losses.selection import (
+    BUDGET_RULE,
+    CURVE_RULES,
+    SELECTION_HELP,
+    SELECTION_RULES,
+    EpochSelector,
+    check_rule,
+)
 from speechkern.losses.square import rescaled_square_loss
 from speechkern.losses.squentropy import squentropy_loss
 from speechkern.outputs import atomic_write, check_out_dir, write_text
@@ -69,6 +76,8 @@ OPTIMIZERS = ("adam", "sgd")
 __all__ = [
     "BUILTIN_DATASETS",
     "LOSSES",
+    "SELECTION_HELP",
+    "SELECTION_RULES",
     "BenchConfig",
     "BenchResult",
     "Dataset",
@@ -93,7 +102,9 @@ class BenchConfig:
     selects from; momentum, weight_decay: SGD's momentum and both optimisers' weight decay; test_fraction: share
     held out for testing when the data provide no split; val_fraction: share of the training part held out for
     model selection when the data provide no validation part (0: no selection, the last epoch of the first
-    learning rate); n_bins: ECE bins; rescaled_t, rescaled_M: the rescaled square loss's t and M;
+    learning rate); selection: the rule that picks the epoch (one of
+    :data:`~speechkern.losses.selection.SELECTION_RULES`); smoothing_window: epochs averaged by
+    ``"accuracy-smoothed"``; n_bins: ECE bins; rescaled_t, rescaled_M: the rescaled square loss's t and M;
     squentropy_alpha: squentropy's α; device: torch device; threads: torch CPU threads during the run (1 is
     fastest for networks this small; None leaves the setting alone).
     """
@@ -108,6 +119,8 @@ class BenchConfig:
     weight_decay: float = 0.0
     test_fraction: float = 0.3
     val_fraction: float = 0.2
+    selection: str = DEFAULT_SELECTION
+    smoothing_window: int = DEFAULT_SMOOTHING_WINDOW
     n_bins: int = 15
     rescaled_t: float = 1.0
     rescaled_M: float = 10.0
@@ -116,6 +129,7 @@ class BenchConfig:
     threads: int | None = 1
 
     def __post_init__(self) -> None:
+        check_rule(self.selection)
         checks = {
             "seeds": self.seeds >= 1,
             "epochs": self.epochs >= 1,
@@ -126,6 +140,7 @@ class BenchConfig:
             "weight_decay": self.weight_decay >= 0,
             "test_fraction": 0 < self.test_fraction < 1,
             "val_fraction": 0 <= self.val_fraction < 1,
+            "smoothing_window": self.smoothing_window >= 1,
             "n_bins": self.n_bins >= 1,
             "rescaled_t": self.rescaled_t > 0,
             "rescaled_M": self.rescaled_M > 0,
@@ -135,6 +150,11 @@ class BenchConfig:
         for name, ok in checks.items():
             if not ok:
                 raise SpeechkernError(f"benchmark setting {name}={getattr(self, name)!r} is out of range")
+        if self.selection == "last" and len(self.learning_rates) > 1:
+            raise SpeechkernError(
+                f"selection 'last' trains without a validation part and cannot choose among the learning rates "
+                f"{', '.join(f'{lr:g}' for lr in self.learning_rates)}; give one learning rate or another selection"
+            )
 
     def key(self, losses: Sequence[str]) -> str:
         """A hash of every setting that changes the results (not the device or threads), with the losses."""
@@ -163,7 +183,8 @@ class RunResult:
 
 @dataclass(frozen=True)
 class SummaryRow:
-    """Mean and sample standard deviation (n − 1; None for one run) over the splits × seeds of one dataset × loss."""
+    """Mean and sample standard deviation (n − 1; None for one run) over the splits × seeds of one dataset × loss,
+    and the median and range of the epochs the selection kept (1-based)."""
 
     dataset: str
     loss: str
@@ -174,6 +195,9 @@ class SummaryRow:
     ece_std: float | None
     ece_inverse_mean: float | None = None
     ece_inverse_std: float | None = None
+    epoch_median: float | None = None
+    epoch_min: int | None = None
+    epoch_max: int | None = None
 
 
 @dataclass
@@ -268,26 +292,42 @@ def _stratified(y: np.ndarray, fraction: float, seed: int, what: str, dataset: s
     return np.sort(kept), np.sort(held)
 
 
-def evaluation_splits(dataset: Dataset, seed: int, config: BenchConfig) -> list[Split]:
-    """The splits a seed evaluates: the data's own (train/test files, folds), else one stratified re-split.
+def _hold_out(dataset: Dataset, split: Split, seed: int, config: BenchConfig) -> Split:
+    """``split`` with a stratified ``val_fraction`` of its training part (drawn with the seed) as validation."""
+    kept, held = _stratified(dataset.labels[split.train], config.val_fraction, seed, "validation part", dataset.name)
+    return Split(split.name, split.train[kept], split.test, split.train[held])
 
-    A validation part is added for model selection when the data provide none and ``val_fraction > 0``: a
-    stratified share of the training part, drawn with the seed.
+
+def evaluation_splits(dataset: Dataset, seed: int, config: BenchConfig) -> list[Split]:
+    """The splits a seed evaluates: the data's own (train/test files, folds, index lists), else one re-split.
+
+    For the rules that read a validation curve a validation part is added when the split has none and
+    ``val_fraction > 0``: a stratified share of the training part, drawn with the seed. For ``"last"`` and
+    ``"budget"`` the training part stays whole (``"budget"`` chooses its epochs on :func:`selection_split`).
     """
     if dataset.splits is None:
         train, test = _stratified(dataset.labels, config.test_fraction, seed, "test set", dataset.name)
         splits = [Split("random split", train, test, None)]
     else:
         splits = list(dataset.splits)
-    out = []
-    for split in splits:
-        validation = split.validation
-        train = split.train
-        if validation is None and config.val_fraction > 0:
-            kept, held = _stratified(dataset.labels[train], config.val_fraction, seed, "validation part", dataset.name)
-            train, validation = train[kept], train[held]
-        out.append(Split(split.name, train, split.test, validation))
-    return out
+    if config.selection not in CURVE_RULES or config.val_fraction == 0:
+        return splits
+    return [split if split.validation is not None else _hold_out(dataset, split, seed, config) for split in splits]
+
+
+def selection_split(dataset: Dataset, split: Split, seed: int, config: BenchConfig) -> Split | None:
+    """Where the ``"budget"`` rule chooses the epoch budget for ``split``: the data's selection split, else the
+    split's own training and validation parts, else a ``val_fraction`` share of its training part (None when
+    ``val_fraction`` is 0). The returned split has an empty test part."""
+    if dataset.selection is not None:
+        chosen = dataset.selection
+    elif split.validation is not None:
+        chosen = split
+    elif config.val_fraction > 0:
+        chosen = _hold_out(dataset, split, seed, config)
+    else:
+        return None
+    return Split(f"{split.name}: selection", chosen.train, np.empty(0, dtype=np.int64), chosen.validation)
 
 
 def prepare_split(dataset: Dataset, split: Split, device: torch.device) -> _Split:
@@ -297,6 +337,8 @@ def prepare_split(dataset: Dataset, split: Split, device: torch.device) -> _Spli
     scaler = StandardScaler().fit(dataset.features[split.train])
 
     def x(rows: np.ndarray) -> torch.Tensor:
+        if rows.size == 0:  # the test part of a selection split
+            return torch.empty((0, dataset.features.shape[1]), dtype=torch.float32, device=device)
         return torch.as_tensor(scaler.transform(dataset.features[rows]), dtype=torch.float32, device=device)
 
     def y(rows: np.ndarray) -> torch.Tensor:
@@ -326,24 +368,31 @@ def _optimizer(model: nn.Module, lr: float, config: BenchConfig) -> torch.optim.
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def _validate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> tuple[float, float]:
+    """Accuracy and mean loss of ``model`` on ``(x, y)``."""
     model.eval()
     with torch.no_grad():
-        correct = (model(x).argmax(dim=1) == y).double().mean()
+        outputs = model(x)
+        correct = (outputs.argmax(dim=1) == y).double().mean()
+        loss = loss_fn(outputs, y)
     model.train()
-    return float(correct)
+    return float(correct), float(loss)
 
 
 @dataclass(frozen=True)
 class Selected:
     """The model a run keeps: trained with ``learning_rate``, weights of ``epoch`` (1-based), its validation
-    accuracy (None without a validation part) and the mean training loss of that epoch."""
+    accuracy (None without a validation part), the mean training loss of that epoch, and the score the rule
+    compares learning rates by (higher is better; None without a validation part)."""
 
     model: nn.Module
     learning_rate: float
     epoch: int
     val_accuracy: float | None
     train_loss: float
+    score: float | None = None
 
 
 def train_one(
@@ -352,26 +401,34 @@ def train_one(
     """Train the seed's network with one loss and learning rate (default: the first of the grid) for all epochs,
     without selection; returns it and the mean training loss of the last epoch."""
     lr = config.learning_rates[0] if learning_rate is None else learning_rate
-    chosen = _train(split, n_classes, loss_name, seed, config, lr, select=False)
+    chosen = _train(split, n_classes, loss_name, seed, config, lr)
     return chosen.model, chosen.train_loss
 
 
 def _train(
-    split: _Split, n_classes: int, loss_name: str, seed: int, config: BenchConfig, lr: float, select: bool
+    split: _Split,
+    n_classes: int,
+    loss_name: str,
+    seed: int,
+    config: BenchConfig,
+    lr: float,
+    rule: str | None = None,
+    epochs: int | None = None,
 ) -> Selected:
-    """Train for ``config.epochs``; with ``select`` and a validation part keep the epoch of best validation
-    accuracy (the earliest on ties), else the last."""
+    """Train for ``epochs`` (default ``config.epochs``); with a curve ``rule`` and a validation part keep the
+    epoch the rule selects (:class:`~speechkern.losses.selection.EpochSelector`), else the last."""
     device = split.x_train.device
     model = make_network(split.x_train.shape[1], n_classes, config.hidden, seed).to(device)
     loss_fn = loss_function(loss_name, config)
     optimizer = _optimizer(model, lr, config)
     order = torch.Generator().manual_seed(seed)  # the same batch order for every loss
     n = split.x_train.shape[0]
-    validate = select and split.x_val is not None
-    best: tuple[float, int, dict[str, torch.Tensor], float] | None = None
-    last = math.nan
+    selector = None
+    if rule in CURVE_RULES and split.x_val is not None and split.x_val.shape[0] > 0:
+        selector = EpochSelector(rule, config.smoothing_window)
+    train_losses: list[float] = []
     model.train()
-    for epoch in range(1, config.epochs + 1):
+    for _ in range(epochs or config.epochs):
         perm = torch.randperm(n, generator=order).to(device)
         total = torch.zeros((), device=device)
         for start in range(0, n, config.batch_size):
@@ -381,30 +438,41 @@ def _train(
             loss.backward()
             optimizer.step()
             total += loss.detach() * idx.numel()
-        last = float(total / n)
-        if validate:
-            acc = _accuracy(model, split.x_val, split.y_val)  # type: ignore[arg-type]
-            if best is None or acc > best[0]:
-                best = (acc, epoch, copy.deepcopy(model.state_dict()), last)
-    if best is None:
-        return Selected(model, lr, config.epochs, None, last)
-    model.load_state_dict(best[2])
-    return Selected(model, lr, best[1], best[0], best[3])
+        train_losses.append(float(total / n))
+        if selector is not None:
+            selector.update(*_validate(model, split.x_val, split.y_val, loss_fn), model.state_dict())  # type: ignore[arg-type]
+    if selector is None:
+        return Selected(model, lr, len(train_losses), None, train_losses[-1])
+    epoch, val_accuracy, state = selector.finish()
+    model.load_state_dict(state)
+    score = selector.score(epoch)
+    return Selected(model, lr, epoch, val_accuracy, train_losses[epoch - 1], score)
 
 
 def train_selected(split: _Split, n_classes: int, loss_name: str, seed: int, config: BenchConfig) -> Selected:
-    """Model selection on the validation part: the learning rate of the grid and the epoch of best validation
-    accuracy (ties: the earlier learning rate in the grid). Without a validation part: the first learning rate,
-    last epoch."""
-    if split.x_val is None:
-        return _train(split, n_classes, loss_name, seed, config, config.learning_rates[0], select=False)
+    """Model selection on the validation part by ``config.selection``: the learning rate of the grid whose
+    selected epoch scores best (ties: the earlier learning rate), with that epoch's weights. Without a
+    validation part, or with ``"last"``: the first learning rate, last epoch. ``"budget"`` is run by
+    :func:`train_budget`; here it selects as its selection split does (best validation accuracy, earliest)."""
+    rule = BUDGET_RULE if config.selection == "budget" else config.selection
+    if rule not in CURVE_RULES or split.x_val is None or split.x_val.shape[0] == 0:
+        return _train(split, n_classes, loss_name, seed, config, config.learning_rates[0])
     best: Selected | None = None
     for lr in config.learning_rates:
-        chosen = _train(split, n_classes, loss_name, seed, config, lr, select=True)
-        if best is None or (chosen.val_accuracy or 0.0) > (best.val_accuracy or 0.0):
+        chosen = _train(split, n_classes, loss_name, seed, config, lr, rule)
+        if best is None or (chosen.score or 0.0) > (best.score or 0.0):
             best = chosen
     assert best is not None
     return best
+
+
+def train_budget(
+    split: _Split, n_classes: int, loss_name: str, seed: int, config: BenchConfig, budget: Selected
+) -> Selected:
+    """A fresh network trained on the whole training part of ``split`` with the learning rate and for the
+    epochs ``budget`` chose on a selection split (the ``"budget"`` rule); the last epoch is kept."""
+    trained = _train(split, n_classes, loss_name, seed, config, budget.learning_rate, epochs=budget.epoch)
+    return replace(trained, val_accuracy=budget.val_accuracy, score=budget.score)
 
 
 def evaluate(
@@ -444,7 +512,9 @@ def summarise(runs: Sequence[RunResult]) -> list[SummaryRow]:
         acc = _mean_std([r.accuracy for r in group])
         ece = _mean_std([r.ece for r in group])
         inv = _mean_std([r.ece_inverse for r in group]) if group[0].ece_inverse is not None else (None, None)
-        rows.append(SummaryRow(dataset, loss, len(group), acc[0], acc[1], ece[0], ece[1], inv[0], inv[1]))
+        epochs = [r.epoch for r in group if r.epoch is not None]
+        spread = (float(np.median(epochs)), min(epochs), max(epochs)) if epochs else (None, None, None)
+        rows.append(SummaryRow(dataset, loss, len(group), acc[0], acc[1], ece[0], ece[1], inv[0], inv[1], *spread))
     return rows
 
 
@@ -456,11 +526,28 @@ def format_mean_std(mean: float | None, std: float | None, scale: float = 100.0,
     return text if std is None else f"{text} ± {std * scale:.{digits}f}"
 
 
-TABLE_HEADER = ("dataset", "loss", "test accuracy (%)", "ECE (%)", "ECE, inverse map (%)")
+TABLE_HEADER = ("dataset", "loss", "test accuracy (%)", "ECE (%)", "ECE, inverse map (%)", "epoch kept")
+
+
+def format_epochs(row: SummaryRow) -> str:
+    """``median (min–max)`` of the epochs kept, ``—`` when unknown."""
+    if row.epoch_median is None:
+        return "—"
+    return f"{row.epoch_median:g} ({row.epoch_min}–{row.epoch_max})"
+
+
+def epoch_overview(runs: Sequence[RunResult], early: int = 5) -> str:
+    """One sentence on the epochs kept over all runs: the median and the share of runs at epoch ≤ ``early``."""
+    epochs = np.asarray([r.epoch for r in runs if r.epoch is not None])
+    if epochs.size == 0:
+        return "no epochs recorded"
+    share = float(np.mean(epochs <= early))
+    return f"epoch kept: median {np.median(epochs):g} over {epochs.size} runs, epoch ≤ {early} in {share:.0%} of runs"
 
 
 def table_rows(result: BenchResult, short_names: bool = False) -> list[tuple[str, ...]]:
-    """The summary as rows of text cells under :data:`TABLE_HEADER` (mean ± std over runs, in percent).
+    """The summary as rows of text cells under :data:`TABLE_HEADER` (mean ± std over runs, in percent; the
+    median and range of the epochs kept).
 
     short_names: name the losses by their keys in :data:`LOSSES` rather than with their settings.
     """
@@ -472,6 +559,7 @@ def table_rows(result: BenchResult, short_names: bool = False) -> list[tuple[str
             format_mean_std(row.accuracy_mean, row.accuracy_std),
             format_mean_std(row.ece_mean, row.ece_std, digits=2),
             format_mean_std(row.ece_inverse_mean, row.ece_inverse_std, digits=2),
+            format_epochs(row),
         )
         for row in result.summary
     ]
@@ -490,10 +578,11 @@ def markdown_table(result: BenchResult) -> str:
         f"seed(s)); each seed fixes the initial weights and the batch order (and any re-split), the same for every "
         f"loss. Evaluation: {'; '.join(protocols)} (re-splits hold out {cfg.test_fraction:.0%} for testing). "
         f"Network: MLP {cfg.hidden} with ReLU, {optimiser}, weight decay {cfg.weight_decay:g}, {cfg.epochs} "
-        f"epochs, batch {cfg.batch_size}; model selection on a validation part (the data's own, else "
-        f"{cfg.val_fraction:.0%} of the training part): learning rate from {{{lrs}}} and the epoch of best "
-        f"validation accuracy. ECE: top-label, {cfg.n_bins} equal-width bins, softmax probabilities; "
-        "'inverse map': probabilities from inverting the square loss's minimiser (square losses only).",
+        f"epochs, batch {cfg.batch_size}; learning rate from {{{lrs}}}. Selection '{cfg.selection}': "
+        f"{_selection_text(cfg)}. ECE: top-label, {cfg.n_bins} equal-width bins, softmax probabilities; "
+        "'inverse map': probabilities from inverting the square loss's minimiser (square losses only). "
+        f"Results are averaged over each set's splits; the comparison counts sets. "
+        f"{epoch_overview(result.runs).capitalize()}.",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(TABLE_HEADER) - 2)) + "|",
@@ -501,6 +590,18 @@ def markdown_table(result: BenchResult) -> str:
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result)]
     lines += ["", f"Reliability diagrams: `reliability/<dataset>.png`. Total time {result.seconds:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def _selection_text(cfg: BenchConfig) -> str:
+    text = SELECTION_HELP[cfg.selection]
+    if cfg.selection == "accuracy-smoothed":
+        text += f" (window {cfg.smoothing_window})"
+    share = f"{cfg.val_fraction:.0%} of the training part"
+    if cfg.selection == "budget":
+        text += f"; the selection split: the data's own, else the split's validation part, else {share}"
+    elif cfg.selection != "last":
+        text += f"; the validation part: the data's own, else {share}"
+    return text
 
 
 def csv_text(result: BenchResult) -> str:
@@ -571,23 +672,93 @@ def _load_finished(out: Path, dataset: Dataset, key: str) -> list[RunResult] | N
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # a damaged file is recomputed (writes are atomic, so this is a foreign file)
-    if saved.get("key") != key or saved.get("dataset", {}).get("source") != dataset.source:
+    # keyed on the content, not on how the path was spelled: a relative and an absolute --data resume alike
+    if saved.get("key") != key or saved.get("dataset", {}).get("fingerprint") != dataset.fingerprint():
         return None
     return [RunResult(**run) for run in saved["runs"]]
 
 
+def _steps(n_train: int, epochs: int, config: BenchConfig, validate: bool) -> int:
+    """Optimiser steps of one training, plus one per validation pass: the unit of work the ETA counts."""
+    return epochs * (math.ceil(n_train / config.batch_size) + int(validate))
+
+
+@dataclass
+class _Work:
+    """The bench's work in training steps (:func:`_steps`), planned and done, and its runs, for the ETA."""
+
+    total: int = 0
+    done: int = 0
+    runs: int = 0
+    n_runs: int = 0
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One split of a seed: where it is evaluated, where ``"budget"`` chooses its epochs, the planned steps."""
+
+    split: Split
+    selection: Split | None
+    selection_steps: int
+    train_steps: int
+
+
+def _units(dataset: Dataset, seed: int, config: BenchConfig) -> list[_Unit]:
+    """The splits one seed evaluates with the training steps each costs per loss (selection and training)."""
+    n_lr = len(config.learning_rates)
+    units = []
+    for k, split in enumerate(evaluation_splits(dataset, seed, config)):
+        if config.selection == "budget":
+            selection = selection_split(dataset, split, seed, config)
+            # the data's own selection split is trained once per seed and loss, with the first split
+            shared_done = dataset.selection is not None and k > 0
+            chose_steps = 0
+            if selection is not None and not shared_done:
+                chose_steps = n_lr * _steps(len(selection.train), config.epochs, config, True)
+            units.append(_Unit(split, selection, chose_steps, _steps(len(split.train), config.epochs, config, False)))
+            continue
+        validate = config.selection in CURVE_RULES and split.validation is not None and len(split.validation) > 0
+        steps = _steps(len(split.train), config.epochs, config, validate) * (n_lr if validate else 1)
+        units.append(_Unit(split, None, 0, steps))
+    return units
+
+
+def _plan(datasets: Sequence[Dataset], config: BenchConfig, n_losses: int) -> _Work:
+    """The work of every dataset × seed × split × loss, planned before training (``done`` = 0)."""
+    work = _Work()
+    for dataset in datasets:
+        for seed in range(config.seeds):
+            for unit in _units(dataset, seed, config):
+                work.total += n_losses * (unit.selection_steps + unit.train_steps)
+                work.n_runs += n_losses
+    return work
+
+
 def _run_dataset(
-    dataset: Dataset, config: BenchConfig, losses: Sequence[str], device: torch.device, progress: list[int], total: int
+    dataset: Dataset, config: BenchConfig, losses: Sequence[str], device: torch.device, work: _Work
 ) -> tuple[list[RunResult], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Every split × seed × loss of one dataset; the runs and the test probabilities pooled per loss."""
     runs: list[RunResult] = []
     pooled: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {loss: ([], []) for loss in losses}
     for seed in range(config.seeds):
-        for split_spec in evaluation_splits(dataset, seed, config):
-            split = prepare_split(dataset, split_spec, device)
+        budgets: dict[str, Selected] = {}  # per loss, chosen on the data's own selection split
+        for unit in _units(dataset, seed, config):
+            split = prepare_split(dataset, unit.split, device)
+            selection = None
+            if unit.selection is not None and (dataset.selection is None or not budgets):
+                selection = prepare_split(dataset, unit.selection, device)
             for loss in losses:
                 t0 = time.perf_counter()
-                chosen = train_selected(split, dataset.n_classes, loss, seed, config)
+                train_steps = unit.train_steps
+                if config.selection == "budget" and (selection is not None or loss in budgets):
+                    budget = budgets.get(loss) or train_selected(selection, dataset.n_classes, loss, seed, config)  # type: ignore[arg-type]
+                    if dataset.selection is not None:
+                        budgets[loss] = budget
+                    chosen = train_budget(split, dataset.n_classes, loss, seed, config, budget)
+                    train_steps = _steps(len(unit.split.train), chosen.epoch, config, False)
+                    work.total -= unit.train_steps - train_steps  # fewer epochs than planned
+                else:
+                    chosen = train_selected(split, dataset.n_classes, loss, seed, config)
                 accuracy, ece, ece_inverse, probs = evaluate(chosen.model, split, loss, config)
                 runs.append(
                     RunResult(
@@ -607,15 +778,18 @@ def _run_dataset(
                 )
                 pooled[loss][0].append(probs)
                 pooled[loss][1].append(split.y_test.cpu().numpy())
-                progress[0] += 1
+                work.done += unit.selection_steps + train_steps
+                work.runs += 1
                 report(
                     "losses/bench",
-                    progress[0],
-                    total,
-                    "losses bench",
+                    work.done,
+                    work.total,
+                    "losses bench (training steps)",
+                    run=f"{work.runs}/{work.n_runs}",
                     dataset=dataset.name,
                     loss=loss,
                     seed=seed,
+                    epoch=chosen.epoch,
                     acc=accuracy,
                     ece=ece,
                 )
@@ -666,19 +840,18 @@ def run_benchmark(
     runs: list[RunResult] = []
     files: list[Path] = []
     resumed: list[str] = []
-    n_splits = sum(len(d.splits) if d.splits else 1 for d in chosen)
-    total = n_splits * config.seeds * len(losses)
-    progress = [0]
+    work = _plan(chosen, config, len(losses))
     try:
         for dataset in chosen:
             finished = _load_finished(out, dataset, key) if resume else None
             if finished is not None:
                 runs += finished
                 resumed.append(dataset.name)
-                progress[0] += len(finished)
+                finished_work = _plan([dataset], config, len(losses))
+                work.done, work.runs = work.done + finished_work.total, work.runs + finished_work.n_runs
                 files.append(_set_path(out, dataset.name))
                 continue
-            set_runs, pooled = _run_dataset(dataset, config, losses, device, progress, total)
+            set_runs, pooled = _run_dataset(dataset, config, losses, device, work)
             runs += set_runs
             fig = reliability_figure(dataset.name, pooled, config)
             files.append(

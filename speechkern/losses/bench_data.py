@@ -6,7 +6,9 @@ Formats are documented in docs/losses.md; :func:`load_data_dir` finds every set 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 import os
 import re
@@ -28,6 +30,7 @@ _ROLE_SUFFIXES = {
     "validation": ("_validation", "_val", "-validation", "-val", ".validation", ".val"),
 }
 _FOLD_FILE_SUFFIXES = ("_folds.csv", ".folds", "_folds.txt", "_fold.csv")
+SPLITS_FILE_SUFFIX = "_splits.json"
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,9 @@ class Split:
 class Dataset:
     """A classification data set: features ``(n, d)`` (float64), labels ``(n,)`` in ``0..C−1``, class names.
 
-    splits: the protocol the files provide (a train/test split or folds), or None: re-split per seed.
-    protocol: a short description of how the set is evaluated.
+    splits: the protocol the files provide (a train/test split, folds or index lists), or None: re-split per
+    seed. protocol: a short description of how the set is evaluated. selection: a provided split (train and
+    validation parts) on which the ``"budget"`` selection rule chooses its epochs, or None.
     """
 
     name: str
@@ -55,18 +59,33 @@ class Dataset:
     source: str
     splits: tuple[Split, ...] | None = None
     protocol: str = "random stratified split per seed"
+    selection: Split | None = None
 
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    def fingerprint(self) -> str:
+        """A hash of the content (features, labels, class names, provided splits), not of where it was read."""
+        digest = hashlib.sha256()
+        digest.update(repr((self.features.shape, self.class_names)).encode())
+        digest.update(np.ascontiguousarray(self.features, dtype=np.float64).tobytes())
+        digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        for split in (*(self.splits or ()), *((self.selection,) if self.selection else ())):
+            digest.update(split.name.encode())
+            for part in (split.train, split.test, split.validation):
+                digest.update(b"|" if part is None else b"|" + np.asarray(part, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:16]
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "source": self.source,
+            "fingerprint": self.fingerprint(),
             "n_samples": int(self.features.shape[0]),
             "n_features": int(self.features.shape[1]),
             "n_classes": self.n_classes,
+            "n_splits": len(self.splits) if self.splits else 1,
             "protocol": self.protocol,
         }
 
@@ -259,37 +278,118 @@ def _read_fold_file(path: Path, n_rows: int) -> list[str]:
     return lines
 
 
-def load_csv_dataset(path: str | os.PathLike, name: str | None = None, fold_file: Path | None = None) -> Dataset:
+def _index_part(value: Any, n_rows: int, where: str) -> np.ndarray:
+    """A list of distinct 0-based row indices below ``n_rows``."""
+    if not isinstance(value, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        raise SpeechkernError(f"{where}: expected a list of integer row indices (0-based), got {str(value)[:60]}")
+    rows = np.asarray(value, dtype=np.int64)
+    bad = rows[(rows < 0) | (rows >= n_rows)]
+    if bad.size:
+        raise SpeechkernError(f"{where}: row index {bad[0]} is outside 0..{n_rows - 1} (the data file's rows)")
+    if np.unique(rows).size != rows.size:
+        raise SpeechkernError(f"{where}: a row index appears twice; list each row once")
+    return rows
+
+
+def _index_split(entry: Any, name: str, n_rows: int, where: str, roles: tuple[str, ...]) -> Split:
+    """One split of a splits file: ``roles`` required (train with test or validation), the rest optional."""
+    if not isinstance(entry, dict):
+        raise SpeechkernError(f"{where}: expected an object with 'train' and '{roles[1]}' index lists")
+    unknown = sorted(set(entry) - {"name", "train", "test", "validation"})
+    if unknown:
+        raise SpeechkernError(f"{where}: unknown key(s) {', '.join(unknown)}; use name, train, test, validation")
+    for role in roles:
+        if not entry.get(role):
+            raise SpeechkernError(f"{where}: the '{role}' index list is missing or empty")
+    parts = {
+        r: _index_part(entry[r], n_rows, f"{where}, {r}") if r in entry else None
+        for r in ("train", "test", "validation")
+    }
+    present = [r for r, rows in parts.items() if rows is not None]
+    for i, a in enumerate(present):
+        for b in present[i + 1 :]:
+            common = np.intersect1d(parts[a], parts[b])
+            if common.size:
+                raise SpeechkernError(f"{where}: row {common[0]} is in both {a} and {b}; the parts must not overlap")
+    test = parts["test"] if parts["test"] is not None else np.empty(0, dtype=np.int64)
+    validation = parts["validation"] if parts["validation"] is not None and parts["validation"].size else None
+    return Split(str(entry.get("name", name)), parts["train"], test, validation)  # type: ignore[arg-type]
+
+
+def load_index_splits(path: Path, n_rows: int) -> tuple[tuple[Split, ...], Split | None]:
+    """Provided splits as explicit row-index lists (a JSON file; format and example in docs/losses.md).
+
+    ``{"splits": [{"name": ..., "train": [...], "test": [...], "validation": [...]}, ...], "selection":
+    {"train": [...], "validation": [...]}}``: indices are 0-based data rows of the set's CSV file (the header
+    not counted); ``name``, ``validation`` and ``selection`` are optional. Splits may overlap one another (a row
+    in several test parts, or in none); within a split the parts must not. Returns (splits, selection split).
+    Raises SpeechkernError naming the file and the split for anything else.
+    """
+    try:
+        content = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SpeechkernError(f"{path}: cannot read the splits file ({err}); give JSON as in docs/losses.md") from None
+    if isinstance(content, list):
+        content = {"splits": content}
+    if not isinstance(content, dict) or not isinstance(content.get("splits"), list) or not content["splits"]:
+        raise SpeechkernError(f"{path}: expected an object with a non-empty 'splits' list (see docs/losses.md)")
+    splits = tuple(
+        _index_split(entry, f"split {k + 1}", n_rows, f"{path}, split {k + 1}", ("train", "test"))
+        for k, entry in enumerate(content["splits"])
+    )
+    names = [s.name for s in splits]
+    if len(set(names)) != len(names):
+        raise SpeechkernError(f"{path}: split names {names} repeat; give each split its own name")
+    selection = None
+    if content.get("selection") is not None:
+        where = f"{path}, selection"
+        selection = _index_split(content["selection"], "selection", n_rows, where, ("train", "validation"))
+    return splits, selection
+
+
+def load_csv_dataset(
+    path: str | os.PathLike, name: str | None = None, fold_file: Path | None = None, splits_file: Path | None = None
+) -> Dataset:
     """Read a dataset from one CSV file (UTF-8, comma-separated); see docs/losses.md for the format.
 
     A header row; a ``label`` column (the class of each row: any text or number; classes are sorted, numerically
     when all are integers); every other column numeric, except the optional protocol columns ``fold`` (k-fold
     evaluation: each fold value is the test part once) and ``split`` (``train``/``test``/``validation`` per row).
-    ``fold_file``: a file with one fold value per row, used when the CSV has no fold column. Each class needs at
-    least 2 rows. The dataset is named ``name``, by default after the file's stem.
+    ``fold_file``: a file with one fold value per row, used when the CSV has no fold column. ``splits_file``:
+    explicit row-index lists (:func:`load_index_splits`), used when the CSV has neither column. Each class needs
+    at least 2 rows. The dataset is named ``name``, by default after the file's stem.
     """
     path = Path(path)
     table = _read_table(path)
     class_names, y = _classes(table.labels, str(path))
     _check_counts(y, class_names, str(path))
     folds = table.folds
-    source = str(path)
+    source = str(path.resolve())
     if folds is None and fold_file is not None:
         folds = _read_fold_file(fold_file, len(y))
-        source = f"{path} (folds: {fold_file})"
+        source = f"{source} (folds: {fold_file.resolve()})"
     if folds is not None and table.roles is not None:
         raise SpeechkernError(f"{path}: give either a 'fold' or a 'split' column (or fold file), not both")
     splits: tuple[Split, ...] | None = None
+    selection: Split | None = None
     protocol = "random stratified split per seed"
-    if folds is not None:
+    if splits_file is not None:
+        if folds is not None or table.roles is not None:
+            raise SpeechkernError(
+                f"{path}: give the protocol once, as a splits file ({splits_file.name}) or as a 'fold'/'split' "
+                "column or fold file, not both"
+            )
+        splits, selection = load_index_splits(splits_file, len(y))
+        source = f"{source} (splits: {splits_file.resolve()})"
+        protocol = f"{len(splits)} provided split{'s' if len(splits) > 1 else ''} (index lists)"
+    elif folds is not None:
         splits = _fold_splits(folds, str(path))
         protocol = f"{len(splits)} provided folds"
     elif table.roles is not None:
         splits = (_role_split(table.roles, str(path)),)
         protocol = "provided train/test split"
-    return Dataset(
-        name or _safe(path.stem), np.asarray(table.features, dtype=np.float64), y, class_names, source, splits, protocol
-    )
+    features = np.asarray(table.features, dtype=np.float64)
+    return Dataset(name or _safe(path.stem), features, y, class_names, source, splits, protocol, selection)
 
 
 def load_split_files(name: str, train: Path, test: Path, validation: Path | None = None) -> Dataset:
@@ -310,7 +410,7 @@ def load_split_files(name: str, train: Path, test: Path, validation: Path | None
     split = Split("provided split", parts[0], parts[1], parts[2] if validation is not None else None)
     features = np.asarray([row for t in tables for row in t.features], dtype=np.float64)
     roles = "train/validation/test" if validation is not None else "train/test"
-    source = ", ".join(map(str, paths))
+    source = ", ".join(str(p.resolve()) for p in paths)
     return Dataset(name, features, y, class_names, source, (split,), f"provided {roles} files")
 
 
@@ -343,7 +443,8 @@ def load_data_dir(directory: str | os.PathLike) -> list[Dataset]:
     Per folder: ``<set>_train.csv`` + ``<set>_test.csv`` (+ ``<set>_validation.csv``) form one set with a
     provided split, as do ``train.csv`` + ``test.csv`` in a folder of their own (named after the folder);
     any other ``<set>.csv`` is one set (with a ``fold``/``split`` column or a ``<set>_folds.csv`` fold file for
-    provided folds, else re-split per seed). Hidden folders and bench output folders are skipped.
+    provided folds, a ``<set>_splits.json`` file of row-index lists for provided splits, else re-split per
+    seed). Hidden folders and bench output folders are skipped.
     docs/losses.md gives the formats.
     """
     root = Path(directory)
@@ -378,7 +479,10 @@ def load_data_dir(directory: str | os.PathLike) -> list[Dataset]:
             fold_file = next(
                 (folder / f"{p.stem}{s}" for s in _FOLD_FILE_SUFFIXES if (folder / f"{p.stem}{s}").is_file()), None
             )
-            found.append(load_csv_dataset(p, prefix + _safe(p.stem), fold_file))
+            splits_file = folder / f"{p.stem}{SPLITS_FILE_SUFFIX}"
+            found.append(
+                load_csv_dataset(p, prefix + _safe(p.stem), fold_file, splits_file if splits_file.is_file() else None)
+            )
     if not found:
         raise SpeechkernError(f"{root}: no *.csv files found; put one CSV file per dataset there (see docs/losses.md)")
     names = [d.name for d in found]

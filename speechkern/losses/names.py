@@ -3,3 +3,5 @@
 LOSSES = ("cross_entropy", "square", "rescaled_square", "squentropy")
 BUILTIN_DATASETS = ("digits", "wine", "breast_cancer", "iris", "two_spirals")
 DEFAULT_EPOCHS = 100
+DEFAULT_SELECTION = "last"  # which epoch a run keeps (speechkern.losses.selection.SELECTION_HELP)
+DEFAULT_SMOOTHING_WINDOW = 5

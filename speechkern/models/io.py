@@ -1,9 +1,8 @@
-"""The on-disk mask model: ``config.json`` plus ``weights.safetensors`` in one folder, no pickle.
+"""Reading, writing and checking mask model folders: ``config.json`` plus ``weights.safetensors``, no pickle.
 
-A :class:`MaskModel` is everything ``enhance`` and ``evaluate`` need: the feature and target configuration it
-was trained with, the feature normalisation statistics, and one estimator per block of mask channels (one
-block for the DNN and the single-kernel model, b blocks for the subband kernel machine). Loading reads JSON and
-tensors only; no code from the file is run.
+:func:`save_model` writes a :class:`~speechkern.models.mask_model.MaskModel` atomically; :func:`load_model`
+reads JSON and tensors only (no code from the file is run) and checks the configuration against the weights'
+shapes before any estimator is built. ``MaskModel`` and ``split_bands`` are re-exported from here.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +24,26 @@ import speechkern
 from speechkern.device import resolve_device
 from speechkern.eigenpro.state import read_safetensors
 from speechkern.errors import SpeechkernError
-from speechkern.features import FeatureConfig, FeatureStats, base_dim, input_dim, stack_context
+from speechkern.features import FeatureConfig, FeatureStats, base_dim, input_dim
+from speechkern.models.mask_model import MaskModel, _predict_estimators, split_bands
 from speechkern.outputs import _UMASK
 from speechkern.targets import TargetConfig, mask_units
 from speechkern.transform import InputTransform
 
+__all__ = ["FORMAT", "FORMAT_VERSION", "MaskModel", "_predict_estimators", "load_model", "save_model", "split_bands"]
+
 FORMAT = "speechkern-mask-model"
-FORMAT_VERSION = 2  # 2: features see the waveform at a fixed RMS level (FeatureConfig.level_dbfs)
+FORMAT_VERSION = 3  # 2: features see the waveform at a fixed RMS level; 3: local kernel machines (v2 still loads)
+READABLE_VERSIONS = (2, 3)
 # Bump when feature extraction changes what it computes: models trained before then are refused by enhance.
 FEATURES_VERSION = 2
 
 
 def _estimator_classes() -> dict[str, Any]:
-    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.eigenpro import EigenProRegressor, LocalKernelRegressor
     from speechkern.models.dnn import DNNRegressor
 
-    return {"eigenpro": EigenProRegressor, "dnn": DNNRegressor}
+    return {"eigenpro": EigenProRegressor, "local": LocalKernelRegressor, "dnn": DNNRegressor}
 
 
 def _estimator_kind(estimator: Any) -> str:
@@ -51,278 +53,195 @@ def _estimator_kind(estimator: Any) -> str:
     raise TypeError(f"no on-disk form for {type(estimator).__name__}")
 
 
-def split_bands(n_units: int, n_bands: int) -> list[tuple[int, int]]:
-    """``n_bands`` contiguous blocks ``[lo, hi)`` covering ``n_units`` channels, sizes differing by at most 1."""
-    if not 1 <= n_bands <= n_units:
-        raise SpeechkernError(f"subbands = {n_bands}: must be between 1 and the {n_units} mask channels")
-    edges = np.linspace(0, n_units, n_bands + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+def save_model(model: MaskModel, folder: str | os.PathLike, overwrite: bool = False) -> None:
+    """Write ``model`` as ``config.json`` and ``weights.safetensors``, atomically (a temporary folder renamed into
+    place).
 
-
-def _predict_estimators(estimators: list[Any], inputs: np.ndarray, prepared: dict | None = None) -> list[np.ndarray]:
-    """Each estimator's float32 predictions for ``inputs`` (n, d). Kernel estimators that share their centres (the
-    subband models') share one matrix of squared distances per block of rows, the larger part of the work
-    (:func:`speechkern.kernels.shared_center_products`; equal to each estimator's own ``predict`` to float32
-    rounding). ``prepared``: a dict in which the centres' :func:`~speechkern.kernels.prepare_points` are kept
-    between calls."""
-    from speechkern.eigenpro import EigenProRegressor
-    from speechkern.kernels import prepare_points, shared_center_products
-
-    out: list[np.ndarray | None] = [None] * len(estimators)
-    groups: dict[tuple, list[int]] = {}
-    for i, est in enumerate(estimators):
-        if isinstance(est, EigenProRegressor) and getattr(est, "n_features_in_", None) == inputs.shape[1]:
-            groups.setdefault((est.centers_.data_ptr(), tuple(est.centers_.shape), est.centers_.device), []).append(i)
-    cache = {} if prepared is None else prepared
-    for key, members in ((k, m) for k, m in groups.items() if len(m) > 1):
-        Z = estimators[members[0]].centers_
-        if key not in cache:
-            cache[key] = prepare_points(Z)
-        X = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(Z.device)
-        preds = shared_center_products(
-            X, cache[key], [estimators[i].kernel_ for i in members], [estimators[i].weights_ for i in members]
-        )
-        for i, pred in zip(members, preds, strict=True):
-            out[i] = pred.cpu().numpy()
-    return [
-        np.asarray(e.predict(inputs), dtype=np.float32) if o is None else o
-        for e, o in zip(estimators, out, strict=True)
-    ]
-
-
-@dataclass
-class MaskModel:
-    """A trained mask estimator with its feature pipeline.
-
-    kind: "kernel" or "dnn"; bands: channel blocks ``[lo, hi)``, one estimator each, in channel order;
-    info: training facts (timings, chosen kernels, epochs) kept in config.json; transform: the linear map applied
-    to the normalised, context-stacked inputs before the estimators (:mod:`speechkern.transform`), or None.
+    Tensors shared by several estimators (the subband models' common centres) are stored once.
     """
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise SpeechkernError(f"{folder}: a model is there already; pass --overwrite to replace it")
+    tensors: dict[str, torch.Tensor] = {
+        "stats.mean": torch.as_tensor(np.asarray(model.stats.mean)),
+        "stats.std": torch.as_tensor(np.asarray(model.stats.std)),
+    }
+    if model.transform is not None:
+        tensors["transform.matrix"] = torch.as_tensor(model.transform.matrix)
+    seen: dict[str, str] = {}
+    estimators = []
+    for i, est in enumerate(model.estimators):
+        est_tensors, est_config = est.to_state()
+        aliases = {}
+        for key, value in est_tensors.items():
+            value = value.detach().cpu().contiguous()
+            digest = hashlib.sha256(value.numpy().tobytes()).hexdigest() + str(value.dtype) + str(value.shape)
+            if digest in seen:
+                aliases[key] = seen[digest]
+            else:
+                name = f"est{i}.{key}"
+                tensors[name] = value
+                seen[digest] = name
+                aliases[key] = name
+        estimators.append({"kind": _estimator_kind(est), "config": est_config, "tensors": aliases})
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "features_version": FEATURES_VERSION,
+        "speechkern_version": speechkern.__version__,
+        "kind": model.kind,
+        "features": model.feature_config.model_dump(mode="json"),
+        "target": model.target_config.model_dump(mode="json"),
+        "bands": [list(b) for b in model.bands],
+        "transform": None if model.transform is None else model.transform.to_config(),
+        "estimators": estimators,
+        "info": model.info,
+    }
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's folders are private; a model folder is not
+        save_file(tensors, str(tmp / "weights.safetensors"), metadata={CONFIG_KEY: _signed(config)})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        for written in tmp.iterdir():
+            os.chmod(written, 0o666 & ~_UMASK)  # safetensors writes its files as 0600
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
-    kind: str
-    feature_config: FeatureConfig
-    target_config: TargetConfig
-    stats: FeatureStats
-    bands: list[tuple[int, int]]
-    estimators: list[Any]
-    info: dict[str, Any] = field(default_factory=dict)
-    device: str = "cpu"  # where the estimators live; enhance computes features there too
-    transform: InputTransform | None = None
-    _prepared: dict = field(default_factory=dict, repr=False, compare=False)  # centres ready for products
 
-    @property
-    def n_units(self) -> int:
-        return self.bands[-1][1]
+def load_model(folder: str | os.PathLike, device: str = "cpu") -> MaskModel:
+    """Read a model folder; refuses models whose format or feature code differs from this version's.
 
-    def inputs(self, features: np.ndarray) -> np.ndarray:
-        """Model inputs from raw per-frame features (n_frames, base_dim): normalised, context stacked, transformed."""
-        stacked = stack_context(self.stats.normalize(features), self.feature_config.context)
-        return stacked if self.transform is None else self.transform.apply(stacked)
-
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """Real-valued mask estimates (n_frames, n_units), clipped to [0, 1], bands reassembled in order."""
-        parts = [part.reshape(len(inputs), -1) for part in _predict_estimators(self.estimators, inputs, self._prepared)]
-        for (lo, hi), part in zip(self.bands, parts, strict=True):
-            if part.shape[1] != hi - lo:
-                raise RuntimeError(f"band [{lo}, {hi}) predicted {part.shape[1]} channels")
-        return np.clip(np.concatenate(parts, axis=1), 0.0, 1.0)
-
-    def mask(self, features: np.ndarray) -> np.ndarray:
-        """The mask to apply (n_frames, n_units): binary masks thresholded at 0.5, ratio masks as estimated."""
-        estimate = self.predict(self.inputs(features))
-        return (estimate >= 0.5).astype(np.float32) if self.target_config.kind == "ibm" else estimate
-
-    # -- persistence ---------------------------------------------------------------------------------------
-
-    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> None:
-        """Write ``config.json`` and ``weights.safetensors`` atomically (a temporary folder renamed into place).
-
-        Tensors shared by several estimators (the subband models' common centres) are stored once.
-        """
-        folder = Path(folder)
-        if folder.exists() and not overwrite:
-            raise SpeechkernError(f"{folder}: a model is there already; pass --overwrite to replace it")
-        tensors: dict[str, torch.Tensor] = {
-            "stats.mean": torch.as_tensor(np.asarray(self.stats.mean)),
-            "stats.std": torch.as_tensor(np.asarray(self.stats.std)),
-        }
-        if self.transform is not None:
-            tensors["transform.matrix"] = torch.as_tensor(self.transform.matrix)
-        seen: dict[str, str] = {}
-        estimators = []
-        for i, est in enumerate(self.estimators):
-            est_tensors, est_config = est.to_state()
-            aliases = {}
-            for key, value in est_tensors.items():
-                value = value.detach().cpu().contiguous()
-                digest = hashlib.sha256(value.numpy().tobytes()).hexdigest() + str(value.dtype) + str(value.shape)
-                if digest in seen:
-                    aliases[key] = seen[digest]
-                else:
-                    name = f"est{i}.{key}"
-                    tensors[name] = value
-                    seen[digest] = name
-                    aliases[key] = name
-            estimators.append({"kind": _estimator_kind(est), "config": est_config, "tensors": aliases})
-        config = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "features_version": FEATURES_VERSION,
-            "speechkern_version": speechkern.__version__,
-            "kind": self.kind,
-            "features": self.feature_config.model_dump(mode="json"),
-            "target": self.target_config.model_dump(mode="json"),
-            "bands": [list(b) for b in self.bands],
-            "transform": None if self.transform is None else self.transform.to_config(),
-            "estimators": estimators,
-            "info": self.info,
-        }
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's folders are private; a model folder is not
-            save_file(tensors, str(tmp / "weights.safetensors"), metadata={CONFIG_KEY: _signed(config)})
-            (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-            for written in tmp.iterdir():
-                os.chmod(written, 0o666 & ~_UMASK)  # safetensors writes its files as 0600
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike, device: str = "cpu") -> MaskModel:
-        """Read a model folder; refuses models whose format or feature code differs from this version's.
-
-        The configuration is checked against the weights' shapes before any estimator is built, so a damaged or
-        edited folder gives one :class:`SpeechkernError` naming the folder and the problem, never a traceback or
-        an allocation larger than the weights file.
-        """
-        folder = Path(folder)
-        device = str(resolve_device(device))  # an unknown or absent device is the option's fault, not the folder's
-        config_path = folder / "config.json"
-        if not config_path.is_file():
-            raise SpeechkernError(f"{folder}: no model here (config.json missing); train one with `speechkern train`")
-        config = _read_config(folder)
-        if config.get("format") == FORMAT and config.get("format_version") == 1:
-            raise SpeechkernError(
-                f"{folder}: model format v1 (speechkern {config.get('speechkern_version')}) computes features at the "
-                "recording's own level and mis-scales quieter or louder input; retrain it with this speechkern"
-            )
-        if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
-            raise SpeechkernError(
-                f"{folder}: model format {config.get('format')} v{config.get('format_version')} is not "
-                f"{FORMAT} v{FORMAT_VERSION}; "
-                + (
-                    f"it was written by a newer speechkern ({config.get('speechkern_version')}): upgrade speechkern"
-                    if config.get("format") == FORMAT
-                    and isinstance(config.get("format_version"), int)
-                    and config["format_version"] > FORMAT_VERSION
-                    else "retrain it with this version of speechkern"
-                )
-            )
-        if config.get("features_version") != FEATURES_VERSION:
-            raise SpeechkernError(
-                f"{folder}: trained with feature code v{config.get('features_version')} (speechkern "
-                f"{config.get('speechkern_version')}), but this speechkern {speechkern.__version__} computes "
-                f"features v{FEATURES_VERSION}; "
-                + (
-                    "upgrade speechkern"
-                    if isinstance(config.get("features_version"), int) and config["features_version"] > FEATURES_VERSION
-                    else "retrain the model"
-                )
-            )
-        tensors, metadata = _read_weights(folder)
-        try:
-            return cls._from_checked(config, tensors, metadata, device)
-        except _Damaged as err:
-            raise SpeechkernError(f"{folder}: {err}; {_remedy(folder)}") from None
-        except torch.OutOfMemoryError:  # a sound model on a full device: not the folder's fault
-            size = sum(t.nbytes for t in tensors.values())
-            raise SpeechkernError(
-                f"{folder}: the model ({size / 2**20:.0f} MiB of weights) does not fit the free memory of {device}; "
-                "free that device or choose another with --device cpu"
-            ) from None
-
-    @classmethod
-    def _from_checked(cls, config: dict, tensors: dict[str, torch.Tensor], metadata: dict, device: str) -> MaskModel:
-        saved = metadata.get(CONFIG_KEY)
-        if saved is not None:  # the configuration written with the weights: config.json must not differ from it
-            try:
-                reference = json.loads(saved)
-            except ValueError:
-                raise _Damaged("weights.safetensors holds an unreadable configuration copy") from None
-            if _signed(config) != saved:
-                key = _first_difference(reference, _without_info(config))
-                raise _Damaged(f"config.json was edited after training ({key})")
-        missing = [k for k in ("kind", "features", "target", "bands", "estimators") if k not in config]
-        if missing:
-            raise _Damaged(f"config.json lacks {', '.join(missing)}")
-        feature_config = _validated(FeatureConfig, config["features"], "features")
-        target_config = _validated(TargetConfig, config["target"], "target")
-        bands = _checked_bands(config["bands"], mask_units(target_config, feature_config))
-        entries = config["estimators"]
-        if not isinstance(entries, list) or len(entries) != len(bands):
-            raise _Damaged(f"config.json has {len(bands)} bands but {_count(entries)} estimators")
-        kind = config["kind"]
-        expected_kind = {"kernel": "eigenpro", "dnn": "dnn"}.get(kind)
-        if expected_kind is None:
-            raise _Damaged(f"config.json: kind {kind!r} is not 'kernel' or 'dnn'")
-        for name in ("stats.mean", "stats.std"):
-            if name not in tensors or tensors[name].shape != (base_dim(feature_config),):
-                shape = tuple(tensors[name].shape) if name in tensors else "missing"
-                raise _Damaged(f"{name} is {shape}, but the features give {base_dim(feature_config)} values per frame")
-        n_inputs = input_dim(feature_config)
-        transform = None
-        if config.get("transform"):
-            if "transform.matrix" not in tensors:
-                raise _Damaged("config.json names an input transform but weights.safetensors has no transform.matrix")
-            try:
-                transform = InputTransform.from_state(tensors["transform.matrix"], config["transform"])
-            except (SpeechkernError, KeyError, TypeError, ValueError) as err:
-                raise _Damaged(f"the input transform cannot be rebuilt ({type(err).__name__}: {err})") from None
-            if transform.in_dim != n_inputs:
-                raise _Damaged(f"the input transform takes {transform.in_dim} inputs, the features give {n_inputs}")
-            n_inputs = transform.out_dim
-        classes = _estimator_classes()
-        estimators = []
-        for i, (entry, (lo, hi)) in enumerate(zip(entries, bands, strict=True)):
-            where = f"estimator {i}"
-            if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
-                raise _Damaged(f"config.json: {where} is not an object with a config")
-            if entry.get("kind") != expected_kind:
-                raise _Damaged(f"config.json: {where} is of kind {entry.get('kind')!r}, a {kind} model needs "
-                               f"{expected_kind!r}")  # fmt: skip
-            names = entry.get("tensors")
-            if not isinstance(names, dict) or any(not isinstance(v, str) or v not in tensors for v in names.values()):
-                raise _Damaged(f"config.json: {where} names tensors that weights.safetensors does not hold")
-            own = {key: tensors[name] for key, name in names.items()}
-            check = _check_dnn if expected_kind == "dnn" else _check_eigenpro
-            check(own, entry["config"], n_inputs, hi - lo, where)
-            try:
-                estimators.append(classes[expected_kind].from_state(own, entry["config"], device=device))
-            except torch.OutOfMemoryError:
-                raise
-            except (SpeechkernError, KeyError, TypeError, ValueError, RuntimeError) as err:
-                raise _Damaged(f"{where} cannot be rebuilt ({type(err).__name__}: {err})") from None
-        try:
-            stats = FeatureStats(mean=tensors["stats.mean"].numpy(), std=tensors["stats.std"].numpy())
-        except SpeechkernError as err:
-            raise _Damaged(str(err)) from None
-        info = config.get("info", {})
-        return cls(
-            kind=kind,
-            feature_config=feature_config,
-            target_config=target_config,
-            stats=stats,
-            bands=bands,
-            estimators=estimators,
-            info=info if isinstance(info, dict) else {},
-            device=str(resolve_device(device)),
-            transform=transform,
+    The configuration is checked against the weights' shapes before any estimator is built, so a damaged or
+    edited folder gives one :class:`SpeechkernError` naming the folder and the problem, never a traceback or
+    an allocation larger than the weights file.
+    """
+    folder = Path(folder)
+    device = str(resolve_device(device))  # an unknown or absent device is the option's fault, not the folder's
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise SpeechkernError(f"{folder}: no model here (config.json missing); train one with `speechkern train`")
+    config = _read_config(folder)
+    if config.get("format") == FORMAT and config.get("format_version") == 1:
+        raise SpeechkernError(
+            f"{folder}: model format v1 (speechkern {config.get('speechkern_version')}) computes features at the "
+            "recording's own level and mis-scales quieter or louder input; retrain it with this speechkern"
         )
+    if config.get("format") == FORMAT and isinstance(config.get("format_version"), int) \
+            and config["format_version"] > FORMAT_VERSION:  # fmt: skip
+        raise SpeechkernError(
+            f"{folder}: model format v{config['format_version']} was written by a newer speechkern "
+            f"({config.get('speechkern_version')}) than this one ({speechkern.__version__}); upgrade speechkern"
+        )
+    if config.get("format") != FORMAT or config.get("format_version") not in READABLE_VERSIONS:
+        raise SpeechkernError(
+            f"{folder}: model format {config.get('format')} v{config.get('format_version')} is not "
+            f"{FORMAT} v{FORMAT_VERSION}; retrain it with this version of speechkern"
+        )
+    if config.get("features_version") != FEATURES_VERSION:
+        raise SpeechkernError(
+            f"{folder}: trained with feature code v{config.get('features_version')} (speechkern "
+            f"{config.get('speechkern_version')}), but this speechkern {speechkern.__version__} computes "
+            f"features v{FEATURES_VERSION}; "
+            + (
+                "upgrade speechkern"
+                if isinstance(config.get("features_version"), int) and config["features_version"] > FEATURES_VERSION
+                else "retrain the model"
+            )
+        )
+    tensors, metadata = _read_weights(folder)
+    try:
+        return _from_checked(config, tensors, metadata, device)
+    except _Damaged as err:
+        raise SpeechkernError(f"{folder}: {err}; {_remedy(folder)}") from None
+    except torch.OutOfMemoryError:  # a sound model on a full device: not the folder's fault
+        size = sum(t.nbytes for t in tensors.values())
+        raise SpeechkernError(
+            f"{folder}: the model ({size / 2**20:.0f} MiB of weights) does not fit the free memory of {device}; "
+            "free that device or choose another with --device cpu"
+        ) from None
+
+
+def _from_checked(config: dict, tensors: dict[str, torch.Tensor], metadata: dict, device: str) -> MaskModel:
+    saved = metadata.get(CONFIG_KEY)
+    if saved is not None:  # the configuration written with the weights: config.json must not differ from it
+        try:
+            reference = json.loads(saved)
+        except ValueError:
+            raise _Damaged("weights.safetensors holds an unreadable configuration copy") from None
+        if _signed(config) != saved:
+            key = _first_difference(reference, _without_info(config))
+            raise _Damaged(f"config.json was edited after training ({key})")
+    missing = [k for k in ("kind", "features", "target", "bands", "estimators") if k not in config]
+    if missing:
+        raise _Damaged(f"config.json lacks {', '.join(missing)}")
+    feature_config = _validated(FeatureConfig, config["features"], "features")
+    target_config = _validated(TargetConfig, config["target"], "target")
+    bands = _checked_bands(config["bands"], mask_units(target_config, feature_config))
+    entries = config["estimators"]
+    if not isinstance(entries, list) or len(entries) != len(bands):
+        raise _Damaged(f"config.json has {len(bands)} bands but {_count(entries)} estimators")
+    kind = config["kind"]
+    expected_kind = {"kernel": ("eigenpro", "local"), "dnn": ("dnn",)}.get(kind)
+    if expected_kind is None:
+        raise _Damaged(f"config.json: kind {kind!r} is not 'kernel' or 'dnn'")
+    for name in ("stats.mean", "stats.std"):
+        if name not in tensors or tensors[name].shape != (base_dim(feature_config),):
+            shape = tuple(tensors[name].shape) if name in tensors else "missing"
+            raise _Damaged(f"{name} is {shape}, but the features give {base_dim(feature_config)} values per frame")
+    n_inputs = input_dim(feature_config)
+    transform = None
+    if config.get("transform"):
+        if "transform.matrix" not in tensors:
+            raise _Damaged("config.json names an input transform but weights.safetensors has no transform.matrix")
+        try:
+            transform = InputTransform.from_state(tensors["transform.matrix"], config["transform"])
+        except (SpeechkernError, KeyError, TypeError, ValueError) as err:
+            raise _Damaged(f"the input transform cannot be rebuilt ({type(err).__name__}: {err})") from None
+        if transform.in_dim != n_inputs:
+            raise _Damaged(f"the input transform takes {transform.in_dim} inputs, the features give {n_inputs}")
+        n_inputs = transform.out_dim
+    classes = _estimator_classes()
+    estimators = []
+    for i, (entry, (lo, hi)) in enumerate(zip(entries, bands, strict=True)):
+        where = f"estimator {i}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise _Damaged(f"config.json: {where} is not an object with a config")
+        if entry.get("kind") not in expected_kind:
+            raise _Damaged(f"config.json: {where} is of kind {entry.get('kind')!r}, a {kind} model needs "
+                           f"{' or '.join(map(repr, expected_kind))}")  # fmt: skip
+        names = entry.get("tensors")
+        if not isinstance(names, dict) or any(not isinstance(v, str) or v not in tensors for v in names.values()):
+            raise _Damaged(f"config.json: {where} names tensors that weights.safetensors does not hold")
+        own = {key: tensors[name] for key, name in names.items()}
+        check = {"dnn": _check_dnn, "eigenpro": _check_eigenpro, "local": _check_local}[entry["kind"]]
+        check(own, entry["config"], n_inputs, hi - lo, where)
+        try:
+            estimators.append(classes[entry["kind"]].from_state(own, entry["config"], device=device))
+        except torch.OutOfMemoryError:
+            raise
+        except (SpeechkernError, KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise _Damaged(f"{where} cannot be rebuilt ({type(err).__name__}: {err})") from None
+    try:
+        stats = FeatureStats(mean=tensors["stats.mean"].numpy(), std=tensors["stats.std"].numpy())
+    except SpeechkernError as err:
+        raise _Damaged(str(err)) from None
+    info = config.get("info", {})
+    return MaskModel(
+        kind=kind,
+        feature_config=feature_config,
+        target_config=target_config,
+        stats=stats,
+        bands=bands,
+        estimators=estimators,
+        info=info if isinstance(info, dict) else {},
+        device=str(resolve_device(device)),
+        transform=transform,
+    )
 
 
 # -- validation of a model folder ---------------------------------------------------------------------------
@@ -448,6 +367,23 @@ def _check_eigenpro(tensors: dict[str, torch.Tensor], config: dict, n_inputs: in
                        f" do not match the weights ({n_inputs}, {n_outputs})")  # fmt: skip
     if not isinstance(config.get("params"), dict) or not isinstance(config.get("kernel"), dict):
         raise _Damaged(f"{where}: its config lacks params or kernel")
+
+
+def _check_local(tensors: dict[str, torch.Tensor], config: dict, n_inputs: int, n_outputs: int, where: str) -> None:
+    """Centres (n, n_inputs), weights (n, n_outputs), a tree of 2^depth − 1 splits and 2^depth + 1 leaf offsets."""
+    centers, weights, offsets, directions = (
+        _shape(tensors, k) for k in ("centers", "weights", "leaf_offsets", "split_directions")
+    )
+    if centers is None or weights is None or offsets is None or directions is None:
+        raise _Damaged(f"{where}: the local kernel machine needs centres, weights, leaf offsets and split directions")
+    if len(centers) != 2 or centers[1] != n_inputs or weights != (centers[0], n_outputs):
+        raise _Damaged(f"{where}: centres {centers} and weights {weights} do not fit {n_inputs} inputs and "
+                       f"{n_outputs} channels")  # fmt: skip
+    if len(offsets) != 1 or directions != (offsets[0] - 2, n_inputs):
+        raise _Damaged(f"{where}: {directions} split directions do not fit {offsets} leaf offsets")
+    if config.get("n_features_in") != n_inputs or config.get("n_outputs") != n_outputs:
+        raise _Damaged(f"{where}: n_features_in {config.get('n_features_in')} and n_outputs {config.get('n_outputs')}"
+                       f" do not match the weights ({n_inputs}, {n_outputs})")  # fmt: skip
 
 
 def _check_dnn(tensors: dict[str, torch.Tensor], config: dict, n_inputs: int, n_outputs: int, where: str) -> None:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from speechkern.errors import SpeechkernError
-from speechkern.losses import asymptotics as asym
-from speechkern_cli.losses import app
+from speechkern.losses import asymptotics_random_features as asym
 
 
 @pytest.mark.parametrize(("beta", "ridge"), [(0.5, 0.1), (2.0, 0.3), (1.0, 1e-2)])
@@ -84,21 +81,6 @@ def test_solver_refuses_bad_settings_and_reports_non_convergence() -> None:
         asym.solve(asym.Problem(k=1, beta=1.0))
     with pytest.raises(asym.ConvergenceError, match="no convergence after 3 iterations"):
         asym.solve(asym.Problem(k=3, beta=1.0), max_iter=3)
-
-
-def test_cli_writes_the_plots(tmp_path: Path) -> None:
-    out = tmp_path / "asym"
-    args = ["asymptotics", "--out", str(out), "--k", "2,3", "--beta", "1,4", "--r-points", "3"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    for name in ("accuracy_vs_R.png", "optimal_R.png"):
-        assert (out / name).read_bytes()[:4] == b"\x89PNG"
-    lines = (out / "predictions.csv").read_text().splitlines()
-    assert lines[0].startswith("beta,k,R,predicted_accuracy") and len(lines) == 1 + 2 * 2 * 3
-    again = CliRunner().invoke(app, args)
-    assert again.exit_code == 2 and "--overwrite" in again.output
-    bad = CliRunner().invoke(app, [*args[:3], "--ridge", "0", "--overwrite"])
-    assert bad.exit_code == 2 and "ridge" in bad.output
 
 
 # Stated tolerance: at d = 200 (n = βd, width 8·max(n, d)) the simulated accuracy, averaged over 2 training sets

@@ -1,0 +1,161 @@
+"""Choose the clean-input guard on the VALIDATION talkers of recipes/general (never the test split).
+
+The guard (speechkern/postfilter.py) passes a recording unchanged when it is estimated clean: the output is
+w·input + (1 − w)·enhanced, w rising linearly from 0 to 1 between a low and a high threshold of the recording's
+calibrated SNR, c0 + c1·(the mask's SNR estimate) + c2·(the noise floor's). For each validation utterance (cut
+to --max-seconds) at each SNR of --snrs and clean, the output is scored (STOI, SI-SDR) at w = 0, 0.2, …, 1. The
+calibration is the least-squares fit of the true SNR on the two estimates over the noisy mixtures; every
+(low, high) of a grid is then scored by interpolating in w. The rule: no STOI or SI-SDR lost against the
+unguarded model at −5/0/5 dB; of those, the highest mean SI-SDR at 20 dB, then the widest ramp.
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/clean_guard.py [--json FILE | --from-json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from _common import DEV, ROOT, require_dev_data
+from shipped_model import test_mixtures
+
+WEIGHTS = np.linspace(0.0, 1.0, 6)
+CLEAN = float("inf")
+
+
+def score_weights(model, mixtures, sr: int) -> list[dict]:
+    """Per mixture: SNR, the model's SNR estimate and the STOI / SI-SDR of the input and of the output at each w."""
+    from speechkern import features, postfilter
+    from speechkern.enhance import apply_mask
+    from speechkern.metrics import si_sdr, stoi
+
+    fc, tc = model.feature_config, model.target_config
+    rows = []
+    for snr, mix, ref in mixtures:
+        feats = features.extract(mix, fc)
+        mask = model.mask(feats)
+        energies = postfilter.unit_energies(feats, mix, fc, tc)
+        enhanced = apply_mask(mix, mask, model)
+        outs = [postfilter.blend(mix, enhanced, w) for w in WEIGHTS]
+        rows.append({
+            "snr": snr,
+            "snr_mask": postfilter.estimated_snr_db(mask, energies, tc.beta),
+            "snr_floor": postfilter.floor_snr_db(energies),
+            "stoi_in": stoi(ref, mix, sr),
+            "si_sdr_in": si_sdr(mix, ref) if np.isfinite(snr) else None,
+            "stoi": [stoi(ref, y, sr) for y in outs],
+            "si_sdr": [si_sdr(y, ref) for y in outs],
+        })  # fmt: skip
+    return rows
+
+
+def calibrate(rows: list[dict]) -> tuple[float, float, float]:
+    """Least-squares fit of the true SNR of the noisy mixtures on their two estimates (postfilter's clipping)."""
+    from speechkern.postfilter import calibrated_snr_db
+
+    noisy = [r for r in rows if np.isfinite(r["snr"])]
+    basis = np.array([[calibrated_snr_db(r["snr_mask"], r["snr_floor"], c) for c in np.eye(3)] for r in noisy])
+    coef, *_ = np.linalg.lstsq(basis, np.array([r["snr"] for r in noisy]), rcond=None)
+    return tuple(float(c) for c in coef)
+
+
+def evaluate(rows: list[dict], calibration, thresholds) -> dict[float, dict[str, float]]:
+    """Mean STOI, SI-SDR (output and input) and w per SNR with the guard at ``thresholds``, interpolated in w."""
+    from speechkern.postfilter import calibrated_snr_db, ramp
+
+    out: dict[float, dict[str, list[float]]] = {}
+    for r in rows:
+        w = ramp(calibrated_snr_db(r["snr_mask"], r["snr_floor"], calibration), *thresholds)
+        d = out.setdefault(r["snr"], {"stoi": [], "si_sdr": [], "stoi_in": [], "si_sdr_in": [], "w": []})
+        d["stoi"].append(float(np.interp(w, WEIGHTS, r["stoi"])))
+        d["si_sdr"].append(float(np.interp(w, WEIGHTS, r["si_sdr"])))
+        d["stoi_in"].append(r["stoi_in"])
+        d["si_sdr_in"].append(np.nan if r["si_sdr_in"] is None else r["si_sdr_in"])
+        d["w"].append(w)
+    with warnings.catch_warnings():  # clean input has no input SI-SDR (the input is the reference)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {snr: {k: float(np.nanmean(v)) for k, v in d.items()} for snr, d in out.items()}
+
+
+def search(rows: list[dict], calibration):
+    """The thresholds that meet the rule (module docstring), and their table."""
+    base = evaluate(rows, calibration, (1e9, 2e9))  # w = 0 everywhere: the unguarded model
+    best = None
+    for low in np.arange(5.0, 25.0, 0.5):
+        for width in (1.0, 2.0, 3.0, 4.0, 6.0, 8.0):
+            t = evaluate(rows, calibration, (low, low + width))
+            ok = all(t[s]["stoi"] >= base[s]["stoi"] and t[s]["si_sdr"] >= base[s]["si_sdr"]
+                     for s in (-5.0, 0.0, 5.0) if s in t)  # fmt: skip
+            key = (round(t[20.0]["si_sdr"], 2) if 20.0 in t else 0.0, width)
+            if ok and (best is None or key > best[0]):
+                best = (key, (float(low), float(low + width)), t)
+    return base, best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model folder [default: the shipped general model]")
+    parser.add_argument("--snrs", type=float, nargs="+", default=[-5.0, 0.0, 5.0, 10.0, 20.0])
+    parser.add_argument("--utterances", type=int, default=0, help="validation utterances (0: all)")
+    parser.add_argument("--max-seconds", type=float, default=10.0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the per-mixture scores here")
+    parser.add_argument("--from-json", type=Path, default=None, help="search the scores of an earlier --json")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()[0]
+    if args.from_json:
+        rows = json.loads(args.from_json.read_text())["rows"]
+        for r in rows:
+            r["snr"] = float(r["snr"])
+        model_dir = "(scores from " + str(args.from_json) + ")"
+    else:
+        require_dev_data()
+        import torch
+
+        from speechkern.models.io import MaskModel
+        from speechkern.models.select import shipped_model_dir
+        from speechkern.recipe import load_recipe
+
+        torch.set_num_threads(1)
+        model_dir = Path(args.model) if args.model else shipped_model_dir()
+        model = MaskModel.load(model_dir)
+        recipe = load_recipe(ROOT / "recipes" / "general", [f"data.manifest={DEV / 'manifest.csv'}"])
+        with tempfile.TemporaryDirectory(prefix="guard-bench-") as tmp:
+            mixtures, _ = test_mixtures(recipe, args.snrs, args.max_seconds, args.utterances, Path(tmp), split="val")
+        # each validation utterance once more, as its own clean input
+        mixtures += [(CLEAN, ref, ref) for snr, _, ref in mixtures if snr == args.snrs[0]]
+        rows = score_weights(model, mixtures, recipe.data.sr)
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows}, indent=1))
+    snrs = sorted({r["snr"] for r in rows})
+    print(f"model {model_dir}; {sum(r['snr'] == CLEAN for r in rows)} validation utterances × {len(snrs) - 1} SNRs "
+          f"+ clean; load {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+
+    print("\n| SNR (dB) | mask's SNR estimate: mean [min, max] | noise floor's |\n|---|---|---|")
+    for snr in snrs:
+        cells = []
+        for k in ("snr_mask", "snr_floor"):
+            est = [r[k] for r in rows if r["snr"] == snr]
+            cells.append(f"{np.mean(est):.1f} [{np.min(est):.1f}, {np.max(est):.1f}]")
+        print(f"| {snr:g} | " + " | ".join(cells) + " |")
+
+    calibration = calibrate(rows)
+    print(f"\ncalibration (c0, c1, c2): ({calibration[0]:.3f}, {calibration[1]:.3f}, {calibration[2]:.3f})")
+    base, best = search(rows, calibration)
+    chosen = best[2] if best else base
+    print("\n| SNR (dB) | input STOI / SI-SDR | unguarded | guarded (mean w) |\n|---|---|---|---|")
+    for snr in snrs:
+        b, c = base[snr], chosen[snr]
+        print(f"| {snr:g} | {b['stoi_in']:.3f} / {b['si_sdr_in']:.2f} | {b['stoi']:.3f} / {b['si_sdr']:.2f} | "
+              f"{c['stoi']:.3f} / {c['si_sdr']:.2f} ({c['w']:.2f}) |")  # fmt: skip
+    print(f"\nchosen (low, high) of the calibrated SNR: {best[1]} dB" if best else
+          "\nno thresholds meet the rule")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

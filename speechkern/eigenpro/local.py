@@ -1,0 +1,393 @@
+"""Local kernel machines: a median-split tree partitions the frames into leaves, every leaf frame is a centre and
+each leaf is solved exactly (kernel ridge regression, :mod:`~speechkern.eigenpro.exact`); a point is predicted by
+the machine of its leaf.
+
+The partition follows xRFM (Beaglehole, Holzmüller, Radhakrishnan & Belkin 2025): each node splits its points at
+the median of their projections on the node's top principal direction, so leaves are balanced and routing is
+d multiply-adds per level. With one leaf the model is the global exact solve. Design notes: docs/engine.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from speechkern.device import resolve_device
+from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy
+from speechkern.eigenpro.exact import MAX_EXACT_POINTS, exact_bytes, ridge_solve
+from speechkern.errors import SpeechkernError
+from speechkern.kernels import ExponentialPowerKernel, available_memory_bytes, prepare_points, squared_distances
+from speechkern.progress import report
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "speechkern.local"
+FORMAT_VERSION = 1
+DIRECTION_SAMPLE = 8192  # points of a node whose principal direction is computed (the median uses all of them)
+DEFAULT_LEAF_SIZE = 20_000  # largest leaf; measured in benchmarks/kernel_reference.py
+PREDICT_BLOCK = 4096  # rows of one prediction block within a leaf
+# Soft-routing temperatures tried on the validation frames (margins in units of the node's spread); 0 is hard
+# routing, always a candidate, so soft routing is kept only where it lowers the validation MSE.
+TEMPERATURES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)
+NEGLIGIBLE_WEIGHT = 1e-3  # a second leaf below this weight is not evaluated
+
+
+def _principal_direction(X: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Unit top principal direction (features,) of the rows of X, from at most DIRECTION_SAMPLE of them."""
+    if X.shape[0] > DIRECTION_SAMPLE:
+        X = X[torch.from_numpy(rng.choice(X.shape[0], DIRECTION_SAMPLE, replace=False)).to(X.device)]
+    centred = X.to(torch.float64) - X.to(torch.float64).mean(dim=0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    v = vh[0]
+    return (v * torch.sign(v[v.abs().argmax()])).to(torch.float32)  # sign fixed: the same tree every time
+
+
+def median_tree(X: torch.Tensor, depth: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A complete binary tree of ``depth`` levels over the rows of X (n × features): heap-ordered split
+    directions (2^depth − 1 × features) and thresholds (2^depth − 1,). Node i sends x to child 2i + 1 when
+    x·direction ≤ threshold (the median of its points' projections), else to 2i + 2. Each direction is scaled by
+    1/(the spread of its node's projections), so x·direction − threshold is a margin in units of that spread (soft
+    routing compares margins across levels). Deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    nodes = 2**depth - 1
+    directions = torch.zeros(nodes, X.shape[1], dtype=torch.float32, device=X.device)
+    thresholds = torch.zeros(nodes, dtype=torch.float32, device=X.device)
+    members = [torch.arange(X.shape[0], device=X.device)]
+    for node in range(nodes):
+        rows = members[node]
+        points = X[rows]
+        if rows.numel() > 1:
+            direction = _principal_direction(points, rng)
+            proj = points @ direction
+            spread = float(proj.std()) if rows.numel() > 2 else 1.0
+            directions[node] = direction / (spread if spread > 0 else 1.0)
+            proj = points @ directions[node]
+            thresholds[node] = proj.median()
+            left = proj <= thresholds[node]
+        else:
+            left = torch.ones(rows.numel(), dtype=torch.bool, device=X.device)
+        members += [rows[left], rows[~left]]
+    return directions, thresholds
+
+
+def route(X: torch.Tensor, directions: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """Leaf index (n,) int64 of every row of X in the tree of :func:`median_tree`."""
+    depth = int(round(math.log2(directions.shape[0] + 1)))
+    node = torch.zeros(X.shape[0], dtype=torch.int64, device=X.device)
+    for _ in range(depth):
+        proj = (X * directions[node]).sum(dim=1)
+        node = 2 * node + 1 + (proj > thresholds[node]).long()
+    return node - (2**depth - 1)
+
+
+def route_soft(
+    X: torch.Tensor, directions: torch.Tensor, thresholds: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(leaf, second leaf, margin), each (n,): every row's leaf; the leaf across the split boundary it lies closest
+    to (the other child at that node, routed on below as usual); and its distance to that boundary in units of
+    the node's spread (:func:`median_tree`). Without splits the second leaf is the leaf and the margin infinite."""
+    depth = int(round(math.log2(directions.shape[0] + 1)))
+    n = X.shape[0]
+    node = torch.zeros(n, dtype=torch.int64, device=X.device)
+    margin = torch.full((n,), math.inf, device=X.device)
+    flip_at = torch.zeros(n, dtype=torch.int64, device=X.device)  # the node whose other child holds the second leaf
+    for _ in range(depth):
+        gap = (X * directions[node]).sum(dim=1) - thresholds[node]
+        closer = gap.abs() < margin
+        margin = torch.where(closer, gap.abs(), margin)
+        flip_at = torch.where(closer, node, flip_at)
+        node = 2 * node + 1 + (gap > 0).long()
+    second = torch.zeros(n, dtype=torch.int64, device=X.device)
+    started = torch.zeros(n, dtype=torch.bool, device=X.device)
+    for _ in range(depth):  # the hard path up to the flip node, its other child, then the hard path again
+        right = (X * directions[second]).sum(dim=1) > thresholds[second]
+        flip = ~started & (second == flip_at)
+        started |= flip
+        second = 2 * second + 1 + (right ^ flip).long()
+    leaves = node - (2**depth - 1)
+    return leaves, (second - (2**depth - 1)) if depth else leaves, margin
+
+
+def second_leaf_weight(margin: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Weight (n,) of the second leaf: sigmoid(−margin/temperature), 0 for hard routing (temperature 0)."""
+    if temperature <= 0:
+        return torch.zeros_like(margin)
+    return torch.sigmoid(-margin / temperature)
+
+
+def tree_depth(n: int, leaf_size: int) -> int:
+    """Levels of median splits that bring n points to leaves of at most ``leaf_size`` (halving, rounded up)."""
+    return max(0, math.ceil(math.log2(max(1.0, n / max(1, leaf_size)))))
+
+
+class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
+    """Kernel ridge regression solved exactly in the leaves of a median-split tree (one leaf: the global solve).
+
+    Parameters
+    ----------
+    shape, bandwidth:
+        Kernel shape γ ∈ (0, 2] and bandwidth σ > 0: k(x, z) = exp(−‖x − z‖^γ/σ).
+    ridge:
+        λ ≥ 0 of each leaf's problem min ‖K·w − Y‖² + λ·wᵀK·w, i.e. w = (K + λI)⁻¹·Y.
+    temperature:
+        Soft routing: a point is predicted by its leaf and, with weight sigmoid(−margin/temperature), by the leaf
+        across the split boundary it lies closest to (margin in units of that node's spread). ``"auto"``
+        (default): the value of :data:`TEMPERATURES` with the lowest validation MSE when validation data are
+        given (0, hard routing, among them), else 0.
+    leaf_size:
+        Largest leaf (points); the tree has ⌈log2(n / leaf_size)⌉ levels. At most 40 000 (LAPACK's 32-bit
+        indices, :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS`).
+    device:
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    memory_budget_gb:
+        Memory one leaf's kernel matrix may take (GiB); default a quarter of the device's available memory. A leaf
+        size beyond it raises :class:`~speechkern.errors.SpeechkernError`.
+    progress_task:
+        Name of the progress bar this model reports to.
+    seed:
+        Seeds the samples the split directions are computed from.
+
+    Attributes
+    ----------
+    centers_, weights_:
+        Float32 tensors (n × features) and (n × outputs): the training points grouped by leaf, and their weights.
+    leaf_offsets_:
+        int64 tensor (leaves + 1): leaf j's centres are rows ``leaf_offsets_[j]:leaf_offsets_[j + 1]``.
+    split_directions_, split_thresholds_:
+        The tree (:func:`median_tree`).
+    temperature_:
+        The soft-routing temperature used (0: hard routing); ``val_mse_by_temperature_`` when it was tuned.
+    kernel_, history_ (one entry: train_mse on up to 1000 training points, val_mse, seconds), best_epoch_ (1),
+    n_features_in_, n_outputs_, y_ndim_.
+    """
+
+    def __init__(
+        self,
+        shape: float = 1.0,
+        bandwidth: float = 1.0,
+        *,
+        ridge: float = 1e-2,
+        temperature: float | str = "auto",
+        leaf_size: int = DEFAULT_LEAF_SIZE,
+        device: str = "auto",
+        memory_budget_gb: float | None = None,
+        progress_task: str = "local",
+        seed: int = 0,
+    ) -> None:
+        self.shape = shape
+        self.bandwidth = bandwidth
+        self.ridge = ridge
+        self.temperature = temperature
+        self.leaf_size = leaf_size
+        self.device = device
+        self.memory_budget_gb = memory_budget_gb
+        self.progress_task = progress_task
+        self.seed = seed
+
+    def fit(self, X: Any, y: Any, X_val: Any = None, Y_val: Any = None) -> LocalKernelRegressor:
+        """Partition X (n × features), solve every leaf for y (n,) or (n × outputs); score X_val/Y_val if given."""
+        X, y = validate_data(self, to_numpy(X), to_numpy(y), multi_output=True, y_numeric=True,
+                             dtype=(np.float64, np.float32))  # fmt: skip
+        if isinstance(self.leaf_size, bool) or not isinstance(self.leaf_size, (int, np.integer)) or self.leaf_size < 1:
+            raise SpeechkernError(f"leaf_size={self.leaf_size!r}: expected a positive number of points")
+        if self.leaf_size > MAX_EXACT_POINTS:
+            raise SpeechkernError(f"leaf_size={self.leaf_size}: at most {MAX_EXACT_POINTS} (each leaf is solved "
+                                  "exactly and LAPACK indexes its matrix with 32-bit integers)")  # fmt: skip
+        if not (np.isfinite(float(self.ridge)) and float(self.ridge) >= 0):
+            raise SpeechkernError(f"ridge={self.ridge!r}: expected a finite number ≥ 0")
+        started = time.perf_counter()
+        device = resolve_device(self.device)
+        self.kernel_ = ExponentialPowerKernel(self.shape, self.bandwidth)
+        self.y_ndim_ = 1 if np.ndim(y) == 1 else 2
+        Y = torch.from_numpy(np.require(np.reshape(y, (len(y), -1)), np.float32, ["C", "W"])).to(device)
+        Xt = torch.from_numpy(np.require(X, np.float32, ["C", "W"])).to(device)
+        self.n_outputs_ = Y.shape[1]
+        n = Xt.shape[0]
+        depth = tree_depth(n, int(self.leaf_size))
+        largest = math.ceil(n / 2**depth)
+        budget = (available_memory_bytes(device) // 4 if self.memory_budget_gb is None
+                  else int(float(self.memory_budget_gb) * 2**30))  # fmt: skip
+        if exact_bytes(largest) > budget:
+            raise SpeechkernError(
+                f"leaves of {largest} points need {exact_bytes(largest) / 2**30:.2f} GiB each for their kernel matrix, "
+                f"over the memory budget of {budget / 2**30:.2f} GiB; lower leaf_size or raise memory_budget_gb"
+            )
+        with torch.no_grad():
+            self.split_directions_, self.split_thresholds_ = median_tree(Xt, depth, self.seed)
+            leaves = route(Xt, self.split_directions_, self.split_thresholds_)
+            order = torch.argsort(leaves, stable=True)
+            counts = torch.bincount(leaves, minlength=2**depth)
+            self.leaf_offsets_ = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).cpu()
+            self.centers_ = Xt[order].contiguous()
+            Ys = Y[order]
+            del Xt, Y
+            self.weights_ = torch.empty_like(Ys)
+            for j in range(2**depth):
+                a, b = int(self.leaf_offsets_[j]), int(self.leaf_offsets_[j + 1])
+                if b > a:
+                    self.weights_[a:b] = ridge_solve(self.kernel_, self.centers_[a:b], Ys[a:b], float(self.ridge))
+                report(self.progress_task, j + 1, 2**depth, "kernel leaves solved", leaf_points=b - a)
+            self.temperature_ = 0.0 if self.temperature == "auto" else float(self.temperature)
+            check = torch.from_numpy(np.random.default_rng(self.seed).choice(n, min(n, 1000), replace=False))
+            train_mse = float((self.predict_tensor(self.centers_[check]) - Ys[check.to(Ys.device)]).square().mean())
+        val_mse = None
+        if X_val is not None and Y_val is not None:
+            Xv = check_array(to_numpy(X_val), dtype=(np.float64, np.float32))
+            Yv = np.reshape(np.asarray(to_numpy(Y_val), dtype=np.float32), (len(Xv), -1))
+            if self.temperature == "auto":
+                self._tune_temperature(torch.from_numpy(np.require(Xv, np.float32, ["C", "W"])), torch.from_numpy(Yv))
+            val_mse = float(np.mean((self._predict2d(Xv) - Yv) ** 2))
+        seconds = time.perf_counter() - started
+        self.history_ = [{"epoch": 1, "train_mse": train_mse, "val_mse": val_mse, "seconds": seconds}]
+        self.best_epoch_ = 1
+        logger.info("%s: %d points in %d leaves of %d–%d, λ %.3g; train mse %.4g, val mse %s, %.1f s",
+                    self.progress_task, n, 2**depth, int(counts.min()), int(counts.max()), float(self.ridge),
+                    train_mse, "n/a" if val_mse is None else f"{val_mse:.4g}", seconds)  # fmt: skip
+        return self
+
+    def _tune_temperature(self, Xv: torch.Tensor, Yv: torch.Tensor) -> None:
+        """temperature_: the value of :data:`TEMPERATURES` with the lowest validation MSE (clipped to [0, 1] as
+        masks are), from one prediction of each validation frame by its leaf and by its second leaf."""
+        Xv = Xv.to(self.centers_.device)
+        leaves, second, margin = route_soft(Xv, self.split_directions_, self.split_thresholds_)
+        first = _leaf_predictions([self], Xv, leaves)[0]
+        other = _leaf_predictions([self], Xv, second)[0]
+        Yv = Yv.to(first.device)
+        scores = {}
+        for t in TEMPERATURES:
+            w = second_leaf_weight(margin, t).unsqueeze(1)
+            scores[t] = float(((first * (1 - w) + other * w).clamp(0, 1) - Yv).square().mean())
+        self.temperature_ = min(scores, key=scores.get)
+        self.val_mse_by_temperature_ = scores
+        logger.info("%s: soft-routing temperature %g (validation MSE %s)", self.progress_task, self.temperature_,
+                    ", ".join(f"{t:g}: {v:.5f}" for t, v in scores.items()))  # fmt: skip
+
+    @property
+    def n_leaves_(self) -> int:
+        return int(self.leaf_offsets_.numel() - 1)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions (n,) for 1-D training targets, else (n × outputs); float64 for float64 X, else float32."""
+        check_is_fitted(self, "weights_")
+        X = validate_data(self, to_numpy(X), reset=False, dtype=(np.float64, np.float32))
+        out = self._predict2d(X).astype(X.dtype, copy=False)
+        return out[:, 0] if self.y_ndim_ == 1 else out
+
+    def _predict2d(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_tensor(torch.from_numpy(np.require(X, np.float32, ["C", "W"]))).cpu().numpy()
+
+    def predict_tensor(self, X: torch.Tensor) -> torch.Tensor:
+        """Each row's leaf machine at that row, float32 (n × outputs) on the model's device."""
+        check_is_fitted(self, "weights_")
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise SpeechkernError(f"input has shape {tuple(X.shape)}; expected (frames, {self.n_features_in_})")
+        return predict_local([self], X)[0]
+
+    def to_state(self, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors (keys ``prefix + name``, contiguous, on the CPU) and a JSON-able configuration."""
+        check_is_fitted(self, "weights_")
+        names = ("centers", "weights", "leaf_offsets", "split_directions", "split_thresholds")
+        tensors = {f"{prefix}{name}": getattr(self, f"{name}_").detach().cpu().contiguous() for name in names}
+        config = {"format": FORMAT, "format_version": FORMAT_VERSION, "params": self.get_params(),
+                  "kernel": self.kernel_.to_config(), "n_features_in": int(self.n_features_in_),
+                  "n_outputs": int(self.n_outputs_), "y_ndim": int(self.y_ndim_), "history": self.history_,
+                  "temperature": float(self.temperature_)}  # fmt: skip
+        return tensors, config
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], config: dict[str, Any], prefix: str = "",
+                   device: str | None = None) -> LocalKernelRegressor:  # fmt: skip
+        """A fitted estimator from :meth:`to_state`'s output, its tensors on ``device`` (default ``"auto"``)."""
+        if config.get("format") != FORMAT:
+            raise SpeechkernError(f"model state of format {config.get('format')!r}: expected {FORMAT!r}")
+        if int(config.get("format_version", 0)) > FORMAT_VERSION:
+            raise SpeechkernError(f"local kernel model version {config.get('format_version')} is newer than this "
+                                  f"speechkern understands ({FORMAT_VERSION}); upgrade speechkern")  # fmt: skip
+        est = cls(**config["params"])
+        dev = resolve_device(device if device is not None else "auto")
+        for name in ("centers", "weights", "leaf_offsets", "split_directions", "split_thresholds"):
+            if f"{prefix}{name}" not in tensors:
+                raise SpeechkernError(f"local kernel model state lacks the tensor {prefix}{name}")
+            value = tensors[f"{prefix}{name}"]
+            setattr(est, f"{name}_", value if name == "leaf_offsets" else value.to(dev))
+        est.kernel_ = ExponentialPowerKernel.from_config(config["kernel"])
+        est.n_features_in_, est.n_outputs_ = int(config["n_features_in"]), int(config["n_outputs"])
+        est.y_ndim_, est.history_, est.best_epoch_ = int(config["y_ndim"]), list(config.get("history", [])), 1
+        est.temperature_ = float(config.get("temperature", 0.0))
+        offsets = est.leaf_offsets_
+        leaves = offsets.numel() - 1
+        if (leaves < 1 or leaves & (leaves - 1) or est.split_directions_.shape != (leaves - 1, est.n_features_in_)
+                or int(offsets[-1]) != est.centers_.shape[0] or bool((offsets[1:] < offsets[:-1]).any())):  # fmt: skip
+            raise SpeechkernError("local kernel model state: the tree, leaf offsets and centres do not agree")
+        return est
+
+    def save(self, path, overwrite: bool = False):
+        """Write the model to one safetensors file, atomically (see :meth:`EigenProRegressor.save`)."""
+        from speechkern.eigenpro import state
+
+        return state.save(self, path, overwrite)
+
+    @classmethod
+    def load(cls, path, device: str | None = None) -> LocalKernelRegressor:
+        """Read a model written by :meth:`save` (no code from the file is run)."""
+        from speechkern.eigenpro import state
+
+        return state.load(cls, path, device)
+
+
+def predict_local(estimators: list[LocalKernelRegressor], X: torch.Tensor) -> list[torch.Tensor]:
+    """Predictions (n × outputs each) of local machines that share one tree and one set of centres (the subband
+    models of one training set): X is routed once and each block's squared distances to its leaf's centres are
+    computed once for all of them (each applies its own kernel, weights and soft-routing temperature)."""
+    first = estimators[0]
+    X = X.to(device=first.centers_.device, dtype=torch.float32)
+    leaves, second, margin = route_soft(X, first.split_directions_, first.split_thresholds_)
+    weights = [second_leaf_weight(margin, float(e.temperature_)) for e in estimators]
+    outs = _leaf_predictions(estimators, X, leaves)
+    near = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
+    for w in weights:
+        near |= w > NEGLIGIBLE_WEIGHT
+    rows = torch.nonzero(near & (second != leaves)).squeeze(1)
+    if rows.numel():
+        others = _leaf_predictions(estimators, X[rows], second[rows])
+        for out, other, w in zip(outs, others, weights, strict=True):
+            w = w[rows].unsqueeze(1)
+            out[rows] = out[rows] * (1 - w) + other * w
+    return outs
+
+
+def _leaf_predictions(estimators: list[LocalKernelRegressor], X: torch.Tensor, leaves: torch.Tensor):
+    """Each estimator's machine of leaf ``leaves[i]`` at row i of X (one distance block per leaf and rows)."""
+    Z, offsets = estimators[0].centers_, estimators[0].leaf_offsets_
+    outs = [torch.zeros(X.shape[0], e.n_outputs_, dtype=torch.float32, device=Z.device) for e in estimators]
+    with torch.no_grad():
+        for j in torch.unique(leaves).tolist():
+            rows = torch.nonzero(leaves == j).squeeze(1)
+            a, b = int(offsets[j]), int(offsets[j + 1])
+            if b == a:
+                continue
+            prepared = prepare_points(Z[a:b])
+            for i in range(0, rows.numel(), PREDICT_BLOCK):
+                block = rows[i : i + PREDICT_BLOCK]
+                D = squared_distances(X[block], prepared)
+                for est, out in zip(estimators, outs, strict=True):
+                    K = est.kernel_.from_squared_distances(D, inplace=est is estimators[-1])
+                    out[block] = K @ est.weights_[a:b]
+    return outs
+
+
+def same_partition(a: LocalKernelRegressor, b: LocalKernelRegressor) -> bool:
+    """Whether two fitted local machines share their centres and tree (so :func:`predict_local` may group them)."""
+    return a.centers_ is b.centers_ or (
+        a.centers_.shape == b.centers_.shape
+        and torch.equal(a.leaf_offsets_, b.leaf_offsets_)
+        and torch.equal(a.split_thresholds_, b.split_thresholds_)
+        and torch.equal(a.centers_, b.centers_)
+    )

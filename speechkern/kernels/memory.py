@@ -1,0 +1,39 @@
+"""Memory planning for the kernel products: the memory free on a device, and the tile and block sizes."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Tile shape on the CPU, per worker thread: a 512 × 2048 float32 tile (4 MiB) keeps the elementwise passes in
+# cache while the distance product stays large enough for the BLAS to run near its peak (measured on 2 EPYC
+# cores; smaller tiles lose GEMM efficiency, larger ones spill the elementwise passes to memory).
+CPU_TILE_ROWS = 512
+CPU_TILE_COLS = 2048
+# Dense blocks K(X, Z) are filled in row blocks of about this many entries per worker on the CPU, but never
+# fewer rows than this (thinner products lose BLAS efficiency).
+CPU_DENSE_BLOCK_ENTRIES = 1 << 20
+CPU_DENSE_MIN_ROWS = 256
+# On a GPU the tile is as large as the memory budget allows, capped at this many entries (1 GiB of float32).
+GPU_TILE_MAX_ENTRIES = 1 << 28
+
+
+def available_memory_bytes(device: torch.device | str) -> int:
+    """Memory free for new tensors on ``device``, in bytes: CUDA's free memory, or the OS's available RAM."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        # Linux reports MemAvailable (free plus reclaimable cache), the honest figure for new allocations.
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30  # an unknown system: assume 4 GiB

@@ -1,0 +1,85 @@
+"""benchmarks/peers.py end to end on two short noisy/clean pairs, peers that are not installed skipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speechkern import audio
+from speechkern.synth import TALKERS, synthesize
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = {"RNNoise": "pyrnnoise", "noisereduce": "noisereduce"}
+
+
+def _pairs(folder: Path) -> None:
+    rng = np.random.default_rng(3)
+    for i, snr_db in enumerate((0.0, 10.0)):
+        clean = synthesize(TALKERS[i], 3.0, seed=i)
+        noise = rng.standard_normal(len(clean)).astype(np.float32)
+        noise *= np.sqrt(np.sum(clean**2) / np.sum(noise**2) / 10 ** (snr_db / 10))
+        audio.save(folder / "clean" / f"u{i}.wav", clean, 16000)
+        audio.save(folder / "noisy" / f"u{i}.wav", clean + noise, 16000)
+
+
+def _peers_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import peers
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return peers
+
+
+def test_peers_runs_end_to_end_on_two_pairs(tmp_path, capsys):
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "noisy").mkdir()
+    _pairs(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--pairs", str(tmp_path / "noisy"), str(tmp_path / "clean"), "--out", str(out), "--threads", "1"]
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert _peers_module().main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)  # main() sets --threads for the whole process
+    stderr = capsys.readouterr().err
+    result = json.loads((out / "results.json").read_text())
+    assert result["systems"][0] == "speechkern"
+    for peer, module in PEERS.items():
+        if importlib.util.find_spec(module) is None:
+            assert peer not in result["systems"]
+            assert f"{peer} skipped" in stderr and "pip install 'speechkern[peers]'" in stderr
+        else:
+            assert peer in result["systems"]
+    # the pairs' SNRs are measured from the files: 0 and 10 dB, one file each, plus the mean over both
+    assert set(result["table"]) == {"0", "10", "all"} and result["table"]["all"]["n"] == 2
+    for system in result["systems"]:
+        row = result["table"]["0"][system]
+        assert 0.0 < row["stoi"] <= 1.0 and np.isfinite(row["si_sdr"])
+        assert result["speed"][system] > 0
+    table = (out / "table.md").read_text()
+    assert "| 0 (n=1) | speechkern |" in table and "Change over the noisy input" in table
+    assert (out / "plot.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="--overwrite"):  # results are not replaced silently
+        _peers_module().main(argv)
+
+
+def test_rnnoise_output_is_aligned_with_its_input():
+    """RNNoise lags its input by 20 ms; peers.py removes the lag, so the output's cross-correlation with the
+    input peaks at lag 0."""
+    pytest.importorskip("pyrnnoise", reason="pyrnnoise not installed (pip install 'speechkern[peers]')")
+    run, _ = _peers_module().rnnoise()
+    clean = synthesize(TALKERS[0], 2.0, seed=0)
+    x = clean + 0.01 * np.random.default_rng(0).standard_normal(len(clean)).astype(np.float32)
+    y = run(x, 16000)
+    assert len(y) == len(x)
+    lags = np.arange(-400, 401)
+    corr = [np.dot(y[max(0, k) : len(y) + min(0, k)], x[max(0, -k) : len(x) - max(0, k)]) for k in lags]
+    assert abs(lags[int(np.argmax(corr))]) <= 1

@@ -1,0 +1,211 @@
+"""The ridge solvers reach the problem they state: exact, EigenPro 2/3 with a ridge, local leaves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from speechkern.eigenpro import EigenProRegressor
+from speechkern.eigenpro.exact import MAX_EXACT_POINTS, check_exact_size, ridge_path, ridge_solve
+from speechkern.eigenpro.local import LocalKernelRegressor, median_tree, predict_local, route
+from speechkern.errors import SpeechkernError
+from speechkern.kernels import ExponentialPowerKernel
+
+
+def _problem(n=400, d=6, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    Y = np.stack([np.sin(X[:, 0]) + 0.1 * rng.normal(size=n), X[:, 1] * X[:, 2], np.cos(X[:, 3])], 1)[:, :k]
+    return X, Y.astype(np.float32)
+
+
+def _kernel_np(X, Z, sigma):
+    d = np.sqrt(np.maximum(((X[:, None, :].astype(np.float64) - Z[None, :, :]) ** 2).sum(-1), 0))
+    return np.exp(-d / sigma)
+
+
+def test_exact_solve_equals_direct_solve():
+    X, Y = _problem()
+    kernel = ExponentialPowerKernel(1.0, 3.0)
+    w = ridge_solve(kernel, torch.from_numpy(X), torch.from_numpy(Y), 0.05).numpy()
+    K = _kernel_np(X, X, 3.0)
+    expected = np.linalg.solve(K + 0.05 * np.eye(len(X)), Y)
+    np.testing.assert_allclose(w, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+def test_ridge_path_matches_separate_solves():
+    X, Y = _problem()
+    kernel = ExponentialPowerKernel(1.0, 3.0)
+    Xt, Yt = torch.from_numpy(X[:300]), torch.from_numpy(Y[:300])
+    Xv, Yv = torch.from_numpy(X[300:]), torch.from_numpy(Y[300:])
+    scores = ridge_path(kernel, Xt, Yt, Xv, Yv, [1e-3, 1e-1])
+    for lam, score in zip([1e-3, 1e-1], scores, strict=True):
+        w = ridge_solve(kernel, Xt, Yt, lam)
+        assert score == pytest.approx(float((kernel(Xv, Xt) @ w - Yv).square().mean()), rel=1e-4)
+
+
+def test_exact_size_refused_in_one_line():
+    with pytest.raises(SpeechkernError, match="solver='local'") as err:
+        check_exact_size(MAX_EXACT_POINTS + 1)
+    assert "\n" not in str(err.value)
+    with pytest.raises(SpeechkernError, match="memory budget"):
+        check_exact_size(30_000, budget_bytes=2**30)
+
+
+def test_eigenpro2_with_ridge_converges_to_the_ridge_solution():
+    X, Y = _problem(n=300)
+    lam, sigma = 0.5, 3.0
+    est = EigenProRegressor(1.0, sigma, ridge=lam, epochs=300, patience=None, device="cpu", seed=0).fit(X, Y)
+    expected = np.linalg.solve(_kernel_np(X, X, sigma) + lam * np.eye(len(X)), Y)
+    pred, best = est.predict(X), _kernel_np(X, X, sigma) @ expected
+    assert np.abs(pred - best).max() < 0.02 * np.abs(best).max()
+
+
+def test_eigenpro3_with_ridge_reaches_the_nystrom_normal_equations():
+    X, Y = _problem(n=500)
+    lam, sigma = 0.3, 3.0
+    est = EigenProRegressor(1.0, sigma, centers=60, ridge=lam, epochs=200, patience=None, device="cpu", seed=1)
+    est.fit(X, Y)
+    Z = est.centers_.numpy()
+    K_xz, K_zz = _kernel_np(X, Z, sigma), _kernel_np(Z, Z, sigma)
+    w = np.linalg.solve(K_xz.T @ K_xz + lam * K_zz, K_xz.T @ Y)
+    best = K_xz @ w
+    assert np.abs(est.predict(X) - best).max() < 0.02 * np.abs(best).max()
+
+
+def test_zero_ridge_is_the_unregularised_iteration():
+    X, Y = _problem(n=300)
+    a = EigenProRegressor(1.0, 3.0, epochs=3, device="cpu", seed=0).fit(X, Y)
+    b = EigenProRegressor(1.0, 3.0, ridge=0.0, epochs=3, device="cpu", seed=0).fit(X, Y)
+    assert torch.equal(a.weights_, b.weights_)
+
+
+def test_one_leaf_is_the_global_exact_solve():
+    X, Y = _problem()
+    local = LocalKernelRegressor(1.0, 3.0, ridge=0.05, leaf_size=len(X), device="cpu").fit(X, Y)
+    assert local.n_leaves_ == 1
+    w = ridge_solve(ExponentialPowerKernel(1.0, 3.0), torch.from_numpy(X), torch.from_numpy(Y), 0.05)
+    Xq = np.random.default_rng(5).normal(size=(50, X.shape[1])).astype(np.float32)
+    expected = (ExponentialPowerKernel(1.0, 3.0)(torch.from_numpy(Xq), torch.from_numpy(X)) @ w).numpy()
+    np.testing.assert_allclose(local.predict(Xq), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_leaves_are_balanced_deterministic_and_route_their_own_points():
+    X, Y = _problem(n=1000)
+    a = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=300, device="cpu", seed=3).fit(X, Y)
+    b = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=300, device="cpu", seed=3).fit(X, Y)
+    assert a.n_leaves_ == 4
+    assert torch.equal(a.split_directions_, b.split_directions_) and torch.equal(a.weights_, b.weights_)
+    sizes = np.diff(a.leaf_offsets_.numpy())
+    assert sizes.min() >= 240 and sizes.max() <= 260
+    leaves = route(a.centers_, a.split_directions_, a.split_thresholds_).numpy()
+    assert np.array_equal(leaves, np.repeat(np.arange(4), sizes))
+    # A training point is predicted by its own leaf's machine: near-interpolation at small λ.
+    assert float(np.mean((a.predict(X) - Y) ** 2)) < 0.1 * float(np.mean(Y**2))
+
+
+def test_shared_partition_prediction_equals_each_model():
+    X, Y = _problem(n=600)
+    models = [LocalKernelRegressor(g, s, ridge=0.01, leaf_size=200, device="cpu").fit(X, Y[:, i : i + 1])
+              for i, (g, s) in enumerate([(1.0, 3.0), (0.5, 2.0)])]  # fmt: skip
+    Xq = torch.from_numpy(np.random.default_rng(2).normal(size=(70, X.shape[1])).astype(np.float32))
+    together = predict_local(models, Xq)
+    for m, t in zip(models, together, strict=True):
+        torch.testing.assert_close(t, predict_local([m], Xq)[0])
+
+
+def test_median_tree_depth_zero_has_no_splits():
+    directions, thresholds = median_tree(torch.zeros(10, 3), 0)
+    assert directions.shape == (0, 3) and thresholds.shape == (0,)
+    assert route(torch.ones(4, 3), directions, thresholds).tolist() == [0, 0, 0, 0]
+
+
+def test_local_state_round_trip():
+    X, Y = _problem(n=500)
+    est = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=200, device="cpu").fit(X, Y)
+    tensors, config = est.to_state()
+    back = LocalKernelRegressor.from_state(tensors, config, device="cpu")
+    np.testing.assert_array_equal(back.predict(X[:50]), est.predict(X[:50]))
+    broken = dict(tensors, leaf_offsets=tensors["leaf_offsets"][:-1])
+    with pytest.raises(SpeechkernError, match="do not agree"):
+        LocalKernelRegressor.from_state(broken, config, device="cpu")
+
+
+def test_local_mask_model_saves_once_loads_and_refuses_damage(tmp_path):
+    from safetensors.torch import load_file
+
+    from speechkern.features import FeatureConfig, FeatureStats
+    from speechkern.models.io import MaskModel, split_bands
+    from speechkern.targets import TargetConfig
+
+    features = FeatureConfig(kind="gf", deltas=False, context=1)  # 192 inputs, 64 channels
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 192)).astype(np.float32)
+    Y = rng.uniform(size=(300, 64)).astype(np.float32)
+    bands = split_bands(64, 2)
+    estimators = [LocalKernelRegressor(1.0, 20.0, leaf_size=100, device="cpu").fit(X, Y[:, lo:hi]) for lo, hi in bands]
+    model = MaskModel("kernel", features, TargetConfig(), FeatureStats(np.zeros(64), np.ones(64)), bands, estimators)
+    model.save(tmp_path / "m")
+    stored = load_file(str(tmp_path / "m" / "weights.safetensors"))
+    assert sum(1 for k in stored if k.endswith(".centers")) == 1  # the bands' shared centres are stored once
+    back = MaskModel.load(tmp_path / "m")
+    np.testing.assert_allclose(back.predict(X[:40]), model.predict(X[:40]), rtol=1e-5, atol=1e-6)
+    expected = np.clip(np.concatenate([e.predict(X[:40]) for e in estimators], axis=1), 0, 1)
+    np.testing.assert_allclose(model.predict(X[:40]), expected, rtol=1e-5, atol=1e-6)
+    offsets = next(k for k in stored if k.endswith("leaf_offsets"))
+    stored[offsets] = stored[offsets][:-1].clone()
+    from safetensors.torch import save_file
+
+    save_file(stored, str(tmp_path / "m" / "weights.safetensors"))
+    with pytest.raises(SpeechkernError, match="split directions do not fit"):
+        MaskModel.load(tmp_path / "m")
+
+
+def test_soft_routing_second_leaf_is_across_the_nearest_boundary():
+    from speechkern.eigenpro.local import route_soft
+
+    X, _ = _problem(n=2000)
+    directions, thresholds = median_tree(torch.from_numpy(X), 3)
+    Xq = torch.from_numpy(np.random.default_rng(9).normal(size=(300, X.shape[1])).astype(np.float32))
+    leaves, second, margin = route_soft(Xq, directions, thresholds)
+    assert torch.equal(leaves, route(Xq, directions, thresholds))
+    assert bool((second != leaves).all()) and bool((margin >= 0).all())
+    # Moving a point just across its nearest boundary puts it in its second leaf.
+    i = int(torch.argmin(margin))
+    node = 0
+    for _ in range(3):  # find the node whose boundary is nearest on the hard path
+        gap = float(Xq[i] @ directions[node] - thresholds[node])
+        if abs(abs(gap) - float(margin[i])) < 1e-6:
+            break
+        node = 2 * node + 1 + int(gap > 0)
+    unit = directions[node] / directions[node].norm()
+    moved = Xq[i] - unit * (gap * 1.01 / float(directions[node].norm()))
+    assert int(route(moved[None], directions, thresholds)[0]) == int(second[i])
+
+
+def test_soft_routing_is_kept_only_where_validation_improves():
+    X, Y = _problem(n=1600)
+    est = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=400, device="cpu")
+    est.fit(X[:1200], Y[:1200], X[1200:], Y[1200:])
+    scores = est.val_mse_by_temperature_
+    assert scores[est.temperature_] == min(scores.values()) and scores[est.temperature_] <= scores[0.0]
+    hard = LocalKernelRegressor(1.0, 3.0, ridge=0.01, temperature=0.0, leaf_size=400, device="cpu")
+    hard.fit(X[:1200], Y[:1200])
+    assert hard.temperature_ == 0.0 and torch.equal(hard.weights_, est.weights_)
+
+
+# Predictions are float32 products per leaf and block of rows: a subset or a permutation of the rows groups them
+# into other blocks, whose products round differently (~1e-7), while these two checks demand 1e-7 absolute.
+ROUNDING = "float32 block products round differently for different row groupings"
+
+
+ROUNDING_CHECKS = {"check_methods_subset_invariance": ROUNDING, "check_methods_sample_order_invariance": ROUNDING}
+
+
+@parametrize_with_checks(
+    [LocalKernelRegressor(leaf_size=16, device="cpu")], expected_failed_checks=lambda e: ROUNDING_CHECKS
+)
+def test_local_machine_keeps_the_scikit_learn_contract(estimator, check):
+    check(estimator)
