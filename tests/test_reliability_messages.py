@@ -97,12 +97,13 @@ def test_a_model_from_a_newer_speechkern_says_upgrade_not_retrain(tmp_path):
 
     folder = shutil.copytree(SHIPPED, tmp_path / "newer")
     config = json.loads((folder / "config.json").read_text())
-    config["format_version"] += 1
+    original = config["format_version"]
+    config["format_version"] = 99
     config["speechkern_version"] = "99.0"
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(SpeechkernError, match=r"written by a newer speechkern \(99.0\).*; upgrade speechkern$"):
         MaskModel.load(folder)
-    config["format_version"] -= 1
+    config["format_version"] = original
     config["features_version"] += 1
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(SpeechkernError, match=r"computes features v\d+; upgrade speechkern$"):
