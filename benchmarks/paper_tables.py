@@ -11,7 +11,7 @@ the 4-subband kernel wins, ties or loses per metric (ties: equal at the paper's 
 Fig. 6.2 (per-channel MSE of one condition) as ``OUT/fig6_2.png``.
 
     .venv/bin/python benchmarks/paper_tables.py [--quick] [--noises ssn,babble,factory,engine,oproom]
-        [--snrs -5,0,5] [--frames 20000] [--tasks irm,ibm] [--models kernel,kernel1,dnn] [--out DIR]
+        [--snrs -5,0,5] [--frames 10000] [--utterances 150] [--tasks irm,ibm] [--models kernel,kernel1,dnn] [--out DIR]
 """
 
 from __future__ import annotations
@@ -326,8 +326,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"a short check run: {QUICK}")
     parser.add_argument("--noises", default=",".join(NOISES), help="paper noise names [%(default)s]")
     parser.add_argument("--snrs", default="-5,0,5", help="SNRs of the IRM table in dB [%(default)s]")
-    parser.add_argument("--frames", type=int, default=20000, help="training frames per condition [%(default)s]")
-    parser.add_argument("--utterances", type=int, default=0, help="training utterances (0 = all) [%(default)s]")
+    # defaults sized to fit about 3 hours on 2 idle cores (recipes/paper/README.md: an estimate from --quick)
+    parser.add_argument("--frames", type=int, default=10000, help="training frames per condition [%(default)s]")
+    parser.add_argument("--utterances", type=int, default=150, help="training utterances (0 = all) [%(default)s]")
     parser.add_argument("--extra", action="append", default=[], help="more --set KEY=VALUE for every run")
     parser.add_argument("--tasks", default="irm,ibm", help="irm (Tables 6.1, 6.3), ibm (Table 6.2) [%(default)s]")
     parser.add_argument("--ibm", default="", help="IBM conditions NOISE@SNR,... [the paper's six]")
