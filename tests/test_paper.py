@@ -97,7 +97,8 @@ def test_tables_keep_the_paper_layout_and_the_counts_add_up():
            "1.48 / 0.82 / 2.36 |" in lines  # fmt: skip
     assert "| IRM | DNN | 2 | 3.50 | 3.50 | 1.0 | 124 | 93 |" in lines
     assert "| IRM | kernel (4 subbands) | mse | 1 | 0 | 1 | 2 |" in lines
-    assert "- IRM ssn_0dB: kernel (1 subband) ×0.25, kernel (4 subbands) ×0.25 of the DNN's time to its best epoch" in lines
+    ratio = "- IRM ssn_0dB: kernel (1 subband) ×0.25, kernel (4 subbands) ×0.25 of the DNN's time to its best epoch"
+    assert ratio in lines
 
 
 def test_units_limit_noises_and_snrs_and_refuse_unknown_noises():
@@ -117,8 +118,9 @@ def test_benchmark_runs_end_to_end_on_two_tiny_conditions(dev_data, tmp_path):
             "--snrs", "0,5", "--frames", "1500", "--utterances", "8", "--n-val", "3", "--n-test", "3", "--out",
             str(tmp_path), "--figure-condition", "ssn_5dB", "--extra", "kernel.autotune=false", "--extra",
             "dnn.epochs=2", "--extra", "dnn.hidden=[64]", "--extra", "features.context=1",
-            "--extra", "train.max_val_frames=500"]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+            "--extra", "train.max_val_frames=500", "--extra", "kernel.input_transform=none"]  # fmt: skip
+    # six `speechkern train` processes and two evaluations: 2–3 min idle, 15 min or more on the loaded 2 cores
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=2400)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["condition"] for r in rows] == ["ssn_0dB", "ssn_5dB"]
