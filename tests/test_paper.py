@@ -66,15 +66,16 @@ def _timed(scores, minutes, epochs=1):
 
 
 def test_tables_keep_the_paper_layout_and_the_counts_add_up():
+    ssn_k = _timed({"mse": 0.0140, "stoi": 0.801, "pesq": 2.30}, 1.0)
+    ssn_d = _timed({"mse": 0.0160, "stoi": 0.804, "pesq": 2.35}, 4.0)
+    engine_k = _timed({"mse": 0.0190, "stoi": 0.75, "pesq": 2.10}, 2.0)
+    engine_d = _timed({"mse": 0.0180, "stoi": 0.74, "pesq": 2.00}, 3.0)
+    ibm_k = _timed({"mse": 0.08, "accuracy": 0.93, "stoi": 0.84}, 0.5)
+    ibm_d = _timed({"mse": 0.09, "accuracy": 0.90, "stoi": 0.84}, 1.0)
     rows = [
-        # kernel wins MSE, ties STOI at two decimals (0.801 vs 0.804), loses PESQ
-        _row("irm", "ssn", 0.0, _timed({"mse": 0.0140, "stoi": 0.801, "pesq": 2.30}, 1.0),
-             _timed({"mse": 0.0160, "stoi": 0.804, "pesq": 2.35}, 4.0)),  # fmt: skip
-        # kernel loses MSE, wins STOI and PESQ
-        _row("irm", "engine", -5.0, _timed({"mse": 0.0190, "stoi": 0.75, "pesq": 2.10}, 2.0),
-             _timed({"mse": 0.0180, "stoi": 0.74, "pesq": 2.00}, 3.0)),  # fmt: skip
-        _row("ibm", "babble", 0.0, _timed({"mse": 0.08, "accuracy": 0.93, "stoi": 0.84}, 0.5),
-             _timed({"mse": 0.09, "accuracy": 0.90, "stoi": 0.84}, 1.0)),  # fmt: skip
+        _row("irm", "ssn", 0.0, ssn_k, ssn_d),  # kernel wins MSE, ties STOI at two decimals (0.801, 0.804), loses PESQ
+        _row("irm", "engine", -5.0, engine_k, engine_d),  # kernel loses MSE, wins STOI and PESQ
+        _row("ibm", "babble", 0.0, ibm_k, ibm_d),
     ]
     c = paper_tables.counts(rows)
     assert c[("irm", "mse")] == {"wins": 1, "ties": 0, "losses": 1}
