@@ -211,6 +211,7 @@ class Recipe(_Section):
         if self.data.sr != self.features.sr:
             raise ValueError(f"data.sr: {self.data.sr} Hz, but features.sr is {self.features.sr} Hz; set both "
                              "(and features.fmax to at most half the rate)")  # fmt: skip
+        _check_noises_and_splits(self.data)
         kc = self.kernel
         if (kc.sigma_low > 0 or kc.sigma_high > 0) and not 0 < kc.sigma_low < kc.sigma_high:
             raise ValueError(f"kernel.sigma_low, kernel.sigma_high: {kc.sigma_low} and {kc.sigma_high}; set both, "
@@ -220,6 +221,37 @@ class Recipe(_Section):
     def to_toml(self) -> str:
         """The resolved recipe as TOML text (every key, overrides applied)."""
         return _dump_toml(self.model_dump(mode="json"))
+
+
+_KEYWORD_NOISES = ("ssn", "babble", "dir", "manifest")
+_DRAWN_SPLITS = ("demo", "folder", "manifest", "hint")  # corpora whose n_val / n_test are exact counts
+
+
+def _check_noises_and_splits(data: DataConfig) -> None:
+    """Refuse, at load, a noise entry that names no noise, a condition naming a noise the recipe does not have,
+    and a validation or test split left empty (raised as ``key: message``)."""
+    from speechkern.audio import READ_SUFFIXES
+
+    names = []
+    for spec in data.noises:
+        if spec in _KEYWORD_NOISES or spec.lower().startswith("noisex:"):
+            names.append(spec.split(":", 1)[1].strip() if ":" in spec else spec)
+        elif Path(spec).suffix.lower() in READ_SUFFIXES:
+            names.append(Path(spec).stem)
+        else:
+            raise ValueError(f"data.noises: {spec!r} is not a noise; expected {', '.join(_KEYWORD_NOISES)}, "
+                             "noisex:NAME or the path of an audio file")  # fmt: skip
+    if not any(n in ("dir", "manifest") for n in names):  # names known before any file is read
+        for item in data.conditions:
+            noise = item.rpartition("@")[0]
+            if noise not in names:
+                raise ValueError(f"data.conditions: {item!r} names no noise of data.noises (its noises are "
+                                 f"{', '.join(names)}); use one of them before the @")  # fmt: skip
+    if data.corpus in _DRAWN_SPLITS:
+        for split in ("val", "test"):
+            if getattr(data, f"n_{split}") == 0:
+                raise ValueError(f"data.n_{split}: 0 utterances leave the {split} split empty (corpus "
+                                 f"{data.corpus!r} draws exact counts); set at least 1")  # fmt: skip
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

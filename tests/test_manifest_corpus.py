@@ -87,8 +87,8 @@ def test_bad_manifests_give_clear_errors(tmp_path):
         load_splits(general(tmp_path / "absent.csv").data, tmp_path)
     with pytest.raises(SpeechkernError, match="no clean rows left"):
         load_splits(general(manifest, 'data.exclude_licences=["CC"]').data, tmp_path)
-    with pytest.raises(SpeechkernError, match="no talker fits into data.n_test"):
-        load_splits(general(manifest, "data.n_test=0").data, tmp_path)
+    with pytest.raises(SpeechkernError, match="data.n_test: 0 utterances leave the test split empty"):
+        load_splits(general(manifest, "data.n_test=0").data, tmp_path)  # refused at load, before any file is read
     (tmp_path / "clean" / "big" / "u0.wav").unlink()
     with pytest.raises(SpeechkernError, match="u0.wav: listed in .* but not there"):
         load_splits(general(manifest).data, tmp_path)
