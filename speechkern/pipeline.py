@@ -57,7 +57,8 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.close()
             raise SpeechkernError(
-                f"{run_dir}: another speechkern process is training this run; wait for it or use another --out"
+                f"{run_dir}: another speechkern process is training this run; wait for it or train into another "
+                "run directory"
             ) from None
         try:
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
@@ -86,12 +87,13 @@ def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: boo
                     key = _first_difference(stored.model_dump(), recipe.model_dump())
                     raise SpeechkernError(
                         f"{run_dir}: was started with a different recipe ({key} differs); resume with the same "
-                        "recipe and --set options, or pass --overwrite to start again"
+                        "recipe and overrides, or pass overwrite=True to start again"
                     )
             _remove_leftovers(run_dir)
         else:
             raise SpeechkernError(
-                f"{run_dir}: a run exists there already; pass --resume to continue it or --overwrite to start again"
+                f"{run_dir}: a run exists there already; pass resume=True to continue it or overwrite=True to start "
+                "again"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(recipe_file, recipe.to_toml())
@@ -463,7 +465,7 @@ def train(
         try:
             return _train_locked(recipe, run_dir, names, resolved, device_name, cache_dir, executor)
         except KeyboardInterrupt:
-            logger.info("interrupted: finished models, subband parts and DNN epochs are kept; continue with --resume")
+            logger.info("interrupted: finished models, subband parts and DNN epochs are kept; resume=True continues")
             raise
 
 

@@ -32,7 +32,7 @@ def test_existing_run_is_refused_without_a_flag(tiny_run):
     from speechkern.pipeline import train
 
     recipe, root, _ = tiny_run
-    with pytest.raises(SpeechkernError, match="--resume .* --overwrite"):
+    with pytest.raises(SpeechkernError, match="resume=True .* overwrite=True"):
         train(recipe, root / "run", cache_dir=root / "cache")
     changed = recipe.model_copy(deep=True)
     changed.kernel.epochs = 3
@@ -71,7 +71,7 @@ def test_evaluate_and_report(tiny_run, tiny_report):
     for rel in ("results.md", "results.csv", "results.json", "files.csv", "channel_mse.png", "example-0.png",
                 "index.html", "audio/example-0/noisy.wav", "audio/example-0/kernel.wav"):  # fmt: skip
         assert (out / rel).is_file(), rel
-    with pytest.raises(SpeechkernError, match="--overwrite"):
+    with pytest.raises(SpeechkernError, match="overwrite=True"):
         write_report(ev, root / "run")
 
 

@@ -452,4 +452,4 @@ def test_a_model_that_does_not_fit_the_device_is_not_called_damaged(monkeypatch)
         message.startswith(f"{SHIPPED}: the model (")
         and "MiB of weights) does not fit the free memory of cpu" in message
     )
-    assert "--device cpu" in message and "damaged" not in message and "restore" not in message
+    assert "device='cpu'" in message and "damaged" not in message and "restore" not in message

@@ -110,7 +110,7 @@ def save(est, path: str | os.PathLike, overwrite: bool = False) -> Path:
 
     path = Path(path)
     if path.exists() and not overwrite:
-        raise SpeechkernError(f"{path} exists; pass overwrite=True (or --overwrite) to replace it")
+        raise SpeechkernError(f"{path} exists; pass overwrite=True to replace it")
     tensors, config = est.to_state()
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(config)}))
 

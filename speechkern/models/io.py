@@ -61,7 +61,7 @@ def save_model(model: MaskModel, folder: str | os.PathLike, overwrite: bool = Fa
     """
     folder = Path(folder)
     if folder.exists() and not overwrite:
-        raise SpeechkernError(f"{folder}: a model is there already; pass --overwrite to replace it")
+        raise SpeechkernError(f"{folder}: a model is there already; pass overwrite=True to replace it")
     tensors: dict[str, torch.Tensor] = {
         "stats.mean": torch.as_tensor(np.asarray(model.stats.mean)),
         "stats.std": torch.as_tensor(np.asarray(model.stats.std)),
@@ -162,7 +162,7 @@ def load_model(folder: str | os.PathLike, device: str = "cpu") -> MaskModel:
         size = sum(t.nbytes for t in tensors.values())
         raise SpeechkernError(
             f"{folder}: the model ({size / 2**20:.0f} MiB of weights) does not fit the free memory of {device}; "
-            "free that device or choose another with --device cpu"
+            "free that device or choose another (device='cpu')"
         ) from None
 
 
@@ -257,7 +257,7 @@ class _Damaged(Exception):
 def _remedy(folder: Path) -> str:
     for run in (folder.parent.parent, folder.parent.parent.parent):  # models/<name> or models/<name>/<condition>
         if (run / "recipe.toml").is_file() and folder.is_relative_to(run / "models"):
-            return f"retrain it with `speechkern train {run / 'recipe.toml'} --out {run} --resume`"
+            return f"retrain it: resume the run {run} (resume=True)"
     return "restore the folder from a copy or retrain the model with `speechkern train`"
 
 
