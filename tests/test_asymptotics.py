@@ -245,7 +245,7 @@ def test_figure_set_writes_figures_tables_and_optimal_R(tmp_path: Path) -> None:
     assert len(report.comparison) == 8 * 2
     lines = (tmp_path / "fig" / "comparison.csv").read_text().splitlines()
     assert lines[0].startswith("figure,curve,R,predicted_accuracy,min_norm_accuracy,simulated_accuracy")
-    with pytest.raises(SpeechkernError, match="--overwrite"):
+    with pytest.raises(SpeechkernError, match="overwrite=True"):
         run_asymptotics(tmp_path / "fig", _small_settings())
 
 

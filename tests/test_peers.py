@@ -67,7 +67,7 @@ def test_peers_runs_end_to_end_on_two_pairs(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "| 0 (n=1) | speechkern |" in table and "Change over the noisy input" in table
     assert (out / "plot.png").stat().st_size > 10_000
-    with pytest.raises(SystemExit, match="--overwrite"):  # results are not replaced silently
+    with pytest.raises(SystemExit, match="overwrite=True"):  # results are not replaced silently
         _peers_module().main(argv)
 
 
