@@ -89,6 +89,22 @@ def _move_exclusive(tmp: str, path: Path) -> None:
     os.unlink(tmp)
 
 
+def csv_text(rows: list[dict], format_value: Callable[[object], object] = lambda v: v) -> str:
+    """Rows of dicts as CSV text: the columns in order of first appearance, missing values empty, each value
+    passed through ``format_value``."""
+    import csv
+    import io
+
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: format_value(v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 text to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -18,8 +18,6 @@
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import math
 import time
@@ -36,7 +34,7 @@ from torch import nn
 import speechkern
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
-from speechkern.outputs import check_out_dir, write_bytes
+from speechkern.outputs import check_out_dir, csv_text, write_bytes
 from speechkern.progress import report
 
 from .capture import capture_features, classifier_weights
@@ -663,17 +661,9 @@ def _json_safe(value: Any) -> Any:
 
 
 def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {k: "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for k, v in _json_safe(row).items()}
-        )
-    return buffer.getvalue().encode("utf-8")
+    text = csv_text([_json_safe(row) for row in rows],
+                    lambda v: "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v))  # fmt: skip
+    return text.encode("utf-8")
 
 
 def write_outputs(results: CollapseResults, out_dir: Path, *, overwrite: bool = False) -> list[Path]:

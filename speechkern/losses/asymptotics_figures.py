@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
@@ -29,7 +27,7 @@ from speechkern.losses.asymptotics import (
     solve_min_norm,
 )
 from speechkern.losses.asymptotics_sim import simulate
-from speechkern.outputs import atomic_write, check_out_dir, write_text
+from speechkern.outputs import atomic_write, check_out_dir, csv_text, write_text
 from speechkern.progress import report
 
 
@@ -124,17 +122,6 @@ def _theory_row(figure: str, curve: str, problem: Problem, samples: int) -> dict
         "residual": fp.residual,
         "roots": fp.roots,
     }
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    names: list[str] = []
-    for row in rows:
-        names += [key for key in row if key not in names]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _nan_to_none(value: Any) -> Any:
@@ -250,10 +237,10 @@ def run_asymptotics(out_dir: Any, settings: FigureSettings | None = None, overwr
     ]
     seconds = time.perf_counter() - start
     files += [
-        write_text(out / "theory.csv", _csv(theory)),
-        write_text(out / "simulation.csv", _csv(simulation) if simulation else ""),
-        write_text(out / "comparison.csv", _csv(comparison) if comparison else ""),
-        write_text(out / "optimal_R.csv", _csv(optimal)),
+        write_text(out / "theory.csv", csv_text(theory)),
+        write_text(out / "simulation.csv", csv_text(simulation) if simulation else ""),
+        write_text(out / "comparison.csv", csv_text(comparison) if comparison else ""),
+        write_text(out / "optimal_R.csv", csv_text(optimal)),
         write_text(
             out / "results.json",
             json.dumps(
