@@ -53,11 +53,7 @@ def ridge_solve(kernel: ExponentialPowerKernel, X: torch.Tensor, Y: torch.Tensor
     factorisation succeeds.
     """
     check_exact_size(X.shape[0])
-    ridge = _checked_ridge(ridge)
-    factor = _factor(kernel_matrix(kernel, X, X, torch.float32), ridge)
-    if factor is None:
-        factor = _factor_float64(kernel, X, ridge)
-    return torch.cholesky_solve(Y.to(factor.dtype), factor).to(torch.float32)
+    return _solve(kernel, X, kernel_matrix(kernel, X, X, torch.float32), Y, ridge)
 
 
 def ridge_path(
@@ -77,15 +73,17 @@ def ridge_path(
     check_exact_size(X.shape[0])
     K = kernel_matrix(kernel, X, X, torch.float32)
     k_val = kernel_matrix(kernel, X_val, X, torch.float32)
-    scores = []
-    for r in ridges:
-        r = _checked_ridge(r)
-        factor = _factor(K.clone(), r)
-        if factor is None:
-            factor = _factor_float64(kernel, X, r)
-        w = torch.cholesky_solve(Y.to(factor.dtype), factor).to(torch.float32)
-        scores.append(float((k_val @ w - Y_val).square().mean()))
+    scores = [float((k_val @ _solve(kernel, X, K.clone(), Y, r) - Y_val).square().mean()) for r in ridges]
     return np.array(scores)
+
+
+def _solve(kernel: ExponentialPowerKernel, X: torch.Tensor, K: torch.Tensor, Y: torch.Tensor, ridge: float):
+    """(K + λI)⁻¹·Y in float32, K = K(X, X) in float32 factorised in place; float64 (then jitter) on failure."""
+    ridge = _checked_ridge(ridge)
+    factor = _factor(K, ridge)
+    if factor is None:
+        factor = _factor_float64(kernel, X, ridge)
+    return torch.cholesky_solve(Y.to(factor.dtype), factor).to(torch.float32)
 
 
 def _checked_ridge(ridge: float) -> float:
