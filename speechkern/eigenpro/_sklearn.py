@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -22,3 +23,8 @@ def to_numpy(a: Any) -> Any:
     if isinstance(a, torch.Tensor):
         return a.detach().cpu().numpy()
     return a
+
+
+def writable32(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous, writable float32 array (copied only when needed): what torch.from_numpy wants."""
+    return np.require(a, dtype=np.float32, requirements=["C", "W"])

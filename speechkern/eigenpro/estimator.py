@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from speechkern import kernels
 from speechkern.device import resolve_device
 from speechkern.eigenpro import state
-from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy
+from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy, writable32
 from speechkern.eigenpro.eigenpro2 import _AllPointsModel, _PrecomputedAllPointsModel
 from speechkern.eigenpro.eigenpro3 import (
     _CentresModel,
@@ -244,8 +244,8 @@ class EigenProRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         start = time.perf_counter()
         centres = n if self.centers is None or isinstance(self.centers, (int, np.integer)) else len(self.centers)
         with torch.no_grad(), _small_problem_threads(device, n * min(n, int(centres))):
-            val_np = None if val is None else tuple(_writable32(a) for a in val)
-            model = self._setup(_writable32(X), _writable32(Y), rng, device, budget, val_np)
+            val_np = None if val is None else tuple(writable32(a) for a in val)
+            model = self._setup(writable32(X), writable32(Y), rng, device, budget, val_np)
             val_t = None
             if val_np is not None:
                 val_t = tuple(torch.from_numpy(a).to(device) for a in val_np)
@@ -602,7 +602,7 @@ class EigenProRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         check_is_fitted(self, "weights_")
         X = validate_data(self, to_numpy(X), reset=False, dtype=_DTYPES)
         out_dtype = X.dtype
-        pred = self.predict_tensor(torch.from_numpy(_writable32(X)))
+        pred = self.predict_tensor(torch.from_numpy(writable32(X)))
         result = pred.cpu().numpy().astype(out_dtype, copy=False)
         return result[:, 0] if self.y_ndim_ == 1 else result
 
@@ -668,8 +668,3 @@ def _small_problem_threads(device: torch.device, work: int) -> Iterator[None]:
 def _workers(device: torch.device) -> int:
     """Worker threads for the precomputed mode's large products: torch's CPU thread count (1 off the CPU)."""
     return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
-
-
-def _writable32(a: np.ndarray) -> np.ndarray:
-    """``a`` as a C-contiguous, writable float32 array (copied only when needed): what torch.from_numpy wants."""
-    return np.require(a, dtype=np.float32, requirements=["C", "W"])

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from speechkern.device import resolve_device
-from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy
+from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy, writable32
 from speechkern.eigenpro.exact import MAX_EXACT_POINTS, exact_bytes, ridge_solve
 from speechkern.errors import SpeechkernError
 from speechkern.kernels import ExponentialPowerKernel, available_memory_bytes, prepare_points, squared_distances
@@ -206,8 +206,8 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         device = resolve_device(self.device)
         self.kernel_ = ExponentialPowerKernel(self.shape, self.bandwidth)
         self.y_ndim_ = 1 if np.ndim(y) == 1 else 2
-        Y = torch.from_numpy(np.require(np.reshape(y, (len(y), -1)), np.float32, ["C", "W"])).to(device)
-        Xt = torch.from_numpy(np.require(X, np.float32, ["C", "W"])).to(device)
+        Y = torch.from_numpy(writable32(np.reshape(y, (len(y), -1)))).to(device)
+        Xt = torch.from_numpy(writable32(X)).to(device)
         self.n_outputs_ = Y.shape[1]
         n = Xt.shape[0]
         depth = tree_depth(n, int(self.leaf_size))
@@ -242,7 +242,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
             Xv = check_array(to_numpy(X_val), dtype=(np.float64, np.float32))
             Yv = np.reshape(np.asarray(to_numpy(Y_val), dtype=np.float32), (len(Xv), -1))
             if self.temperature == "auto":
-                self._tune_temperature(torch.from_numpy(np.require(Xv, np.float32, ["C", "W"])), torch.from_numpy(Yv))
+                self._tune_temperature(torch.from_numpy(writable32(Xv)), torch.from_numpy(Yv))
             val_mse = float(np.mean((self._predict2d(Xv) - Yv) ** 2))
         seconds = time.perf_counter() - started
         self.history_ = [{"epoch": 1, "train_mse": train_mse, "val_mse": val_mse, "seconds": seconds}]
@@ -281,7 +281,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         return out[:, 0] if self.y_ndim_ == 1 else out
 
     def _predict2d(self, X: np.ndarray) -> np.ndarray:
-        return self.predict_tensor(torch.from_numpy(np.require(X, np.float32, ["C", "W"]))).cpu().numpy()
+        return self.predict_tensor(torch.from_numpy(writable32(X))).cpu().numpy()
 
     def predict_tensor(self, X: torch.Tensor) -> torch.Tensor:
         """Each row's leaf machine at that row, float32 (n × outputs) on the model's device."""
