@@ -304,15 +304,17 @@ def kernel_budget_bytes(recipe: Recipe, device: str) -> int:
 
 
 def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "kernel", budget: int | None = None):
-    """EigenPro 2 or 3, and the number of centres, for this training set (logged) under ``budget`` bytes (default
-    :func:`kernel_budget_bytes`)."""
+    """The solver (:func:`~speechkern.eigenpro.solver.choose_solver`) for this training set (logged) under
+    ``budget`` bytes (default :func:`kernel_budget_bytes`)."""
     from speechkern.eigenpro.solver import choose_solver
 
     kc = recipe.kernel
     budget = kernel_budget_bytes(recipe, device) if budget is None else budget
     choice = choose_solver(len(data.X), len(data.X_val), data.X.shape[1], budget, kc.solver, kc.centers,
                            kc.leaf_size)  # fmt: skip
-    logger.info("%s %s: %s", name, data.condition, choice.reason)
+    centres = (f"; each leaf keeps {kc.leaf_centers} {kc.centers_dtype} centres (kernel.leaf_centers), solved in the "
+               "Nyström form over all its frames" if choice.solver == "local" and kc.leaf_centers else "")  # fmt: skip
+    logger.info("%s %s: %s%s", name, data.condition, choice.reason, centres)
     return choice
 
 
@@ -322,7 +324,7 @@ def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str, ri
               "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
     if unit.solver == "local":
         return {"solver": "local", "leaf_size": unit.leaf_size, "ridge": kc.ridge if ridge is None else ridge,
-                **common}  # fmt: skip
+                "leaf_centers": kc.leaf_centers, "centers_dtype": kc.centers_dtype, **common}  # fmt: skip
     return {"solver": "eigenpro", "centers": unit.centers, "epochs": kc.epochs, "patience": kc.patience,
             "ridge": kc.eigenpro_ridge, **common}  # fmt: skip
 

@@ -137,6 +137,16 @@ class KernelConfig(_Section):
     )
     eigenpro_ridge: float = Field(0.0, ge=0, description="λ of the EigenPro solvers (0: early stopping regularises)")
     leaf_size: int = Field(0, ge=0, le=40000, description="largest leaf of the local solver (0 = from the memory)")
+    leaf_centers: int = Field(
+        0,
+        ge=0,
+        le=40000,
+        description="centres each leaf of the local solver keeps (0 = every frame; m > 0: a "
+        "compact model of leaves × m centres, each leaf solved in the Nyström form over all its frames)",
+    )
+    centers_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
+    )
     centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory)")
     memory_gb: float = Field(0.0, ge=0, description="memory budget of one kernel fit in GiB (0 = a quarter of free)")
     epochs: int = Field(10, ge=1)

@@ -8,7 +8,7 @@ import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from speechkern.eigenpro import EigenProRegressor
-from speechkern.eigenpro.exact import MAX_EXACT_POINTS, check_exact_size, ridge_path, ridge_solve
+from speechkern.eigenpro.exact import MAX_EXACT_POINTS, check_exact_size, nystrom_solve, ridge_path, ridge_solve
 from speechkern.eigenpro.local import LocalKernelRegressor, median_tree, predict_local, route
 from speechkern.errors import SpeechkernError
 from speechkern.kernels import ExponentialPowerKernel
@@ -90,6 +90,68 @@ def test_one_leaf_is_the_global_exact_solve():
     Xq = np.random.default_rng(5).normal(size=(50, X.shape[1])).astype(np.float32)
     expected = (ExponentialPowerKernel(1.0, 3.0)(torch.from_numpy(Xq), torch.from_numpy(X)) @ w).numpy()
     np.testing.assert_allclose(local.predict(Xq), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_nystrom_solve_equals_the_normal_equations_and_with_every_point_the_exact_solve():
+    X, Y = _problem(n=500)
+    kernel, lam = ExponentialPowerKernel(1.0, 3.0), 0.05
+    Z = X[::7]
+    w = nystrom_solve(kernel, torch.from_numpy(X), torch.from_numpy(Y), torch.from_numpy(Z), lam).numpy()
+    K_xz, K_zz = _kernel_np(X, Z, 3.0), _kernel_np(Z, Z, 3.0)
+    expected = np.linalg.solve(K_xz.T @ K_xz + lam * K_zz, K_xz.T @ Y)
+    np.testing.assert_allclose(K_xz @ w, K_xz @ expected, atol=1e-4 * np.abs(Y).max())
+    Xt, Yt = torch.from_numpy(X[:200]), torch.from_numpy(Y[:200])
+    every = nystrom_solve(kernel, Xt, Yt, Xt, lam).numpy()
+    np.testing.assert_allclose(every, ridge_solve(kernel, Xt, Yt, lam).numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_leaf_centres_are_each_leafs_nystrom_solution():
+    X, Y = _problem(n=800)
+    est = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=200, leaf_centers=50, device="cpu").fit(X, Y)
+    assert est.n_leaves_ == 4 and est.centers_.shape == (200, X.shape[1]) and est.weights_.shape == (200, 3)
+    leaves = route(torch.from_numpy(X), est.split_directions_, est.split_thresholds_)
+    for j in range(4):
+        a, b = int(est.leaf_offsets_[j]), int(est.leaf_offsets_[j + 1])
+        mine = leaves == j
+        Z = est.centers_[a:b]
+        rows = {tuple(r) for r in X[mine.numpy()].tolist()}
+        assert all(tuple(z) in rows for z in Z.tolist())  # a leaf's centres are its own frames
+        w = nystrom_solve(est.kernel_, torch.from_numpy(X[mine.numpy()]), torch.from_numpy(Y[mine.numpy()]), Z, 0.01)
+        np.testing.assert_allclose(est.weights_[a:b].numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
+    every = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=200, device="cpu").fit(X, Y)
+    many = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=200, leaf_centers=400, device="cpu").fit(X, Y)
+    assert torch.equal(many.centers_, every.centers_) and torch.equal(many.weights_, every.weights_)
+    # Large leaves are allowed when only their centres are factorised.
+    LocalKernelRegressor(1.0, 3.0, leaf_size=50_000, leaf_centers=100, temperature=0.0, device="cpu").fit(X, Y)
+
+
+def test_float16_centres_halve_the_file_and_predict_as_fitted(tmp_path):
+    X, Y = _problem(n=600)
+    kwargs = {"ridge": 0.01, "leaf_size": 300, "leaf_centers": 100, "device": "cpu", "temperature": 0.0}
+    full = LocalKernelRegressor(1.0, 3.0, **kwargs).fit(X, Y)
+    half = LocalKernelRegressor(1.0, 3.0, centers_dtype="float16", **kwargs).fit(X, Y)
+    assert torch.equal(half.centers_, full.centers_.half().float())  # solved on the centres it stores
+    tensors, _ = half.to_state()
+    assert tensors["centers"].dtype == torch.float16
+    back = LocalKernelRegressor.load(half.save(tmp_path / "half.safetensors"), device="cpu")
+    assert back.centers_.dtype == torch.float32
+    np.testing.assert_array_equal(back.predict(X[:64]), half.predict(X[:64]))
+    assert np.abs(half.predict(X) - full.predict(X)).max() < 1e-2 * np.abs(full.predict(X)).max()
+    size = lambda est, name: est.save(tmp_path / name).stat().st_size  # noqa: E731
+    wide = X.shape[1] * 100 * 2  # bytes per leaf of float16 centres saved
+    assert size(full, "full.safetensors") - size(half, "half2.safetensors") == pytest.approx(2 * wide, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"leaf_centers": -1}, "leaf_centers=-1"), ({"leaf_centers": 2.5}, "leaf_centers=2.5"),
+     ({"centers_dtype": "int8"}, "centers_dtype='int8'"),
+     ({"leaf_size": 50_000, "leaf_centers": MAX_EXACT_POINTS + 1}, f"leaf_centers={MAX_EXACT_POINTS + 1}")],
+)  # fmt: skip
+def test_leaf_centre_settings_are_checked_in_one_line(kwargs, match):
+    X, Y = _problem(n=100)
+    with pytest.raises(SpeechkernError, match=match):
+        LocalKernelRegressor(1.0, 3.0, device="cpu", **kwargs).fit(X, Y)
 
 
 def test_leaves_are_balanced_deterministic_and_route_their_own_points():

@@ -1,4 +1,5 @@
-"""Exact kernel ridge regression: the minimiser of ‖K·w − Y‖² + λ·wᵀK·w, w = (K + λI)⁻¹·Y, by Cholesky.
+"""Exact kernel ridge regression: the minimiser of ‖K·w − Y‖² + λ·wᵀK·w, w = (K + λI)⁻¹·Y, by Cholesky; and its
+Nyström form on m centres Z, solved exactly from the normal equations.
 
 The reference every iterative solver is measured against, and the solver of each leaf of
 :class:`~speechkern.eigenpro.local.LocalKernelRegressor` (docs/engine.md, "Solved kernels").
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 MAX_EXACT_POINTS = 40_000
 # Diagonal jitter (relative to the mean diagonal) tried in turn when a factorisation fails; none when it works.
 JITTERS = (1e-7, 1e-6, 1e-5, 1e-4)
+NYSTROM_BLOCK = 8192  # rows of K(X, Z) per product in the Nyström normal equations
 
 
 def exact_bytes(n: int, dtype: torch.dtype = torch.float32) -> int:
@@ -75,6 +77,49 @@ def ridge_path(
     k_val = kernel_matrix(kernel, X_val, X, torch.float32)
     scores = [float((k_val @ _solve(kernel, X, K.clone(), Y, r) - Y_val).square().mean()) for r in ridges]
     return np.array(scores)
+
+
+def nystrom_solve(
+    kernel: ExponentialPowerKernel, X: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, ridge: float
+) -> torch.Tensor:
+    """w minimising ‖K(X, Z)·w − Y‖² + λ·wᵀK(Z, Z)·w: the normal equations (K_XZᵀK_XZ + λ·K_ZZ)·w = K_XZᵀ·Y for
+    X (n × features), Y (n × outputs) and centres Z (m × features); float32 (m × outputs) on X's device.
+
+    K(X, Z) is built in float32 row blocks of :data:`NYSTROM_BLOCK`; its products are summed and the m × m system
+    factorised in float64 (a float32 sum lost 9 % of validation MSE at m = 5000 on 348 162 frames: the products'
+    rounding swamps the directions λ leaves), with diagonal jitter only on failure. n·m² multiply-adds; with
+    Z = X the solution is :func:`ridge_solve`'s. The Nyström problem of Rudi, Carratino & Rosasco (2017), solved
+    directly where they iterate. Raises :class:`~speechkern.errors.SpeechkernError` for m beyond
+    :func:`check_exact_size` or a system that does not factorise.
+    """
+    check_exact_size(Z.shape[0])
+    ridge = _checked_ridge(ridge)
+    m = Z.shape[0]
+    G = torch.zeros(m, m, dtype=torch.float64, device=X.device)
+    b = torch.zeros(m, Y.shape[1], dtype=torch.float64, device=X.device)
+    for i in range(0, X.shape[0], NYSTROM_BLOCK):
+        K = kernel_matrix(kernel, X[i : i + NYSTROM_BLOCK], Z, torch.float32).to(torch.float64)
+        G.addmm_(K.T, K)
+        b.addmm_(K.T, Y[i : i + NYSTROM_BLOCK].to(torch.float64))
+        del K
+    G.add_(kernel_matrix(kernel, Z, Z, torch.float32).to(torch.float64), alpha=ridge)
+    scale = float(G.diagonal().mean())
+    for jitter in (0.0, *JITTERS):
+        factor, info = torch.linalg.cholesky_ex(G + (jitter * scale) * torch.eye(m, dtype=G.dtype, device=G.device))
+        if int(info) == 0:
+            if jitter:
+                logger.warning("Nyström solve: the normal equations needed diagonal jitter %.0e to factorise", jitter)
+            return torch.cholesky_solve(b, factor).to(torch.float32)
+    raise SpeechkernError(
+        f"the Nyström normal equations of {m} centres are not positive definite even with jitter {JITTERS[-1]:g}; "
+        "remove duplicate centres or raise the ridge"
+    )
+
+
+def nystrom_bytes(m: int, block: int | None = None) -> int:
+    """Bytes :func:`nystrom_solve` holds at its peak for m centres: the float64 m × m system, its shifted copy and
+    factor, and a float64 row block of K(X, Z) with its float32 original."""
+    return 24 * m * m + 12 * m * (block or NYSTROM_BLOCK)
 
 
 def _solve(kernel: ExponentialPowerKernel, X: torch.Tensor, K: torch.Tensor, Y: torch.Tensor, ridge: float):

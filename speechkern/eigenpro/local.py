@@ -1,6 +1,7 @@
 """Local kernel machines: a median-split tree partitions the frames into leaves, every leaf frame is a centre and
 each leaf is solved exactly (kernel ridge regression, :mod:`~speechkern.eigenpro.exact`); a point is predicted by
-the machine of its leaf.
+the machine of its leaf. For a compact model each leaf keeps m of its frames as centres, solved exactly in the
+Nyström form over all its frames.
 
 The partition follows xRFM (Beaglehole, Holzmüller, Radhakrishnan & Belkin 2025): each node splits its points at
 the median of their projections on the node's top principal direction, so leaves are balanced and routing is
@@ -21,7 +22,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from speechkern.device import resolve_device
 from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy, writable32
-from speechkern.eigenpro.exact import MAX_EXACT_POINTS, exact_bytes, ridge_solve
+from speechkern.eigenpro.exact import MAX_EXACT_POINTS, exact_bytes, nystrom_bytes, nystrom_solve, ridge_solve
 from speechkern.errors import SpeechkernError
 from speechkern.kernels import ExponentialPowerKernel, available_memory_bytes, prepare_points, squared_distances
 from speechkern.progress import report
@@ -29,7 +30,8 @@ from speechkern.progress import report
 logger = logging.getLogger(__name__)
 
 FORMAT = "speechkern.local"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # centres may be stored as float16 (centers_dtype); readers of version 1 convert any dtype
+CENTERS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 DIRECTION_SAMPLE = 8192  # points of a node whose principal direction is computed (the median uses all of them)
 DEFAULT_LEAF_SIZE = 20_000  # largest leaf; measured in benchmarks/kernel_reference.py
 PREDICT_BLOCK = 4096  # rows of one prediction block within a leaf
@@ -135,7 +137,8 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     shape, bandwidth:
         Kernel shape γ ∈ (0, 2] and bandwidth σ > 0: k(x, z) = exp(−‖x − z‖^γ/σ).
     ridge:
-        λ ≥ 0 of each leaf's problem min ‖K·w − Y‖² + λ·wᵀK·w, i.e. w = (K + λI)⁻¹·Y.
+        λ ≥ 0 of each leaf's problem min ‖K·w − Y‖² + λ·wᵀK·w, i.e. w = (K + λI)⁻¹·Y (with ``leaf_centers``:
+        min ‖K(X, Z)·w − Y‖² + λ·wᵀK(Z, Z)·w, :func:`~speechkern.eigenpro.exact.nystrom_solve`).
     temperature:
         Soft routing: a point is predicted by its leaf and, with weight sigmoid(−margin/temperature), by the leaf
         across the split boundary it lies closest to (margin in units of that node's spread). ``"auto"``
@@ -143,7 +146,14 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         given (0, hard routing, among them), else 0.
     leaf_size:
         Largest leaf (points); the tree has ⌈log2(n / leaf_size)⌉ levels. At most 40 000 (LAPACK's 32-bit
-        indices, :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS`).
+        indices, :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS`) unless ``leaf_centers`` is smaller.
+    leaf_centers:
+        0 (default): every leaf frame is a centre. m > 0: each leaf larger than m keeps m of its frames (a seeded
+        uniform draw) as its centres, fitted to all its frames (n_leaf·m² multiply-adds); the model then holds
+        leaves × m centres and a frame costs m kernel evaluations (two leaves' near a split).
+    centers_dtype:
+        ``"float32"`` (default) or ``"float16"``: the centres are rounded to float16 before the leaves are solved
+        and stored so, halving their share of the model file (prediction computes in float32).
     device:
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     memory_budget_gb:
@@ -157,7 +167,8 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     Attributes
     ----------
     centers_, weights_:
-        Float32 tensors (n × features) and (n × outputs): the training points grouped by leaf, and their weights.
+        Float32 tensors (centres × features) and (centres × outputs): the centres grouped by leaf (every training
+        point, or each leaf's ``leaf_centers`` kept points), and their weights.
     leaf_offsets_:
         int64 tensor (leaves + 1): leaf j's centres are rows ``leaf_offsets_[j]:leaf_offsets_[j + 1]``.
     split_directions_, split_thresholds_:
@@ -176,6 +187,8 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         ridge: float = 1e-2,
         temperature: float | str = "auto",
         leaf_size: int = DEFAULT_LEAF_SIZE,
+        leaf_centers: int = 0,
+        centers_dtype: str = "float32",
         device: str = "auto",
         memory_budget_gb: float | None = None,
         progress_task: str = "local",
@@ -186,6 +199,8 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         self.ridge = ridge
         self.temperature = temperature
         self.leaf_size = leaf_size
+        self.leaf_centers = leaf_centers
+        self.centers_dtype = centers_dtype
         self.device = device
         self.memory_budget_gb = memory_budget_gb
         self.progress_task = progress_task
@@ -195,11 +210,18 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         """Partition X (n × features), solve every leaf for y (n,) or (n × outputs); score X_val/Y_val if given."""
         X, y = validate_data(self, to_numpy(X), to_numpy(y), multi_output=True, y_numeric=True,
                              dtype=(np.float64, np.float32))  # fmt: skip
-        if isinstance(self.leaf_size, bool) or not isinstance(self.leaf_size, (int, np.integer)) or self.leaf_size < 1:
-            raise SpeechkernError(f"leaf_size={self.leaf_size!r}: expected a positive number of points")
-        if self.leaf_size > MAX_EXACT_POINTS:
-            raise SpeechkernError(f"leaf_size={self.leaf_size}: at most {MAX_EXACT_POINTS} (each leaf is solved "
-                                  "exactly and LAPACK indexes its matrix with 32-bit integers)")  # fmt: skip
+        for name in ("leaf_size", "leaf_centers"):
+            value = getattr(self, name)
+            least = 1 if name == "leaf_size" else 0
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise SpeechkernError(f"{name}={value!r}: expected a whole number of points ≥ {least}")
+        if self.centers_dtype not in CENTERS_DTYPES:
+            raise SpeechkernError(f"centers_dtype={self.centers_dtype!r}: expected one of {', '.join(CENTERS_DTYPES)}")
+        solved = min(int(self.leaf_size), int(self.leaf_centers) or int(self.leaf_size))  # points a leaf factorises
+        if solved > MAX_EXACT_POINTS:
+            what = "leaf_centers" if self.leaf_centers else "leaf_size"
+            raise SpeechkernError(f"{what}={solved}: at most {MAX_EXACT_POINTS} (each leaf is solved exactly and "
+                                  "LAPACK indexes its matrix with 32-bit integers)")  # fmt: skip
         if not (np.isfinite(float(self.ridge)) and float(self.ridge) >= 0):
             raise SpeechkernError(f"ridge={self.ridge!r}: expected a finite number ≥ 0")
         started = time.perf_counter()
@@ -212,31 +234,46 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         n = Xt.shape[0]
         depth = tree_depth(n, int(self.leaf_size))
         largest = math.ceil(n / 2**depth)
+        m = int(self.leaf_centers)
+        needed = nystrom_bytes(m) if 0 < m < largest else exact_bytes(largest)
         budget = (available_memory_bytes(device) // 4 if self.memory_budget_gb is None
                   else int(float(self.memory_budget_gb) * 2**30))  # fmt: skip
-        if exact_bytes(largest) > budget:
+        if needed > budget:
             raise SpeechkernError(
-                f"leaves of {largest} points need {exact_bytes(largest) / 2**30:.2f} GiB each for their kernel matrix, "
-                f"over the memory budget of {budget / 2**30:.2f} GiB; lower leaf_size or raise memory_budget_gb"
+                f"leaves of {min(largest, m or largest)} centres need {needed / 2**30:.2f} GiB each to be solved, over "
+                f"the memory budget of {budget / 2**30:.2f} GiB; lower leaf_size or leaf_centers, or raise "
+                "memory_budget_gb"
             )
+        rng = np.random.default_rng(self.seed)
         with torch.no_grad():
             self.split_directions_, self.split_thresholds_ = median_tree(Xt, depth, self.seed)
             leaves = route(Xt, self.split_directions_, self.split_thresholds_)
             order = torch.argsort(leaves, stable=True)
             counts = torch.bincount(leaves, minlength=2**depth)
-            self.leaf_offsets_ = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).cpu()
-            self.centers_ = Xt[order].contiguous()
-            Ys = Y[order]
+            Xs, Ys = Xt[order].contiguous(), Y[order]
             del Xt, Y
-            self.weights_ = torch.empty_like(Ys)
+            rounded = CENTERS_DTYPES[self.centers_dtype]
+            offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).cpu()
+            centers, weights = [], []
             for j in range(2**depth):
-                a, b = int(self.leaf_offsets_[j]), int(self.leaf_offsets_[j + 1])
-                if b > a:
-                    self.weights_[a:b] = ridge_solve(self.kernel_, self.centers_[a:b], Ys[a:b], float(self.ridge))
+                a, b = int(offsets[j]), int(offsets[j + 1])
+                if 0 < m < b - a:
+                    keep = torch.from_numpy(np.sort(rng.choice(b - a, m, replace=False))).to(Xs.device)
+                    Z = Xs[a:b][keep].to(rounded).to(torch.float32)
+                    w = nystrom_solve(self.kernel_, Xs[a:b], Ys[a:b], Z, float(self.ridge))
+                else:
+                    Z = Xs[a:b].to(rounded).to(torch.float32)
+                    w = ridge_solve(self.kernel_, Z, Ys[a:b], float(self.ridge)) if b > a else Ys[a:b]
+                centers.append(Z)
+                weights.append(w)
                 report(self.progress_task, j + 1, 2**depth, "kernel leaves solved", leaf_points=b - a)
+            self.centers_, self.weights_ = torch.cat(centers), torch.cat(weights)
+            sizes = torch.tensor([len(c) for c in centers], dtype=torch.int64)
+            self.leaf_offsets_ = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
             self.temperature_ = 0.0 if self.temperature == "auto" else float(self.temperature)
             check = torch.from_numpy(np.random.default_rng(self.seed).choice(n, min(n, 1000), replace=False))
-            train_mse = float((self.predict_tensor(self.centers_[check]) - Ys[check.to(Ys.device)]).square().mean())
+            check = check.to(Xs.device)
+            train_mse = float((self.predict_tensor(Xs[check]) - Ys[check]).square().mean())
         val_mse = None
         if X_val is not None and Y_val is not None:
             Xv = check_array(to_numpy(X_val), dtype=(np.float64, np.float32))
@@ -247,9 +284,10 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         seconds = time.perf_counter() - started
         self.history_ = [{"epoch": 1, "train_mse": train_mse, "val_mse": val_mse, "seconds": seconds}]
         self.best_epoch_ = 1
-        logger.info("%s: %d points in %d leaves of %d–%d, λ %.3g; train mse %.4g, val mse %s, %.1f s",
-                    self.progress_task, n, 2**depth, int(counts.min()), int(counts.max()), float(self.ridge),
-                    train_mse, "n/a" if val_mse is None else f"{val_mse:.4g}", seconds)  # fmt: skip
+        logger.info("%s: %d points in %d leaves of %d–%d, %d centres, λ %.3g; train mse %.4g, val mse %s, %.1f s",
+                    self.progress_task, n, 2**depth, int(counts.min()), int(counts.max()), len(self.centers_),
+                    float(self.ridge), train_mse, "n/a" if val_mse is None else f"{val_mse:.4g}",
+                    seconds)  # fmt: skip
         return self
 
     def _tune_temperature(self, Xv: torch.Tensor, Yv: torch.Tensor) -> None:
@@ -295,6 +333,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         check_is_fitted(self, "weights_")
         names = ("centers", "weights", "leaf_offsets", "split_directions", "split_thresholds")
         tensors = {f"{prefix}{name}": getattr(self, f"{name}_").detach().cpu().contiguous() for name in names}
+        tensors[f"{prefix}centers"] = tensors[f"{prefix}centers"].to(CENTERS_DTYPES[self.centers_dtype])
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "params": self.get_params(),
                   "kernel": self.kernel_.to_config(), "n_features_in": int(self.n_features_in_),
                   "n_outputs": int(self.n_outputs_), "y_ndim": int(self.y_ndim_), "history": self.history_,
@@ -316,7 +355,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
             if f"{prefix}{name}" not in tensors:
                 raise SpeechkernError(f"local kernel model state lacks the tensor {prefix}{name}")
             value = tensors[f"{prefix}{name}"]
-            setattr(est, f"{name}_", value if name == "leaf_offsets" else value.to(dev))
+            setattr(est, f"{name}_", value if name == "leaf_offsets" else value.to(dev, torch.float32))
         est.kernel_ = ExponentialPowerKernel.from_config(config["kernel"])
         est.n_features_in_, est.n_outputs_ = int(config["n_features_in"]), int(config["n_outputs"])
         est.y_ndim_, est.history_, est.best_epoch_ = int(config["y_ndim"]), list(config.get("history", [])), 1
