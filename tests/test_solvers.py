@@ -178,6 +178,16 @@ def test_shared_partition_prediction_equals_each_model():
         torch.testing.assert_close(t, predict_local([m], Xq)[0])
 
 
+def test_refitting_predicts_with_the_new_centres():
+    X, Y = _problem(n=600)
+    est = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=200, temperature=0.0, device="cpu").fit(X, Y)
+    est.predict(X[:10])  # fills the prepared-leaves cache
+    est.fit(X[::-1].copy() * 2, Y)
+    fresh = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=200, temperature=0.0, device="cpu")
+    fresh.fit(X[::-1].copy() * 2, Y)
+    np.testing.assert_array_equal(est.predict(X[:50] * 2), fresh.predict(X[:50] * 2))
+
+
 def test_median_tree_depth_zero_has_no_splits():
     directions, thresholds = median_tree(torch.zeros(10, 3), 0)
     assert directions.shape == (0, 3) and thresholds.shape == (0,)

@@ -24,7 +24,7 @@ from speechkern.device import resolve_device
 from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy, writable32
 from speechkern.eigenpro.exact import MAX_EXACT_POINTS, exact_bytes, nystrom_bytes, nystrom_solve, ridge_solve
 from speechkern.errors import SpeechkernError
-from speechkern.kernels import ExponentialPowerKernel, available_memory_bytes, prepare_points, squared_distances
+from speechkern.kernels import ExponentialPowerKernel, available_memory_bytes, prepare_points, shared_center_products
 from speechkern.progress import report
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ FORMAT_VERSION = 1  # centres may be stored as float16 (centers_dtype); readers 
 CENTERS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 DIRECTION_SAMPLE = 8192  # points of a node whose principal direction is computed (the median uses all of them)
 DEFAULT_LEAF_SIZE = 20_000  # largest leaf; measured in benchmarks/kernel_reference.py
-PREDICT_BLOCK = 4096  # rows of one prediction block within a leaf
 # Soft-routing temperatures tried on the validation frames (margins in units of the node's spread); 0 is hard
 # routing, always a candidate, so soft routing is kept only where it lowers the validation MSE.
 TEMPERATURES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)
@@ -226,6 +225,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
             raise SpeechkernError(f"ridge={self.ridge!r}: expected a finite number ≥ 0")
         started = time.perf_counter()
         device = resolve_device(self.device)
+        self._leaf_cache = None
         self.kernel_ = ExponentialPowerKernel(self.shape, self.bandwidth)
         self.y_ndim_ = 1 if np.ndim(y) == 1 else 2
         Y = torch.from_numpy(writable32(np.reshape(y, (len(y), -1)))).to(device)
@@ -403,23 +403,33 @@ def predict_local(estimators: list[LocalKernelRegressor], X: torch.Tensor) -> li
 
 
 def _leaf_predictions(estimators: list[LocalKernelRegressor], X: torch.Tensor, leaves: torch.Tensor):
-    """Each estimator's machine of leaf ``leaves[i]`` at row i of X (one distance block per leaf and rows)."""
-    Z, offsets = estimators[0].centers_, estimators[0].leaf_offsets_
-    outs = [torch.zeros(X.shape[0], e.n_outputs_, dtype=torch.float32, device=Z.device) for e in estimators]
+    """Each estimator's machine of leaf ``leaves[i]`` at row i of X: per leaf, one distance product per row block
+    shared by every estimator (:func:`~speechkern.kernels.shared_center_products`, the EigenPro subbands' path)."""
+    first = estimators[0]
+    offsets = first.leaf_offsets_
+    prepared = _prepared_leaves(first)
+    outs = [torch.zeros(X.shape[0], e.n_outputs_, dtype=torch.float32, device=X.device) for e in estimators]
+    kernels = [e.kernel_ for e in estimators]
     with torch.no_grad():
         for j in torch.unique(leaves).tolist():
-            rows = torch.nonzero(leaves == j).squeeze(1)
             a, b = int(offsets[j]), int(offsets[j + 1])
             if b == a:
                 continue
-            prepared = prepare_points(Z[a:b])
-            for i in range(0, rows.numel(), PREDICT_BLOCK):
-                block = rows[i : i + PREDICT_BLOCK]
-                D = squared_distances(X[block], prepared)
-                for est, out in zip(estimators, outs, strict=True):
-                    K = est.kernel_.from_squared_distances(D, inplace=est is estimators[-1])
-                    out[block] = K @ est.weights_[a:b]
+            rows = torch.nonzero(leaves == j).squeeze(1)
+            preds = shared_center_products(X[rows], prepared[j], kernels, [e.weights_[a:b] for e in estimators])
+            for out, pred in zip(outs, preds, strict=True):
+                out[rows] = pred
     return outs
+
+
+def _prepared_leaves(est: LocalKernelRegressor) -> list:
+    """Each leaf's centres prepared for distance products (:func:`~speechkern.kernels.prepare_points`), kept on
+    the estimator (``fit`` clears them)."""
+    if getattr(est, "_leaf_cache", None) is None:
+        offsets = est.leaf_offsets_
+        est._leaf_cache = [prepare_points(est.centers_[int(offsets[j]) : int(offsets[j + 1])])
+                           if offsets[j + 1] > offsets[j] else None for j in range(offsets.numel() - 1)]  # fmt: skip
+    return est._leaf_cache
 
 
 def same_partition(a: LocalKernelRegressor, b: LocalKernelRegressor) -> bool:
