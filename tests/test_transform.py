@@ -118,7 +118,7 @@ def test_transform_is_saved_loaded_and_applied_by_enhance(tmp_path):
     # The same model without its transform cannot read the raw inputs: enhance must have applied it.
     stripped = MaskModel.load(folder)
     stripped.transform = None
-    with pytest.raises(SpeechkernError, match=r"expected \(frames, 12\)"):
+    with pytest.raises(SpeechkernError, match=r"inputs have \d+ and 12 features"):
         enhance_signal(stripped, y)
     audio.save(tmp_path / "in.wav", y, 16000)
     enhance_file(model, tmp_path / "in.wav", tmp_path / "out.wav")
