@@ -122,3 +122,28 @@ def test_enhance_folder_reports_unreadable_file_and_goes_on(tiny_run, tmp_path, 
     assert exit_.value.code == 2
     assert "broken.wav" in err and "1 of 3 files could not be enhanced" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_enhanced.wav", "b_enhanced.flac"]
+
+
+def test_compact_leaves_from_the_recipe_reach_the_model_file_and_enhance(tiny_run, tmp_path):
+    """kernel.leaf_centers and kernel.centers_dtype travel from the recipe to each leaf's solve and the file."""
+    from safetensors.torch import load_file
+
+    from speechkern.enhance import enhance_signal
+    from speechkern.models.io import MaskModel
+    from speechkern.pipeline import train
+
+    recipe, root, _ = tiny_run
+    compact = recipe.model_copy(deep=True)
+    compact.kernel.solver, compact.kernel.leaf_size, compact.kernel.leaf_centers = "local", 150, 40
+    compact.kernel.centers_dtype, compact.kernel.autotune = "float16", False
+    train(compact, tmp_path / "run", cache_dir=root / "cache", models=["kernel"])
+    folder = tmp_path / "run" / "models" / "kernel"
+    stored = load_file(str(folder / "weights.safetensors"))
+    centres = [v for k, v in stored.items() if k.endswith(".centers")]
+    assert len(centres) == 1 and centres[0].dtype.is_floating_point and centres[0].element_size() == 2
+    assert len(centres[0]) == 4 * 40  # 600 frames → 4 leaves of 150, each keeping 40 centres
+    model = MaskModel.load(folder)
+    assert all(e.leaf_centers == 40 and e.centers_dtype == "float16" for e in model.estimators)
+    y, _ = audio.load(root / "run" / "noises" / "babble.wav")
+    out = enhance_signal(model, y[:16000])
+    assert out.shape == (16000,) and np.isfinite(out).all()

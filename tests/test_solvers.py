@@ -205,7 +205,8 @@ def test_local_state_round_trip():
         LocalKernelRegressor.from_state(broken, config, device="cpu")
 
 
-def test_local_mask_model_saves_once_loads_and_refuses_damage(tmp_path):
+@pytest.mark.parametrize(("leaf_centers", "dtype"), [(0, "float32"), (30, "float16")])
+def test_local_mask_model_saves_once_loads_and_refuses_damage(tmp_path, leaf_centers, dtype):
     from safetensors.torch import load_file
 
     from speechkern.features import FeatureConfig, FeatureStats
@@ -217,11 +218,14 @@ def test_local_mask_model_saves_once_loads_and_refuses_damage(tmp_path):
     X = rng.standard_normal((300, 192)).astype(np.float32)
     Y = rng.uniform(size=(300, 64)).astype(np.float32)
     bands = split_bands(64, 2)
-    estimators = [LocalKernelRegressor(1.0, 20.0, leaf_size=100, device="cpu").fit(X, Y[:, lo:hi]) for lo, hi in bands]
+    settings = {"leaf_size": 100, "leaf_centers": leaf_centers, "centers_dtype": dtype, "device": "cpu"}
+    estimators = [LocalKernelRegressor(1.0, 20.0, **settings).fit(X, Y[:, lo:hi]) for lo, hi in bands]
     model = MaskModel("kernel", features, TargetConfig(), FeatureStats(np.zeros(64), np.ones(64)), bands, estimators)
     model.save(tmp_path / "m")
     stored = load_file(str(tmp_path / "m" / "weights.safetensors"))
-    assert sum(1 for k in stored if k.endswith(".centers")) == 1  # the bands' shared centres are stored once
+    centres = [v for k, v in stored.items() if k.endswith(".centers")]
+    assert len(centres) == 1  # the bands' shared centres are stored once
+    assert centres[0].dtype == getattr(torch, dtype) and len(centres[0]) == (4 * leaf_centers or len(X))
     back = MaskModel.load(tmp_path / "m")
     np.testing.assert_allclose(back.predict(X[:40]), model.predict(X[:40]), rtol=1e-5, atol=1e-6)
     expected = np.clip(np.concatenate([e.predict(X[:40]) for e in estimators], axis=1), 0, 1)
