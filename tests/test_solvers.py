@@ -35,6 +35,25 @@ def test_exact_solve_equals_direct_solve():
     np.testing.assert_allclose(w, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("free_bytes", [2**40, 1])
+def test_a_failed_float32_factor_is_retried_within_the_free_memory(monkeypatch, caplog, free_bytes):
+    """Duplicate points with λ = 0 make K singular: float64 where it fits the free memory, else float32 with
+    jitter (40 000 points in float64 would need 12.8 GB more); both solve it, and say so."""
+    from speechkern.eigenpro import exact
+
+    X, Y = _problem(n=60)
+    X = np.concatenate([X, X[:10]])  # duplicates: K is singular without a ridge
+    Y = np.concatenate([Y, Y[:10]])
+    monkeypatch.setattr(exact, "available_memory_bytes", lambda device: free_bytes)
+    dtypes, factor = [], exact._factor
+    monkeypatch.setattr(exact, "_factor", lambda K, shift: dtypes.append(K.dtype) or factor(K, shift))
+    with caplog.at_level("WARNING", logger="speechkern"):
+        w = ridge_solve(ExponentialPowerKernel(1.0, 3.0), torch.from_numpy(X), torch.from_numpy(Y), 0.0)
+    assert torch.isfinite(w).all() and dtypes[0] == torch.float32
+    assert (torch.float64 in dtypes) == (free_bytes > 1)
+    assert ("does not fit the free memory" in caplog.text) == (free_bytes == 1)
+
+
 def test_ridge_path_matches_separate_solves():
     X, Y = _problem()
     kernel = ExponentialPowerKernel(1.0, 3.0)

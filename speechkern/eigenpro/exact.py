@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from speechkern.errors import SpeechkernError
-from speechkern.kernels import ExponentialPowerKernel, kernel_matrix
+from speechkern.kernels import ExponentialPowerKernel, available_memory_bytes, kernel_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _solve(kernel: ExponentialPowerKernel, X: torch.Tensor, K: torch.Tensor, Y: 
     ridge = _checked_ridge(ridge)
     factor = _factor(K, ridge)
     if factor is None:
-        factor = _factor_float64(kernel, X, ridge)
+        factor = _factor_retry(kernel, X, ridge)
     return torch.cholesky_solve(Y.to(factor.dtype), factor).to(torch.float32)
 
 
@@ -145,16 +145,23 @@ def _factor(K: torch.Tensor, shift: float) -> torch.Tensor | None:
     return factor if int(info) == 0 else None
 
 
-def _factor_float64(kernel: ExponentialPowerKernel, X: torch.Tensor, ridge: float) -> torch.Tensor:
-    """The float64 factor of K + λI, with diagonal jitter only when even float64 fails (logged)."""
-    X64 = X.to(torch.float64)
-    for jitter in (0.0, *JITTERS):
-        factor = _factor(kernel(X64, X64), ridge + jitter)
+def _factor_retry(kernel: ExponentialPowerKernel, X: torch.Tensor, ridge: float) -> torch.Tensor:
+    """The factor of K + λI after float32 failed: in float64 where its matrix fits half the free memory (else
+    float32 again: 40 000 points would need 12.8 GB more), with diagonal jitter only when that fails too (logged)."""
+    wide = exact_bytes(X.shape[0], torch.float64) <= available_memory_bytes(X.device) // 2
+    if not wide:
+        logger.warning("exact solve: K + λI of %d points did not factorise in float32 and its float64 copy does not "
+                       "fit the free memory; retrying in float32 with jitter", X.shape[0])  # fmt: skip
+    Xw = X.to(torch.float64) if wide else X
+    for jitter in (0.0, *JITTERS) if wide else JITTERS:
+        K = kernel(Xw, Xw) if wide else kernel_matrix(kernel, X, X, torch.float32)
+        factor = _factor(K, ridge + jitter)
         if factor is not None:
             if jitter:
                 logger.warning("exact solve: K + λI needed diagonal jitter %.0e to factorise (duplicate points?)",
                                jitter)  # fmt: skip
             return factor
+        del K
     raise SpeechkernError(
         f"the kernel matrix of {X.shape[0]} points is not positive definite even with jitter {JITTERS[-1]:g}; "
         "remove duplicate points or raise the ridge"
