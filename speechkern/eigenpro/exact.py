@@ -50,7 +50,8 @@ def ridge_solve(kernel: ExponentialPowerKernel, X: torch.Tensor, Y: torch.Tensor
     """w = (K(X, X) + λI)⁻¹·Y for X (n × features) and Y (n × outputs), float32 (n × outputs), on X's device.
 
     K is built in float32 and factorised in place; a factorisation that fails (λ tiny against the rounding of
-    K) is retried in float64, then with diagonal jitter (:data:`JITTERS`, logged). All outputs share the one
+    K) is retried in float64 where that matrix fits half the free memory (else in float32), then with diagonal
+    jitter (:data:`JITTERS`, logged). All outputs share the one
     factor. Raises :class:`~speechkern.errors.SpeechkernError` when n is beyond :func:`check_exact_size` or no
     factorisation succeeds.
     """
@@ -103,27 +104,25 @@ def nystrom_solve(
         b.addmm_(K.T, Y[i : i + NYSTROM_BLOCK].to(torch.float64))
         del K
     G.add_(kernel_matrix(kernel, Z, Z, torch.float32).to(torch.float64), alpha=ridge)
-    scale = float(G.diagonal().mean())
-    for jitter in (0.0, *JITTERS):
-        factor, info = torch.linalg.cholesky_ex(G + (jitter * scale) * torch.eye(m, dtype=G.dtype, device=G.device))
-        if int(info) == 0:
-            if jitter:
-                logger.warning("Nyström solve: the normal equations needed diagonal jitter %.0e to factorise", jitter)
-            return torch.cholesky_solve(b, factor).to(torch.float32)
-    raise SpeechkernError(
-        f"the Nyström normal equations of {m} centres are not positive definite even with jitter {JITTERS[-1]:g}; "
-        "remove duplicate centres or raise the ridge"
-    )
+    factor = _jittered_factor(G.clone, 0.0, float(G.diagonal().mean()), (0.0, *JITTERS), "Nyström solve: the normal "
+                              "equations")  # fmt: skip
+    if factor is None:
+        raise SpeechkernError(
+            f"the Nyström normal equations of {m} centres are not positive definite even with jitter "
+            f"{JITTERS[-1]:g}; remove duplicate centres or raise the ridge"
+        )
+    return torch.cholesky_solve(b, factor).to(torch.float32)
 
 
 def nystrom_bytes(m: int, block: int | None = None) -> int:
-    """Bytes :func:`nystrom_solve` holds at its peak for m centres: the float64 m × m system, its shifted copy and
-    factor, and a float64 row block of K(X, Z) with its float32 original."""
+    """Bytes :func:`nystrom_solve` may hold for m centres: the float64 m × m system and the copy factorised in place
+    (16·m²) with a margin of 8·m², and a float64 row block of K(X, Z)
+    with its float32 original."""
     return 24 * m * m + 12 * m * (block or NYSTROM_BLOCK)
 
 
 def _solve(kernel: ExponentialPowerKernel, X: torch.Tensor, K: torch.Tensor, Y: torch.Tensor, ridge: float):
-    """(K + λI)⁻¹·Y in float32, K = K(X, X) in float32 factorised in place; float64 (then jitter) on failure."""
+    """(K + λI)⁻¹·Y in float32, K = K(X, X) in float32 factorised in place; on failure :func:`_factor_retry`."""
     ridge = _checked_ridge(ridge)
     factor = _factor(K, ridge)
     if factor is None:
@@ -149,20 +148,29 @@ def _factor_retry(kernel: ExponentialPowerKernel, X: torch.Tensor, ridge: float)
     """The factor of K + λI after float32 failed: in float64 where its matrix fits half the free memory (else
     float32 again: 40 000 points would need 12.8 GB more), with diagonal jitter only when that fails too (logged)."""
     wide = exact_bytes(X.shape[0], torch.float64) <= available_memory_bytes(X.device) // 2
-    if not wide:
+    if wide:
+        X64 = X.to(torch.float64)
+        factor = _jittered_factor(lambda: kernel(X64, X64), ridge, 1.0, (0.0, *JITTERS), "exact solve: K + λI")
+    else:
         logger.warning("exact solve: K + λI of %d points did not factorise in float32 and its float64 copy does not "
                        "fit the free memory; retrying in float32 with jitter", X.shape[0])  # fmt: skip
-    Xw = X.to(torch.float64) if wide else X
-    for jitter in (0.0, *JITTERS) if wide else JITTERS:
-        K = kernel(Xw, Xw) if wide else kernel_matrix(kernel, X, X, torch.float32)
-        factor = _factor(K, ridge + jitter)
+        build = lambda: kernel_matrix(kernel, X, X, torch.float32)  # noqa: E731
+        factor = _jittered_factor(build, ridge, 1.0, JITTERS, "exact solve: K + λI")
+    if factor is None:
+        raise SpeechkernError(
+            f"the kernel matrix of {X.shape[0]} points is not positive definite even with jitter {JITTERS[-1]:g}; "
+            "remove duplicate points or raise the ridge"
+        )
+    return factor
+
+
+def _jittered_factor(build, shift: float, scale: float, jitters, what: str) -> torch.Tensor | None:
+    """The Cholesky factor of ``build()`` + (shift + jitter·scale)·I for the first jitter that factorises (a fresh
+    matrix each try, factorised in place); a jitter above 0 is logged, naming ``what``. None when none works."""
+    for jitter in jitters:
+        factor = _factor(build(), shift + jitter * scale)
         if factor is not None:
             if jitter:
-                logger.warning("exact solve: K + λI needed diagonal jitter %.0e to factorise (duplicate points?)",
-                               jitter)  # fmt: skip
+                logger.warning("%s needed diagonal jitter %.0e to factorise (duplicate points?)", what, jitter)
             return factor
-        del K
-    raise SpeechkernError(
-        f"the kernel matrix of {X.shape[0]} points is not positive definite even with jitter {JITTERS[-1]:g}; "
-        "remove duplicate points or raise the ridge"
-    )
+    return None
