@@ -311,10 +311,8 @@ def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "k
     kc = recipe.kernel
     budget = kernel_budget_bytes(recipe, device) if budget is None else budget
     choice = choose_solver(len(data.X), len(data.X_val), data.X.shape[1], budget, kc.solver, kc.centers,
-                           kc.leaf_size)  # fmt: skip
-    centres = (f"; each leaf keeps {kc.leaf_centers} {kc.centers_dtype} centres (kernel.leaf_centers), solved in the "
-               "Nyström form over all its frames" if choice.solver == "local" and kc.leaf_centers else "")  # fmt: skip
-    logger.info("%s %s: %s%s", name, data.condition, choice.reason, centres)
+                           kc.leaf_size, kc.leaf_centers)  # fmt: skip
+    logger.info("%s %s: %s", name, data.condition, choice.reason)
     return choice
 
 

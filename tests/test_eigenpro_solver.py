@@ -19,6 +19,9 @@ def test_the_default_is_the_local_machine_with_leaves_that_fit():
     tight = choose_solver(348_162, 5_000, 256, GIB // 2)  # float32 K of a leaf within 80 % of the budget
     assert 4 * tight.leaf_size**2 <= 0.8 * GIB // 2 < 4 * (tight.leaf_size + 2) ** 2 and "memory budget" in tight.reason
     assert choose_solver(50_000, 0, 256, 4 * GIB, "local", leaf_size=5000).leaf_size == 5000
+    compact = choose_solver(50_000, 0, 256, 4 * GIB, "local", leaf_size=5000, leaf_centers=1000)
+    assert compact.leaf_size == 5000 and "keeping 1000 centres per leaf" in compact.reason
+    assert "keeping" not in choose_solver(50_000, 0, 256, 4 * GIB, "local", leaf_size=5000, leaf_centers=9000).reason
     assert choose_solver(30_000, 0, 256, 8 * GIB, "exact").leaf_size == 30_000
     with pytest.raises(SpeechkernError, match="solver='local'"):
         choose_solver(50_000, 0, 256, 64 * GIB, "exact")

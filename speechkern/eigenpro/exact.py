@@ -116,8 +116,7 @@ def nystrom_solve(
 
 def nystrom_bytes(m: int, block: int | None = None) -> int:
     """Bytes :func:`nystrom_solve` may hold for m centres: the float64 m × m system and the copy factorised in place
-    (16·m²) with a margin of 8·m², and a float64 row block of K(X, Z)
-    with its float32 original."""
+    (16·m²) with a margin of 8·m², and a float64 row block of K(X, Z) with its float32 original."""
     return 24 * m * m + 12 * m * (block or NYSTROM_BLOCK)
 
 

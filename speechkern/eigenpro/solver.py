@@ -45,7 +45,14 @@ class SolverChoice:
 
 
 def choose_solver(
-    n: int, n_val: int, features: int, budget_bytes: int, solver: str = "auto", centers: int = 0, leaf_size: int = 0
+    n: int,
+    n_val: int,
+    features: int,
+    budget_bytes: int,
+    solver: str = "auto",
+    centers: int = 0,
+    leaf_size: int = 0,
+    leaf_centers: int = 0,
 ) -> SolverChoice:
     """Pick the solver for n training frames (n_val validation frames) of ``features`` inputs under a memory
     budget of ``budget_bytes``.
@@ -53,7 +60,8 @@ def choose_solver(
     ``solver`` "auto" or "local": the local machine with leaves of at most ``leaf_size`` frames (0: the largest
     whose float32 kernel matrix fits 80 % of the budget, at most :data:`DEFAULT_LEAF_SIZE`); "exact": one leaf
     of all n frames (refused in one line beyond :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS` or the
-    budget); "auto" with ``centers`` > 0 means EigenPro 3 with that many centres. ``solver`` "eigenpro": EigenPro 2
+    budget); "auto" with ``centers`` > 0 means EigenPro 3 with that many centres. ``leaf_centers`` > 0 (the
+    local solver's compact leaves) is named in the reason. ``solver`` "eigenpro": EigenPro 2
     (every frame a centre) when its float16 kernel matrix K(X, X) (and K(X_val, X)), with the float16 distances
     shared by the subbands, fits 80 % of the budget and one build costs at most
     :data:`MAX_BUILD_WORK` multiply-adds; otherwise EigenPro 3 with p centres, the largest p ≤
@@ -85,6 +93,8 @@ def choose_solver(
             if leaves == 1
             else f"a local machine: {leaves} leaves of about {-(-n // leaves)} frames, each solved exactly"
         )
+        if leaf_centers and leaf_centers < -(-n // leaves):
+            what += f", keeping {leaf_centers} centres per leaf (the Nyström form over all its frames)"
         why = (
             "leaf size as asked"
             if leaf_size
