@@ -145,8 +145,8 @@ def kernel_training_set(recipe: Recipe, data: TrainingSet) -> TrainingSet:
     if kc.input_transform == "none":
         return data
     started = time.perf_counter()
-    transform = fit_transform(kc.input_transform, data.X, data.Y, dims=kc.input_dims, shape=kc.shape,
-                              rfm_frames=kc.rfm_frames, rfm_iterations=kc.rfm_iterations,
+    transform = fit_transform(kc.input_transform, data.X, data.Y, data.X_val, data.Y_val, dims=kc.input_dims,
+                              shape=kc.shape, rfm_frames=kc.rfm_frames, rfm_iterations=kc.rfm_iterations,
                               rfm_diagonal=kc.rfm_diagonal, seed=recipe.data.seed)  # fmt: skip
     transform.info["seconds"] = round(time.perf_counter() - started, 3)
     logger.info("input transform %s for %s: %d → %d dimensions in %.1f s", transform.kind, data.condition,

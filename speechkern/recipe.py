@@ -151,15 +151,16 @@ class KernelConfig(_Section):
     memory_gb: float = Field(0.0, ge=0, description="memory budget of one kernel fit in GiB (0 = a quarter of free)")
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)
-    input_transform: Literal["none", "pca", "whiten", "rfm"] = Field(
+    input_transform: Literal["none", "pca", "whiten", "rfm", "pca+rfm"] = Field(
         "none",
         description="linear map of the normalised inputs before the kernel, fitted on training frames: "
-        "principal directions ('pca'), the same scaled to unit variance ('whiten'), or a learned metric ('rfm')",
+        "principal directions ('pca'), the same scaled to unit variance ('whiten'), a learned metric kept only where "
+        "it lowers the validation MSE ('rfm'), or that metric learned on the principal directions ('pca+rfm')",
     )
     input_dims: int = Field(0, ge=0, description="dimensions kept by the input transform (rank of M for rfm; 0 = all)")
-    rfm_frames: int = Field(2000, ge=20, description="frames of each RFM iteration's kernel fit (as many probe it)")
-    rfm_iterations: int = Field(3, ge=1, description="RFM updates of the metric M")
-    rfm_diagonal: bool = Field(False, description="keep only the diagonal of the RFM metric (per-input weights)")
+    rfm_frames: int = Field(20000, ge=20, description="frames of the exact kernel fit whose gradients give M")
+    rfm_iterations: int = Field(1, ge=1, description="RFM updates of the metric M (each refits the kernel)")
+    rfm_diagonal: bool = Field(False, description="try only the diagonal of M (per-input weights), not the full M")
 
 
 class DNNConfig(_Section):

@@ -14,29 +14,84 @@ from speechkern.errors import SpeechkernError
 from speechkern.transform import InputTransform, fit_transform
 
 
-def test_rfm_metric_weights_the_coordinates_that_matter():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((1600, 20)).astype(np.float32)
+def _sparse_problem(n: int, seed: int):
+    """Targets that depend on 3 of 20 inputs."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 20)).astype(np.float32)
     Y = np.stack([np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2], np.tanh(X[:, 1] - X[:, 2])], axis=1).astype(np.float32)
+    return X, Y
+
+
+def test_rfm_metric_weights_the_coordinates_that_matter():
+    X, Y = _sparse_problem(1600, 0)
+    Xv, Yv = _sparse_problem(500, 1)
     for diagonal in (False, True):
-        tr = fit_transform("rfm", X, Y, rfm_frames=600, rfm_iterations=3, rfm_diagonal=diagonal, seed=0)
+        tr = fit_transform("rfm", X, Y, Xv, Yv, rfm_frames=1200, rfm_diagonal=diagonal, seed=0)
+        assert tr.info["kept"] != "identity", tr.info["history"]
         M = tr.matrix.T @ tr.matrix
         weights = np.diag(M)
         assert weights[:3].sum() / weights.sum() > 0.9, (diagonal, np.round(weights, 3))
         assert weights[:3].min() > 5 * weights[3:].max()
-        # The learned metric fits better than the first, isotropic, iteration.
-        history = [h["probe_mse"] for h in tr.info["history"]]
-        assert history[-1] < 0.5 * history[0], history
+        scores = {h["metric"]: h["val_mse"] for h in tr.info["history"]}
+        assert scores[tr.info["kept"]] == min(scores.values())
+        assert scores[tr.info["kept"]] < 0.8 * scores["identity"], scores
+        assert set(scores) == ({"identity", "diagonal-1"} if diagonal else {"identity", "diagonal-1", "full-1"})
 
 
 def test_rfm_low_rank_keeps_the_relevant_subspace():
     rng = np.random.default_rng(1)
-    X = rng.standard_normal((1200, 12)).astype(np.float32)
-    Y = np.cos(X[:, :1] + X[:, 1:2]).astype(np.float32)  # depends on x0 + x1 only: a rank-one metric
-    tr = fit_transform("rfm", X, Y, dims=1, rfm_frames=500, rfm_iterations=3, seed=0)
+    X = rng.standard_normal((1500, 12)).astype(np.float32)
+    Y = np.cos(2 * (X[:, :1] + X[:, 1:2])).astype(np.float32)  # depends on x0 + x1 only: a rank-one metric
+    tr = fit_transform("rfm", X[:1200], Y[:1200], X[1200:], Y[1200:], dims=1, rfm_frames=1200, seed=0)
+    assert tr.info["kept"] == "full-1", tr.info["history"]
     assert tr.matrix.shape == (1, 12)
     direction = tr.matrix[0] / np.linalg.norm(tr.matrix[0])
     assert abs(direction @ np.array([1, 1] + [0] * 10) / np.sqrt(2)) > 0.95
+
+
+def test_rfm_metric_is_kept_only_where_validation_improves(monkeypatch):
+    """A metric that throws away the inputs that matter must lose to M = I, which is then returned."""
+    import torch
+
+    from speechkern import transform
+
+    X, Y = _sparse_problem(800, 2)
+    Xv, Yv = _sparse_problem(300, 3)
+    blind = torch.diag(torch.tensor([0.0] * 3 + [1.0] * 17))
+    monkeypatch.setattr(transform, "_root", lambda M, rank, diagonal, power: blind)
+    tr = fit_transform("rfm", X, Y, Xv, Yv, rfm_frames=800, seed=0)
+    assert tr.info["kept"] == "identity"
+    np.testing.assert_array_equal(tr.matrix, np.eye(20, dtype=np.float32))
+    with pytest.raises(SpeechkernError, match="validation frames"):
+        fit_transform("rfm", X, Y)
+
+
+def test_agop_leaves_out_each_points_own_term():
+    """The AGOP at the training points equals autograd's, each point's gradient taken without its own term
+    (the Laplace kernel has no gradient at r = 0)."""
+    import torch
+
+    from speechkern.kernels import ExponentialPowerKernel
+    from speechkern.transform import _agop
+
+    rng = np.random.default_rng(4)
+    U = torch.from_numpy(rng.standard_normal((40, 3))).float()
+    alpha = torch.from_numpy(rng.standard_normal((40, 2))).float()
+    W = torch.from_numpy(rng.standard_normal((3, 3))).float()
+    for shape in (1.0, 0.5, 2.0):
+        kernel = ExponentialPowerKernel(shape, 1.7)
+        fit = {"U": U, "alpha": alpha, "W": W, "kernel": kernel}
+        got = _agop(fit, shape, frames=40, seed=0, block=16)
+        want = torch.zeros(3, 3, dtype=torch.float64)
+        for s in range(40):
+            x = torch.linalg.solve(W.double(), U[s].double()).requires_grad_()  # u = W·x
+            others = torch.cat([U[:s], U[s + 1 :]]).double()
+            k = torch.exp(-(torch.linalg.norm(W.double() @ x - others, dim=1) ** shape) / 1.7)
+            for out in range(2):
+                a = torch.cat([alpha[:s, out], alpha[s + 1 :, out]]).double()
+                (g,) = torch.autograd.grad(a @ k, x, retain_graph=True)
+                want += torch.outer(g, g)
+        np.testing.assert_allclose(got.numpy(), (want / 40).numpy(), rtol=2e-3, atol=1e-6)
 
 
 def test_pca_and_whitening():
@@ -102,12 +157,13 @@ def test_transform_is_saved_loaded_and_applied_by_enhance(tmp_path):
     from speechkern.pipeline import train
     from speechkern.recipe import load_recipe
 
-    recipe = load_recipe(RECIPES / "demo", [*TINY, "kernel.subbands=1", "kernel.input_transform=rfm",
+    recipe = load_recipe(RECIPES / "demo", [*TINY, "kernel.subbands=1", "kernel.input_transform=pca+rfm",
                                             "kernel.input_dims=12", "kernel.rfm_frames=200"])  # fmt: skip
     train(recipe, tmp_path / "run", cache_dir=tmp_path / "cache", models=["kernel"])
     folder = tmp_path / "run" / "models" / "kernel"
     config = json.loads((folder / "config.json").read_text())
-    assert config["transform"]["kind"] == "rfm" and config["transform"]["out_dim"] == 12
+    assert config["transform"]["kind"] == "pca+rfm" and config["transform"]["out_dim"] == 12
+    assert config["transform"]["info"]["rfm"]["kept"] in {"identity", "diagonal-1", "full-1"}
     model = MaskModel.load(folder)
     assert model.transform is not None and model.transform.out_dim == 12
     assert model.estimators[0].centers_.shape[1] == 12  # the kernel works on the transformed inputs
