@@ -35,7 +35,7 @@ def ray_executor():
 
 @pytest.fixture
 def one_thread():
-    """Ray's workers compute with one thread each: the serial run does too, for the same arithmetic and rounding."""
+    """Ray's workers compute with one thread each: the serial run (and the driver) too, for the same rounding."""
     import torch
 
     threads = torch.get_num_threads()
@@ -49,20 +49,13 @@ def _read_autotune(run: Path) -> dict:
     return {(r["subband"], r["gamma"], r["grid_index"]): r["val_loss"] for r in rows}
 
 
-def test_ray_run_matches_sequential_run(tmp_path, ray_executor):
-    import torch
-
+def test_ray_run_matches_sequential_run(tmp_path, ray_executor, one_thread):
     from speechkern.models.io import MaskModel
     from speechkern.parallel import SerialExecutor
     from speechkern.pipeline import train
 
     recipe = load_recipe(RECIPES / "demo", SETTINGS)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # Ray's workers compute with one thread each: same arithmetic, same rounding
-    try:
-        train(recipe, tmp_path / "serial", cache_dir=tmp_path / "cache", executor=SerialExecutor())
-    finally:
-        torch.set_num_threads(threads)
+    train(recipe, tmp_path / "serial", cache_dir=tmp_path / "cache", executor=SerialExecutor())
     train(recipe, tmp_path / "ray", cache_dir=tmp_path / "cache", executor=ray_executor)
 
     serial, ray = _read_autotune(tmp_path / "serial"), _read_autotune(tmp_path / "ray")
