@@ -74,9 +74,16 @@ class RayExecutor:
         return self.ray.put(obj)
 
     def run(self, fn: Callable, calls: Sequence[Call], gpus: float | None = None) -> Iterator[tuple[int, Any]]:
+        """Submit every call now (the caller may do other work, even run more tasks, before it reads the
+        results) and yield ``(index, result)`` as each finishes; closing the iterator cancels the unfinished."""
         remote = self.ray.remote(num_cpus=1, num_gpus=self.gpus_per_task if gpus is None else gpus)(fn)
-        pending = {remote.remote(*args, **kwargs): i for i, (args, kwargs) in enumerate(calls)}
+        results = self._results({remote.remote(*args, **kwargs): i for i, (args, kwargs) in enumerate(calls)})
+        next(results)  # enter its try block, so that closing it before the first result still cancels the tasks
+        return results
+
+    def _results(self, pending: dict) -> Iterator[tuple[int, Any]]:
         try:
+            yield None
             while pending:
                 done, _ = self.ray.wait(list(pending), num_returns=1)
                 index = pending.pop(done[0])

@@ -219,16 +219,18 @@ def model_dir(run_dir: Path, name: str, condition: str) -> Path:
 # plain results; only the driver below writes into the run directory.
 
 
-def fit_kernel_band(X, Y, X_val, Y_val, lo: int, hi: int, params: dict) -> tuple[dict, dict, float]:
+def fit_kernel_band(X, Y, X_val, Y_val, lo: int, hi: int, params: dict, executor=None) -> tuple[dict, dict, float]:
     """Fit the kernel machine on channels ``[lo, hi)``: ``params["solver"]`` "local" (a
-    :class:`~speechkern.eigenpro.LocalKernelRegressor`) or "eigenpro" (an EigenProRegressor), the rest its
-    parameters. Returns the estimator's state and the seconds it took."""
+    :class:`~speechkern.eigenpro.LocalKernelRegressor`, its leaves solved by ``executor`` when given) or
+    "eigenpro" (an EigenProRegressor), the rest its parameters. Returns the estimator's state and the seconds it
+    took."""
     from speechkern.eigenpro import EigenProRegressor, LocalKernelRegressor
 
     started = time.perf_counter()
     params = dict(params)
     cls = LocalKernelRegressor if params.pop("solver") == "local" else EigenProRegressor
-    est = cls(**params).fit(X, Y[:, lo:hi], X_val, Y_val[:, lo:hi])
+    where = {} if executor is None else {"executor": executor}
+    est = cls(**params).fit(X, Y[:, lo:hi], X_val, Y_val[:, lo:hi], **where)
     tensors, config = est.to_state()
     return tensors, config, time.perf_counter() - started
 
@@ -580,8 +582,11 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
 
     choices = _autotune_units(recipe, kernel_units, run_dir, executor, device) if recipe.kernel.autotune else {}
 
-    kshared = tuple(executor.share(a) for a in (kdata.X, kdata.Y, kdata.X_val, kdata.Y_val)) if kernel_units else ()
-    calls, targets = [], []
+    # On Ray, a band of a local machine with several leaves is fitted here and its leaves run as tasks (one band
+    # task would solve them one after the other); every other band, and the DNN, is a task.
+    from speechkern.eigenpro.local import tree_depth
+
+    bands = []
     for unit in kernel_units:
         for b in unit.pending():
             lo, hi = unit.bands[b]
@@ -590,21 +595,16 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
             gamma, sigma = (choice.gamma, choice.sigma) if choice else (recipe.kernel.shape, recipe.kernel.bandwidth)
             params = {"shape": gamma, "bandwidth": sigma,
                       **_kernel_params(recipe, unit, b, device, choice.ridge if choice else None)}  # fmt: skip
-            calls.append((("kernel", *kshared, lo, hi, params), {}))
             autotune_s = sum(e.seconds for e in choice.evaluations) if choice else 0.0
-            targets.append(
-                (
-                    unit,
-                    b,
-                    {
-                        "band": [lo, hi],
-                        "gamma": gamma,
-                        "sigma": sigma,
-                        "ridge": params["ridge"],
-                        "autotune_seconds": autotune_s,
-                    },
-                )  # fmt: skip
-            )
+            extra = {"band": [lo, hi], "gamma": gamma, "sigma": sigma, "ridge": params["ridge"],
+                     "autotune_seconds": autotune_s}  # fmt: skip
+            here = executor.name == "ray" and unit.solver == "local" and tree_depth(len(kdata.X), unit.leaf_size) > 0
+            bands.append((here, (unit, b, extra), (lo, hi, params)))
+    calls = [("kernel", lo, hi, params) for here, _, (lo, hi, params) in bands if not here]
+    targets = [target for here, target, _ in bands if not here]
+    if calls:
+        kshared = tuple(executor.share(a) for a in (kdata.X, kdata.Y, kdata.X_val, kdata.Y_val))
+        calls = [((kind, *kshared, lo, hi, params), {}) for kind, lo, hi, params in calls]
     if "dnn" in names:
         dc = recipe.dnn
         params = {"hidden": list(dc.hidden), "dropout": dc.dropout, "epochs": dc.epochs, "batch_size": dc.batch_size,
@@ -615,24 +615,37 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
         calls.append((("dnn", *shared, params, str(checkpoint)), {}))
         targets.append((None, None, None))
 
-    for done, (index, (tensors, config, seconds)) in enumerate(executor.run(_run_unit, calls), 1):
+    def band_done(unit: _KernelUnit, b: int, extra: dict, tensors: dict, config: dict, seconds: float):
+        est = estimator_from_state(tensors, config, device="cpu")
+        info = {**extra, "epochs": len(est.history_), "best_epoch": est.best_epoch_,
+                "val_mse": min(h["val_mse"] for h in est.history_), "seconds": seconds}  # fmt: skip
+        unit.parts.mkdir(parents=True, exist_ok=True)
+        est.save(unit.parts / f"band-{b}", overwrite=True)
+        write_text(unit.parts / f"band-{b}.json", json.dumps(info))
+        unit.info[b], unit.estimators[b] = info, est
+        logger.info("%s %s band %d/%d: gamma %g sigma %.4g, %d epochs, val mse %.5f, %.1f s", unit.name,
+                    unit.data.condition, b + 1, len(unit.bands), info["gamma"], info["sigma"], info["epochs"],
+                    info["val_mse"], seconds)  # fmt: skip
+        if not unit.pending():
+            yield _finish_kernel(recipe, unit, run_dir)
+
+    total = len(calls) + sum(here for here, _, _ in bands)
+    results = executor.run(_run_unit, calls)  # on Ray the tasks start now, beside the bands fitted here
+    done = 0
+    for here, (unit, b, extra), (lo, hi, params) in bands:
+        if here:
+            yield from band_done(unit, b, extra, *fit_kernel_band(kdata.X, kdata.Y, kdata.X_val, kdata.Y_val, lo,
+                                                                  hi, params, executor))  # fmt: skip
+            done += 1
+            report(f"train/{data.condition}", done, total, f"fits for {data.condition}", milestone=True)
+    for index, (tensors, config, seconds) in results:
         unit, b, extra = targets[index]
         if unit is None:
             yield _finish_dnn(recipe, data, run_dir, tensors, config)
         else:
-            est = estimator_from_state(tensors, config, device="cpu")
-            info = {**extra, "epochs": len(est.history_), "best_epoch": est.best_epoch_,
-                    "val_mse": min(h["val_mse"] for h in est.history_), "seconds": seconds}  # fmt: skip
-            unit.parts.mkdir(parents=True, exist_ok=True)
-            est.save(unit.parts / f"band-{b}", overwrite=True)
-            write_text(unit.parts / f"band-{b}.json", json.dumps(info))
-            unit.info[b], unit.estimators[b] = info, est
-            logger.info("%s %s band %d/%d: gamma %g sigma %.4g, %d epochs, val mse %.5f, %.1f s", unit.name,
-                        unit.data.condition, b + 1, len(unit.bands), info["gamma"], info["sigma"], info["epochs"],
-                        info["val_mse"], seconds)  # fmt: skip
-            if not unit.pending():
-                yield _finish_kernel(recipe, unit, run_dir)
-        report(f"train/{data.condition}", done, len(calls), f"fits for {data.condition}", milestone=True)
+            yield from band_done(unit, b, extra, tensors, config, seconds)
+        done += 1
+        report(f"train/{data.condition}", done, total, f"fits for {data.condition}", milestone=True)
     from speechkern.kernels import clear_distance_cache
 
     clear_distance_cache()  # the next condition has other data

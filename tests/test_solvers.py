@@ -304,3 +304,50 @@ ROUNDING_CHECKS = {"check_methods_subset_invariance": ROUNDING, "check_methods_s
 )
 def test_local_machine_keeps_the_scikit_learn_contract(estimator, check):
     check(estimator)
+
+
+def test_serial_leaf_solves_are_each_leafs_exact_solve():
+    X, Y = _problem(n=800)
+    est = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=200, temperature=0.0, device="cpu").fit(X, Y)
+    leaves = route(torch.from_numpy(X), est.split_directions_, est.split_thresholds_).numpy()
+    assert est.n_leaves_ == 4
+    for j in range(4):
+        a, b = int(est.leaf_offsets_[j]), int(est.leaf_offsets_[j + 1])
+        mine = leaves == j  # the leaf's frames in their original order, every one a centre
+        assert b - a == mine.sum() and torch.equal(est.centers_[a:b], torch.from_numpy(X[mine]))
+        w = ridge_solve(est.kernel_, torch.from_numpy(X[mine]), torch.from_numpy(Y[mine]), 0.01)
+        torch.testing.assert_close(est.weights_[a:b], w, rtol=0, atol=0)
+
+
+class _ElsewhereExecutor:
+    """Runs tasks here, in reverse order, on copies of NumPy-shared arrays, as a remote executor would."""
+
+    name = "elsewhere"
+
+    def __init__(self):
+        self.tasks = 0
+
+    def share(self, obj):
+        assert isinstance(obj, np.ndarray), "a remote executor is handed NumPy arrays"
+        obj = obj.copy()
+        obj.flags.writeable = False  # as Ray's object store hands them out
+        return obj
+
+    def run(self, fn, calls, gpus=0.0):
+        for index in reversed(range(len(calls))):
+            self.tasks += 1
+            args, kwargs = calls[index]
+            yield index, fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("leaf_centers", [0, 60])
+def test_leaves_run_as_tasks_out_of_order_give_the_serial_model(leaf_centers):
+    X, Y = _problem(n=800)
+    kwargs = {"ridge": 0.01, "leaf_size": 200, "leaf_centers": leaf_centers, "temperature": 0.0, "device": "cpu"}
+    serial = LocalKernelRegressor(1.0, 3.0, **kwargs).fit(X, Y)
+    executor = _ElsewhereExecutor()
+    tasks = LocalKernelRegressor(1.0, 3.0, **kwargs).fit(X, Y, executor=executor)
+    assert executor.tasks == 4 and not hasattr(tasks, "executor") and tasks.get_params() == serial.get_params()
+    assert torch.equal(tasks.centers_, serial.centers_) and torch.equal(tasks.leaf_offsets_, serial.leaf_offsets_)
+    torch.testing.assert_close(tasks.weights_, serial.weights_, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tasks.predict(X[:100]), serial.predict(X[:100]), rtol=1e-5, atol=1e-6)

@@ -25,6 +25,7 @@ from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy, writable32
 from speechkern.eigenpro.exact import MAX_EXACT_POINTS, exact_bytes, nystrom_bytes, nystrom_solve, ridge_solve
 from speechkern.errors import SpeechkernError
 from speechkern.kernels import ExponentialPowerKernel, available_memory_bytes, prepare_points, shared_center_products
+from speechkern.parallel import SerialExecutor
 from speechkern.progress import report
 
 logger = logging.getLogger(__name__)
@@ -205,8 +206,12 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         self.progress_task = progress_task
         self.seed = seed
 
-    def fit(self, X: Any, y: Any, X_val: Any = None, Y_val: Any = None) -> LocalKernelRegressor:
-        """Partition X (n × features), solve every leaf for y (n,) or (n × outputs); score X_val/Y_val if given."""
+    def fit(self, X: Any, y: Any, X_val: Any = None, Y_val: Any = None, *, executor=None) -> LocalKernelRegressor:
+        """Partition X (n × features), solve every leaf for y (n,) or (n × outputs); score X_val/Y_val if given.
+
+        ``executor`` (:mod:`speechkern.parallel`; default: here, one leaf after the other) runs the leaf solves
+        (:func:`solve_leaf`) as tasks, e.g. on a Ray cluster; the model is the same either way. It is not kept.
+        """
         X, y = validate_data(self, to_numpy(X), to_numpy(y), multi_output=True, y_numeric=True,
                              dtype=(np.float64, np.float32))  # fmt: skip
         for name in ("leaf_size", "leaf_centers"):
@@ -252,21 +257,11 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
             counts = torch.bincount(leaves, minlength=2**depth)
             Xs, Ys = Xt[order].contiguous(), Y[order]
             del Xt, Y
-            rounded = CENTERS_DTYPES[self.centers_dtype]
             offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).cpu()
-            centers, weights = [], []
-            for j in range(2**depth):
-                a, b = int(offsets[j]), int(offsets[j + 1])
-                if 0 < m < b - a:
-                    keep = torch.from_numpy(np.sort(rng.choice(b - a, m, replace=False))).to(Xs.device)
-                    Z = Xs[a:b][keep].to(rounded).to(torch.float32)
-                    w = nystrom_solve(self.kernel_, Xs[a:b], Ys[a:b], Z, float(self.ridge))
-                else:
-                    Z = Xs[a:b].to(rounded).to(torch.float32)
-                    w = ridge_solve(self.kernel_, Z, Ys[a:b], float(self.ridge)) if b > a else Ys[a:b]
-                centers.append(Z)
-                weights.append(w)
-                report(self.progress_task, j + 1, 2**depth, "kernel leaves solved", leaf_points=b - a)
+            bounds = [(int(offsets[j]), int(offsets[j + 1])) for j in range(2**depth)]
+            # Compact leaves' centres are drawn here, in leaf order, so the model is the same wherever leaves run.
+            keeps = [np.sort(rng.choice(b - a, m, replace=False)) if 0 < m < b - a else None for a, b in bounds]
+            centers, weights = self._solve_leaves(Xs, Ys, bounds, keeps, executor or SerialExecutor())
             self.centers_, self.weights_ = torch.cat(centers), torch.cat(weights)
             sizes = torch.tensor([len(c) for c in centers], dtype=torch.int64)
             self.leaf_offsets_ = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
@@ -289,6 +284,24 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
                     float(self.ridge), train_mse, "n/a" if val_mse is None else f"{val_mse:.4g}",
                     seconds)  # fmt: skip
         return self
+
+    def _solve_leaves(self, Xs: torch.Tensor, Ys: torch.Tensor, bounds: list[tuple[int, int]], keeps: list,
+                      executor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
+        """Each leaf's (centres, weights) on Xs's device, in leaf order, its solve run by ``executor``."""
+        # Here: the tensors in place, on their device. Elsewhere: NumPy arrays, which Ray's object store shares
+        # with the tasks without a copy each.
+        here = isinstance(executor, SerialExecutor)
+        data = tuple(executor.share(A if here else A.cpu().numpy()) for A in (Xs, Ys))
+        solve = {"shape": self.shape, "bandwidth": self.bandwidth, "ridge": float(self.ridge),
+                 "centers_dtype": self.centers_dtype, "device": self.device}  # fmt: skip
+        calls = [((*data, a, b, keep), solve) for (a, b), keep in zip(bounds, keeps, strict=True)]
+        centers: list = [None] * len(calls)
+        weights: list = [None] * len(calls)
+        for done, (j, (Z, w)) in enumerate(executor.run(solve_leaf, calls), 1):  # in completion order
+            centers[j], weights[j] = Z.to(Xs.device), w.to(Xs.device)
+            a, b = bounds[j]
+            report(self.progress_task, done, len(calls), "kernel leaves solved", leaf_points=b - a)
+        return centers, weights
 
     def _tune_temperature(self, Xv: torch.Tensor, Yv: torch.Tensor) -> None:
         """temperature_: the value of :data:`TEMPERATURES` with the lowest validation MSE (clipped to [0, 1] as
@@ -379,6 +392,45 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         from speechkern.eigenpro import state
 
         return state.load(cls, path, device)
+
+
+def solve_leaf(
+    X: torch.Tensor | np.ndarray,
+    Y: torch.Tensor | np.ndarray,
+    start: int,
+    stop: int,
+    keep: np.ndarray | None = None,
+    *,
+    shape: float,
+    bandwidth: float,
+    ridge: float,
+    centers_dtype: str = "float32",
+    device: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres (m × features) and weights (m × outputs), float32, of the leaf of rows ``start:stop`` of X
+    (n × features) and Y (n × outputs): every row a centre, w = (K + λI)⁻¹·Y
+    (:func:`~speechkern.eigenpro.exact.ridge_solve`); or, with ``keep`` (sorted row numbers within the leaf), those
+    rows as centres fitted to all the leaf's rows (:func:`~speechkern.eigenpro.exact.nystrom_solve`). The kernel is
+    exp(−‖x − z‖^γ/σ) with γ = ``shape``, σ = ``bandwidth``; the centres are rounded through ``centers_dtype``
+    first. One leaf's work in :meth:`LocalKernelRegressor.fit`, made of plain arguments so that an executor can
+    run it as a task: tensors are used on their device, NumPy arrays (a task's) are copied to ``device`` and the
+    result comes back on the CPU. Raises :class:`~speechkern.errors.SpeechkernError` as the solvers do.
+    """
+    remote = isinstance(X, np.ndarray)
+    if remote:
+        dev = resolve_device(device)
+        X, Y = (torch.from_numpy(np.array(A[start:stop], dtype=np.float32)).to(dev) for A in (X, Y))
+    else:
+        X, Y = X[start:stop], Y[start:stop]
+    kernel = ExponentialPowerKernel(shape, bandwidth)
+    rounded = CENTERS_DTYPES[centers_dtype]
+    if keep is not None:
+        Z = X[torch.from_numpy(np.asarray(keep)).to(X.device)].to(rounded).to(torch.float32)
+        w = nystrom_solve(kernel, X, Y, Z, float(ridge))
+    else:
+        Z = X.to(rounded).to(torch.float32)
+        w = ridge_solve(kernel, Z, Y, float(ridge)) if len(X) else Y
+    return (Z.cpu(), w.cpu()) if remote else (Z, w)
 
 
 def predict_local(estimators: list[LocalKernelRegressor], X: torch.Tensor) -> list[torch.Tensor]:
