@@ -33,8 +33,8 @@ def train(
     """Train the recipe's models (kernel machine and DNN by default) into a run directory.
 
     Interrupt with Ctrl-C at any time; the same command with --resume continues where it stopped. With --ray or
-    --ray-address, autotune evaluations and subband/DNN fits run as parallel Ray tasks; the run directory is the
-    same as a local run's, and it resumes the same way.
+    --ray-address, autotune evaluations, subband/DNN fits and the local solver's leaves run as parallel Ray tasks;
+    the run directory is the same as a local run's, and it resumes the same way.
     """
     from rich.markup import escape
     from rich.table import Table

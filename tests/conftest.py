@@ -60,6 +60,17 @@ def tiny_report(tiny_run):
     return ev, write_report(ev, root / "run")
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: small networks train fastest so, and Ray's one-thread workers round alike."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """Run ``speechkern ARGV`` in this process: (exit code, stdout, stderr)."""
     from speechkern_cli.main import main

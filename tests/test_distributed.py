@@ -33,17 +33,6 @@ def ray_executor():
     executor.close()
 
 
-@pytest.fixture
-def one_thread():
-    """Ray's workers compute with one thread each: the serial run (and the driver) too, for the same rounding."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _read_autotune(run: Path) -> dict:
     rows = [json.loads(line) for line in (run / "autotune.jsonl").read_text().splitlines()]
     return {(r["subband"], r["gamma"], r["grid_index"]): r["val_loss"] for r in rows}

@@ -111,15 +111,6 @@ def test_every_loss_trains_the_same_initial_network() -> None:
         assert torch.equal(pa, pb) and not torch.equal(pa, pc)
 
 
-@pytest.fixture
-def one_thread():
-    """Small networks train fastest on one thread (as the benchmark itself runs them)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_every_loss_learns_iris(one_thread) -> None:
     data = bench.builtin_dataset("iris")
     config = bench.BenchConfig(seeds=1, epochs=30, hidden=(32,), batch_size=16, learning_rates=(1e-2,))
