@@ -28,10 +28,10 @@ def test_rfm_metric_weights_the_coordinates_that_matter():
     for diagonal in (False, True):
         tr = fit_transform("rfm", X, Y, Xv, Yv, rfm_frames=1200, rfm_diagonal=diagonal, seed=0)
         assert tr.info["kept"] != "identity", tr.info["history"]
-        M = tr.matrix.T @ tr.matrix
+        M = tr.matrix.T @ tr.matrix  # the AGOP's square root (RFM_POWER): its entries' ratios are square-rooted
         weights = np.diag(M)
-        assert weights[:3].sum() / weights.sum() > 0.9, (diagonal, np.round(weights, 3))
-        assert weights[:3].min() > 5 * weights[3:].max()
+        assert weights[:3].sum() / weights.sum() > 0.5, (diagonal, np.round(weights, 3))
+        assert weights[:3].min() > 3 * weights[3:].max(), (diagonal, np.round(weights, 3))
         scores = {h["metric"]: h["val_mse"] for h in tr.info["history"]}
         assert scores[tr.info["kept"]] == min(scores.values())
         assert scores[tr.info["kept"]] < 0.8 * scores["identity"], scores
