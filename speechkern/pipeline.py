@@ -136,21 +136,28 @@ class TrainingSet:
     transform: InputTransform | None = None  # already applied to X and X_val
 
 
-def kernel_training_set(recipe: Recipe, data: TrainingSet) -> TrainingSet:
+def kernel_training_set(recipe: Recipe, data: TrainingSet, keep: Path | None = None) -> TrainingSet:
     """The kernel models' view of ``data``: inputs mapped by ``kernel.input_transform`` (fitted on ``data.X``).
 
-    The fit is seeded, so a resumed run rebuilds the same transform its finished subbands were trained with.
+    keep: a file the fitted transform is written to, and read back from when it exists, so a resumed run's
+    remaining subbands see the inputs its finished ones were trained on (and the RFM metric is not learned twice).
     """
     kc = recipe.kernel
     if kc.input_transform == "none":
         return data
-    started = time.perf_counter()
-    transform = fit_transform(kc.input_transform, data.X, data.Y, data.X_val, data.Y_val, dims=kc.input_dims,
-                              shape=kc.shape, rfm_frames=kc.rfm_frames, rfm_iterations=kc.rfm_iterations,
-                              rfm_diagonal=kc.rfm_diagonal, seed=recipe.data.seed)  # fmt: skip
-    transform.info["seconds"] = round(time.perf_counter() - started, 3)
-    logger.info("input transform %s for %s: %d → %d dimensions in %.1f s", transform.kind, data.condition,
-                transform.in_dim, transform.out_dim, transform.info["seconds"])  # fmt: skip
+    if keep is not None and keep.is_file():
+        transform = InputTransform.load(keep)
+        logger.info("input transform %s for %s: fitted in an earlier run, kept", transform.kind, data.condition)
+    else:
+        started = time.perf_counter()
+        transform = fit_transform(kc.input_transform, data.X, data.Y, data.X_val, data.Y_val, dims=kc.input_dims,
+                                  shape=kc.shape, rfm_frames=kc.rfm_frames, rfm_iterations=kc.rfm_iterations,
+                                  rfm_diagonal=kc.rfm_diagonal, seed=recipe.data.seed)  # fmt: skip
+        transform.info["seconds"] = round(time.perf_counter() - started, 3)
+        logger.info("input transform %s for %s: %d → %d dimensions in %.1f s", transform.kind, data.condition,
+                    transform.in_dim, transform.out_dim, transform.info["seconds"])  # fmt: skip
+        if keep is not None:
+            transform.save(keep)
     return TrainingSet(data.condition, transform.apply(data.X), data.Y, transform.apply(data.X_val), data.Y_val,
                        data.stats, transform)  # fmt: skip
 
@@ -549,7 +556,8 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
 
     kernel_units: list[_KernelUnit] = []
     kernel_names = [n for n in names if n != "dnn"]
-    kdata = kernel_training_set(recipe, data) if kernel_names else data
+    keep = run_dir / "models" / ".kernel-transform" / f"{data.condition}.safetensors"
+    kdata = kernel_training_set(recipe, data, keep) if kernel_names else data
     for name in kernel_names:
         n_subbands = 1 if name == "kernel1" else recipe.kernel.subbands
         unit = _KernelUnit(kdata, name, split_bands(data.Y.shape[1], n_subbands),

@@ -158,7 +158,7 @@ class KernelConfig(_Section):
         "it lowers the validation MSE ('rfm'), or that metric learned on the principal directions ('pca+rfm')",
     )
     input_dims: int = Field(0, ge=0, description="dimensions kept by the input transform (rank of M for rfm; 0 = all)")
-    rfm_frames: int = Field(20000, ge=20, description="frames of the exact kernel fit whose gradients give M")
+    rfm_frames: int = Field(20000, ge=20, le=40000, description="frames of the exact kernel fit whose gradients give M")
     rfm_iterations: int = Field(1, ge=1, description="RFM updates of the metric M (each refits the kernel)")
     rfm_diagonal: bool = Field(False, description="try only the diagonal of M (per-input weights), not the full M")
 

@@ -17,6 +17,7 @@ and a transform to fewer dimensions makes each kernel evaluation cheaper.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,25 @@ class InputTransform:
 
     def to_config(self) -> dict[str, Any]:
         return {"kind": self.kind, "in_dim": self.in_dim, "out_dim": self.out_dim, "info": self.info}
+
+    def save(self, path) -> None:
+        """Write the transform to one safetensors file (the matrix, the configuration as metadata), atomically."""
+        from safetensors.torch import save_file
+
+        from speechkern.outputs import atomic_write
+
+        metadata = {"config": json.dumps(self.to_config())}
+        atomic_write(path, lambda tmp: save_file({"matrix": torch.from_numpy(self.matrix)}, tmp, metadata=metadata))
+
+    @classmethod
+    def load(cls, path) -> InputTransform:
+        """Read a transform written by :meth:`save`; a damaged file raises SpeechkernError naming it."""
+        from speechkern.eigenpro.state import read_safetensors
+
+        tensors, metadata = read_safetensors(path, f"input transform {path}")
+        if "matrix" not in tensors or "config" not in metadata:
+            raise SpeechkernError(f"{path}: not an input transform written by speechkern; delete it to fit again")
+        return cls.from_state(tensors["matrix"], json.loads(metadata["config"]))
 
     @classmethod
     def from_state(cls, matrix: np.ndarray | torch.Tensor, config: dict[str, Any]) -> InputTransform:

@@ -181,3 +181,31 @@ def test_transform_is_saved_loaded_and_applied_by_enhance(tmp_path):
     out, _ = audio.load(tmp_path / "out.wav")
     y16, _ = audio.load(tmp_path / "in.wav")  # the file holds 16-bit samples: compare on the same input
     np.testing.assert_allclose(out, enhance_signal(model, y16), atol=1e-3)
+
+
+def test_a_resumed_run_keeps_the_fitted_transform(tmp_path, monkeypatch):
+    """The transform is written beside the run's models once fitted and read back, not fitted again: a resumed run's
+    remaining subbands see the inputs its finished ones were trained on."""
+    from speechkern import pipeline
+    from speechkern.features import FeatureStats
+    from speechkern.recipe import Recipe
+
+    rng = np.random.default_rng(5)
+    X, Xv = rng.standard_normal((300, 6)).astype(np.float32), rng.standard_normal((50, 6)).astype(np.float32)
+    data = pipeline.TrainingSet("all", X, X[:, :2], Xv, Xv[:, :2], FeatureStats(np.zeros(6), np.ones(6)))
+    recipe = Recipe.model_validate({"kernel": {"input_transform": "pca", "input_dims": 3}})
+    keep = tmp_path / "models" / ".kernel-transform" / "all.safetensors"
+    first = pipeline.kernel_training_set(recipe, data, keep)
+    assert keep.is_file()
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the kept transform was fitted again")
+
+    monkeypatch.setattr(pipeline, "fit_transform", refit)
+    again = pipeline.kernel_training_set(recipe, data, keep)
+    np.testing.assert_array_equal(again.transform.matrix, first.transform.matrix)
+    np.testing.assert_array_equal(again.X, first.X)
+    assert again.transform.info == first.transform.info
+    keep.write_bytes(b"not a safetensors file")
+    with pytest.raises(SpeechkernError, match="all.safetensors"):
+        pipeline.kernel_training_set(recipe, data, keep)
