@@ -187,3 +187,16 @@ def test_too_few_frames_name_the_condition_and_the_way_out(tmp_path):
     with pytest.raises(SpeechkernError, match=r"condition babble_0: .*12 training frames.*need 20.*"
                        r"kernel.input_transform"):  # fmt: skip
         pipeline.kernel_training_set(_recipe("rfm", 0), data, tmp_path / "keep.safetensors")
+
+
+def test_input_dims_beyond_the_features_are_refused_when_the_recipe_loads():
+    """Before any audio is read (feature extraction can take minutes), naming both numbers and the key to change."""
+    from conftest import RECIPES
+
+    from speechkern.recipe import load_recipe
+
+    sets = ["features.context=1"]
+    with pytest.raises(SpeechkernError, match=r"kernel.input_dims.*5000.*features give 738"):
+        load_recipe(RECIPES / "demo", [*sets, "kernel.input_transform=pca+rfm", "kernel.input_dims=5000"])
+    load_recipe(RECIPES / "demo", [*sets, "kernel.input_transform=pca+rfm", "kernel.input_dims=738"])
+    load_recipe(RECIPES / "demo", [*sets, "kernel.input_dims=5000"])  # no transform: no effect
