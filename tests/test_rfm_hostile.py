@@ -200,3 +200,16 @@ def test_input_dims_beyond_the_features_are_refused_when_the_recipe_loads():
         load_recipe(RECIPES / "demo", [*sets, "kernel.input_transform=pca+rfm", "kernel.input_dims=5000"])
     load_recipe(RECIPES / "demo", [*sets, "kernel.input_transform=pca+rfm", "kernel.input_dims=738"])
     load_recipe(RECIPES / "demo", [*sets, "kernel.input_dims=5000"])  # no transform: no effect
+
+
+def test_a_local_machine_refuses_an_executor_that_is_not_one():
+    """``fit(executor=...)`` takes a speechkern.parallel executor; anything else is refused before any work."""
+    from speechkern.eigenpro import LocalKernelRegressor
+    from speechkern.parallel import SerialExecutor
+
+    X, Y = _problem(80)
+    est = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=40, device="cpu")
+    for wrong in ("ray", 2, object()):
+        with pytest.raises(SpeechkernError, match=r"executor=.*expected .*SerialExecutor.*RayExecutor"):
+            est.fit(X, Y, executor=wrong)
+    assert est.fit(X, Y, executor=SerialExecutor()).n_leaves_ == 2
