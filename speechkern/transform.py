@@ -101,7 +101,8 @@ class InputTransform:
                 raise SpeechkernError("no matrix and configuration")
             return cls.from_state(tensors["matrix"], json.loads(metadata["config"]))
         except (SpeechkernError, ValueError) as err:  # json's errors are ValueErrors
-            raise SpeechkernError(f"{path}: not an input transform written by speechkern ({err})") from None
+            detail = str(err).removesuffix("; the model file is damaged, retrain it")  # no model file here
+            raise SpeechkernError(f"{path} is not an input transform written by speechkern ({detail})") from None
 
     @classmethod
     def from_state(cls, matrix: np.ndarray | torch.Tensor, config: dict[str, Any]) -> InputTransform:
