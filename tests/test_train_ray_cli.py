@@ -44,3 +44,38 @@ def test_train_with_ray_over_an_existing_run_keeps_its_log(tmp_path, capsys, log
     assert code == 2 and "stopped here by the test" in err, err
     log = (run / "train.log").read_text()  # the new run's log, in the new run directory
     assert "started" in log and "old run" not in log
+
+
+def test_train_with_ray_keeps_the_command_line_s_sigterm_handling(tmp_path, capsys, monkeypatch):
+    """Ray installs its own SIGTERM handler as it starts (it aborts the process with a stack dump): `kill` and
+    `timeout` must still interrupt training as Ctrl-C does (a line saying how to resume), so the handler the
+    command line had is put back while training."""
+    import signal
+
+    from speechkern import parallel, pipeline
+
+    def ours(signum, frame):
+        raise KeyboardInterrupt
+
+    def rays(signum, frame):
+        raise AssertionError("Ray's handler")
+
+    seen = []
+
+    def make_executor(*args, **kwargs):
+        signal.signal(signal.SIGTERM, rays)
+        return parallel.SerialExecutor()
+
+    def train(recipe, run_dir, **kwargs):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        raise SpeechkernError("stopped here by the test")
+
+    monkeypatch.setattr(parallel, "make_executor", make_executor)
+    monkeypatch.setattr(pipeline, "train", train)
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        code, _, err = run_cli(["train", str(RECIPES / "demo"), "--ray", "-o", str(tmp_path / "run"), "-q"], capsys)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 2 and "stopped here" in err
+    assert seen == [ours]
