@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
+import threading
 from pathlib import Path
 
 import typer
@@ -51,9 +53,13 @@ def train(
     run_dir = out or Path("runs") / recipe.name
     _check_run_dir(run_dir)
     names = [m.strip() for m in models.split(",")] if models else None
+    gpus = gpus_per_task if gpus_per_task is not None else (1.0 if (device or "").startswith("cuda") else 0.0)
+    # Before the log file: Ray logs as it starts, when the run folder is not made (or not yet replaced) yet.
+    term = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    executor = make_executor(ray=ray, address=ray_address, workers=workers or 0, gpus_per_task=gpus)
+    if callable(term):  # Ray replaces it with a handler that aborts: `kill` must interrupt like Ctrl-C again
+        signal.signal(signal.SIGTERM, term)
     with progress_ui(log_file=run_dir / "train.log", quiet=quiet):
-        gpus = gpus_per_task if gpus_per_task is not None else (1.0 if (device or "").startswith("cuda") else 0.0)
-        executor = make_executor(ray=ray, address=ray_address, workers=workers or 0, gpus_per_task=gpus)
         try:
             summary = run_training(recipe, run_dir, models=names, resume=resume, overwrite=overwrite, device=device,
                                    executor=executor, cache_dir=None if no_cache else "default")  # fmt: skip

@@ -87,7 +87,13 @@ class RayExecutor:
             while pending:
                 done, _ = self.ray.wait(list(pending), num_returns=1)
                 index = pending.pop(done[0])
-                yield index, self.ray.get(done[0])
+                try:
+                    result = self.ray.get(done[0])
+                except self.ray.exceptions.RayTaskError as err:  # its text carries the remote traceback
+                    if isinstance(err.cause, SpeechkernError):  # a user's error: its one line, as when run here
+                        raise err.cause.with_traceback(None) from None
+                    raise
+                yield index, result
         finally:
             for ref in pending:  # interrupted: do not leave work running on the cluster
                 self.ray.cancel(ref, force=True)

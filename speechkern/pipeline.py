@@ -141,25 +141,80 @@ def kernel_training_set(recipe: Recipe, data: TrainingSet, keep: Path | None = N
 
     keep: a file the fitted transform is written to, and read back from when it exists, so a resumed run's
     remaining subbands see the inputs its finished ones were trained on (and the RFM metric is not learned twice).
+    A kept file that is damaged or was fitted on other settings or data is fitted again, unless subband parts
+    finished on it (``<keep>/../../.<model>-parts/<condition>``): then SpeechkernError says which files to delete.
     """
     kc = recipe.kernel
     if kc.input_transform == "none":
         return data
-    if keep is not None and keep.is_file():
-        transform = InputTransform.load(keep)
-        logger.info("input transform %s for %s: fitted in an earlier run, kept", transform.kind, data.condition)
-    else:
+    fitted_with = {"kind": kc.input_transform, "input_dims": kc.input_dims, "shape": kc.shape,
+                   "rfm_frames": kc.rfm_frames, "rfm_iterations": kc.rfm_iterations, "rfm_diagonal": kc.rfm_diagonal,
+                   "seed": recipe.data.seed, "frames": len(data.X), "inputs": int(data.X.shape[1]),
+                   "val_frames": len(data.X_val)}  # fmt: skip
+    transform = None if keep is None else _kept_transform(keep, fitted_with, data.condition)
+    if transform is None:
         started = time.perf_counter()
-        transform = fit_transform(kc.input_transform, data.X, data.Y, data.X_val, data.Y_val, dims=kc.input_dims,
-                                  shape=kc.shape, rfm_frames=kc.rfm_frames, rfm_iterations=kc.rfm_iterations,
-                                  rfm_diagonal=kc.rfm_diagonal, seed=recipe.data.seed)  # fmt: skip
+        try:
+            transform = fit_transform(kc.input_transform, data.X, data.Y, data.X_val, data.Y_val, dims=kc.input_dims,
+                                      shape=kc.shape, rfm_frames=kc.rfm_frames, rfm_iterations=kc.rfm_iterations,
+                                      rfm_diagonal=kc.rfm_diagonal, seed=recipe.data.seed)  # fmt: skip
+        except SpeechkernError as err:
+            raise SpeechkernError(f"condition {data.condition}: {err}") from None
         transform.info["seconds"] = round(time.perf_counter() - started, 3)
+        transform.info["fitted_with"] = fitted_with
         logger.info("input transform %s for %s: %d → %d dimensions in %.1f s", transform.kind, data.condition,
                     transform.in_dim, transform.out_dim, transform.info["seconds"])  # fmt: skip
         if keep is not None:
             transform.save(keep)
     return TrainingSet(data.condition, transform.apply(data.X), data.Y, transform.apply(data.X_val), data.Y_val,
                        data.stats, transform)  # fmt: skip
+
+
+def _kept_transform(keep: Path, fitted_with: dict, condition: str) -> InputTransform | None:
+    """The transform kept at ``keep`` when it loads and was fitted with ``fitted_with``; None to fit it (again)."""
+    models = keep.parent.parent
+    parts = [
+        p / condition
+        for p in (models.iterdir() if models.is_dir() else ())
+        if p.name.startswith(".") and p.name.endswith("-parts") and any((p / condition).glob("band-*.json"))
+    ]
+    if not keep.is_file():
+        if not parts:
+            return None
+        problem = "is missing"
+    else:
+        try:
+            transform = InputTransform.load(keep)
+        except SpeechkernError as err:
+            problem = str(err).replace(f"input transform {keep} ", "").replace(f"{keep} ", "")  # "is ..."
+        else:
+            problem = _transform_mismatch(transform, fitted_with)
+            if problem is None:
+                logger.info("input transform %s for %s: fitted in an earlier run, kept", transform.kind, condition)
+                return transform
+    if parts:
+        raise SpeechkernError(f"{keep}: the kept input transform {problem}, but the subbands finished in "
+                              f"{', '.join(map(str, parts))} were trained on it; delete those folders and the file "
+                              "to train them again, or train with --overwrite")  # fmt: skip
+    logger.warning("%s: the kept input transform %s; fitting it again", keep, problem)
+    return None
+
+
+def _transform_mismatch(transform: InputTransform, fitted_with: dict) -> str | None:
+    """How ``transform`` differs from one fitted with ``fitted_with`` (None: it may be one)."""
+    kind, inputs, dims = fitted_with["kind"], fitted_with["inputs"], fitted_with["input_dims"]
+    if transform.kind != kind:
+        return f"is of kind {transform.kind}, not kernel.input_transform = {kind}"
+    if transform.in_dim != inputs:
+        return f"takes {transform.in_dim} inputs, the features give {inputs}"
+    if kind != "rfm" and transform.out_dim != (dims or inputs):
+        return f"gives {transform.out_dim} dimensions, not kernel.input_dims = {dims}"
+    stored = transform.info.get("fitted_with")  # absent from files kept before it was recorded
+    if stored is not None and stored != fitted_with:
+        key = _first_difference(stored, fitted_with) if isinstance(stored, dict) else "fitted_with"
+        was = stored.get(key) if isinstance(stored, dict) else stored
+        return f"was fitted with {key} = {was}, not {fitted_with.get(key)}"
+    return None
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from speechkern.errors import SpeechkernError
-from speechkern.features import FeatureConfig
+from speechkern.features import FeatureConfig, input_dim
 from speechkern.targets import TargetConfig, mask_units
 
 _CONDITION = r"^.+@[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"  # NOISE@SNR with a finite SNR in dB
@@ -224,6 +224,10 @@ class Recipe(_Section):
                              "(and features.fmax to at most half the rate)")  # fmt: skip
         _check_noises_and_splits(self.data)
         kc = self.kernel
+        n_inputs = input_dim(self.features)
+        if kc.input_transform != "none" and kc.input_dims > n_inputs:
+            raise ValueError(f"kernel.input_dims: {kc.input_dims}, but the features give {n_inputs} inputs per frame; "
+                             f"choose 0 (all) to {n_inputs}")  # fmt: skip
         if (kc.sigma_low > 0 or kc.sigma_high > 0) and not 0 < kc.sigma_low < kc.sigma_high:
             raise ValueError(f"kernel.sigma_low, kernel.sigma_high: {kc.sigma_low} and {kc.sigma_high}; set both, "
                              "with 0 < sigma_low < sigma_high, or both to 0 for the automatic range")  # fmt: skip

@@ -96,19 +96,28 @@ class InputTransform:
         from speechkern.eigenpro.state import read_safetensors
 
         tensors, metadata = read_safetensors(path, f"input transform {path}")
-        if "matrix" not in tensors or "config" not in metadata:
-            raise SpeechkernError(f"{path}: not an input transform written by speechkern; delete it to fit again")
-        return cls.from_state(tensors["matrix"], json.loads(metadata["config"]))
+        try:
+            if "matrix" not in tensors or "config" not in metadata:
+                raise SpeechkernError("no matrix and configuration")
+            return cls.from_state(tensors["matrix"], json.loads(metadata["config"]))
+        except (SpeechkernError, ValueError) as err:  # json's errors are ValueErrors
+            detail = str(err).removesuffix("; the model file is damaged, retrain it")  # no model file here
+            raise SpeechkernError(f"{path} is not an input transform written by speechkern ({detail})") from None
 
     @classmethod
     def from_state(cls, matrix: np.ndarray | torch.Tensor, config: dict[str, Any]) -> InputTransform:
         """Rebuild from a model file's tensor and ``to_config`` dictionary; refuses a shape mismatch."""
-        matrix = np.asarray(matrix.numpy() if isinstance(matrix, torch.Tensor) else matrix, dtype=np.float32)
+        if isinstance(matrix, torch.Tensor):
+            matrix = matrix.detach().cpu().to(torch.float32).numpy()  # any float dtype another writer chose
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if not isinstance(config, dict) or not isinstance(config.get("info", {}), dict):
+            raise SpeechkernError(f"input transform: its configuration {str(config)[:80]!r} is not an object "
+                                  "with a kind, sizes and info; the model file is damaged, retrain it")  # fmt: skip
         if matrix.shape != (config.get("out_dim"), config.get("in_dim")):
             expected = (config.get("out_dim"), config.get("in_dim"))
             raise SpeechkernError(f"input transform: matrix {matrix.shape} does not match its configuration "
                                   f"{expected}; the model file is damaged, retrain it")  # fmt: skip
-        return cls(config["kind"], matrix, dict(config.get("info", {})))
+        return cls(config.get("kind"), matrix, dict(config.get("info", {})))
 
 
 def fit_transform(
@@ -136,16 +145,16 @@ def fit_transform(
         raise SpeechkernError(f"kernel.input_transform = {kind!r}: expected one of {', '.join(KINDS)}")
     if kind == "none":
         return None
-    X = np.asarray(X, dtype=np.float32)
+    X, Y, X_val, Y_val = _checked(kind, X, Y, X_val, Y_val)
     d = X.shape[1]
     if dims < 0 or dims > d:
-        raise SpeechkernError(f"kernel.input_dims = {dims}: must be between 0 (all) and the {d} input dimensions")
+        raise SpeechkernError(f"kernel.input_dims = {dims}: must be between 0 (all) and the {d} input dimensions; "
+                              "lower it")  # fmt: skip
     dims = dims or d
     if kind in ("pca", "whiten"):
         return _fit_pca(X, dims, whiten=kind == "whiten", seed=seed)
     if Y is None:
         raise SpeechkernError(f"input transform {kind}: needs the training targets")
-    Y = np.asarray(Y, np.float32).reshape(len(X), -1)
     pca = _fit_pca(X, dims, whiten=False, seed=seed) if kind == "pca+rfm" else None
     if pca is not None:
         X, X_val = pca.apply(X), None if X_val is None else pca.apply(X_val)
@@ -155,6 +164,44 @@ def fit_transform(
     if pca is None:
         return rfm
     return InputTransform(kind, rfm.matrix @ pca.matrix, {"pca": pca.info, "rfm": rfm.info})
+
+
+def _checked(kind: str, X, Y, X_val, Y_val) -> tuple:
+    """The arrays as float32 (targets as (n, k)), refused with a SpeechkernError where their shapes disagree."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or len(X) < 2:
+        raise SpeechkernError(f"input transform {kind}: {len(X) if X.ndim else 0} training frame(s) of shape "
+                              f"{X.shape}; expected (frames ≥ 2, inputs)")  # fmt: skip
+    arrays = {"training inputs": X}
+    if Y is not None:
+        Y = np.asarray(Y, dtype=np.float32)
+        if len(Y) != len(X):
+            raise SpeechkernError(f"input transform {kind}: the training targets have {len(Y)} rows, the inputs "
+                                  f"{len(X)}; pass one target row per frame")  # fmt: skip
+        Y = Y.reshape(len(X), -1)
+        arrays["training targets"] = Y
+    if X_val is not None:
+        X_val = np.asarray(X_val, dtype=np.float32)
+        if X_val.ndim != 2 or X_val.shape[1] != X.shape[1]:
+            cols = X_val.shape[1] if X_val.ndim == 2 else X_val.shape
+            raise SpeechkernError(f"input transform {kind}: the validation inputs have {cols} columns, the training "
+                                  f"inputs {X.shape[1]}; pass frames of the same features")  # fmt: skip
+        arrays["validation inputs"] = X_val
+    if Y_val is not None and X_val is not None:
+        Y_val = np.asarray(Y_val, dtype=np.float32)
+        k = Y.shape[1] if Y is not None else Y_val.size // max(1, len(X_val))
+        if len(Y_val) != len(X_val) or Y_val.size != len(X_val) * k:
+            raise SpeechkernError(f"input transform {kind}: the validation targets are {Y_val.shape}, expected "
+                                  f"{(len(X_val), k)} (one row per validation frame, the training targets' "
+                                  "columns)")  # fmt: skip
+        Y_val = Y_val.reshape(len(X_val), k)
+        arrays["validation targets"] = Y_val
+    for name, A in arrays.items():
+        for start in range(0, len(A), 65536):  # in blocks: the inputs of every frame can be gigabytes
+            if not np.isfinite(A[start : start + 65536]).all():
+                raise SpeechkernError(f"input transform {kind}: the {name} are not finite (NaN or ±inf near row "
+                                      f"{start}); check the features and targets")  # fmt: skip
+    return X, Y, X_val, Y_val
 
 
 def _covariance(X: np.ndarray, max_frames: int, seed: int) -> tuple[np.ndarray, int]:
@@ -213,15 +260,19 @@ def fit_rfm(
     X: (n, d) normalised training inputs; Y: (n, k) targets; X_val, Y_val: validation frames (held-out talkers),
     at most ``val_frames`` used. rank > 0 keeps the top ``rank`` eigen-directions of the full M (W is rank × d).
     Returns an :class:`InputTransform` of kind ``rfm`` (the identity when no metric helped; ``info["kept"]`` says
-    which, ``info["history"]`` every candidate's validation MSE, σ and λ). Raises SpeechkernError for fewer than
-    20 frames or no validation frames. Sources: Radhakrishnan et al., Science 2024, Algorithm 1; Beaglehole et al.
-    2025 (xRFM), whose reference code takes the AGOP at the training points with the self term masked.
+    which, ``info["history"]`` every candidate's validation MSE, σ and λ; None for a candidate that maps every frame
+    to one point, as the zero AGOP of all-zero targets does). Raises SpeechkernError for fewer than 20 frames,
+    frames that are all the same input, no validation frames, or arrays whose shapes disagree.
+    Sources: Radhakrishnan et al., Science 2024, Algorithm 1; Beaglehole et al. 2025 (xRFM), whose reference code
+    takes the AGOP at the training points with the self term masked.
     """
     from speechkern.eigenpro.exact import ridge_path
 
+    X, Y, X_val, Y_val = _checked("rfm", X, Y, X_val, Y_val)
     n, d = X.shape
     if n < 20:
-        raise SpeechkernError(f"input transform rfm: {n} training frames are too few to learn a metric (need 20)")
+        raise SpeechkernError(f"input transform rfm: {n} training frames are too few to learn a metric (need 20); "
+                              "train on more frames, or set kernel.input_transform = 'pca' or 'none'")  # fmt: skip
     if X_val is None or Y_val is None or len(X_val) == 0:
         raise SpeechkernError("input transform rfm: needs validation frames to decide whether the metric helps")
     rows = _subsample(n, n_frames, seed)
@@ -231,9 +282,12 @@ def fit_rfm(
     Yv = torch.from_numpy(np.ascontiguousarray(np.reshape(Y_val, (len(X_val), -1))[vrows], dtype=np.float32))
     ridges = tuple(float(r) for r in ridges)
 
-    def refit(W: torch.Tensor, name: str) -> dict:
+    def refit(W: torch.Tensor, name: str) -> dict | None:
+        """The kernel fitted on W·x with σ and λ tuned; None where W maps the sampled frames to one point."""
         U, Uv = Xf @ W.T, Xv @ W.T
         scale = _median_distance_power(U, shape, seed)
+        if not scale > 0:
+            return None
         sub = torch.from_numpy(_subsample(len(U), RFM_SIGMA_FRAMES, seed + 2))
         by_sigma = {}
         for mult in RFM_SIGMA_MULTIPLIERS:  # σ on a subsample, λ again on every fitted frame
@@ -250,6 +304,10 @@ def fit_rfm(
 
     identity = torch.eye(d)
     first = refit(identity, "identity")
+    if first is None:
+        raise SpeechkernError(f"input transform rfm: all {len(rows)} training frames are the same input (or so "
+                              "nearly that every sampled pair is 0 apart), so no bandwidth or metric can be chosen; "
+                              "check the features, or set kernel.input_transform = 'none'")  # fmt: skip
     history, best = [first["row"]], first
     first_agop = _agop(first, shape, agop_frames, seed)
     for form in ("diagonal",) if diagonal_only else ("diagonal", "full"):
@@ -259,7 +317,12 @@ def fit_rfm(
                 agop = _agop(fit, shape, agop_frames, seed)
             M = agop / agop.abs().max().clamp_min(1e-30)
             W = _root(M, rank if form == "full" else 0, form == "diagonal", RFM_POWER)
-            fit = refit(W.float(), f"{form}-{it + 1}")
+            name = f"{form}-{it + 1}"
+            fit = refit(W.float(), name)
+            if fit is None:  # a zero AGOP (e.g. all-zero masks: the fit is flat): M = 0 is no metric
+                logger.info("rfm metric %s: maps every frame to one point (zero gradients), skipped", name)
+                history.append({"metric": name, "val_mse": None, "sigma": None, "ridge": None})
+                break
             history.append(fit["row"])
             if fit["row"]["val_mse"] < best["row"]["val_mse"]:
                 best = fit
@@ -271,10 +334,17 @@ def fit_rfm(
     return InputTransform("rfm", best["W"].numpy(), info)
 
 
-def _median_distance_power(U: torch.Tensor, shape: float, seed: int) -> float:
+def _median_distance_power(U: torch.Tensor, shape: float, seed: int, n_pairs_from: int = 1000) -> float:
+    """Median ‖u − v‖^γ over pairs of (up to ``n_pairs_from``) rows of U; where most frames repeat one frame
+    (digital silence) that median is 0, and the median over the pairs that differ is taken (0: all equal)."""
     from speechkern.autotune import median_distance_power
 
-    return median_distance_power(U.numpy(), shape, seed=seed)
+    scale = median_distance_power(U.numpy(), shape, n_pairs_from, seed=seed)
+    if scale > 0:
+        return scale
+    sample = U[torch.from_numpy(np.random.default_rng(seed).permutation(len(U))[:n_pairs_from])].double()
+    r = torch.pdist(sample)
+    return float(r[r > 0].pow(shape).median()) if bool((r > 0).any()) else 0.0
 
 
 def _agop(fit: dict, shape: float, frames: int, seed: int, block: int = 512) -> torch.Tensor:
@@ -287,7 +357,10 @@ def _agop(fit: dict, shape: float, frames: int, seed: int, block: int = 512) -> 
         rows = points[start : start + block]
         us = U[rows]
         r = torch.cdist(U, us)  # (n, b)
-        tiny = 1e-5 * float(r.median())
+        scale = float(r.median())
+        if not scale > 0:  # most frames repeat one frame: the distances that are not 0 set the scale
+            scale = float(r[r > 0].median()) if bool((r > 0).any()) else 1.0
+        tiny = 1e-5 * scale
         C = torch.exp(-r.pow(shape) / sigma) * r.clamp_min(tiny).pow(shape - 2) * (-shape / sigma)
         # The point's own term (and duplicates): the kernel has no gradient at r = 0, and rounding leaves r > 0.
         C[rows, torch.arange(len(rows))] = 0.0

@@ -124,3 +124,17 @@ def test_ray_run_with_leaves_as_tasks_matches_sequential_run(tmp_path, ray_execu
     for model in (a, b):
         for est in model.estimators:
             assert est.n_leaves_ == 4
+
+
+def test_a_task_s_clear_error_reaches_the_caller_as_one_line(ray_executor):
+    """A SpeechkernError raised in a task (here a leaf solve refusing its kernel shape) is re-raised as itself:
+    the command line prints its one line, not Ray's wrapper with the remote traceback."""
+    from speechkern.eigenpro.local import solve_leaf
+    from speechkern.errors import SpeechkernError
+
+    X, Y = np.zeros((4, 2), np.float32), np.zeros((4, 1), np.float32)
+    call = ((X, Y, 0, 4), {"shape": 5.0, "bandwidth": 1.0, "ridge": 0.0, "device": "cpu"})
+    with pytest.raises(SpeechkernError) as err:
+        list(ray_executor.run(solve_leaf, [call]))
+    assert type(err.value) is SpeechkernError and str(err.value).startswith("kernel shape γ = 5: expected")
+    assert "\n" not in str(err.value)

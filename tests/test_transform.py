@@ -206,6 +206,6 @@ def test_a_resumed_run_keeps_the_fitted_transform(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.transform.matrix, first.transform.matrix)
     np.testing.assert_array_equal(again.X, first.X)
     assert again.transform.info == first.transform.info
-    keep.write_bytes(b"not a safetensors file")
-    with pytest.raises(SpeechkernError, match="all.safetensors"):
-        pipeline.kernel_training_set(recipe, data, keep)
+    keep.write_bytes(b"not a safetensors file")  # no subband depends on it yet: fitted again (tests/test_rfm_hostile)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(pipeline.kernel_training_set(recipe, data, keep).X, first.X)

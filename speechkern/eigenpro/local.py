@@ -228,6 +228,9 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
                                   "LAPACK indexes its matrix with 32-bit integers)")  # fmt: skip
         if not (np.isfinite(float(self.ridge)) and float(self.ridge) >= 0):
             raise SpeechkernError(f"ridge={self.ridge!r}: expected a finite number ≥ 0")
+        if executor is not None and not all(callable(getattr(executor, f, None)) for f in ("share", "run")):
+            raise SpeechkernError(f"executor={executor!r}: expected None or a speechkern.parallel executor "
+                                  "(SerialExecutor, RayExecutor: make_executor(ray=True) makes one)")  # fmt: skip
         started = time.perf_counter()
         device = resolve_device(self.device)
         self._leaf_cache = None
