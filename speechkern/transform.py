@@ -276,10 +276,9 @@ def fit_rfm(
     if X_val is None or Y_val is None or len(X_val) == 0:
         raise SpeechkernError("input transform rfm: needs validation frames to decide whether the metric helps")
     rows = _subsample(n, n_frames, seed)
-    Xf, Yf = (torch.from_numpy(np.ascontiguousarray(a[rows], dtype=np.float32)) for a in (X, Y.reshape(n, -1)))
     vrows = _subsample(len(X_val), val_frames, seed + 1)
-    Xv = torch.from_numpy(np.ascontiguousarray(X_val[vrows], dtype=np.float32))
-    Yv = torch.from_numpy(np.ascontiguousarray(np.reshape(Y_val, (len(X_val), -1))[vrows], dtype=np.float32))
+    # _checked made them float32 with 2-D targets: the rows taken are contiguous copies
+    Xf, Yf, Xv, Yv = (torch.from_numpy(a[r]) for a, r in ((X, rows), (Y, rows), (X_val, vrows), (Y_val, vrows)))
     ridges = tuple(float(r) for r in ridges)
 
     def refit(W: torch.Tensor, name: str) -> dict | None:
