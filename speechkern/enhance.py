@@ -58,7 +58,8 @@ def enhance_signal(
     model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margin_s: float = MARGIN_S, clean_guard: bool = True
 ) -> np.ndarray:
     """Enhance a mono waveform ``(n_samples,)`` at the model's sample rate, in memory; blocks of ``chunk_s``
-    seconds with ``margin_s`` seconds of overlap on each side. Returns float32 ``(n_samples,)``.
+    seconds with ``margin_s`` seconds of overlap on each side (at least the features' reach,
+    :func:`speechkern.features.reach_s`). Returns float32 ``(n_samples,)``.
 
     Every block's features see the whole waveform's level gain (:func:`speechkern.features.level_gain`); the mask
     is applied to the unscaled waveform, so the output keeps the input's level. A DC offset is removed first: it
@@ -66,6 +67,7 @@ def enhance_signal(
     clean passes (partly) unchanged, :func:`speechkern.postfilter.clean_weight`."""
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
+    margin_s = max(margin_s, features.reach_s(model.feature_config))
     margin = math.ceil(margin_s * model.feature_config.sr / hop) * hop
     y = y - np.mean(y, dtype=np.float64).astype(np.float32)
     gain = features.level_gain(y, model.feature_config.level_dbfs)
@@ -139,6 +141,7 @@ def enhance_file(
     path, out_path = Path(path), Path(out_path)
     if not (math.isfinite(chunk_s) and chunk_s > 0):
         raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a positive number of seconds, such as 30")
+    margin_s = max(margin_s, features.reach_s(model.feature_config))
     if out_path.resolve() == path.resolve():
         raise SpeechkernError(f"{out_path}: is the input itself; choose another output name")
     if out_path.exists() and not overwrite:

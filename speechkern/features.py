@@ -28,6 +28,10 @@ Feature definitions (default parameters: 16 kHz, 20 ms frames, 10 ms hop)
                to ams_fmax (15.625–400 Hz), cube-root compressed (Kaiser decimation FIR).
     logmel     natural log of 64 mel-band energies (the same mel filters as mfcc).
     logpower   natural log of the |STFT|² with n_fft = frame_length (161 bins): the STFT-mask domain.
+    gf_floor   the cochleagram's noise floor, compressed as gf (64 values): per channel, the minimum over a
+               centred window of ``floor_window_s`` (1.5 s) of the energy smoothed over 5 frames, i.e. minimum
+               statistics (Martin 2001) without bias correction. A frame-wise model gets the noise estimate that
+               noise-aware training appends to its input (Seltzer, Yu & Wang 2013; Xu et al. 2014).
     complementary = ams + rasta_plp + mfcc + gf: 15 + 13 + 31 + 64 = 123 values per frame.
 
 The auditory spectra (mfcc, rasta_plp, logmel) share one STFT with the frame zero-padded to ``n_fft`` = 512
@@ -56,6 +60,7 @@ from typing import Literal
 
 import numpy as np
 import scipy.fft
+import scipy.ndimage
 import scipy.signal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -63,7 +68,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from speechkern.errors import SpeechkernError
 from speechkern.progress import report
 
-KINDS = ("gf", "mfcc", "rasta_plp", "ams", "logmel", "logpower")
+KINDS = ("gf", "mfcc", "rasta_plp", "ams", "logmel", "logpower", "gf_floor")
 COMPLEMENTARY = ("ams", "rasta_plp", "mfcc", "gf")
 LOG_FLOOR = 1e-10
 MAX_LEVEL_GAIN_DB = 100.0  # near-silent input is not raised by more than this (digital silence stays silent)
@@ -126,6 +131,7 @@ class FeatureConfig(BaseModel):
     ams_decimation: int = Field(4, ge=1)
     ams_variant: Literal["toolbox", "centred"] = "toolbox"
     delta_width: int = Field(4, ge=1)
+    floor_window_s: float = Field(1.5, gt=0.0, le=10.0)
 
     @field_validator("kind")
     @classmethod
@@ -178,6 +184,7 @@ def component_dims(config: FeatureConfig) -> dict[str, int]:
     """Values per frame of each component (without deltas)."""
     sizes = {
         "gf": config.n_channels,
+        "gf_floor": config.n_channels,
         "mfcc": config.n_mfcc,
         "rasta_plp": config.plp_order + 1,
         "ams": config.ams_bands,
@@ -316,6 +323,17 @@ def gammatone_features(coch: np.ndarray | torch.Tensor, config: FeatureConfig) -
     """GF (n_frames, n_channels) from a cochleagram (n_channels, n_frames)."""
     coch = torch.as_tensor(coch)
     return _compress(coch, config.gf_compression, config.gf_power).T.float()
+
+
+def noise_floor(energy: np.ndarray | torch.Tensor, window: int, smooth: int = 5) -> np.ndarray:
+    """Minimum statistics of T-F energies (n_channels, n_frames) → the noise floor, same shape, float64.
+
+    Each channel's energy is averaged over ``smooth`` frames, then its minimum taken over a centred window of
+    ``window`` frames (edges repeated), as Martin's (2001) minimum statistics without the bias correction, which
+    a learned model does not need. O(n_frames) per channel (scipy.ndimage's running filters)."""
+    e = torch.as_tensor(energy).detach().cpu().double().numpy()
+    smoothed = scipy.ndimage.uniform_filter1d(e, size=smooth, axis=-1, mode="nearest")
+    return scipy.ndimage.minimum_filter1d(smoothed, size=window, axis=-1, mode="nearest")
 
 
 def mfcc_from_power(power: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
@@ -477,6 +495,19 @@ def normalize_level(y: np.ndarray, level_dbfs: float) -> np.ndarray:
     return (y * level_gain(y, level_dbfs)).astype(y.dtype, copy=False)
 
 
+def reach_s(config: FeatureConfig) -> float:
+    """How far (seconds) on each side a frame's model input looks: the context window, deltas, the noise
+    floor's window and smoothing, and one frame. Blocks enhanced apart need at least this much margin."""
+    frames = config.context + (config.delta_width if config.deltas else 0) + 2
+    if "gf_floor" in config.components:
+        frames += _floor_frames(config) // 2 + 2
+    return (frames * config.hop_length + config.frame_length) / config.sr
+
+
+def _floor_frames(config: FeatureConfig) -> int:
+    return max(1, round(config.floor_window_s * config.sr / config.hop_length))
+
+
 def extract(
     y: np.ndarray,
     config: FeatureConfig | None = None,
@@ -516,12 +547,12 @@ def _extract(y: np.ndarray, config: FeatureConfig, device: str, n_threads: int |
     from speechkern.gammatone import cochleagram
 
     wav = torch.as_tensor(y, dtype=torch.float32, device=device)
-    aud_power = None
+    aud_power = coch = None
     parts = []
     for name in config.components:
         if name in ("mfcc", "rasta_plp", "logmel") and aud_power is None:
             aud_power = _power(wav, config, config.n_fft)
-        if name == "gf":
+        if name in ("gf", "gf_floor") and coch is None:
             coch = cochleagram(
                 y,
                 config.sr,
@@ -533,7 +564,10 @@ def _extract(y: np.ndarray, config: FeatureConfig, device: str, n_threads: int |
                 device=device,
                 n_threads=n_threads,
             )
+        if name == "gf":
             parts.append(gammatone_features(coch, config).to(device))
+        elif name == "gf_floor":
+            parts.append(gammatone_features(noise_floor(coch, _floor_frames(config)), config).to(device))
         elif name == "mfcc":
             parts.append(mfcc_from_power(aud_power, config))
         elif name == "rasta_plp":

@@ -88,6 +88,52 @@ def test_gf_is_the_compressed_cochleagram(noisy_speech):
     np.testing.assert_allclose(gf_log, np.log(np.maximum(coch, 1e-10)).T, rtol=1e-5, atol=1e-5)
 
 
+def test_noise_floor_is_minimum_statistics():
+    e = np.ones((2, 400))
+    e[0, 100:120] = 100.0  # a burst shorter than the window: the floor stays at the background
+    e[1, 150:350] = 100.0  # longer than the window: the floor rises inside it, away from its edges
+    floor = fe.noise_floor(e, window=51)
+    np.testing.assert_allclose(floor[0], 1.0)
+    assert np.all(floor[1, 180:320] == 100.0)
+    np.testing.assert_allclose(floor[1, :120], 1.0)
+    np.testing.assert_allclose(floor[1, 380:], 1.0)
+    # smoothing over 5 frames before the minimum: one quiet frame does not pull the floor down
+    f = np.full((1, 200), 10.0)
+    f[0, 100] = 0.0
+    np.testing.assert_allclose(fe.noise_floor(f, window=11)[0, 95:106], 8.0)
+
+
+def test_gf_floor_is_the_compressed_floor_of_the_cochleagram(noisy_speech):
+    cfg = fe.FeatureConfig(kind="gf+gf_floor", deltas=False)
+    assert fe.component_dims(cfg) == {"gf": 64, "gf_floor": 64}
+    f = fe.extract(noisy_speech, cfg)
+    coch = gammatone.cochleagram(fe.normalize_level(noisy_speech, -26.0), SR)
+    np.testing.assert_allclose(f[:, 64:], (fe.noise_floor(coch, 150) ** (1 / 15)).T, rtol=1e-4)
+    assert np.all(f[:, 64:] <= f[:, :64].max(axis=0) + 1e-6)
+    # the 4 Hz bursts ride on noise: the floor sits well below the speech peaks
+    assert np.median(f[:, 64:]) < np.median(f[:, :64])
+
+
+def test_features_of_a_block_with_the_reach_as_margin_equal_the_whole_files():
+    rng = np.random.default_rng(4)
+    t = np.arange(6 * SR) / SR
+    y = (0.1 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 1.3 * t) > 0.3)).astype(np.float32)
+    y += (0.02 * rng.standard_normal(t.size) * (1 + (t > 3))).astype(np.float32)  # the noise steps up at 3 s
+    cfg = fe.FeatureConfig(kind="gf+gf_floor")
+    assert fe.reach_s(cfg) == pytest.approx((2 + 4 + 2 + 75 + 2) * 160 / SR + 0.02)
+    assert fe.reach_s(fe.FeatureConfig()) == pytest.approx(0.1)
+    gain = fe.level_gain(y, cfg.level_dbfs)
+    whole = fe.extract(y, cfg, gain=gain)
+    margin = int(fe.reach_s(cfg) * SR) // 160 * 160
+    start, stop = 2 * SR, 4 * SR
+    block = fe.extract(y[start - margin : stop + margin], cfg, gain=gain)
+    first = margin // 160
+    kept = block[first : first + (stop - start) // 160]
+    np.testing.assert_allclose(kept, whole[start // 160 : stop // 160], rtol=2e-3, atol=2e-4)
+    short = fe.extract(y[start - SR // 4 : stop + SR // 4], cfg, gain=gain)[SR // 4 // 160 :][: (stop - start) // 160]
+    assert np.abs(short - whole[start // 160 : stop // 160]).max() > 1e-2  # a shorter margin would not do
+
+
 def test_mfcc_logmel_logpower_match_librosa(noisy_speech):
     cfg = fe.FeatureConfig(kind="mfcc+logmel+logpower", deltas=False)
     f = fe.extract(noisy_speech, cfg)
