@@ -6,9 +6,11 @@ calibrated SNR, c0 + c1·(the mask's SNR estimate) + c2·(the noise floor's). Fo
 to --max-seconds) at each SNR of --snrs and clean, the output is scored (STOI, SI-SDR) at w = 0, 0.2, …, 1. The
 calibration is the least-squares fit of the true SNR on the two estimates over the noisy mixtures; every
 (low, high) of a grid is then scored by interpolating in w. The rule: no STOI or SI-SDR lost against the
-unguarded model at −5/0/5 dB; of those, the highest mean SI-SDR at 20 dB, then the widest ramp.
+unguarded model at −5/0/5 dB; of those, the highest mean SI-SDR at 20 dB, then the widest ramp. ``--save``
+writes the chosen guard into the model's folder (``clean_guard`` of its config), which ``enhance`` then uses.
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/clean_guard.py [--json FILE | --from-json FILE]
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/clean_guard.py [--model DIR [--save]]
+        [--json FILE | --from-json FILE]
 """
 
 from __future__ import annotations
@@ -105,7 +107,10 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=None, help="also write the per-mixture scores here")
     parser.add_argument("--from-json", type=Path, default=None, help="search the scores of an earlier --json")
+    parser.add_argument("--save", action="store_true", help="write the chosen guard into --model's folder")
     args = parser.parse_args()
+    if args.save and (args.model is None or args.from_json):
+        parser.error("--save needs --model (the folder to write into) and scores of that model, not --from-json")
 
     load_before = os.getloadavg()[0]
     if args.from_json:
@@ -155,6 +160,13 @@ def main() -> None:
               f"{c['stoi']:.3f} / {c['si_sdr']:.2f} ({c['w']:.2f}) |")  # fmt: skip
     print(f"\nchosen (low, high) of the calibrated SNR: {best[1]} dB" if best else
           "\nno thresholds meet the rule")  # fmt: skip
+    if args.save and best:
+        from speechkern.models.io import save_model
+        from speechkern.postfilter import GuardConfig
+
+        model.clean_guard = GuardConfig(calibration=calibration, thresholds=best[1])
+        save_model(model, model_dir, overwrite=True)
+        print(f"saved into {model_dir}/config.json: {model.clean_guard}")
 
 
 if __name__ == "__main__":

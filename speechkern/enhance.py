@@ -98,7 +98,7 @@ def _block_mask(model: MaskModel, y: np.ndarray, gain: float | None, clean_guard
     feats = model.features(y, model.feature_config.sr, gain=gain)
     mask = model.mask(feats)
     fc, tc = model.feature_config, model.target_config
-    return mask, (postfilter.model_clean_weight(mask, feats, y, fc, tc) if clean_guard else 0.0)
+    return mask, (postfilter.model_clean_weight(mask, feats, y, fc, tc, model.clean_guard) if clean_guard else 0.0)
 
 
 @dataclass

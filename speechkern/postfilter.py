@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from speechkern.features import FeatureConfig, component_dims
 from speechkern.targets import TargetConfig
 
-# Fitted and chosen on the validation talkers of recipes/general (benchmarks/clean_guard.py, benchmarks/RESULTS.md):
-# the calibration of the two SNR estimates, and the (low, high) calibrated SNR in dB between which the guard's
-# weight rises from 0 to 1.
+# The default for a model that carries no guard of its own: fitted and chosen for the shipped model v2 on the
+# validation talkers of recipes/general (benchmarks/clean_guard.py, benchmarks/RESULTS.md): the calibration of the
+# two SNR estimates, and the (low, high) calibrated SNR in dB between which the guard's weight rises from 0 to 1.
 CALIBRATION = (0.041, 1.337, 0.226)
 GUARD = (11.0, 12.0)
 FLOOR_PERCENTILE = 10.0
+
+
+class GuardConfig(BaseModel):
+    """A model's clean-input guard (kept in its model file as ``clean_guard``): ``calibration`` = (c0, c1, c2) of
+    :func:`calibrated_snr_db` and ``thresholds`` = (low, high) in dB of :func:`guard_weight`, both fitted for that
+    model on validation talkers by benchmarks/clean_guard.py."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    calibration: tuple[float, float, float] = CALIBRATION
+    thresholds: tuple[float, float] = GUARD
+
+    @field_validator("calibration", "thresholds")
+    @classmethod
+    def _finite(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(math.isfinite(v) for v in value):
+            raise ValueError(f"{list(value)}: expected finite numbers")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _rising(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not value[1] > value[0]:
+            raise ValueError(f"thresholds {list(value)}: the high one must exceed the low one")
+        return value
 
 
 def unit_energies(
@@ -86,10 +114,12 @@ def calibrated_snr_db(mask_snr_db: float, floor_snr_db: float, calibration=CALIB
     return float(c0 + c1 * np.clip(mask_snr_db, -20.0, 20.0) + c2 * np.clip(floor_snr_db, -10.0, 40.0))
 
 
-def guard_weight(mask_snr_db: float, floor_snr_db: float, thresholds: tuple[float, float] = GUARD) -> float:
+def guard_weight(
+    mask_snr_db: float, floor_snr_db: float, thresholds: tuple[float, float] = GUARD, calibration=CALIBRATION
+) -> float:
     """How much of the input to pass unmasked, in [0, 1]: ramp(calibrated_snr_db(...), low, high),
     ``thresholds`` = (low, high) in dB."""
-    return ramp(calibrated_snr_db(mask_snr_db, floor_snr_db), *thresholds)
+    return ramp(calibrated_snr_db(mask_snr_db, floor_snr_db, calibration), *thresholds)
 
 
 def clean_weight(
@@ -97,6 +127,7 @@ def clean_weight(
     energies: np.ndarray,
     beta: float = 0.5,
     thresholds: tuple[float, float] = GUARD,
+    calibration: tuple[float, float, float] = CALIBRATION,
 ) -> float:
     """The clean-input guard's weight w in [0, 1] for a recording with mask (n_frames, n_units) and mixture T-F
     energies (n_frames, n_units): :func:`guard_weight` of :func:`estimated_snr_db` and :func:`floor_snr_db`.
@@ -106,7 +137,7 @@ def clean_weight(
     STOI and 4.4 dB SI-SDR), while the noise it could remove is already quiet: where the recording is estimated
     clean, masking cannot help. w = 1 returns the input unchanged, w = 0 the enhanced signal.
     """
-    return guard_weight(estimated_snr_db(mask, energies, beta), floor_snr_db(energies), thresholds)
+    return guard_weight(estimated_snr_db(mask, energies, beta), floor_snr_db(energies), thresholds, calibration)
 
 
 def blend(y: np.ndarray, enhanced: np.ndarray, w: float) -> np.ndarray:
@@ -120,9 +151,17 @@ def blend(y: np.ndarray, enhanced: np.ndarray, w: float) -> np.ndarray:
 
 
 def model_clean_weight(
-    mask: np.ndarray, feats: np.ndarray, y: np.ndarray, feature_config: FeatureConfig, target_config: TargetConfig
+    mask: np.ndarray,
+    feats: np.ndarray,
+    y: np.ndarray,
+    feature_config: FeatureConfig,
+    target_config: TargetConfig,
+    guard: GuardConfig | None = None,
 ) -> float:
     """:func:`clean_weight` of a model's ``mask`` (n_frames, n_units) for the mixture ``y`` (n_samples,) with
-    features ``feats`` (n_frames, base_dim): IRM masks with the target's β, binary masks with β = 1."""
+    features ``feats`` (n_frames, base_dim): IRM masks with the target's β, binary masks with β = 1; ``guard``:
+    the model's own (:class:`GuardConfig`), by default the module's."""
+    guard = guard or GuardConfig()
     beta = target_config.beta if target_config.kind == "irm" else 1.0
-    return clean_weight(mask, unit_energies(feats, y, feature_config, target_config), beta)
+    energies = unit_energies(feats, y, feature_config, target_config)
+    return clean_weight(mask, energies, beta, guard.thresholds, guard.calibration)

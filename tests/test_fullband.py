@@ -136,3 +136,29 @@ def test_the_clean_input_guard_on_real_speech(dev_data):
     np.testing.assert_array_equal(enhance_signal(model, clean), dc_free)
     noisy0 = mix_at_snr(clean, noise, 0.0)[0]
     np.testing.assert_array_equal(enhance_signal(model, noisy0), enhance_signal(model, noisy0, clean_guard=False))
+
+
+def test_a_model_carries_its_own_guard_into_enhance(tiny_run, tmp_path):
+    """The guard fitted for a model (benchmarks/clean_guard.py --save) is kept in its file and used by enhance;
+    a model without one uses the default, and an invalid guard is refused."""
+    import pydantic
+
+    from speechkern.enhance import enhance_signal
+    from speechkern.models.io import load_model, save_model
+
+    _, root, _ = tiny_run
+    model = load_model(root / "run" / "models" / "kernel")
+    assert model.clean_guard is None
+    y = audio.load(root / "run" / "noises" / "babble.wav")[0][: 16000 * 2]
+    dc_free = y - np.mean(y, dtype=np.float64).astype(np.float32)
+    plain = enhance_signal(model, y, clean_guard=False)
+    for thresholds, expected in (((-100.0, -99.0), dc_free), ((100.0, 101.0), plain)):
+        model.clean_guard = postfilter.GuardConfig(calibration=(0.5, 1.0, 0.0), thresholds=thresholds)
+        save_model(model, tmp_path / "m", overwrite=True)
+        back = load_model(tmp_path / "m")
+        assert back.clean_guard == model.clean_guard
+        np.testing.assert_array_equal(enhance_signal(back, y), expected)
+    with pytest.raises(pydantic.ValidationError, match="must exceed"):
+        postfilter.GuardConfig(thresholds=(3.0, 3.0))
+    with pytest.raises(pydantic.ValidationError, match="finite"):
+        postfilter.GuardConfig(calibration=(0.0, float("nan"), 1.0))

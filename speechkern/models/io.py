@@ -27,14 +27,16 @@ from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, FeatureStats, base_dim, input_dim
 from speechkern.models.mask_model import MaskModel, _predict_estimators, split_bands
 from speechkern.outputs import _UMASK
+from speechkern.postfilter import GuardConfig
 from speechkern.targets import TargetConfig, mask_units
 from speechkern.transform import InputTransform
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MaskModel", "_predict_estimators", "load_model", "save_model", "split_bands"]
 
 FORMAT = "speechkern-mask-model"
-FORMAT_VERSION = 3  # 2: features see the waveform at a fixed RMS level; 3: local kernel machines (v2 still loads)
-READABLE_VERSIONS = (2, 3)
+# 2: features see the waveform at a fixed RMS level; 3: local kernel machines; 4: a model's own clean-input guard
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 # Bump when feature extraction changes what it computes: models trained before then are refused by enhance.
 FEATURES_VERSION = 2
 
@@ -94,6 +96,7 @@ def save_model(model: MaskModel, folder: str | os.PathLike, overwrite: bool = Fa
         "target": model.target_config.model_dump(mode="json"),
         "bands": [list(b) for b in model.bands],
         "transform": None if model.transform is None else model.transform.to_config(),
+        "clean_guard": None if model.clean_guard is None else model.clean_guard.model_dump(mode="json"),
         "estimators": estimators,
         "info": model.info,
     }
@@ -205,6 +208,8 @@ def _from_checked(config: dict, tensors: dict[str, torch.Tensor], metadata: dict
         if transform.in_dim != n_inputs:
             raise _Damaged(f"the input transform takes {transform.in_dim} inputs, the features give {n_inputs}")
         n_inputs = transform.out_dim
+    guard = config.get("clean_guard")
+    guard = None if guard is None else _validated(GuardConfig, guard, "clean_guard")
     classes = _estimator_classes()
     estimators = []
     for i, (entry, (lo, hi)) in enumerate(zip(entries, bands, strict=True)):
@@ -241,6 +246,7 @@ def _from_checked(config: dict, tensors: dict[str, torch.Tensor], metadata: dict
         info=info if isinstance(info, dict) else {},
         device=str(resolve_device(device)),
         transform=transform,
+        clean_guard=guard,
     )
 
 

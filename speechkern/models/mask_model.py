@@ -18,6 +18,7 @@ import torch
 from speechkern import features as feature_extraction
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, FeatureStats, stack_context
+from speechkern.postfilter import GuardConfig
 from speechkern.targets import TargetConfig
 from speechkern.transform import InputTransform
 
@@ -92,7 +93,9 @@ class MaskModel:
 
     kind: "kernel" or "dnn"; bands: channel blocks ``[lo, hi)``, one estimator each, in channel order;
     info: training facts (timings, chosen kernels, epochs) kept in config.json; transform: the linear map applied
-    to the normalised, context-stacked inputs before the estimators (:mod:`speechkern.transform`), or None.
+    to the normalised, context-stacked inputs before the estimators (:mod:`speechkern.transform`), or None;
+    clean_guard: the model's own clean-input guard (:class:`speechkern.postfilter.GuardConfig`), or None for the
+    default.
     """
 
     kind: str
@@ -104,6 +107,7 @@ class MaskModel:
     info: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"  # where the estimators live; enhance computes features there too
     transform: InputTransform | None = None
+    clean_guard: GuardConfig | None = None  # None: speechkern.postfilter's default guard
     _prepared: dict = field(default_factory=dict, repr=False, compare=False)  # centres ready for products
 
     @property
