@@ -113,13 +113,18 @@ class SigmaGrid:
 
 
 def median_distance_power(X: np.ndarray, gamma: float, n_pairs_from: int = 1000, seed: int = 0) -> float:
-    """Median of ‖x − z‖^γ over distinct pairs of (up to ``n_pairs_from``) rows of X."""
+    """Median of ‖x − z‖^γ over distinct pairs of (up to ``n_pairs_from``) rows of X. Where most rows repeat one
+    row (digital silence in the training audio) that median is 0, and the median over the pairs that differ is
+    taken instead; 0 only when every sampled row is the same."""
     rng = np.random.default_rng(seed)
     sample = X[rng.permutation(len(X))[:n_pairs_from]].astype(np.float64)
     sq = (sample**2).sum(1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * sample @ sample.T, 0.0)
     upper = d2[np.triu_indices(len(sample), k=1)]
-    return float(np.median(upper ** (gamma / 2.0)))
+    scale = float(np.median(upper ** (gamma / 2.0))) if upper.size else 0.0
+    if scale > 0 or not np.any(upper > 0):
+        return scale
+    return float(np.median(upper[upper > 0] ** (gamma / 2.0)))
 
 
 @dataclass

@@ -421,6 +421,12 @@ def _autotune_units(recipe: Recipe, units: list[_KernelUnit], run_dir: Path, exe
         if kc.sigma_low > 0 and kc.sigma_high > kc.sigma_low:
             return SigmaGrid.between(kc.sigma_low, kc.sigma_high, kc.sigma_steps_per_octave)
         scale = median_distance_power(samples[job][0], gamma, seed=recipe.data.seed)
+        if not scale > 0:
+            raise SpeechkernError(
+                f"condition {job.condition}, subband {job.subband + 1}: the training frames autotune sampled are all "
+                "the same (silent or constant audio?), so no kernel bandwidth can be chosen; check the training "
+                "audio, or give kernel.sigma_low and kernel.sigma_high"
+            )
         return SigmaGrid.around(scale, steps=kc.sigma_steps_per_octave)
 
     done = {"n": 0}

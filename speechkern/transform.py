@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from speechkern.autotune import median_distance_power
 from speechkern.errors import SpeechkernError
 from speechkern.kernels import ExponentialPowerKernel
 
@@ -284,7 +285,7 @@ def fit_rfm(
     def refit(W: torch.Tensor, name: str) -> dict | None:
         """The kernel fitted on W·x with σ and λ tuned; None where W maps the sampled frames to one point."""
         U, Uv = Xf @ W.T, Xv @ W.T
-        scale = _median_distance_power(U, shape, seed)
+        scale = median_distance_power(U.numpy(), shape, seed=seed)
         if not scale > 0:
             return None
         sub = torch.from_numpy(_subsample(len(U), RFM_SIGMA_FRAMES, seed + 2))
@@ -331,19 +332,6 @@ def fit_rfm(
     logger.info("rfm metric: kept %s (validation mse %.5f; identity %.5f)", info["kept"], best["row"]["val_mse"],
                 first["row"]["val_mse"])  # fmt: skip
     return InputTransform("rfm", best["W"].numpy(), info)
-
-
-def _median_distance_power(U: torch.Tensor, shape: float, seed: int, n_pairs_from: int = 1000) -> float:
-    """Median ‖u − v‖^γ over pairs of (up to ``n_pairs_from``) rows of U; where most frames repeat one frame
-    (digital silence) that median is 0, and the median over the pairs that differ is taken (0: all equal)."""
-    from speechkern.autotune import median_distance_power
-
-    scale = median_distance_power(U.numpy(), shape, n_pairs_from, seed=seed)
-    if scale > 0:
-        return scale
-    sample = U[torch.from_numpy(np.random.default_rng(seed).permutation(len(U))[:n_pairs_from])].double()
-    r = torch.pdist(sample)
-    return float(r[r > 0].pow(shape).median()) if bool((r > 0).any()) else 0.0
 
 
 def _agop(fit: dict, shape: float, frames: int, seed: int, block: int = 512) -> torch.Tensor:

@@ -106,6 +106,7 @@ def test_resume_after_interruption_repeats_no_evaluation(tmp_path):
 
 def test_sigma_grid_and_median_distance():
     import numpy as np
+    import scipy.spatial
 
     grid = SigmaGrid.between(2.0, 32.0, steps=4)
     assert grid.sigma(grid.low) == 2.0
@@ -116,6 +117,13 @@ def test_sigma_grid_and_median_distance():
     X = np.eye(4) * 3.0  # every pair at distance 3·√2
     assert median_distance_power(X, 1.0) == pytest.approx(3.0 * 2**0.5)
     assert median_distance_power(X, 2.0) == pytest.approx(18.0)
+    # mostly digital silence: 90 of 100 frames are one frame; the pairs that differ set the scale, never 0
+    frames = np.zeros((100, 3))
+    frames[90:] = np.arange(10)[:, None] * [1.0, 0.0, 0.0] + [0.0, 4.0, 0.0]
+    distances = scipy.spatial.distance.pdist(frames)
+    assert np.median(distances) == 0.0
+    assert median_distance_power(frames, 1.0) == pytest.approx(np.median(distances[distances > 0]))
+    assert median_distance_power(np.ones((50, 3)), 1.0) == 0.0  # all the same: nothing to scale by
 
 
 def test_parallel_rounds_visit_the_same_points_as_one_search_at_a_time(tmp_path):
