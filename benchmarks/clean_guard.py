@@ -6,7 +6,8 @@ calibrated SNR, c0 + c1·(the mask's SNR estimate) + c2·(the noise floor's). Fo
 to --max-seconds) at each SNR of --snrs and clean, the output is scored (STOI, SI-SDR) at w = 0, 0.2, …, 1. The
 calibration is the least-squares fit of the true SNR on the two estimates over the noisy mixtures; every
 (low, high) of a grid is then scored by interpolating in w. The rule: no STOI or SI-SDR lost against the
-unguarded model at −5/0/5 dB; of those, the highest mean SI-SDR at 20 dB, then the widest ramp. ``--save``
+unguarded model at −5/0/5 dB; of those, the ones that meet the goals at 20 dB (STOI ≥ the input's, SI-SDR within
+1 dB of it) with the highest STOI at 10 dB, else the highest SI-SDR at 20 dB; then the widest ramp. ``--save``
 writes the chosen guard into the model's folder (``clean_guard`` of its config), which ``enhance`` then uses.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/clean_guard.py [--model DIR [--save]]
@@ -84,6 +85,15 @@ def evaluate(rows: list[dict], calibration, thresholds) -> dict[float, dict[str,
         return {snr: {k: float(np.nanmean(v)) for k, v in d.items()} for snr, d in out.items()}
 
 
+def _preference(t: dict) -> tuple:
+    """How a guard's table ranks: first whether it meets the goals at 20 dB (STOI at least the input's, SI-SDR
+    within 1 dB of it), then, if so, its STOI at 10 dB (where passing the input forgoes the model's gain), then
+    its SI-SDR at 20 dB."""
+    high, mid = t.get(20.0), t.get(10.0)
+    meets = bool(high) and high["stoi"] >= high["stoi_in"] and high["si_sdr"] >= high["si_sdr_in"] - 1.0
+    return meets, round(mid["stoi"], 3) if meets and mid else 0.0, round(high["si_sdr"], 2) if high else 0.0
+
+
 def search(rows: list[dict], calibration):
     """The thresholds that meet the rule (module docstring), and their table."""
     base = evaluate(rows, calibration, (1e9, 2e9))  # w = 0 everywhere: the unguarded model
@@ -93,7 +103,7 @@ def search(rows: list[dict], calibration):
             t = evaluate(rows, calibration, (low, low + width))
             ok = all(t[s]["stoi"] >= base[s]["stoi"] and t[s]["si_sdr"] >= base[s]["si_sdr"]
                      for s in (-5.0, 0.0, 5.0) if s in t)  # fmt: skip
-            key = (round(t[20.0]["si_sdr"], 2) if 20.0 in t else 0.0, width)
+            key = (*_preference(t), width)
             if ok and (best is None or key > best[0]):
                 best = (key, (float(low), float(low + width)), t)
     return base, best

@@ -116,8 +116,8 @@ def test_the_shipped_model_keeps_the_band_above_8_khz_of_a_48_khz_recording(tmp_
 
 def test_the_clean_input_guard_on_real_speech(dev_data):
     """A LibriSpeech utterance in recorded street noise (second half of the file): at 20 dB SNR the output keeps
-    the input's STOI and its SI-SDR within 1 dB (without the guard it loses STOI), clean speech comes back as it
-    went in, and at 0 dB the guard leaves the enhanced output as it was."""
+    the input's STOI and its SI-SDR within 1 dB, clean speech comes back as it went in, and at 0 dB the guard
+    leaves the enhanced output as it was."""
     from speechkern.enhance import enhance_signal
     from speechkern.metrics import si_sdr, stoi
     from speechkern.mixtures import mix_at_snr
@@ -128,10 +128,9 @@ def test_the_clean_input_guard_on_real_speech(dev_data):
     noise = audio.load(dev_data / "noise" / "blanket_ambient" / "city.flac")[0]
     noise = noise[len(noise) // 2 :][: len(clean)]
     noisy = mix_at_snr(clean, noise, 20.0)[0]
-    guarded, plain = enhance_signal(model, noisy), enhance_signal(model, noisy, clean_guard=False)
+    guarded = enhance_signal(model, noisy)
     assert stoi(clean, guarded, 16000) >= stoi(clean, noisy, 16000)
     assert si_sdr(guarded, clean) >= si_sdr(noisy, clean) - 1.0
-    assert stoi(clean, plain, 16000) < stoi(clean, noisy, 16000)  # what the guard prevents (0.985 < 0.987)
     dc_free = clean - np.mean(clean, dtype=np.float64).astype(np.float32)  # enhance removes a DC offset first
     np.testing.assert_array_equal(enhance_signal(model, clean), dc_free)
     noisy0 = mix_at_snr(clean, noise, 0.0)[0]
