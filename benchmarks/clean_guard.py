@@ -42,13 +42,13 @@ def score_weights(model, mixtures, sr: int) -> list[dict]:
     for snr, mix, ref in mixtures:
         feats = features.extract(mix, fc)
         mask = model.mask(feats)
-        energies = postfilter.unit_energies(feats, mix, fc, tc)
+        snr_mask, snr_floor = postfilter.model_snr_estimates(mask, feats, mix, fc, tc)  # as enhance's guard
         enhanced = apply_mask(mix, mask, model)
         outs = [postfilter.blend(mix, enhanced, w) for w in WEIGHTS]
         rows.append({
             "snr": snr,
-            "snr_mask": postfilter.estimated_snr_db(mask, energies, tc.beta),
-            "snr_floor": postfilter.floor_snr_db(energies),
+            "snr_mask": snr_mask,
+            "snr_floor": snr_floor,
             "stoi_in": stoi(ref, mix, sr),
             "si_sdr_in": si_sdr(mix, ref) if np.isfinite(snr) else None,
             "stoi": [stoi(ref, y, sr) for y in outs],
