@@ -156,6 +156,7 @@ def run(args: argparse.Namespace) -> None:
     else:
         check_mixture_options(args.snrs, args.max_seconds, args.utterances)
         model_dir, model = load_model_or_exit(args.model)
+        loaded = (model_dir / "config.json").read_bytes()  # --save checks that the folder is still this model
         require_dev_data()
         import torch
 
@@ -198,12 +199,32 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(f"--save: no thresholds meet the rule, so {model_dir} is left as it was; score more "
                          "utterances or SNRs (-5 0 5 10 20)")  # fmt: skip
     if args.save:
-        from speechkern.models.io import save_model
-        from speechkern.postfilter import GuardConfig
-
-        model.clean_guard = GuardConfig(calibration=calibration, thresholds=best[1])
-        save_model(model, model_dir, overwrite=True)
+        save_guard(model, model_dir, calibration, best[1], loaded)
         print(f"saved into {model_dir}/config.json: {model.clean_guard}")
+
+
+def save_guard(model, model_dir: Path, calibration, thresholds, loaded: bytes) -> None:
+    """Write the guard into the model folder it was fitted for (atomically, :func:`save_model`); ``loaded``: that
+    folder's config.json as read before scoring. A folder changed meanwhile, a guard that is no guard and a
+    folder that cannot be written stop in one line, and the folder is left as it was."""
+    from speechkern.models.io import save_model
+    from speechkern.postfilter import GuardConfig
+
+    config = model_dir / "config.json"
+    if not config.is_file() or config.read_bytes() != loaded:
+        raise SystemExit(f"--save: {model_dir} changed while its guard was fitted, so it is left as it was; run "
+                         "clean_guard.py again")  # fmt: skip
+    try:
+        guard = GuardConfig(calibration=calibration, thresholds=thresholds)
+    except ValueError as err:  # a fit on too few mixtures
+        reason = err.errors()[0]["msg"] if hasattr(err, "errors") else str(err)
+        raise SystemExit(f"--save: the fitted guard {calibration}, {thresholds} is not one ({reason}); "
+                         f"{model_dir} is left as it was; score more utterances or SNRs") from None  # fmt: skip
+    model.clean_guard = guard
+    try:
+        save_model(model, model_dir, overwrite=True)
+    except OSError as err:
+        raise SystemExit(f"--save: {model_dir} cannot be written ({err}); it is left as it was") from None
 
 
 if __name__ == "__main__":

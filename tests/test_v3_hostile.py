@@ -154,3 +154,39 @@ def test_clean_guard_save_on_a_tiny_model_leaves_a_loadable_model_with_its_guard
     with pytest.raises(SystemExit) as err:
         clean_guard.check_rate(folder, eight_khz, 16000)
     assert _one_line(err).endswith("is for 8000 Hz audio, the dev mixtures are 16000 Hz; score a 16000 Hz model")
+
+
+def test_clean_guard_save_leaves_the_folder_as_it_was_on_every_failure(tiny_run, tmp_path, monkeypatch):
+    """A folder changed while the guard was fitted (it was overwritten with the model read before), a guard that
+    is no guard and a failed write (they were tracebacks) stop in one line; the folder keeps its model."""
+    from speechkern.models import io
+
+    clean_guard = _benchmark("clean_guard", monkeypatch)
+    _, root, _ = tiny_run
+    folder = tmp_path / "model"
+    shutil.copytree(root / "run" / "models" / "kernel", folder)
+    model = io.load_model(folder)
+    loaded = (folder / "config.json").read_bytes()
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def unchanged() -> bool:
+        return {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+    with pytest.raises(SystemExit) as err:
+        clean_guard.save_guard(model, folder, (0.0, 1.0, 0.0), (5.0, 6.0), loaded + b" ")
+    assert _one_line(err) == f"--save: {folder} changed while its guard was fitted, so it is left as it was; " \
+        "run clean_guard.py again"  # fmt: skip
+    with pytest.raises(SystemExit) as err:
+        clean_guard.save_guard(model, folder, (0.0, float("nan"), 0.0), (5.0, 6.0), loaded)
+    assert "expected finite numbers" in _one_line(err) and unchanged()
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io, "save_model", full)
+    with pytest.raises(SystemExit) as err:
+        clean_guard.save_guard(model, folder, (0.0, 1.0, 0.0), (5.0, 6.0), loaded)
+    assert _one_line(err).startswith(f"--save: {folder} cannot be written ([Errno 28] No space") and unchanged()
+    monkeypatch.undo()
+    clean_guard.save_guard(model, folder, (0.0, 1.0, 0.0), (5.0, 6.0), loaded)
+    assert io.load_model(folder).clean_guard.thresholds == (5.0, 6.0)
