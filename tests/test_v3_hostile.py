@@ -190,3 +190,23 @@ def test_clean_guard_save_leaves_the_folder_as_it_was_on_every_failure(tiny_run,
     monkeypatch.undo()
     clean_guard.save_guard(model, folder, (0.0, 1.0, 0.0), (5.0, 6.0), loaded)
     assert io.load_model(folder).clean_guard.thresholds == (5.0, 6.0)
+
+
+@pytest.mark.parametrize("margin_s", [float("nan"), float("inf"), -1.0])
+def test_enhance_refuses_a_margin_that_is_no_length(tiny_run, tmp_path, margin_s):
+    """max(nan, reach) is nan: the margin was NaN and enhance a ValueError traceback; inf and negative alike."""
+    from speechkern import audio
+    from speechkern.enhance import enhance_file, enhance_signal
+    from speechkern.errors import SpeechkernError
+    from speechkern.models.io import load_model
+
+    _, root, _ = tiny_run
+    model = load_model(root / "run" / "models" / "kernel")
+    y = np.zeros(16000, np.float32)
+    audio.save(tmp_path / "in.wav", y, 16000)
+    message = f"margin_s={margin_s:g}: expected seconds of context on each side of a block, such as 1"
+    with pytest.raises(SpeechkernError, match=message):
+        enhance_signal(model, y, margin_s=margin_s)
+    with pytest.raises(SpeechkernError, match=message):
+        enhance_file(model, tmp_path / "in.wav", tmp_path / "out.wav", margin_s=margin_s)
+    assert not (tmp_path / "out.wav").exists()
