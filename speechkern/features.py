@@ -107,7 +107,7 @@ class FeatureConfig(BaseModel):
     each side of the delta regression).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: str = "complementary"
     level_dbfs: float = Field(-26.0, le=0.0)

@@ -448,3 +448,13 @@ def test_gpu_features_match_cpu(noisy_speech):
     cpu = fe.extract(noisy_speech, cfg, device="cpu")
     gpu = fe.extract(noisy_speech, cfg, device="cuda")
     np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-3 * np.abs(cpu).max())
+
+
+@pytest.mark.parametrize("key", ["level_dbfs", "gf_power", "fmin", "fmax", "ams_fmin", "ams_fmax", "floor_window_s"])
+@pytest.mark.parametrize("value", [float("nan"), float("-inf"), float("inf")])
+def test_feature_settings_that_are_no_numbers_are_refused_as_such(key, value):
+    """level_dbfs = -inf was accepted (every feature 0); NaN was refused as 'should be less than or equal to 10'."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="Input should be a finite number"):
+        fe.FeatureConfig(**{key: value})
