@@ -32,6 +32,7 @@ import numpy as np
 from _common import DEV, ROOT, require_dev_data
 
 METRICS = ("stoi", "estoi", "pesq", "si_sdr")
+MIN_SPEED = 0.5  # minutes: one 30-s block of enhance_signal at least
 MIN_SECONDS = 1.0  # STOI analyses 384 ms segments and PESQ needs speech to align: shorter cuts score nothing
 
 
@@ -127,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-clean-guard", action="store_true", help="score the model without its clean-input guard")
     args = parser.parse_args(argv)
     check_mixture_options(args.snrs, args.max_seconds, args.utterances)
-    if not (math.isfinite(args.speed_minutes) and args.speed_minutes >= 0):
-        raise SystemExit(f"--speed-minutes {args.speed_minutes:g}: expected minutes of audio to time, such as 2, "
-                         "or 0 to skip the speed run")  # fmt: skip
+    if not (math.isfinite(args.speed_minutes) and (args.speed_minutes == 0 or args.speed_minutes >= MIN_SPEED)):
+        raise SystemExit(f"--speed-minutes {args.speed_minutes:g}: expected at least {MIN_SPEED:g} minutes of audio "
+                         "to time (shorter runs time the start of a call, not enhancement), such as 2, or 0 to skip "
+                         "the speed run")  # fmt: skip
     if args.threads < 1:
         raise SystemExit(f"--threads {args.threads}: expected at least 1 thread, such as 2")
     check_output("--json", args.json)
@@ -160,7 +162,8 @@ def score(args: argparse.Namespace, model_dir: Path, model) -> None:
         mixtures, splits = test_mixtures(recipe, args.snrs, args.max_seconds, args.utterances, Path(tmp), args.split)
     sr = recipe.data.sr
     n_test = len(mixtures) // len(args.snrs)
-    print(f"model {model_dir}; {n_test} {args.split} utterances of {len({u.talker for u in splits[args.split]})} "
+    talkers = len({u.talker for u in splits[args.split][:n_test]})  # of the utterances scored, not of the split
+    print(f"model {model_dir}; {n_test} {args.split} utterances of {talkers} "
           f"held-out talkers × {len(args.snrs)} SNRs{', no clean-input guard' if args.no_clean_guard else ''}; "
           f"load {load_before:.1f} at the start")  # fmt: skip
 

@@ -44,7 +44,8 @@ ODD_OPTIONS = [
 
 
 @pytest.mark.parametrize(("argv", "message"), ODD_OPTIONS + [
-    (["--speed-minutes", "-1"], "--speed-minutes -1: expected minutes"),  # was skipped silently
+    (["--speed-minutes", "-1"], "--speed-minutes -1: expected at least 0.5 minutes"),  # was skipped silently
+    (["--speed-minutes", "0.001"], "--speed-minutes 0.001: "),  # timed 60 ms: "0.4× real time → NOT met"
     (["--speed-minutes", "nan"], "--speed-minutes nan: "),  # was skipped silently
     (["--speed-minutes", "inf"], "--speed-minutes inf: "),  # was an OverflowError after the scoring
     (["--threads", "0"], "--threads 0: expected at least 1"),  # was torch's RuntimeError traceback
