@@ -211,3 +211,17 @@ def test_enhance_refuses_a_margin_that_is_no_length(tiny_run, tmp_path, margin_s
     with pytest.raises(SpeechkernError, match=message):
         enhance_file(model, tmp_path / "in.wav", tmp_path / "out.wav", margin_s=margin_s)
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_save_model_over_a_file_is_refused_and_keeps_it(tiny_run, tmp_path):
+    """A file where the model folder should go was renamed aside and left behind as .name.old.* (rmtree ignores
+    files); before the move-aside it was a NotADirectoryError traceback."""
+    from speechkern.errors import SpeechkernError
+    from speechkern.models import io
+
+    _, root, _ = tiny_run
+    model = io.load_model(root / "run" / "models" / "kernel")
+    (tmp_path / "model").write_text("notes")
+    with pytest.raises(SpeechkernError, match="model: is a file, not a model folder; choose another name"):
+        io.save_model(model, tmp_path / "model", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and (tmp_path / "model").read_text() == "notes"

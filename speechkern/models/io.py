@@ -66,6 +66,8 @@ def save_model(model: MaskModel, folder: str | os.PathLike, overwrite: bool = Fa
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise SpeechkernError(f"{folder}: a model is there already; pass overwrite=True to replace it")
+    if folder.exists() and not folder.is_dir():
+        raise SpeechkernError(f"{folder}: is a file, not a model folder; choose another name for the model")
     tensors: dict[str, torch.Tensor] = {
         "stats.mean": torch.as_tensor(np.asarray(model.stats.mean)),
         "stats.std": torch.as_tensor(np.asarray(model.stats.std)),
