@@ -225,3 +225,28 @@ def test_save_model_over_a_file_is_refused_and_keeps_it(tiny_run, tmp_path):
     with pytest.raises(SpeechkernError, match="model: is a file, not a model folder; choose another name"):
         io.save_model(model, tmp_path / "model", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and (tmp_path / "model").read_text() == "notes"
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_model_folder_of_an_older_format_loads_with_the_default_guard(tiny_run, tmp_path, version):
+    """A folder as speechkern wrote it before format 4: no clean_guard entry, no floor_window_s among the features,
+    the configuration copy in the weights signed without them."""
+    from safetensors.torch import load_file, save_file
+
+    from speechkern.enhance import enhance_signal
+    from speechkern.models import io
+
+    _, root, _ = tiny_run
+    new = io.load_model(root / "run" / "models" / "kernel")
+    folder = tmp_path / f"v{version}"
+    folder.mkdir()
+    config = json.loads((root / "run" / "models" / "kernel" / "config.json").read_text())
+    config["format_version"] = version
+    del config["clean_guard"], config["features"]["floor_window_s"]
+    tensors = load_file(root / "run" / "models" / "kernel" / "weights.safetensors")
+    save_file(tensors, str(folder / "weights.safetensors"), metadata={io.CONFIG_KEY: io._signed(config)})
+    (folder / "config.json").write_text(json.dumps(config))
+    old = io.load_model(folder)
+    assert old.clean_guard is None and old.feature_config == new.feature_config
+    y = 0.05 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    np.testing.assert_array_equal(enhance_signal(old, y), enhance_signal(new, y))
