@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import DEV, ROOT, require_dev_data
-from shipped_model import test_mixtures
+from shipped_model import check_mixture_options, check_output, check_rate, load_model_or_exit, test_mixtures, write_json
 
 WEIGHTS = np.linspace(0.0, 1.0, 6)
 CLEAN = float("inf")
@@ -42,13 +42,13 @@ def score_weights(model, mixtures, sr: int) -> list[dict]:
     for snr, mix, ref in mixtures:
         feats = features.extract(mix, fc)
         mask = model.mask(feats)
-        energies = postfilter.unit_energies(feats, mix, fc, tc)
+        snr_mask, snr_floor = postfilter.model_snr_estimates(mask, feats, mix, fc, tc)  # as enhance's guard
         enhanced = apply_mask(mix, mask, model)
         outs = [postfilter.blend(mix, enhanced, w) for w in WEIGHTS]
         rows.append({
             "snr": snr,
-            "snr_mask": postfilter.estimated_snr_db(mask, energies, tc.beta),
-            "snr_floor": postfilter.floor_snr_db(energies),
+            "snr_mask": snr_mask,
+            "snr_floor": snr_floor,
             "stoi_in": stoi(ref, mix, sr),
             "si_sdr_in": si_sdr(mix, ref) if np.isfinite(snr) else None,
             "stoi": [stoi(ref, y, sr) for y in outs],
@@ -109,7 +109,19 @@ def search(rows: list[dict], calibration):
     return base, best
 
 
-def main() -> None:
+def read_rows(path: Path) -> list[dict]:
+    """The per-mixture scores of an earlier ``--json``; a missing or foreign file stops in one line."""
+    try:
+        rows = json.loads(path.read_text())["rows"]
+        for r in rows:
+            r["snr"] = float(r["snr"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"--from-json {path}: not the scores of an earlier --json ({type(err).__name__}: {err}); "
+                         "give a file that clean_guard.py --json wrote") from None  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder [default: the shipped general model]")
     parser.add_argument("--snrs", type=float, nargs="+", default=[-5.0, 0.0, 5.0, 10.0, 20.0])
@@ -118,35 +130,48 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the per-mixture scores here")
     parser.add_argument("--from-json", type=Path, default=None, help="search the scores of an earlier --json")
     parser.add_argument("--save", action="store_true", help="write the chosen guard into --model's folder")
-    args = parser.parse_args()
-    if args.save and (args.model is None or args.from_json):
-        parser.error("--save needs --model (the folder to write into) and scores of that model, not --from-json")
+    args = parser.parse_args(argv)
+    if args.save and args.model is None:
+        raise SystemExit("--save needs --model DIR, the model folder to write the guard into (the shipped model is "
+                         "part of the package and is not rewritten)")  # fmt: skip
+    if args.save and args.from_json:
+        raise SystemExit(f"--save with --from-json {args.from_json}: those scores need not be --model's; score "
+                         "the model itself (drop --from-json)")  # fmt: skip
+    check_output("--json", args.json)
+    from speechkern.errors import SpeechkernError
 
+    try:
+        run(args)
+    except SpeechkernError as err:
+        raise SystemExit(str(err)) from None
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
+    """Score (or read the scores), fit the calibration, search the thresholds, print; with --save, write."""
     load_before = os.getloadavg()[0]
     if args.from_json:
-        rows = json.loads(args.from_json.read_text())["rows"]
-        for r in rows:
-            r["snr"] = float(r["snr"])
+        rows = read_rows(args.from_json)
         model_dir = "(scores from " + str(args.from_json) + ")"
     else:
+        check_mixture_options(args.snrs, args.max_seconds, args.utterances)
+        model_dir, model = load_model_or_exit(args.model)
+        loaded = (model_dir / "config.json").read_bytes()  # --save checks that the folder is still this model
         require_dev_data()
         import torch
 
-        from speechkern.models.io import MaskModel
-        from speechkern.models.select import shipped_model_dir
         from speechkern.recipe import load_recipe
 
         torch.set_num_threads(1)
-        model_dir = Path(args.model) if args.model else shipped_model_dir()
-        model = MaskModel.load(model_dir)
         recipe = load_recipe(ROOT / "recipes" / "general", [f"data.manifest={DEV / 'manifest.csv'}"])
+        check_rate(model_dir, model, recipe.data.sr)
         with tempfile.TemporaryDirectory(prefix="guard-bench-") as tmp:
             mixtures, _ = test_mixtures(recipe, args.snrs, args.max_seconds, args.utterances, Path(tmp), split="val")
         # each validation utterance once more, as its own clean input
         mixtures += [(CLEAN, ref, ref) for snr, _, ref in mixtures if snr == args.snrs[0]]
         rows = score_weights(model, mixtures, recipe.data.sr)
         if args.json:
-            args.json.write_text(json.dumps({"rows": rows}, indent=1))
+            write_json(args.json, {"rows": rows})
     snrs = sorted({r["snr"] for r in rows})
     print(f"model {model_dir}; {sum(r['snr'] == CLEAN for r in rows)} validation utterances × {len(snrs) - 1} SNRs "
           f"+ clean; load {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
@@ -170,14 +195,37 @@ def main() -> None:
               f"{c['stoi']:.3f} / {c['si_sdr']:.2f} ({c['w']:.2f}) |")  # fmt: skip
     print(f"\nchosen (low, high) of the calibrated SNR: {best[1]} dB" if best else
           "\nno thresholds meet the rule")  # fmt: skip
-    if args.save and best:
-        from speechkern.models.io import save_model
-        from speechkern.postfilter import GuardConfig
-
-        model.clean_guard = GuardConfig(calibration=calibration, thresholds=best[1])
-        save_model(model, model_dir, overwrite=True)
+    if args.save and not best:
+        raise SystemExit(f"--save: no thresholds meet the rule, so {model_dir} is left as it was; score more "
+                         "utterances or SNRs (-5 0 5 10 20)")  # fmt: skip
+    if args.save:
+        save_guard(model, model_dir, calibration, best[1], loaded)
         print(f"saved into {model_dir}/config.json: {model.clean_guard}")
 
 
+def save_guard(model, model_dir: Path, calibration, thresholds, loaded: bytes) -> None:
+    """Write the guard into the model folder it was fitted for (atomically, :func:`save_model`); ``loaded``: that
+    folder's config.json as read before scoring. A folder changed meanwhile, a guard that is no guard and a
+    folder that cannot be written stop in one line, and the folder is left as it was."""
+    from speechkern.models.io import save_model
+    from speechkern.postfilter import GuardConfig
+
+    config = model_dir / "config.json"
+    if not config.is_file() or config.read_bytes() != loaded:
+        raise SystemExit(f"--save: {model_dir} changed while its guard was fitted, so it is left as it was; run "
+                         "clean_guard.py again")  # fmt: skip
+    try:
+        guard = GuardConfig(calibration=calibration, thresholds=thresholds)
+    except ValueError as err:  # a fit on too few mixtures
+        reason = err.errors()[0]["msg"] if hasattr(err, "errors") else str(err)
+        raise SystemExit(f"--save: the fitted guard {calibration}, {thresholds} is not one ({reason}); "
+                         f"{model_dir} is left as it was; score more utterances or SNRs") from None  # fmt: skip
+    model.clean_guard = guard
+    try:
+        save_model(model, model_dir, overwrite=True)
+    except OSError as err:
+        raise SystemExit(f"--save: {model_dir} cannot be written ({err}); it is left as it was") from None
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -31,6 +32,54 @@ import numpy as np
 from _common import DEV, ROOT, require_dev_data
 
 METRICS = ("stoi", "estoi", "pesq", "si_sdr")
+MIN_SPEED = 0.5  # minutes: one 30-s block of enhance_signal at least
+MIN_SECONDS = 1.0  # STOI analyses 384 ms segments and PESQ needs speech to align: shorter cuts score nothing
+
+
+def check_mixture_options(snrs: list[float], max_seconds: float, utterances: int) -> None:
+    """Refuse, in one line naming the option, values that would fail late or silently change the mixtures (a
+    negative --utterances or --max-seconds slices from the end; a repeated SNR is averaged with itself)."""
+    if not all(math.isfinite(s) for s in snrs) or len(set(snrs)) != len(snrs):
+        raise SystemExit(f"--snrs {' '.join(f'{s:g}' for s in snrs)}: expected distinct finite SNRs in dB, such as "
+                         "-5 0 5 10 20")  # fmt: skip
+    if not (math.isfinite(max_seconds) and max_seconds >= MIN_SECONDS):
+        raise SystemExit(f"--max-seconds {max_seconds:g}: expected at least {MIN_SECONDS:g} s of each utterance, "
+                         "such as 10")  # fmt: skip
+    if utterances < 0:
+        raise SystemExit(f"--utterances {utterances}: expected a count of utterances, or 0 for all of them")
+
+
+def check_output(option: str, path: Path | None) -> None:
+    """Refuse an output file whose folder is missing before the work whose results it would hold."""
+    if path is not None and not path.parent.is_dir():
+        raise SystemExit(f"{option} {path}: the folder {path.parent} does not exist; create it or choose another")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file renamed into place)."""
+    from speechkern.outputs import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+
+
+def load_model_or_exit(folder: str | None):
+    """(folder, model) of ``--model``, or of the shipped model; a folder that is no model stops in one line."""
+    from speechkern.errors import SpeechkernError
+    from speechkern.models.io import MaskModel
+    from speechkern.models.select import shipped_model_dir
+
+    model_dir = Path(folder) if folder else shipped_model_dir()
+    try:
+        return model_dir, MaskModel.load(model_dir)
+    except SpeechkernError as err:
+        raise SystemExit(f"--model {model_dir}: {err}") from None
+
+
+def check_rate(model_dir: Path, model, sr: int) -> None:
+    """Refuse a model of another sample rate than the recipe's mixtures (it would be fed them as its own)."""
+    if model.feature_config.sr != sr:
+        raise SystemExit(f"--model {model_dir}: the model is for {model.feature_config.sr} Hz audio, the dev "
+                         f"mixtures are {sr} Hz; score a {sr} Hz model")  # fmt: skip
 
 
 def test_mixtures(recipe, snrs: list[float], max_seconds: float, limit: int, workdir: Path, split: str = "test"):
@@ -41,6 +90,7 @@ def test_mixtures(recipe, snrs: list[float], max_seconds: float, limit: int, wor
     from speechkern.dataset import prepare_noises
     from speechkern.mixtures import draw_mixture
 
+    check_mixture_options(snrs, max_seconds, limit)
     data = recipe.data
     splits = load_splits(data, workdir)
     noises = prepare_noises(recipe, splits["train"], workdir)
@@ -60,7 +110,7 @@ def test_mixtures(recipe, snrs: list[float], max_seconds: float, limit: int, wor
     return out, splits
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model folder [default: the shipped general model]")
     parser.add_argument("--snrs", type=float, nargs="+", default=[-5.0, 0.0, 5.0, 10.0, 20.0])
@@ -76,27 +126,44 @@ def main() -> None:
         help="val: the validation talkers and first noise halves, for choosing a model [test]",
     )
     parser.add_argument("--no-clean-guard", action="store_true", help="score the model without its clean-input guard")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_mixture_options(args.snrs, args.max_seconds, args.utterances)
+    if not (math.isfinite(args.speed_minutes) and (args.speed_minutes == 0 or args.speed_minutes >= MIN_SPEED)):
+        raise SystemExit(f"--speed-minutes {args.speed_minutes:g}: expected at least {MIN_SPEED:g} minutes of audio "
+                         "to time (shorter runs time the start of a call, not enhancement), such as 2, or 0 to skip "
+                         "the speed run")  # fmt: skip
+    if args.threads < 1:
+        raise SystemExit(f"--threads {args.threads}: expected at least 1 thread, such as 2")
+    check_output("--json", args.json)
+    model_dir, model = load_model_or_exit(args.model)
     require_dev_data()
+    from speechkern.errors import SpeechkernError
 
+    try:
+        score(args, model_dir, model)
+    except SpeechkernError as err:
+        raise SystemExit(str(err)) from None
+    return 0
+
+
+def score(args: argparse.Namespace, model_dir: Path, model) -> None:
+    """Print (and with --json write) the quality table, the speed and the goals of ``model``."""
     import torch
 
     from speechkern.enhance import enhance_signal
     from speechkern.metrics import pesq, si_sdr, stoi
-    from speechkern.models.io import MaskModel
-    from speechkern.models.select import shipped_model_dir
     from speechkern.recipe import load_recipe
 
     torch.set_num_threads(args.threads)
-    model_dir = Path(args.model) if args.model else shipped_model_dir()
-    model = MaskModel.load(model_dir)
     recipe = load_recipe(ROOT / "recipes" / "general", [f"data.manifest={DEV / 'manifest.csv'}"])
+    check_rate(model_dir, model, recipe.data.sr)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="shipped-bench-") as tmp:
         mixtures, splits = test_mixtures(recipe, args.snrs, args.max_seconds, args.utterances, Path(tmp), args.split)
     sr = recipe.data.sr
     n_test = len(mixtures) // len(args.snrs)
-    print(f"model {model_dir}; {n_test} {args.split} utterances of {len({u.talker for u in splits[args.split]})} "
+    talkers = len({u.talker for u in splits[args.split][:n_test]})  # of the utterances scored, not of the split
+    print(f"model {model_dir}; {n_test} {args.split} utterances of {talkers} "
           f"held-out talkers × {len(args.snrs)} SNRs{', no clean-input guard' if args.no_clean_guard else ''}; "
           f"load {load_before:.1f} at the start")  # fmt: skip
 
@@ -165,8 +232,8 @@ def main() -> None:
             "cpu_seconds_per_minute": cpu_per_minute,
             "load": [load_before, load_after],
         }
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

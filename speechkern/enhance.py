@@ -67,7 +67,7 @@ def enhance_signal(
     clean passes (partly) unchanged, :func:`speechkern.postfilter.clean_weight`."""
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
-    margin_s = max(margin_s, features.reach_s(model.feature_config))
+    margin_s = _margin_s(model, margin_s)
     margin = math.ceil(margin_s * model.feature_config.sr / hop) * hop
     y = y - np.mean(y, dtype=np.float64).astype(np.float32)
     gain = features.level_gain(y, model.feature_config.level_dbfs)
@@ -75,6 +75,13 @@ def enhance_signal(
     for start, stop, lo, hi in blocks(len(y), chunk, margin):
         out[start:stop] = _enhance_block(model, y[lo:hi], gain, clean_guard)[start - lo : stop - lo]
     return out
+
+
+def _margin_s(model: MaskModel, margin_s: float) -> float:
+    """The block margin in seconds: ``margin_s``, at least the features' reach (NaN was taken as the margin)."""
+    if not (math.isfinite(margin_s) and margin_s >= 0):
+        raise SpeechkernError(f"margin_s={margin_s:g}: expected seconds of context on each side of a block, such as 1")
+    return max(margin_s, features.reach_s(model.feature_config))
 
 
 def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
@@ -141,7 +148,7 @@ def enhance_file(
     path, out_path = Path(path), Path(out_path)
     if not (math.isfinite(chunk_s) and chunk_s > 0):
         raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a positive number of seconds, such as 30")
-    margin_s = max(margin_s, features.reach_s(model.feature_config))
+    margin_s = _margin_s(model, margin_s)
     if out_path.resolve() == path.resolve():
         raise SpeechkernError(f"{out_path}: is the input itself; choose another output name")
     if out_path.exists() and not overwrite:

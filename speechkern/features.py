@@ -73,6 +73,7 @@ COMPLEMENTARY = ("ams", "rasta_plp", "mfcc", "gf")
 LOG_FLOOR = 1e-10
 MAX_LEVEL_GAIN_DB = 100.0  # near-silent input is not raised by more than this (digital silence stays silent)
 RASTA_POLE = 0.94
+RASTA_SETTLE_FRAMES = math.ceil(math.log(1e-3) / math.log(RASTA_POLE))  # the pole's memory decays to 1e-3: 112
 PLP_LIFTER = 0.6
 
 
@@ -106,7 +107,7 @@ class FeatureConfig(BaseModel):
     each side of the delta regression).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: str = "complementary"
     level_dbfs: float = Field(-26.0, le=0.0)
@@ -496,11 +497,12 @@ def normalize_level(y: np.ndarray, level_dbfs: float) -> np.ndarray:
 
 
 def reach_s(config: FeatureConfig) -> float:
-    """How far (seconds) on each side a frame's model input looks: the context window, deltas, the noise
-    floor's window and smoothing, and one frame. Blocks enhanced apart need at least this much margin."""
+    """How far (seconds) on each side a frame's model input looks: the context window and deltas, on top of the
+    furthest-reaching component (the noise floor's window and smoothing; RASTA's pole until it has decayed to
+    1e-3, 112 frames), and one frame. Blocks enhanced apart need at least this much margin."""
+    reach = {"gf_floor": _floor_frames(config) // 2 + 2, "rasta_plp": RASTA_SETTLE_FRAMES + 2}
     frames = config.context + (config.delta_width if config.deltas else 0) + 2
-    if "gf_floor" in config.components:
-        frames += _floor_frames(config) // 2 + 2
+    frames += max((reach.get(name, 0) for name in config.components), default=0)
     return (frames * config.hop_length + config.frame_length) / config.sr
 
 

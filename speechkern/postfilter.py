@@ -162,6 +162,17 @@ def model_clean_weight(
     features ``feats`` (n_frames, base_dim): IRM masks with the target's β, binary masks with β = 1; ``guard``:
     the model's own (:class:`GuardConfig`), by default the module's."""
     guard = guard or GuardConfig()
+    mask_snr, floor_snr = model_snr_estimates(mask, feats, y, feature_config, target_config)
+    return guard_weight(mask_snr, floor_snr, guard.thresholds, guard.calibration)
+
+
+def model_snr_estimates(
+    mask: np.ndarray, feats: np.ndarray, y: np.ndarray, feature_config: FeatureConfig, target_config: TargetConfig
+) -> tuple[float, float]:
+    """(:func:`estimated_snr_db`, :func:`floor_snr_db`) in dB of a model's ``mask`` (n_frames, n_units) for the
+    mixture ``y`` (n_samples,) with features ``feats`` (n_frames, base_dim): IRM masks with the target's β,
+    binary masks with β = 1. What the guard of :func:`model_clean_weight` sees, and what
+    benchmarks/clean_guard.py fits it on."""
     beta = target_config.beta if target_config.kind == "irm" else 1.0
     energies = unit_energies(feats, y, feature_config, target_config)
-    return clean_weight(mask, energies, beta, guard.thresholds, guard.calibration)
+    return estimated_snr_db(mask, energies, beta), floor_snr_db(energies)

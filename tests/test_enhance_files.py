@@ -4,6 +4,7 @@ front, what a batch does with a file it cannot write, and block-wise processing 
 from __future__ import annotations
 
 import errno
+import math
 import os
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from speechkern.enhance import (
     plan_outputs,
 )
 from speechkern.errors import SpeechkernError
+from speechkern.features import reach_s
 
 
 def noise(seconds: float = 0.5, sr: int = 16000, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -320,9 +322,11 @@ def test_a_file_of_one_block_is_decoded_once(model, tmp_path, monkeypatch):
     enhance_file(model, tmp_path / "short.wav", tmp_path / "once.wav")
     assert sum(decoded) == 32000  # every sample once
     decoded.clear()  # a file of several blocks: one pass for the level, one for the blocks with their margins
-    enhance_file(model, tmp_path / "short.wav", tmp_path / "blocks.wav", chunk_s=1.0, margin_s=0.25)
-    spans = list(blocks(32000, 16000, 4000))
-    assert len(spans) == 2 and sum(decoded) == 32000 + sum(hi - lo for _, _, lo, hi in spans)
+    write(tmp_path / "long.wav", noise(4.0))
+    enhance_file(model, tmp_path / "long.wav", tmp_path / "blocks.wav", chunk_s=1.0, margin_s=0.25)
+    margin = math.ceil(max(0.25, reach_s(model.feature_config)) * 100) * 160  # at least the features' reach
+    spans = list(blocks(64000, 16000, margin))
+    assert len(spans) == 4 and sum(decoded) == 64000 + sum(hi - lo for _, _, lo, hi in spans)
 
 
 @pytest.mark.parametrize("sr, tolerance", [(16000, 1e-4), (22050, 1e-3)])

@@ -121,7 +121,7 @@ def test_features_of_a_block_with_the_reach_as_margin_equal_the_whole_files():
     y += (0.02 * rng.standard_normal(t.size) * (1 + (t > 3))).astype(np.float32)  # the noise steps up at 3 s
     cfg = fe.FeatureConfig(kind="gf+gf_floor")
     assert fe.reach_s(cfg) == pytest.approx((2 + 4 + 2 + 75 + 2) * 160 / SR + 0.02)
-    assert fe.reach_s(fe.FeatureConfig()) == pytest.approx(0.1)
+    assert fe.reach_s(fe.FeatureConfig(kind="gf+mfcc")) == pytest.approx(0.1)
     gain = fe.level_gain(y, cfg.level_dbfs)
     whole = fe.extract(y, cfg, gain=gain)
     margin = int(fe.reach_s(cfg) * SR) // 160 * 160
@@ -132,6 +132,26 @@ def test_features_of_a_block_with_the_reach_as_margin_equal_the_whole_files():
     np.testing.assert_allclose(kept, whole[start // 160 : stop // 160], rtol=2e-3, atol=2e-4)
     short = fe.extract(y[start - SR // 4 : stop + SR // 4], cfg, gain=gain)[SR // 4 // 160 :][: (stop - start) // 160]
     assert np.abs(short - whole[start // 160 : stop // 160]).max() > 1e-2  # a shorter margin would not do
+
+
+def test_rasta_plp_of_a_block_with_the_reach_as_margin_equals_the_whole_files():
+    """RASTA's pole (0.94 per frame) carries a frame's input into every later frame: the reach counts the frames
+    it takes to decay to 1e-3 (it counted none: a block with the reach as margin was 16 % off), and parallel
+    components' reaches are not added up (the floor's and RASTA's)."""
+    rng = np.random.default_rng(5)
+    t = np.arange(8 * SR) / SR
+    y = (0.1 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 1.3 * t) > 0.3)).astype(np.float32)
+    y += (0.02 * rng.standard_normal(t.size) * (1 + 3 * (t > 4))).astype(np.float32)
+    cfg = fe.FeatureConfig(kind="rasta_plp", context=1)
+    assert fe.reach_s(cfg) == pytest.approx((1 + 4 + 2 + 112 + 2) * 160 / SR + 0.02)
+    both = fe.FeatureConfig(kind="complementary+gf_floor")
+    assert fe.reach_s(both) == pytest.approx(fe.reach_s(fe.FeatureConfig()))  # RASTA reaches further than the floor
+    gain = fe.level_gain(y, cfg.level_dbfs)
+    whole = fe.extract(y, cfg, gain=gain)
+    margin = int(fe.reach_s(cfg) * SR) // 160 * 160
+    start, stop = 3 * SR, 5 * SR
+    block = fe.extract(y[start - margin : stop + margin], cfg, gain=gain)[margin // 160 :][: (stop - start) // 160]
+    np.testing.assert_allclose(block, whole[start // 160 : stop // 160], atol=1e-3)
 
 
 def test_mfcc_logmel_logpower_match_librosa(noisy_speech):
@@ -428,3 +448,13 @@ def test_gpu_features_match_cpu(noisy_speech):
     cpu = fe.extract(noisy_speech, cfg, device="cpu")
     gpu = fe.extract(noisy_speech, cfg, device="cuda")
     np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-3 * np.abs(cpu).max())
+
+
+@pytest.mark.parametrize("key", ["level_dbfs", "gf_power", "fmin", "fmax", "ams_fmin", "ams_fmax", "floor_window_s"])
+@pytest.mark.parametrize("value", [float("nan"), float("-inf"), float("inf")])
+def test_feature_settings_that_are_no_numbers_are_refused_as_such(key, value):
+    """level_dbfs = -inf was accepted (every feature 0); NaN was refused as 'should be less than or equal to 10'."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="Input should be a finite number"):
+        fe.FeatureConfig(**{key: value})

@@ -34,6 +34,7 @@ from speechkern.transform import InputTransform
 __all__ = ["FORMAT", "FORMAT_VERSION", "MaskModel", "_predict_estimators", "load_model", "save_model", "split_bands"]
 
 FORMAT = "speechkern-mask-model"
+MODEL_FILES = ("config.json", "weights.safetensors")  # what save_model writes; other files of a folder are kept
 # 2: features see the waveform at a fixed RMS level; 3: local kernel machines; 4: a model's own clean-input guard
 FORMAT_VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
@@ -57,13 +58,16 @@ def _estimator_kind(estimator: Any) -> str:
 
 def save_model(model: MaskModel, folder: str | os.PathLike, overwrite: bool = False) -> None:
     """Write ``model`` as ``config.json`` and ``weights.safetensors``, atomically (a temporary folder renamed into
-    place).
+    place; the folder it replaces is moved aside until then). Other files of a replaced folder (a model's
+    ATTRIBUTION.md, notes) are kept.
 
     Tensors shared by several estimators (the subband models' common centres) are stored once.
     """
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise SpeechkernError(f"{folder}: a model is there already; pass overwrite=True to replace it")
+    if folder.exists() and not folder.is_dir():
+        raise SpeechkernError(f"{folder}: is a file, not a model folder; choose another name for the model")
     tensors: dict[str, torch.Tensor] = {
         "stats.mean": torch.as_tensor(np.asarray(model.stats.mean)),
         "stats.std": torch.as_tensor(np.asarray(model.stats.std)),
@@ -108,9 +112,23 @@ def save_model(model: MaskModel, folder: str | os.PathLike, overwrite: bool = Fa
         (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         for written in tmp.iterdir():
             os.chmod(written, 0o666 & ~_UMASK)  # safetensors writes its files as 0600
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        for kept in folder.iterdir() if folder.is_dir() else ():
+            if kept.name not in MODEL_FILES:
+                (shutil.copytree if kept.is_dir() else shutil.copy2)(kept, tmp / kept.name)
+        # the old model is moved aside, not deleted, until the new one is in place: a failed or interrupted
+        # rename leaves one of the two at ``folder``
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent)) if folder.exists() else None
+        if old is not None:
+            old.rmdir()  # a free name beside the folder (a rename onto a folder fails on Windows)
+            os.replace(folder, old)
+        try:
+            os.replace(tmp, folder)
+        except BaseException:
+            if old is not None:
+                os.replace(old, folder)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
