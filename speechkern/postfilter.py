@@ -133,7 +133,7 @@ def clean_weight(
     energies (n_frames, n_units): :func:`guard_weight` of :func:`estimated_snr_db` and :func:`floor_snr_db`.
 
     The output is then ``w·input + (1 − w)·enhanced`` (:func:`blend`). A mask estimated on clean or nearly clean
-    speech still attenuates parts of the speech (on held-out talkers at 20 dB SNR the shipped model lost 0.006
+    speech still attenuates parts of the speech (on held-out talkers at 20 dB SNR the shipped model v2 lost 0.006
     STOI and 4.4 dB SI-SDR), while the noise it could remove is already quiet: where the recording is estimated
     clean, masking cannot help. w = 1 returns the input unchanged, w = 0 the enhanced signal.
     """
