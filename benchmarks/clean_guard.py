@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--utterances", type=int, default=0, help="validation utterances (0: all)")
     parser.add_argument("--max-seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=None, help="also write the per-mixture scores here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--from-json", type=Path, default=None, help="search the scores of an earlier --json")
     parser.add_argument("--save", action="store_true", help="write the chosen guard into --model's folder")
     args = parser.parse_args(argv)
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.save and args.from_json:
         raise SystemExit(f"--save with --from-json {args.from_json}: those scores need not be --model's; score "
                          "the model itself (drop --from-json)")  # fmt: skip
-    check_output("--json", args.json)
+    check_output("--json", args.json, args.overwrite)
     from speechkern.errors import SpeechkernError
 
     try:

@@ -49,10 +49,13 @@ def check_mixture_options(snrs: list[float], max_seconds: float, utterances: int
         raise SystemExit(f"--utterances {utterances}: expected a count of utterances, or 0 for all of them")
 
 
-def check_output(option: str, path: Path | None) -> None:
-    """Refuse an output file whose folder is missing before the work whose results it would hold."""
+def check_output(option: str, path: Path | None, overwrite: bool = False) -> None:
+    """Refuse an output file whose folder is missing, or that exists without ``overwrite``, before the work whose
+    results it would hold."""
     if path is not None and not path.parent.is_dir():
         raise SystemExit(f"{option} {path}: the folder {path.parent} does not exist; create it or choose another")
+    if path is not None and path.exists() and not overwrite:
+        raise SystemExit(f"{option} {path}: exists already; choose another name or pass --overwrite to replace it")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-minutes", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument(
         "--split",
         choices=("test", "val"),
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                          "the speed run")  # fmt: skip
     if args.threads < 1:
         raise SystemExit(f"--threads {args.threads}: expected at least 1 thread, such as 2")
-    check_output("--json", args.json)
+    check_output("--json", args.json, args.overwrite)
     model_dir, model = load_model_or_exit(args.model)
     require_dev_data()
     from speechkern.errors import SpeechkernError

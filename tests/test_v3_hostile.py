@@ -67,6 +67,12 @@ def test_benchmarks_refuse_a_missing_model_or_json_folder_before_any_work(name, 
     with pytest.raises(SystemExit) as err:  # was a FileNotFoundError at the end, the results lost
         module.main(["--json", str(out)])
     assert _one_line(err) == f"--json {out}: the folder {out.parent} does not exist; create it or choose another"
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text("{}")
+    with pytest.raises(SystemExit) as err:  # an earlier run's results were replaced without asking
+        module.main(["--json", str(earlier)])
+    assert _one_line(err) == f"--json {earlier}: exists already; choose another name or pass --overwrite to replace it"
+    assert earlier.read_text() == "{}"
 
 
 @pytest.mark.parametrize(("argv", "message"), ODD_OPTIONS)
