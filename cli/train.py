@@ -79,12 +79,14 @@ def train(
         console.print(f"[yellow]warning:[/] could not note the run in runs/index.txt ({escape(str(reason))}); "
                       f"give --model {escape(str(run_dir))} to enhance with it")  # fmt: skip
     table = Table(title=f"trained into {run_dir}")
-    for column in ("model", "condition", "subbands", "fit minutes", "autotune minutes", "epochs", "validation MSE"):
+    for column in ("model", "condition", "subbands", "fit minutes", "autotune minutes", "transform minutes", "epochs",
+                   "validation MSE"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("model", "condition") else "right")
     for t in summary.timings:
-        autotune = t.extra.get("autotune_minutes")
+        autotune, transform = t.extra.get("autotune_minutes"), t.extra.get("transform_minutes")
         table.add_row(t.model, t.condition, str(t.subbands), f"{t.minutes:.2f}",
-                      "–" if autotune is None else f"{autotune:.2f}", str(t.epochs), f"{t.val_mse:.5f}")  # fmt: skip
+                      "–" if autotune is None else f"{autotune:.2f}", "–" if transform is None else f"{transform:.2f}",
+                      str(t.epochs), f"{t.val_mse:.5f}")  # fmt: skip
     stdout.print(table)
     if summary.skipped:
         console.print(f"kept from an earlier run: {', '.join(summary.skipped)}")

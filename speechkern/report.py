@@ -360,11 +360,12 @@ def _summary_html(summary: dict) -> str:
         "".join(
             f"<tr><td>{html.escape(str(r['model']))}</td><td>{html.escape(str(r['condition']))}</td>"
             f"<td>{r.get('subbands', '')}</td><td>{r.get('centers', '–')}</td><td>{_minutes(r.get('minutes'))}</td>"
-            f"<td>{_minutes(r.get('autotune_minutes'))}</td><td>{r.get('epochs', '')}</td>"
+            f"<td>{_minutes(r.get('autotune_minutes'))}</td><td>{_minutes(r.get('transform_minutes'))}</td>"
+            f"<td>{r.get('epochs', '')}</td>"
             f"<td>{_mse(r.get('val_mse'))}</td></tr>"
             for r in summary["training"]
         )
-        or "<tr><td colspan=8>no training_time.json in the run directory</td></tr>"
+        or "<tr><td colspan=9>no training_time.json in the run directory</td></tr>"
     )
     kernel_rows = (
         "".join(
@@ -384,7 +385,8 @@ def _summary_html(summary: dict) -> str:
 <p>{frames}</p>
 <h3>Training time</h3>
 <table><thead><tr><th>model</th><th>condition</th><th>subbands</th><th>training frames</th><th>fit minutes</th>
-<th>autotune minutes</th><th>epochs</th><th>validation MSE</th></tr></thead><tbody>{timing_rows}</tbody></table>
+<th>autotune minutes</th><th>transform minutes</th><th>epochs</th><th>validation MSE</th></tr></thead>
+<tbody>{timing_rows}</tbody></table>
 <h3>Kernels chosen by autotune (γ shape, σ bandwidth)</h3>
 <table><thead><tr><th>model</th><th>condition</th><th>subband</th><th>channels</th><th>γ</th><th>σ</th><th>epochs</th>
 <th>validation MSE</th></tr></thead><tbody>{kernel_rows}</tbody></table>
