@@ -43,6 +43,7 @@ def train(
 
     from speechkern.models.select import record_run
     from speechkern.parallel import make_executor
+    from speechkern.pipeline import format_minutes
     from speechkern.pipeline import train as run_training
     from speechkern.recipe import load_recipe
 
@@ -83,9 +84,8 @@ def train(
                    "validation MSE"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("model", "condition") else "right")
     for t in summary.timings:
-        autotune, transform = t.extra.get("autotune_minutes"), t.extra.get("transform_minutes")
-        table.add_row(t.model, t.condition, str(t.subbands), f"{t.minutes:.2f}",
-                      "–" if autotune is None else f"{autotune:.2f}", "–" if transform is None else f"{transform:.2f}",
+        table.add_row(t.model, t.condition, str(t.subbands), format_minutes(t.minutes),
+                      format_minutes(t.extra.get("autotune_minutes")), format_minutes(t.extra.get("transform_minutes")),
                       str(t.epochs), f"{t.val_mse:.5f}")  # fmt: skip
     stdout.print(table)
     if summary.skipped:

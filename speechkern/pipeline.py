@@ -739,13 +739,13 @@ def write_timings(run_dir: Path, timings: list[ModelTiming]) -> None:
     lines = ["| model | condition | subbands | fit minutes | autotune minutes | transform minutes | epochs | "
              "validation MSE |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {r['model']} | {r['condition']} | {r['subbands']} | {r['minutes']:.2f} | "
-              f"{_dash(r.get('autotune_minutes'))} | {_dash(r.get('transform_minutes'))} | "
+              f"{format_minutes(r.get('autotune_minutes'))} | {format_minutes(r.get('transform_minutes'))} | "
               f"{r['epochs']} | {r['val_mse']:.5f} |" for r in rows]  # fmt: skip
     write_text(run_dir / "training_time.md", "\n".join(lines) + "\n")
 
 
-def _dash(minutes: float | None) -> str:
-    """Minutes with two decimals, or "–" where a model has no such step."""
+def format_minutes(minutes: float | None) -> str:
+    """Minutes with two decimals, or "–" where a model has no such step (the training-time tables)."""
     return "–" if minutes is None else f"{minutes:.2f}"
 
 
