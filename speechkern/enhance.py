@@ -2,7 +2,8 @@
 
 A recording is read, enhanced and written block by block: block edges overlap by a margin that is discarded, and
 block boundaries fall on the frame grid, so the output has no seams and memory stays bounded at any length. The
-output goes to a temporary file beside its target and is renamed into place when complete.
+clean-input guard's weight is the whole recording's, gathered over the blocks. The output goes to a temporary file
+beside its target and is renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import glob
 import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,8 +65,9 @@ def enhance_signal(
 
     Every block's features see the whole waveform's level gain (:func:`speechkern.features.level_gain`); the mask
     is applied to the unscaled waveform, so the output keeps the input's level. A DC offset is removed first: it
-    is no speech, and it would lower the level gain and reach the features. ``clean_guard``: a block estimated
-    clean passes (partly) unchanged, :func:`speechkern.postfilter.clean_weight`."""
+    is no speech, and it would lower the level gain and reach the features. ``clean_guard``: a recording estimated
+    clean passes (partly) unchanged (:class:`speechkern.postfilter.GuardEstimate`), one weight for the whole
+    recording, so the output does not depend on ``chunk_s``."""
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
     margin_s = _margin_s(model, margin_s)
@@ -72,9 +75,24 @@ def enhance_signal(
     y = y - np.mean(y, dtype=np.float64).astype(np.float32)
     gain = features.level_gain(y, model.feature_config.level_dbfs)
     out = np.empty(len(y), dtype=np.float32)
-    for start, stop, lo, hi in blocks(len(y), chunk, margin):
-        out[start:stop] = _enhance_block(model, y[lo:hi], gain, clean_guard)[start - lo : stop - lo]
-    return out
+    with _guard(model, clean_guard) as guard:
+        for start, stop, lo, hi in blocks(len(y), chunk, margin):
+            kept = (start - lo, None if stop == len(y) else stop - lo)
+            out[start:stop] = _enhance_at_rate(model, y[lo:hi], model.feature_config.sr, gain, guard, kept)[
+                start - lo : stop - lo
+            ]
+        return postfilter.blend(y, out, _weight(guard, model))
+
+
+def _guard(model: MaskModel, clean_guard: bool) -> postfilter.GuardEstimate | contextlib.nullcontext:
+    """A recording's guard estimate (a context manager), or a null context without the guard."""
+    if not clean_guard:
+        return contextlib.nullcontext()
+    return postfilter.GuardEstimate(postfilter.guard_beta(model.target_config))
+
+
+def _weight(guard: postfilter.GuardEstimate | None, model: MaskModel) -> float:
+    return 0.0 if guard is None else guard.weight(model.clean_guard)
 
 
 def _margin_s(model: MaskModel, margin_s: float) -> float:
@@ -93,19 +111,6 @@ def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         yield start, stop, max(0, start - margin), min(n, stop + margin)
-
-
-def _enhance_block(model: MaskModel, y: np.ndarray, gain: float | None = None, clean_guard: bool = True) -> np.ndarray:
-    mask, w = _block_mask(model, y, gain, clean_guard)
-    return postfilter.blend(y, apply_mask(y, mask, model), w)
-
-
-def _block_mask(model: MaskModel, y: np.ndarray, gain: float | None, clean_guard: bool) -> tuple[np.ndarray, float]:
-    """The mask of ``y`` at the model's rate and the clean-input guard's weight (0 without the guard)."""
-    feats = model.features(y, model.feature_config.sr, gain=gain)
-    mask = model.mask(feats)
-    fc, tc = model.feature_config, model.target_config
-    return mask, (postfilter.model_clean_weight(mask, feats, y, fc, tc, model.clean_guard) if clean_guard else 0.0)
 
 
 @dataclass
@@ -139,7 +144,8 @@ def enhance_file(
     Multichannel input is averaged to mono and enhanced once (the result is written to every channel, and a note
     says so), or with ``per_channel`` each channel is enhanced on its own. Above the model's rate the band over
     its Nyquist frequency is kept, gated by the mask (:mod:`speechkern.fullband`); ``clean_guard`` as in
-    :func:`enhance_signal`.
+    :func:`enhance_signal` (with it, a file of several blocks is enhanced into an anonymous float32 temporary file
+    beside the output, then blended with the whole file's weight in a second pass).
     Raises SpeechkernError naming the file, before any compute, when the output exists (without ``overwrite``), is
     the input, has a suffix soundfile cannot write, or lies where it cannot be written or does not fit; when the
     input is not audio or shorter than one frame; and, while running, when it holds NaN/infinite samples or the
@@ -159,14 +165,16 @@ def enhance_file(
     _check_length(path, head, model)
     # before a block allocates what the model file claims; a block is never longer than the file
     limits.check_model_memory(model, "the model", chunk_s, margin_s, longest_s=head.frames / head.samplerate)
-    check_writable(out_path, _size_bytes(head.frames * head.channels, fmt, subtype))
-    notes = _notes(path, out_path, head, subtype, per_channel)
-
     unit = _grid(head.samplerate, model.feature_config.sr, model.feature_config.hop_length)
     chunk = max(unit, round(chunk_s * head.samplerate / unit) * unit)
     margin = math.ceil(margin_s * head.samplerate / unit) * unit
-    started = time.perf_counter()
     spans = list(blocks(head.frames, chunk, margin))
+    # with the guard, a file of several blocks is first enhanced into a float32 temporary file beside the output
+    store_bytes = 4 * head.frames * head.channels if clean_guard and len(spans) > 1 else 0
+    check_writable(out_path, _size_bytes(head.frames * head.channels, fmt, subtype) + store_bytes)
+    notes = _notes(path, out_path, head, subtype, per_channel)
+
+    started = time.perf_counter()
     # A file of one block is decoded once: its level is measured on the samples that are enhanced. A longer one
     # is read twice, a first pass for its level, so that memory stays bounded by the block.
     whole = _read_all(path, head.frames) if len(spans) == 1 else None
@@ -186,11 +194,34 @@ def enhance_file(
             writer = files.enter_context(
                 sf.SoundFile(audio.native(tmp), "w", head.samplerate, head.channels, subtype, format=fmt)
             )
+            guards = [files.enter_context(_guard(model, clean_guard)) for _ in gains]
+            # With the guard, a file of several blocks is enhanced into a temporary file first: the guard's weight
+            # is the whole file's, known only after its last block; a second pass blends and writes.
+            store = None
+            if clean_guard and len(spans) > 1:
+                store = files.enter_context(tempfile.TemporaryFile(dir=Path(tmp).parent))
             for start, stop, lo, hi in spans:
                 y = whole if reader is None else audio.read_block(reader, lo, hi)
-                enhanced = _enhance_channels(model, y - offsets, head.samplerate, gains, clean_guard)
-                writer.write(enhanced[:, start - lo : stop - lo].T)
+                kept = (start - lo, None if stop == head.frames else stop - lo)
+                signals = _signals(y - offsets, gains)
+                enhanced = np.stack([_enhance_at_rate(model, s, head.samplerate, g, guard, kept)
+                                     for s, g, guard in zip(signals, gains, guards, strict=True)])  # fmt: skip
+                enhanced = enhanced[:, start - lo : stop - lo]
+                if store is None:
+                    weights = [_weight(guard, model) for guard in guards]
+                    writer.write(_blended(signals[:, start - lo : stop - lo], enhanced, weights, head.channels).T)
+                else:
+                    store.write(np.ascontiguousarray(enhanced.T, dtype=np.float32).tobytes())
                 report("enhance/blocks", stop, head.frames, f"enhancing {path.name}")
+            if store is None:
+                return
+            weights = [_weight(guard, model) for guard in guards]
+            store.seek(0)
+            for start, stop, _, _ in spans:
+                enhanced = np.frombuffer(store.read((stop - start) * len(gains) * 4), dtype=np.float32)
+                signals = _signals(audio.read_block(reader, start, stop) - offsets, gains)
+                enhanced = enhanced.reshape(stop - start, len(gains)).T
+                writer.write(_blended(signals, enhanced, weights, head.channels).T)
 
     with audio.write_errors(out_path):
         atomic_write(out_path, write, replace=overwrite)
@@ -198,27 +229,44 @@ def enhance_file(
     return EnhanceResult(path, out_path, head.frames / head.samplerate, seconds, head.samplerate, head.channels, notes)
 
 
-def _enhance_channels(
-    model: MaskModel, y: np.ndarray, file_sr: int, gains: list[float], clean_guard: bool = True
+def _signals(y: np.ndarray, gains: list[float]) -> np.ndarray:
+    """The signals to enhance ``(len(gains), n)`` of a block ``(n_channels, n)``: every channel (one level gain
+    each), or their average (one gain)."""
+    return y if len(gains) == y.shape[0] and len(gains) > 1 else y.mean(axis=0, keepdims=True)
+
+
+def _blended(signals: np.ndarray, enhanced: np.ndarray, weights: list[float], n_channels: int) -> np.ndarray:
+    """``(n_channels, n)`` to write: each enhanced signal blended with its input by the guard's weight
+    (:func:`speechkern.postfilter.blend`), an averaged one repeated on every channel."""
+    out = np.stack([postfilter.blend(s, e, w) for s, e, w in zip(signals, enhanced, weights, strict=True)])
+    return out if len(out) == n_channels else np.repeat(out, n_channels, axis=0)
+
+
+def _enhance_at_rate(
+    model: MaskModel,
+    y: np.ndarray,
+    file_sr: int,
+    gain: float,
+    guard: postfilter.GuardEstimate | None = None,
+    kept: tuple[int, int | None] = (0, None),
 ) -> np.ndarray:
-    """Enhanced ``(n_channels, n)`` at ``file_sr`` from ``(n_channels, n)``: each channel on its own (one level gain
-    per channel), or their average enhanced once (one gain) and repeated."""
-    per_channel = len(gains) == y.shape[0] and len(gains) > 1
-    signals = y if per_channel else y.mean(axis=0, keepdims=True)
-    out = np.stack([_enhance_at_rate(model, s, file_sr, g, clean_guard) for s, g in zip(signals, gains, strict=True)])
-    return out if per_channel else np.repeat(out, y.shape[0], axis=0)
-
-
-def _enhance_at_rate(model: MaskModel, y: np.ndarray, file_sr: int, gain: float, clean_guard: bool) -> np.ndarray:
-    """Mono ``y`` at ``file_sr`` enhanced at the model's rate and brought back; above it, the band the model does
-    not see is added back gated by its mask (:func:`speechkern.fullband.gated_high_band`)."""
-    sr = model.feature_config.sr
-    low = audio.resample(y, file_sr, sr)
-    mask, w = _block_mask(model, low, gain, clean_guard)
-    out = _fit_length(audio.resample(apply_mask(low, mask, model), sr, file_sr), len(y))
-    if file_sr > sr:
-        out = out + fullband.gated_high_band(y, low, mask, file_sr, model.feature_config, model.target_config)
-    return postfilter.blend(y, out, w)
+    """Mono ``y`` at ``file_sr`` enhanced at the model's rate and brought back, before the guard's blend; above
+    it, the band the model does not see is added back gated by its mask (:func:`speechkern.fullband.gated_high_band`).
+    ``guard`` gets the mask and T-F energies of the frames centred in the samples ``kept`` = (start, stop) of
+    ``y`` (stop None: to the end); block edges fall on the frame grid, so those are the whole file's frames."""
+    fc = model.feature_config
+    low = audio.resample(y, file_sr, fc.sr)
+    feats = model.features(low, fc.sr, gain=gain)
+    mask = model.mask(feats)
+    if guard is not None:
+        first = kept[0] * fc.sr // file_sr // fc.hop_length
+        last = len(mask) if kept[1] is None else kept[1] * fc.sr // file_sr // fc.hop_length
+        energies = postfilter.unit_energies(feats, low, fc, model.target_config)
+        guard.add(mask[first:last], energies[first:last])
+    out = _fit_length(audio.resample(apply_mask(low, mask, model), fc.sr, file_sr), len(y))
+    if file_sr > fc.sr:
+        out = out + fullband.gated_high_band(y, low, mask, file_sr, fc, model.target_config)
+    return out
 
 
 def _read_all(path: Path, frames: int) -> np.ndarray:

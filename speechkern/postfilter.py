@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -76,26 +77,85 @@ def estimated_snr_db(mask: np.ndarray, energies: np.ndarray, beta: float = 0.5) 
     (S/(S + N))^β (SPEC §5), so r = mask^(1/β) is the estimated speech share of each unit's energy (β = 0.5 by
     default; an IBM is its own share, β = 1). Returns +inf for an all-ones mask, -inf for an all-zeros one.
     """
+    return _ratio_db(*_mask_shares(mask, energies, beta))
+
+
+def _mask_shares(mask: np.ndarray, energies: np.ndarray, beta: float) -> tuple[float, float]:
+    """(Σ r·E, Σ (1 − r)·E) of :func:`estimated_snr_db`: sums, so blocks of a recording add up."""
     r = np.clip(np.asarray(mask, dtype=np.float64), 0.0, 1.0) ** (1.0 / beta)
     e = np.asarray(energies, dtype=np.float64)
-    speech, noise = float(np.sum(r * e)), float(np.sum((1.0 - r) * e))
+    return float(np.sum(r * e)), float(np.sum((1.0 - r) * e))
+
+
+def _ratio_db(speech: float, noise: float) -> float:
     with np.errstate(divide="ignore"):
         return float(10.0 * np.log10(speech) - 10.0 * np.log10(noise)) if speech > 0 or noise > 0 else -np.inf
 
 
-def floor_snr_db(energies: np.ndarray, percentile: float = FLOOR_PERCENTILE) -> float:
+def floor_snr_db(energies: np.ndarray, percentile: float = FLOOR_PERCENTILE, block: int = 65536) -> float:
     """The recording's SNR in dB against its noise floor: 10·log10(Σ max(E − N, 0) / Σ N) over all T-F units.
 
-    energies: (n_frames, n_units) mixture T-F energies E; N, per unit (channel), the ``percentile`` of its energies
-    over the frames: the noise level in the quietest frames, a minimum-statistics noise estimate (Martin, "Noise
-    power spectral density estimation based on optimal smoothing and minimum statistics", IEEE TSAP 2001, in its
+    energies: (n_frames, n_units) mixture T-F energies E (an array or a memory map: it is read a channel, then a
+    block of ``block`` frames, at a time); N, per unit (channel), the ``percentile`` of its energies over the
+    frames: the noise level in the quietest frames, a minimum-statistics noise estimate (Martin, "Noise power
+    spectral density estimation based on optimal smoothing and minimum statistics", IEEE TSAP 2001, in its
     simplest, whole-recording form). Independent of the model; it overestimates the SNR of noise that pauses.
     """
-    e = np.asarray(energies, dtype=np.float64)
-    floor = np.percentile(e, percentile, axis=0)
-    speech, noise = float(np.sum(np.maximum(e - floor, 0.0))), float(np.sum(floor)) * e.shape[0]
-    with np.errstate(divide="ignore"):
-        return float(10.0 * np.log10(speech) - 10.0 * np.log10(noise)) if speech > 0 or noise > 0 else -np.inf
+    energies = energies if isinstance(energies, np.ndarray) else np.asarray(energies, dtype=np.float64)
+    n_frames, n_units = energies.shape
+    floor = np.array([np.percentile(np.asarray(energies[:, j], dtype=np.float64), percentile) for j in range(n_units)])
+    speech = sum(float(np.sum(np.maximum(np.asarray(energies[a : a + block], dtype=np.float64) - floor, 0.0)))
+                 for a in range(0, n_frames, block))  # fmt: skip
+    return _ratio_db(speech, float(np.sum(floor)) * n_frames)
+
+
+class GuardEstimate:
+    """A recording's two SNR estimates (:func:`estimated_snr_db`, :func:`floor_snr_db`) gathered block by block,
+    so that the guard sees the whole recording however it was cut into blocks.
+
+    ``add(mask, energies)`` takes the (n_frames, n_units) mask and T-F energies of consecutive, non-overlapping
+    frames. The mask's estimate is a ratio of sums; the floor's percentile needs every frame's energies, which are
+    kept in an anonymous temporary file (float64, 8·n_units bytes a frame), so memory does not grow with the
+    recording's length. ``beta``: the IRM's exponent (1 for binary masks). Use as a context manager, or ``close()``.
+    """
+
+    def __init__(self, beta: float = 0.5) -> None:
+        self.beta = beta
+        self.speech = self.noise = 0.0
+        self.frames = 0
+        self.units: int | None = None
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close() or the with block)
+
+    def add(self, mask: np.ndarray, energies: np.ndarray) -> None:
+        e = np.ascontiguousarray(energies, dtype=np.float64)
+        if self.units is not None and e.shape[1] != self.units:
+            raise ValueError(f"clean-input guard: {e.shape[1]} units after {self.units}")
+        speech, noise = _mask_shares(mask, e, self.beta)
+        self.speech, self.noise = self.speech + speech, self.noise + noise
+        self.units, self.frames = e.shape[1], self.frames + e.shape[0]
+        self._file.write(e.tobytes())
+
+    def snr_estimates(self) -> tuple[float, float]:
+        """(mask SNR, floor SNR) in dB over every frame added; (−inf, −inf) before any."""
+        if not self.frames:
+            return -np.inf, -np.inf
+        self._file.flush()
+        energies = np.memmap(self._file, dtype=np.float64, mode="r", shape=(self.frames, self.units))
+        return _ratio_db(self.speech, self.noise), floor_snr_db(energies)
+
+    def weight(self, guard: GuardConfig | None = None) -> float:
+        """The guard's weight w in [0, 1] (:func:`guard_weight`) with ``guard`` (a model's; default the module's)."""
+        guard = guard or GuardConfig()
+        return guard_weight(*self.snr_estimates(), guard.thresholds, guard.calibration)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> GuardEstimate:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def ramp(x: float, low: float, high: float) -> float:
@@ -150,29 +210,17 @@ def blend(y: np.ndarray, enhanced: np.ndarray, w: float) -> np.ndarray:
     return (w * np.asarray(y, dtype=np.float32) + (1.0 - w) * enhanced).astype(np.float32)
 
 
-def model_clean_weight(
-    mask: np.ndarray,
-    feats: np.ndarray,
-    y: np.ndarray,
-    feature_config: FeatureConfig,
-    target_config: TargetConfig,
-    guard: GuardConfig | None = None,
-) -> float:
-    """:func:`clean_weight` of a model's ``mask`` (n_frames, n_units) for the mixture ``y`` (n_samples,) with
-    features ``feats`` (n_frames, base_dim): IRM masks with the target's β, binary masks with β = 1; ``guard``:
-    the model's own (:class:`GuardConfig`), by default the module's."""
-    guard = guard or GuardConfig()
-    mask_snr, floor_snr = model_snr_estimates(mask, feats, y, feature_config, target_config)
-    return guard_weight(mask_snr, floor_snr, guard.thresholds, guard.calibration)
+def guard_beta(target_config: TargetConfig) -> float:
+    """The exponent that turns a model's mask into a speech share: the IRM's β, 1 for binary masks."""
+    return target_config.beta if target_config.kind == "irm" else 1.0
 
 
 def model_snr_estimates(
     mask: np.ndarray, feats: np.ndarray, y: np.ndarray, feature_config: FeatureConfig, target_config: TargetConfig
 ) -> tuple[float, float]:
     """(:func:`estimated_snr_db`, :func:`floor_snr_db`) in dB of a model's ``mask`` (n_frames, n_units) for the
-    mixture ``y`` (n_samples,) with features ``feats`` (n_frames, base_dim): IRM masks with the target's β,
-    binary masks with β = 1. What the guard of :func:`model_clean_weight` sees, and what
+    mixture ``y`` (n_samples,) with features ``feats`` (n_frames, base_dim), β from :func:`guard_beta`. What
+    enhance's guard sees of a recording of one block (:class:`GuardEstimate` adds up longer ones), and what
     benchmarks/clean_guard.py fits it on."""
-    beta = target_config.beta if target_config.kind == "irm" else 1.0
     energies = unit_energies(feats, y, feature_config, target_config)
-    return estimated_snr_db(mask, energies, beta), floor_snr_db(energies)
+    return estimated_snr_db(mask, energies, guard_beta(target_config)), floor_snr_db(energies)

@@ -321,12 +321,17 @@ def test_a_file_of_one_block_is_decoded_once(model, tmp_path, monkeypatch):
                         or out)  # fmt: skip
     enhance_file(model, tmp_path / "short.wav", tmp_path / "once.wav")
     assert sum(decoded) == 32000  # every sample once
-    decoded.clear()  # a file of several blocks: one pass for the level, one for the blocks with their margins
+    # A file of several blocks: one pass for the level, one for the blocks with their margins, and one to blend
+    # with the clean-input guard's weight, the whole file's (without the guard there is no third).
+    decoded.clear()
     write(tmp_path / "long.wav", noise(4.0))
     enhance_file(model, tmp_path / "long.wav", tmp_path / "blocks.wav", chunk_s=1.0, margin_s=0.25)
     margin = math.ceil(max(0.25, reach_s(model.feature_config)) * 100) * 160  # at least the features' reach
     spans = list(blocks(64000, 16000, margin))
-    assert len(spans) == 4 and sum(decoded) == 64000 + sum(hi - lo for _, _, lo, hi in spans)
+    assert len(spans) == 4 and sum(decoded) == 64000 + sum(hi - lo for _, _, lo, hi in spans) + 64000
+    decoded.clear()
+    enhance_file(model, tmp_path / "long.wav", tmp_path / "plain.wav", chunk_s=1.0, margin_s=0.25, clean_guard=False)
+    assert sum(decoded) == 64000 + sum(hi - lo for _, _, lo, hi in spans)
 
 
 @pytest.mark.parametrize("sr, tolerance", [(16000, 1e-4), (22050, 1e-3)])

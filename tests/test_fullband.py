@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -68,6 +70,25 @@ def test_the_noise_floor_estimate_of_snr():
     speech[::2] = 10.0 * rng.uniform(0.5, 1.5, size=(200, 64))  # half the frames hold speech
     want = 10 * np.log10(speech.sum() / floor.sum())
     assert postfilter.floor_snr_db(speech + floor) == pytest.approx(want, abs=0.2)
+
+
+def test_the_guard_estimate_of_blocks_is_the_whole_recordings():
+    """Blocks of any sizes add up to the estimates of the whole recording, the floor's percentile included (it
+    was computed per block, so a long recording's guard weight depended on where blocks fell)."""
+    rng = np.random.default_rng(3)
+    energies = rng.gamma(0.5, size=(1000, 8)) * np.where(np.arange(1000) < 400, 0.01, 1.0)[:, None]
+    mask = rng.uniform(size=(1000, 8))
+    whole = (postfilter.estimated_snr_db(mask, energies, 0.5), postfilter.floor_snr_db(energies))
+    for cuts in ([0, 1000], [0, 300, 301, 950, 1000], list(range(0, 1001, 100))):
+        with postfilter.GuardEstimate(beta=0.5) as guard:
+            for a, b in itertools.pairwise(cuts):
+                guard.add(mask[a:b], energies[a:b])
+            assert guard.frames == 1000
+            np.testing.assert_allclose(guard.snr_estimates(), whole, rtol=1e-12)
+    first = (postfilter.estimated_snr_db(mask[:400], energies[:400], 0.5), postfilter.floor_snr_db(energies[:400]))
+    assert abs(first[1] - whole[1]) > 3  # what one block alone estimates is far from the whole
+    with postfilter.GuardEstimate() as guard:
+        assert guard.snr_estimates() == (-np.inf, -np.inf) and guard.weight() == 0.0
 
 
 def test_the_guard_weight_rises_with_the_calibrated_snr():

@@ -60,14 +60,14 @@ def test_an_exclusive_write_keeps_the_file_another_process_created_meanwhile(tmp
 def test_two_enhance_runs_on_one_output_fail_the_later_writer(model, tmp_path, monkeypatch):
     sf.write(tmp_path / "x.wav", speechlike(1.0), 16000)
     out = tmp_path / "x_enhanced.wav"
-    real = enhance_module._enhance_channels
+    real = enhance_module._enhance_at_rate
 
     def other_run_finishes_first(*args, **kwargs):
         if not out.exists():
             sf.write(out, np.zeros(100, np.float32), 16000)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(enhance_module, "_enhance_channels", other_run_finishes_first)
+    monkeypatch.setattr(enhance_module, "_enhance_at_rate", other_run_finishes_first)
     with pytest.raises(SpeechkernError, match="created by another process"):
         enhance_file(model, tmp_path / "x.wav", out)
     assert sf.info(out).frames == 100  # the other run's result, untouched
@@ -81,13 +81,13 @@ def test_an_input_truncated_while_it_is_enhanced_fails_naming_it(model, tmp_path
     src = tmp_path / "long.wav"
     sf.write(src, speechlike(6.0), 16000)
     out = tmp_path / "long_enhanced.wav"
-    real = enhance_module._enhance_channels
+    real = enhance_module._enhance_at_rate
 
     def truncate_after_the_first_block(*args, **kwargs):
         os.truncate(src, 44 + 2 * 16000 * 2)  # the WAV header and 2 s of 16-bit samples are left
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(enhance_module, "_enhance_channels", truncate_after_the_first_block)
+    monkeypatch.setattr(enhance_module, "_enhance_at_rate", truncate_after_the_first_block)
     with pytest.raises(SpeechkernError, match=r"long.wav: holds .* but its header promised .*changed while"):
         enhance_file(model, src, out, chunk_s=1.0)
     assert not out.exists() and not list(tmp_path.glob(".*.part"))

@@ -148,3 +148,25 @@ def test_enhance_matches_the_exact_reference_path(dev_data, monkeypatch):
     exact = apply_mask(y, np.clip(np.concatenate(parts, axis=1), 0.0, 1.0), model)
     snr_db = 10 * np.log10(np.sum(exact.astype(np.float64) ** 2) / np.sum((exact - fast).astype(np.float64) ** 2))
     assert snr_db >= 60.0
+
+
+def test_the_clean_input_guard_does_not_depend_on_the_blocks(dev_data, tmp_path):
+    """25 s of clean speech, then 15 s of it in 0 dB street noise, enhanced in blocks of 10 s and in one block:
+    the same output (the guard's weight was decided per block, 0.87, 0.51, 0, 0 against 0 for the whole)."""
+    from speechkern.enhance import enhance_file
+    from speechkern.mixtures import mix_at_snr
+
+    files = sorted((dev_data / "clean" / "librispeech_train-clean-100").glob("*.flac"))[-12:]
+    speech = np.concatenate([audio.load(f)[0] for f in files])[: 40 * 16000]
+    noise = audio.load(dev_data / "noise" / "blanket_ambient" / "city.flac")[0]
+    noise = np.resize(noise[len(noise) // 2 :], 15 * 16000)
+    tail = mix_at_snr(speech[25 * 16000 :], noise, 0.0)[0]
+    y = np.concatenate([speech[: 25 * 16000], tail]).astype(np.float32)
+    audio.save(tmp_path / "in.wav", y, 16000, subtype="FLOAT")
+    model, _ = find_model(SHIPPED)
+    for name, chunk_s in (("whole.wav", 60.0), ("blocks.wav", 10.0)):
+        enhance_file(model, tmp_path / "in.wav", tmp_path / name, chunk_s=chunk_s)
+    whole, blocks = (audio.load(tmp_path / name)[0] for name in ("whole.wav", "blocks.wav"))
+    assert len(whole) == len(blocks) == len(y)
+    err = np.sqrt(np.mean((whole - blocks) ** 2)) / np.sqrt(np.mean(whole**2))
+    assert err < 1e-4, f"blocks of 10 s differ from one block by {err:.2e}"
