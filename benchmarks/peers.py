@@ -146,10 +146,10 @@ def dev_mixtures(snrs: list[float], limit: int, max_seconds: float) -> list[tupl
 
 
 def scores(clean: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    from speechkern.metrics import pesq, si_sdr, stoi
+    from speechkern.metrics import speech_scores
 
-    return {"stoi": stoi(clean, y, SR), "estoi": stoi(clean, y, SR, extended=True), "pesq": pesq(clean, y, SR)[0],
-            "si_sdr": si_sdr(y, clean)}  # fmt: skip
+    s = speech_scores(clean, y, SR, narrowband=False)
+    return {"stoi": s.stoi, "estoi": s.estoi, "pesq": s.pesq, "si_sdr": s.si_sdr}
 
 
 def group_order(groups: list[str]) -> list[str]:

@@ -155,7 +155,7 @@ def score(args: argparse.Namespace, model_dir: Path, model) -> None:
     import torch
 
     from speechkern.enhance import enhance_signal
-    from speechkern.metrics import pesq, si_sdr, stoi
+    from speechkern.metrics import speech_scores
     from speechkern.recipe import load_recipe
 
     torch.set_num_threads(args.threads)
@@ -176,10 +176,9 @@ def score(args: argparse.Namespace, model_dir: Path, model) -> None:
         enhanced = enhance_signal(model, mix, clean_guard=not args.no_clean_guard)
         row = rows.setdefault(snr, {f"{k}_{w}": [] for k in METRICS for w in ("noisy", "enhanced")})
         for which, y in (("noisy", mix), ("enhanced", enhanced)):
-            row[f"stoi_{which}"].append(stoi(ref, y, sr))
-            row[f"estoi_{which}"].append(stoi(ref, y, sr, extended=True))
-            row[f"pesq_{which}"].append(pesq(ref, y, sr, "wb")[0])
-            row[f"si_sdr_{which}"].append(si_sdr(y, ref))
+            scores = speech_scores(ref, y, sr, narrowband=False).as_dict()
+            for k in METRICS:
+                row[f"{k}_{which}"].append(scores[k])
     table = {snr: {k: float(np.nanmean(v)) for k, v in row.items()} for snr, row in rows.items()}
 
     speed = per_minute = cpu_per_minute = None

@@ -243,15 +243,16 @@ class SpeechScores:
                 "si_sdr": self.si_sdr}  # fmt: skip
 
 
-def speech_scores(clean: np.ndarray, processed: np.ndarray, sr: int) -> SpeechScores:
+def speech_scores(clean: np.ndarray, processed: np.ndarray, sr: int, narrowband: bool = True) -> SpeechScores:
     """STOI, ESTOI, wide- and narrow-band PESQ and SI-SDR of ``processed`` against ``clean``.
 
     clean, processed: (n_samples,) at ``sr`` Hz. Raises SpeechkernError when their lengths differ by more than one
-    frame (20 ms); a score that is undefined for the input is NaN with its reason in ``problems``.
+    frame (20 ms); a score that is undefined for the input is NaN with its reason in ``problems`` (``pesq_nb`` is
+    NaN, and not computed, without ``narrowband``).
     """
     matched_lengths(np.asarray(clean), np.asarray(processed), sr)
     pesq_wb, why_wb = pesq(clean, processed, sr, "wb")
-    pesq_nb, why_nb = pesq(clean, processed, sr, "nb")
+    pesq_nb, why_nb = pesq(clean, processed, sr, "nb") if narrowband else (math.nan, "")
     problems = [f"pesq {m}: {why}" for m, why in (("wb", why_wb), ("nb", why_nb)) if why]
     return SpeechScores(
         stoi=stoi(clean, processed, sr, problems=problems),
