@@ -130,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         help="val: the validation talkers and first noise halves, for choosing a model [test]",
     )
     parser.add_argument("--no-clean-guard", action="store_true", help="score the model without its clean-input guard")
+    parser.add_argument(
+        "--atten-lim-db",
+        type=float,
+        default=None,
+        help="enhance with this attenuation limit in dB (as speechkern enhance --atten-lim-db)",
+    )
     args = parser.parse_args(argv)
     check_mixture_options(args.snrs, args.max_seconds, args.utterances)
     if not (math.isfinite(args.speed_minutes) and (args.speed_minutes == 0 or args.speed_minutes >= MIN_SPEED)):
@@ -138,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                          "the speed run")  # fmt: skip
     if args.threads < 1:
         raise SystemExit(f"--threads {args.threads}: expected at least 1 thread, such as 2")
+    if args.atten_lim_db is not None and not args.atten_lim_db >= 0:
+        raise SystemExit(f"--atten-lim-db {args.atten_lim_db:g}: expected dB ≥ 0, such as 20")
     check_output("--json", args.json, args.overwrite)
     model_dir, model = load_model_or_exit(args.model)
     require_dev_data()
@@ -168,12 +176,13 @@ def score(args: argparse.Namespace, model_dir: Path, model) -> None:
     n_test = len(mixtures) // len(args.snrs)
     talkers = len({u.talker for u in splits[args.split][:n_test]})  # of the utterances scored, not of the split
     print(f"model {model_dir}; {n_test} {args.split} utterances of {talkers} "
-          f"held-out talkers × {len(args.snrs)} SNRs{', no clean-input guard' if args.no_clean_guard else ''}; "
+          f"held-out talkers × {len(args.snrs)} SNRs{', no clean-input guard' if args.no_clean_guard else ''}"
+          f"{'' if args.atten_lim_db is None else f', attenuation limit {args.atten_lim_db:g} dB'}; "
           f"load {load_before:.1f} at the start")  # fmt: skip
 
     rows: dict[float, dict[str, list[float]]] = {}
     for snr, mix, ref in mixtures:
-        enhanced = enhance_signal(model, mix, clean_guard=not args.no_clean_guard)
+        enhanced = enhance_signal(model, mix, clean_guard=not args.no_clean_guard, atten_lim_db=args.atten_lim_db)
         row = rows.setdefault(snr, {f"{k}_{w}": [] for k in METRICS for w in ("noisy", "enhanced")})
         for which, y in (("noisy", mix), ("enhanced", enhanced)):
             scores = speech_scores(ref, y, sr, narrowband=False).as_dict()
@@ -227,6 +236,7 @@ def score(args: argparse.Namespace, model_dir: Path, model) -> None:
             "model": str(model_dir),
             "split": args.split,
             "clean_guard": not args.no_clean_guard,
+            "atten_lim_db": args.atten_lim_db,
             "test_utterances": n_test,
             "table": table,
             "threads": args.threads,

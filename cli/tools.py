@@ -131,6 +131,12 @@ def enhance(
         "--clean-guard/--no-clean-guard",
         help="Pass recordings the model estimates clean (about 20 dB SNR or more) unchanged, not masked.",
     ),
+    atten_lim_db: float = typer.Option(
+        None,
+        "--atten-lim-db",
+        help="Attenuate no time-frequency unit by more than this many dB (keeps some noise, fewer artefacts) "
+        "[default: no limit].",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Enhance noisy recordings with a trained model. Each output is named <input>_enhanced with the input's
@@ -146,11 +152,12 @@ def enhance(
     from rich.markup import escape
 
     from speechkern.device import resolve_device
-    from speechkern.enhance import describe_speed, enhance_file, find_inputs, plan_outputs
+    from speechkern.enhance import describe_speed, enhance_file, find_inputs, mask_floor, plan_outputs
     from speechkern.limits import check_model_memory
     from speechkern.models.select import SHIPPED, find_model
 
     resolve_device(device)
+    mask_floor(atten_lim_db)  # refused before any work
     found = find_inputs(inputs)
     jobs = plan_outputs(found, output)
     earlier = [] if overwrite else [(f, o) for f, o in jobs if _is_earlier_output(f, o)]
@@ -180,7 +187,7 @@ def enhance(
             try:
                 result = enhance_file(mask_model, f, out, per_channel=per_channel,
                                       overwrite=overwrite or (f, out) in stale, chunk_s=chunk_seconds,
-                                      clean_guard=clean_guard)  # fmt: skip
+                                      clean_guard=clean_guard, atten_lim_db=atten_lim_db)  # fmt: skip
             except SpeechkernError as err:
                 if str(f) not in str(err):  # name the file whatever step failed (a NaN sample, a short file)
                     err = SpeechkernError(f"{f}: {err}")

@@ -411,7 +411,7 @@ class _WarningsOnly(logging.Handler):
 # The library names its parameters; the command line names the flags that set them.
 _SWITCHES = {"overwrite": "--overwrite", "resume": "--resume", "per_channel": "--per-channel", "builtin": "--builtin"}
 _VALUED = {"chunk_s": "--chunk-seconds", "val_fraction": "--val-fraction", "ray_address": "--ray-address",
-           "data_dir": "--data"}  # fmt: skip
+           "data_dir": "--data", "atten_lim_db": "--atten-lim-db"}  # fmt: skip
 _FLAGS = (
     (re.compile(r"\bresume the run (.+?) \(resume=True\)"),
      lambda m: f"`speechkern train {shlex.quote(str(Path(m[1]) / 'recipe.toml'))} --out {shlex.quote(m[1])} --resume`"),

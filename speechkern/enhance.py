@@ -12,6 +12,7 @@ import contextlib
 import glob
 import logging
 import math
+import numbers
 import os
 import tempfile
 import time
@@ -57,7 +58,12 @@ def _configs(model_or_configs):
 
 
 def enhance_signal(
-    model: MaskModel, y: np.ndarray, chunk_s: float = 30.0, margin_s: float = MARGIN_S, clean_guard: bool = True
+    model: MaskModel,
+    y: np.ndarray,
+    chunk_s: float = 30.0,
+    margin_s: float = MARGIN_S,
+    clean_guard: bool = True,
+    atten_lim_db: float | None = None,
 ) -> np.ndarray:
     """Enhance a mono waveform ``(n_samples,)`` at the model's sample rate, in memory; blocks of ``chunk_s``
     seconds with ``margin_s`` seconds of overlap on each side (at least the features' reach,
@@ -67,7 +73,9 @@ def enhance_signal(
     is applied to the unscaled waveform, so the output keeps the input's level. A DC offset is removed first: it
     is no speech, and it would lower the level gain and reach the features. ``clean_guard``: a recording estimated
     clean passes (partly) unchanged (:class:`speechkern.postfilter.GuardEstimate`), one weight for the whole
-    recording, so the output does not depend on ``chunk_s``."""
+    recording, so the output does not depend on ``chunk_s``. ``atten_lim_db``: the most any T-F unit is
+    attenuated, in dB (:func:`mask_floor`); None: no limit."""
+    floor = mask_floor(atten_lim_db)
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
     margin_s = _margin_s(model, margin_s)
@@ -78,10 +86,22 @@ def enhance_signal(
     with _guard(model, clean_guard) as guard:
         for start, stop, lo, hi in blocks(len(y), chunk, margin):
             kept = (start - lo, None if stop == len(y) else stop - lo)
-            out[start:stop] = _enhance_at_rate(model, y[lo:hi], model.feature_config.sr, gain, guard, kept)[
-                start - lo : stop - lo
-            ]
+            enhanced = _enhance_at_rate(model, y[lo:hi], model.feature_config.sr, gain, guard, kept, floor)
+            out[start:stop] = enhanced[start - lo : stop - lo]
         return postfilter.blend(y, out, _weight(guard, model))
+
+
+def mask_floor(atten_lim_db: float | None) -> float:
+    """The smallest mask value that attenuates by at most ``atten_lim_db`` dB: 10^(−atten_lim_db/20) (the mask
+    weights amplitudes); 0 for None or +inf (no limit). A limit keeps some of the noise, for fewer artefacts (as
+    DeepFilterNet's attenuation limit does). Raises SpeechkernError for NaN or a negative limit."""
+    if atten_lim_db is None:
+        return 0.0
+    real = isinstance(atten_lim_db, numbers.Real) and not isinstance(atten_lim_db, bool)
+    if not (real and atten_lim_db >= 0):  # NaN fails too
+        raise SpeechkernError(f"atten_lim_db={atten_lim_db!r}: expected the most the mask may attenuate, in dB ≥ 0, "
+                              "such as 20 (0: no attenuation)")  # fmt: skip
+    return 10.0 ** (-float(atten_lim_db) / 20.0)  # 0.0 for +inf
 
 
 def _guard(model: MaskModel, clean_guard: bool) -> postfilter.GuardEstimate | contextlib.nullcontext:
@@ -137,6 +157,7 @@ def enhance_file(
     chunk_s: float = 30.0,
     margin_s: float = MARGIN_S,
     clean_guard: bool = True,
+    atten_lim_db: float | None = None,
 ) -> EnhanceResult:
     """Enhance one file into ``out_path``, keeping its sample rate, length, channel count and, where the output's
     format holds it, its encoding (32-bit or float WAVs stay so). Memory is bounded by ``chunk_s``, not the length.
@@ -145,13 +166,15 @@ def enhance_file(
     says so), or with ``per_channel`` each channel is enhanced on its own. Above the model's rate the band over
     its Nyquist frequency is kept, gated by the mask (:mod:`speechkern.fullband`); ``clean_guard`` as in
     :func:`enhance_signal` (with it, a file of several blocks is enhanced into an anonymous float32 temporary file
-    beside the output, then blended with the whole file's weight in a second pass).
+    beside the output, then blended with the whole file's weight in a second pass) and ``atten_lim_db`` as in
+    :func:`enhance_signal`.
     Raises SpeechkernError naming the file, before any compute, when the output exists (without ``overwrite``), is
     the input, has a suffix soundfile cannot write, or lies where it cannot be written or does not fit; when the
     input is not audio or shorter than one frame; and, while running, when it holds NaN/infinite samples or the
     write fails (the previous output, if any, is left as it was).
     """
     path, out_path = Path(path), Path(out_path)
+    floor = mask_floor(atten_lim_db)
     if not (math.isfinite(chunk_s) and chunk_s > 0):
         raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a positive number of seconds, such as 30")
     margin_s = _margin_s(model, margin_s)
@@ -204,7 +227,7 @@ def enhance_file(
                 y = whole if reader is None else audio.read_block(reader, lo, hi)
                 kept = (start - lo, None if stop == head.frames else stop - lo)
                 signals = _signals(y - offsets, gains)
-                enhanced = np.stack([_enhance_at_rate(model, s, head.samplerate, g, guard, kept)
+                enhanced = np.stack([_enhance_at_rate(model, s, head.samplerate, g, guard, kept, floor)
                                      for s, g, guard in zip(signals, gains, guards, strict=True)])  # fmt: skip
                 enhanced = enhanced[:, start - lo : stop - lo]
                 if store is None:
@@ -249,11 +272,13 @@ def _enhance_at_rate(
     gain: float,
     guard: postfilter.GuardEstimate | None = None,
     kept: tuple[int, int | None] = (0, None),
+    floor: float = 0.0,
 ) -> np.ndarray:
     """Mono ``y`` at ``file_sr`` enhanced at the model's rate and brought back, before the guard's blend; above
     it, the band the model does not see is added back gated by its mask (:func:`speechkern.fullband.gated_high_band`).
     ``guard`` gets the mask and T-F energies of the frames centred in the samples ``kept`` = (start, stop) of
-    ``y`` (stop None: to the end); block edges fall on the frame grid, so those are the whole file's frames."""
+    ``y`` (stop None: to the end); block edges fall on the frame grid, so those are the whole file's frames.
+    The mask is then raised to at least ``floor`` (:func:`mask_floor`; the guard sees the model's own mask)."""
     fc = model.feature_config
     low = audio.resample(y, file_sr, fc.sr)
     feats = model.features(low, fc.sr, gain=gain)
@@ -263,6 +288,8 @@ def _enhance_at_rate(
         last = len(mask) if kept[1] is None else kept[1] * fc.sr // file_sr // fc.hop_length
         energies = postfilter.unit_energies(feats, low, fc, model.target_config)
         guard.add(mask[first:last], energies[first:last])
+    if floor > 0:
+        mask = np.maximum(mask, np.float32(floor))
     out = _fit_length(audio.resample(apply_mask(low, mask, model), fc.sr, file_sr), len(y))
     if file_sr > fc.sr:
         out = out + fullband.gated_high_band(y, low, mask, file_sr, fc, model.target_config)

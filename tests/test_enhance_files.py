@@ -346,3 +346,32 @@ def test_blockwise_output_equals_whole_file_output(model, tmp_path, sr, toleranc
     assert whole.shape == blockwise.shape == speechy.shape
     err = np.sqrt(np.mean((whole - blockwise) ** 2)) / np.sqrt(np.mean(whole**2))
     assert err < tolerance, f"block seams: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("sr", [16000, 48000])
+def test_the_attenuation_limit_bounds_how_much_noise_is_removed(tmp_path, sr):
+    """White noise through the shipped model: unlimited, it comes out more than 10 dB down; with
+    atten_lim_db = 6 about 6 dB down (±1 dB for the filterbank's ripple), in the band above the model's
+    8 kHz too."""
+    from speechkern.models.select import SHIPPED, find_model
+
+    shipped, _ = find_model(SHIPPED)
+    y = 0.05 * noise(2.0, sr, seed=4)
+    write(tmp_path / "noise.wav", y, sr, subtype="FLOAT")
+    level = {}
+    for name, limit in (("free.wav", None), ("six.wav", 6.0)):
+        enhance_file(shipped, tmp_path / "noise.wav", tmp_path / name, atten_lim_db=limit)
+        out = sf.read(tmp_path / name, dtype="float64")[0]
+        level[limit] = 10 * np.log10(np.mean(out**2) / np.mean(y.astype(np.float64) ** 2))
+    assert level[None] < -10 and -7 <= level[6.0] <= -5, level
+
+
+def test_an_odd_attenuation_limit_is_refused_in_one_line_before_any_work(tmp_path, capsys):
+    write(tmp_path / "x.wav", noise(1.0))
+    for value in ("-3", "nan"):
+        code, _, err = run(["enhance", str(tmp_path / "x.wav"), "--atten-lim-db", value], capsys)
+        assert code == 2 and err.strip().splitlines() == [
+            f"error: --atten-lim-db {float(value)!r}: expected the most the mask may attenuate, in dB ≥ 0, such as 20 "
+            "(0: no attenuation)"
+        ], err
+    assert not (tmp_path / "x_enhanced.wav").exists()
