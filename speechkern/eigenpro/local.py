@@ -51,12 +51,15 @@ def _principal_direction(X: torch.Tensor, rng: np.random.Generator) -> torch.Ten
     return (v * torch.sign(v[v.abs().argmax()])).to(torch.float32)  # sign fixed: the same tree every time
 
 
-def median_tree(X: torch.Tensor, depth: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def median_tree(X: torch.Tensor, depth: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A complete binary tree of ``depth`` levels over the rows of X (n × features): heap-ordered split
-    directions (2^depth − 1 × features) and thresholds (2^depth − 1,). Node i sends x to child 2i + 1 when
-    x·direction ≤ threshold (the median of its points' projections), else to 2i + 2. Each direction is scaled by
-    1/(the spread of its node's projections), so x·direction − threshold is a margin in units of that spread (soft
-    routing compares margins across levels). Deterministic for a seed."""
+    directions (2^depth − 1 × features) and thresholds (2^depth − 1,), and the leaf (n,) int64 of every row. Node i
+    sends x to child 2i + 1 when x·direction ≤ threshold (the median of its points' projections), else to 2i + 2.
+    Each direction is scaled by 1/(the spread of its node's projections), so x·direction − threshold is a margin in
+    units of that spread (soft routing compares margins across levels). Rows that project onto the threshold itself
+    (repeated frames, such as digital silence) are shared between the children so that every split halves its
+    rows: no leaf holds more than ⌈n / 2^depth⌉ of them, which its exact solve relies on (:func:`route` sends such
+    points left). Deterministic for a seed."""
     rng = np.random.default_rng(seed)
     nodes = 2**depth - 1
     directions = torch.zeros(nodes, X.shape[1], dtype=torch.float32, device=X.device)
@@ -70,13 +73,18 @@ def median_tree(X: torch.Tensor, depth: int, seed: int = 0) -> tuple[torch.Tenso
             proj = points @ direction
             spread = float(proj.std()) if rows.numel() > 2 else 1.0
             directions[node] = direction / (spread if spread > 0 else 1.0)
-            proj = points @ directions[node]
+            proj = (points * directions[node]).sum(dim=1)  # as route() computes it, to the last bit
             thresholds[node] = proj.median()
-            left = proj <= thresholds[node]
+            left = proj < thresholds[node]
+            ties = torch.nonzero(proj == thresholds[node]).squeeze(1)
+            left[ties[: (rows.numel() + 1) // 2 - int(left.sum())]] = True  # the left child takes ⌈n/2⌉
         else:
             left = torch.ones(rows.numel(), dtype=torch.bool, device=X.device)
         members += [rows[left], rows[~left]]
-    return directions, thresholds
+    leaves = torch.empty(X.shape[0], dtype=torch.int64, device=X.device)
+    for j, rows in enumerate(members[nodes:]):
+        leaves[rows] = j
+    return directions, thresholds, leaves
 
 
 def route(X: torch.Tensor, directions: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
@@ -254,8 +262,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
             )
         rng = np.random.default_rng(self.seed)
         with torch.no_grad():
-            self.split_directions_, self.split_thresholds_ = median_tree(Xt, depth, self.seed)
-            leaves = route(Xt, self.split_directions_, self.split_thresholds_)
+            self.split_directions_, self.split_thresholds_, leaves = median_tree(Xt, depth, self.seed)
             order = torch.argsort(leaves, stable=True)
             counts = torch.bincount(leaves, minlength=2**depth)
             Xs, Ys = Xt[order].contiguous(), Y[order]
