@@ -186,7 +186,7 @@ def _kept_transform(keep: Path, fitted_with: dict, condition: str) -> InputTrans
         try:
             transform = InputTransform.load(keep)
         except SpeechkernError as err:
-            problem = str(err).replace(f"input transform {keep} ", "").replace(f"{keep} ", "")  # "is ..."
+            problem = err.reason  # "is ...": the message below names the file
         else:
             problem = _transform_mismatch(transform, fitted_with)
             if problem is None:

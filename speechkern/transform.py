@@ -103,7 +103,8 @@ class InputTransform:
             return cls.from_state(tensors["matrix"], json.loads(metadata["config"]))
         except (SpeechkernError, ValueError) as err:  # json's errors are ValueErrors
             detail = str(err).removesuffix("; the model file is damaged, retrain it")  # no model file here
-            raise SpeechkernError(f"{path} is not an input transform written by speechkern ({detail})") from None
+            reason = f"is not an input transform written by speechkern ({detail})"
+            raise SpeechkernError(f"{path} {reason}", reason) from None
 
     @classmethod
     def from_state(cls, matrix: np.ndarray | torch.Tensor, config: dict[str, Any]) -> InputTransform:

@@ -157,5 +157,6 @@ def read_safetensors(path: str | os.PathLike, name: str | None = None) -> tuple[
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     except Exception as exc:  # safetensors raises its own error types for truncated or damaged files
-        raise SpeechkernError(f"{name or path} is damaged or truncated ({exc})") from None
+        reason = f"is damaged or truncated ({exc})"
+        raise SpeechkernError(f"{name or path} {reason}", reason) from None
     return tensors, metadata
