@@ -76,6 +76,7 @@ def enhance_signal(
     recording, so the output does not depend on ``chunk_s``. ``atten_lim_db``: the most any T-F unit is
     attenuated, in dB (:func:`mask_floor`); None: no limit."""
     floor = mask_floor(atten_lim_db)
+    chunk_s = _chunk_s(chunk_s)
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
     margin_s = _margin_s(model, margin_s)
@@ -94,7 +95,10 @@ def enhance_signal(
 def mask_floor(atten_lim_db: float | None) -> float:
     """The smallest mask value that attenuates by at most ``atten_lim_db`` dB: 10^(−atten_lim_db/20) (the mask
     weights amplitudes); 0 for None or +inf (no limit). A limit keeps some of the noise, for fewer artefacts (as
-    DeepFilterNet's attenuation limit does). Raises SpeechkernError for NaN or a negative limit."""
+    DeepFilterNet's attenuation limit does). Enhancing adds floor·y to the resynthesis with the mask
+    max(mask, floor) − floor: the same as the floored mask where the mask reaches, and the limit also below the
+    filterbank's lowest channel, which no mask reaches (0 dB: the input unchanged). Raises SpeechkernError for
+    NaN or a negative limit."""
     if atten_lim_db is None:
         return 0.0
     real = isinstance(atten_lim_db, numbers.Real) and not isinstance(atten_lim_db, bool)
@@ -117,9 +121,26 @@ def _weight(guard: postfilter.GuardEstimate | None, model: MaskModel) -> float:
 
 def _margin_s(model: MaskModel, margin_s: float) -> float:
     """The block margin in seconds: ``margin_s``, at least the features' reach (NaN was taken as the margin)."""
-    if not (math.isfinite(margin_s) and margin_s >= 0):
-        raise SpeechkernError(f"margin_s={margin_s:g}: expected seconds of context on each side of a block, such as 1")
+    margin_s = _seconds("margin_s", margin_s, _is_real(margin_s) and margin_s >= 0,
+                        "seconds of context on each side of a block, such as 1")  # fmt: skip
     return max(margin_s, features.reach_s(model.feature_config))
+
+
+def _chunk_s(chunk_s: float) -> float:
+    """The block length in seconds, refused unless a positive finite number (0 or less meant one hop per block)."""
+    return _seconds("chunk_s", chunk_s, _is_real(chunk_s) and chunk_s > 0, "a positive number of seconds, such as 30")
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _seconds(name: str, value, ok: bool, expected: str) -> float:
+    """``value`` as a float when ``ok``, else SpeechkernError naming ``name``, the value and what was ``expected``."""
+    if not ok:
+        shown = f"{value:g}" if isinstance(value, numbers.Real) and not isinstance(value, bool) else repr(value)
+        raise SpeechkernError(f"{name}={shown}: expected {expected}")
+    return float(value)
 
 
 def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
@@ -175,8 +196,7 @@ def enhance_file(
     """
     path, out_path = Path(path), Path(out_path)
     floor = mask_floor(atten_lim_db)
-    if not (math.isfinite(chunk_s) and chunk_s > 0):
-        raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a positive number of seconds, such as 30")
+    chunk_s = _chunk_s(chunk_s)
     margin_s = _margin_s(model, margin_s)
     if out_path.resolve() == path.resolve():
         raise SpeechkernError(f"{out_path}: is the input itself; choose another output name")
@@ -278,7 +298,8 @@ def _enhance_at_rate(
     it, the band the model does not see is added back gated by its mask (:func:`speechkern.fullband.gated_high_band`).
     ``guard`` gets the mask and T-F energies of the frames centred in the samples ``kept`` = (start, stop) of
     ``y`` (stop None: to the end); block edges fall on the frame grid, so those are the whole file's frames.
-    The mask is then raised to at least ``floor`` (:func:`mask_floor`; the guard sees the model's own mask)."""
+    The mask is then raised to at least ``floor`` (:func:`mask_floor`, which says how; the guard sees the model's
+    own mask)."""
     fc = model.feature_config
     low = audio.resample(y, file_sr, fc.sr)
     feats = model.features(low, fc.sr, gain=gain)
@@ -288,11 +309,13 @@ def _enhance_at_rate(
         last = len(mask) if kept[1] is None else kept[1] * fc.sr // file_sr // fc.hop_length
         energies = postfilter.unit_energies(feats, low, fc, model.target_config)
         guard.add(mask[first:last], energies[first:last])
-    if floor > 0:
-        mask = np.maximum(mask, np.float32(floor))
+    if floor > 0:  # resynthesis is linear in the mask: max(mask, floor) = floor + (max(mask, floor) − floor)
+        mask = np.maximum(mask, np.float32(floor)) - np.float32(floor)
     out = _fit_length(audio.resample(apply_mask(low, mask, model), fc.sr, file_sr), len(y))
     if file_sr > fc.sr:
         out = out + fullband.gated_high_band(y, low, mask, file_sr, fc, model.target_config)
+    if floor > 0:  # floor·y, not the floor's resynthesis: that would lose what the filterbank does not cover
+        out = out + np.float32(floor) * np.asarray(y, dtype=np.float32)
     return out
 
 

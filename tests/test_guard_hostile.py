@@ -1,0 +1,86 @@
+"""Hostile use of the whole-recording clean-input guard and of the attenuation limit: odd block lengths, the
+guard's temporary files on a nearly full disk, and the limit in every band, with every target kind."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import RECIPES, TINY
+
+from speechkern.enhance import enhance_file, enhance_signal
+from speechkern.errors import SpeechkernError
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from speechkern.models.select import SHIPPED, find_model
+
+    return find_model(SHIPPED)[0]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_run, shipped, tmp_path_factory):
+    """A model of every target kind the demo recipe trains (TINY settings, the kernel only), and the shipped one."""
+    from speechkern.models.io import MaskModel
+    from speechkern.pipeline import train
+    from speechkern.recipe import load_recipe
+
+    found = {"irm-cochleagram": MaskModel.load(tiny_run[1] / "run" / "models" / "kernel"), "shipped": shipped}
+    root = tmp_path_factory.mktemp("kinds")
+    for kind, domain in (("ibm", "cochleagram"), ("irm", "stft"), ("ibm", "stft")):
+        recipe = load_recipe(RECIPES / "demo", [*TINY, f"target.kind={kind}", f"target.domain={domain}"])
+        train(recipe, root / f"{kind}-{domain}", cache_dir=root / f"cache-{domain}", models=["kernel"])
+        found[f"{kind}-{domain}"] = MaskModel.load(root / f"{kind}-{domain}" / "models" / "kernel")
+    return found
+
+
+def band_db(y: np.ndarray, sr: int, lo_hz: float, hi_hz: float) -> float:
+    spectrum = np.fft.rfft(np.asarray(y, dtype=np.float64))
+    f = np.fft.rfftfreq(len(y), 1 / sr)
+    return 10 * np.log10(np.sum(np.abs(spectrum[(f >= lo_hz) & (f < hi_hz)]) ** 2))
+
+
+@pytest.mark.parametrize("kind", ["irm-cochleagram", "ibm-cochleagram", "irm-stft", "ibm-stft", "shipped"])
+def test_the_attenuation_limit_holds_in_every_band(models, kind, tmp_path):
+    """White noise with a 25 Hz hum at 48 kHz: with atten_lim_db = A no band comes out more than A dB down, the
+    hum below the gammatone filterbank's lowest channel (50 Hz) and the band above 8 kHz included; A = 0 returns
+    the input. (Cochleagram masks removed the hum 13–15 dB at A = 0 and 20 dB at A = 6: the floored mask cannot
+    reach what the filterbank does not cover.)"""
+    sr = 48000
+    t = np.arange(sr) / sr
+    rng = np.random.default_rng(5)
+    y = (0.05 * rng.standard_normal(sr) + 0.2 * np.sin(2 * np.pi * 25 * t)).astype(np.float32)
+    sf.write(tmp_path / "in.wav", y, sr, subtype="FLOAT")
+    bands = [(10, 40), (60, 7000), (9000, 20000)]
+    for limit in (0.0, 6.0):
+        enhance_file(models[kind], tmp_path / "in.wav", tmp_path / "out.wav", overwrite=True,
+                     clean_guard=False, atten_lim_db=limit)  # fmt: skip
+        out = sf.read(tmp_path / "out.wav", dtype="float32")[0]
+        change = {band: band_db(out, sr, *band) - band_db(y, sr, *band) for band in bands}
+        assert min(change.values()) >= -limit - 0.5, (limit, change)
+        if limit == 0:
+            ref = y - y.mean()  # the DC offset is removed first
+            assert np.sqrt(np.mean((out - ref) ** 2) / np.mean(ref**2)) < 1e-5
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 0.0, -1.0, "30", None])
+def test_an_odd_chunk_is_refused_in_one_line_by_the_library(shipped, tmp_path, value):
+    """enhance_signal let NaN/inf through to int() (ValueError, OverflowError) and took 0 or a negative chunk as
+    one hop (a 2 s block per 10 ms kept); a string reached number formatting in both functions."""
+    y = (0.05 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    sf.write(tmp_path / "x.wav", y, 16000)
+    want = rf"chunk_s={value!s}: expected a positive number of seconds, such as 30"
+    if isinstance(value, float):
+        want = rf"chunk_s={value:g}: expected a positive number of seconds, such as 30"
+    elif value is not None:
+        want = r"chunk_s='30': expected a positive number of seconds, such as 30"
+    with pytest.raises(SpeechkernError, match=want):
+        enhance_signal(shipped, y, chunk_s=value)
+    with pytest.raises(SpeechkernError, match=want):
+        enhance_file(shipped, tmp_path / "x.wav", tmp_path / "o.wav", chunk_s=value)
+    with pytest.raises(SpeechkernError, match=r"margin_s='1': expected seconds of context"):
+        enhance_signal(shipped, y, margin_s="1")
+    assert not (tmp_path / "o.wav").exists()
