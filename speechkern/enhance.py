@@ -108,11 +108,12 @@ def mask_floor(atten_lim_db: float | None) -> float:
     return 10.0 ** (-float(atten_lim_db) / 20.0)  # 0.0 for +inf
 
 
-def _guard(model: MaskModel, clean_guard: bool) -> postfilter.GuardEstimate | contextlib.nullcontext:
-    """A recording's guard estimate (a context manager), or a null context without the guard."""
+def _guard(model: MaskModel, clean_guard: bool, folder: Path | None = None):
+    """A recording's guard estimate (a context manager) keeping its file in ``folder``, or a null context without
+    the guard."""
     if not clean_guard:
         return contextlib.nullcontext()
-    return postfilter.GuardEstimate(postfilter.guard_beta(model.target_config))
+    return postfilter.GuardEstimate(postfilter.guard_beta(model.target_config), dir=folder)
 
 
 def _weight(guard: postfilter.GuardEstimate | None, model: MaskModel) -> float:
@@ -212,9 +213,13 @@ def enhance_file(
     chunk = max(unit, round(chunk_s * head.samplerate / unit) * unit)
     margin = math.ceil(margin_s * head.samplerate / unit) * unit
     spans = list(blocks(head.frames, chunk, margin))
-    # with the guard, a file of several blocks is first enhanced into a float32 temporary file beside the output
+    # with the guard, a file of several blocks is first enhanced into a float32 temporary file beside the output,
+    # and the guard keeps each signal's T-F energies there too
     store_bytes = 4 * head.frames * head.channels if clean_guard and len(spans) > 1 else 0
-    check_writable(out_path, _size_bytes(head.frames * head.channels, fmt, subtype) + store_bytes)
+    fc = model.feature_config
+    model_frames = 1 + math.ceil(head.frames * fc.sr / head.samplerate) // fc.hop_length
+    guard_bytes = head.channels * postfilter.GuardEstimate.file_bytes(model_frames, model.n_units) if clean_guard else 0
+    check_writable(out_path, _size_bytes(head.frames * head.channels, fmt, subtype) + store_bytes + guard_bytes)
     notes = _notes(path, out_path, head, subtype, per_channel)
 
     started = time.perf_counter()
@@ -237,7 +242,7 @@ def enhance_file(
             writer = files.enter_context(
                 sf.SoundFile(audio.native(tmp), "w", head.samplerate, head.channels, subtype, format=fmt)
             )
-            guards = [files.enter_context(_guard(model, clean_guard)) for _ in gains]
+            guards = [files.enter_context(_guard(model, clean_guard, Path(tmp).parent)) for _ in gains]
             # With the guard, a file of several blocks is enhanced into a temporary file first: the guard's weight
             # is the whole file's, known only after its last block; a second pass blends and writes.
             store = None

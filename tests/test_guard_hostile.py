@@ -4,12 +4,16 @@ guard's temporary files on a nearly full disk, and the limit in every band, with
 from __future__ import annotations
 
 import math
+import shutil
+import sys
+import tempfile
 
 import numpy as np
 import pytest
 import soundfile as sf
 from conftest import RECIPES, TINY
 
+from speechkern import outputs, postfilter
 from speechkern.enhance import enhance_file, enhance_signal
 from speechkern.errors import SpeechkernError
 
@@ -84,3 +88,32 @@ def test_an_odd_chunk_is_refused_in_one_line_by_the_library(shipped, tmp_path, v
     with pytest.raises(SpeechkernError, match=r"margin_s='1': expected seconds of context"):
         enhance_signal(shipped, y, margin_s="1")
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_the_guards_temporary_file_lies_beside_the_output_and_is_counted(shipped, tmp_path, monkeypatch):
+    """The guard keeps every frame's T-F energies (8 bytes × units × frames per signal enhanced) in a temporary
+    file; it went to the system's temporary folder, uncounted by the free-space check (for an STFT model of 161
+    bins it is larger than the block store that was counted)."""
+    sr, n = 16000, 4 * 16000
+    sf.write(tmp_path / "x.wav", (0.05 * np.random.default_rng(1).standard_normal(n)).astype(np.float32), sr,
+             subtype="FLOAT")  # fmt: skip
+    out = tmp_path / "sub" / "out.wav"
+    need = 4 * n + 4 * n + 8 * shipped.n_units * (1 + n // 160)  # output, block store, guard's energies
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: usage._replace(free=need - 1000))
+    with pytest.raises(SpeechkernError, match=r"out.wav: needs about 717 kB but .* has 716 kB free"):
+        enhance_file(shipped, tmp_path / "x.wav", out, chunk_s=1)
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: usage._replace(free=need))
+    folders = []
+    opened = tempfile.TemporaryFile
+
+    def recorded(*args, **kwargs):
+        caller = sys._getframe(1).f_globals["__name__"]
+        if caller.startswith("speechkern"):  # not librosa's and numba's own
+            folders.append(str(kwargs.get("dir")))
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(postfilter.tempfile, "TemporaryFile", recorded)
+    enhance_file(shipped, tmp_path / "x.wav", out, chunk_s=1)
+    # the free-space check's probe in the nearest existing folder, then the block store and the guard's file
+    assert out.exists() and folders == [str(tmp_path), str(out.parent), str(out.parent)], folders
