@@ -117,3 +117,26 @@ def test_the_guards_temporary_file_lies_beside_the_output_and_is_counted(shipped
     enhance_file(shipped, tmp_path / "x.wav", out, chunk_s=1)
     # the free-space check's probe in the nearest existing folder, then the block store and the guard's file
     assert out.exists() and folders == [str(tmp_path), str(out.parent), str(out.parent)], folders
+
+
+def test_the_benchmark_writes_an_infinite_limit_as_none_and_refuses_odd_ones(dev_data, tmp_path, monkeypatch):
+    """--atten-lim-db inf (no limit) was written to the JSON as Infinity, which is no JSON (jq, JavaScript refuse
+    it); odd values stop in one line before any work."""
+    import json
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import shipped_model
+
+    out = tmp_path / "scores.json"
+    for value in ("-3", "nan", "-inf"):
+        with pytest.raises(SystemExit, match=rf"^--atten-lim-db {value}: expected dB ≥ 0, such as 20$"):
+            shipped_model.main([f"--atten-lim-db={value}", "--json", str(out)])
+    assert not out.exists()
+    argv = ["--split", "val", "--utterances", "1", "--snrs", "0", "--max-seconds", "3", "--speed-minutes", "0"]
+    assert shipped_model.main([*argv, "--atten-lim-db", "inf", "--json", str(out)]) in (0, None)
+
+    def no_constants(name):
+        raise ValueError(f"{name} is no JSON")
+
+    assert json.loads(out.read_text(), parse_constant=no_constants)["atten_lim_db"] is None
