@@ -140,3 +140,28 @@ def test_the_benchmark_writes_an_infinite_limit_as_none_and_refuses_odd_ones(dev
         raise ValueError(f"{name} is no JSON")
 
     assert json.loads(out.read_text(), parse_constant=no_constants)["atten_lim_db"] is None
+
+
+def test_an_interrupt_in_the_blending_pass_keeps_the_old_output_and_leaves_no_file(shipped, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, which the command line turns into it) while the second pass blends and writes: the
+    previous output is kept, and neither the output's temporary file nor the block store or the guard's file is
+    left in the folder."""
+    from speechkern import audio
+
+    n = 5 * 16000
+    sf.write(tmp_path / "x.wav", (0.05 * np.random.default_rng(2).standard_normal((n, 2))).astype(np.float32), 16000)
+    out = tmp_path / "out.wav"
+    sf.write(out, np.zeros(10, np.float32), 16000)
+    reads, real = [], audio.read_block
+
+    def interrupted(handle, start, stop):
+        reads.append((start, stop))
+        if len(reads) == 5 + 5 + 2:  # the level pass and the block pass read 5 blocks each; then the blend's
+            raise KeyboardInterrupt
+        return real(handle, start, stop)
+
+    monkeypatch.setattr(audio, "read_block", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        enhance_file(shipped, tmp_path / "x.wav", out, chunk_s=1, overwrite=True, per_channel=True)
+    assert reads[-1] == (16000, 32000)  # in the second pass
+    assert sf.info(out).frames == 10 and sorted(p.name for p in tmp_path.iterdir()) == ["out.wav", "x.wav"]
