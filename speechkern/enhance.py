@@ -101,8 +101,7 @@ def mask_floor(atten_lim_db: float | None) -> float:
     NaN or a negative limit."""
     if atten_lim_db is None:
         return 0.0
-    real = isinstance(atten_lim_db, numbers.Real) and not isinstance(atten_lim_db, bool)
-    if not (real and atten_lim_db >= 0):  # NaN fails too
+    if not (_is_number(atten_lim_db) and atten_lim_db >= 0):  # NaN fails too
         raise SpeechkernError(f"atten_lim_db={atten_lim_db!r}: expected the most the mask may attenuate, in dB ≥ 0, "
                               "such as 20 (0: no attenuation)")  # fmt: skip
     return 10.0 ** (-float(atten_lim_db) / 20.0)  # 0.0 for +inf
@@ -132,14 +131,19 @@ def _chunk_s(chunk_s: float) -> float:
     return _seconds("chunk_s", chunk_s, _is_real(chunk_s) and chunk_s > 0, "a positive number of seconds, such as 30")
 
 
+def _is_number(value) -> bool:
+    """A real number (NumPy's too), not a bool nor a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return _is_number(value) and math.isfinite(value)
 
 
 def _seconds(name: str, value, ok: bool, expected: str) -> float:
     """``value`` as a float when ``ok``, else SpeechkernError naming ``name``, the value and what was ``expected``."""
     if not ok:
-        shown = f"{value:g}" if isinstance(value, numbers.Real) and not isinstance(value, bool) else repr(value)
+        shown = f"{value:g}" if _is_number(value) else repr(value)
         raise SpeechkernError(f"{name}={shown}: expected {expected}")
     return float(value)
 
