@@ -217,13 +217,9 @@ def enhance_file(
     chunk = max(unit, round(chunk_s * head.samplerate / unit) * unit)
     margin = math.ceil(margin_s * head.samplerate / unit) * unit
     spans = list(blocks(head.frames, chunk, margin))
-    # with the guard, a file of several blocks is first enhanced into a float32 temporary file beside the output,
-    # and the guard keeps each signal's T-F energies there too
-    store_bytes = 4 * head.frames * head.channels if clean_guard and len(spans) > 1 else 0
-    fc = model.feature_config
-    model_frames = 1 + math.ceil(head.frames * fc.sr / head.samplerate) // fc.hop_length
-    guard_bytes = head.channels * postfilter.GuardEstimate.file_bytes(model_frames, model.n_units) if clean_guard else 0
-    check_writable(out_path, _size_bytes(head.frames * head.channels, fmt, subtype) + store_bytes + guard_bytes)
+    output_bytes = _size_bytes(head.frames * head.channels, fmt, subtype)
+    scratch = _scratch_bytes(model, head, len(spans) > 1, clean_guard)
+    check_writable(out_path, output_bytes + scratch * (head.channels if per_channel else 1))
     notes = _notes(path, out_path, head, subtype, per_channel)
 
     started = time.perf_counter()
@@ -232,7 +228,8 @@ def enhance_file(
     whole = _read_all(path, head.frames) if len(spans) == 1 else None
     signal = [whole] if whole is not None else _read_chunks(path, head.frames, chunk)
     gains, offsets, cancelled = _level_gains(signal, head.frames, model.feature_config.level_dbfs, per_channel)
-    if cancelled:
+    if cancelled:  # every channel is enhanced, each with its scratch files
+        check_writable(out_path, output_bytes + scratch * head.channels)
         notes = [n for n in notes if "were averaged" not in n] + [
             f"{path}: its {head.channels} channels cancel when averaged (opposite phase), so each channel was "
             "enhanced on its own"
@@ -390,6 +387,17 @@ def _size_bytes(n_samples: int, fmt: str, subtype: str) -> int:
     """Size of an uncompressed output; 0 (unknown) for compressed formats and encodings."""
     width = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
     return 0 if fmt in ("FLAC", "OGG", "MP3") else n_samples * width.get(subtype, 0)
+
+
+def _scratch_bytes(model: MaskModel, head, several_blocks: bool, clean_guard: bool) -> int:
+    """Bytes of the temporary files beside the output for each signal enhanced: with the guard, its T-F energies
+    (:meth:`speechkern.postfilter.GuardEstimate.file_bytes`) and, for a file of several blocks, the enhanced
+    signal as float32 until the second pass blends it."""
+    if not clean_guard:
+        return 0
+    fc = model.feature_config
+    frames = 1 + math.ceil(head.frames * fc.sr / head.samplerate) // fc.hop_length
+    return postfilter.GuardEstimate.file_bytes(frames, model.n_units) + (4 * head.frames if several_blocks else 0)
 
 
 def _notes(path: Path, out_path: Path, head, subtype: str, per_channel: bool) -> list[str]:

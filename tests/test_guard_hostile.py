@@ -165,3 +165,21 @@ def test_an_interrupt_in_the_blending_pass_keeps_the_old_output_and_leaves_no_fi
         enhance_file(shipped, tmp_path / "x.wav", out, chunk_s=1, overwrite=True, per_channel=True)
     assert reads[-1] == (16000, 32000)  # in the second pass
     assert sf.info(out).frames == 10 and sorted(p.name for p in tmp_path.iterdir()) == ["out.wav", "x.wav"]
+
+
+def test_the_free_space_check_counts_the_scratch_files_of_the_signals_enhanced(shipped, tmp_path, monkeypatch):
+    """Channels averaged are enhanced once: one block store and one guard file, not one per channel (a stereo file
+    was refused on a disk with room for it); channels that cancel are enhanced each on its own, and counted so."""
+    n = 4 * 16000
+    x = (0.05 * np.random.default_rng(3).standard_normal(n)).astype(np.float32)
+    y = (0.05 * np.random.default_rng(4).standard_normal(n)).astype(np.float32)
+    sf.write(tmp_path / "stereo.wav", np.stack([x, y], 1), 16000, subtype="FLOAT")
+    sf.write(tmp_path / "cancel.wav", np.stack([x, -x], 1), 16000, subtype="FLOAT")
+    scratch = 4 * n + 8 * shipped.n_units * (1 + n // 160)  # block store, guard's energies: one signal's
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: usage._replace(free=2 * 4 * n + scratch))
+    enhance_file(shipped, tmp_path / "stereo.wav", tmp_path / "stereo_out.wav", chunk_s=1)
+    assert sf.info(tmp_path / "stereo_out.wav").frames == n
+    with pytest.raises(SpeechkernError, match=r"cancel_out.wav: needs about 1.4 MB but .* has 973 kB free"):
+        enhance_file(shipped, tmp_path / "cancel.wav", tmp_path / "cancel_out.wav", chunk_s=1)
+    assert not (tmp_path / "cancel_out.wav").exists()
