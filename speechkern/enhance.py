@@ -192,7 +192,8 @@ def enhance_file(
     says so), or with ``per_channel`` each channel is enhanced on its own. Above the model's rate the band over
     its Nyquist frequency is kept, gated by the mask (:mod:`speechkern.fullband`); ``clean_guard`` as in
     :func:`enhance_signal` (with it, a file of several blocks is enhanced into an anonymous float32 temporary file
-    beside the output, then blended with the whole file's weight in a second pass) and ``atten_lim_db`` as in
+    beside the output, then blended with the whole file's weight in a second pass; the guard's T-F energies are
+    kept beside the output too, and both count in the free-space check) and ``atten_lim_db`` as in
     :func:`enhance_signal`.
     Raises SpeechkernError naming the file, before any compute, when the output exists (without ``overwrite``), is
     the input, has a suffix soundfile cannot write, or lies where it cannot be written or does not fit; when the
