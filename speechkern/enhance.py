@@ -74,7 +74,9 @@ def enhance_signal(
     is no speech, and it would lower the level gain and reach the features. ``clean_guard``: a recording estimated
     clean passes (partly) unchanged (:class:`speechkern.postfilter.GuardEstimate`), one weight for the whole
     recording, so the output does not depend on ``chunk_s``. ``atten_lim_db``: the most any T-F unit is
-    attenuated, in dB (:func:`mask_floor`); None: no limit."""
+    attenuated, in dB (:func:`mask_floor`); None: no limit. Raises SpeechkernError, before any work, for a
+    ``chunk_s`` that is not a positive finite number, a ``margin_s`` that is not a finite one ≥ 0, or an odd
+    ``atten_lim_db``."""
     floor = mask_floor(atten_lim_db)
     chunk_s = _chunk_s(chunk_s)
     hop = model.feature_config.hop_length
