@@ -165,6 +165,10 @@ def test_an_interrupt_in_the_blending_pass_keeps_the_old_output_and_leaves_no_fi
         enhance_file(shipped, tmp_path / "x.wav", out, chunk_s=1, overwrite=True, per_channel=True)
     assert reads[-1] == (16000, 32000)  # in the second pass
     assert sf.info(out).frames == 10 and sorted(p.name for p in tmp_path.iterdir()) == ["out.wav", "x.wav"]
+    reads.clear()  # into folders enhance creates: they are removed again
+    with pytest.raises(KeyboardInterrupt):
+        enhance_file(shipped, tmp_path / "x.wav", tmp_path / "new" / "deeper" / "out.wav", chunk_s=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav", "x.wav"]
 
 
 def test_the_free_space_check_counts_the_scratch_files_of_the_signals_enhanced(shipped, tmp_path, monkeypatch):
