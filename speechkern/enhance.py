@@ -252,6 +252,7 @@ def enhance_file(
             store = None
             if clean_guard and len(spans) > 1:
                 store = files.enter_context(tempfile.TemporaryFile(dir=Path(tmp).parent))
+            steps = head.frames * (1 if store is None else 2)  # one bar over both passes
             for start, stop, lo, hi in spans:
                 y = whole if reader is None else audio.read_block(reader, lo, hi)
                 kept = (start - lo, None if stop == head.frames else stop - lo)
@@ -264,7 +265,7 @@ def enhance_file(
                     writer.write(_blended(signals[:, start - lo : stop - lo], enhanced, weights, head.channels).T)
                 else:
                     store.write(np.ascontiguousarray(enhanced.T, dtype=np.float32).tobytes())
-                report("enhance/blocks", stop, head.frames, f"enhancing {path.name}")
+                report("enhance/blocks", stop, steps, f"enhancing {path.name}")
             if store is None:
                 return
             weights = [_weight(guard, model) for guard in guards]
@@ -274,6 +275,7 @@ def enhance_file(
                 signals = _signals(audio.read_block(reader, start, stop) - offsets, gains)
                 enhanced = enhanced.reshape(stop - start, len(gains)).T
                 writer.write(_blended(signals, enhanced, weights, head.channels).T)
+                report("enhance/blocks", head.frames + stop, steps, f"blending {path.name}")
 
     with audio.write_errors(out_path):
         atomic_write(out_path, write, replace=overwrite)

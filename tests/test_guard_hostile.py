@@ -187,3 +187,17 @@ def test_the_free_space_check_counts_the_scratch_files_of_the_signals_enhanced(s
     with pytest.raises(SpeechkernError, match=r"cancel_out.wav: needs about 1.4 MB but .* has 973 kB free"):
         enhance_file(shipped, tmp_path / "cancel.wav", tmp_path / "cancel_out.wav", chunk_s=1)
     assert not (tmp_path / "cancel_out.wav").exists()
+
+
+def test_the_progress_bar_covers_the_blending_pass(shipped, tmp_path, caplog):
+    """The bar reached its end after the first pass and stood there while the second blended and wrote."""
+    import logging
+
+    sf.write(tmp_path / "x.wav", (0.05 * np.random.default_rng(6).standard_normal(5 * 16000)).astype(np.float32),
+             16000)  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="speechkern"):
+        enhance_file(shipped, tmp_path / "x.wav", tmp_path / "o.wav", chunk_s=1)
+    steps = [(r.progress.completed, r.progress.total, r.progress.description) for r in caplog.records
+             if getattr(r, "progress", None) is not None and r.progress.task == "enhance/blocks"]  # fmt: skip
+    assert [c for c, _, _ in steps] == [16000 * k for k in range(1, 11)] and {t for _, t, _ in steps} == {160000}
+    assert steps[4][2] == "enhancing x.wav" and steps[5][2] == "blending x.wav"
