@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--threads {args.threads}: expected at least 1 thread, such as 2")
     if args.atten_lim_db is not None and not args.atten_lim_db >= 0:
         raise SystemExit(f"--atten-lim-db {args.atten_lim_db:g}: expected dB ≥ 0, such as 20")
+    if args.atten_lim_db == math.inf:  # no limit, as enhance takes it; JSON has no infinity
+        args.atten_lim_db = None
     check_output("--json", args.json, args.overwrite)
     model_dir, model = load_model_or_exit(args.model)
     require_dev_data()

@@ -74,8 +74,11 @@ def enhance_signal(
     is no speech, and it would lower the level gain and reach the features. ``clean_guard``: a recording estimated
     clean passes (partly) unchanged (:class:`speechkern.postfilter.GuardEstimate`), one weight for the whole
     recording, so the output does not depend on ``chunk_s``. ``atten_lim_db``: the most any T-F unit is
-    attenuated, in dB (:func:`mask_floor`); None: no limit."""
+    attenuated, in dB (:func:`mask_floor`); None: no limit. Raises SpeechkernError, before any work, for a
+    ``chunk_s`` that is not a positive finite number, a ``margin_s`` that is not a finite one ≥ 0, or an odd
+    ``atten_lim_db``."""
     floor = mask_floor(atten_lim_db)
+    chunk_s = _chunk_s(chunk_s)
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
     margin_s = _margin_s(model, margin_s)
@@ -94,21 +97,24 @@ def enhance_signal(
 def mask_floor(atten_lim_db: float | None) -> float:
     """The smallest mask value that attenuates by at most ``atten_lim_db`` dB: 10^(−atten_lim_db/20) (the mask
     weights amplitudes); 0 for None or +inf (no limit). A limit keeps some of the noise, for fewer artefacts (as
-    DeepFilterNet's attenuation limit does). Raises SpeechkernError for NaN or a negative limit."""
+    DeepFilterNet's attenuation limit does). Enhancing adds floor·y to the resynthesis with the mask
+    max(mask, floor) − floor: the same as the floored mask where the mask reaches, and the limit also below the
+    filterbank's lowest channel, which no mask reaches (0 dB: the input unchanged). Raises SpeechkernError for
+    NaN or a negative limit."""
     if atten_lim_db is None:
         return 0.0
-    real = isinstance(atten_lim_db, numbers.Real) and not isinstance(atten_lim_db, bool)
-    if not (real and atten_lim_db >= 0):  # NaN fails too
+    if not (_is_number(atten_lim_db) and atten_lim_db >= 0):  # NaN fails too
         raise SpeechkernError(f"atten_lim_db={atten_lim_db!r}: expected the most the mask may attenuate, in dB ≥ 0, "
                               "such as 20 (0: no attenuation)")  # fmt: skip
     return 10.0 ** (-float(atten_lim_db) / 20.0)  # 0.0 for +inf
 
 
-def _guard(model: MaskModel, clean_guard: bool) -> postfilter.GuardEstimate | contextlib.nullcontext:
-    """A recording's guard estimate (a context manager), or a null context without the guard."""
+def _guard(model: MaskModel, clean_guard: bool, folder: Path | None = None):
+    """A recording's guard estimate (a context manager) keeping its file in ``folder``, or a null context without
+    the guard."""
     if not clean_guard:
         return contextlib.nullcontext()
-    return postfilter.GuardEstimate(postfilter.guard_beta(model.target_config))
+    return postfilter.GuardEstimate(postfilter.guard_beta(model.target_config), dir=folder)
 
 
 def _weight(guard: postfilter.GuardEstimate | None, model: MaskModel) -> float:
@@ -117,9 +123,31 @@ def _weight(guard: postfilter.GuardEstimate | None, model: MaskModel) -> float:
 
 def _margin_s(model: MaskModel, margin_s: float) -> float:
     """The block margin in seconds: ``margin_s``, at least the features' reach (NaN was taken as the margin)."""
-    if not (math.isfinite(margin_s) and margin_s >= 0):
-        raise SpeechkernError(f"margin_s={margin_s:g}: expected seconds of context on each side of a block, such as 1")
+    margin_s = _seconds("margin_s", margin_s, _is_real(margin_s) and margin_s >= 0,
+                        "seconds of context on each side of a block, such as 1")  # fmt: skip
     return max(margin_s, features.reach_s(model.feature_config))
+
+
+def _chunk_s(chunk_s: float) -> float:
+    """The block length in seconds, refused unless a positive finite number (0 or less meant one hop per block)."""
+    return _seconds("chunk_s", chunk_s, _is_real(chunk_s) and chunk_s > 0, "a positive number of seconds, such as 30")
+
+
+def _is_number(value) -> bool:
+    """A real number (NumPy's too), not a bool nor a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return _is_number(value) and math.isfinite(value)
+
+
+def _seconds(name: str, value, ok: bool, expected: str) -> float:
+    """``value`` as a float when ``ok``, else SpeechkernError naming ``name``, the value and what was ``expected``."""
+    if not ok:
+        shown = f"{value:g}" if _is_number(value) else repr(value)
+        raise SpeechkernError(f"{name}={shown}: expected {expected}")
+    return float(value)
 
 
 def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
@@ -166,7 +194,8 @@ def enhance_file(
     says so), or with ``per_channel`` each channel is enhanced on its own. Above the model's rate the band over
     its Nyquist frequency is kept, gated by the mask (:mod:`speechkern.fullband`); ``clean_guard`` as in
     :func:`enhance_signal` (with it, a file of several blocks is enhanced into an anonymous float32 temporary file
-    beside the output, then blended with the whole file's weight in a second pass) and ``atten_lim_db`` as in
+    beside the output, then blended with the whole file's weight in a second pass; the guard's T-F energies are
+    kept beside the output too, and both count in the free-space check) and ``atten_lim_db`` as in
     :func:`enhance_signal`.
     Raises SpeechkernError naming the file, before any compute, when the output exists (without ``overwrite``), is
     the input, has a suffix soundfile cannot write, or lies where it cannot be written or does not fit; when the
@@ -175,8 +204,7 @@ def enhance_file(
     """
     path, out_path = Path(path), Path(out_path)
     floor = mask_floor(atten_lim_db)
-    if not (math.isfinite(chunk_s) and chunk_s > 0):
-        raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a positive number of seconds, such as 30")
+    chunk_s = _chunk_s(chunk_s)
     margin_s = _margin_s(model, margin_s)
     if out_path.resolve() == path.resolve():
         raise SpeechkernError(f"{out_path}: is the input itself; choose another output name")
@@ -192,9 +220,9 @@ def enhance_file(
     chunk = max(unit, round(chunk_s * head.samplerate / unit) * unit)
     margin = math.ceil(margin_s * head.samplerate / unit) * unit
     spans = list(blocks(head.frames, chunk, margin))
-    # with the guard, a file of several blocks is first enhanced into a float32 temporary file beside the output
-    store_bytes = 4 * head.frames * head.channels if clean_guard and len(spans) > 1 else 0
-    check_writable(out_path, _size_bytes(head.frames * head.channels, fmt, subtype) + store_bytes)
+    output_bytes = _size_bytes(head.frames * head.channels, fmt, subtype)
+    scratch = _scratch_bytes(model, head, len(spans) > 1, clean_guard)
+    check_writable(out_path, output_bytes + scratch * (head.channels if per_channel else 1))
     notes = _notes(path, out_path, head, subtype, per_channel)
 
     started = time.perf_counter()
@@ -203,7 +231,8 @@ def enhance_file(
     whole = _read_all(path, head.frames) if len(spans) == 1 else None
     signal = [whole] if whole is not None else _read_chunks(path, head.frames, chunk)
     gains, offsets, cancelled = _level_gains(signal, head.frames, model.feature_config.level_dbfs, per_channel)
-    if cancelled:
+    if cancelled:  # every channel is enhanced, each with its scratch files
+        check_writable(out_path, output_bytes + scratch * head.channels)
         notes = [n for n in notes if "were averaged" not in n] + [
             f"{path}: its {head.channels} channels cancel when averaged (opposite phase), so each channel was "
             "enhanced on its own"
@@ -217,12 +246,13 @@ def enhance_file(
             writer = files.enter_context(
                 sf.SoundFile(audio.native(tmp), "w", head.samplerate, head.channels, subtype, format=fmt)
             )
-            guards = [files.enter_context(_guard(model, clean_guard)) for _ in gains]
+            guards = [files.enter_context(_guard(model, clean_guard, Path(tmp).parent)) for _ in gains]
             # With the guard, a file of several blocks is enhanced into a temporary file first: the guard's weight
             # is the whole file's, known only after its last block; a second pass blends and writes.
             store = None
             if clean_guard and len(spans) > 1:
                 store = files.enter_context(tempfile.TemporaryFile(dir=Path(tmp).parent))
+            steps = head.frames * (1 if store is None else 2)  # one bar over both passes
             for start, stop, lo, hi in spans:
                 y = whole if reader is None else audio.read_block(reader, lo, hi)
                 kept = (start - lo, None if stop == head.frames else stop - lo)
@@ -235,7 +265,7 @@ def enhance_file(
                     writer.write(_blended(signals[:, start - lo : stop - lo], enhanced, weights, head.channels).T)
                 else:
                     store.write(np.ascontiguousarray(enhanced.T, dtype=np.float32).tobytes())
-                report("enhance/blocks", stop, head.frames, f"enhancing {path.name}")
+                report("enhance/blocks", stop, steps, f"enhancing {path.name}")
             if store is None:
                 return
             weights = [_weight(guard, model) for guard in guards]
@@ -245,6 +275,7 @@ def enhance_file(
                 signals = _signals(audio.read_block(reader, start, stop) - offsets, gains)
                 enhanced = enhanced.reshape(stop - start, len(gains)).T
                 writer.write(_blended(signals, enhanced, weights, head.channels).T)
+                report("enhance/blocks", head.frames + stop, steps, f"blending {path.name}")
 
     with audio.write_errors(out_path):
         atomic_write(out_path, write, replace=overwrite)
@@ -278,7 +309,8 @@ def _enhance_at_rate(
     it, the band the model does not see is added back gated by its mask (:func:`speechkern.fullband.gated_high_band`).
     ``guard`` gets the mask and T-F energies of the frames centred in the samples ``kept`` = (start, stop) of
     ``y`` (stop None: to the end); block edges fall on the frame grid, so those are the whole file's frames.
-    The mask is then raised to at least ``floor`` (:func:`mask_floor`; the guard sees the model's own mask)."""
+    The mask is then raised to at least ``floor`` (:func:`mask_floor`, which says how; the guard sees the model's
+    own mask)."""
     fc = model.feature_config
     low = audio.resample(y, file_sr, fc.sr)
     feats = model.features(low, fc.sr, gain=gain)
@@ -288,11 +320,13 @@ def _enhance_at_rate(
         last = len(mask) if kept[1] is None else kept[1] * fc.sr // file_sr // fc.hop_length
         energies = postfilter.unit_energies(feats, low, fc, model.target_config)
         guard.add(mask[first:last], energies[first:last])
-    if floor > 0:
-        mask = np.maximum(mask, np.float32(floor))
+    if floor > 0:  # resynthesis is linear in the mask: max(mask, floor) = floor + (max(mask, floor) − floor)
+        mask = np.maximum(mask, np.float32(floor)) - np.float32(floor)
     out = _fit_length(audio.resample(apply_mask(low, mask, model), fc.sr, file_sr), len(y))
     if file_sr > fc.sr:
         out = out + fullband.gated_high_band(y, low, mask, file_sr, fc, model.target_config)
+    if floor > 0:  # floor·y, not the floor's resynthesis: that would lose what the filterbank does not cover
+        out = out + np.float32(floor) * np.asarray(y, dtype=np.float32)
     return out
 
 
@@ -358,6 +392,17 @@ def _size_bytes(n_samples: int, fmt: str, subtype: str) -> int:
     """Size of an uncompressed output; 0 (unknown) for compressed formats and encodings."""
     width = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
     return 0 if fmt in ("FLAC", "OGG", "MP3") else n_samples * width.get(subtype, 0)
+
+
+def _scratch_bytes(model: MaskModel, head, several_blocks: bool, clean_guard: bool) -> int:
+    """Bytes of the temporary files beside the output for each signal enhanced: with the guard, its T-F energies
+    (:meth:`speechkern.postfilter.GuardEstimate.file_bytes`) and, for a file of several blocks, the enhanced
+    signal as float32 until the second pass blends it."""
+    if not clean_guard:
+        return 0
+    fc = model.feature_config
+    frames = 1 + math.ceil(head.frames * fc.sr / head.samplerate) // fc.hop_length
+    return postfilter.GuardEstimate.file_bytes(frames, model.n_units) + (4 * head.frames if several_blocks else 0)
 
 
 def _notes(path: Path, out_path: Path, head, subtype: str, per_channel: bool) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 
 import numpy as np
@@ -115,16 +116,22 @@ class GuardEstimate:
 
     ``add(mask, energies)`` takes the (n_frames, n_units) mask and T-F energies of consecutive, non-overlapping
     frames. The mask's estimate is a ratio of sums; the floor's percentile needs every frame's energies, which are
-    kept in an anonymous temporary file (float64, 8·n_units bytes a frame), so memory does not grow with the
-    recording's length. ``beta``: the IRM's exponent (1 for binary masks). Use as a context manager, or ``close()``.
+    kept in an anonymous temporary file (float64, :meth:`file_bytes`) in the folder ``dir`` (default: the system's
+    temporary folder), so memory does not grow with the recording's length. ``beta``: the IRM's exponent (1 for
+    binary masks). Use as a context manager, or ``close()``.
     """
 
-    def __init__(self, beta: float = 0.5) -> None:
+    def __init__(self, beta: float = 0.5, dir: str | os.PathLike | None = None) -> None:  # noqa: A002 (tempfile's)
         self.beta = beta
         self.speech = self.noise = 0.0
         self.frames = 0
         self.units: int | None = None
-        self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close() or the with block)
+        self._file = tempfile.TemporaryFile(dir=dir)  # noqa: SIM115 (closed by close() or the with block)
+
+    @staticmethod
+    def file_bytes(n_frames: int, n_units: int) -> int:
+        """Bytes of the temporary file once ``n_frames`` frames of ``n_units`` units are added."""
+        return 8 * n_frames * n_units
 
     def add(self, mask: np.ndarray, energies: np.ndarray) -> None:
         e = np.ascontiguousarray(energies, dtype=np.float64)

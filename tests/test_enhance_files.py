@@ -266,7 +266,8 @@ def test_full_disk_is_refused_up_front_and_a_failed_write_keeps_the_old_output(m
     out = tmp_path / "out.wav"
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: usage._replace(free=1000))
-    with pytest.raises(SpeechkernError, match=r"out.wav: needs about 32 kB but .* has 1.0 kB free"):
+    # 32 kB of PCM_16 output and 52 kB of the clean-input guard's T-F energies (8 bytes × 64 units × 101 frames)
+    with pytest.raises(SpeechkernError, match=r"out.wav: needs about 84 kB but .* has 1.0 kB free"):
         enhance_file(model, tmp_path / "x.wav", out)
     monkeypatch.undo()
 
