@@ -211,6 +211,7 @@ def enhance_file(
     if out_path.exists() and not overwrite:
         raise SpeechkernError(f"{out_path}: exists already; choose another output or pass overwrite=True")
     head = audio.info(path)
+    read_as = _stamp(path)
     fmt, subtype = audio.output_format(out_path), audio.output_subtype(out_path, head.format, head.subtype)
     audio.check_holds(out_path, head.samplerate, head.channels, subtype)
     _check_length(path, head, model)
@@ -255,6 +256,7 @@ def enhance_file(
             steps = head.frames * (1 if store is None else 2)  # one bar over both passes
             for start, stop, lo, hi in spans:
                 y = whole if reader is None else audio.read_block(reader, lo, hi)
+                _check_unchanged(path, read_as, len(spans))
                 kept = (start - lo, None if stop == head.frames else stop - lo)
                 signals = _signals(y - offsets, gains)
                 enhanced = np.stack([_enhance_at_rate(model, s, head.samplerate, g, guard, kept, floor)
@@ -273,6 +275,7 @@ def enhance_file(
             for start, stop, _, _ in spans:
                 enhanced = np.frombuffer(store.read((stop - start) * len(gains) * 4), dtype=np.float32)
                 signals = _signals(audio.read_block(reader, start, stop) - offsets, gains)
+                _check_unchanged(path, read_as, len(spans))
                 enhanced = enhanced.reshape(stop - start, len(gains)).T
                 writer.write(_blended(signals, enhanced, weights, head.channels).T)
                 report("enhance/blocks", head.frames + stop, steps, f"blending {path.name}")
@@ -281,6 +284,19 @@ def enhance_file(
         atomic_write(out_path, write, replace=overwrite)
     seconds = time.perf_counter() - started
     return EnhanceResult(path, out_path, head.frames / head.samplerate, seconds, head.samplerate, head.channels, notes)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _check_unchanged(path: Path, stamp: tuple[int, int], n_blocks: int) -> None:
+    """A file of several blocks is read in passes (its level, its blocks, the guard's blend): refuse one that was
+    rewritten in between (same length or not), whose passes would have read different recordings."""
+    if n_blocks > 1 and _stamp(path) != stamp:
+        raise SpeechkernError(f"{path}: changed while it was enhanced (its size or modification time differs from "
+                              "the start); enhance it again once it is complete")  # fmt: skip
 
 
 def _signals(y: np.ndarray, gains: list[float]) -> np.ndarray:

@@ -241,3 +241,24 @@ def test_an_output_name_too_long_for_the_file_system_is_refused_up_front(tmp_pat
     code, _, err = run(["enhance", name, "--model", str(SHIPPED)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "the name is 253 bytes" in err, err
     assert sorted(os.listdir(tmp_path)) == [name]
+
+
+def test_an_input_rewritten_at_the_same_length_while_it_is_enhanced_fails_naming_it(model, tmp_path, monkeypatch):
+    """The file is read in passes (level, blocks, the guard's blend): a copy of another recording of the same
+    length landing in between was blended silently with the first one's enhancement."""
+    src = tmp_path / "long.wav"
+    sf.write(src, speechlike(6.0), 16000)
+    out = tmp_path / "long_enhanced.wav"
+    real = enhance_module._enhance_at_rate
+
+    def rewrite_after_the_first_block(*args, **kwargs):
+        if not getattr(rewrite_after_the_first_block, "done", False):
+            rewrite_after_the_first_block.done = True
+            sf.write(src, speechlike(6.0)[::-1].copy(), 16000)  # same length, other samples
+            os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(enhance_module, "_enhance_at_rate", rewrite_after_the_first_block)
+    with pytest.raises(SpeechkernError, match=r"long.wav: changed while it was enhanced"):
+        enhance_file(model, src, out, chunk_s=1.0)
+    assert not out.exists() and not list(tmp_path.glob(".*.part"))
