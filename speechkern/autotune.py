@@ -228,7 +228,8 @@ def autotune_jobs(
     evaluate(requests) yields ``(request, validation loss, seconds)`` as each finishes (``(…, best λ)`` for the
     exact solver, which searches λ at every (γ, σ)); every result is
     appended to the log at once, so an interruption loses only the evaluations still running. Evaluations found
-    in the log (an earlier run) are reused, never repeated.
+    in the log (an earlier run) are reused, never repeated. ``evaluate`` may yield more than it was asked for
+    (points of other jobs computed by the same work): each is kept for the search it belongs to.
     """
     if not gammas:
         raise ValueError("Γ is empty")
@@ -243,16 +244,22 @@ def autotune_jobs(
                         and same_grid:  # fmt: skip
                     memo[row.grid_index] = row.val_loss
             searches.append(_Search(job, gamma, grid, memo, search_steps(grid.low, grid.high, memo)))
+    by_key = {(s.job, s.gamma): s for s in searches}
     active = [s for s in searches if s.advance()]
     while active:
         requests = [Request(s.job, s.gamma, s.grid.sigma(k), k) for s in active for k in s.needed]
-        by_key = {(s.job, s.gamma): s for s in active}
         for request, loss, seconds, *ridge in evaluate(requests):
-            job = request.job
+            # evaluate may also answer points nobody asked for (of other jobs scored by the same solves): each
+            # is kept once, for a search on that grid
+            job, search = request.job, by_key.get((request.job, request.gamma))
+            if search is None or request.grid_index in search.memo:
+                continue
+            if not math.isclose(search.grid.sigma(request.grid_index), request.sigma):
+                continue
             log.append(Evaluation(job.subband, request.gamma, request.sigma, request.grid_index, float(loss),
                                   float(seconds), job.n_subbands, job.condition, job.solver,
                                   float(ridge[0]) if ridge else None))  # fmt: skip
-            by_key[(job, request.gamma)].memo[request.grid_index] = float(loss)
+            search.memo[request.grid_index] = float(loss)
         active = [s for s in active if s.advance()]
     choices = {}
     for job in jobs:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 from speechkern.autotune import EvaluationLog, SigmaGrid, autotune, median_distance_power, search
@@ -155,3 +158,46 @@ def test_parallel_rounds_visit_the_same_points_as_one_search_at_a_time(tmp_path)
         assert (together[job].gamma, together[job].sigma) == (alone.gamma, alone.sigma)
         logged = {(e.gamma, e.sigma) for e in together[job].evaluations}
         assert logged == set(seen)
+
+
+def test_one_exact_solve_scores_every_subband_as_each_alone():
+    """validate_kernel with column groups (the subbands of one model) gives each group what a solve of that
+    group's columns alone gives: loss, and λ."""
+    from speechkern.pipeline import validate_kernel
+
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(300, 5)).astype(np.float32), rng.normal(size=(80, 5)).astype(np.float32)
+    W = rng.normal(size=(5, 6))
+    Y, Yv = np.tanh(X @ W).astype(np.float32), np.tanh(Xv @ W).astype(np.float32)
+    params = {"ridges": [1e-4, 1e-2, 1.0], "device": "cpu"}
+    groups = [(0, 2), (2, 3), (3, 6)]
+    together = validate_kernel(X, Y, Xv, Yv, 1.0, 3.0, params, groups=groups)
+    for (lo, hi), (loss, _, ridge) in zip(groups, together, strict=True):
+        alone, _, alone_ridge = validate_kernel(X, Y[:, lo:hi], Xv, Yv[:, lo:hi], 1.0, 3.0, params)
+        assert loss == pytest.approx(alone, rel=1e-5) and ridge == alone_ridge
+
+
+def test_the_subbands_of_an_exact_model_share_their_autotune_solves(tmp_path, monkeypatch):
+    """The tiny demo's 2-subband kernel (exact solver): one solve per distinct (γ, σ) scores both subbands, so
+    there are fewer solves than logged evaluations, and every point logged for one subband is logged for the
+    other (each search may use the other's points)."""
+    from conftest import RECIPES, TINY
+
+    from speechkern import pipeline
+    from speechkern.pipeline import train
+    from speechkern.recipe import load_recipe
+
+    calls = []
+    real = pipeline.validate_kernel
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("groups"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "validate_kernel", counted)
+    recipe = load_recipe(RECIPES / "demo", TINY)
+    train(recipe, tmp_path / "run", cache_dir=tmp_path / "cache", models=["kernel"])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "autotune.jsonl").read_text().splitlines()]
+    points = [{(r["gamma"], r["grid_index"]) for r in rows if r["subband"] == b} for b in (0, 1)]
+    assert all(groups == [(0, 32), (32, 64)] for groups in calls)
+    assert len(calls) == len(points[0] | points[1]) < len(rows) == 2 * len(calls)
