@@ -406,7 +406,7 @@ def _autotune_units(recipe: Recipe, units: list[_KernelUnit], run_dir: Path, exe
 
     kc = recipe.kernel
     jobs, samples, together = [], {}, {}
-    for unit in units:
+    for u, unit in enumerate(units):
         exact = unit.solver == "local"
         shared = None
         for b in unit.pending():
@@ -419,9 +419,9 @@ def _autotune_units(recipe: Recipe, units: list[_KernelUnit], run_dir: Path, exe
                 if shared is None:
                     arrays = (unit.data.X[rows], unit.data.Y[rows], unit.data.X_val[vrows], unit.data.Y_val[vrows])
                     shared = (arrays[0], tuple(executor.share(a) for a in arrays))
-                    together[id(unit)] = []
-                together[id(unit)].append(job)
-                samples[job] = (shared[0], shared[1], (lo, hi), id(unit))
+                    together[u] = []
+                together[u].append(job)
+                samples[job] = (shared[0], shared[1], (lo, hi), u)
             else:
                 arrays = (unit.data.X[rows], unit.data.Y[rows, lo:hi], unit.data.X_val[vrows],
                           unit.data.Y_val[vrows, lo:hi])  # fmt: skip
