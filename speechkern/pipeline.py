@@ -407,15 +407,15 @@ def _autotune_units(recipe: Recipe, units: list[_KernelUnit], run_dir: Path, exe
     kc = recipe.kernel
     jobs, samples, together = [], {}, {}
     for u, unit in enumerate(units):
-        exact = unit.solver == "local"
+        solved_exactly = unit.solver == "local"
         shared = None
         for b in unit.pending():
             lo, hi = unit.bands[b]
-            job = TuneJob(b, len(unit.bands), unit.data.condition, "exact" if exact else "eigenpro")
-            seed = recipe.data.seed + (0 if exact else b)  # one subsample for all subbands of an exact unit
+            job = TuneJob(b, len(unit.bands), unit.data.condition, "exact" if solved_exactly else "eigenpro")
+            seed = recipe.data.seed + (0 if solved_exactly else b)  # one subsample for all subbands of an exact unit
             rows = dataset.sample_rows(len(unit.data.X), kc.autotune_train_frames, seed + 10)
             vrows = dataset.sample_rows(len(unit.data.X_val), kc.autotune_val_frames, seed + 20)
-            if exact:
+            if solved_exactly:
                 if shared is None:
                     arrays = (unit.data.X[rows], unit.data.Y[rows], unit.data.X_val[vrows], unit.data.Y_val[vrows])
                     shared = (arrays[0], tuple(executor.share(a) for a in arrays))
