@@ -98,6 +98,8 @@ def units_of(args) -> list[dict]:
         raise SystemExit(f"--noises: unknown {', '.join(unknown)}; expected some of {', '.join(NOISES)}")
     snrs = [float(s) for s in args.snrs.split(",") if s.strip()]
     stand_in = stand_in_noises()
+    # the recipe's text is part of each row's key: rows measured with another recipe are not reused
+    recipe = "recipe-" + hashlib.sha1((RECIPE / "recipe.toml").read_bytes()).hexdigest()[:8]
     units = []
     if "irm" in args.tasks:
         units += [{"task": "irm", "noise": n, "snr": s} for n in NOISES if n in noises for s in snrs]
@@ -119,7 +121,7 @@ def units_of(args) -> list[dict]:
         ]
         if u["task"] == "ibm":
             u["sets"].append("target.kind=ibm")
-        u["key"] = "/".join([u["task"], u["condition"], str(args.frames), str(args.utterances), *args.extra])
+        u["key"] = "/".join([u["task"], u["condition"], str(args.frames), str(args.utterances), *args.extra, recipe])
     return units
 
 

@@ -149,6 +149,7 @@ def kernel_training_set(recipe: Recipe, data: TrainingSet, keep: Path | None = N
         return data
     fitted_with = {"kind": kc.input_transform, "input_dims": kc.input_dims, "shape": kc.shape,
                    "rfm_frames": kc.rfm_frames, "rfm_iterations": kc.rfm_iterations, "rfm_diagonal": kc.rfm_diagonal,
+                   "rfm_agop_frames": kc.rfm_agop_frames,
                    "seed": recipe.data.seed, "frames": len(data.X), "inputs": int(data.X.shape[1]),
                    "val_frames": len(data.X_val)}  # fmt: skip
     transform = None if keep is None else _kept_transform(keep, fitted_with, data.condition)
@@ -157,7 +158,8 @@ def kernel_training_set(recipe: Recipe, data: TrainingSet, keep: Path | None = N
         try:
             transform = fit_transform(kc.input_transform, data.X, data.Y, data.X_val, data.Y_val, dims=kc.input_dims,
                                       shape=kc.shape, rfm_frames=kc.rfm_frames, rfm_iterations=kc.rfm_iterations,
-                                      rfm_diagonal=kc.rfm_diagonal, seed=recipe.data.seed)  # fmt: skip
+                                      rfm_diagonal=kc.rfm_diagonal, rfm_agop_frames=kc.rfm_agop_frames,
+                                      seed=recipe.data.seed)  # fmt: skip
         except SpeechkernError as err:
             raise SpeechkernError(f"condition {data.condition}: {err}") from None
         transform.info["seconds"] = round(time.perf_counter() - started, 3)

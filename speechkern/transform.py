@@ -134,6 +134,7 @@ def fit_transform(
     rfm_frames: int = 20_000,
     rfm_iterations: int = 1,
     rfm_diagonal: bool = False,
+    rfm_agop_frames: int = 10_000,
     seed: int = 0,
 ) -> InputTransform | None:
     """Fit the input transform ``kind`` on training inputs ``X`` (n, d); ``rfm`` and ``pca+rfm`` also need the
@@ -141,7 +142,8 @@ def fit_transform(
 
     dims: output dimensions for ``pca``/``whiten``/``pca+rfm`` and the rank of M for ``rfm`` (0: keep all d);
     shape: γ of the kernel whose metric ``rfm`` learns; ``pca+rfm`` learns it on the principal directions and
-    returns the composed map. Returns None for ``none``. Raises SpeechkernError on a bad kind or dimension count.
+    returns the composed map. rfm_frames, rfm_iterations, rfm_diagonal, rfm_agop_frames: :func:`fit_rfm`'s
+    ``n_frames``, ``iterations``, ``diagonal_only`` and ``agop_frames``. Returns None for ``none``. Raises SpeechkernError on a bad kind or dimension count.
     """
     if kind not in KINDS:
         raise SpeechkernError(f"kernel.input_transform = {kind!r}: expected one of {', '.join(KINDS)}")
@@ -162,7 +164,7 @@ def fit_transform(
         X, X_val = pca.apply(X), None if X_val is None else pca.apply(X_val)
     rank = 0 if rfm_diagonal or pca is not None else dims
     rfm = fit_rfm(X, Y, X_val, Y_val, rank=rank, shape=shape, n_frames=rfm_frames, iterations=rfm_iterations,
-                  diagonal_only=rfm_diagonal, seed=seed)  # fmt: skip
+                  diagonal_only=rfm_diagonal, agop_frames=rfm_agop_frames, seed=seed)  # fmt: skip
     if pca is None:
         return rfm
     return InputTransform(kind, rfm.matrix @ pca.matrix, {"pca": pca.info, "rfm": rfm.info})

@@ -113,6 +113,20 @@ def test_units_limit_noises_and_snrs_and_refuse_unknown_noises():
         paper_tables.units_of(paper_tables.argparse.Namespace(**{**vars(args), "noises": "factory1"}))
 
 
+def test_rows_measured_with_another_recipe_are_not_reused(tmp_path, monkeypatch):
+    """A row's key holds the recipe's digest: after an edit of recipe.toml every condition is measured again."""
+    args = paper_tables.argparse.Namespace(noises="ssn", snrs="0", tasks="irm", ibm="", frames=2000, utterances=10,
+                                           n_val=3, n_test=3, extra=[])  # fmt: skip
+    before = [u["key"] for u in paper_tables.units_of(args)]
+    (tmp_path / "recipe.toml").write_text((paper_tables.RECIPE / "recipe.toml").read_text())
+    monkeypatch.setattr(paper_tables, "RECIPE", tmp_path)
+    assert [u["key"] for u in paper_tables.units_of(args)] == before
+    text = (tmp_path / "recipe.toml").read_text().replace('input_transform = "rfm"', 'input_transform = "pca"')
+    (tmp_path / "recipe.toml").write_text(text)
+    after = [u["key"] for u in paper_tables.units_of(args)]
+    assert after != before and after[0].startswith("irm/ssn_0dB/2000/10/recipe-")
+
+
 @pytest.mark.slow
 def test_benchmark_runs_end_to_end_on_two_tiny_conditions(dev_data, tmp_path):
     argv = [sys.executable, str(ROOT / "benchmarks" / "paper_tables.py"), "--tasks", "irm", "--noises", "ssn",

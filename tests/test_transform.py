@@ -38,6 +38,16 @@ def test_rfm_metric_weights_the_coordinates_that_matter():
         assert set(scores) == ({"identity", "diagonal-1"} if diagonal else {"identity", "diagonal-1", "full-1"})
 
 
+def test_rfm_agop_frames_reaches_the_fit():
+    """``rfm_agop_frames`` sets how many frames' gradients are averaged; fewer still find the metric."""
+    X, Y = _sparse_problem(1600, 0)
+    Xv, Yv = _sparse_problem(500, 1)
+    tr = fit_transform("rfm", X, Y, Xv, Yv, rfm_frames=1200, rfm_agop_frames=300, seed=0)
+    assert tr.info["agop_frames"] == 300 and tr.info["frames"] == 1200
+    weights = np.diag(tr.matrix.T @ tr.matrix)
+    assert weights[:3].min() > 3 * weights[3:].max(), np.round(weights, 3)
+
+
 def test_rfm_low_rank_keeps_the_relevant_subspace():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((1500, 12)).astype(np.float32)
