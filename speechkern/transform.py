@@ -143,7 +143,8 @@ def fit_transform(
     dims: output dimensions for ``pca``/``whiten``/``pca+rfm`` and the rank of M for ``rfm`` (0: keep all d);
     shape: γ of the kernel whose metric ``rfm`` learns; ``pca+rfm`` learns it on the principal directions and
     returns the composed map. rfm_frames, rfm_iterations, rfm_diagonal, rfm_agop_frames: :func:`fit_rfm`'s
-    ``n_frames``, ``iterations``, ``diagonal_only`` and ``agop_frames``. Returns None for ``none``. Raises SpeechkernError on a bad kind or dimension count.
+    ``n_frames``, ``iterations``, ``diagonal_only`` and ``agop_frames``. Returns None for ``none``. Raises
+    SpeechkernError on a bad kind or dimension count.
     """
     if kind not in KINDS:
         raise SpeechkernError(f"kernel.input_transform = {kind!r}: expected one of {', '.join(KINDS)}")
