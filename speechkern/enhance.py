@@ -130,7 +130,8 @@ def _margin_s(model: MaskModel, margin_s: float) -> float:
 
 def _chunk_s(chunk_s: float) -> float:
     """The block length in seconds, refused unless a positive finite number (0 or less meant one hop per block)."""
-    return _seconds("chunk_s", chunk_s, _is_real(chunk_s) and chunk_s > 0, "a positive number of seconds, such as 30")
+    ok = _is_real(chunk_s) and chunk_s > 0
+    return _seconds("chunk_s", chunk_s, ok, "a finite number of seconds above 0, such as 30")
 
 
 def _is_number(value) -> bool:

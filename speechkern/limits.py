@@ -65,7 +65,7 @@ def check_model_memory(
     and whether a shorter ``chunk_s`` would fit; and for a ``chunk_s`` that is not a positive number.
     """
     if not (math.isfinite(chunk_s) and chunk_s > 0):
-        raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a positive number of seconds, such as 30")
+        raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a finite number of seconds above 0, such as 30")
     chunk_s = min(chunk_s, longest_s)
     budget = memory_budget() if budget is None else budget
     sizes = block_bytes(model, chunk_s, margin_s)

@@ -76,11 +76,11 @@ def test_an_odd_chunk_is_refused_in_one_line_by_the_library(shipped, tmp_path, v
     one hop (a 2 s block per 10 ms kept); a string reached number formatting in both functions."""
     y = (0.05 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
     sf.write(tmp_path / "x.wav", y, 16000)
-    want = rf"chunk_s={value!s}: expected a positive number of seconds, such as 30"
+    want = rf"chunk_s={value!s}: expected a finite number of seconds above 0, such as 30"
     if isinstance(value, float):
-        want = rf"chunk_s={value:g}: expected a positive number of seconds, such as 30"
+        want = rf"chunk_s={value:g}: expected a finite number of seconds above 0, such as 30"
     elif value is not None:
-        want = r"chunk_s='30': expected a positive number of seconds, such as 30"
+        want = r"chunk_s='30': expected a finite number of seconds above 0, such as 30"
     with pytest.raises(SpeechkernError, match=want):
         enhance_signal(shipped, y, chunk_s=value)
     with pytest.raises(SpeechkernError, match=want):

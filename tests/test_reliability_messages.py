@@ -82,7 +82,7 @@ def test_a_library_note_reaches_the_terminal_as_a_flag(tmp_path, capsys, monkeyp
     assert code == 0 and "pass --per-channel to enhance each channel" in err and "per_channel=True" not in err
     code, _, err = run(["enhance", "stereo.wav", "--model", str(SHIPPED), "--chunk-seconds", "inf"], capsys)
     last = err.strip().splitlines()[-1]
-    assert code == 2 and last == "error: --chunk-seconds inf: expected a positive number of seconds, such as 30"
+    assert code == 2 and last == "error: --chunk-seconds inf: expected a finite number of seconds above 0, such as 30"
 
 
 @pytest.mark.parametrize(
