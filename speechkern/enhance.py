@@ -12,7 +12,6 @@ import contextlib
 import glob
 import logging
 import math
-import numbers
 import os
 import tempfile
 import time
@@ -78,7 +77,7 @@ def enhance_signal(
     ``chunk_s`` that is not a positive finite number, a ``margin_s`` that is not a finite one ≥ 0, or an odd
     ``atten_lim_db``."""
     floor = mask_floor(atten_lim_db)
-    chunk_s = _chunk_s(chunk_s)
+    chunk_s = limits.chunk_seconds(chunk_s)
     hop = model.feature_config.hop_length
     chunk = max(hop, int(chunk_s * model.feature_config.sr) // hop * hop)
     margin_s = _margin_s(model, margin_s)
@@ -103,7 +102,7 @@ def mask_floor(atten_lim_db: float | None) -> float:
     NaN or a negative limit."""
     if atten_lim_db is None:
         return 0.0
-    if not (_is_number(atten_lim_db) and atten_lim_db >= 0):  # NaN fails too
+    if not (limits.is_number(atten_lim_db) and atten_lim_db >= 0):  # NaN fails too
         raise SpeechkernError(f"atten_lim_db={atten_lim_db!r}: expected the most the mask may attenuate, in dB ≥ 0, "
                               "such as 20 (0: no attenuation)")  # fmt: skip
     return 10.0 ** (-float(atten_lim_db) / 20.0)  # 0.0 for +inf
@@ -123,32 +122,9 @@ def _weight(guard: postfilter.GuardEstimate | None, model: MaskModel) -> float:
 
 def _margin_s(model: MaskModel, margin_s: float) -> float:
     """The block margin in seconds: ``margin_s``, at least the features' reach (NaN was taken as the margin)."""
-    margin_s = _seconds("margin_s", margin_s, _is_real(margin_s) and margin_s >= 0,
+    margin_s = limits.seconds("margin_s", margin_s, limits.is_real(margin_s) and margin_s >= 0,
                         "seconds of context on each side of a block, such as 1")  # fmt: skip
     return max(margin_s, features.reach_s(model.feature_config))
-
-
-def _chunk_s(chunk_s: float) -> float:
-    """The block length in seconds, refused unless a positive finite number (0 or less meant one hop per block)."""
-    ok = _is_real(chunk_s) and chunk_s > 0
-    return _seconds("chunk_s", chunk_s, ok, "a finite number of seconds above 0, such as 30")
-
-
-def _is_number(value) -> bool:
-    """A real number (NumPy's too), not a bool nor a string."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return _is_number(value) and math.isfinite(value)
-
-
-def _seconds(name: str, value, ok: bool, expected: str) -> float:
-    """``value`` as a float when ``ok``, else SpeechkernError naming ``name``, the value and what was ``expected``."""
-    if not ok:
-        shown = f"{value:g}" if _is_number(value) else repr(value)
-        raise SpeechkernError(f"{name}={shown}: expected {expected}")
-    return float(value)
 
 
 def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
@@ -205,7 +181,7 @@ def enhance_file(
     """
     path, out_path = Path(path), Path(out_path)
     floor = mask_floor(atten_lim_db)
-    chunk_s = _chunk_s(chunk_s)
+    chunk_s = limits.chunk_seconds(chunk_s)
     margin_s = _margin_s(model, margin_s)
     if out_path.resolve() == path.resolve():
         raise SpeechkernError(f"{out_path}: is the input itself; choose another output name")

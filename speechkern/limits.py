@@ -7,6 +7,7 @@ context of 20 000 frames makes every 5 s block 20 GiB); :func:`check_model_memor
 from __future__ import annotations
 
 import math
+import numbers
 import os
 
 from speechkern.errors import SpeechkernError
@@ -23,6 +24,33 @@ def memory_budget() -> int:
     except (ValueError, OSError, AttributeError):
         total = 16 * 10**9
     return int(total * BUDGET_SHARE)
+
+
+def is_number(value) -> bool:
+    """A real number (NumPy's too), not a bool nor a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """A finite real number."""
+    return is_number(value) and math.isfinite(value)
+
+
+def seconds(name: str, value, ok: bool, expected: str) -> float:
+    """``value`` as a float when ``ok``, else SpeechkernError naming ``name``, the value and what was ``expected``."""
+    if not ok:
+        shown = f"{value:g}" if is_number(value) else repr(value)
+        raise SpeechkernError(f"{name}={shown}: expected {expected}")
+    return float(value)
+
+
+def chunk_seconds(chunk_s) -> float:
+    """The block length in seconds, refused unless a positive finite number (0 or less meant one hop per block).
+
+    Raises SpeechkernError naming the value for anything else: 0, negatives, NaN, infinities, bools, strings.
+    """
+    ok = is_real(chunk_s) and chunk_s > 0
+    return seconds("chunk_s", chunk_s, ok, "a finite number of seconds above 0, such as 30")
 
 
 def block_bytes(model, chunk_s: float, margin_s: float) -> dict[str, int]:
@@ -62,11 +90,10 @@ def check_model_memory(
     the block and overlap of :func:`speechkern.enhance.enhance_file`, in seconds; longest_s: the longest input in
     seconds (a block is never longer than its file).
     Raises SpeechkernError naming the folder, the configuration value that sets the size, the size and the budget,
-    and whether a shorter ``chunk_s`` would fit; and for a ``chunk_s`` that is not a positive number.
+    and whether a shorter ``chunk_s`` would fit; and, from :func:`chunk_seconds`, for a ``chunk_s`` that is not a
+    positive finite number.
     """
-    if not (math.isfinite(chunk_s) and chunk_s > 0):
-        raise SpeechkernError(f"chunk_s={chunk_s:g}: expected a finite number of seconds above 0, such as 30")
-    chunk_s = min(chunk_s, longest_s)
+    chunk_s = min(chunk_seconds(chunk_s), longest_s)
     budget = memory_budget() if budget is None else budget
     sizes = block_bytes(model, chunk_s, margin_s)
     total = sum(sizes.values())

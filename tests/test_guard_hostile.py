@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from conftest import RECIPES, TINY
 
-from speechkern import outputs, postfilter
+from speechkern import limits, outputs, postfilter
 from speechkern.enhance import enhance_file, enhance_signal
 from speechkern.errors import SpeechkernError
 
@@ -73,7 +73,8 @@ def test_the_attenuation_limit_holds_in_every_band(models, kind, tmp_path):
 @pytest.mark.parametrize("value", [math.nan, math.inf, 0.0, -1.0, "30", None])
 def test_an_odd_chunk_is_refused_in_one_line_by_the_library(shipped, tmp_path, value):
     """enhance_signal let NaN/inf through to int() (ValueError, OverflowError) and took 0 or a negative chunk as
-    one hop (a 2 s block per 10 ms kept); a string reached number formatting in both functions."""
+    one hop (a 2 s block per 10 ms kept); a string reached number formatting in both functions, and
+    check_model_memory (the CLI's first check) had its own copy of the rule that raised TypeError on one."""
     y = (0.05 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
     sf.write(tmp_path / "x.wav", y, 16000)
     want = rf"chunk_s={value!s}: expected a finite number of seconds above 0, such as 30"
@@ -85,6 +86,8 @@ def test_an_odd_chunk_is_refused_in_one_line_by_the_library(shipped, tmp_path, v
         enhance_signal(shipped, y, chunk_s=value)
     with pytest.raises(SpeechkernError, match=want):
         enhance_file(shipped, tmp_path / "x.wav", tmp_path / "o.wav", chunk_s=value)
+    with pytest.raises(SpeechkernError, match=want):
+        limits.check_model_memory(shipped, "the model", value)
     with pytest.raises(SpeechkernError, match=r"margin_s='1': expected seconds of context"):
         enhance_signal(shipped, y, margin_s="1")
     assert not (tmp_path / "o.wav").exists()
