@@ -108,7 +108,7 @@ def _generated_noise(kind: str, recipe, train: Sequence[Utterance], run_dir: Pat
         groups = list(by_talker.values())
         if len(groups) < 4:  # too few talkers for two disjoint halves: utterances as voices (still disjoint)
             groups = [[s] for _, s in speech]
-        y = mixtures.babble(groups, n_samples, data.seed, data.babble_talkers)
+        y = mixtures.babble(groups, n_samples, data.seed, data.babble_talkers, data.val_noise_share)
     audio.save(path, y, data.sr, overwrite=True, subtype="FLOAT")
     return path
 
@@ -166,6 +166,7 @@ def build_manifests(recipe, run_dir: Path) -> dict[str, list[Mixture]]:
                         seed=seed,
                         sr=data.sr,
                         talker=utt.talker,
+                        val_share=data.val_noise_share,
                     )  # fmt: skip
                 )
             report("manifests", i + 1, len(utterances[split]), f"mixing {split}")

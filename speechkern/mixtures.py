@@ -2,8 +2,10 @@
 
 SPEC §2: the noise is scaled so that 10·log10(Σs²/Σn²) over the whole utterance equals the target SNR;
 training and validation mixtures draw noise segments from the first half of each noise recording, test
-mixtures from the second half. Speech-shaped noise is white noise shaped by the long-term average spectrum of
-training speech; babble is a sum of several level-normalised talkers, different ones in each half.
+mixtures from the second half. With a validation share (``data.val_noise_share``) the validation mixtures draw
+from the last part of the first half instead, which training never hears. Speech-shaped noise is white noise
+shaped by the long-term average spectrum of training speech; babble is a sum of several level-normalised talkers,
+different ones in each part.
 """
 
 from __future__ import annotations
@@ -65,6 +67,28 @@ def half_for_split(split: str) -> str:
     return "second" if split == "test" else "first"
 
 
+def split_range(noise_length: int, split: str, val_share: float = 0.0) -> tuple[int, int]:
+    """Sample range ``[start, stop)`` the mixtures of ``split`` draw noise from.
+
+    The test split takes the second half. With ``val_share`` = 0 training and validation share the first half
+    (SPEC §2); with 0 < ``val_share`` < 1 validation takes the last ``val_share`` of the first half and training
+    the rest, so that validation, like test, hears noise that training never did.
+    """
+    start, stop = segment_range(noise_length, half_for_split(split))
+    if split == "test" or val_share <= 0:
+        return start, stop
+    cut = round(stop * (1.0 - val_share))
+    return (cut, stop) if split == "val" else (0, cut)
+
+
+def parts(n_samples: int, val_share: float = 0.0) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` ranges of a noise that no two splits share: the two halves, or with ``val_share``
+    the training part, the validation part and the test half (:func:`split_range`)."""
+    if val_share <= 0:
+        return [segment_range(n_samples, "first"), segment_range(n_samples, "second")]
+    return [split_range(n_samples, split, val_share) for split in SPLITS]
+
+
 def cut_noise(noise: np.ndarray, offset: int, n_samples: int, start: int, stop: int) -> np.ndarray:
     """``n_samples`` of noise beginning at ``offset`` inside ``[start, stop)``, wrapping within that range.
 
@@ -110,36 +134,43 @@ def speech_shaped_noise(spectrum: np.ndarray, n_samples: int, seed: int) -> np.n
     return (0.05 * y / np.sqrt(np.mean(y**2))).astype(np.float32)
 
 
-def babble(talkers: Sequence[Sequence[np.ndarray]], n_samples: int, seed: int, n_talkers: int = 6) -> np.ndarray:
-    """Babble whose training and test halves share no talker: each half is the sum of its own talkers.
+def babble(
+    talkers: Sequence[Sequence[np.ndarray]], n_samples: int, seed: int, n_talkers: int = 6, val_share: float = 0.0
+) -> np.ndarray:
+    """Babble whose parts share no talker: each part (:func:`parts`) is the sum of its own talkers.
 
     talkers: for each available talker, a list of their utterances (float32 waveforms).
     The first half (``[0, n_samples // 2)``, where training and validation mixtures draw noise; see
     :func:`segment_range`) sums ``k`` talkers, the second half (test mixtures) ``k`` other talkers, with
-    k = min(n_talkers, available // 2). Each talker's utterances are concatenated in random order into a stream that
-    is level-normalised over its half; a stream shorter than its half repeats inside that half only, so no speech
-    is heard on both sides of the split (SPEC §2). Each half has RMS 0.05.
-    Returns float32 babble of ``n_samples`` samples. Raises SpeechkernError with fewer than 4 talkers with speech.
+    k = min(n_talkers, available // 2); with ``val_share`` > 0 the validation part of the first half
+    (:func:`split_range`) has ``k`` talkers of its own too, k = min(n_talkers, available // 3). Each talker's
+    utterances are concatenated in random order into a stream that is level-normalised over its part; a stream
+    shorter than its part repeats inside that part only, so no speech is heard on both sides of a split (SPEC §2).
+    Each part has RMS 0.05.
+    Returns float32 babble of ``n_samples`` samples. Raises SpeechkernError with fewer than 2 talkers with speech
+    per part.
     """
     usable = [utts for utts in talkers if sum(len(u) for u in utts) > 0]
-    if len(usable) < 4:
+    ranges = parts(n_samples, val_share)
+    if len(usable) < 2 * len(ranges):
         raise SpeechkernError(
-            f"babble needs at least 4 talkers with speech (2 for the training half of the noise and 2 others for "
-            f"the test half); {len(usable)} given: use more training talkers or another noise"
+            f"babble needs at least {2 * len(ranges)} talkers with speech (2 for each of its {len(ranges)} parts: "
+            f"{', '.join(SPLITS if len(ranges) == 3 else ('train and val', 'test'))}); {len(usable)} given: use "
+            "more training talkers or another noise"
         )
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(usable))
-    k = min(n_talkers, len(usable) // 2)
-    _, middle = segment_range(n_samples, "first")
+    k = min(n_talkers, len(usable) // len(ranges))
     out = np.zeros(n_samples, dtype=np.float64)
-    for (start, stop), chosen in (((0, middle), order[:k]), ((middle, n_samples), order[k : 2 * k])):
+    for j, (start, stop) in enumerate(ranges):
+        chosen = order[j * k : (j + 1) * k]
         length = stop - start
         if length == 0:
             continue
         part = np.zeros(length)
         for t in chosen:
             stream = np.concatenate([usable[t][i] for i in rng.permutation(len(usable[t]))]).astype(np.float64)
-            if len(stream) < length:  # repeat inside this half only
+            if len(stream) < length:  # repeat inside this part only
                 stream = np.tile(stream, int(np.ceil(length / len(stream))) + 1)
             offset = int(rng.integers(0, len(stream) - length + 1))
             piece = stream[offset : offset + length]
@@ -232,11 +263,14 @@ def draw_mixture(
     seed: int,
     sr: int,
     talker: str = "",
+    val_share: float = 0.0,
 ) -> Mixture:
-    """Pick a noise segment for ``split`` (first or second half) and the gain for ``snr_db``; record it."""
-    start, stop = segment_range(len(noise), half_for_split(split))
+    """Pick a noise segment for ``split`` (:func:`split_range` of ``val_share``) and the gain for ``snr_db``; record
+    it."""
+    start, stop = split_range(len(noise), split, val_share)
     if stop - start < sr // 10:
-        raise SpeechkernError(f"{noise_path}: too short to split into halves ({len(noise)} samples); use longer noise")
+        raise SpeechkernError(f"{noise_path}: too short to split into halves ({len(noise)} samples, {split} part "
+                              f"{stop - start}); use longer noise or a smaller data.val_noise_share")  # fmt: skip
     rng = np.random.default_rng(seed)
     offset = int(rng.integers(start, stop))
     segment = cut_noise(noise, offset, len(clean), start, stop)

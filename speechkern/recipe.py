@@ -102,6 +102,13 @@ class DataConfig(_Section):
         1, ge=1, description="with pairing 'one': distinct conditions drawn for each train/val utterance"
     )
     babble_talkers: int = Field(6, ge=2)
+    val_noise_share: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="share of each noise's first half kept for validation mixtures, which training then never "
+        "hears (0: validation draws from the training part, SPEC §2)",
+    )
     generated_noise_s: float = Field(120.0, gt=1, description="length of generated noise recordings (s)")
 
 

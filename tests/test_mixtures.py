@@ -31,18 +31,30 @@ def test_silent_inputs_are_refused():
         mixtures.mix_at_snr(np.ones(100, np.float32), np.zeros(100, np.float32), 0.0)
 
 
-def test_train_and_test_noise_come_from_different_halves(tmp_path):
+@pytest.mark.parametrize(
+    "val_share, ranges",
+    [
+        (0.0, {"train": (0, 32000), "val": (0, 32000), "test": (32000, 64000)}),
+        (0.25, {"train": (0, 24000), "val": (24000, 32000), "test": (32000, 64000)}),  # validation never trained on
+    ],
+)
+def test_train_and_test_noise_come_from_different_halves(tmp_path, val_share, ranges):
     sr = 16000
     noise = np.arange(sr * 4, dtype=np.float32)  # each sample's value is its index
-    clean = np.random.default_rng(2).standard_normal(sr * 3).astype(np.float32)  # longer than a half: wraps
-    for split, (lo, hi) in (("train", (0, 2 * sr)), ("val", (0, 2 * sr)), ("test", (2 * sr, 4 * sr))):
+    clean = np.random.default_rng(2).standard_normal(sr * 3).astype(np.float32)  # longer than a part: wraps
+    for split, (lo, hi) in ranges.items():
+        assert mixtures.split_range(len(noise), split, val_share) == (lo, hi)
         for seed in range(20):
             m = mixtures.draw_mixture(mixture_id="x", split=split, clean_path="c.wav", clean=clean, noise_path="n.wav",
-                                      noise_name="n", noise=noise, snr_db=0.0, seed=seed, sr=sr)  # fmt: skip
+                                      noise_name="n", noise=noise, snr_db=0.0, seed=seed, sr=sr,
+                                      val_share=val_share)  # fmt: skip
             assert (m.noise_start, m.noise_stop) == (lo, hi)
             _, _, scaled = m.build_from(clean, noise)
             used = np.round(scaled.astype(np.float64) / m.gain).astype(int)
-            assert lo <= used.min() and used.max() < hi, "a noise sample from the other half was used"
+            assert lo <= used.min() and used.max() < hi, "a noise sample from another split's part was used"
+    with pytest.raises(SpeechkernError, match=r"n.wav: too short .*val part 800\); use longer noise or a smaller"):
+        mixtures.draw_mixture(mixture_id="x", split="val", clean_path="c.wav", clean=clean, noise_path="n.wav",
+                              noise_name="n", noise=noise[:3200], snr_db=0.0, seed=0, sr=sr, val_share=0.5)  # fmt: skip
 
 
 def test_manifest_rebuilds_the_same_mixture(tmp_path):
@@ -102,6 +114,11 @@ def test_babble_sums_several_talkers():
     assert np.sqrt(np.mean(b**2)) == pytest.approx(0.05, rel=1e-3)
     with pytest.raises(SpeechkernError, match="at least 4 talkers"):
         mixtures.babble(talkers[:3], 16000, seed=0)
+    with pytest.raises(SpeechkernError, match=r"at least 6 talkers .* parts: train, val, test\); 5 given"):
+        mixtures.babble(talkers[:5], 16000, seed=0, val_share=0.2)
+    three = mixtures.babble(talkers, 16000, seed=0, n_talkers=6, val_share=0.2)
+    for start, stop in mixtures.parts(16000, 0.2):  # each part level-normalised on its own
+        assert np.sqrt(np.mean(three[start:stop] ** 2)) == pytest.approx(0.05, rel=1e-3)
 
 
 def _talker(rng: np.random.Generator, n_utterances: int = 3, seconds: float = 1.5) -> list[np.ndarray]:
@@ -152,3 +169,23 @@ def test_babble_test_half_shares_no_talker_with_the_training_half():
         stream = np.concatenate(utts).astype(np.float64)
         looped += np.resize(stream, n) / np.sqrt(np.mean(stream**2))
     assert max(_max_correlation(looped[start + i : start + i + 3 * sr], looped[:start]) for i in (0, 3 * sr)) > 0.5
+
+
+def test_babble_validation_part_shares_no_talker_with_training_or_test():
+    """With data.val_noise_share the validation part of babble is of its own talkers, as the test half is."""
+    rng = np.random.default_rng(12)
+    talkers = [_talker(rng) for _ in range(12)]
+    sr, n = 16000, 16000 * 24
+    b = mixtures.babble(talkers, n, seed=5, n_talkers=4, val_share=0.5)
+    (t0, t1), (v0, v1), (s0, s1) = mixtures.parts(n, 0.5)
+    assert (t0, t1, v0, v1, s0, s1) == (0, 6 * sr, 6 * sr, 12 * sr, 12 * sr, 24 * sr)
+    val = b[v0:v1]
+    segments = [val[i : i + 2 * sr] for i in range(0, len(val) - 2 * sr + 1, 2 * sr)]
+    others = [_talker(np.random.default_rng(200 + i)) for i in range(12)]
+    chance = max(_max_correlation(s, mixtures.babble(others, n, seed=6, n_talkers=4)[: n // 2]) for s in segments)
+    for lo, hi in ((t0, t1), (s0, s1)):
+        assert max(_max_correlation(s, b[lo:hi]) for s in segments) < 1.5 * chance
+    # The check has power: without the share, the same talkers' streams (4.5 s, repeating) fill the whole first
+    # half, and the same range is caught repeating the training range.
+    shared = mixtures.babble(talkers, n, seed=5, n_talkers=4)
+    assert max(_max_correlation(shared[v0 + i : v0 + i + 2 * sr], shared[t0:t1]) for i in (0, 2 * sr)) > 0.5
