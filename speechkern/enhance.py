@@ -85,7 +85,7 @@ def enhance_signal(
     y = y - np.mean(y, dtype=np.float64).astype(np.float32)
     gain = features.level_gain(y, model.feature_config.level_dbfs)
     out = np.empty(len(y), dtype=np.float32)
-    with _guard(model, clean_guard) as guard:
+    with _guard(model, clean_guard, "memory") as guard:  # the recording is in memory: no file for its energies
         for start, stop, lo, hi in blocks(len(y), chunk, margin):
             kept = (start - lo, None if stop == len(y) else stop - lo)
             enhanced = _enhance_at_rate(model, y[lo:hi], model.feature_config.sr, gain, guard, kept, floor)
@@ -108,9 +108,9 @@ def mask_floor(atten_lim_db: float | None) -> float:
     return 10.0 ** (-float(atten_lim_db) / 20.0)  # 0.0 for +inf
 
 
-def _guard(model: MaskModel, clean_guard: bool, folder: Path | None = None):
-    """A recording's guard estimate (a context manager) keeping its file in ``folder``, or a null context without
-    the guard."""
+def _guard(model: MaskModel, clean_guard: bool, folder: Path | str | None = None):
+    """A recording's guard estimate (a context manager) keeping its file in ``folder`` ("memory": no file), or a
+    null context without the guard."""
     if not clean_guard:
         return contextlib.nullcontext()
     return postfilter.GuardEstimate(postfilter.guard_beta(model.target_config), dir=folder)

@@ -117,8 +117,9 @@ class GuardEstimate:
     ``add(mask, energies)`` takes the (n_frames, n_units) mask and T-F energies of consecutive, non-overlapping
     frames. The mask's estimate is a ratio of sums; the floor's percentile needs every frame's energies, which are
     kept in an anonymous temporary file (float64, :meth:`file_bytes`) in the folder ``dir`` (default: the system's
-    temporary folder), so memory does not grow with the recording's length. ``beta``: the IRM's exponent (1 for
-    binary masks). Use as a context manager, or ``close()``.
+    temporary folder), so memory does not grow with the recording's length; ``dir="memory"`` keeps them in memory
+    instead (for a recording that is in memory already: its energies take about as much again). ``beta``: the
+    IRM's exponent (1 for binary masks). Use as a context manager, or ``close()``.
     """
 
     def __init__(self, beta: float = 0.5, dir: str | os.PathLike | None = None) -> None:  # noqa: A002 (tempfile's)
@@ -126,7 +127,8 @@ class GuardEstimate:
         self.speech = self.noise = 0.0
         self.frames = 0
         self.units: int | None = None
-        self._file = tempfile.TemporaryFile(dir=dir)  # noqa: SIM115 (closed by close() or the with block)
+        self._blocks: list[np.ndarray] | None = [] if dir == "memory" else None
+        self._file = None if dir == "memory" else tempfile.TemporaryFile(dir=dir)  # noqa: SIM115 (see close())
 
     @staticmethod
     def file_bytes(n_frames: int, n_units: int) -> int:
@@ -140,14 +142,20 @@ class GuardEstimate:
         speech, noise = _mask_shares(mask, e, self.beta)
         self.speech, self.noise = self.speech + speech, self.noise + noise
         self.units, self.frames = e.shape[1], self.frames + e.shape[0]
-        self._file.write(e.tobytes())
+        if self._file is None:
+            self._blocks.append(e)
+        else:
+            self._file.write(e.tobytes())
 
     def snr_estimates(self) -> tuple[float, float]:
         """(mask SNR, floor SNR) in dB over every frame added; (−inf, −inf) before any."""
         if not self.frames:
             return -np.inf, -np.inf
-        self._file.flush()
-        energies = np.memmap(self._file, dtype=np.float64, mode="r", shape=(self.frames, self.units))
+        if self._file is None:
+            energies = np.concatenate(self._blocks)
+        else:
+            self._file.flush()
+            energies = np.memmap(self._file, dtype=np.float64, mode="r", shape=(self.frames, self.units))
         return _ratio_db(self.speech, self.noise), floor_snr_db(energies)
 
     def weight(self, guard: GuardConfig | None = None) -> float:
@@ -156,7 +164,8 @@ class GuardEstimate:
         return guard_weight(*self.snr_estimates(), guard.thresholds, guard.calibration)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> GuardEstimate:
         return self

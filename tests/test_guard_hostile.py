@@ -122,6 +122,24 @@ def test_the_guards_temporary_file_lies_beside_the_output_and_is_counted(shipped
     assert out.exists() and folders == [str(tmp_path), str(out.parent), str(out.parent)], folders
 
 
+def test_enhance_signal_needs_no_temporary_folder(shipped, tmp_path, monkeypatch):
+    """enhance_signal, whose recording is in memory, kept the guard's energies in a file of the system's temporary
+    folder: with none writable (a read-only container) the in-memory call failed with an OSError traceback."""
+    y = (0.05 * np.random.default_rng(2).standard_normal(3 * 16000)).astype(np.float32)
+    want = enhance_signal(shipped, y, chunk_s=1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "absent"))  # where every temporary file now fails
+    with pytest.raises(OSError), tempfile.TemporaryFile():
+        pass
+    np.testing.assert_array_equal(enhance_signal(shipped, y, chunk_s=1), want)
+    with postfilter.GuardEstimate(dir="memory") as memory, postfilter.GuardEstimate(dir=tmp_path) as on_disk:
+        rng = np.random.default_rng(3)
+        for _ in range(3):
+            mask, energies = rng.uniform(size=(50, 8)), rng.uniform(size=(50, 8))
+            memory.add(mask, energies)
+            on_disk.add(mask, energies)
+        assert memory.snr_estimates() == on_disk.snr_estimates() and memory.frames == 150
+
+
 def test_the_benchmark_writes_an_infinite_limit_as_none_and_refuses_odd_ones(dev_data, tmp_path, monkeypatch):
     """--atten-lim-db inf (no limit) was written to the JSON as Infinity, which is no JSON (jq, JavaScript refuse
     it); odd values stop in one line before any work."""
