@@ -1,0 +1,104 @@
+"""Recipes under hostile values: every value that would crash a run deep inside (an overflow in joblib or torch,
+a float32 overflow, a division by zero in the mixing) or be taken silently for something else (true for a
+number, a section written as a value) stops when the recipe loads, in one line naming the key and what to do."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import RECIPES, run_cli
+
+from speechkern.errors import SpeechkernError
+from speechkern.recipe import load_recipe
+
+HUGE = "99999999999999999999999"
+
+
+def _refused(overrides: list[str], *fragments: str) -> str:
+    with pytest.raises(SpeechkernError) as err:
+        load_recipe(RECIPES / "demo", overrides)
+    message = str(err.value)
+    assert "\n" not in message and all(f in message for f in fragments), message
+    return message
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["kernel.subbands=true", "kernel.bandwidth=false", "train.max_train_frames=true", "dnn.hidden=[64, true]",
+     "kernel.gammas=[true]", "data.snrs=[false]", "features.context=true", "kernel.epochs=true"],
+)  # fmt: skip
+def test_true_or_false_for_a_number_is_refused_not_read_as_1_or_0(override):
+    key = override.split("=")[0]
+    _refused([override], f"recipe override {override}", key, "true or false", "number")
+
+
+def test_true_or_false_for_a_number_in_the_file_names_the_file(tmp_path):
+    (tmp_path / "recipe.toml").write_text("[kernel]\nepochs = true\n")
+    with pytest.raises(SpeechkernError, match=r"recipe.toml: recipe key kernel.epochs: true .*number"):
+        load_recipe(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"train.workers={HUGE}", f"dnn.batch_size={HUGE}", f"dnn.hidden=[{HUGE}]", f"data.seed={HUGE}",
+     "kernel.epochs=1e15", f"kernel.centers='{HUGE}'", f"kernel.rfm_agop_frames={2**31}"],
+)  # fmt: skip
+def test_integers_beyond_what_the_engine_takes_are_refused(override):
+    """Each crashed with OverflowError in joblib's semaphore or torch's C++ side, after the run had started."""
+    key = override.split("=")[0]
+    _refused([override], key, str(2**31 - 1))
+
+
+@pytest.mark.parametrize("override", ["kernel.eigenpro_ridge=1e300", "dnn.learning_rate=1e39", "kernel.ridges=[1e300]"])
+def test_floats_beyond_float32_are_refused(override):
+    """eigenpro_ridge=1e300 and learning_rate=1e300 crashed in torch: 'value cannot be converted to type float'."""
+    _refused([override], override.split("=")[0], "3.4e+38")
+
+
+@pytest.mark.parametrize("override", ["data.snrs=[1e300]", "data.snrs=[-1e30]", "data.conditions=['ssn@1e300']"])
+def test_snrs_beyond_200_db_are_refused(override):
+    """1e300 dB overflowed 10**(snr/10); -1e30 dB divided by zero when the noise gain was set."""
+    _refused([override], override.split("=")[0], "200")
+
+
+def test_a_negative_seed_is_refused():
+    """NumPy's SeedSequence crashed on it ('expected non-negative integer') when the demo corpus was drawn."""
+    _refused(["data.seed=-1"], "data.seed", "-1")
+
+
+def test_values_at_the_limits_still_load():
+    recipe = load_recipe(RECIPES / "demo", [f"data.seed={2**31 - 1}", "kernel.bandwidth=1e30", "data.snrs=[-200, 200]",
+                                            "dnn.learning_rate=1e-300", "kernel.autotune=true", "target.lc=-5.0",
+                                            "data.conditions=['ssn@-200']"])  # fmt: skip
+    assert recipe.data.seed == 2**31 - 1 and recipe.data.snrs == [-200.0, 200.0] and recipe.kernel.autotune is True
+
+
+def test_an_utterance_cut_shorter_than_a_tenth_of_a_second_is_refused():
+    """1e-300 s cut every utterance to nothing, and the run stopped with 'the clean speech is silent'."""
+    _refused(["data.max_utterance_s=1e-300"], "data.max_utterance_s", "0.1")
+
+
+def test_an_empty_recipe_file_is_refused(tmp_path):
+    """An empty (or comments-only) recipe.toml trained the 120-utterance default experiment without a word."""
+    (tmp_path / "recipe.toml").write_text("# nothing yet\n\n")
+    with pytest.raises(SpeechkernError, match=r"recipe.toml: holds no settings; .*recipes/demo/recipe.toml"):
+        load_recipe(tmp_path)
+
+
+def test_a_recipe_saved_with_a_byte_order_mark_loads(tmp_path):
+    """Windows editors save UTF-8 with a BOM; it was 'not valid TOML (Invalid statement (at line 1, column 1))'."""
+    (tmp_path / "recipe.toml").write_bytes("\ufeff[kernel]\nsubbands = 2\n".encode())
+    assert load_recipe(tmp_path).kernel.subbands == 2
+
+
+@pytest.mark.parametrize("text", ["kernel = 3\n", "[[kernel]]\nsubbands = 2\n"])
+def test_a_section_written_as_a_value_names_the_section(tmp_path, text):
+    (tmp_path / "recipe.toml").write_text(text)
+    with pytest.raises(SpeechkernError) as err:
+        load_recipe(tmp_path)
+    assert "expected a [kernel] section" in str(err.value) and "KernelConfig" not in str(err.value), str(err.value)
+
+
+def test_the_cli_refuses_a_huge_worker_count_in_one_line_before_any_work(tmp_path, capsys):
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--workers", HUGE, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "train.workers" in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
