@@ -121,8 +121,11 @@ def evaluate(
     """
     from speechkern.device import resolve_device
     from speechkern.evaluate import evaluate as run_evaluation
+    from speechkern.recipe import MAX_INT
     from speechkern.report import results_json, results_markdown, write_report
 
+    if workers > MAX_INT:  # joblib's semaphore overflows past a C int
+        raise SpeechkernError(f"--workers {workers}: expected at most {MAX_INT} processes; 0 is one per core")
     if (run_dir / "report" / "results.json").exists() and not overwrite:
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
     with progress_ui(quiet=quiet or as_json):

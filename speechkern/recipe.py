@@ -23,7 +23,7 @@ from speechkern.features import FeatureConfig, input_dim
 from speechkern.targets import TargetConfig, mask_units
 
 _CONDITION = r"^.+@[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"  # NOISE@SNR with a finite SNR in dB
-MAX_SNR_DB = 200.0  # beyond it 10**(snr/10) overflows or the noise gain divides by zero
+MAX_SNR_DB = 100.0  # beyond it the noise gain (or its inverse) over- or underflows float32 audio
 MAX_INT = 2**31 - 1  # counts and seeds beyond a C int overflow in joblib (workers), torch and NumPy
 MAX_FLOAT = 3.4028234663852886e38  # the largest float32: the models compute in float32
 
