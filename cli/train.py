@@ -47,6 +47,9 @@ def train(
     from speechkern.pipeline import train as run_training
     from speechkern.recipe import load_recipe
 
+    if resume and overwrite:
+        raise SpeechkernError("--resume and --overwrite: choose one; --resume continues the run, --overwrite deletes "
+                              "it (finished models too) and starts again")  # fmt: skip
     overrides = list(set_)
     if workers is not None:
         overrides.append(f"train.workers={workers}")

@@ -122,3 +122,14 @@ def test_mix_and_oracle_refuse_a_negative_seed(tmp_path, capsys, command):
     argv = [command, str(tmp_path / "clean.wav"), str(tmp_path / "noise.wav"), "--snr", "0", "--seed", "-1"]
     code, _, err = run_cli([*argv, "-o", str(tmp_path / "mix.wav")] if command == "mix" else argv, capsys)
     assert code == 2 and "--seed" in err and "Traceback" not in err, err
+
+
+def test_train_refuses_resume_with_overwrite_and_keeps_the_run(tmp_path, capsys):
+    """Both flags together deleted the run (its finished models too) and started again."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.toml").write_text("name = 'kept'\n")
+    argv = ["train", str(RECIPES / "demo"), "--out", str(run), "--resume", "--overwrite"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "--resume and --overwrite" in err, err
+    assert (run / "recipe.toml").read_text() == "name = 'kept'\n"
