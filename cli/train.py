@@ -55,7 +55,7 @@ def train(
         overrides.append(f"train.workers={workers}")
     recipe = load_recipe(recipe_dir, overrides)
     run_dir = out or Path("runs") / recipe.name
-    _check_run_dir(run_dir)
+    _check_run_dir(run_dir, resume or overwrite)
     names = [m.strip() for m in models.split(",")] if models else None
     gpus = gpus_per_task if gpus_per_task is not None else (1.0 if (device or "").startswith("cuda") else 0.0)
     # Before the log file: Ray logs as it starts, when the run folder is not made (or not yet replaced) yet.
@@ -96,14 +96,27 @@ def train(
     console.print(f"next: speechkern evaluate {run_dir}   |   speechkern enhance NOISY.wav --model {run_dir}")
 
 
-def _check_run_dir(run_dir: Path) -> None:
+def _check_run_dir(run_dir: Path, reopen: bool) -> None:
     """Refuse, before any work, a run directory that is a file or lies where nothing can be written (the lock
-    file beside it, the models inside it)."""
+    file beside it, the models inside it), and, for --resume or --overwrite (which deletes it), a folder with
+    files that is no run: a project, a recipe folder."""
     from speechkern.outputs import check_writable
 
     if run_dir.exists() and not run_dir.is_dir():
         raise SpeechkernError(f"{run_dir}: is a file, not a run directory; choose another --out")
+    if reopen and run_dir.is_dir() and any(run_dir.iterdir()) and not _is_run(run_dir):
+        raise SpeechkernError(f"{run_dir}: holds files but is not a run directory (no train.log, nor recipe.toml "
+                              "with manifests/ or models/), so --resume and --overwrite leave it alone; choose "
+                              "another --out")  # fmt: skip
     check_writable(run_dir / "recipe.toml")
+
+
+def _is_run(folder: Path) -> bool:
+    """What `speechkern train` leaves in a run directory: train.log from its first moment, then the resolved
+    recipe with the manifests and models (from the library: those without the log)."""
+    return (folder / "train.log").is_file() or (
+        (folder / "recipe.toml").is_file() and any((folder / name).is_dir() for name in ("manifests", "models"))
+    )
 
 
 def evaluate(
@@ -129,6 +142,14 @@ def evaluate(
 
     if workers > MAX_INT:  # joblib's semaphore overflows past a C int
         raise SpeechkernError(f"--workers {workers}: expected at most {MAX_INT} processes; 0 is one per core")
+    if (run_dir / "recipe.toml").is_file() and not (run_dir / "models").is_dir():  # before anything is written
+        if _is_run(run_dir):
+            again = shlex.join(["speechkern", "train", str(run_dir / "recipe.toml"), "--out", str(run_dir), "--resume"])
+            raise SpeechkernError(f"{run_dir}: no models/ yet, the run stopped before any model was trained; finish "
+                                  f"it: `{again}`")  # fmt: skip
+        raise SpeechkernError(f"{run_dir}: holds a recipe but no models/, so it is a recipe folder, not a run; train "
+                              f"it first (`speechkern train {run_dir}` writes runs/<name>), then evaluate that run "
+                              "directory")  # fmt: skip
     if (run_dir / "report" / "results.json").exists() and not overwrite:
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
     with progress_ui(quiet=quiet or as_json):

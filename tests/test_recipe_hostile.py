@@ -133,3 +133,44 @@ def test_train_refuses_resume_with_overwrite_and_keeps_the_run(tmp_path, capsys)
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and "--resume and --overwrite" in err, err
     assert (run / "recipe.toml").read_text() == "name = 'kept'\n"
+
+
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+@pytest.mark.parametrize("folder", ["project", "recipe"])
+def test_train_never_deletes_or_fills_a_folder_that_is_not_a_run(tmp_path, capsys, flag, folder):
+    """--out FOLDER --overwrite deleted any non-empty folder (a project, a recipe folder) with shutil.rmtree;
+    --resume trained into it."""
+    from conftest import TINY
+
+    out = tmp_path / folder
+    out.mkdir()
+    files = {"notes.txt": "mine"} if folder == "project" else {"recipe.toml": "name = 'x'\n", "README.md": "# x\n"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    argv = ["train", str(RECIPES / "demo"), *(f"--set={s}" for s in TINY), "--models", "dnn", "--out", str(out), flag]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "not a run directory" in err, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
+    assert all((out / name).read_text() == text for name, text in files.items())
+
+
+def test_evaluate_refuses_a_recipe_folder_without_writing_into_it(tmp_path, capsys):
+    """`speechkern evaluate recipes/demo` built manifests/, noises/ and sources/ inside the recipe folder, then said
+    to train with --out set to that folder."""
+    import shutil
+
+    folder = shutil.copytree(RECIPES / "demo", tmp_path / "demo")
+    before = sorted(p.name for p in folder.iterdir())
+    code, _, err = run_cli(["evaluate", str(folder), "--workers", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "no models/" in err and "speechkern train" in err, err
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_evaluate_of_a_run_stopped_before_its_models_says_how_to_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.toml").write_text((RECIPES / "demo" / "recipe.toml").read_text())
+    (run / "train.log").write_text("")
+    code, _, err = run_cli(["evaluate", str(run)], capsys)
+    assert code == 2 and f"--out {run} --resume" in err and sorted(p.name for p in run.iterdir()) == [
+        "recipe.toml", "train.log"], err  # fmt: skip
