@@ -55,7 +55,7 @@ def train(
         overrides.append(f"train.workers={workers}")
     recipe = load_recipe(recipe_dir, overrides)
     run_dir = out or Path("runs") / recipe.name
-    _check_run_dir(run_dir, resume or overwrite)
+    _check_run_dir(run_dir)
     names = [m.strip() for m in models.split(",")] if models else None
     gpus = gpus_per_task if gpus_per_task is not None else (1.0 if (device or "").startswith("cuda") else 0.0)
     # Before the log file: Ray logs as it starts, when the run folder is not made (or not yet replaced) yet.
@@ -96,15 +96,15 @@ def train(
     console.print(f"next: speechkern evaluate {run_dir}   |   speechkern enhance NOISY.wav --model {run_dir}")
 
 
-def _check_run_dir(run_dir: Path, reopen: bool) -> None:
+def _check_run_dir(run_dir: Path) -> None:
     """Refuse, before any work, a run directory that is a file or lies where nothing can be written (the lock
-    file beside it, the models inside it), and, for --resume or --overwrite (which deletes it), a folder with
-    files that is no run: a project, a recipe folder."""
+    file beside it, the models inside it), and a folder with files that is no run (a project, a recipe folder),
+    which --overwrite would delete and --resume fill."""
     from speechkern.outputs import check_writable
 
     if run_dir.exists() and not run_dir.is_dir():
         raise SpeechkernError(f"{run_dir}: is a file, not a run directory; choose another --out")
-    if reopen and run_dir.is_dir() and any(run_dir.iterdir()) and not _is_run(run_dir):
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not _is_run(run_dir):
         raise SpeechkernError(f"{run_dir}: holds files but is not a run directory (no train.log, nor recipe.toml "
                               "with manifests/ or models/), so --resume and --overwrite leave it alone; choose "
                               "another --out")  # fmt: skip

@@ -135,11 +135,11 @@ def test_train_refuses_resume_with_overwrite_and_keeps_the_run(tmp_path, capsys)
     assert (run / "recipe.toml").read_text() == "name = 'kept'\n"
 
 
-@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume", "--quiet"])
 @pytest.mark.parametrize("folder", ["project", "recipe"])
 def test_train_never_deletes_or_fills_a_folder_that_is_not_a_run(tmp_path, capsys, flag, folder):
     """--out FOLDER --overwrite deleted any non-empty folder (a project, a recipe folder) with shutil.rmtree;
-    --resume trained into it."""
+    --resume trained into it; without either, the refusal said to pass one of them."""
     from conftest import TINY
 
     out = tmp_path / folder
