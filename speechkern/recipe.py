@@ -305,11 +305,13 @@ _DRAWN_SPLITS = ("demo", "folder", "manifest", "hint")  # corpora whose n_val / 
 
 
 def _check_noises_and_splits(data: DataConfig) -> None:
-    """Refuse, at load, a noise entry that names no noise, a condition naming a noise the recipe does not have,
-    and a validation or test split left empty (raised as ``key: message``)."""
+    """Refuse, at load, a noise entry that names no noise, a noise, SNR or condition given twice (its mixtures
+    would share their ids), a condition naming a noise the recipe does not have, and a validation or test split
+    left empty (raised as ``key: message``)."""
     from speechkern.audio import READ_SUFFIXES
 
-    names = []
+    names: list[str] = []
+    given: dict[str, str] = {}
     for spec in data.noises:
         if spec in _KEYWORD_NOISES or spec.lower().startswith("noisex:"):
             names.append(spec.split(":", 1)[1].strip() if ":" in spec else spec)
@@ -318,10 +320,23 @@ def _check_noises_and_splits(data: DataConfig) -> None:
         else:
             raise ValueError(f"data.noises: {spec!r} is not a noise; expected {', '.join(_KEYWORD_NOISES)}, "
                              "noisex:NAME or the path of an audio file")  # fmt: skip
+        if names[-1] in given and names[-1] not in ("dir", "manifest"):
+            raise ValueError(f"data.noises: {names[-1]!r} is given twice ({given[names[-1]]!r} and {spec!r} are both "
+                             "named so); each noise needs its own name")  # fmt: skip
+        given[names[-1]] = spec
+    for snr in data.snrs:
+        if data.snrs.count(snr) > 1:
+            raise ValueError(f"data.snrs: {snr + 0.0:g} dB is given twice; give each SNR once")
+    seen: dict[tuple[str, float], str] = {}
     for item in data.conditions:
-        if abs(float(item.rpartition("@")[2])) > MAX_SNR_DB:
+        noise, _, snr = item.rpartition("@")
+        if abs(float(snr)) > MAX_SNR_DB:
             raise ValueError(f"data.conditions: {item!r} has an SNR beyond ±{MAX_SNR_DB:g} dB; choose an SNR from "
                              f"{-MAX_SNR_DB:g} to {MAX_SNR_DB:g} dB")  # fmt: skip
+        if (noise, float(snr)) in seen:
+            raise ValueError(f"data.conditions: {item!r} repeats {seen[noise, float(snr)]!r}; give each condition "
+                             "once")  # fmt: skip
+        seen[noise, float(snr)] = item
     if not any(n in ("dir", "manifest") for n in names):  # names known before any file is read
         for item in data.conditions:
             noise = item.rpartition("@")[0]

@@ -174,3 +174,15 @@ def test_evaluate_of_a_run_stopped_before_its_models_says_how_to_resume(tmp_path
     code, _, err = run_cli(["evaluate", str(run)], capsys)
     assert code == 2 and f"--out {run} --resume" in err and sorted(p.name for p in run.iterdir()) == [
         "recipe.toml", "train.log"], err  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("data.snrs=[0, 5, 0.0]", "data.snrs: 0 dB is given twice"), ("data.snrs=[-0.0, 0]", "data.snrs: 0 dB is given"),
+     ("data.conditions=['ssn@0', 'ssn@0.0']", "data.conditions: 'ssn@0.0' repeats 'ssn@0'"),
+     ("data.noises=['ssn', 'babble', 'ssn']", "data.noises: 'ssn' is given twice")],
+)  # fmt: skip
+def test_a_repeated_snr_condition_or_noise_is_refused(override, message):
+    """data.snrs=[0, 0.0] mixed every test utterance twice under one mixture id (8 manifest rows, 4 ids), so the
+    report's per-file tables counted each file twice."""
+    _refused([override], message)
