@@ -175,6 +175,9 @@ def units_of(args) -> list[dict]:
     return units
 
 
+ROW_FIELDS = {"key", "task", "noise", "snr", "condition"}  # what every row has, and the tables read
+
+
 def read_rows(path: Path) -> dict[str, dict]:
     """The rows kept in ``path`` (results.jsonl) by key, the last of a repeated key winning.
 
@@ -193,7 +196,7 @@ def read_rows(path: Path) -> dict[str, dict]:
             row = json.loads(line)
         except ValueError:
             row = None
-        if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+        if not isinstance(row, dict) or not isinstance(row.get("key"), str) or not row.keys() >= ROW_FIELDS:
             if number > len(lines):
                 print(f"{path}: its last line was cut off mid-write; that condition is measured again", flush=True)
                 break

@@ -224,11 +224,11 @@ def test_a_row_cut_off_mid_line_is_measured_again_and_the_next_row_stays_whole(t
     assert len(rows) == 3 and len({r["key"] for r in rows}) == 3
 
 
-@pytest.mark.parametrize("garbage", ["not json", "[1, 2]", '{"no": "key"}'])
+@pytest.mark.parametrize("garbage", ["not json", "[1, 2]", '{"no": "key"}', '{"key": "irm/ssn_0dB/2000"}'])
 def test_garbage_in_results_is_refused_naming_the_line_and_kept(tmp_path, monkeypatch, garbage):
     out, measured = tmp_path / "out", []
     out.mkdir()
-    text = f"{garbage}\n" + '{"key": "x", "task": "irm"}\n'
+    text = f"{garbage}\n" + '{"key": "x", "task": "irm", "noise": "ssn", "snr": 0, "condition": "ssn_0dB"}\n'
     (out / "results.jsonl").write_text(text)
     with pytest.raises(SystemExit, match=r"results.jsonl:1: not a row of this benchmark .*; delete the line"):
         _fake_main(tmp_path, monkeypatch, ["--out", str(out)], measured)
