@@ -483,6 +483,8 @@ def check_out(out: Path) -> None:
 
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out {out}: is a file, not a folder; choose another --out")
+    if (out / "results.jsonl").exists() and not (out / "results.jsonl").is_file():
+        raise SystemExit(f"--out {out}: its results.jsonl is not a file; move it away or choose another --out")
     try:
         check_writable(out / "results.jsonl")
     except SpeechkernError as err:

@@ -241,6 +241,9 @@ def test_an_out_folder_that_is_a_file_or_read_only_is_refused_before_any_work(tm
     with pytest.raises(SystemExit, match=r"--out .*file: is a file, not a folder; choose another --out"):
         _fake_main(tmp_path, monkeypatch, ["--out", str(tmp_path / "file")], measured)
     assert (tmp_path / "file").read_text() == "keep me"
+    (tmp_path / "odd" / "results.jsonl").mkdir(parents=True)  # was an IsADirectoryError after the first condition
+    with pytest.raises(SystemExit, match=r"--out .*odd: its results.jsonl is not a file"):
+        _fake_main(tmp_path, monkeypatch, ["--out", str(tmp_path / "odd")], measured)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
