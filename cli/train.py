@@ -154,6 +154,10 @@ def evaluate(
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
     with progress_ui(quiet=quiet or as_json):
         ev = run_evaluation(run_dir, workers=workers, limit=limit, device=str(resolve_device(device)))
+        if not ev.files:  # an empty report with exit 0 would pass for a result
+            raise SpeechkernError(f"{run_dir / 'manifests' / 'test.jsonl'}: holds no test mixtures, so nothing was "
+                                  "scored; delete it (evaluate rebuilds it from the run's recipe) or raise "
+                                  "data.n_test")  # fmt: skip
         out = write_report(ev, run_dir, overwrite=True)
     if as_json:
         print(json.dumps(results_json(ev)))

@@ -186,3 +186,15 @@ def test_a_repeated_snr_condition_or_noise_is_refused(override, message):
     """data.snrs=[0, 0.0] mixed every test utterance twice under one mixture id (8 manifest rows, 4 ids), so the
     report's per-file tables counted each file twice."""
     _refused([override], message)
+
+
+def test_evaluate_refuses_an_empty_test_manifest_instead_of_an_empty_report(tiny_run, tmp_path, capsys):
+    """An empty manifests/test.jsonl gave exit 0, a report with no rows and a matplotlib warning."""
+    import shutil
+
+    _, root, _ = tiny_run
+    run = shutil.copytree(root / "run", tmp_path / "run", ignore=shutil.ignore_patterns("report"))
+    (run / "manifests" / "test.jsonl").write_text("")
+    code, _, err = run_cli(["evaluate", str(run), "--workers", "1", "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "test.jsonl: holds no test mixtures" in err, err
+    assert not (run / "report").exists()
