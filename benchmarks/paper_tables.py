@@ -413,7 +413,7 @@ def figure(rows: list[dict], path: Path, condition: str | None = None) -> str | 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"a short check run: {QUICK}")
+    parser.add_argument("--quick", action="store_true", help=f"a short check run (options given with it win): {QUICK}")
     parser.add_argument("--noises", default=",".join(NOISES), help="paper noise names [%(default)s]")
     parser.add_argument("--snrs", default="-5,0,5", help="SNRs of the IRM table in dB [%(default)s]")
     # defaults sized to fit about 3 hours on 2 idle cores (recipes/paper/README.md: an estimate from --quick)
@@ -428,11 +428,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--figure-condition", default="ssn_0dB", help="the condition of Fig. 6.2 [%(default)s]")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "paper-tables", help="[%(default)s]")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.noises, args.snrs, args.frames, args.utterances = (
-            QUICK[k] for k in ("noises", "snrs", "frames", "utterances")
-        )
-        args.n_val, args.n_test, args.ibm = QUICK["n_val"], QUICK["n_test"], QUICK["ibm"]
+    if args.quick:  # the quick run's values become the defaults: options given with --quick still win
+        parser.set_defaults(**{k: QUICK[k] for k in ("noises", "snrs", "frames", "utterances", "n_val", "n_test",
+                                                      "ibm")})  # fmt: skip
+        args = parser.parse_args(argv)
         args.extra = [*QUICK["extra"], *args.extra]
     require_dev_data()
     args.out = Path.cwd() / args.out  # before the chdir below: a relative --out is where the command runs

@@ -262,3 +262,15 @@ def test_a_relative_out_folder_is_taken_from_where_the_command_runs(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     _fake_main(tmp_path, monkeypatch, ["--out", "mine"], [])
     assert (tmp_path / "mine" / "results.jsonl").is_file()
+
+
+def test_options_given_with_quick_are_kept(tmp_path, monkeypatch):
+    """--quick replaced --noises, --snrs, --frames, ... even where they were given: --quick --noises babble
+    measured ssn and factory."""
+    measured = []
+    monkeypatch.setattr(paper_tables, "measure", lambda unit, *_: measured.append(unit["key"]) or dict(unit))
+    monkeypatch.setattr(paper_tables, "require_dev_data", lambda: None)
+    monkeypatch.setenv("SPEECHKERN_CACHE", str(tmp_path / "cache"))
+    paper_tables.main(["--quick", "--noises", "babble", "--frames", "500", "--out", str(tmp_path / "out")])
+    assert [k.split("/")[:3] for k in measured] == [["irm", "babble_0dB", "500"], ["ibm", "ssn_-5dB", "500"]]
+    assert all("kernel.gammas=[0.5,1.0]" in k and "/40/" in k for k in measured)
