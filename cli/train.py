@@ -137,6 +137,7 @@ def evaluate(
     """
     from speechkern.device import resolve_device
     from speechkern.evaluate import evaluate as run_evaluation
+    from speechkern.outputs import check_writable
     from speechkern.recipe import MAX_INT
     from speechkern.report import results_json, results_markdown, write_report
 
@@ -152,6 +153,8 @@ def evaluate(
                               "directory")  # fmt: skip
     if (run_dir / "report" / "results.json").exists() and not overwrite:
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
+    if run_dir.is_dir():  # where the report goes must take it, before the scoring (a missing run is the library's)
+        check_writable(run_dir / "report" / "results.json")
     with progress_ui(quiet=quiet or as_json):
         ev = run_evaluation(run_dir, workers=workers, limit=limit, device=str(resolve_device(device)))
         if not ev.files:  # an empty report with exit 0 would pass for a result

@@ -198,3 +198,18 @@ def test_evaluate_refuses_an_empty_test_manifest_instead_of_an_empty_report(tiny
     code, _, err = run_cli(["evaluate", str(run), "--workers", "1", "-q"], capsys)
     assert code == 2 and err.count("\n") == 1 and "test.jsonl: holds no test mixtures" in err, err
     assert not (run / "report").exists()
+
+
+def test_evaluate_refuses_a_report_path_that_is_a_file_before_scoring(tiny_run, tmp_path, capsys, monkeypatch):
+    """A file named report in the run raised FileExistsError after every file had been scored."""
+    import shutil
+
+    from speechkern import evaluate
+
+    _, root, _ = tiny_run
+    run = shutil.copytree(root / "run", tmp_path / "run", ignore=shutil.ignore_patterns("report"))
+    (run / "report").write_text("my notes")
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("scored before the check"))
+    code, _, err = run_cli(["evaluate", str(run), "--workers", "1", "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "report is a file, not a folder" in err, err
+    assert (run / "report").read_text() == "my notes"
