@@ -232,7 +232,15 @@ def measure(unit: dict, run_dir: Path, models: list[str], tick) -> dict:
         tick(f"{unit['condition']} {model} trained")
     ev = evaluate(run_dir, examples=0, workers=1)
     row = {k: unit[k] for k in ("key", "task", "noise", "snr", "condition")}
-    timings = {r["model"]: r for r in json.loads((run_dir / "training_time.json").read_text())["rows"]}
+    try:
+        timings = {r["model"]: r for r in json.loads((run_dir / "training_time.json").read_text())["rows"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        timings = {}
+    scored = {r["system"] for r in ev.rows}
+    lacking = [m for m in models if m not in timings or m not in scored]
+    if lacking:  # a model kept from an earlier run whose timing row was lost, or one that no longer loads
+        raise SystemExit(f"{run_dir}: no training time or scores for {', '.join(lacking)} (see its train.log and "
+                         f"training_time.json); delete the folder to measure {unit['condition']} again")  # fmt: skip
     for r in ev.rows:
         if r["condition"] == "all":
             continue

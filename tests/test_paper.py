@@ -274,3 +274,28 @@ def test_options_given_with_quick_are_kept(tmp_path, monkeypatch):
     paper_tables.main(["--quick", "--noises", "babble", "--frames", "500", "--out", str(tmp_path / "out")])
     assert [k.split("/")[:3] for k in measured] == [["irm", "babble_0dB", "500"], ["ibm", "ssn_-5dB", "500"]]
     assert all("kernel.gammas=[0.5,1.0]" in k and "/40/" in k for k in measured)
+
+
+@pytest.mark.parametrize("timing", ["missing", "garbage", "without dnn"])
+def test_a_run_without_the_timing_of_a_model_is_named_not_a_traceback(tmp_path, monkeypatch, timing):
+    """A run whose models were kept from an earlier session but whose training_time.json was lost or lacks a model
+    raised FileNotFoundError or KeyError after the evaluation."""
+    from types import SimpleNamespace
+
+    import speechkern.evaluate
+
+    rows = [{"condition": "ssn_0dB", "system": s, "mse": 0.01, "stoi": 0.8} for s in ("noisy", "kernel", "dnn")]
+    ev = SimpleNamespace(rows=rows, channel_mse={"kernel": [0.0] * 64, "dnn": [0.0] * 64}, files=["a"])
+    monkeypatch.setattr(paper_tables, "train", lambda *a: None)
+    monkeypatch.setattr(speechkern.evaluate, "evaluate", lambda *a, **k: ev)
+    run = tmp_path / "run"
+    run.mkdir()
+    if timing == "garbage":
+        (run / "training_time.json").write_text("{")
+    elif timing == "without dnn":
+        kernel = {"model": "kernel", "minutes": 1.0, "epochs": 2, "val_mse": 0.01}
+        (run / "training_time.json").write_text(json.dumps({"rows": [kernel]}))
+    unit = {"key": "k", "task": "irm", "noise": "ssn", "snr": 0.0, "condition": "ssn_0dB", "sets": []}
+    with pytest.raises(SystemExit, match=r"run: no training time or scores for .*dnn.*; delete the folder to measure "
+                                         r"ssn_0dB again"):  # fmt: skip
+        paper_tables.measure(unit, run, ["kernel", "dnn"], lambda what: None)
