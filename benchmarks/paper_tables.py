@@ -90,24 +90,70 @@ def noise_name(entry: str) -> str:
     return entry if entry in ("ssn", "babble") else Path(entry).stem
 
 
+def _names(text: str, option: str, allowed: tuple[str, ...]) -> list[str]:
+    """The comma-separated names of ``option``, each one of ``allowed`` (SystemExit otherwise)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        what = f"unknown {', '.join(unknown)}" if unknown else f"no {option.strip('-').rstrip('s')} given"
+        raise SystemExit(f"{option}: {what}; expected some of {', '.join(allowed)}, separated by commas")
+    return names
+
+
+def _snr(text: str) -> float | None:
+    """An SNR in dB from an option's text; None when it is not a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value + 0.0 if np.isfinite(value) else None  # -0 → 0: one condition, one folder
+
+
+def _snrs(text: str) -> list[float]:
+    """--snrs as distinct SNRs in dB, in the order given (SystemExit on one that is no number)."""
+    snrs = []
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        if (snr := _snr(item)) is None:
+            raise SystemExit(f"--snrs: {item!r} is not a finite number of dB; give numbers separated by commas, "
+                             "such as -5,0,5")  # fmt: skip
+        snrs.append(snr)
+    return list(dict.fromkeys(snrs))
+
+
 def units_of(args) -> list[dict]:
-    """The conditions to measure: task, paper noise name, SNR and the recipe overrides of the condition's run."""
-    noises = [n.strip() for n in args.noises.split(",") if n.strip()]
-    unknown = [n for n in noises if n not in NOISES]
-    if unknown:
-        raise SystemExit(f"--noises: unknown {', '.join(unknown)}; expected some of {', '.join(NOISES)}")
-    snrs = [float(s) for s in args.snrs.split(",") if s.strip()]
+    """The conditions to measure: task, paper noise name, SNR and the recipe overrides of the condition's run.
+
+    Raises SystemExit, before any work, on an argument that names no noise, task, model or number, and on recipe
+    values (from --frames, --utterances, --extra, ...) that ``speechkern train`` would refuse."""
+    from speechkern.errors import SpeechkernError
+    from speechkern.recipe import load_recipe
+
+    noises = _names(args.noises, "--noises", NOISES)
+    tasks = _names(args.tasks, "--tasks", ("irm", "ibm"))
+    _names(args.models, "--models", MODELS)
+    snrs = _snrs(args.snrs)
+    if "irm" in tasks and not snrs:
+        raise SystemExit("--snrs: no SNR given; give numbers of dB separated by commas, such as -5,0,5")
+    if args.frames < 1:
+        raise SystemExit(f"--frames {args.frames}: expected at least 1 training frame per condition")
     stand_in = stand_in_noises()
     # the recipe's text is part of each row's key: rows measured with another recipe are not reused
     recipe = "recipe-" + hashlib.sha1((RECIPE / "recipe.toml").read_bytes()).hexdigest()[:8]
     units = []
-    if "irm" in args.tasks:
+    if "irm" in tasks:
         units += [{"task": "irm", "noise": n, "snr": s} for n in NOISES if n in noises for s in snrs]
-    if "ibm" in args.tasks:
-        ibm = IBM_CONDITIONS
+    if "ibm" in tasks:
+        ibm = list(IBM_CONDITIONS)
         if args.ibm:
-            ibm = [(c.split("@")[0], float(c.split("@")[1])) for c in args.ibm.split(",")]
-        units += [{"task": "ibm", "noise": n, "snr": s} for n, s in ibm]
+            ibm = []
+            for item in (c.strip() for c in args.ibm.split(",") if c.strip()):
+                noise, _, snr = item.rpartition("@")
+                if not noise or _snr(snr) is None:
+                    raise SystemExit(f"--ibm: {item!r} is not NOISE@SNR; give conditions such as ssn@-5,babble@0")
+                if noise not in NOISES:
+                    raise SystemExit(f"--ibm: unknown noise {noise} in {item!r}; expected one of {', '.join(NOISES)}")
+                ibm.append((noise, _snr(snr)))
+        units += [{"task": "ibm", "noise": n, "snr": s} for n, s in dict.fromkeys(ibm)]
     for u in units:
         u["condition"] = f"{u['noise']}_{u['snr']:g}dB"
         u["sets"] = [
@@ -122,7 +168,49 @@ def units_of(args) -> list[dict]:
         if u["task"] == "ibm":
             u["sets"].append("target.kind=ibm")
         u["key"] = "/".join([u["task"], u["condition"], str(args.frames), str(args.utterances), *args.extra, recipe])
+        try:
+            load_recipe(RECIPE, u["sets"])  # what each `speechkern train` process would refuse, refused now
+        except SpeechkernError as err:
+            raise SystemExit(f"condition {u['task']} {u['condition']}: {err}") from None
     return units
+
+
+ROW_FIELDS = {"key", "task", "noise", "snr", "condition"}  # what every row has, and the tables read
+
+
+def read_rows(path: Path) -> dict[str, dict]:
+    """The rows kept in ``path`` (results.jsonl) by key, the last of a repeated key winning.
+
+    A last line cut off mid-write (no newline after it, not a whole row) is dropped, so its condition is measured
+    again; any other line that is not a row raises SystemExit naming it, and the file is left as it is.
+    """
+    if not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    last = lines.pop()  # "" where the file ends with a newline
+    rows: dict[str, dict] = {}
+    for number, line in enumerate([*lines, last], 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("key"), str) or not row.keys() >= ROW_FIELDS:
+            if number > len(lines):
+                print(f"{path}: its last line was cut off mid-write; that condition is measured again", flush=True)
+                break
+            raise SystemExit(f"{path}:{number}: not a row of this benchmark ({line[:60]!r}); delete the line (or the "
+                             "file, to measure every condition again) and run again")  # fmt: skip
+        rows[row["key"]] = row
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` to ``path`` as JSON lines, atomically: an interrupt leaves the old file or the new one."""
+    from speechkern.outputs import write_text
+
+    write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def train(run_dir: Path, model: str, sets: list[str]) -> None:
@@ -144,7 +232,15 @@ def measure(unit: dict, run_dir: Path, models: list[str], tick) -> dict:
         tick(f"{unit['condition']} {model} trained")
     ev = evaluate(run_dir, examples=0, workers=1)
     row = {k: unit[k] for k in ("key", "task", "noise", "snr", "condition")}
-    timings = {r["model"]: r for r in json.loads((run_dir / "training_time.json").read_text())["rows"]}
+    try:
+        timings = {r["model"]: r for r in json.loads((run_dir / "training_time.json").read_text())["rows"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        timings = {}
+    scored = {r["system"] for r in ev.rows}
+    lacking = [m for m in models if m not in timings or m not in scored]
+    if lacking:  # a model kept from an earlier run whose timing row was lost, or one that no longer loads
+        raise SystemExit(f"{run_dir}: no training time or scores for {', '.join(lacking)} (see its train.log and "
+                         f"training_time.json); delete the folder to measure {unit['condition']} again")  # fmt: skip
     for r in ev.rows:
         if r["condition"] == "all":
             continue
@@ -323,9 +419,9 @@ def figure(rows: list[dict], path: Path, condition: str | None = None) -> str | 
     return pick["condition"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"a short check run: {QUICK}")
+    parser.add_argument("--quick", action="store_true", help=f"a short check run (options given with it win): {QUICK}")
     parser.add_argument("--noises", default=",".join(NOISES), help="paper noise names [%(default)s]")
     parser.add_argument("--snrs", default="-5,0,5", help="SNRs of the IRM table in dB [%(default)s]")
     # defaults sized to fit about 3 hours on 2 idle cores (recipes/paper/README.md: an estimate from --quick)
@@ -339,23 +435,22 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=20, help="test utterances (whole talkers)")
     parser.add_argument("--figure-condition", default="ssn_0dB", help="the condition of Fig. 6.2 [%(default)s]")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "paper-tables", help="[%(default)s]")
-    args = parser.parse_args()
-    if args.quick:
-        args.noises, args.snrs, args.frames, args.utterances = (
-            QUICK[k] for k in ("noises", "snrs", "frames", "utterances")
-        )
-        args.n_val, args.n_test, args.ibm = QUICK["n_val"], QUICK["n_test"], QUICK["ibm"]
+    args = parser.parse_args(argv)
+    if args.quick:  # the quick run's values become the defaults: options given with --quick still win
+        parser.set_defaults(**{k: QUICK[k] for k in ("noises", "snrs", "frames", "utterances", "n_val", "n_test",
+                                                      "ibm")})  # fmt: skip
+        args = parser.parse_args(argv)
         args.extra = [*QUICK["extra"], *args.extra]
     require_dev_data()
+    args.out = Path.cwd() / args.out  # before the chdir below: a relative --out is where the command runs
     os.chdir(ROOT)  # the recipe's data paths are relative to the checkout
+    units = units_of(args)
+    check_out(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("SPEECHKERN_CACHE", str(args.out / "cache"))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    units = units_of(args)
     results = args.out / "results.jsonl"
-    done = {}
-    if results.is_file():
-        done = {r["key"]: r for r in map(json.loads, results.read_text().splitlines()) if r.get("key")}
+    done = read_rows(results)
     todo = [u for u in units if u["key"] not in done]
     total, finished, started = len(todo) * (len(models) + 1), 0, time.perf_counter()
 
@@ -372,16 +467,35 @@ def main() -> None:
     for unit in todo:
         tag = hashlib.sha1(unit["key"].encode()).hexdigest()[:8]  # one folder per setting, the same on resume
         run_dir = args.out / unit["task"] / f"{unit['condition']}-{tag}"
-        row = measure(unit, run_dir, models, tick)
-        with open(results, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+        try:
+            row = measure(unit, run_dir, models, tick)
+        except KeyboardInterrupt:
+            kept = sum(u["key"] in done for u in units)
+            raise SystemExit(f"interrupted; {kept} of {len(units)} conditions kept in {results}; run the same "
+                             "command to continue (finished models are kept too)") from None  # fmt: skip
         done[unit["key"]] = row
+        write_rows(results, list(done.values()))
     rows = [done[u["key"]] for u in units]
     print("\n" + tables(rows))
     shown = figure(rows, args.out / "fig6_2.png", args.figure_condition)
     if shown:
         print(f"\nFig. 6.2 ({shown}): {args.out / 'fig6_2.png'}")
     print(f"load at the end {os.getloadavg()[0]:.1f}; {(time.perf_counter() - started) / 60:.1f} min in this session")
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an --out that is a file or lies where results.jsonl cannot be written."""
+    from speechkern.errors import SpeechkernError
+    from speechkern.outputs import check_writable
+
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"--out {out}: is a file, not a folder; choose another --out")
+    if (out / "results.jsonl").exists() and not (out / "results.jsonl").is_file():
+        raise SystemExit(f"--out {out}: its results.jsonl is not a file; move it away or choose another --out")
+    try:
+        check_writable(out / "results.jsonl")
+    except SpeechkernError as err:
+        raise SystemExit(f"--out {out}: {err}") from None
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def mix(
     noise: Path = typer.Argument(..., help="Noise file; looped if shorter than the speech."),
     snr: float = typer.Option(..., "--snr", help="Signal-to-noise ratio in dB over the whole utterance."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (its suffix sets the format)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the noise segment's random offset."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the noise segment's random offset."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output if it exists."),
 ) -> None:
     """Mix speech and noise at a set SNR (at the speech file's sample rate) and write the mixture."""
@@ -57,14 +57,13 @@ def mix(
                   f"{info['noise_offset']}, gain {info['gain']:.4g}")  # fmt: skip
 
 
-MAX_ABS_SNR_DB = 100.0  # beyond this the noise gain (or its inverse) over- or underflows float32 audio
-
-
 def _check_snr(snr: float) -> None:
+    from speechkern.recipe import MAX_SNR_DB  # the recipes' bound, for the same reason
+
     if not math.isfinite(snr):
         raise SpeechkernError(f"--snr {snr}: expected a finite number of dB, such as 5 or -5")
-    if abs(snr) > MAX_ABS_SNR_DB:
-        raise SpeechkernError(f"--snr {snr:g}: expected an SNR between -{MAX_ABS_SNR_DB:g} and {MAX_ABS_SNR_DB:g} dB")
+    if abs(snr) > MAX_SNR_DB:
+        raise SpeechkernError(f"--snr {snr:g}: expected an SNR between -{MAX_SNR_DB:g} and {MAX_SNR_DB:g} dB")
 
 
 def oracle(
@@ -73,7 +72,7 @@ def oracle(
     snr: float = typer.Option(..., "--snr", help="Mixture SNR in dB."),
     target: str = typer.Option("irm", "--target", help="irm (ideal ratio mask) or ibm (ideal binary mask)."),
     domain: str = typer.Option("cochleagram", "--domain", help="cochleagram (64-channel gammatone) or stft."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the noise segment (as in `speechkern mix`)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the noise segment (as in `speechkern mix`)."),
     as_json: bool = typer.Option(False, "--json", help='Print {"noisy": {...}, "ideal": {...}} as JSON.'),
 ) -> None:
     """Apply the ideal mask to the mixture and print STOI, PESQ and SI-SDR of the noisy and ideal-mask outputs:

@@ -47,6 +47,9 @@ def train(
     from speechkern.pipeline import train as run_training
     from speechkern.recipe import load_recipe
 
+    if resume and overwrite:
+        raise SpeechkernError("--resume and --overwrite: choose one; --resume continues the run, --overwrite deletes "
+                              "it (finished models too) and starts again")  # fmt: skip
     overrides = list(set_)
     if workers is not None:
         overrides.append(f"train.workers={workers}")
@@ -95,12 +98,25 @@ def train(
 
 def _check_run_dir(run_dir: Path) -> None:
     """Refuse, before any work, a run directory that is a file or lies where nothing can be written (the lock
-    file beside it, the models inside it)."""
+    file beside it, the models inside it), and a folder with files that is no run (a project, a recipe folder),
+    which --overwrite would delete and --resume fill."""
     from speechkern.outputs import check_writable
 
     if run_dir.exists() and not run_dir.is_dir():
         raise SpeechkernError(f"{run_dir}: is a file, not a run directory; choose another --out")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not _is_run(run_dir):
+        raise SpeechkernError(f"{run_dir}: holds files but is not a run directory (no train.log, nor recipe.toml "
+                              "with manifests/ or models/), so --resume and --overwrite leave it alone; choose "
+                              "another --out")  # fmt: skip
     check_writable(run_dir / "recipe.toml")
+
+
+def _is_run(folder: Path) -> bool:
+    """What `speechkern train` leaves in a run directory: train.log from its first moment, then the resolved
+    recipe with the manifests and models (from the library: those without the log)."""
+    return (folder / "train.log").is_file() or (
+        (folder / "recipe.toml").is_file() and any((folder / name).is_dir() for name in ("manifests", "models"))
+    )
 
 
 def evaluate(
@@ -121,12 +137,30 @@ def evaluate(
     """
     from speechkern.device import resolve_device
     from speechkern.evaluate import evaluate as run_evaluation
+    from speechkern.outputs import check_writable
+    from speechkern.recipe import MAX_INT
     from speechkern.report import results_json, results_markdown, write_report
 
+    if workers > MAX_INT:  # joblib's semaphore overflows past a C int
+        raise SpeechkernError(f"--workers {workers}: expected at most {MAX_INT} processes; 0 is one per core")
+    if (run_dir / "recipe.toml").is_file() and not (run_dir / "models").is_dir():  # before anything is written
+        if _is_run(run_dir):
+            again = shlex.join(["speechkern", "train", str(run_dir / "recipe.toml"), "--out", str(run_dir), "--resume"])
+            raise SpeechkernError(f"{run_dir}: no models/ yet, the run stopped before any model was trained; finish "
+                                  f"it: `{again}`")  # fmt: skip
+        raise SpeechkernError(f"{run_dir}: holds a recipe but no models/, so it is a recipe folder, not a run; train "
+                              f"it first (`speechkern train {run_dir}` writes runs/<name>), then evaluate that run "
+                              "directory")  # fmt: skip
     if (run_dir / "report" / "results.json").exists() and not overwrite:
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
+    if run_dir.is_dir():  # where the report goes must take it, before the scoring (a missing run is the library's)
+        check_writable(run_dir / "report" / "results.json")
     with progress_ui(quiet=quiet or as_json):
         ev = run_evaluation(run_dir, workers=workers, limit=limit, device=str(resolve_device(device)))
+        if not ev.files:  # an empty report with exit 0 would pass for a result
+            raise SpeechkernError(f"{run_dir / 'manifests' / 'test.jsonl'}: holds no test mixtures, so nothing was "
+                                  "scored; delete it (evaluate rebuilds it from the run's recipe) or raise "
+                                  "data.n_test")  # fmt: skip
         out = write_report(ev, run_dir, overwrite=True)
     if as_json:
         print(json.dumps(results_json(ev)))

@@ -8,8 +8,11 @@ allowed.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +23,9 @@ from speechkern.features import FeatureConfig, input_dim
 from speechkern.targets import TargetConfig, mask_units
 
 _CONDITION = r"^.+@[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"  # NOISE@SNR with a finite SNR in dB
+MAX_SNR_DB = 100.0  # beyond it the noise gain (or its inverse) over- or underflows float32 audio
+MAX_INT = 2**31 - 1  # counts and seeds beyond a C int overflow in joblib (workers), torch and NumPy
+MAX_FLOAT = 3.4028234663852886e38  # the largest float32: the models compute in float32
 
 
 class _Section(BaseModel):
@@ -77,7 +83,9 @@ class DataConfig(_Section):
         "'noisex:NAME' is a NOISEX-92 recording from noisex_root (babble, factory1, engine, oproom, ...), named NAME; "
         "'manifest' pools the noise rows of data.manifest; or the path of an audio file",
     )
-    snrs: list[float] = Field(default_factory=lambda: [0.0], description="mixture SNRs in dB")
+    snrs: list[Annotated[float, Field(ge=-MAX_SNR_DB, le=MAX_SNR_DB)]] = Field(
+        default_factory=lambda: [0.0], description="mixture SNRs in dB"
+    )
     conditions: list[Annotated[str, Field(pattern=_CONDITION)]] = Field(
         default_factory=list, description="'NOISE@SNR' pairs to mix instead of every noise × SNR, e.g. ssn@-5"
     )
@@ -88,9 +96,9 @@ class DataConfig(_Section):
     n_test: int = Field(
         20, ge=0, description="test utterances (timit, voicebank: a cap on the fixed test set; 0 = all)"
     )
-    max_utterance_s: float = Field(12.0, gt=0, description="longer utterances are cut to this length (s)")
+    max_utterance_s: float = Field(12.0, ge=0.1, description="longer utterances are cut to this length (s)")
     sr: int = Field(16000, gt=0, description="sample rate in Hz of everything downstream (= features.sr)")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     pairing: Literal["all", "one"] = Field(
         "all", description="train/val: mix each utterance with every condition ('all') or one drawn at random"
     )
@@ -220,9 +228,32 @@ class Recipe(_Section):
             raise ValueError("must be a plain folder name (no slashes, leading dot or control characters)")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_and_numbers(cls, data: Any) -> Any:
+        """Refuse a section written as a value, and true/false where a number is expected (pydantic reads them as
+        1 and 0); raised as ``key: message``."""
+        if not isinstance(data, dict):
+            return data
+        for section, values in data.items():
+            model = _section_at((section,))
+            if model is None or isinstance(values, BaseModel):
+                continue
+            if not isinstance(values, dict):
+                raise ValueError(f"{section}: expected a [{section}] section (a table of keys), not {values!r}; "
+                                 f"write [{section}] on a line of its own with its keys below")  # fmt: skip
+            for key, value in values.items():
+                field = model.model_fields.get(key)
+                items = value if isinstance(value, list) else [value]
+                if field is not None and _number_type(field.annotation) and any(isinstance(v, bool) for v in items):
+                    raise ValueError(f"{section}.{key}: {_toml_value(value)} holds true or false, but the key takes "
+                                     "a number; write the number")  # fmt: skip
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
         """Checks across sections; each names the key to change (raised as ``key: message``)."""
+        _check_magnitudes(self)
         n_units = mask_units(self.target, self.features)
         if self.kernel.subbands > n_units:
             raise ValueError(f"kernel.subbands: {self.kernel.subbands} subbands, but the {self.target.domain} mask "
@@ -246,16 +277,48 @@ class Recipe(_Section):
         return _dump_toml(self.model_dump(mode="json"))
 
 
+def _number_type(annotation: Any) -> type | None:
+    """int or float where a field (or the items of a list field) holds numbers, else None."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is list:
+        return _number_type(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next(filter(None, map(_number_type, typing.get_args(annotation))), None)
+    return annotation if annotation in (int, float) else None
+
+
+def _check_magnitudes(recipe: Recipe) -> None:
+    """Refuse integers beyond a C int and floats beyond float32, which pass the per-key bounds but overflow in
+    joblib, NumPy or torch once the run has started (raised as ``key: message``)."""
+    for section in Recipe.model_fields:
+        model = _section_at((section,))
+        if model is None:
+            continue
+        for key, field in model.model_fields.items():
+            kind = _number_type(field.annotation)
+            value = getattr(getattr(recipe, section), key)
+            for v in value if isinstance(value, list) else [value]:
+                if kind is int and isinstance(v, int) and abs(v) > MAX_INT:
+                    raise ValueError(f"{section}.{key}: {v} is beyond {MAX_INT}, the largest integer speechkern "
+                                     "passes on to the libraries it computes with; choose a smaller value")  # fmt: skip
+                if isinstance(v, float) and math.isfinite(v) and abs(v) > MAX_FLOAT:
+                    raise ValueError(f"{section}.{key}: {v:g} is beyond {MAX_FLOAT:.1e}, the largest float32 (the "
+                                     "models compute in float32); choose a smaller value")  # fmt: skip
+
+
 _KEYWORD_NOISES = ("ssn", "babble", "dir", "manifest")
 _DRAWN_SPLITS = ("demo", "folder", "manifest", "hint")  # corpora whose n_val / n_test are exact counts
 
 
 def _check_noises_and_splits(data: DataConfig) -> None:
-    """Refuse, at load, a noise entry that names no noise, a condition naming a noise the recipe does not have,
-    and a validation or test split left empty (raised as ``key: message``)."""
+    """Refuse, at load, a noise entry that names no noise, a noise, SNR or condition given twice (its mixtures
+    would share their ids), a condition naming a noise the recipe does not have, and a validation or test split
+    left empty (raised as ``key: message``)."""
     from speechkern.audio import READ_SUFFIXES
 
-    names = []
+    names: list[str] = []
+    given: dict[str, str] = {}
     for spec in data.noises:
         if spec in _KEYWORD_NOISES or spec.lower().startswith("noisex:"):
             names.append(spec.split(":", 1)[1].strip() if ":" in spec else spec)
@@ -264,6 +327,23 @@ def _check_noises_and_splits(data: DataConfig) -> None:
         else:
             raise ValueError(f"data.noises: {spec!r} is not a noise; expected {', '.join(_KEYWORD_NOISES)}, "
                              "noisex:NAME or the path of an audio file")  # fmt: skip
+        if names[-1] in given and names[-1] not in ("dir", "manifest"):
+            raise ValueError(f"data.noises: {names[-1]!r} is given twice ({given[names[-1]]!r} and {spec!r} are both "
+                             "named so); each noise needs its own name")  # fmt: skip
+        given[names[-1]] = spec
+    for snr in data.snrs:
+        if data.snrs.count(snr) > 1:
+            raise ValueError(f"data.snrs: {snr + 0.0:g} dB is given twice; give each SNR once")
+    seen: dict[tuple[str, float], str] = {}
+    for item in data.conditions:
+        noise, _, snr = item.rpartition("@")
+        if abs(float(snr)) > MAX_SNR_DB:
+            raise ValueError(f"data.conditions: {item!r} has an SNR beyond ±{MAX_SNR_DB:g} dB; choose an SNR from "
+                             f"{-MAX_SNR_DB:g} to {MAX_SNR_DB:g} dB")  # fmt: skip
+        if (noise, float(snr)) in seen:
+            raise ValueError(f"data.conditions: {item!r} repeats {seen[noise, float(snr)]!r}; give each condition "
+                             "once")  # fmt: skip
+        seen[noise, float(snr)] = item
     if not any(n in ("dir", "manifest") for n in names):  # names known before any file is read
         for item in data.conditions:
             noise = item.rpartition("@")[0]
@@ -302,7 +382,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         hint = f" (a folder with recipe.toml; built-in ones are in {_recipes_hint()})"
         raise SpeechkernError(f"{path}: no recipe found{hint}")
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = tomllib.loads(file.read_text(encoding="utf-8-sig"))  # -sig: editors on Windows write a BOM
     except tomllib.TOMLDecodeError as err:
         raise SpeechkernError(f"{file}: not valid TOML ({err})") from None
     except RecursionError:
@@ -312,6 +392,9 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         raise SpeechkernError(
             f"{file}: not a readable UTF-8 text file ({err}); give a recipe folder or its recipe.toml"
         ) from None
+    if not data:
+        raise SpeechkernError(f"{file}: holds no settings; a recipe names at least its data (copy "
+                              f"{_recipes_hint()}/demo/recipe.toml to start from one that runs)")  # fmt: skip
     origins: dict[tuple[str, ...], str] = {}
     for item in overrides:
         keys, value = parse_override(item)

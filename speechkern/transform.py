@@ -171,6 +171,19 @@ def fit_transform(
     return InputTransform(kind, rfm.matrix @ pca.matrix, {"pca": pca.info, "rfm": rfm.info})
 
 
+def _check_rfm_settings(n_frames, agop_frames, iterations, shape) -> None:
+    """Refuse, naming the recipe key, RFM settings the fit cannot use (the recipe bounds them; library callers
+    may not)."""
+    for key, value, least in (("rfm_frames", n_frames, 20), ("rfm_agop_frames", agop_frames, 1),
+                              ("rfm_iterations", iterations, 1)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise SpeechkernError(f"input transform rfm: kernel.{key} = {value}: expected a whole number of at least "
+                                  f"{least}")  # fmt: skip
+    if not (isinstance(shape, (int, float)) and 0 < shape <= 2):  # NaN fails the comparison too
+        raise SpeechkernError(f"input transform rfm: kernel.shape = {shape}: expected 0 < γ ≤ 2 (1 Laplacian, 2 "
+                              "Gaussian)")  # fmt: skip
+
+
 def _checked(kind: str, X, Y, X_val, Y_val) -> tuple:
     """The arrays as float32 (targets as (n, k)), refused with a SpeechkernError where their shapes disagree."""
     X = np.asarray(X, dtype=np.float32)
@@ -274,6 +287,7 @@ def fit_rfm(
     from speechkern.eigenpro.exact import ridge_path
 
     X, Y, X_val, Y_val = _checked("rfm", X, Y, X_val, Y_val)
+    _check_rfm_settings(n_frames, agop_frames, iterations, shape)
     n, d = X.shape
     if n < 20:
         raise SpeechkernError(f"input transform rfm: {n} training frames are too few to learn a metric (need 20); "

@@ -5,6 +5,7 @@ run of the benchmark goes end to end on the real dev audio (slow)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,8 +104,8 @@ def test_tables_keep_the_paper_layout_and_the_counts_add_up():
 
 
 def test_units_limit_noises_and_snrs_and_refuse_unknown_noises():
-    args = paper_tables.argparse.Namespace(noises="ssn,factory", snrs="0,5", tasks="irm,ibm", ibm="ssn@-5",
-                                           frames=2000, utterances=10, n_val=3, n_test=3, extra=[])  # fmt: skip
+    args = paper_tables.argparse.Namespace(noises="ssn,factory", snrs="0,5", tasks="irm,ibm", ibm="ssn@-5", frames=2000,
+                                           utterances=10, n_val=3, n_test=3, extra=[], models="dnn")  # fmt: skip
     units = paper_tables.units_of(args)
     assert [u["condition"] for u in units] == ["ssn_0dB", "ssn_5dB", "factory_0dB", "factory_5dB", "ssn_-5dB"]
     assert "target.kind=ibm" in units[-1]["sets"] and "target.kind=ibm" not in units[0]["sets"]
@@ -116,7 +117,7 @@ def test_units_limit_noises_and_snrs_and_refuse_unknown_noises():
 def test_rows_measured_with_another_recipe_are_not_reused(tmp_path, monkeypatch):
     """A row's key holds the recipe's digest: after an edit of recipe.toml every condition is measured again."""
     args = paper_tables.argparse.Namespace(noises="ssn", snrs="0", tasks="irm", ibm="", frames=2000, utterances=10,
-                                           n_val=3, n_test=3, extra=[])  # fmt: skip
+                                           n_val=3, n_test=3, extra=[], models="dnn")  # fmt: skip
     before = [u["key"] for u in paper_tables.units_of(args)]
     (tmp_path / "recipe.toml").write_text((paper_tables.RECIPE / "recipe.toml").read_text())
     monkeypatch.setattr(paper_tables, "RECIPE", tmp_path)
@@ -147,3 +148,154 @@ def test_benchmark_runs_end_to_end_on_two_tiny_conditions(dev_data, tmp_path):
     assert (tmp_path / "fig6_2.png").stat().st_size > 1000
     again = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300)  # resumes: nothing to do
     assert again.returncode == 0 and "2 kept from" in again.stdout and "trained" not in again.stdout
+
+
+def _args(**changes):
+    base = dict(noises="ssn", snrs="0", tasks="irm", ibm="", frames=2000, utterances=10, n_val=3, n_test=3, extra=[],
+                models="kernel,kernel1,dnn")  # fmt: skip
+    return paper_tables.argparse.Namespace(**{**base, **changes})
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"snrs": "0,five"}, "--snrs: 'five' is not a finite number of dB"), ({"snrs": "nan"}, "--snrs: 'nan' is not"),
+     ({"snrs": ""}, "--snrs: no SNR given"), ({"frames": 0}, "--frames 0: expected at least 1"),
+     ({"frames": -5}, "--frames -5: expected at least 1"), ({"tasks": "irmx"}, "--tasks: unknown irmx"),
+     ({"tasks": ""}, "--tasks: no task given"), ({"models": "kernel,svm"}, "--models: unknown svm"),
+     ({"tasks": "ibm", "ibm": "ssn"}, "--ibm: 'ssn' is not NOISE@SNR"),
+     ({"tasks": "ibm", "ibm": "ssn@x"}, "--ibm: 'ssn@x' is not NOISE@SNR"),
+     ({"tasks": "ibm", "ibm": "hum@0"}, "--ibm: unknown noise hum"), ({"utterances": -1}, "data.n_train"),
+     ({"extra": ["kernel.epochs=0"]}, "kernel.epochs"), ({"snrs": "500"}, "data.snrs")],
+)  # fmt: skip
+def test_odd_arguments_are_refused_in_one_line_before_any_work(changes, message):
+    """Each was a traceback (float('five'), an IndexError on --ibm), no work at all (--tasks irmx ran IRM, --tasks ''
+    nothing), or a refusal only inside the first `speechkern train` process (bad recipe values)."""
+    with pytest.raises(SystemExit) as err:
+        paper_tables.units_of(_args(**changes))
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_repeated_snr_is_measured_once():
+    """--snrs 0,0.0,-0 made three units with one key: the condition was measured and written three times."""
+    units = paper_tables.units_of(_args(snrs="0,0.0,-0,5"))
+    assert [u["condition"] for u in units] == ["ssn_0dB", "ssn_5dB"]
+
+
+def _fake_main(tmp_path, monkeypatch, argv, measured, stop_at=None):
+    """Run main() with ``measure`` replaced by a stand-in that records the condition (and is interrupted at
+    ``stop_at``)."""
+
+    def measure(unit, run_dir, models, tick):
+        if unit["condition"] == stop_at:
+            raise KeyboardInterrupt
+        measured.append(unit["condition"])
+        return {k: unit[k] for k in ("key", "task", "noise", "snr", "condition")}
+
+    monkeypatch.setattr(paper_tables, "measure", measure)
+    monkeypatch.setattr(paper_tables, "require_dev_data", lambda: None)
+    monkeypatch.setenv("SPEECHKERN_CACHE", str(tmp_path / "cache"))
+    paper_tables.main(["--tasks", "irm", "--noises", "ssn", "--snrs", "0,5,-5", "--frames", "100", *argv])
+
+
+def test_an_interrupted_run_keeps_its_rows_and_resumes_without_duplicates(tmp_path, monkeypatch, capsys):
+    out, measured = tmp_path / "out", []
+    with pytest.raises(SystemExit, match=r"interrupted; 1 of 3 conditions kept in .*results.jsonl; run the same "):
+        _fake_main(tmp_path, monkeypatch, ["--out", str(out)], measured, stop_at="ssn_5dB")
+    assert measured == ["ssn_0dB"]
+    _fake_main(tmp_path, monkeypatch, ["--out", str(out)], measured)
+    assert measured == ["ssn_0dB", "ssn_5dB", "ssn_-5dB"]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["condition"] for r in rows) == ["ssn_-5dB", "ssn_0dB", "ssn_5dB"]
+    _fake_main(tmp_path, monkeypatch, ["--out", str(out)], measured)
+    assert len(measured) == 3 and "3 kept from" in capsys.readouterr().out
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_row_cut_off_mid_line_is_measured_again_and_the_next_row_stays_whole(tmp_path, monkeypatch):
+    """A kill while the row was written left half a line; the next row was appended to it, and the file no longer
+    parsed (json.JSONDecodeError traceback on every later run)."""
+    out, measured = tmp_path / "out", []
+    _fake_main(tmp_path, monkeypatch, ["--out", str(out)], measured)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
+    _fake_main(tmp_path, monkeypatch, ["--out", str(out)], measured)
+    assert measured[3:] == [json.loads(lines[2])["condition"]]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and len({r["key"] for r in rows}) == 3
+
+
+@pytest.mark.parametrize("garbage", ["not json", "[1, 2]", '{"no": "key"}', '{"key": "irm/ssn_0dB/2000"}'])
+def test_garbage_in_results_is_refused_naming_the_line_and_kept(tmp_path, monkeypatch, garbage):
+    out, measured = tmp_path / "out", []
+    out.mkdir()
+    text = f"{garbage}\n" + '{"key": "x", "task": "irm", "noise": "ssn", "snr": 0, "condition": "ssn_0dB"}\n'
+    (out / "results.jsonl").write_text(text)
+    with pytest.raises(SystemExit, match=r"results.jsonl:1: not a row of this benchmark .*; delete the line"):
+        _fake_main(tmp_path, monkeypatch, ["--out", str(out)], measured)
+    assert measured == [] and (out / "results.jsonl").read_text() == text
+
+
+def test_an_out_folder_that_is_a_file_or_read_only_is_refused_before_any_work(tmp_path, monkeypatch):
+    measured = []
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(SystemExit, match=r"--out .*file: is a file, not a folder; choose another --out"):
+        _fake_main(tmp_path, monkeypatch, ["--out", str(tmp_path / "file")], measured)
+    assert (tmp_path / "file").read_text() == "keep me"
+    (tmp_path / "odd" / "results.jsonl").mkdir(parents=True)  # was an IsADirectoryError after the first condition
+    with pytest.raises(SystemExit, match=r"--out .*odd: its results.jsonl is not a file"):
+        _fake_main(tmp_path, monkeypatch, ["--out", str(tmp_path / "odd")], measured)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who may write anywhere (root)")
+        with pytest.raises(SystemExit, match=r"--out .*locked.*cannot be written"):
+            _fake_main(tmp_path, monkeypatch, ["--out", str(locked / "sub")], measured)
+    finally:
+        locked.chmod(0o700)
+    assert measured == []
+
+
+def test_a_relative_out_folder_is_taken_from_where_the_command_runs(tmp_path, monkeypatch):
+    """main() changes to the checkout for the recipe's data paths: --out runs/x landed in the checkout's runs/x."""
+    monkeypatch.chdir(tmp_path)
+    _fake_main(tmp_path, monkeypatch, ["--out", "mine"], [])
+    assert (tmp_path / "mine" / "results.jsonl").is_file()
+
+
+def test_options_given_with_quick_are_kept(tmp_path, monkeypatch):
+    """--quick replaced --noises, --snrs, --frames, ... even where they were given: --quick --noises babble
+    measured ssn and factory."""
+    measured = []
+    monkeypatch.setattr(paper_tables, "measure", lambda unit, *_: measured.append(unit["key"]) or dict(unit))
+    monkeypatch.setattr(paper_tables, "require_dev_data", lambda: None)
+    monkeypatch.setenv("SPEECHKERN_CACHE", str(tmp_path / "cache"))
+    paper_tables.main(["--quick", "--noises", "babble", "--frames", "500", "--out", str(tmp_path / "out")])
+    assert [k.split("/")[:3] for k in measured] == [["irm", "babble_0dB", "500"], ["ibm", "ssn_-5dB", "500"]]
+    assert all("kernel.gammas=[0.5,1.0]" in k and "/40/" in k for k in measured)
+
+
+@pytest.mark.parametrize("timing", ["missing", "garbage", "without dnn"])
+def test_a_run_without_the_timing_of_a_model_is_named_not_a_traceback(tmp_path, monkeypatch, timing):
+    """A run whose models were kept from an earlier session but whose training_time.json was lost or lacks a model
+    raised FileNotFoundError or KeyError after the evaluation."""
+    from types import SimpleNamespace
+
+    import speechkern.evaluate
+
+    rows = [{"condition": "ssn_0dB", "system": s, "mse": 0.01, "stoi": 0.8} for s in ("noisy", "kernel", "dnn")]
+    ev = SimpleNamespace(rows=rows, channel_mse={"kernel": [0.0] * 64, "dnn": [0.0] * 64}, files=["a"])
+    monkeypatch.setattr(paper_tables, "train", lambda *a: None)
+    monkeypatch.setattr(speechkern.evaluate, "evaluate", lambda *a, **k: ev)
+    run = tmp_path / "run"
+    run.mkdir()
+    if timing == "garbage":
+        (run / "training_time.json").write_text("{")
+    elif timing == "without dnn":
+        kernel = {"model": "kernel", "minutes": 1.0, "epochs": 2, "val_mse": 0.01}
+        (run / "training_time.json").write_text(json.dumps({"rows": [kernel]}))
+    unit = {"key": "k", "task": "irm", "noise": "ssn", "snr": 0.0, "condition": "ssn_0dB", "sets": []}
+    with pytest.raises(SystemExit, match=r"run: no training time or scores for .*dnn.*; delete the folder to measure "
+                                         r"ssn_0dB again"):  # fmt: skip
+        paper_tables.measure(unit, run, ["kernel", "dnn"], lambda what: None)

@@ -213,3 +213,21 @@ def test_a_local_machine_refuses_an_executor_that_is_not_one():
         with pytest.raises(SpeechkernError, match=r"executor=.*expected .*SerialExecutor.*RayExecutor"):
             est.fit(X, Y, executor=wrong)
     assert est.fit(X, Y, executor=SerialExecutor()).n_leaves_ == 2
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [({"rfm_agop_frames": 0}, "kernel.rfm_agop_frames = 0"), ({"rfm_agop_frames": -5}, "kernel.rfm_agop_frames = -5"),
+     ({"rfm_frames": 0}, "kernel.rfm_frames = 0"), ({"rfm_frames": -1}, "kernel.rfm_frames = -1"),
+     ({"rfm_frames": 10}, "kernel.rfm_frames = 10"), ({"rfm_iterations": 0}, "kernel.rfm_iterations = 0"),
+     ({"shape": float("nan")}, "kernel.shape = nan"), ({"rfm_agop_frames": 2.5}, "kernel.rfm_agop_frames = 2.5")],
+)  # fmt: skip
+def test_odd_rfm_settings_from_the_library_are_refused_naming_the_recipe_key(params, message):
+    """From the library (the recipe bounds them): 0 AGOP frames raised LinAlgError, negative counts ValueError,
+    0 fit frames 'all 0 training frames are the same input', 10 fit frames fitted below the 20 the fit needs,
+    0 iterations returned the identity without trying a metric, and a NaN shape blamed the frames."""
+    X, Y = _problem(100, d=5)
+    Xv, Yv = _problem(30, d=5, seed=1)
+    with pytest.raises(SpeechkernError) as err:
+        fit_transform("rfm", X, Y, Xv, Yv, **params)
+    assert str(err.value).startswith(f"input transform rfm: {message}") and "\n" not in str(err.value), str(err.value)

@@ -78,6 +78,13 @@ DAMAGE = [
     # (model, damage, keep the config copy in the weights, expected part of the message)
     ("kernel", lambda f: (f / "weights.safetensors").unlink(), True, "weights.safetensors is missing"),
     ("kernel", _truncate, True, "weights.safetensors is damaged or truncated"),
+    ("kernel", lambda f: ((f / "weights.safetensors").unlink(), (f / "weights.safetensors").mkdir()), True,
+     "weights.safetensors is a folder, not a file"),
+    ("dnn", lambda f: ((f / "config.json").unlink(), (f / "config.json").mkdir()), True,
+     "config.json is a folder, not a file"),
+    # The version this speechkern writes, with a format number beyond its own: not newer, edited.
+    ("kernel", lambda f: _edit_config(f, _set("format_version", 999)), True,
+     "model format v999 is beyond the v4 that speechkern"),
     ("dnn", lambda f: (f / "config.json").write_text('{"kind": "dnn",'), True, "config.json is not valid JSON"),
     ("dnn", lambda f: (f / "config.json").write_text("[1, 2]"), True, "holds no JSON object"),
     ("kernel", lambda f: _edit_config(f, _set("features.sr", 22050)), True,
@@ -122,6 +129,17 @@ def test_damaged_model_folder_gives_one_line(saved_models, tmp_path, kind, damag
     assert message.startswith(f"{folder}: ") and "\n" not in message, message
     assert expected in message, message
     assert "retrain" in message or "restore" in message, message
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_file_where_a_model_folder_goes_is_named_as_a_file_and_kept(saved_models, tmp_path, overwrite):
+    """Without overwrite it was 'a model is there already; pass overwrite=True', which cannot help."""
+    from speechkern.models.io import save_model
+
+    (tmp_path / "model").write_text("notes")
+    with pytest.raises(SpeechkernError, match=r"model: is a file, not a model folder; .*move the file away$"):
+        save_model(MaskModel.load(saved_models["dnn"]), tmp_path / "model", overwrite=overwrite)
+    assert (tmp_path / "model").read_text() == "notes"
 
 
 def test_intact_model_folders_load_with_the_usual_modes(saved_models):

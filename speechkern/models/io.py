@@ -64,10 +64,11 @@ def save_model(model: MaskModel, folder: str | os.PathLike, overwrite: bool = Fa
     Tensors shared by several estimators (the subband models' common centres) are stored once.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SpeechkernError(f"{folder}: is a file, not a model folder; choose another name for the model, or move "
+                              "the file away")  # fmt: skip
     if folder.exists() and not overwrite:
         raise SpeechkernError(f"{folder}: a model is there already; pass overwrite=True to replace it")
-    if folder.exists() and not folder.is_dir():
-        raise SpeechkernError(f"{folder}: is a file, not a model folder; choose another name for the model")
     tensors: dict[str, torch.Tensor] = {
         "stats.mean": torch.as_tensor(np.asarray(model.stats.mean)),
         "stats.std": torch.as_tensor(np.asarray(model.stats.std)),
@@ -144,6 +145,8 @@ def load_model(folder: str | os.PathLike, device: str = "cpu") -> MaskModel:
     folder = Path(folder)
     device = str(resolve_device(device))  # an unknown or absent device is the option's fault, not the folder's
     config_path = folder / "config.json"
+    if config_path.is_dir():
+        raise SpeechkernError(f"{folder}: config.json is a folder, not a file; {_remedy(folder)}")
     if not config_path.is_file():
         raise SpeechkernError(f"{folder}: no model here (config.json missing); train one with `speechkern train`")
     config = _read_config(folder)
@@ -154,6 +157,12 @@ def load_model(folder: str | os.PathLike, device: str = "cpu") -> MaskModel:
         )
     if config.get("format") == FORMAT and isinstance(config.get("format_version"), int) \
             and config["format_version"] > FORMAT_VERSION:  # fmt: skip
+        if config.get("speechkern_version") == speechkern.__version__:  # not newer: the number was edited
+            raise SpeechkernError(
+                f"{folder}: model format v{config['format_version']} is beyond the v{FORMAT_VERSION} that speechkern "
+                f"{speechkern.__version__} (the version the file names) writes, so config.json was edited; "
+                f"{_remedy(folder)}"
+            )
         raise SpeechkernError(
             f"{folder}: model format v{config['format_version']} was written by a newer speechkern "
             f"({config.get('speechkern_version')}) than this one ({speechkern.__version__}); upgrade speechkern"
@@ -299,6 +308,8 @@ def _read_config(folder: Path) -> dict:
 
 def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = folder / "weights.safetensors"
+    if path.is_dir():
+        raise SpeechkernError(f"{folder}: weights.safetensors is a folder, not a file; {_remedy(folder)}")
     if not path.is_file():
         raise SpeechkernError(f"{folder}: weights.safetensors is missing; {_remedy(folder)}")
     try:

@@ -1,0 +1,215 @@
+"""Recipes under hostile values: every value that would crash a run deep inside (an overflow in joblib or torch,
+a float32 overflow, a division by zero in the mixing) or be taken silently for something else (true for a
+number, a section written as a value) stops when the recipe loads, in one line naming the key and what to do."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import RECIPES, run_cli
+
+from speechkern.errors import SpeechkernError
+from speechkern.recipe import load_recipe
+
+HUGE = "99999999999999999999999"
+
+
+def _refused(overrides: list[str], *fragments: str) -> str:
+    with pytest.raises(SpeechkernError) as err:
+        load_recipe(RECIPES / "demo", overrides)
+    message = str(err.value)
+    assert "\n" not in message and all(f in message for f in fragments), message
+    return message
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["kernel.subbands=true", "kernel.bandwidth=false", "train.max_train_frames=true", "dnn.hidden=[64, true]",
+     "kernel.gammas=[true]", "data.snrs=[false]", "features.context=true", "kernel.epochs=true"],
+)  # fmt: skip
+def test_true_or_false_for_a_number_is_refused_not_read_as_1_or_0(override):
+    key = override.split("=")[0]
+    _refused([override], f"recipe override {override}", key, "true or false", "number")
+
+
+def test_true_or_false_for_a_number_in_the_file_names_the_file(tmp_path):
+    (tmp_path / "recipe.toml").write_text("[kernel]\nepochs = true\n")
+    with pytest.raises(SpeechkernError, match=r"recipe.toml: recipe key kernel.epochs: true .*number"):
+        load_recipe(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"train.workers={HUGE}", f"dnn.batch_size={HUGE}", f"dnn.hidden=[{HUGE}]", f"data.seed={HUGE}",
+     "kernel.epochs=1e15", f"kernel.centers='{HUGE}'", f"kernel.rfm_agop_frames={2**31}"],
+)  # fmt: skip
+def test_integers_beyond_what_the_engine_takes_are_refused(override):
+    """Each crashed with OverflowError in joblib's semaphore or torch's C++ side, after the run had started."""
+    key = override.split("=")[0]
+    _refused([override], key, str(2**31 - 1))
+
+
+@pytest.mark.parametrize("override", ["kernel.eigenpro_ridge=1e300", "dnn.learning_rate=1e39", "kernel.ridges=[1e300]"])
+def test_floats_beyond_float32_are_refused(override):
+    """eigenpro_ridge=1e300 and learning_rate=1e300 crashed in torch: 'value cannot be converted to type float'."""
+    _refused([override], override.split("=")[0], "3.4e+38")
+
+
+@pytest.mark.parametrize("override", ["data.snrs=[1e300]", "data.snrs=[-1e30]", "data.conditions=['ssn@1e300']"])
+def test_snrs_beyond_100_db_are_refused(override):
+    """1e300 dB overflowed 10**(snr/10); -1e30 dB divided by zero when the noise gain was set."""
+    _refused([override], override.split("=")[0], "100")
+
+
+def test_a_negative_seed_is_refused():
+    """NumPy's SeedSequence crashed on it ('expected non-negative integer') when the demo corpus was drawn."""
+    _refused(["data.seed=-1"], "data.seed", "-1")
+
+
+def test_values_at_the_limits_still_load():
+    recipe = load_recipe(RECIPES / "demo", [f"data.seed={2**31 - 1}", "kernel.bandwidth=1e30", "data.snrs=[-100, 100]",
+                                            "dnn.learning_rate=1e-300", "kernel.autotune=true", "target.lc=-5.0",
+                                            "data.conditions=['ssn@-100']"])  # fmt: skip
+    assert recipe.data.seed == 2**31 - 1 and recipe.data.snrs == [-100.0, 100.0] and recipe.kernel.autotune is True
+
+
+def test_an_utterance_cut_shorter_than_a_tenth_of_a_second_is_refused():
+    """1e-300 s cut every utterance to nothing, and the run stopped with 'the clean speech is silent'."""
+    _refused(["data.max_utterance_s=1e-300"], "data.max_utterance_s", "0.1")
+
+
+def test_an_empty_recipe_file_is_refused(tmp_path):
+    """An empty (or comments-only) recipe.toml trained the 120-utterance default experiment without a word."""
+    (tmp_path / "recipe.toml").write_text("# nothing yet\n\n")
+    with pytest.raises(SpeechkernError, match=r"recipe.toml: holds no settings; .*recipes/demo/recipe.toml"):
+        load_recipe(tmp_path)
+
+
+def test_a_recipe_saved_with_a_byte_order_mark_loads(tmp_path):
+    """Windows editors save UTF-8 with a BOM; it was 'not valid TOML (Invalid statement (at line 1, column 1))'."""
+    (tmp_path / "recipe.toml").write_bytes("\ufeff[kernel]\nsubbands = 2\n".encode())
+    assert load_recipe(tmp_path).kernel.subbands == 2
+
+
+@pytest.mark.parametrize("text", ["kernel = 3\n", "[[kernel]]\nsubbands = 2\n"])
+def test_a_section_written_as_a_value_names_the_section(tmp_path, text):
+    (tmp_path / "recipe.toml").write_text(text)
+    with pytest.raises(SpeechkernError) as err:
+        load_recipe(tmp_path)
+    assert "expected a [kernel] section" in str(err.value) and "KernelConfig" not in str(err.value), str(err.value)
+
+
+def test_the_cli_refuses_a_huge_worker_count_in_one_line_before_any_work(tmp_path, capsys):
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--workers", HUGE, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "train.workers" in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_refuses_a_huge_worker_count_in_one_line(tmp_path, capsys):
+    """It crashed with OverflowError in joblib's semaphore after loading the run."""
+    code, _, err = run_cli(["evaluate", str(tmp_path), "--workers", HUGE], capsys)
+    assert code == 2 and err.count("\n") == 1 and f"--workers {HUGE}: expected at most" in err, err
+
+
+@pytest.mark.parametrize("command", ["mix", "oracle"])
+def test_mix_and_oracle_refuse_a_negative_seed(tmp_path, capsys, command):
+    """NumPy's SeedSequence crashed on it with a traceback ('expected non-negative integer')."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for name in ("clean", "noise"):
+        sf.write(tmp_path / f"{name}.wav", 0.1 * rng.standard_normal(16000).astype(np.float32), 16000)
+    argv = [command, str(tmp_path / "clean.wav"), str(tmp_path / "noise.wav"), "--snr", "0", "--seed", "-1"]
+    code, _, err = run_cli([*argv, "-o", str(tmp_path / "mix.wav")] if command == "mix" else argv, capsys)
+    assert code == 2 and "--seed" in err and "Traceback" not in err, err
+
+
+def test_train_refuses_resume_with_overwrite_and_keeps_the_run(tmp_path, capsys):
+    """Both flags together deleted the run (its finished models too) and started again."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.toml").write_text("name = 'kept'\n")
+    argv = ["train", str(RECIPES / "demo"), "--out", str(run), "--resume", "--overwrite"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "--resume and --overwrite" in err, err
+    assert (run / "recipe.toml").read_text() == "name = 'kept'\n"
+
+
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume", "--quiet"])
+@pytest.mark.parametrize("folder", ["project", "recipe"])
+def test_train_never_deletes_or_fills_a_folder_that_is_not_a_run(tmp_path, capsys, flag, folder):
+    """--out FOLDER --overwrite deleted any non-empty folder (a project, a recipe folder) with shutil.rmtree;
+    --resume trained into it; without either, the refusal said to pass one of them."""
+    from conftest import TINY
+
+    out = tmp_path / folder
+    out.mkdir()
+    files = {"notes.txt": "mine"} if folder == "project" else {"recipe.toml": "name = 'x'\n", "README.md": "# x\n"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    argv = ["train", str(RECIPES / "demo"), *(f"--set={s}" for s in TINY), "--models", "dnn", "--out", str(out), flag]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "not a run directory" in err, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
+    assert all((out / name).read_text() == text for name, text in files.items())
+
+
+def test_evaluate_refuses_a_recipe_folder_without_writing_into_it(tmp_path, capsys):
+    """`speechkern evaluate recipes/demo` built manifests/, noises/ and sources/ inside the recipe folder, then said
+    to train with --out set to that folder."""
+    import shutil
+
+    folder = shutil.copytree(RECIPES / "demo", tmp_path / "demo")
+    before = sorted(p.name for p in folder.iterdir())
+    code, _, err = run_cli(["evaluate", str(folder), "--workers", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "no models/" in err and "speechkern train" in err, err
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_evaluate_of_a_run_stopped_before_its_models_says_how_to_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.toml").write_text((RECIPES / "demo" / "recipe.toml").read_text())
+    (run / "train.log").write_text("")
+    code, _, err = run_cli(["evaluate", str(run)], capsys)
+    assert code == 2 and f"--out {run} --resume" in err and sorted(p.name for p in run.iterdir()) == [
+        "recipe.toml", "train.log"], err  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("data.snrs=[0, 5, 0.0]", "data.snrs: 0 dB is given twice"), ("data.snrs=[-0.0, 0]", "data.snrs: 0 dB is given"),
+     ("data.conditions=['ssn@0', 'ssn@0.0']", "data.conditions: 'ssn@0.0' repeats 'ssn@0'"),
+     ("data.noises=['ssn', 'babble', 'ssn']", "data.noises: 'ssn' is given twice")],
+)  # fmt: skip
+def test_a_repeated_snr_condition_or_noise_is_refused(override, message):
+    """data.snrs=[0, 0.0] mixed every test utterance twice under one mixture id (8 manifest rows, 4 ids), so the
+    report's per-file tables counted each file twice."""
+    _refused([override], message)
+
+
+def test_evaluate_refuses_an_empty_test_manifest_instead_of_an_empty_report(tiny_run, tmp_path, capsys):
+    """An empty manifests/test.jsonl gave exit 0, a report with no rows and a matplotlib warning."""
+    import shutil
+
+    _, root, _ = tiny_run
+    run = shutil.copytree(root / "run", tmp_path / "run", ignore=shutil.ignore_patterns("report"))
+    (run / "manifests" / "test.jsonl").write_text("")
+    code, _, err = run_cli(["evaluate", str(run), "--workers", "1", "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "test.jsonl: holds no test mixtures" in err, err
+    assert not (run / "report").exists()
+
+
+def test_evaluate_refuses_a_report_path_that_is_a_file_before_scoring(tiny_run, tmp_path, capsys, monkeypatch):
+    """A file named report in the run raised FileExistsError after every file had been scored."""
+    import shutil
+
+    from speechkern import evaluate
+
+    _, root, _ = tiny_run
+    run = shutil.copytree(root / "run", tmp_path / "run", ignore=shutil.ignore_patterns("report"))
+    (run / "report").write_text("my notes")
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("scored before the check"))
+    code, _, err = run_cli(["evaluate", str(run), "--workers", "1", "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "report is a file, not a folder" in err, err
+    assert (run / "report").read_text() == "my notes"
