@@ -101,22 +101,15 @@ def _check_run_dir(run_dir: Path) -> None:
     file beside it, the models inside it), and a folder with files that is no run (a project, a recipe folder),
     which --overwrite would delete and --resume fill."""
     from speechkern.outputs import check_writable
+    from speechkern.pipeline import is_run
 
     if run_dir.exists() and not run_dir.is_dir():
         raise SpeechkernError(f"{run_dir}: is a file, not a run directory; choose another --out")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not _is_run(run_dir):
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run(run_dir):
         raise SpeechkernError(f"{run_dir}: holds files but is not a run directory (no train.log, nor recipe.toml "
                               "with manifests/ or models/), so --resume and --overwrite leave it alone; choose "
                               "another --out")  # fmt: skip
     check_writable(run_dir / "recipe.toml")
-
-
-def _is_run(folder: Path) -> bool:
-    """What `speechkern train` leaves in a run directory: train.log from its first moment, then the resolved
-    recipe with the manifests and models (from the library: those without the log)."""
-    return (folder / "train.log").is_file() or (
-        (folder / "recipe.toml").is_file() and any((folder / name).is_dir() for name in ("manifests", "models"))
-    )
 
 
 def evaluate(
@@ -138,13 +131,14 @@ def evaluate(
     from speechkern.device import resolve_device
     from speechkern.evaluate import evaluate as run_evaluation
     from speechkern.outputs import check_writable
+    from speechkern.pipeline import is_run
     from speechkern.recipe import MAX_INT
     from speechkern.report import results_json, results_markdown, write_report
 
     if workers > MAX_INT:  # joblib's semaphore overflows past a C int
         raise SpeechkernError(f"--workers {workers}: expected at most {MAX_INT} processes; 0 is one per core")
     if (run_dir / "recipe.toml").is_file() and not (run_dir / "models").is_dir():  # before anything is written
-        if _is_run(run_dir):
+        if is_run(run_dir):
             again = shlex.join(["speechkern", "train", str(run_dir / "recipe.toml"), "--out", str(run_dir), "--resume"])
             raise SpeechkernError(f"{run_dir}: no models/ yet, the run stopped before any model was trained; finish "
                                   f"it: `{again}`")  # fmt: skip

@@ -75,9 +75,14 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
-    """Create the run directory, or reopen it for ``resume``; never touch an existing run without a flag."""
+    """Create the run directory, or reopen it for ``resume``; never touch an existing run without a flag, nor, with
+    one, a folder with files that is no run (:func:`is_run`: a project, a recipe folder)."""
     recipe_file = run_dir / "recipe.toml"
     if run_dir.exists() and any(run_dir.iterdir()):
+        if (overwrite or resume) and not is_run(run_dir):
+            raise SpeechkernError(f"{run_dir}: holds files but is not a run directory (no train.log, nor recipe.toml "
+                                  "with manifests/ or models/), so resume and overwrite leave it alone; choose "
+                                  "another run directory")  # fmt: skip
         if overwrite:
             shutil.rmtree(run_dir)
         elif resume:
@@ -97,6 +102,14 @@ def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: boo
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(recipe_file, recipe.to_toml())
+
+
+def is_run(folder: Path) -> bool:
+    """What training leaves in a run directory: train.log (the command line's, from its first moment), then the
+    resolved recipe with the manifests and models."""
+    return (folder / "train.log").is_file() or (
+        (folder / "recipe.toml").is_file() and any((folder / name).is_dir() for name in ("manifests", "models"))
+    )
 
 
 _MODEL_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}$")  # MaskModel.save's temporary folder: .<name>.<mkdtemp suffix>

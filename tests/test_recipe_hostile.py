@@ -154,6 +154,25 @@ def test_train_never_deletes_or_fills_a_folder_that_is_not_a_run(tmp_path, capsy
     assert all((out / name).read_text() == text for name, text in files.items())
 
 
+@pytest.mark.parametrize("flags", [{"overwrite": True}, {"resume": True}])
+def test_the_library_never_deletes_or_fills_a_folder_that_is_not_a_run(tmp_path, flags):
+    """pipeline.open_run(overwrite=True), which the library's train calls, still deleted any non-empty folder."""
+    from speechkern.pipeline import is_run, open_run
+
+    recipe = load_recipe(RECIPES / "demo")
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SpeechkernError, match=r"project: holds files but is not a run directory"):
+        open_run(recipe, out, **flags)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and not is_run(out)
+    (out / "models").mkdir()
+    (out / "recipe.toml").write_text(recipe.to_toml())
+    assert is_run(out)
+    open_run(recipe, out, **flags)  # a run is reopened or replaced as asked
+    assert (out / "notes.txt").exists() == ("resume" in flags)
+
+
 def test_evaluate_refuses_a_recipe_folder_without_writing_into_it(tmp_path, capsys):
     """`speechkern evaluate recipes/demo` built manifests/, noises/ and sources/ inside the recipe folder, then said
     to train with --out set to that folder."""
