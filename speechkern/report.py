@@ -278,7 +278,16 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
     data["val"]["max_frames"] = recipe.train.max_val_frames
 
     timing_path = run_dir / "training_time.json"
-    training = json.loads(timing_path.read_text(encoding="utf-8"))["rows"] if timing_path.is_file() else []
+    training, unreadable = [], None
+    if timing_path.is_file():
+        try:
+            training = json.loads(timing_path.read_text(encoding="utf-8"))["rows"]
+            if not (isinstance(training, list) and all(isinstance(r, dict) for r in training)):
+                raise TypeError("its rows are not a list of tables")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            training = []
+            unreadable = (f"{timing_path.name} is unreadable ({type(err).__name__}: {err}); the training times are "
+                          "left out (training again with resume=True writes it anew)")  # fmt: skip
 
     kernels, trained = [], {}
     models_dir = run_dir / "models"
@@ -296,7 +305,7 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
                             "gamma": band.get("gamma"), "sigma": band.get("sigma"), "epochs": band.get("epochs"),
                             "val_mse": band.get("val_mse")})  # fmt: skip
 
-    notes = []
+    notes = [unreadable] if unreadable else []
     per_condition = recipe.train.mode == "per-condition"
     conditions = sorted({m.condition for m in manifests["train"]}) if per_condition else ["all"]
     for name in _requested_models(run_dir, recipe):

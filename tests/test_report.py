@@ -82,6 +82,19 @@ def test_an_interrupted_or_partly_scored_run_says_so(tiny_report, tiny_run, tmp_
     assert "The run is incomplete" in report._state_html(summary)
 
 
+@pytest.mark.parametrize("text", ["{not json", '{"rows": 3}', "[]", '{"rows": [1]}'])
+def test_a_damaged_training_time_file_is_a_note_not_a_traceback(tiny_report, tiny_run, tmp_path, text):
+    """A garbage training_time.json stopped `speechkern evaluate` with a JSONDecodeError (or KeyError) traceback."""
+    ev, _ = tiny_report
+    _, root, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(root / "run", copy, ignore=shutil.ignore_patterns("report", "*.safetensors"))
+    (copy / "training_time.json").write_text(text)
+    summary = report.run_summary(ev, copy)
+    assert summary["training"] == [] and summary["complete"] is False
+    assert any(n.startswith("training_time.json is unreadable (") for n in summary["notes"]), summary["notes"]
+
+
 def test_audio_players_follow_the_results_table(tiny_report):
     ev, out = tiny_report
     page = (out / "index.html").read_text()
