@@ -276,10 +276,10 @@ def compute_frames(
     """
     from joblib import Parallel, delayed
 
-    workers = workers or os.cpu_count() or 1
     cache_root = None if cache_root is None else str(cache_root)
     chunk = 8
     parts = [list(rows[i : i + chunk]) for i in range(0, len(rows), chunk)]
+    workers = min(workers or os.cpu_count() or 1, max(len(parts), 1))  # no idle processes started
     results: list[dict[str, np.ndarray]] = []
     if workers == 1 or len(parts) <= 1 or str(device).startswith("cuda"):
         outputs = (_compute_chunk(p, feature_config, target_config, cache_root, str(device)) for p in parts)

@@ -147,3 +147,23 @@ def test_compact_leaves_from_the_recipe_reach_the_model_file_and_enhance(tiny_ru
     y, _ = audio.load(root / "run" / "noises" / "babble.wav")
     out = enhance_signal(model, y[:16000])
     assert out.shape == (16000,) and np.isfinite(out).all()
+
+
+def test_feature_workers_are_capped_at_the_chunks(tiny_run, monkeypatch):
+    """train.workers=100000 (below a C int, so allowed) started that many loky processes for a few chunks."""
+    import joblib
+
+    from speechkern import dataset, mixtures
+
+    recipe, root, _ = tiny_run
+    rows = mixtures.read_manifest(root / "run" / "manifests" / "val.jsonl")[:2] * 9  # 18 mixtures: 3 chunks of 8
+    asked = []
+
+    class Recorded(joblib.Parallel):
+        def __init__(self, n_jobs=None, **kwargs):
+            asked.append(n_jobs)
+            super().__init__(n_jobs=n_jobs, **kwargs)
+
+    monkeypatch.setattr(joblib, "Parallel", Recorded)
+    data = dataset.compute_frames(rows, recipe.features, recipe.target, root / "cache", workers=100000)
+    assert asked == [3] and len(data.mixtures) == 18
