@@ -88,3 +88,26 @@ def test_training_time_table_shows_the_input_transform_minutes(tmp_path):
     assert lines[2] == "| kernel | all | 4 | 4.39 | 1.52 | 6.13 | 6 | 0.05466 |"
     assert lines[3] == "| dnn | all | 1 | 8.50 | – | – | 20 | 0.04500 |"
     assert (tmp_path / "training_time.csv").read_text().splitlines()[1].endswith(",1.519,6.135")
+
+
+def test_find_model_in_odd_places_says_what_to_give(tmp_path):
+    """A config.json given as --model was 'not a run directory'; a per-condition run of one condition still asked
+    for --condition; a model folder with weights but no config.json listed 'one model per condition ()'."""
+    import shutil
+
+    from speechkern.models.select import SHIPPED
+
+    with pytest.raises(SpeechkernError, match=rf"config.json: is a file; give the folder that holds it, {SHIPPED} "):
+        find_model(SHIPPED / "config.json")
+    run = tmp_path / "run"
+    shutil.copytree(SHIPPED, run / "models" / "kernel" / "ssn_0dB")
+    model, folder = find_model(run)  # the one condition is the model
+    assert folder == run / "models" / "kernel" / "ssn_0dB" and model.n_units > 0
+    shutil.copytree(SHIPPED, run / "models" / "kernel" / "ssn_5dB")
+    with pytest.raises(SpeechkernError, match=r"one model per condition \(ssn_0dB, ssn_5dB\); choose one"):
+        find_model(run)
+    assert find_model(run, condition="ssn_5dB")[1].name == "ssn_5dB"
+    (run / "models" / "dnn").mkdir()
+    shutil.copy(SHIPPED / "weights.safetensors", run / "models" / "dnn")
+    with pytest.raises(SpeechkernError, match=r"dnn: holds no finished model .*`speechkern train --resume`"):
+        find_model(run, system="dnn")

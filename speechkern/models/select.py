@@ -114,6 +114,10 @@ def find_model(
     path = Path(where)
     if not path.exists():
         raise SpeechkernError(f"{path}: no such run directory or model folder; {what_a_run_is()}")
+    if path.is_file():
+        folder = f", {path.parent}" if path.name == "config.json" else ""
+        raise SpeechkernError(f"{path}: is a file; give the folder that holds it{folder} (a model folder with "
+                              "config.json, or a run directory)")  # fmt: skip
     if (path / "config.json").is_file():
         given = [f"--{name} {value}" for name, value in (("system", system), ("condition", condition)) if value]
         if given:
@@ -133,6 +137,11 @@ def find_model(
     folder = models / name
     if not (folder / "config.json").is_file():
         conditions = sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
+        if not conditions:
+            raise SpeechkernError(f"{folder}: holds no finished model (no config.json in it or in a condition's "
+                                  "folder); finish training with `speechkern train --resume`")  # fmt: skip
+        if condition is None and len(conditions) == 1:
+            condition = conditions[0]  # one condition: nothing to choose
         if condition is None:
             raise SpeechkernError(
                 f"{folder}: one model per condition ({', '.join(conditions)}); choose one with --condition"
