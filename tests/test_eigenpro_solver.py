@@ -83,3 +83,12 @@ def test_the_pipeline_logs_and_follows_the_recipe(caplog):
     assert choice.solver == "eigenpro3" and 1 <= choice.centers < 3000
     forced = Recipe.model_validate({"kernel": {"solver": "eigenpro3", "centers": 120}})
     assert kernel_solver(forced, data, "cpu").centers == 120
+
+
+def test_more_centres_than_frames_is_named_as_the_reason():
+    """kernel.centers = 5000 with 600 frames logged 'EigenPro 2 with every one of 600 frames as a centre (as
+    asked)', which was not what was asked."""
+    choice = choose_solver(600, 200, 64, 4 * GIB, centers=5000)
+    assert choice.solver == "eigenpro2"
+    assert choice.reason.endswith("(kernel.centers = 5000 asks for at least as many)"), choice.reason
+    assert choose_solver(600, 200, 64, 4 * GIB, "eigenpro2").reason.endswith("as a centre (as asked)")

@@ -105,7 +105,8 @@ def choose_solver(
         )
         return SolverChoice("local", None, f"{what.format(n=n)}; {why}", leaf)  # fmt: skip
     if solver == "eigenpro2" or (centers and centers >= n):
-        return SolverChoice("eigenpro2", None, f"EigenPro 2 with every one of {n} frames as a centre (as asked)")
+        why = "as asked" if solver == "eigenpro2" else f"kernel.centers = {centers} asks for at least as many"
+        return SolverChoice("eigenpro2", None, f"EigenPro 2 with every one of {n} frames as a centre ({why})")
     if centers:
         p = min(int(centers), n)
         return SolverChoice("eigenpro3", p, f"EigenPro 3 with {p} centres (as asked), learning from all {n} frames")
