@@ -92,3 +92,9 @@ def test_more_centres_than_frames_is_named_as_the_reason():
     assert choice.solver == "eigenpro2"
     assert choice.reason.endswith("(kernel.centers = 5000 asks for at least as many)"), choice.reason
     assert choose_solver(600, 200, 64, 4 * GIB, "eigenpro2").reason.endswith("as a centre (as asked)")
+
+
+def test_an_exact_solve_beyond_the_budget_names_the_recipe_key():
+    """kernel.memory_gb too small for an exact solve was refused naming only the estimator's memory_budget_gb."""
+    with pytest.raises(SpeechkernError, match=r"raise memory_budget_gb \(kernel.memory_gb in a recipe\), use solver"):
+        choose_solver(20_000, 0, 64, GIB // 4, "exact")

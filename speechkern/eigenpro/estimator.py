@@ -393,7 +393,7 @@ class EigenProRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
                 raise SpeechkernError(
                     f"centers: the exact projection onto {p} centres needs {chol_bytes / 2**30:.1f} GiB "
                     f"(two {p}×{p} float64 matrices) but the memory budget is {budget / 2**30:.1f} GiB; "
-                    "use fewer centres or raise memory_budget_gb"
+                    "use fewer centres (kernel.centers) or raise memory_budget_gb (kernel.memory_gb in a recipe)"
                 )
             # K(X_B, Z) is kept whole when it fits (one kernel evaluation per batch instead of two).
             left = budget - chol_bytes

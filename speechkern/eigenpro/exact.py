@@ -41,8 +41,8 @@ def check_exact_size(n: int, budget_bytes: int | None = None) -> None:
     if budget_bytes is not None and exact_bytes(n) > budget_bytes:
         raise SpeechkernError(
             f"an exact kernel solve of {n} points needs {exact_bytes(n) / 2**30:.2f} GiB for K(X, X) but the memory "
-            f"budget is {budget_bytes / 2**30:.2f} GiB; raise memory_budget_gb, use solver='local' with a smaller "
-            "leaf_size, or fewer points"
+            f"budget is {budget_bytes / 2**30:.2f} GiB; raise memory_budget_gb (kernel.memory_gb in a recipe), use "
+            "solver='local' with a smaller leaf_size, or fewer points"
         )
 
 
