@@ -20,12 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, input_dim
+from speechkern.limits import memory_budget
 from speechkern.targets import TargetConfig, mask_units
 
 _CONDITION = r"^.+@[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"  # NOISE@SNR with a finite SNR in dB
 MAX_SNR_DB = 100.0  # beyond it the noise gain (or its inverse) over- or underflows float32 audio
 MAX_INT = 2**31 - 1  # counts and seeds beyond a C int overflow in joblib (workers), torch and NumPy
 MAX_FLOAT = 3.4028234663852886e38  # the largest float32: the models compute in float32
+MIN_FIT_FRAMES = 1000  # a recipe whose float32 inputs of this many frames exceed the memory budget cannot train
 
 
 class _Section(BaseModel):
@@ -264,6 +266,10 @@ class Recipe(_Section):
         _check_noises_and_splits(self.data)
         kc = self.kernel
         n_inputs = input_dim(self.features)
+        if n_inputs * 4 * MIN_FIT_FRAMES > memory_budget():
+            raise ValueError(f"features.context: {self.features.context} gives {n_inputs} inputs per frame, so "
+                             f"{MIN_FIT_FRAMES} frames alone would exceed the {memory_budget() / 2**30:.1f} GiB this "
+                             "machine allows; choose a context of a few frames (the paper's: 2)")  # fmt: skip
         if kc.input_transform != "none" and kc.input_dims > n_inputs:
             raise ValueError(f"kernel.input_dims: {kc.input_dims}, but the features give {n_inputs} inputs per frame; "
                              f"choose 0 (all) to {n_inputs}")  # fmt: skip

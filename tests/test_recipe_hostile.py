@@ -77,6 +77,15 @@ def test_an_utterance_cut_shorter_than_a_tenth_of_a_second_is_refused():
     _refused(["data.max_utterance_s=1e-300"], "data.max_utterance_s", "0.1")
 
 
+def test_a_context_too_wide_to_train_is_refused_at_load(monkeypatch):
+    """features.context=100000 (49 million inputs per frame) loaded, and training ran out of memory."""
+    import speechkern.recipe as recipe_module
+
+    monkeypatch.setattr(recipe_module, "memory_budget", lambda: 8 * 2**30)  # the same on every machine
+    _refused(["features.context=100000"], "features.context", "49200246 inputs per frame")
+    assert load_recipe(RECIPES / "demo", ["features.context=50"]).features.context == 50  # 24 846 inputs: trains
+
+
 def test_an_empty_recipe_file_is_refused(tmp_path):
     """An empty (or comments-only) recipe.toml trained the 120-utterance default experiment without a word."""
     (tmp_path / "recipe.toml").write_text("# nothing yet\n\n")
