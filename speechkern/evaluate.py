@@ -139,12 +139,11 @@ def evaluate(
     if examples is None:
         examples = recipe.evaluate.examples
     models = discover_models(run_dir, device)
+    resume = f"resume the run {run_dir} (resume=True)"  # the command line names its command
+    if not models:  # before the manifests: a recipe folder, or a run stopped early, is left as it is
+        raise SpeechkernError(f"{run_dir}: no trained models in models/; train them: {resume}")
     manifests = dataset.build_manifests(recipe, run_dir)
     missing = missing_models(run_dir, recipe, models, sorted({m.condition for m in manifests["train"]}))
-    resume = f"resume the run {run_dir} (resume=True)"  # the command line names its command
-    if not models:
-        raise SpeechkernError(f"{run_dir}: no trained models in models/ (missing: {', '.join(missing)}); train them: "
-                              f"{resume}")  # fmt: skip
     if missing:
         logger.warning("%s: the run is incomplete, no model for %s; scoring the others. Finish it: %s",
                        run_dir, ", ".join(missing), resume)  # fmt: skip

@@ -241,3 +241,16 @@ def test_evaluate_refuses_a_report_path_that_is_a_file_before_scoring(tiny_run, 
     code, _, err = run_cli(["evaluate", str(run), "--workers", "1", "-q"], capsys)
     assert code == 2 and err.count("\n") == 1 and "report is a file, not a folder" in err, err
     assert (run / "report").read_text() == "my notes"
+
+
+def test_the_library_evaluate_writes_nothing_into_a_folder_without_models(tmp_path):
+    """evaluate() built manifests/, noises/ and sources/ in a recipe folder before finding it had no models."""
+    import shutil
+
+    from speechkern.evaluate import evaluate
+
+    folder = shutil.copytree(RECIPES / "demo", tmp_path / "demo")
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(SpeechkernError, match=r"demo: no trained models in models/; train them"):
+        evaluate(folder, workers=1)
+    assert sorted(p.name for p in folder.iterdir()) == before
