@@ -33,7 +33,7 @@ from speechkern.mixtures import Mixture
 from speechkern.models.io import MaskModel, split_bands
 from speechkern.outputs import write_text
 from speechkern.progress import report
-from speechkern.recipe import Recipe, load_recipe
+from speechkern.recipe import Recipe, inert_settings, load_recipe
 from speechkern.transform import InputTransform, fit_transform
 
 logger = logging.getLogger(__name__)
@@ -591,6 +591,9 @@ def _train_locked(recipe: Recipe, run_dir: Path, names: list[str], resolved: str
     executor = executor or SerialExecutor()
     logger.info("run %s: recipe %s, models %s, device %s, executor %s", run_dir, recipe.name, ", ".join(names),
                 device_name, executor.name)  # fmt: skip
+    if any(name.startswith("kernel") for name in names):
+        for note in inert_settings(recipe):
+            logger.warning("%s", note)
     timings = _read_timings(run_dir)
     skipped: list[str] = []
 

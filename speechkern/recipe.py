@@ -283,6 +283,21 @@ class Recipe(_Section):
         return _dump_toml(self.model_dump(mode="json"))
 
 
+def inert_settings(recipe: Recipe) -> list[str]:
+    """Settings of the kernel machine that the rest of the recipe leaves without effect, one sentence each (the
+    pipeline logs them as warnings: accepted, since a recipe may switch the setting they depend on by override)."""
+    kc, notes = recipe.kernel, []
+    if kc.input_transform == "none" and kc.input_dims:
+        notes.append(f"kernel.input_dims = {kc.input_dims} has no effect: kernel.input_transform is 'none'")
+    if kc.centers and kc.solver in ("local", "exact"):
+        notes.append(f"kernel.centers = {kc.centers} has no effect with kernel.solver = '{kc.solver}' (every frame "
+                     "is a centre; kernel.leaf_centers keeps fewer per leaf)")  # fmt: skip
+    if "rfm" in kc.input_transform and kc.rfm_agop_frames > kc.rfm_frames:
+        notes.append(f"kernel.rfm_agop_frames = {kc.rfm_agop_frames} is capped at kernel.rfm_frames = "
+                     f"{kc.rfm_frames}: the gradients are taken on the frames of the fit")  # fmt: skip
+    return notes
+
+
 def _number_type(annotation: Any) -> type | None:
     """int or float where a field (or the items of a list field) holds numbers, else None."""
     if typing.get_origin(annotation) is Annotated:

@@ -254,3 +254,29 @@ def test_the_library_evaluate_writes_nothing_into_a_folder_without_models(tmp_pa
     with pytest.raises(SpeechkernError, match=r"demo: no trained models in models/; train them"):
         evaluate(folder, workers=1)
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_settings_without_effect_are_named_in_the_log(tmp_path, caplog):
+    """kernel.input_dims with no transform, kernel.centers with the local solver and rfm_agop_frames above
+    rfm_frames were accepted and silently did nothing."""
+    import logging
+
+    from conftest import TINY
+
+    from speechkern.pipeline import train
+    from speechkern.recipe import inert_settings
+
+    assert inert_settings(load_recipe(RECIPES / "demo")) == []
+    notes = inert_settings(load_recipe(RECIPES / "demo", ["kernel.input_dims=8", "kernel.solver=local",
+                                                          "kernel.centers=50"]))  # fmt: skip
+    assert notes == ["kernel.input_dims = 8 has no effect: kernel.input_transform is 'none'",
+                     "kernel.centers = 50 has no effect with kernel.solver = 'local' (every frame is a centre; "
+                     "kernel.leaf_centers keeps fewer per leaf)"]  # fmt: skip
+    rfm = load_recipe(RECIPES / "demo", ["kernel.input_transform=rfm", "kernel.rfm_frames=100",
+                                         "kernel.rfm_agop_frames=200"])  # fmt: skip
+    assert inert_settings(rfm) == ["kernel.rfm_agop_frames = 200 is capped at kernel.rfm_frames = 100: the gradients "
+                                   "are taken on the frames of the fit"]  # fmt: skip
+    recipe = load_recipe(RECIPES / "demo", [*TINY, "kernel.solver=local", "kernel.centers=50"])
+    with caplog.at_level(logging.WARNING, logger="speechkern"):
+        train(recipe, tmp_path / "run", models=["kernel"], cache_dir=None)
+    assert "kernel.centers = 50 has no effect with kernel.solver = 'local'" in caplog.text
