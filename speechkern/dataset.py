@@ -106,7 +106,8 @@ def _generated_noise(kind: str, recipe, train: Sequence[Utterance], run_dir: Pat
         for talker, s in speech:
             by_talker.setdefault(talker, []).append(s)
         groups = list(by_talker.values())
-        if len(groups) < 4:  # too few talkers for two disjoint halves: utterances as voices (still disjoint)
+        voices = 2 * len(mixtures.parts(n_samples, data.val_noise_share))  # at least two per part
+        if len(groups) < voices:  # too few talkers for disjoint parts: utterances as voices (still disjoint)
             groups = [[s] for _, s in speech]
         y = mixtures.babble(groups, n_samples, data.seed, data.babble_talkers, data.val_noise_share)
     audio.save(path, y, data.sr, overwrite=True, subtype="FLOAT")

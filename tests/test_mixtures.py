@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -189,3 +191,27 @@ def test_babble_validation_part_shares_no_talker_with_training_or_test():
     # half, and the same range is caught repeating the training range.
     shared = mixtures.babble(talkers, n, seed=5, n_talkers=4)
     assert max(_max_correlation(shared[v0 + i : v0 + i + 2 * sr], shared[t0:t1]) for i in (0, 2 * sr)) > 0.5
+
+
+def test_babble_with_a_validation_part_falls_back_to_utterances_as_voices(tmp_path):
+    """With data.val_noise_share, babble needs 6 voices; 4 or 5 talkers stopped the run, where utterances of
+    those talkers could serve as the voices (as they already did below 4 talkers without the share)."""
+    import soundfile as sf
+
+    from speechkern import dataset
+    from speechkern.corpora import Utterance
+    from speechkern.recipe import load_recipe
+
+    rng = np.random.default_rng(13)
+    train = []
+    for t in range(4):
+        for u, y in enumerate(_talker(rng, n_utterances=2, seconds=1.0)):
+            path = tmp_path / f"t{t}-{u}.wav"
+            sf.write(path, y / np.abs(y).max() * 0.5, 16000)
+            train.append(Utterance(id=f"t{t}-{u}", path=str(path), talker=f"t{t}"))
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "demo",
+                         ["data.generated_noise_s=6", "data.val_noise_share=0.2"])  # fmt: skip
+    path = dataset._generated_noise("babble", recipe, train, tmp_path / "run")
+    y, _ = audio.load(path, sr=16000)
+    for start, stop in mixtures.parts(len(y), 0.2):
+        assert np.sqrt(np.mean(y[start:stop] ** 2)) == pytest.approx(0.05, rel=1e-3)
