@@ -79,10 +79,8 @@ def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: boo
     one, a folder with files that is no run (:func:`is_run`: a project, a recipe folder)."""
     recipe_file = run_dir / "recipe.toml"
     if run_dir.exists() and any(run_dir.iterdir()):
-        if (overwrite or resume) and not is_run(run_dir):
-            raise SpeechkernError(f"{run_dir}: holds files but is not a run directory (no train.log, nor recipe.toml "
-                                  "with manifests/ or models/), so resume and overwrite leave it alone; choose "
-                                  "another run directory")  # fmt: skip
+        if overwrite or resume:
+            check_not_foreign(run_dir)
         if overwrite:
             shutil.rmtree(run_dir)
         elif resume:
@@ -110,6 +108,15 @@ def is_run(folder: Path) -> bool:
     return (folder / "train.log").is_file() or (
         (folder / "recipe.toml").is_file() and any((folder / name).is_dir() for name in ("manifests", "models"))
     )
+
+
+def check_not_foreign(run_dir: Path) -> None:
+    """Refuse a folder with files that is no run (:func:`is_run`: a project, a recipe folder), which overwrite
+    would delete and resume fill."""
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run(run_dir):
+        raise SpeechkernError(f"{run_dir}: holds files but is not a run directory (no train.log, nor recipe.toml "
+                              "with manifests/ or models/), so resume and overwrite leave it alone; choose another "
+                              "run directory")  # fmt: skip
 
 
 _MODEL_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}$")  # MaskModel.save's temporary folder: .<name>.<mkdtemp suffix>
