@@ -84,9 +84,7 @@ def split_range(noise_length: int, split: str, val_share: float = 0.0) -> tuple[
 def parts(n_samples: int, val_share: float = 0.0) -> list[tuple[int, int]]:
     """The ``[start, stop)`` ranges of a noise that no two splits share: the two halves, or with ``val_share``
     the training part, the validation part and the test half (:func:`split_range`)."""
-    if val_share <= 0:
-        return [segment_range(n_samples, "first"), segment_range(n_samples, "second")]
-    return [split_range(n_samples, split, val_share) for split in SPLITS]
+    return list(dict.fromkeys(split_range(n_samples, split, val_share) for split in SPLITS))
 
 
 def cut_noise(noise: np.ndarray, offset: int, n_samples: int, start: int, stop: int) -> np.ndarray:
