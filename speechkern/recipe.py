@@ -161,6 +161,13 @@ class KernelConfig(_Section):
         description="centres each leaf of the local solver keeps (0 = every frame; m > 0: a "
         "compact model of leaves × m centres, each leaf solved in the Nyström form over all its frames)",
     )
+    trees: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="partitions the local solver averages, each cut along a further principal direction (t-fold "
+        "time, memory of the model and prediction cost; no effect with one leaf)",
+    )
     centers_dtype: Literal["float32", "float16"] = Field(
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
     )
@@ -292,6 +299,10 @@ def inert_settings(recipe: Recipe) -> list[str]:
     if kc.centers and kc.solver in ("local", "exact"):
         notes.append(f"kernel.centers = {kc.centers} has no effect with kernel.solver = '{kc.solver}' (every frame "
                      "is a centre; kernel.leaf_centers keeps fewer per leaf)")  # fmt: skip
+    if kc.trees > 1 and (kc.solver in ("eigenpro", "eigenpro2", "eigenpro3", "exact")
+                         or (kc.solver == "auto" and kc.centers)):  # fmt: skip
+        why = f"kernel.solver = '{kc.solver}'" + (f" with kernel.centers = {kc.centers}" if kc.centers else "")
+        notes.append(f"kernel.trees = {kc.trees} has no effect with {why}: only the local solver averages trees")
     if "rfm" in kc.input_transform and kc.rfm_agop_frames > kc.rfm_frames:
         notes.append(f"kernel.rfm_agop_frames = {kc.rfm_agop_frames} is capped at kernel.rfm_frames = "
                      f"{kc.rfm_frames}: the gradients are taken on the frames of the fit")  # fmt: skip

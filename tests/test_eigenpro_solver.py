@@ -22,6 +22,8 @@ def test_the_default_is_the_local_machine_with_leaves_that_fit():
     compact = choose_solver(50_000, 0, 256, 4 * GIB, "local", leaf_size=5000, leaf_centers=1000)
     assert compact.leaf_size == 5000 and "keeping 1000 centres per leaf" in compact.reason
     assert "keeping" not in choose_solver(50_000, 0, 256, 4 * GIB, "local", leaf_size=5000, leaf_centers=9000).reason
+    assert "the mean of 3 such trees" in choose_solver(50_000, 0, 256, 4 * GIB, leaf_size=5000, trees=3).reason
+    assert "trees" not in choose_solver(5_000, 0, 256, 4 * GIB, trees=3).reason  # one leaf: one tree
     assert choose_solver(30_000, 0, 256, 8 * GIB, "exact").leaf_size == 30_000
     with pytest.raises(SpeechkernError, match="solver='local'"):
         choose_solver(50_000, 0, 256, 64 * GIB, "exact")

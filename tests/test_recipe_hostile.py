@@ -276,6 +276,10 @@ def test_settings_without_effect_are_named_in_the_log(tmp_path, caplog):
                                          "kernel.rfm_agop_frames=200"])  # fmt: skip
     assert inert_settings(rfm) == ["kernel.rfm_agop_frames = 200 is capped at kernel.rfm_frames = 100: the gradients "
                                    "are taken on the frames of the fit"]  # fmt: skip
+    trees = inert_settings(load_recipe(RECIPES / "demo", ["kernel.trees=2", "kernel.centers=50"]))
+    assert trees == ["kernel.trees = 2 has no effect with kernel.solver = 'auto' with kernel.centers = 50: only the "
+                     "local solver averages trees"]  # fmt: skip
+    assert inert_settings(load_recipe(RECIPES / "demo", ["kernel.trees=2"])) == []
     recipe = load_recipe(RECIPES / "demo", [*TINY, "kernel.solver=local", "kernel.centers=50"])
     with caplog.at_level(logging.WARNING, logger="speechkern"):
         train(recipe, tmp_path / "run", models=["kernel"], cache_dir=None)

@@ -164,6 +164,7 @@ def test_float16_centres_halve_the_file_and_predict_as_fitted(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"leaf_centers": -1}, "leaf_centers=-1"), ({"leaf_centers": 2.5}, "leaf_centers=2.5"),
+     ({"trees": 0}, "trees=0"), ({"trees": 1.5}, "trees=1.5"),
      ({"centers_dtype": "int8"}, "centers_dtype='int8'"),
      ({"leaf_size": 50_000, "leaf_centers": MAX_EXACT_POINTS + 1}, f"leaf_centers={MAX_EXACT_POINTS + 1}")],
 )  # fmt: skip
@@ -207,6 +208,45 @@ def test_refitting_predicts_with_the_new_centres():
     np.testing.assert_array_equal(est.predict(X[:50] * 2), fresh.predict(X[:50] * 2))
 
 
+def test_trees_split_along_successive_principal_directions_and_average_their_leaf_solves():
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(400, 3)) * [3.0, 2.0, 0.5]).astype(np.float32)  # principal axes x, then y
+    Y = np.stack([np.sin(X[:, 0]), X[:, 1] ** 2 / 4], 1).astype(np.float32)
+    est = LocalKernelRegressor(1.0, 2.0, ridge=1e-3, leaf_size=200, trees=2, temperature=0.0, device="cpu")
+    est.fit(X, Y)
+    assert est.n_trees_ == 2 and est.n_leaves_ == 4 and len(est.centers_) == 800
+    axes = [int(np.argmax(np.abs(d))) for d in est.split_directions_.numpy()]
+    assert axes == [0, 1]  # tree 0 splits along x, tree 1 along y
+    kernel = ExponentialPowerKernel(1.0, 2.0)
+    Xq = (rng.normal(size=(60, 3)) * [3.0, 2.0, 0.5]).astype(np.float32)
+    expected = np.zeros((60, 2))
+    for t in range(2):
+        d, thr = est.split_directions_[t].numpy(), float(est.split_thresholds_[t])
+        left_train, left_query = X @ d <= thr, Xq @ d <= thr
+        for side_train, side_query in ((left_train, left_query), (~left_train, ~left_query)):
+            w = ridge_solve(kernel, torch.from_numpy(X[side_train]), torch.from_numpy(Y[side_train]), 1e-3)
+            k = kernel(torch.from_numpy(Xq[side_query]), torch.from_numpy(X[side_train]))
+            expected[side_query] += (k @ w).numpy() / 2
+    np.testing.assert_allclose(est.predict(Xq), expected, rtol=1e-4, atol=1e-4)
+    back = LocalKernelRegressor.from_state(*est.to_state(), device="cpu")
+    assert back.n_trees_ == 2
+    np.testing.assert_array_equal(back.predict(Xq), est.predict(Xq))
+    # One leaf: the trees would be the same global solve, so one is kept.
+    single = LocalKernelRegressor(1.0, 2.0, ridge=1e-3, leaf_size=400, trees=3, device="cpu").fit(X, Y)
+    assert single.n_trees_ == 1 and len(single.centers_) == 400
+
+
+def test_a_version_1_local_model_reads_as_one_tree():
+    X, Y = _problem(n=500)
+    est = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=200, device="cpu").fit(X, Y)
+    tensors, config = est.to_state()
+    params = {k: v for k, v in config["params"].items() if k != "trees"}
+    old = {k: v for k, v in config.items() if k != "n_trees"} | {"format_version": 1, "params": params}
+    back = LocalKernelRegressor.from_state(tensors, old, device="cpu")
+    assert back.n_trees_ == 1
+    np.testing.assert_array_equal(back.predict(X[:50]), est.predict(X[:50]))
+
+
 def test_median_tree_depth_zero_has_no_splits():
     directions, thresholds, leaves = median_tree(torch.zeros(10, 3), 0)
     assert directions.shape == (0, 3) and thresholds.shape == (0,) and leaves.tolist() == [0] * 10
@@ -224,8 +264,8 @@ def test_local_state_round_trip():
         LocalKernelRegressor.from_state(broken, config, device="cpu")
 
 
-@pytest.mark.parametrize(("leaf_centers", "dtype"), [(0, "float32"), (30, "float16")])
-def test_local_mask_model_saves_once_loads_and_refuses_damage(tmp_path, leaf_centers, dtype):
+@pytest.mark.parametrize(("leaf_centers", "dtype", "trees"), [(0, "float32", 1), (30, "float16", 1), (0, "float32", 2)])
+def test_local_mask_model_saves_once_loads_and_refuses_damage(tmp_path, leaf_centers, dtype, trees):
     from safetensors.torch import load_file
 
     from speechkern.features import FeatureConfig, FeatureStats
@@ -237,14 +277,14 @@ def test_local_mask_model_saves_once_loads_and_refuses_damage(tmp_path, leaf_cen
     X = rng.standard_normal((300, 192)).astype(np.float32)
     Y = rng.uniform(size=(300, 64)).astype(np.float32)
     bands = split_bands(64, 2)
-    settings = {"leaf_size": 100, "leaf_centers": leaf_centers, "centers_dtype": dtype, "device": "cpu"}
+    settings = {"leaf_size": 100, "leaf_centers": leaf_centers, "centers_dtype": dtype, "trees": trees, "device": "cpu"}
     estimators = [LocalKernelRegressor(1.0, 20.0, **settings).fit(X, Y[:, lo:hi]) for lo, hi in bands]
     model = MaskModel("kernel", features, TargetConfig(), FeatureStats(np.zeros(64), np.ones(64)), bands, estimators)
     model.save(tmp_path / "m")
     stored = load_file(str(tmp_path / "m" / "weights.safetensors"))
     centres = [v for k, v in stored.items() if k.endswith(".centers")]
     assert len(centres) == 1  # the bands' shared centres are stored once
-    assert centres[0].dtype == getattr(torch, dtype) and len(centres[0]) == (4 * leaf_centers or len(X))
+    assert centres[0].dtype == getattr(torch, dtype) and len(centres[0]) == trees * (4 * leaf_centers or len(X))
     back = MaskModel.load(tmp_path / "m")
     np.testing.assert_allclose(back.predict(X[:40]), model.predict(X[:40]), rtol=1e-5, atol=1e-6)
     expected = np.clip(np.concatenate([e.predict(X[:40]) for e in estimators], axis=1), 0, 1)

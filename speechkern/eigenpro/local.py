@@ -31,7 +31,7 @@ from speechkern.progress import report
 logger = logging.getLogger(__name__)
 
 FORMAT = "speechkern.local"
-FORMAT_VERSION = 1  # centres may be stored as float16 (centers_dtype); readers of version 1 convert any dtype
+FORMAT_VERSION = 2  # 2: several trees (``trees``); a version 1 file is one tree and reads as such
 CENTERS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 DIRECTION_SAMPLE = 8192  # points of a node whose principal direction is computed (the median uses all of them)
 DEFAULT_LEAF_SIZE = 20_000  # largest leaf; measured in benchmarks/kernel_reference.py
@@ -41,20 +41,25 @@ TEMPERATURES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)
 NEGLIGIBLE_WEIGHT = 1e-3  # a second leaf below this weight is not evaluated
 
 
-def _principal_direction(X: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Unit top principal direction (features,) of the rows of X, from at most DIRECTION_SAMPLE of them."""
+def _principal_direction(X: torch.Tensor, rng: np.random.Generator, component: int = 0) -> torch.Tensor:
+    """Unit principal direction (features,) number ``component`` (0: the top one; the last one there is when the
+    rows span fewer) of the rows of X, from at most DIRECTION_SAMPLE of them."""
     if X.shape[0] > DIRECTION_SAMPLE:
         X = X[torch.from_numpy(rng.choice(X.shape[0], DIRECTION_SAMPLE, replace=False)).to(X.device)]
     centred = X.to(torch.float64) - X.to(torch.float64).mean(dim=0)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-    v = vh[0]
+    v = vh[min(component, vh.shape[0] - 1)]
     return (v * torch.sign(v[v.abs().argmax()])).to(torch.float32)  # sign fixed: the same tree every time
 
 
-def median_tree(X: torch.Tensor, depth: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def median_tree(
+    X: torch.Tensor, depth: int, seed: int = 0, component: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A complete binary tree of ``depth`` levels over the rows of X (n × features): heap-ordered split
     directions (2^depth − 1 × features) and thresholds (2^depth − 1,), and the leaf (n,) int64 of every row. Node i
     sends x to child 2i + 1 when x·direction ≤ threshold (the median of its points' projections), else to 2i + 2.
+    The direction is the node's principal direction number ``component`` (0, the top one, as xRFM splits; other
+    components give the differently cut trees of an ensemble).
     Each direction is scaled by 1/(the spread of its node's projections), so x·direction − threshold is a margin in
     units of that spread (soft routing compares margins across levels). Rows that project onto the threshold itself
     (repeated frames, such as digital silence) are shared between the children so that every split halves its
@@ -69,7 +74,7 @@ def median_tree(X: torch.Tensor, depth: int, seed: int = 0) -> tuple[torch.Tenso
         rows = members[node]
         points = X[rows]
         if rows.numel() > 1:
-            direction = _principal_direction(points, rng)
+            direction = _principal_direction(points, rng, component)
             proj = points @ direction
             spread = float(proj.std()) if rows.numel() > 2 else 1.0
             directions[node] = direction / (spread if spread > 0 else 1.0)
@@ -155,6 +160,11 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     leaf_size:
         Largest leaf (points); the tree has ⌈log2(n / leaf_size)⌉ levels. At most 40 000 (LAPACK's 32-bit
         indices, :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS`) unless ``leaf_centers`` is smaller.
+    trees:
+        Partitions averaged (default 1). Tree t splits every node along its principal direction number t, so the
+        trees cut the data differently; each is solved in full and a point's prediction is the mean of the
+        trees' (each routed as ``temperature`` says). Fitting, prediction and the model's size grow t-fold;
+        with one leaf the trees would be the same, and one is kept.
     leaf_centers:
         0 (default): every leaf frame is a centre. m > 0: each leaf larger than m keeps m of its frames (a seeded
         uniform draw) as its centres, fitted to all its frames (n_leaf·m² multiply-adds); the model then holds
@@ -175,12 +185,16 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     Attributes
     ----------
     centers_, weights_:
-        Float32 tensors (centres × features) and (centres × outputs): the centres grouped by leaf (every training
-        point, or each leaf's ``leaf_centers`` kept points), and their weights.
+        Float32 tensors (centres × features) and (centres × outputs): the centres grouped by leaf, tree after
+        tree (every training point, or each leaf's ``leaf_centers`` kept points), and their weights.
     leaf_offsets_:
-        int64 tensor (leaves + 1): leaf j's centres are rows ``leaf_offsets_[j]:leaf_offsets_[j + 1]``.
+        int64 tensor (trees · leaves + 1): leaf j of tree t holds rows ``leaf_offsets_[i]:leaf_offsets_[i + 1]``,
+        i = t · leaves + j.
     split_directions_, split_thresholds_:
-        The tree (:func:`median_tree`).
+        The trees (:func:`median_tree`), one after the other: (trees · (leaves − 1) × features) and
+        (trees · (leaves − 1),).
+    n_trees_:
+        Trees kept (``trees``, or 1 where the model is one leaf).
     temperature_:
         The soft-routing temperature used (0: hard routing); ``val_mse_by_temperature_`` when it was tuned.
     kernel_, history_ (one entry: train_mse on up to 1000 training points, val_mse, seconds), best_epoch_ (1),
@@ -195,6 +209,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         ridge: float = 1e-2,
         temperature: float | str = "auto",
         leaf_size: int = DEFAULT_LEAF_SIZE,
+        trees: int = 1,
         leaf_centers: int = 0,
         centers_dtype: str = "float32",
         device: str = "auto",
@@ -207,6 +222,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         self.ridge = ridge
         self.temperature = temperature
         self.leaf_size = leaf_size
+        self.trees = trees
         self.leaf_centers = leaf_centers
         self.centers_dtype = centers_dtype
         self.device = device
@@ -222,9 +238,9 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         """
         X, y = validate_data(self, to_numpy(X), to_numpy(y), multi_output=True, y_numeric=True,
                              dtype=(np.float64, np.float32))  # fmt: skip
-        for name in ("leaf_size", "leaf_centers"):
+        for name in ("leaf_size", "trees", "leaf_centers"):
             value = getattr(self, name)
-            least = 1 if name == "leaf_size" else 0
+            least = 0 if name == "leaf_centers" else 1
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
                 raise SpeechkernError(f"{name}={value!r}: expected a whole number of points ≥ {least}")
         if self.centers_dtype not in CENTERS_DTYPES:
@@ -261,14 +277,18 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
                 "memory_budget_gb"
             )
         rng = np.random.default_rng(self.seed)
+        self.n_trees_ = int(self.trees) if depth > 0 else 1
         with torch.no_grad():
-            self.split_directions_, self.split_thresholds_, leaves = median_tree(Xt, depth, self.seed)
-            order = torch.argsort(leaves, stable=True)
-            counts = torch.bincount(leaves, minlength=2**depth)
+            trees = [median_tree(Xt, depth, self.seed, component=t) for t in range(self.n_trees_)]
+            self.split_directions_ = torch.cat([directions for directions, _, _ in trees])
+            self.split_thresholds_ = torch.cat([thresholds for _, thresholds, _ in trees])
+            # Every tree's leaves in one sequence (tree after tree), so that one executor runs all their solves.
+            order = torch.cat([torch.argsort(leaves, stable=True) for _, _, leaves in trees])
+            counts = torch.cat([torch.bincount(leaves, minlength=2**depth) for _, _, leaves in trees])
             Xs, Ys = Xt[order].contiguous(), Y[order]
-            del Xt, Y
+            del Xt, Y, trees
             offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).cpu()
-            bounds = [(int(offsets[j]), int(offsets[j + 1])) for j in range(2**depth)]
+            bounds = [(int(offsets[j]), int(offsets[j + 1])) for j in range(counts.numel())]
             # Compact leaves' centres are drawn here, in leaf order, so the model is the same wherever leaves run.
             keeps = [np.sort(rng.choice(b - a, m, replace=False)) if 0 < m < b - a else None for a, b in bounds]
             centers, weights = self._solve_leaves(Xs, Ys, bounds, keeps, executor or SerialExecutor())
@@ -289,8 +309,9 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         seconds = time.perf_counter() - started
         self.history_ = [{"epoch": 1, "train_mse": train_mse, "val_mse": val_mse, "seconds": seconds}]
         self.best_epoch_ = 1
-        logger.info("%s: %d points in %d leaves of %d–%d, %d centres, λ %.3g; train mse %.4g, val mse %s, %.1f s",
-                    self.progress_task, n, 2**depth, int(counts.min()), int(counts.max()), len(self.centers_),
+        trees = f"{self.n_trees_} trees of " if self.n_trees_ > 1 else ""
+        logger.info("%s: %d points in %s%d leaves of %d–%d, %d centres, λ %.3g; train mse %.4g, val mse %s, %.1f s",
+                    self.progress_task, n, trees, 2**depth, int(counts.min()), int(counts.max()), len(self.centers_),
                     float(self.ridge), train_mse, "n/a" if val_mse is None else f"{val_mse:.4g}",
                     seconds)  # fmt: skip
         return self
@@ -315,16 +336,20 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
 
     def _tune_temperature(self, Xv: torch.Tensor, Yv: torch.Tensor) -> None:
         """temperature_: the value of :data:`TEMPERATURES` with the lowest validation MSE (clipped to [0, 1] as
-        masks are), from one prediction of each validation frame by its leaf and by its second leaf."""
+        masks are), from one prediction of each validation frame by its leaf and by its second leaf in each tree
+        (one temperature for all the trees)."""
         Xv = Xv.to(self.centers_.device)
-        leaves, second, margin = route_soft(Xv, self.split_directions_, self.split_thresholds_)
-        first = _leaf_predictions([self], Xv, leaves)[0]
-        other = _leaf_predictions([self], Xv, second)[0]
-        Yv = Yv.to(first.device)
+        routes = [_route_tree(self, t, Xv) for t in range(self.n_trees_)]
+        first = [_leaf_predictions([self], Xv, leaves)[0] for leaves, _, _ in routes]
+        other = [_leaf_predictions([self], Xv, second)[0] for _, second, _ in routes]
+        Yv = Yv.to(first[0].device)
         scores = {}
         for t in TEMPERATURES:
-            w = second_leaf_weight(margin, t).unsqueeze(1)
-            scores[t] = float(((first * (1 - w) + other * w).clamp(0, 1) - Yv).square().mean())
+            pred = torch.zeros_like(first[0])
+            for (_, _, margin), a, b in zip(routes, first, other, strict=True):
+                w = second_leaf_weight(margin, t).unsqueeze(1)
+                pred += (a * (1 - w) + b * w) / len(routes)
+            scores[t] = float((pred.clamp(0, 1) - Yv).square().mean())
         self.temperature_ = min(scores, key=scores.get)
         self.val_mse_by_temperature_ = scores
         logger.info("%s: soft-routing temperature %g (validation MSE %s)", self.progress_task, self.temperature_,
@@ -360,7 +385,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "params": self.get_params(),
                   "kernel": self.kernel_.to_config(), "n_features_in": int(self.n_features_in_),
                   "n_outputs": int(self.n_outputs_), "y_ndim": int(self.y_ndim_), "history": self.history_,
-                  "temperature": float(self.temperature_)}  # fmt: skip
+                  "temperature": float(self.temperature_), "n_trees": int(self.n_trees_)}  # fmt: skip
         return tensors, config
 
     @classmethod
@@ -383,11 +408,15 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         est.n_features_in_, est.n_outputs_ = int(config["n_features_in"]), int(config["n_outputs"])
         est.y_ndim_, est.history_, est.best_epoch_ = int(config["y_ndim"]), list(config.get("history", [])), 1
         est.temperature_ = float(config.get("temperature", 0.0))
+        est.n_trees_ = int(config.get("n_trees", 1))  # version 1: one tree
         offsets = est.leaf_offsets_
-        leaves = offsets.numel() - 1
-        if (leaves < 1 or leaves & (leaves - 1) or est.split_directions_.shape != (leaves - 1, est.n_features_in_)
+        trees = est.n_trees_
+        leaves = (offsets.numel() - 1) // trees if trees >= 1 else 0
+        if (leaves < 1 or leaves & (leaves - 1) or leaves * trees != offsets.numel() - 1
+                or est.split_directions_.shape != (trees * (leaves - 1), est.n_features_in_)
+                or est.split_thresholds_.shape != (trees * (leaves - 1),)
                 or int(offsets[-1]) != est.centers_.shape[0] or bool((offsets[1:] < offsets[:-1]).any())):  # fmt: skip
-            raise SpeechkernError("local kernel model state: the tree, leaf offsets and centres do not agree")
+            raise SpeechkernError("local kernel model state: the trees, leaf offsets and centres do not agree")
         return est
 
     def save(self, path, overwrite: bool = False):
@@ -444,24 +473,37 @@ def solve_leaf(
 
 
 def predict_local(estimators: list[LocalKernelRegressor], X: torch.Tensor) -> list[torch.Tensor]:
-    """Predictions (n × outputs each) of local machines that share one tree and one set of centres (the subband
-    models of one training set): X is routed once and each block's squared distances to its leaf's centres are
-    computed once for all of them (each applies its own kernel, weights and soft-routing temperature)."""
+    """Predictions (n × outputs each) of local machines that share their trees and centres (the subband models
+    of one training set): X is routed once per tree and each block's squared distances to its leaf's centres are
+    computed once for all of them (each applies its own kernel, weights and soft-routing temperature); with
+    several trees, the mean of the trees' predictions."""
     first = estimators[0]
     X = X.to(device=first.centers_.device, dtype=torch.float32)
-    leaves, second, margin = route_soft(X, first.split_directions_, first.split_thresholds_)
-    weights = [second_leaf_weight(margin, float(e.temperature_)) for e in estimators]
-    outs = _leaf_predictions(estimators, X, leaves)
-    near = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
-    for w in weights:
-        near |= w > NEGLIGIBLE_WEIGHT
-    rows = torch.nonzero(near & (second != leaves)).squeeze(1)
-    if rows.numel():
-        others = _leaf_predictions(estimators, X[rows], second[rows])
-        for out, other, w in zip(outs, others, weights, strict=True):
-            w = w[rows].unsqueeze(1)
-            out[rows] = out[rows] * (1 - w) + other * w
-    return outs
+    total = None
+    for tree in range(first.n_trees_):
+        leaves, second, margin = _route_tree(first, tree, X)
+        weights = [second_leaf_weight(margin, float(e.temperature_)) for e in estimators]
+        outs = _leaf_predictions(estimators, X, leaves)
+        near = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
+        for w in weights:
+            near |= w > NEGLIGIBLE_WEIGHT
+        rows = torch.nonzero(near & (second != leaves)).squeeze(1)
+        if rows.numel():
+            others = _leaf_predictions(estimators, X[rows], second[rows])
+            for out, other, w in zip(outs, others, weights, strict=True):
+                w = w[rows].unsqueeze(1)
+                out[rows] = out[rows] * (1 - w) + other * w
+        total = outs if total is None else [a + b for a, b in zip(total, outs, strict=True)]
+    return total if first.n_trees_ == 1 else [out / first.n_trees_ for out in total]
+
+
+def _route_tree(est: LocalKernelRegressor, tree: int, X: torch.Tensor):
+    """:func:`route_soft` in tree number ``tree`` of ``est``, its leaves numbered as in ``leaf_offsets_``."""
+    leaves = (est.leaf_offsets_.numel() - 1) // est.n_trees_
+    nodes = leaves - 1
+    lo, hi = tree * nodes, (tree + 1) * nodes
+    first, second, margin = route_soft(X, est.split_directions_[lo:hi], est.split_thresholds_[lo:hi])
+    return first + tree * leaves, second + tree * leaves, margin
 
 
 def _leaf_predictions(estimators: list[LocalKernelRegressor], X: torch.Tensor, leaves: torch.Tensor):

@@ -53,6 +53,7 @@ def choose_solver(
     centers: int = 0,
     leaf_size: int = 0,
     leaf_centers: int = 0,
+    trees: int = 1,
 ) -> SolverChoice:
     """Pick the solver for n training frames (n_val validation frames) of ``features`` inputs under a memory
     budget of ``budget_bytes``.
@@ -61,14 +62,14 @@ def choose_solver(
     whose float32 kernel matrix fits 80 % of the budget, at most :data:`DEFAULT_LEAF_SIZE`); "exact": one leaf
     of all n frames (refused in one line beyond :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS` or the
     budget); "auto" with ``centers`` > 0 means EigenPro 3 with that many centres. ``leaf_centers`` > 0 (the
-    local solver's compact leaves) is named in the reason. ``solver`` "eigenpro": EigenPro 2
-    (every frame a centre) when its float16 kernel matrix K(X, X) (and K(X_val, X)), with the float16 distances
-    shared by the subbands, fits 80 % of the budget and one build costs at most
-    :data:`MAX_BUILD_WORK` multiply-adds; otherwise EigenPro 3 with p centres, the largest p ≤
-    :data:`MAX_CENTRES` whose float16 K(X, Z), K(X_val, Z), their float16 distances and float64 Cholesky
-    factors fit 80 % of the budget and whose build costs at most :data:`MAX_CENTRES_BUILD_WORK`. ``centers`` > 0
-    fixes p (EigenPro 3 unless p ≥ n). "eigenpro2" and "eigenpro3" force the iteration. Raises
-    :class:`~speechkern.errors.SpeechkernError` for an unknown solver.
+    local solver's compact leaves) and ``trees`` > 1 (its averaged partitions) are named in the reason.
+    ``solver`` "eigenpro": EigenPro 2 (every frame a centre) when its float16 kernel matrix K(X, X) (and K(X_val,
+    X)), with the float16 distances shared by the subbands, fits 80 % of the budget and one build costs at most
+    :data:`MAX_BUILD_WORK` multiply-adds; otherwise EigenPro 3 with p centres, the largest p ≤ :data:`MAX_CENTRES`
+    whose float16 K(X, Z), K(X_val, Z), their float16 distances and float64 Cholesky factors fit 80 % of the budget
+    and whose build costs at most :data:`MAX_CENTRES_BUILD_WORK`. ``centers`` > 0 fixes p (EigenPro 3 unless p ≥ n).
+    "eigenpro2" and "eigenpro3" force the iteration. Raises :class:`~speechkern.errors.SpeechkernError` for an
+    unknown solver.
     """
     if solver not in SOLVERS:
         raise SpeechkernError(f"kernel.solver={solver!r}: expected one of {', '.join(SOLVERS)}")
@@ -95,6 +96,8 @@ def choose_solver(
         )
         if leaf_centers and leaf_centers < -(-n // leaves):
             what += f", keeping {leaf_centers} centres per leaf (the Nyström form over all its frames)"
+        if trees > 1 and leaves > 1:
+            what += f"; the mean of {trees} such trees, each cut along a further principal direction"
         why = (
             "leaf size as asked"
             if leaf_size

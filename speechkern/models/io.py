@@ -405,7 +405,8 @@ def _check_eigenpro(tensors: dict[str, torch.Tensor], config: dict, n_inputs: in
 
 
 def _check_local(tensors: dict[str, torch.Tensor], config: dict, n_inputs: int, n_outputs: int, where: str) -> None:
-    """Centres (n, n_inputs), weights (n, n_outputs), a tree of 2^depth − 1 splits and 2^depth + 1 leaf offsets."""
+    """Centres (n, n_inputs), weights (n, n_outputs), and per tree (``n_trees`` of the config, 1 before there
+    were several) 2^depth − 1 splits and 2^depth leaves, with one more leaf offset in all."""
     centers, weights, offsets, directions = (
         _shape(tensors, k) for k in ("centers", "weights", "leaf_offsets", "split_directions")
     )
@@ -414,7 +415,9 @@ def _check_local(tensors: dict[str, torch.Tensor], config: dict, n_inputs: int, 
     if len(centers) != 2 or centers[1] != n_inputs or weights != (centers[0], n_outputs):
         raise _Damaged(f"{where}: centres {centers} and weights {weights} do not fit {n_inputs} inputs and "
                        f"{n_outputs} channels")  # fmt: skip
-    if len(offsets) != 1 or directions != (offsets[0] - 2, n_inputs):
+    trees = config.get("n_trees", 1)
+    leaves = (offsets[0] - 1) // trees if isinstance(trees, int) and trees >= 1 and len(offsets) == 1 else 0
+    if leaves < 1 or leaves * trees != offsets[0] - 1 or directions != (trees * (leaves - 1), n_inputs):
         raise _Damaged(f"{where}: {directions} split directions do not fit {offsets} leaf offsets")
     if config.get("n_features_in") != n_inputs or config.get("n_outputs") != n_outputs:
         raise _Damaged(f"{where}: n_features_in {config.get('n_features_in')} and n_outputs {config.get('n_outputs')}"
