@@ -112,6 +112,46 @@ def test_the_guard_weight_rises_with_the_calibrated_snr():
         postfilter.ramp(1.0, 2.0, 2.0)
 
 
+def _gamma_speech_in_noise(snr_db: float, n: int = 160_000, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    speech = rng.gamma(postfilter.WADA_SHAPE, 1.0, n) * rng.choice((-1.0, 1.0), n)
+    speech /= np.sqrt(np.mean(speech**2))
+    return speech + rng.standard_normal(n) * 10.0 ** (-snr_db / 20.0)
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 10.0, 20.0, 30.0])
+def test_wada_snr_recovers_the_snr_of_its_own_model_and_adds_up_over_blocks(snr_db):
+    """WADA-SNR (Kim & Stern 2008) of gamma-amplitude speech in Gaussian noise, a draw other than its table's, is
+    the SNR within 0.5 dB; it is scale-free; a recording's blocks add up to the whole (as the guard gathers it);
+    a silent or empty signal reads as the table's lowest SNR."""
+    x = _gamma_speech_in_noise(snr_db)
+    assert postfilter.wada_snr_db(x) == pytest.approx(snr_db, abs=0.5)
+    assert postfilter.wada_snr_db(1e-3 * x) == pytest.approx(postfilter.wada_snr_db(x), abs=1e-6)
+    with postfilter.GuardEstimate() as guard:
+        for a, b in itertools.pairwise([0, 1, 5000, 100_000, len(x)]):
+            guard.add(np.full((1, 2), 0.5), np.ones((1, 2)), x[a:b])
+        assert postfilter.wada_snr_db(sums=guard.wada_sums) == pytest.approx(postfilter.wada_snr_db(x), abs=1e-9)
+    assert postfilter.wada_snr_db(np.zeros(100)) == postfilter.wada_snr_db(np.zeros(0)) == postfilter.WADA_RANGE[0]
+
+
+def test_with_a_wada_ramp_the_guard_passes_the_input_only_where_both_estimates_call_it_clean():
+    """w = min(ramp of the calibrated SNR, ramp of WADA-SNR): a recording the model's estimates call clean is
+    still masked where its waveform says 10 dB, and the guard without a WADA ramp is as before."""
+    energies = np.random.default_rng(2).gamma(0.5, size=(10, 4))
+    mask = np.full((10, 4), 0.9, dtype=np.float32)
+    open_guard = postfilter.GuardConfig(thresholds=(-100.0, -99.0))  # the model's estimates alone: w = 1
+    for snr_db, wada, expected in ((10.0, (15.0, 25.0), 0.0), (30.0, (15.0, 25.0), 1.0), (20.0, (15.0, 25.0), 0.5),
+                                   (10.0, None, 1.0)):  # fmt: skip
+        with postfilter.GuardEstimate() as guard:
+            guard.add(mask, energies, _gamma_speech_in_noise(snr_db))
+            config = open_guard.model_copy(update={"wada_thresholds": wada})
+            assert guard.weight(config) == pytest.approx(expected, abs=0.06)
+    for bad in ((12.0, 12.0), (float("nan"), 3.0)):
+        with pytest.raises(ValueError):
+            postfilter.GuardConfig(wada_thresholds=bad)
+    assert postfilter.GuardConfig().wada_thresholds is None  # a model file without one reads as before
+
+
 @pytest.mark.parametrize("clean_guard", [False, True])
 def test_the_shipped_model_keeps_the_band_above_8_khz_of_a_48_khz_recording(tmp_path, clean_guard):
     """Clean 48 kHz stereo speech through the shipped model: rate, channels and length kept, and the band from
