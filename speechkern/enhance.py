@@ -36,8 +36,21 @@ MARGIN_S = 1.0
 
 
 def apply_mask(mixture: np.ndarray, mask: np.ndarray, model_or_configs) -> np.ndarray:
-    """Resynthesise ``mixture`` weighted by ``mask`` (n_frames, n_units) in the target's domain."""
+    """Resynthesise ``mixture`` weighted by ``mask`` in the target's domain.
+
+    mixture: real mono waveform ``(n_samples,)`` at the model's rate (float; see :func:`check_waveform`).
+    mask: ``(n_frames, n_units)`` with ``n_frames = 1 + n_samples // hop_length`` and ``n_units`` the mask's
+    channels (:func:`speechkern.targets.mask_units`), finite. model_or_configs: a :class:`MaskModel` or its
+    ``(feature_config, target_config)``. Returns float32 ``(n_samples,)``.
+    Raises SpeechkernError naming the parameter and the shape or values expected.
+    """
     fc, tc = _configs(model_or_configs)
+    mixture = check_waveform(mixture, "mixture")
+    mask = _check_mask(mask, len(mixture), fc, tc)
+    return _resynthesize(mixture, mask, fc, tc)
+
+
+def _resynthesize(mixture: np.ndarray, mask: np.ndarray, fc, tc) -> np.ndarray:
     if tc.domain == "cochleagram":
         from speechkern import gammatone
 
@@ -48,6 +61,67 @@ def apply_mask(mixture: np.ndarray, mask: np.ndarray, model_or_configs) -> np.nd
     from speechkern import stft
 
     return stft.resynthesize(mixture, mask.T, frame_length=fc.frame_length, hop_length=fc.hop_length).astype(np.float32)
+
+
+def check_waveform(y, name: str = "y") -> np.ndarray:
+    """``y`` as a float32 mono waveform ``(n_samples,)``, refused in one line naming ``name`` unless it is a
+    non-empty 1-D array (or list) of finite real floating-point samples, full scale 1.0.
+
+    Integer samples (int16 from ``scipy.io.wavfile``) are refused, not guessed: their full scale is the caller's to
+    say (as librosa's ``valid_audio`` refuses them). Raises SpeechkernError for None, strings, scalars, integer,
+    bool, complex or object arrays, 2-D arrays (either orientation), empty ones, and NaN/infinite samples.
+    """
+    if y is None or isinstance(y, (str, bytes)):
+        raise SpeechkernError(f"{name}={y!r}: expected a waveform, a 1-D array of float samples (n_samples,)")
+    try:
+        a = np.asarray(y)
+    except ValueError:  # a ragged list
+        raise SpeechkernError(f"{name}: a ragged sequence; expected a 1-D array of float samples") from None
+    if a.dtype.kind in "iub":
+        half = 2 ** (8 * a.dtype.itemsize - 1)
+        convert = {"i": f"convert with y.astype(np.float32) / {half}, or ",
+                   "u": f"convert with (y.astype(np.float32) - {half}) / {half}, or "}  # fmt: skip
+        convert = convert.get(a.dtype.kind, "")
+        raise SpeechkernError(f"{name}: {a.dtype} samples; expected floating-point samples with full scale 1.0; "
+                              f"{convert}read the file with speechkern.audio.load")  # fmt: skip
+    if a.dtype.kind != "f":
+        what = "complex (a spectrum?)" if a.dtype.kind == "c" else f"{a.dtype}"
+        raise SpeechkernError(f"{name}: {what} values; expected a real waveform, a 1-D array of float samples")
+    if a.ndim != 1:
+        hint = ("; average the channels (y.mean(axis=0) for (n_channels, n_samples)) or enhance each on its own"
+                if a.ndim == 2 else "")  # fmt: skip
+        raise SpeechkernError(f"{name}: shape {a.shape}; expected a mono waveform (n_samples,){hint}")
+    if a.size == 0:
+        raise SpeechkernError(f"{name}: holds no samples; give a non-empty waveform")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: refused just below, by name
+        out = a.astype(np.float32, copy=False)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        beyond = "" if (~np.isfinite(a)).sum() == bad.sum() else " (or beyond float32's range)"
+        raise SpeechkernError(f"{name}: holds {int(bad.sum())} NaN or infinite sample(s){beyond}, the first at index "
+                              f"{int(np.argmax(bad))}; repair or drop them before enhancing")  # fmt: skip
+    return out
+
+
+def _check_mask(mask, n_samples: int, fc, tc) -> np.ndarray:
+    """``mask`` as a float array ``(n_frames, n_units)`` fitting ``n_samples``, or SpeechkernError naming it."""
+    from speechkern.targets import mask_units
+
+    expected = (1 + n_samples // fc.hop_length, mask_units(tc, fc))
+    try:
+        m = np.asarray(mask)
+    except ValueError:  # a ragged list
+        m = np.asarray(None)
+    if m.dtype.kind not in "biuf":
+        raise SpeechkernError(f"mask: {m.dtype} values; expected real mask values (n_frames, n_units) = {expected}")
+    if m.shape != expected:
+        raise SpeechkernError(
+            f"mask: shape {m.shape} does not fit a {n_samples}-sample mixture; expected (n_frames, n_units) = "
+            f"{expected} (1 + n_samples // {fc.hop_length} frames, {expected[1]} {tc.domain} units)"
+        )
+    if not np.all(np.isfinite(m)):
+        raise SpeechkernError("mask: holds NaN or infinite values; expected finite mask values, such as in [0, 1]")
+    return m
 
 
 def _configs(model_or_configs):
@@ -64,7 +138,8 @@ def enhance_signal(
     clean_guard: bool = True,
     atten_lim_db: float | None = None,
 ) -> np.ndarray:
-    """Enhance a mono waveform ``(n_samples,)`` at the model's sample rate, in memory; blocks of ``chunk_s``
+    """Enhance a mono float waveform ``y`` ``(n_samples,)`` at the model's sample rate (full scale 1.0; see
+    :func:`check_waveform` for what is refused), in memory; blocks of ``chunk_s``
     seconds with ``margin_s`` seconds of overlap on each side (at least the features' reach,
     :func:`speechkern.features.reach_s`). Returns float32 ``(n_samples,)``.
 
@@ -76,6 +151,7 @@ def enhance_signal(
     attenuated, in dB (:func:`mask_floor`); None: no limit. Raises SpeechkernError, before any work, for a
     ``chunk_s`` that is not a positive finite number, a ``margin_s`` that is not a finite one ≥ 0, or an odd
     ``atten_lim_db``."""
+    y = check_waveform(y)
     floor = mask_floor(atten_lim_db)
     chunk_s = limits.chunk_seconds(chunk_s)
     hop = model.feature_config.hop_length
@@ -315,7 +391,7 @@ def _enhance_at_rate(
         guard.add(mask[first:last], energies[first:last])
     if floor > 0:  # resynthesis is linear in the mask: max(mask, floor) = floor + (max(mask, floor) − floor)
         mask = np.maximum(mask, np.float32(floor)) - np.float32(floor)
-    out = _fit_length(audio.resample(apply_mask(low, mask, model), fc.sr, file_sr), len(y))
+    out = _fit_length(audio.resample(_resynthesize(low, mask, fc, model.target_config), fc.sr, file_sr), len(y))
     if file_sr > fc.sr:
         out = out + fullband.gated_high_band(y, low, mask, file_sr, fc, model.target_config)
     if floor > 0:  # floor·y, not the floor's resynthesis: that would lose what the filterbank does not cover
