@@ -50,8 +50,10 @@ def check_mixture_options(snrs: list[float], max_seconds: float, utterances: int
 
 
 def check_output(option: str, path: Path | None, overwrite: bool = False) -> None:
-    """Refuse an output file whose folder is missing, or that exists without ``overwrite``, before the work whose
-    results it would hold."""
+    """Refuse an output file that is a folder, whose folder is missing, or that exists without ``overwrite``,
+    before the work whose results it would hold."""
+    if path is not None and path.is_dir():  # even with --overwrite: a folder is not replaced by a file
+        raise SystemExit(f"{option} {path}: is a folder; name a file for the results")
     if path is not None and not path.parent.is_dir():
         raise SystemExit(f"{option} {path}: the folder {path.parent} does not exist; create it or choose another")
     if path is not None and path.exists() and not overwrite:
