@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,8 +128,15 @@ def evaluate(
 ) -> Evaluation:
     """Score the noisy input, the ideal mask and every model of ``run_dir`` on its test split.
 
-    examples: how many test files keep their masks for the report's figures and audio (default: the recipe's).
+    workers: processes for resynthesis and metrics (0: one per core); limit: score only the first ``limit`` test
+    mixtures (0: all); examples: how many test files keep their masks for the report's figures and audio (default:
+    the recipe's). Raises SpeechkernError for any of them that is not a whole number ≥ 0 (a negative ``limit``
+    sliced from the end, dropping test files without a word), and for a folder that is no run or has no models.
     """
+    for name, value, zero in (("workers", workers, "one per core"), ("limit", limit, "every test mixture"),
+                              ("examples", 0 if examples is None else examples, "none")):  # fmt: skip
+        if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0):
+            raise SpeechkernError(f"{name}={value!r}: expected a whole number ≥ 0 (0: {zero})")
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.toml").is_file():
         from speechkern.models.select import what_a_run_is

@@ -3,11 +3,17 @@ API, damaged run folders and manifests, outputs that are folders, and the benchm
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from speechkern.enhance import apply_mask, enhance_signal
 from speechkern.errors import SpeechkernError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +85,114 @@ def test_apply_mask_names_the_documented_orientation(shipped, mask, says):
     np.testing.assert_allclose(apply_mask(y, good.tolist(), shipped), apply_mask(y, good, shipped), atol=1e-6)
     with pytest.raises(SpeechkernError, match=r"^mixture: int16 samples"):
         apply_mask((y * 32767).astype(np.int16), good, shipped)
+
+
+def test_an_output_that_is_a_folder_or_lies_below_a_file_is_refused_before_the_work(tmp_path):
+    """atomic_write renamed onto a folder only after the work (IsADirectoryError: shipped_model.py --json DIR
+    --overwrite lost its scores), and a file where a parent folder goes stopped in FileExistsError (evaluate of a
+    run whose manifests/ was a file)."""
+    from speechkern.outputs import atomic_write, check_writable
+
+    called = []
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "plain").write_text("x")
+    for path, says in ((tmp_path / "folder.json", "is a folder; name a file"),
+                       (tmp_path / "plain" / "deeper" / "x.json", "plain is a file, not a folder")):  # fmt: skip
+        with pytest.raises(SpeechkernError, match=says):
+            atomic_write(path, called.append)
+        assert not called
+    with pytest.raises(SpeechkernError, match="is a folder; name a file"):
+        check_writable(tmp_path / "folder.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.json", "plain"]  # nothing left behind
+
+
+def test_the_feature_cache_carries_on_where_a_file_blocks_its_folder(tmp_path, caplog):
+    from speechkern.cache import ArrayCache
+
+    cache = ArrayCache(tmp_path)
+    blocked = cache._path("k" * 64)
+    blocked.parent.parent.mkdir(parents=True, exist_ok=True)
+    blocked.parent.write_text("not a folder")
+    cache.put("k" * 64, {"a": np.zeros(3)})  # warns and carries on, as on a full disk
+    assert "carrying on without caching" in caplog.text
+
+
+@pytest.fixture
+def damaged_run(tiny_run, tmp_path):
+    """A copy of the tiny run (models and manifests) to damage."""
+    _, root, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run, ignore=shutil.ignore_patterns("report"))
+    return run
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda m: m.write_bytes(bytes(range(128, 256))), r"test\.jsonl: not a manifest \(no UTF-8 text"),
+        (
+            lambda m: m.write_text(m.read_text().replace('"snr_db": 0.0', '"snr_db": "abc"')),
+            r'test\.jsonl:1: not a manifest row \(snr_db = "abc": expected a finite number\)',
+        ),
+        (
+            lambda m: m.write_text(m.read_text().replace('"sr": 16000', '"sr": 16000.5')),
+            r"test\.jsonl:1: not a manifest row \(sr = 16000\.5: expected a whole number\)",
+        ),
+        (
+            lambda m: m.write_text(re.sub(r'"gain": [0-9.e-]+', '"gain": NaN', m.read_text())),
+            r"test\.jsonl:1: not a manifest row \(gain = NaN: expected a finite number\)",
+        ),
+        (
+            lambda m: m.write_text(re.sub(r'"n_samples": \d+', '"n_samples": 0', m.read_text())),
+            r"test\.jsonl:1: not a manifest row \(n_samples = 0, .*expected a sample or more",
+        ),
+        (
+            lambda m: m.write_text(re.sub(r'"noise_stop": \d+', '"noise_stop": 0', m.read_text())),
+            r"test\.jsonl:1: not a manifest row \(.*noise range \[\d+, 0\): expected",
+        ),
+        (
+            lambda m: (shutil.rmtree(m.parent), m.parent.write_text("x")),
+            r"manifests/train\.jsonl: cannot be written, .*manifests is a file, not a folder",
+        ),
+    ],
+    ids=["binary", "str-snr", "float-sr", "nan-gain", "no-samples", "no-noise-range", "manifests-is-a-file"],
+)
+def test_evaluate_refuses_a_damaged_manifest_in_one_line(damaged_run, damage, says):
+    """A binary manifest stopped in UnicodeDecodeError; a row with snr_db "abc" was scored (rc 0) under its label;
+    NaN gains and 0 samples failed later without naming the manifest; a noise range [x, 0) divides by zero."""
+    from speechkern.evaluate import evaluate
+
+    damage(damaged_run / "manifests" / "test.jsonl")
+    with pytest.raises(SpeechkernError, match=says) as err:
+        evaluate(damaged_run, workers=1, cache_dir=None)
+    assert "\n" not in str(err.value)
+
+
+def test_a_recorded_pair_without_noise_keeps_its_infinite_snr_in_the_manifest(tmp_path):
+    from speechkern.mixtures import paired_mixture, read_manifest, write_manifest
+
+    clean = _speechlike(4000)
+    row = paired_mixture(mixture_id="p", split="test", clean_path="c.wav", clean=clean, noisy_path="n.wav",
+                         noisy=clean, condition="vb", sr=16000)  # fmt: skip
+    write_manifest(tmp_path / "m.jsonl", [row])
+    assert read_manifest(tmp_path / "m.jsonl") == [row] and row.snr_db == float("inf")
+
+
+@pytest.mark.parametrize("option", ["workers", "limit", "examples"])
+@pytest.mark.parametrize("value", [-1, 1.5, "2", True])
+def test_evaluate_refuses_odd_counts_before_any_work(tmp_path, option, value):
+    """evaluate(limit=-1) scored all test mixtures but the last (a slice from the end), without a word."""
+    from speechkern.evaluate import evaluate
+
+    with pytest.raises(SpeechkernError, match=rf"^{option}={value!r}: expected a whole number ≥ 0"):
+        evaluate(tmp_path / "no-run", **{option: value})
+    assert not (tmp_path / "no-run").exists()
+
+
+def test_shipped_model_benchmark_refuses_a_json_folder_before_the_work(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import shipped_model
+
+    monkeypatch.setattr(shipped_model, "load_model_or_exit", lambda folder: pytest.fail("worked before refusing"))
+    with pytest.raises(SystemExit, match=rf"^--json {tmp_path}: is a folder; name a file for the results$"):
+        shipped_model.main(["--json", str(tmp_path), "--overwrite", "--speed-minutes", "0"])
