@@ -119,6 +119,10 @@ def pairs(noisy_dir: Path, clean_dir: Path, limit: int) -> list[tuple[str, np.nd
     if not matched:
         raise SystemExit(f"--pairs: none of the {len(found)} audio files under {noisy_dir} has a namesake under "
                          f"{clean_dir}; the two folders must hold the same relative paths")  # fmt: skip
+    alone = [str(n.relative_to(noisy_dir)) for n, c in found if not c.is_file()]
+    if alone:  # said, not dropped silently: a table over fewer files than the folder holds
+        print(f"--pairs: {len(alone)} of the {len(found)} noisy files have no namesake under {clean_dir} and are left "
+              f"out: {', '.join(alone[:5])}{' …' if len(alone) > 5 else ''}", file=sys.stderr)  # fmt: skip
     out = []
     for n, c in matched[: limit or None]:
         x, s = audio.load(n, sr=SR)[0], audio.load(c, sr=SR)[0]
@@ -126,7 +130,11 @@ def pairs(noisy_dir: Path, clean_dir: Path, limit: int) -> list[tuple[str, np.nd
             raise SystemExit(f"{n}: {len(x)} samples at 16 kHz against {len(s)} in {c}; the pair must have one length")
         m = min(len(x), len(s))
         x, s = x[:m], s[:m]
-        snr = 10 * np.log10(np.sum(s.astype(np.float64) ** 2) / max(np.sum((x - s).astype(np.float64) ** 2), 1e-20))
+        speech = np.sum(s.astype(np.float64) ** 2)
+        if speech == 0:  # no SNR, STOI nor SI-SDR against silence
+            raise SystemExit(f"{c}: the clean reference of {n} is silent (all zeros); give its clean speech or "
+                             "remove the pair")  # fmt: skip
+        snr = 10 * np.log10(speech / max(np.sum((x - s).astype(np.float64) ** 2), 1e-20))
         out.append((f"{5 * round(snr / 5):g}", x, s))
     return out
 
@@ -224,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-clean-guard-too", action="store_true",
                         help="also score the shipped model without its clean-input guard")  # fmt: skip
     args = parser.parse_args(argv)
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # shipped_model, as when run as a script
+        sys.path.insert(0, here)
+    from shipped_model import check_mixture_options
+
+    check_mixture_options(args.snrs, args.max_seconds, args.utterances)  # before the work, for --pairs too
+    if args.threads < 1:
+        raise SystemExit(f"--threads {args.threads}: expected at least 1 thread, such as 2")
 
     import torch
 
