@@ -196,3 +196,37 @@ def test_shipped_model_benchmark_refuses_a_json_folder_before_the_work(tmp_path,
     monkeypatch.setattr(shipped_model, "load_model_or_exit", lambda folder: pytest.fail("worked before refusing"))
     with pytest.raises(SystemExit, match=rf"^--json {tmp_path}: is a folder; name a file for the results$"):
         shipped_model.main(["--json", str(tmp_path), "--overwrite", "--speed-minutes", "0"])
+
+
+GOOD_ROW = {"snr": 0, "snr_mask": 1.0, "snr_floor": 2.0, "stoi_in": 0.5, "si_sdr_in": 1.0, "stoi": [0.5] * 6,
+            "si_sdr": [1.0] * 6}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        ([], r"none of its 0 rows is a noisy mixture"),
+        ([GOOD_ROW | {"snr": "inf"}], r"none of its 1 rows is a noisy mixture"),
+        ([{"snr": 1}], r"KeyError: 'row 0 lacks snr_mask, snr_floor"),
+        ([GOOD_ROW, GOOD_ROW | {"stoi": [0.5]}], r"row 1: stoi holds no 6 scores, one per weight"),
+        ([GOOD_ROW | {"snr_mask": "x"}], r'row 0: snr_mask = "x" is no number'),
+        ([GOOD_ROW | {"snr": "nan"}], r"row 0: snr is NaN"),
+        ([3], r"row 0 is no table"),
+    ],
+    ids=["empty", "clean-only", "missing", "short", "str", "nan-snr", "no-table"],
+)
+def test_clean_guard_refuses_foreign_scores_from_json_in_one_line(tmp_path, monkeypatch, rows, says, capsys):
+    """--from-json with an empty, clean-only or partial 'rows' stopped in LinAlgError, KeyError, numpy's
+    interpolation ValueError or a ufunc TypeError instead of naming the file."""
+    import json
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import clean_guard
+
+    path = tmp_path / "scores.json"
+    path.write_text(json.dumps({"rows": rows}))
+    with pytest.raises(SystemExit, match=rf"^--from-json {re.escape(str(path))}: .*{says}"):
+        clean_guard.main(["--from-json", str(path)])
+    path.write_text(json.dumps({"rows": [GOOD_ROW, GOOD_ROW | {"snr": float("inf"), "si_sdr_in": None}]}))
+    assert clean_guard.main(["--from-json", str(path)]) == 0  # the scores it writes are taken
+    assert "calibration (c0, c1, c2)" in capsys.readouterr().out
