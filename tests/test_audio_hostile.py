@@ -230,3 +230,39 @@ def test_clean_guard_refuses_foreign_scores_from_json_in_one_line(tmp_path, monk
     path.write_text(json.dumps({"rows": [GOOD_ROW, GOOD_ROW | {"snr": float("inf"), "si_sdr_in": None}]}))
     assert clean_guard.main(["--from-json", str(path)]) == 0  # the scores it writes are taken
     assert "calibration (c0, c1, c2)" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def stft_model(tmp_path_factory):
+    """A tiny kernel model with an STFT-domain IRM (TINY settings), trained in a few seconds."""
+    from conftest import RECIPES, TINY
+
+    from speechkern.models.io import MaskModel
+    from speechkern.pipeline import train
+    from speechkern.recipe import load_recipe
+
+    root = tmp_path_factory.mktemp("stft")
+    train(load_recipe(RECIPES / "demo", [*TINY, "target.domain=stft"]), root / "run", cache_dir=None, models=["kernel"])
+    return MaskModel.load(root / "run" / "models" / "kernel")
+
+
+def test_an_stft_model_enhances_with_the_clean_guard(stft_model, tmp_path):
+    """The guard's T-F energies of an STFT model had the features' n_fft = 512 (257 bins) against the mask's
+    frame_length // 2 + 1 = 161: every STFT model failed in `speechkern enhance` with its default guard
+    (ValueError: operands could not be broadcast together with shapes (201,161) (201,257))."""
+    import soundfile as sf
+
+    from speechkern.enhance import enhance_file
+    from speechkern.postfilter import unit_energies
+
+    y = _speechlike(2 * 22050)
+    sf.write(tmp_path / "in.wav", np.stack([y, 0.5 * y], axis=1), 22050, subtype="PCM_24")
+    enhance_file(stft_model, tmp_path / "in.wav", tmp_path / "out.wav", chunk_s=1.0)  # several blocks, guard on
+    out, sr = sf.read(tmp_path / "out.wav", always_2d=True)
+    assert sr == 22050 and out.shape == (len(y), 2) and np.isfinite(out).all()
+    assert sf.info(tmp_path / "out.wav").subtype == "PCM_24"
+    assert enhance_signal(stft_model, y[:16000]).shape == (16000,)
+    fc, tc = stft_model.feature_config, stft_model.target_config
+    low = _speechlike()
+    mask = stft_model.mask(stft_model.features(low, fc.sr))
+    assert unit_energies(stft_model.features(low, fc.sr), low, fc, tc).shape == mask.shape == (101, 161)
