@@ -175,6 +175,8 @@ def evaluate(
         scores: dict[str, dict[str, float]] = {"ideal": {"mse": 0.0}}
         counts = {"ideal": metrics.mask_counts(ideal, ideal)}
         for name, per_condition in models.items():
+            if "all" not in per_condition and mixture.condition not in per_condition:
+                continue  # a per-condition run missing this condition's model (named in ``missing``): others scored
             model = model_for(per_condition, mixture.condition)
             estimate = model.predict(model.inputs(frames.features[span]))
             masks[name] = model.to_mask(estimate)

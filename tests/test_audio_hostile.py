@@ -266,3 +266,24 @@ def test_an_stft_model_enhances_with_the_clean_guard(stft_model, tmp_path):
     low = _speechlike()
     mask = stft_model.mask(stft_model.features(low, fc.sr))
     assert unit_energies(stft_model.features(low, fc.sr), low, fc, tc).shape == mask.shape == (101, 161)
+
+
+def test_evaluate_scores_the_other_conditions_of_a_per_condition_run_missing_one_model(tmp_path):
+    """evaluate warned 'the run is incomplete, no model for kernel/babble_0dB; scoring the others', then stopped
+    at the first babble mixture ('no model was trained for condition babble_0dB'), scoring nothing."""
+    import shutil
+
+    from conftest import RECIPES, TINY
+
+    from speechkern.evaluate import evaluate
+    from speechkern.pipeline import train
+    from speechkern.recipe import load_recipe
+
+    recipe = load_recipe(RECIPES / "demo", [*TINY, "train.mode=per-condition"])
+    train(recipe, tmp_path / "run", cache_dir=None, models=["kernel"])
+    shutil.rmtree(tmp_path / "run" / "models" / "kernel" / "babble_0dB")
+    ev = evaluate(tmp_path / "run", workers=1, cache_dir=None)
+    assert "kernel/babble_0dB" in ev.missing
+    scored = {(r["condition"], r["system"]): r["n_files"] for r in ev.rows}
+    assert scored[("ssn_0dB", "kernel")] == 2 and ("babble_0dB", "kernel") not in scored
+    assert scored[("babble_0dB", "noisy")] == scored[("babble_0dB", "ideal")] == 2
