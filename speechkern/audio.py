@@ -87,7 +87,7 @@ def load(
     """
     path = Path(path)
     _check_exists(path)
-    with _read_errors(path), sf.SoundFile(native(path)) as handle:
+    with _read_errors(path), _reader(path) as handle:
         check_rate(path, handle.samplerate)
         warn_truncated(path, handle)
         file_sr, end = handle.samplerate, handle.frames if stop is None else min(stop, handle.frames)
@@ -232,10 +232,79 @@ def open_read(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
     path = Path(path)
     _check_exists(path)
     with _read_errors(path):
-        handle = sf.SoundFile(native(path))
+        handle = _reader(path)
     with handle:
         check_rate(path, handle.samplerate)
         yield handle
+
+
+def _reader(path: Path) -> sf.SoundFile | ForwardReader:
+    """``path`` open for reading: a ``soundfile.SoundFile``, or a :class:`ForwardReader` over one whose encoding
+    libsndfile decodes only forward."""
+    handle = sf.SoundFile(native(path))
+    if handle.seekable():
+        return handle
+    handle.close()
+    return ForwardReader(path)
+
+
+class ForwardReader:
+    """A file libsndfile decodes only forward (GSM 6.10, G.721/G.723 ADPCM: ``seekable()`` is False and any
+    ``seek``, even to the current sample, fails) read as if it could seek: forward by decoding and dropping,
+    back into the last block read from memory (the overlap of enhancement's blocks), further back by reopening.
+    Memory: one block. Other attributes (``samplerate``, ``frames``, ``name``, ...) are the ``SoundFile``'s."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._path = path
+        self._file = sf.SoundFile(native(path))
+        self._at = self._decoded = 0  # the next sample read; the next the decoder gives
+        self._last = np.zeros((0, self._file.channels), dtype=np.float32)  # the last block read, from _last_start
+        self._last_start = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+    def __enter__(self) -> ForwardReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, frames: int) -> int:
+        self._at = max(0, min(int(frames), self._file.frames))
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        """``frames`` samples (fewer at the end) from the current sample, float32 ``(frames, n_channels)``."""
+        if dtype != "float32" or not always_2d:
+            raise ValueError("ForwardReader reads float32, always 2-D")
+        parts = []
+        offset = self._at - self._last_start
+        if 0 <= offset < len(self._last):
+            parts.append(self._last[offset : offset + frames])
+            self._at += len(parts[0])
+        wanted = frames - sum(len(p) for p in parts)
+        if wanted > 0:
+            if self._at < self._decoded:  # behind the decoder and the block kept: decode again from the start
+                self._file.close()
+                self._file, self._decoded = sf.SoundFile(native(self._path)), 0
+            while self._decoded < self._at:  # ahead: decode and drop
+                skipped = len(self._file.read(min(self._at - self._decoded, 1 << 20), dtype="float32"))
+                if not skipped:
+                    break
+                self._decoded += skipped
+            parts.append(self._file.read(wanted, dtype="float32", always_2d=True))
+            self._decoded += len(parts[-1])
+            self._at = self._decoded
+        out = np.concatenate(parts) if parts else self._last[:0]
+        self._last, self._last_start = out, self._at - len(out)
+        return out
 
 
 def read_block(handle: sf.SoundFile, start: int, stop: int) -> np.ndarray:

@@ -287,3 +287,48 @@ def test_evaluate_scores_the_other_conditions_of_a_per_condition_run_missing_one
     scored = {(r["condition"], r["system"]): r["n_files"] for r in ev.rows}
     assert scored[("ssn_0dB", "kernel")] == 2 and ("babble_0dB", "kernel") not in scored
     assert scored[("babble_0dB", "noisy")] == scored[("babble_0dB", "ideal")] == 2
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "sr"), [("WAV", "GSM610", 8000), ("WAV", "G721_32", 16000)])
+def test_files_libsndfile_decodes_only_forward_are_enhanced_like_any_other(shipped, tmp_path, fmt, subtype, sr):
+    """GSM 6.10 and G.721 files (telephony) were refused as 'could not be read at sample 0 (Seek attempted on
+    unseekable file type.); is it damaged?' by enhance, and as 'not a readable audio file' by load: every read
+    began with a seek. Blocks of several seconds (and the guard's second pass) read them as a plain WAV."""
+    import soundfile as sf
+
+    from speechkern import audio
+    from speechkern.enhance import enhance_file
+
+    sf.write(tmp_path / "in.wav", _speechlike(6 * sr), sr, subtype=subtype, format=fmt)
+    decoded = sf.read(tmp_path / "in.wav", dtype="float32")[0]
+    sf.write(tmp_path / "plain.wav", decoded, sr, subtype="PCM_16")  # the codecs decode to 16-bit samples
+    np.testing.assert_array_equal(sf.read(tmp_path / "plain.wav", dtype="float32")[0], decoded)
+    np.testing.assert_array_equal(audio.load(tmp_path / "in.wav", sr=None)[0], decoded)
+    np.testing.assert_array_equal(
+        audio.load(tmp_path / "in.wav", sr=None, start=sr, stop=2 * sr)[0], decoded[sr : 2 * sr]
+    )
+    for name in ("in", "plain"):
+        enhance_file(shipped, tmp_path / f"{name}.wav", tmp_path / f"{name}_out.flac", chunk_s=1.0, margin_s=1.0)
+    want = sf.read(tmp_path / "plain_out.flac")[0]
+    np.testing.assert_array_equal(sf.read(tmp_path / "in_out.flac")[0], want)
+    enhance_file(shipped, tmp_path / "in.wav", tmp_path / "in_out.wav", chunk_s=1.0)  # written in its own encoding
+    assert sf.info(tmp_path / "in_out.wav").subtype == subtype
+
+
+def test_a_forward_reader_serves_any_order_of_blocks():
+    """ForwardReader against plain reads: forward skips, re-reads inside the last block, rewinds to the start."""
+    import tempfile
+
+    import soundfile as sf
+
+    from speechkern.audio import ForwardReader
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/x.wav"
+        sf.write(path, _speechlike(8000), 8000, subtype="GSM610")  # GSM 6.10 is mono only
+        want = sf.read(path, dtype="float32", always_2d=True)[0]
+        with ForwardReader(path) as reader:
+            for start, n in [(0, 100), (50, 300), (1000, 10), (990, 40), (20, 5), (7990, 100), (3000, 0), (0, 8000)]:
+                reader.seek(start)
+                np.testing.assert_array_equal(reader.read(n), want[start : start + n], err_msg=f"{start}+{n}")
+                assert reader.tell() == min(start + n, len(want))
