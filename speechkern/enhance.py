@@ -127,7 +127,33 @@ def _check_mask(mask, n_samples: int, fc, tc) -> np.ndarray:
 def _configs(model_or_configs):
     if isinstance(model_or_configs, MaskModel):
         return model_or_configs.feature_config, model_or_configs.target_config
-    return model_or_configs
+    if isinstance(model_or_configs, tuple) and len(model_or_configs) == 2:
+        return model_or_configs
+    check_model(model_or_configs, "model_or_configs")  # refuses it, naming what is expected
+
+
+def check_model(model, name: str = "model") -> MaskModel:
+    """``model`` when it is a loaded :class:`MaskModel`, else SpeechkernError naming ``name`` and how to load one
+    (a folder path, the usual mistake, is not loaded behind the caller's back: it may be a run of several)."""
+    if not isinstance(model, MaskModel):
+        shown = repr(model) if model is None or isinstance(model, (str, os.PathLike)) else f"a {type(model).__name__}"
+        load = "speechkern.models.select.find_model(FOLDER)[0] (a model folder or run directory)"
+        raise SpeechkernError(f"{name}={shown}: expected a loaded MaskModel; load one with {load}")
+    return model
+
+
+def as_path(value, name: str) -> Path:
+    """``value`` (str, bytes or os.PathLike) as a Path, else SpeechkernError naming ``name``."""
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise SpeechkernError(f"{name}={value!r}: expected a path, a str or pathlib.Path")
+    return Path(os.fsdecode(value))
+
+
+def _check_flags(**flags) -> None:
+    """Refuse a flag that is no bool: per_channel="no" was true."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise SpeechkernError(f"{name}={value!r}: expected True or False")
 
 
 def enhance_signal(
@@ -151,6 +177,8 @@ def enhance_signal(
     attenuated, in dB (:func:`mask_floor`); None: no limit. Raises SpeechkernError, before any work, for a
     ``chunk_s`` that is not a positive finite number, a ``margin_s`` that is not a finite one ≥ 0, or an odd
     ``atten_lim_db``."""
+    check_model(model)
+    _check_flags(clean_guard=clean_guard)
     y = check_waveform(y)
     floor = mask_floor(atten_lim_db)
     chunk_s = limits.chunk_seconds(chunk_s)
@@ -255,7 +283,9 @@ def enhance_file(
     input is not audio or shorter than one frame; and, while running, when it holds NaN/infinite samples or the
     write fails (the previous output, if any, is left as it was).
     """
-    path, out_path = Path(path), Path(out_path)
+    check_model(model)
+    path, out_path = as_path(path, "path"), as_path(out_path, "out_path")
+    _check_flags(per_channel=per_channel, overwrite=overwrite, clean_guard=clean_guard)
     floor = mask_floor(atten_lim_db)
     chunk_s = limits.chunk_seconds(chunk_s)
     margin_s = _margin_s(model, margin_s)
@@ -503,13 +533,18 @@ class Inputs:
     skipped: list[Path]
 
 
-def find_inputs(items: list[str]) -> Inputs:
+def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
     """Files, folders (searched recursively for every format the loader reads, see audio.READ_SUFFIXES) and glob
-    patterns. Raises SpeechkernError naming the item that matches nothing."""
+    patterns: a list of them, or one. Raises SpeechkernError naming the item that matches nothing or is no path."""
+    if isinstance(items, (str, bytes, os.PathLike)):  # one item, not its characters
+        items = [items]
+    if not isinstance(items, (list, tuple)) or not items:
+        raise SpeechkernError(f"items={items!r}: expected audio files, folders or glob patterns (a list of paths)")
     found: dict[Path, tuple[Path, Path]] = {}
     skipped: list[Path] = []
     for item in items:
-        p = Path(item)
+        p = as_path(item, "items")
+        item = str(p)
         if p.is_dir():
             files, other = audio.scan_folder(p, audio.READ_SUFFIXES)
             earlier = [f for f in files if f.stem.endswith(ENHANCED_SUFFIX)]
@@ -530,7 +565,8 @@ def find_inputs(items: list[str]) -> Inputs:
             found.setdefault(f.resolve(), (_short(f), base))
     if not found:
         others = f" ({len(skipped)} file(s) of other types or earlier outputs skipped)" if skipped else ""
-        raise SpeechkernError(f"no audio files found in {', '.join(items)}{others}; give files soundfile reads")
+        given = ", ".join(map(str, items))
+        raise SpeechkernError(f"no audio files found in {given}{others}; give files soundfile reads")
     return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped)
 
 

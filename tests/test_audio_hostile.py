@@ -3,6 +3,7 @@ API, damaged run folders and manifests, outputs that are folders, and the benchm
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -332,3 +333,62 @@ def test_a_forward_reader_serves_any_order_of_blocks():
                 reader.seek(start)
                 np.testing.assert_array_equal(reader.read(n), want[start : start + n], err_msg=f"{start}+{n}")
                 assert reader.tell() == min(start + n, len(want))
+
+
+def test_enhance_file_refuses_odd_arguments_in_one_line(shipped, tmp_path):
+    """per_channel="no" enhanced every channel (a truthy string); a model folder or None for the model stopped in
+    AttributeError, paths of other types in TypeError."""
+    import soundfile as sf
+
+    from speechkern.enhance import enhance_file
+
+    sf.write(tmp_path / "in.wav", np.stack([_speechlike()] * 2, axis=1), 16000)
+    out = tmp_path / "out.wav"
+    cases = [
+        ({"per_channel": "no"}, r"^per_channel='no': expected True or False$"),
+        ({"overwrite": 1}, r"^overwrite=1: expected True or False$"),
+        ({"clean_guard": None}, r"^clean_guard=None: expected True or False$"),
+        ({"model": str(tmp_path)}, r"^model='.*': expected a loaded MaskModel; load one with .*find_model\(FOLDER\)"),
+        ({"model": None}, r"^model=None: expected a loaded MaskModel"),
+        ({"path": 3}, r"^path=3: expected a path, a str or pathlib\.Path$"),
+        ({"out_path": None}, r"^out_path=None: expected a path"),
+    ]
+    for change, says in cases:
+        arguments = {"model": shipped, "path": tmp_path / "in.wav", "out_path": out} | change
+        with pytest.raises(SpeechkernError, match=says):
+            enhance_file(**arguments)
+        assert not out.exists()
+    with pytest.raises(SpeechkernError, match=r"^model_or_configs='x': expected a loaded MaskModel"):
+        apply_mask(_speechlike(), np.ones((101, 64)), "x")
+    with pytest.raises(SpeechkernError, match=r"^clean_guard='yes': expected True or False$"):
+        enhance_signal(shipped, _speechlike(), clean_guard="yes")
+    enhance_file(shipped, os.fsencode(tmp_path / "in.wav"), out, per_channel=np.bool_(False))  # bytes and numpy bools
+    assert sf.info(out).channels == 2
+
+
+def test_find_inputs_takes_one_path_as_one_item(tmp_path, monkeypatch):
+    """find_inputs("noisy") searched each letter ('n: no such file or folder'); a Path stopped in TypeError."""
+    import soundfile as sf
+
+    from speechkern.enhance import find_inputs
+
+    (tmp_path / "noisy").mkdir()
+    sf.write(tmp_path / "noisy" / "a.wav", _speechlike(), 16000)
+    monkeypatch.chdir(tmp_path)
+    for items in ("noisy", Path("noisy"), ["noisy"]):
+        assert find_inputs(items).files == [Path("noisy/a.wav")]
+    for items, says in (
+        ([], r"^items=\[\]: expected audio files"),
+        (None, r"^items=None"),
+        ([3], r"^items=3: expected a path"),
+    ):
+        with pytest.raises(SpeechkernError, match=says):
+            find_inputs(items)
+
+
+@pytest.mark.parametrize("run_dir", [None, 3])
+def test_evaluate_refuses_a_run_dir_that_is_no_path(run_dir):
+    from speechkern.evaluate import evaluate
+
+    with pytest.raises(SpeechkernError, match=rf"^run_dir={run_dir}: expected a path"):
+        evaluate(run_dir)
