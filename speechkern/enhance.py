@@ -64,43 +64,9 @@ def _resynthesize(mixture: np.ndarray, mask: np.ndarray, fc, tc) -> np.ndarray:
 
 
 def check_waveform(y, name: str = "y") -> np.ndarray:
-    """``y`` as a float32 mono waveform ``(n_samples,)``, refused in one line naming ``name`` unless it is a
-    non-empty 1-D array (or list) of finite real floating-point samples, full scale 1.0.
-
-    Integer samples (int16 from ``scipy.io.wavfile``) are refused, not guessed: their full scale is the caller's to
-    say (as librosa's ``valid_audio`` refuses them). Raises SpeechkernError for None, strings, scalars, integer,
-    bool, complex or object arrays, 2-D arrays (either orientation), empty ones, and NaN/infinite samples.
-    """
-    if y is None or isinstance(y, (str, bytes)):
-        raise SpeechkernError(f"{name}={y!r}: expected a waveform, a 1-D array of float samples (n_samples,)")
-    try:
-        a = np.asarray(y)
-    except ValueError:  # a ragged list
-        raise SpeechkernError(f"{name}: a ragged sequence; expected a 1-D array of float samples") from None
-    if a.dtype.kind in "iub":
-        half = 2 ** (8 * a.dtype.itemsize - 1)
-        convert = {"i": f"convert with y.astype(np.float32) / {half}, or ",
-                   "u": f"convert with (y.astype(np.float32) - {half}) / {half}, or "}  # fmt: skip
-        convert = convert.get(a.dtype.kind, "")
-        raise SpeechkernError(f"{name}: {a.dtype} samples; expected floating-point samples with full scale 1.0; "
-                              f"{convert}read the file with speechkern.audio.load")  # fmt: skip
-    if a.dtype.kind != "f":
-        what = "complex (a spectrum?)" if a.dtype.kind == "c" else f"{a.dtype}"
-        raise SpeechkernError(f"{name}: {what} values; expected a real waveform, a 1-D array of float samples")
-    if a.ndim != 1:
-        hint = ("; average the channels (y.mean(axis=0) for (n_channels, n_samples)) or enhance each on its own"
-                if a.ndim == 2 else "")  # fmt: skip
-        raise SpeechkernError(f"{name}: shape {a.shape}; expected a mono waveform (n_samples,){hint}")
-    if a.size == 0:
-        raise SpeechkernError(f"{name}: holds no samples; give a non-empty waveform")
-    with np.errstate(over="ignore"):  # float64 beyond float32's range: refused just below, by name
-        out = a.astype(np.float32, copy=False)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        beyond = "" if (~np.isfinite(a)).sum() == bad.sum() else " (or beyond float32's range)"
-        raise SpeechkernError(f"{name}: holds {int(bad.sum())} NaN or infinite sample(s){beyond}, the first at index "
-                              f"{int(np.argmax(bad))}; repair or drop them before enhancing")  # fmt: skip
-    return out
+    """``y`` as a float32 mono waveform ``(n_samples,)``: :func:`speechkern.audio.check_samples` with
+    ``mono=True`` (non-empty, finite, real floating-point samples at full scale 1.0; integer samples refused)."""
+    return audio.check_samples(y, name, mono=True)
 
 
 def _check_mask(mask, n_samples: int, fc, tc) -> np.ndarray:
@@ -140,13 +106,6 @@ def check_model(model, name: str = "model") -> MaskModel:
         load = "speechkern.models.select.find_model(FOLDER)[0] (a model folder or run directory)"
         raise SpeechkernError(f"{name}={shown}: expected a loaded MaskModel; load one with {load}")
     return model
-
-
-def as_path(value, name: str) -> Path:
-    """``value`` (str, bytes or os.PathLike) as a Path, else SpeechkernError naming ``name``."""
-    if not isinstance(value, (str, bytes, os.PathLike)):
-        raise SpeechkernError(f"{name}={value!r}: expected a path, a str or pathlib.Path")
-    return Path(os.fsdecode(value))
 
 
 def _check_flags(**flags) -> None:
@@ -284,7 +243,7 @@ def enhance_file(
     write fails (the previous output, if any, is left as it was).
     """
     check_model(model)
-    path, out_path = as_path(path, "path"), as_path(out_path, "out_path")
+    path, out_path = audio.as_path(path, "path"), audio.as_path(out_path, "out_path")
     _check_flags(per_channel=per_channel, overwrite=overwrite, clean_guard=clean_guard)
     floor = mask_floor(atten_lim_db)
     chunk_s = limits.chunk_seconds(chunk_s)
@@ -543,7 +502,7 @@ def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
     found: dict[Path, tuple[Path, Path]] = {}
     skipped: list[Path] = []
     for item in items:
-        p = as_path(item, "items")
+        p = audio.as_path(item, "items")
         item = str(p)
         if p.is_dir():
             files, other = audio.scan_folder(p, audio.READ_SUFFIXES)

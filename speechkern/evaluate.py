@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from speechkern import dataset, metrics
+from speechkern import audio, dataset, metrics
 from speechkern.cache import usable_cache_dir
-from speechkern.enhance import apply_mask, as_path
+from speechkern.enhance import apply_mask
 from speechkern.errors import SpeechkernError
 from speechkern.mixtures import Mixture
 from speechkern.models.mask_model import MaskModel
@@ -137,7 +137,7 @@ def evaluate(
                               ("examples", 0 if examples is None else examples, "none")):  # fmt: skip
         if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0):
             raise SpeechkernError(f"{name}={value!r}: expected a whole number ≥ 0 (0: {zero})")
-    run_dir = as_path(run_dir, "run_dir")
+    run_dir = audio.as_path(run_dir, "run_dir")
     if not (run_dir / "recipe.toml").is_file():
         from speechkern.models.select import what_a_run_is
 

@@ -392,3 +392,73 @@ def test_evaluate_refuses_a_run_dir_that_is_no_path(run_dir):
 
     with pytest.raises(SpeechkernError, match=rf"^run_dir={run_dir}: expected a path"):
         evaluate(run_dir)
+
+
+@pytest.mark.parametrize("sr", ["16000", 0, -8000, 1, 8000.5, float("nan"), 10**9, True, None])
+def test_audio_functions_refuse_a_rate_that_is_no_sample_rate(tmp_path, sr):
+    """load(sr="16000") stopped in TypeError, sr=0 in soxr's ValueError; sr=NaN hung in soxr; sr=10**9 allocated
+    8 GB for one second of audio; sr=1 returned 2 samples; sr=8000.5 resampled to 8000.5 Hz and said 8000."""
+    import soundfile as sf
+
+    from speechkern import audio
+
+    sf.write(tmp_path / "in.wav", _speechlike(), 16000)
+    says = rf"=({re.escape(repr(sr))}): expected a sample rate in Hz, a whole number from 4000 to 384000$"
+    if sr is not None:
+        with pytest.raises(SpeechkernError, match="^sr" + says):
+            audio.load(tmp_path / "in.wav", sr=sr)
+        with pytest.raises(SpeechkernError, match="^sr" + says):
+            audio.save(tmp_path / "out.wav", _speechlike(), sr)
+    with pytest.raises(SpeechkernError, match="^target_sr" + says):
+        audio.resample(_speechlike(), 16000, sr)
+    assert not (tmp_path / "out.wav").exists()
+    assert audio.load(tmp_path / "in.wav", sr=8000.0)[1] == 8000  # a whole float is a rate
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        ({"start": -100}, r"^start=-100, stop=None: expected sample numbers 0 <= start < stop"),
+        ({"start": 1000, "stop": 10}, r"^start=1000, stop=10: expected"),
+        ({"start": 10.5}, r"^start=10\.5, stop=None: expected"),
+        ({"start": 10**9}, r"in\.wav: start=1000000000 is past its 16000 samples"),
+        ({"mono": "no"}, r"^mono='no': expected True or False$"),
+        ({"path": 3}, r"^path=3: expected a path"),
+    ],
+)
+def test_load_refuses_odd_ranges_and_flags_naming_them(tmp_path, arguments, says):
+    """A negative start was 'not a readable audio file (Internal psf_fseek() failed.)', start > stop 'the file
+    holds no samples', a float start TypeError, mono="no" returned the channels."""
+    import soundfile as sf
+
+    from speechkern import audio
+
+    sf.write(tmp_path / "in.wav", _speechlike(), 16000)
+    with pytest.raises(SpeechkernError, match=says):
+        audio.load(**({"path": tmp_path / "in.wav"} | arguments))
+
+
+@pytest.mark.parametrize(
+    ("y", "says"),
+    [
+        (np.full(100, np.nan), r"^y: holds 100 NaN or infinite sample\(s\), the first at index 0"),
+        ((_speechlike() * 3e4).astype(np.int16), r"^y: int16 samples; .* / 32768"),
+        (_speechlike().astype(complex), r"^y: complex \(a spectrum\?\) values"),
+        (
+            np.stack([_speechlike()] * 2).T,
+            r"^y: shape \(16000, 2\); .*for an \(n_samples, n_channels\) array pass y\.T",
+        ),
+        (_speechlike().reshape(2, 2, 4000), r"^y: shape \(2, 2, 4000\); expected"),
+    ],
+    ids=["nan", "int16", "complex", "transposed", "3d"],
+)
+def test_save_refuses_samples_it_would_write_wrongly(tmp_path, y, says):
+    """save wrote NaN and int16 values (clipped to full scale: noise), dropped the imaginary part of complex
+    samples, and read an (n_samples, 2) array as 16000 channels ('cannot hold 16000 channel(s)')."""
+    from speechkern import audio
+
+    with pytest.raises(SpeechkernError, match=says):
+        audio.save(tmp_path / "out.wav", y, 16000)
+    with pytest.raises(SpeechkernError, match=r"^subtype='BOGUS': not an encoding of WAV files; expected one of PCM"):
+        audio.save(tmp_path / "out.wav", _speechlike(), 16000, subtype="BOGUS")
+    assert not (tmp_path / "out.wav").exists()
