@@ -141,7 +141,12 @@ def evaluate(
     if not (run_dir / "recipe.toml").is_file():
         from speechkern.models.select import what_a_run_is
 
+        runs = (p for p in run_dir.parents if (p / "recipe.toml").is_file() and (p / "models").is_dir())
+        run = next(runs, None) if run_dir.exists() else None
+        if run is not None:  # the run's recipe.toml, a model folder, a file inside the run
+            raise SpeechkernError(f"{run_dir}: lies inside the run directory {run}; evaluate that: give {run}")
         what = "no such run directory" if not run_dir.exists() else "not a run directory (no recipe.toml inside)"
+        what = "is a file, not a run directory" if run_dir.is_file() else what
         raise SpeechkernError(f"{run_dir}: {what}; {what_a_run_is()}")
     recipe = load_recipe(run_dir / "recipe.toml")
     if examples is None:

@@ -462,3 +462,18 @@ def test_save_refuses_samples_it_would_write_wrongly(tmp_path, y, says):
     with pytest.raises(SpeechkernError, match=r"^subtype='BOGUS': not an encoding of WAV files; expected one of PCM"):
         audio.save(tmp_path / "out.wav", _speechlike(), 16000, subtype="BOGUS")
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_evaluate_points_from_a_path_inside_a_run_to_the_run(damaged_run, tmp_path, monkeypatch):
+    """evaluate of the run's recipe.toml said 'not a run directory (no recipe.toml inside)'."""
+    from speechkern.evaluate import evaluate
+
+    for inside in (damaged_run / "recipe.toml", damaged_run / "models" / "kernel"):
+        with pytest.raises(SpeechkernError, match=rf"^{re.escape(str(inside))}: lies inside the run directory "):
+            evaluate(inside)
+    (tmp_path / "x.wav").write_bytes(b"")
+    with pytest.raises(SpeechkernError, match=r"x\.wav: is a file, not a run directory; a run directory is"):
+        evaluate(tmp_path / "x.wav")
+    monkeypatch.chdir(damaged_run)  # a missing path below a run is just missing
+    with pytest.raises(SpeechkernError, match=r"^nothing: no such run directory"):
+        evaluate("nothing")
