@@ -15,7 +15,7 @@ import math
 import numbers
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -291,6 +291,8 @@ def write_manifest(path: str | os.PathLike, mixtures: Sequence[Mixture]) -> None
 def read_manifest(path: str | os.PathLike) -> list[Mixture]:
     """Read a manifest written by :func:`write_manifest`.
 
+    A row's missing clean or noise file is looked for in the run's own audio folders (:func:`_in_run`; the run
+    directory is the manifest's grandparent), so a run trained from another working directory, or moved, reads.
     Raises SpeechkernError naming the file (and the line) when it is missing, no UTF-8 text, or a row is no JSON
     object of :class:`Mixture`'s fields with values of their types (see :func:`_check_row`).
     """
@@ -305,13 +307,36 @@ def read_manifest(path: str | os.PathLike) -> list[Mixture]:
                 if not line.strip():
                     continue
                 try:
-                    rows.append(_check_row(Mixture(**json.loads(line))))
+                    rows.append(_in_run(_check_row(Mixture(**json.loads(line))), path.parent.parent))
                 except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
                     message = f"{path}:{number}: not a manifest row ({err}); repair the line, or {rebuild}"
                     raise SpeechkernError(message) from None
     except UnicodeDecodeError as err:
         raise SpeechkernError(f"{path}: not a manifest (no UTF-8 text: {err}); {rebuild}") from None
     return rows
+
+
+# The run directory's folders of the audio it generates (dataset.build_manifests): sources/ (the demo corpus),
+# noises/ (speech-shaped noise, babble, NOISEX-92 conversions).
+RUN_AUDIO_FOLDERS = ("sources", "noises")
+
+
+def _in_run(m: Mixture, run_dir: Path) -> Mixture:
+    """``m`` with a clean or noise path that is missing but names a file of the run's own audio folders found in
+    ``run_dir``: the run was trained from another working directory (its paths are relative to that one) or moved
+    since. Other paths are left as they are (a missing corpus file stays an error)."""
+    found = {}
+    for name in ("clean", "noise"):
+        original = Path(getattr(m, name))
+        if original.exists():
+            continue
+        parts = original.parts
+        for i in reversed([i for i, part in enumerate(parts) if part in RUN_AUDIO_FOLDERS]):
+            candidate = run_dir.joinpath(*parts[i:])
+            if candidate.is_file():
+                found[name] = str(candidate)
+                break
+    return replace(m, **found) if found else m
 
 
 _EXPECTED = {"str": "a string", "bool": "true or false", "int": "a whole number", "float": "a finite number"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -477,3 +478,32 @@ def test_evaluate_points_from_a_path_inside_a_run_to_the_run(damaged_run, tmp_pa
     monkeypatch.chdir(damaged_run)  # a missing path below a run is just missing
     with pytest.raises(SpeechkernError, match=r"^nothing: no such run directory"):
         evaluate("nothing")
+
+
+def test_a_run_evaluates_from_any_working_directory_and_after_a_move(tiny_run, tmp_path, monkeypatch):
+    """A run trained with a relative out (the default runs/<name>) recorded its generated sources and noises
+    relative to that working directory: evaluate from anywhere else, or of a moved run, stopped at
+    'runs/demo/sources/…/x.wav: no such file; check the path'."""
+    from speechkern.evaluate import evaluate
+    from speechkern.mixtures import read_manifest, write_manifest
+
+    _, root, _ = tiny_run
+    shutil.copytree(root / "run", tmp_path / "a" / "run", ignore=shutil.ignore_patterns("report"))
+    manifest = tmp_path / "a" / "run" / "manifests" / "test.jsonl"
+    rows = read_manifest(manifest)
+    run_text = str(root / "run")
+    assert all(m.clean.startswith(run_text) for m in rows)
+    as_if_relative = [replace(m, clean=m.clean.replace(run_text, "runs/demo"), noise=m.noise.replace(run_text,
+                      "runs/demo")) for m in rows]  # fmt: skip
+    write_manifest(manifest, as_if_relative)
+    monkeypatch.chdir(tmp_path)
+    again = read_manifest(manifest)
+    assert [Path(m.clean) for m in again] == [
+        tmp_path / "a" / "run" / Path(m.clean).relative_to(run_text) for m in rows
+    ]
+    ev = evaluate(tmp_path / "a" / "run", workers=1, cache_dir=None, limit=1)
+    assert ev.files and not ev.problems
+    # a file of the corpus itself (outside the run's own folders) stays missing, named
+    write_manifest(manifest, [replace(rows[0], clean=str(tmp_path / "corpus" / "x.wav"))])
+    with pytest.raises(SpeechkernError, match=r"corpus/x\.wav: no such file"):
+        evaluate(tmp_path / "a" / "run", workers=1, cache_dir=None)
