@@ -173,7 +173,7 @@ def load(
         check_complete(path, handle, data.shape[0], max(0, end - start))
     if data.shape[0] == 0:
         raise SpeechkernError(f"{path}: the file holds no samples; give a non-empty recording")
-    check_finite(data.T, path, file_sr, offset=start)
+    check_finite(data.T, path, file_sr, offset=start, subtype=handle.subtype)
     y = data.T  # (channels, samples)
     if mono:
         channel = cancelled_downmix(y)
@@ -407,7 +407,7 @@ def read_block(handle: sf.SoundFile, start: int, stop: int) -> np.ndarray:
     except (sf.LibsndfileError, RuntimeError) as err:
         raise SpeechkernError(f"{name}: could not be read at sample {start} ({err}); is it damaged?") from None
     check_complete(name, handle, data.shape[0], stop - start, offset=start)
-    check_finite(data.T, name, handle.samplerate, offset=start)
+    check_finite(data.T, name, handle.samplerate, offset=start, subtype=handle.subtype)
     # zeros past the true end, which a compressed file's header may overstate by a few samples
     return np.pad(data.T, ((0, 0), (0, stop - start - data.shape[0])))
 
@@ -463,13 +463,15 @@ def cancelled_downmix(y: np.ndarray) -> int | None:
     return int(np.argmax(power))
 
 
-def check_finite(y: np.ndarray, path: str | os.PathLike, sr: int, offset: int = 0) -> None:
-    """Refuse a waveform holding NaN or infinite samples, naming the file and the time of the first one."""
+def check_finite(y: np.ndarray, path: str | os.PathLike, sr: int, offset: int = 0, subtype: str = "") -> None:
+    """Refuse a waveform holding NaN or infinite samples, naming the file and the time of the first one; of a
+    64-bit ``subtype`` ("DOUBLE"), read as float32, they may be finite samples beyond float32's range."""
     bad = ~np.isfinite(y)
     if bad.any():
         first = offset + int(np.argmax(bad.any(axis=0) if bad.ndim == 2 else bad))
+        beyond = " (or beyond float32's ±3.4e38: no recording is that loud)" if subtype == "DOUBLE" else ""
         raise SpeechkernError(
-            f"{path}: holds {int(bad.sum())} NaN or infinite sample(s), the first at {first / sr:.3f} s; "
+            f"{path}: holds {int(bad.sum())} NaN or infinite sample(s){beyond}, the first at {first / sr:.3f} s; "
             "repair or replace the file"
         )
 

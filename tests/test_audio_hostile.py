@@ -507,3 +507,18 @@ def test_a_run_evaluates_from_any_working_directory_and_after_a_move(tiny_run, t
     write_manifest(manifest, [replace(rows[0], clean=str(tmp_path / "corpus" / "x.wav"))])
     with pytest.raises(SpeechkernError, match=r"corpus/x\.wav: no such file"):
         evaluate(tmp_path / "a" / "run", workers=1, cache_dir=None)
+
+
+def test_a_double_file_beyond_float32_is_not_called_nan_alone(tmp_path):
+    """A DOUBLE WAV of finite samples around 1e300 was refused as 'holds 32000 NaN or infinite sample(s)'."""
+    import soundfile as sf
+
+    from speechkern import audio
+
+    sf.write(tmp_path / "loud.wav", _speechlike().astype(np.float64) * 1e300, 16000, subtype="DOUBLE")
+    with pytest.raises(
+        SpeechkernError, match=r"loud\.wav: holds 16000 NaN or infinite sample\(s\) \(or beyond float32"
+    ):
+        audio.load(tmp_path / "loud.wav")
+    with audio.open_read(tmp_path / "loud.wav") as reader, pytest.raises(SpeechkernError, match="beyond float32"):
+        audio.read_block(reader, 0, 100)
