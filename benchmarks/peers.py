@@ -90,14 +90,18 @@ def noisereduce() -> tuple[Callable | None, str]:
 def speechkern_model(where: str | None, clean_guard: bool = True) -> tuple[str, Callable]:
     """A speechkern model (a model folder or run directory; None: the shipped general model) as ``f(y, sr)``."""
     from speechkern.enhance import enhance_signal
+    from speechkern.errors import SpeechkernError
     from speechkern.models.select import find_model, shipped_model_dir
 
-    model, folder = find_model(where or shipped_model_dir())
+    try:
+        model, folder = find_model(where or shipped_model_dir())
+    except SpeechkernError as err:
+        raise SystemExit(f"--model {where}: {err}") from None
+    if model.feature_config.sr != SR:  # before any work, not at the first file
+        raise SystemExit(f"--model {folder}: a {model.feature_config.sr} Hz model; peers.py scores at {SR} Hz")
     name = "speechkern" if where is None else f"speechkern {Path(where).name}"
 
     def run(y: np.ndarray, sr: int) -> np.ndarray:
-        if sr != model.feature_config.sr:
-            raise SystemExit(f"{folder}: a {model.feature_config.sr} Hz model; peers.py scores at {sr} Hz")
         return enhance_signal(model, y, clean_guard=clean_guard)
 
     return (name if clean_guard else f"{name} (no clean guard)"), run
@@ -252,12 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(err)) from None
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    data = (pairs(*args.pairs, args.utterances) if args.pairs
-            else dev_mixtures(args.snrs, args.utterances, args.max_seconds))  # fmt: skip
-
     runners: dict[str, Callable] = dict([speechkern_model(None)] + [speechkern_model(m) for m in args.model])
     if args.no_clean_guard_too:
         runners.update([speechkern_model(None, clean_guard=False)])
+    try:  # a damaged file among the pairs or the dev data: one line naming it
+        data = (pairs(*args.pairs, args.utterances) if args.pairs
+                else dev_mixtures(args.snrs, args.utterances, args.max_seconds))  # fmt: skip
+    except SpeechkernError as err:
+        raise SystemExit(str(err)) from None
     skipped = []
     for name, factory in (("RNNoise", rnnoise), ("noisereduce", noisereduce)):
         run, why = factory()

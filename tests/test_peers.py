@@ -112,3 +112,19 @@ def test_pairs_name_the_noisy_files_left_out_and_refuse_a_silent_reference(tmp_p
     audio.save(tmp_path / "clean" / "alone.wav", np.zeros(16000, np.float32), 16000)
     with pytest.raises(SystemExit, match=r"clean/alone\.wav: the clean reference of .*alone\.wav is silent"):
         _peers_module().pairs(tmp_path / "noisy", tmp_path / "clean", 0)
+
+
+def test_a_model_that_is_none_or_of_another_rate_and_a_damaged_pair_stop_in_one_line(tmp_path):
+    """--model pointing to a file or an empty folder stopped in a SpeechkernError traceback, a model of another
+    rate only at the first file (after the data was loaded), and a damaged pair in a traceback too."""
+    _pairs(tmp_path)
+    (tmp_path / "empty").mkdir()
+    argv = ["--pairs", str(tmp_path / "noisy"), str(tmp_path / "clean"), "--out", str(tmp_path / "out")]
+    peers = _peers_module()
+    for model in (tmp_path / "noisy" / "u0.wav", tmp_path / "empty"):
+        with pytest.raises(SystemExit, match=rf"^--model {model}: {model}: "):
+            peers.main([*argv, "--model", str(model)])
+    (tmp_path / "noisy" / "u1.wav").write_text("not audio")
+    with pytest.raises(SystemExit, match=r"noisy/u1\.wav: not a readable audio file"):
+        peers.main(argv)
+    assert not (tmp_path / "out").exists()
