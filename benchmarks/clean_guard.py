@@ -149,7 +149,7 @@ def check_row(r, i: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model folder [default: the shipped general model]")
+    parser.add_argument("--model", default=None, help="model folder or run directory [default: the shipped model]")
     parser.add_argument("--snrs", type=float, nargs="+", default=[-5.0, 0.0, 5.0, 10.0, 20.0])
     parser.add_argument("--utterances", type=int, default=0, help="validation utterances (0: all)")
     parser.add_argument("--max-seconds", type=float, default=10.0)

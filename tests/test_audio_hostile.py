@@ -522,3 +522,17 @@ def test_a_double_file_beyond_float32_is_not_called_nan_alone(tmp_path):
         audio.load(tmp_path / "loud.wav")
     with audio.open_read(tmp_path / "loud.wav") as reader, pytest.raises(SpeechkernError, match="beyond float32"):
         audio.read_block(reader, 0, 100)
+
+
+def test_the_benchmarks_take_a_run_directory_as_model_as_enhance_does(tiny_run, tmp_path, monkeypatch):
+    """shipped_model.py and clean_guard.py --model RUN said 'no model here (config.json missing); train one' of a
+    trained run (peers.py and enhance take run directories)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import shipped_model
+
+    _, root, _ = tiny_run
+    folder, model = shipped_model.load_model_or_exit(str(root / "run"))
+    assert folder == root / "run" / "models" / "kernel" and model.n_units == 64
+    (tmp_path / "x.wav").write_bytes(b"")
+    with pytest.raises(SystemExit, match=rf"^--model {tmp_path}/x\.wav: .*is a file; give the folder"):
+        shipped_model.load_model_or_exit(str(tmp_path / "x.wav"))
