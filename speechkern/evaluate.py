@@ -138,6 +138,8 @@ def evaluate(
         if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0):
             raise SpeechkernError(f"{name}={value!r}: expected a whole number ≥ 0 (0: {zero})")
     run_dir = audio.as_path(run_dir, "run_dir")
+    if cache_dir not in (None, "default"):
+        cache_dir = audio.as_path(cache_dir, "cache_dir")
     if not (run_dir / "recipe.toml").is_file():
         from speechkern.models.select import what_a_run_is
 

@@ -395,6 +395,13 @@ def test_evaluate_refuses_a_run_dir_that_is_no_path(run_dir):
         evaluate(run_dir)
 
 
+def test_evaluate_refuses_a_cache_dir_that_is_no_path(damaged_run):
+    from speechkern.evaluate import evaluate
+
+    with pytest.raises(SpeechkernError, match=r"^cache_dir=3: expected a path"):
+        evaluate(damaged_run, cache_dir=3, workers=1)
+
+
 @pytest.mark.parametrize("sr", ["16000", 0, -8000, 1, 8000.5, float("nan"), 10**9, True, None])
 def test_audio_functions_refuse_a_rate_that_is_no_sample_rate(tmp_path, sr):
     """load(sr="16000") stopped in TypeError, sr=0 in soxr's ValueError; sr=NaN hung in soxr; sr=10**9 allocated
