@@ -551,6 +551,7 @@ def plan_outputs(inputs: Inputs, out: str | os.PathLike | None) -> list[tuple[Pa
     when two inputs would be written to one output or an output would replace an input.
     """
     files = inputs.files
+    out = None if out is None else audio.as_path(out, "out")
     if out is None:
         plan = [(f, f.with_name(output_name(f))) for f in files]
     elif _names_a_file(Path(out)):

@@ -371,7 +371,7 @@ def test_find_inputs_takes_one_path_as_one_item(tmp_path, monkeypatch):
     """find_inputs("noisy") searched each letter ('n: no such file or folder'); a Path stopped in TypeError."""
     import soundfile as sf
 
-    from speechkern.enhance import find_inputs
+    from speechkern.enhance import find_inputs, plan_outputs
 
     (tmp_path / "noisy").mkdir()
     sf.write(tmp_path / "noisy" / "a.wav", _speechlike(), 16000)
@@ -385,6 +385,9 @@ def test_find_inputs_takes_one_path_as_one_item(tmp_path, monkeypatch):
     ):
         with pytest.raises(SpeechkernError, match=says):
             find_inputs(items)
+    with pytest.raises(SpeechkernError, match=r"^out=3: expected a path"):
+        plan_outputs(find_inputs("noisy"), 3)
+    assert plan_outputs(find_inputs("noisy"), b"out") == [(Path("noisy/a.wav"), Path("out/a_enhanced.wav"))]
 
 
 @pytest.mark.parametrize("run_dir", [None, 3])
