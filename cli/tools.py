@@ -11,7 +11,7 @@ import typer
 
 from speechkern.errors import SpeechkernError
 
-from .ui import console, progress_ui, stdout, to_flags
+from .ui import console, one_line, progress_ui, stdout, to_flags
 
 
 def mix(
@@ -52,7 +52,7 @@ def mix(
                      f"({20 * math.log10(0.99 / peak):.1f} dB) to avoid clipping; the SNR is unchanged")  # fmt: skip
     audio.save(output, mixture, sr, overwrite=overwrite)
     for note in notes:
-        console.print(f"note: {escape(to_flags(note))}")
+        console.print(f"note: {escape(one_line(to_flags(note)))}")
     stdout.print(f"wrote {output}: {len(mixture) / sr:.2f} s at {sr} Hz, SNR {snr:g} dB, noise offset "
                   f"{info['noise_offset']}, gain {info['gain']:.4g}")  # fmt: skip
 
@@ -163,7 +163,7 @@ def enhance(
     stale = [(f, o) for f, o in earlier if _is_stale(f, o)]
     kept = [job for job in earlier if job not in stale]
     for line in _skipped_lines(found.skipped, {o.resolve() for _, o in jobs}):
-        console.print(escape(line))
+        console.print(escape(one_line(line)))
     jobs = [job for job in jobs if job not in kept]
     if kept:
         console.print(escape(_kept_line([o for _, o in kept], everything=not jobs)))
@@ -193,15 +193,15 @@ def enhance(
                 if len(jobs) == 1:
                     raise err from None
                 failed.append(f)
-                console.print(f"[red]skipped[/] {escape(to_flags(str(err)))}")
+                console.print(f"[red]skipped[/] {escape(one_line(to_flags(str(err))))}")
                 continue
             done.append(result)
             for note in result.notes:
-                console.print(f"note: {escape(to_flags(note))}")
+                console.print(f"note: {escape(one_line(to_flags(note)))}")
     audio_s = sum(r.audio_seconds for r in done)
     compute_s = sum(r.compute_seconds for r in done)
     for r in done:
-        stdout.print(f"{r.input} → {r.output}  ({r.audio_seconds:.1f} s, {r.channels} ch, {r.sr} Hz)")
+        stdout.print(escape(one_line(f"{r.input} → {r.output}  ({r.audio_seconds:.1f} s, {r.channels} ch, {r.sr} Hz)")))
     if done:
         console.print(f"enhanced {len(done)} of {len(jobs)} file(s), {audio_s:.1f} s of audio in {compute_s:.1f} s: "
                       f"{describe_speed(audio_s, compute_s)}; total {time.perf_counter() - started:.1f} s")  # fmt: skip
@@ -246,7 +246,7 @@ def _is_stale(source: Path, out: Path) -> bool:
 
 
 def _names(paths: list[Path], most: int = 3) -> str:
-    shown = ", ".join(str(p) for p in paths[:most])
+    shown = one_line(", ".join(str(p) for p in paths[:most]))
     return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
 

@@ -546,3 +546,27 @@ def test_the_benchmarks_take_a_run_directory_as_model_as_enhance_does(tiny_run, 
     (tmp_path / "x.wav").write_bytes(b"")
     with pytest.raises(SystemExit, match=rf"^--model {tmp_path}/x\.wav: .*is a file; give the folder"):
         shipped_model.load_model_or_exit(str(tmp_path / "x.wav"))
+
+
+def test_file_names_with_newlines_escapes_or_markup_keep_each_message_on_one_line(tmp_path, monkeypatch, capsys):
+    """A file named 'bad\\nname.wav' split 'skipped …' and the final error over two lines (and 'a\\nb.wav → …' on
+    stdout, the lines a script reads); a terminal escape in a name reached the terminal; '[bold]x.wav' lost its
+    '[bold]' on stdout (rich markup)."""
+    import soundfile as sf
+    from conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    for name in ("a\nb.wav", "[bold]x.wav", "e\x1b[31mred.wav"):
+        sf.write(tmp_path / "in" / name, _speechlike(), 16000)
+    (tmp_path / "in" / "bad\nname.wav").write_text("not audio")
+    code, out, err = run_cli(["enhance", "-q", "in", "--model", str(ROOT / "speechkern" / "pretrained" / "general")],
+                             capsys)  # fmt: skip
+    assert code == 2
+    assert sorted(line.split(" → ")[0] for line in out.splitlines()) == [
+        "in/[bold]x.wav", "in/a\\nb.wav", "in/e\\x1b[31mred.wav"
+    ]  # fmt: skip
+    lines = err.splitlines()
+    assert any(line.startswith("skipped in/bad\\nname.wav: not a readable audio file") for line in lines)
+    assert lines[-1] == "error: 1 of 4 files could not be enhanced: in/bad\\nname.wav (reasons above)"
+    assert "\x1b" not in out + err
