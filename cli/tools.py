@@ -162,7 +162,7 @@ def enhance(
     earlier = [] if overwrite else [(f, o) for f, o in jobs if _is_earlier_output(f, o)]
     stale = [(f, o) for f, o in earlier if _is_stale(f, o)]
     kept = [job for job in earlier if job not in stale]
-    for line in _skipped_lines(found.skipped, {o.resolve() for _, o in jobs}):
+    for line in _skipped_lines(found.skipped + _stray_parts(jobs, found.skipped), {o.resolve() for _, o in jobs}):
         console.print(escape(one_line(line)))
     jobs = [job for job in jobs if job not in kept]
     if kept:
@@ -256,6 +256,21 @@ def _kept_line(outputs: list[Path], everything: bool) -> str:
     rest = ", nothing left to enhance" if everything else ""
     return (f"kept {n} existing output{'s' if n > 1 else ''} ({_names(outputs)}){rest}; pass --overwrite to "
             f"replace {'them' if n > 1 else 'it'}")  # fmt: skip
+
+
+def _stray_parts(jobs: list[tuple[Path, Path]], known: list[Path]) -> list[Path]:
+    """Temporary files of this run's outputs left in their folders by a run that was killed (``kill -9``, power
+    loss): ``.<output name>.XXXXXXXX.part`` (:func:`speechkern.outputs.atomic_write`), not yet in ``known``."""
+    seen = {p.resolve() for p in known}
+    names = {}
+    for _, out in jobs:
+        names.setdefault(out.parent, set()).add(out.name)
+    found = []
+    for folder, outputs in names.items():
+        if folder.is_dir():
+            found += [p for p in sorted(folder.glob(".*.part")) if p.name[1:].rsplit(".", 2)[0] in outputs
+                      and p.resolve() not in seen]  # fmt: skip
+    return found
 
 
 def _skipped_lines(skipped: list[Path], outputs: set[Path]) -> list[str]:

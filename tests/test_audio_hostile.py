@@ -570,3 +570,22 @@ def test_file_names_with_newlines_escapes_or_markup_keep_each_message_on_one_lin
     assert any(line.startswith("skipped in/bad\\nname.wav: not a readable audio file") for line in lines)
     assert lines[-1] == "error: 1 of 4 files could not be enhanced: in/bad\\nname.wav (reasons above)"
     assert "\x1b" not in out + err
+
+
+def test_a_killed_runs_temporary_file_in_the_output_folder_is_named(tmp_path, monkeypatch, capsys):
+    """kill -9 during `enhance in -o out` left out/.x_enhanced.wav.XXXXXXXX.part, hidden, never mentioned again
+    (only the input folders' were)."""
+    import soundfile as sf
+    from conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "x.wav", _speechlike(), 16000)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".x_enhanced.wav.abcd1234.part").write_bytes(b"RIFF")
+    (tmp_path / "out" / ".notes.txt.abcd1234.part").write_bytes(b"")  # not this run's: not ours to judge
+    model = str(ROOT / "speechkern" / "pretrained" / "general")
+    code, _, err = run_cli(["enhance", "-q", "in", "-o", "out", "--model", model], capsys)
+    assert code == 0
+    assert "found 1 stray .part file(s) in out: unfinished writes of interrupted runs, safe to delete" in err
+    assert (tmp_path / "out" / "x_enhanced.wav").is_file()
