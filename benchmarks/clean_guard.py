@@ -138,7 +138,7 @@ def check_row(r, i: int) -> None:
     r["snr"] = float(r["snr"])
     if np.isnan(r["snr"]):
         raise ValueError(f"row {i}: snr is NaN")
-    for key in keys[1:]:
+    for key in [*keys[1:], *(["snr_wada"] if "snr_wada" in r else [])]:  # the WADA-SNR estimate: newer scores
         values = r[key] if key in ("stoi", "si_sdr") else [r[key]]
         if key in ("stoi", "si_sdr") and (not isinstance(values, list) or len(values) != len(WEIGHTS)):
             raise ValueError(f"row {i}: {key} holds no {len(WEIGHTS)} scores, one per weight")

@@ -214,8 +214,9 @@ GOOD_ROW = {"snr": 0, "snr_mask": 1.0, "snr_floor": 2.0, "stoi_in": 0.5, "si_sdr
         ([GOOD_ROW | {"snr_mask": "x"}], r'row 0: snr_mask = "x" is no number'),
         ([GOOD_ROW | {"snr": "nan"}], r"row 0: snr is NaN"),
         ([3], r"row 0 is no table"),
+        ([GOOD_ROW | {"snr_wada": "x"}], r'row 0: snr_wada = "x" is no number'),
     ],
-    ids=["empty", "clean-only", "missing", "short", "str", "nan-snr", "no-table"],
+    ids=["empty", "clean-only", "missing", "short", "str", "nan-snr", "no-table", "str-wada"],
 )
 def test_clean_guard_refuses_foreign_scores_from_json_in_one_line(tmp_path, monkeypatch, rows, says, capsys):
     """--from-json with an empty, clean-only or partial 'rows' stopped in LinAlgError, KeyError, numpy's
