@@ -126,17 +126,43 @@ def read_rows(path: Path) -> list[dict]:
     """The per-mixture scores of an earlier ``--json``; a missing or foreign file stops in one line."""
     try:
         rows = json.loads(path.read_text())["rows"]
-        for r in rows:
-            r["snr"] = float(r["snr"])
+        if not isinstance(rows, list):
+            raise TypeError("its rows are no list")
+        for i, r in enumerate(rows):
+            check_row(r, i)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise SystemExit(f"--from-json {path}: not the scores of an earlier --json ({type(err).__name__}: {err}); "
                          "give a file that clean_guard.py --json wrote") from None  # fmt: skip
+    if not any(np.isfinite(r["snr"]) for r in rows):
+        raise SystemExit(f"--from-json {path}: none of its {len(rows)} rows is a noisy mixture, and the calibration "
+                         "is fitted on those; give the scores of a run with --snrs")  # fmt: skip
     return rows
+
+
+def check_row(r, i: int) -> None:
+    """Refuse (ValueError, TypeError) a row of :func:`score_weights` that lacks a score, holds one that is no
+    number, or scores another number of weights than :data:`WEIGHTS`; ``snr`` becomes a float (inf: clean)."""
+    keys = ("snr", "snr_mask", "snr_floor", "stoi_in", "si_sdr_in", "stoi", "si_sdr")
+    if not isinstance(r, dict):
+        raise TypeError(f"row {i} is no table")
+    missing = [k for k in keys if k not in r]
+    if missing:
+        raise KeyError(f"row {i} lacks {', '.join(missing)}")
+    r["snr"] = float(r["snr"])
+    if np.isnan(r["snr"]):
+        raise ValueError(f"row {i}: snr is NaN")
+    for key in [*keys[1:], *(["snr_wada"] if "snr_wada" in r else [])]:  # the WADA-SNR estimate: newer scores
+        values = r[key] if key in ("stoi", "si_sdr") else [r[key]]
+        if key in ("stoi", "si_sdr") and (not isinstance(values, list) or len(values) != len(WEIGHTS)):
+            raise ValueError(f"row {i}: {key} holds no {len(WEIGHTS)} scores, one per weight")
+        for v in values:
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) or (key == "si_sdr_in" and v is None)):
+                raise TypeError(f"row {i}: {key} = {json.dumps(v)} is no number")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model folder [default: the shipped general model]")
+    parser.add_argument("--model", default=None, help="model folder or run directory [default: the shipped model]")
     parser.add_argument("--snrs", type=float, nargs="+", default=[-5.0, 0.0, 5.0, 10.0, 20.0])
     parser.add_argument("--utterances", type=int, default=0, help="validation utterances (0: all)")
     parser.add_argument("--max-seconds", type=float, default=10.0)

@@ -90,14 +90,18 @@ def noisereduce() -> tuple[Callable | None, str]:
 def speechkern_model(where: str | None, clean_guard: bool = True) -> tuple[str, Callable]:
     """A speechkern model (a model folder or run directory; None: the shipped general model) as ``f(y, sr)``."""
     from speechkern.enhance import enhance_signal
+    from speechkern.errors import SpeechkernError
     from speechkern.models.select import find_model, shipped_model_dir
 
-    model, folder = find_model(where or shipped_model_dir())
+    try:
+        model, folder = find_model(where or shipped_model_dir())
+    except SpeechkernError as err:
+        raise SystemExit(f"--model {where}: {err}") from None
+    if model.feature_config.sr != SR:  # before any work, not at the first file
+        raise SystemExit(f"--model {folder}: a {model.feature_config.sr} Hz model; peers.py scores at {SR} Hz")
     name = "speechkern" if where is None else f"speechkern {Path(where).name}"
 
     def run(y: np.ndarray, sr: int) -> np.ndarray:
-        if sr != model.feature_config.sr:
-            raise SystemExit(f"{folder}: a {model.feature_config.sr} Hz model; peers.py scores at {sr} Hz")
         return enhance_signal(model, y, clean_guard=clean_guard)
 
     return (name if clean_guard else f"{name} (no clean guard)"), run
@@ -119,6 +123,10 @@ def pairs(noisy_dir: Path, clean_dir: Path, limit: int) -> list[tuple[str, np.nd
     if not matched:
         raise SystemExit(f"--pairs: none of the {len(found)} audio files under {noisy_dir} has a namesake under "
                          f"{clean_dir}; the two folders must hold the same relative paths")  # fmt: skip
+    alone = [str(n.relative_to(noisy_dir)) for n, c in found if not c.is_file()]
+    if alone:  # said, not dropped silently: a table over fewer files than the folder holds
+        print(f"--pairs: {len(alone)} of the {len(found)} noisy files have no namesake under {clean_dir} and are left "
+              f"out: {', '.join(alone[:5])}{' …' if len(alone) > 5 else ''}", file=sys.stderr)  # fmt: skip
     out = []
     for n, c in matched[: limit or None]:
         x, s = audio.load(n, sr=SR)[0], audio.load(c, sr=SR)[0]
@@ -126,7 +134,11 @@ def pairs(noisy_dir: Path, clean_dir: Path, limit: int) -> list[tuple[str, np.nd
             raise SystemExit(f"{n}: {len(x)} samples at 16 kHz against {len(s)} in {c}; the pair must have one length")
         m = min(len(x), len(s))
         x, s = x[:m], s[:m]
-        snr = 10 * np.log10(np.sum(s.astype(np.float64) ** 2) / max(np.sum((x - s).astype(np.float64) ** 2), 1e-20))
+        speech = np.sum(s.astype(np.float64) ** 2)
+        if speech == 0:  # no SNR, STOI nor SI-SDR against silence
+            raise SystemExit(f"{c}: the clean reference of {n} is silent (all zeros); give its clean speech or "
+                             "remove the pair")  # fmt: skip
+        snr = 10 * np.log10(speech / max(np.sum((x - s).astype(np.float64) ** 2), 1e-20))
         out.append((f"{5 * round(snr / 5):g}", x, s))
     return out
 
@@ -224,6 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-clean-guard-too", action="store_true",
                         help="also score the shipped model without its clean-input guard")  # fmt: skip
     args = parser.parse_args(argv)
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # shipped_model, as when run as a script
+        sys.path.insert(0, here)
+    from shipped_model import check_mixture_options
+
+    check_mixture_options(args.snrs, args.max_seconds, args.utterances)  # before the work, for --pairs too
+    if args.threads < 1:
+        raise SystemExit(f"--threads {args.threads}: expected at least 1 thread, such as 2")
 
     import torch
 
@@ -236,12 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(err)) from None
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    data = (pairs(*args.pairs, args.utterances) if args.pairs
-            else dev_mixtures(args.snrs, args.utterances, args.max_seconds))  # fmt: skip
-
     runners: dict[str, Callable] = dict([speechkern_model(None)] + [speechkern_model(m) for m in args.model])
     if args.no_clean_guard_too:
         runners.update([speechkern_model(None, clean_guard=False)])
+    try:  # a damaged file among the pairs or the dev data: one line naming it
+        data = (pairs(*args.pairs, args.utterances) if args.pairs
+                else dev_mixtures(args.snrs, args.utterances, args.max_seconds))  # fmt: skip
+    except SpeechkernError as err:
+        raise SystemExit(str(err)) from None
     skipped = []
     for name, factory in (("RNNoise", rnnoise), ("noisereduce", noisereduce)):
         run, why = factory()

@@ -50,8 +50,10 @@ def check_mixture_options(snrs: list[float], max_seconds: float, utterances: int
 
 
 def check_output(option: str, path: Path | None, overwrite: bool = False) -> None:
-    """Refuse an output file whose folder is missing, or that exists without ``overwrite``, before the work whose
-    results it would hold."""
+    """Refuse an output file that is a folder, whose folder is missing, or that exists without ``overwrite``,
+    before the work whose results it would hold."""
+    if path is not None and path.is_dir():  # even with --overwrite: a folder is not replaced by a file
+        raise SystemExit(f"{option} {path}: is a folder; name a file for the results")
     if path is not None and not path.parent.is_dir():
         raise SystemExit(f"{option} {path}: the folder {path.parent} does not exist; create it or choose another")
     if path is not None and path.exists() and not overwrite:
@@ -66,16 +68,17 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def load_model_or_exit(folder: str | None):
-    """(folder, model) of ``--model``, or of the shipped model; a folder that is no model stops in one line."""
+    """(model folder, model) of ``--model`` (a model folder, or a run directory: its first model, as enhance takes
+    it), or of the shipped model; a folder that is neither stops in one line."""
     from speechkern.errors import SpeechkernError
-    from speechkern.models.io import MaskModel
-    from speechkern.models.select import shipped_model_dir
+    from speechkern.models.select import find_model, shipped_model_dir
 
-    model_dir = Path(folder) if folder else shipped_model_dir()
+    where = Path(folder) if folder else shipped_model_dir()
     try:
-        return model_dir, MaskModel.load(model_dir)
+        model, model_dir = find_model(where)
     except SpeechkernError as err:
-        raise SystemExit(f"--model {model_dir}: {err}") from None
+        raise SystemExit(f"--model {where}: {err}") from None
+    return model_dir, model
 
 
 def check_rate(model_dir: Path, model, sr: int) -> None:
@@ -115,7 +118,7 @@ def test_mixtures(recipe, snrs: list[float], max_seconds: float, limit: int, wor
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model folder [default: the shipped general model]")
+    parser.add_argument("--model", default=None, help="model folder or run directory [default: the shipped model]")
     parser.add_argument("--snrs", type=float, nargs="+", default=[-5.0, 0.0, 5.0, 10.0, 20.0])
     parser.add_argument("--utterances", type=int, default=0, help="test utterances (0: the whole test split)")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="test utterances are cut to this length")

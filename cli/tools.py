@@ -11,7 +11,7 @@ import typer
 
 from speechkern.errors import SpeechkernError
 
-from .ui import console, progress_ui, stdout, to_flags
+from .ui import console, one_line, progress_ui, stdout, to_flags
 
 
 def mix(
@@ -52,7 +52,7 @@ def mix(
                      f"({20 * math.log10(0.99 / peak):.1f} dB) to avoid clipping; the SNR is unchanged")  # fmt: skip
     audio.save(output, mixture, sr, overwrite=overwrite)
     for note in notes:
-        console.print(f"note: {escape(to_flags(note))}")
+        console.print(f"note: {escape(one_line(to_flags(note)))}")
     stdout.print(f"wrote {output}: {len(mixture) / sr:.2f} s at {sr} Hz, SNR {snr:g} dB, noise offset "
                   f"{info['noise_offset']}, gain {info['gain']:.4g}")  # fmt: skip
 
@@ -162,8 +162,8 @@ def enhance(
     earlier = [] if overwrite else [(f, o) for f, o in jobs if _is_earlier_output(f, o)]
     stale = [(f, o) for f, o in earlier if _is_stale(f, o)]
     kept = [job for job in earlier if job not in stale]
-    for line in _skipped_lines(found.skipped, {o.resolve() for _, o in jobs}):
-        console.print(escape(line))
+    for line in _skipped_lines(found.skipped + _stray_parts(jobs, found.skipped), {o.resolve() for _, o in jobs}):
+        console.print(escape(one_line(line)))
     jobs = [job for job in jobs if job not in kept]
     if kept:
         console.print(escape(_kept_line([o for _, o in kept], everything=not jobs)))
@@ -193,15 +193,15 @@ def enhance(
                 if len(jobs) == 1:
                     raise err from None
                 failed.append(f)
-                console.print(f"[red]skipped[/] {escape(to_flags(str(err)))}")
+                console.print(f"[red]skipped[/] {escape(one_line(to_flags(str(err))))}")
                 continue
             done.append(result)
             for note in result.notes:
-                console.print(f"note: {escape(to_flags(note))}")
+                console.print(f"note: {escape(one_line(to_flags(note)))}")
     audio_s = sum(r.audio_seconds for r in done)
     compute_s = sum(r.compute_seconds for r in done)
     for r in done:
-        stdout.print(f"{r.input} → {r.output}  ({r.audio_seconds:.1f} s, {r.channels} ch, {r.sr} Hz)")
+        stdout.print(escape(one_line(f"{r.input} → {r.output}  ({r.audio_seconds:.1f} s, {r.channels} ch, {r.sr} Hz)")))
     if done:
         console.print(f"enhanced {len(done)} of {len(jobs)} file(s), {audio_s:.1f} s of audio in {compute_s:.1f} s: "
                       f"{describe_speed(audio_s, compute_s)}; total {time.perf_counter() - started:.1f} s")  # fmt: skip
@@ -246,7 +246,7 @@ def _is_stale(source: Path, out: Path) -> bool:
 
 
 def _names(paths: list[Path], most: int = 3) -> str:
-    shown = ", ".join(str(p) for p in paths[:most])
+    shown = one_line(", ".join(str(p) for p in paths[:most]))
     return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
 
@@ -256,6 +256,21 @@ def _kept_line(outputs: list[Path], everything: bool) -> str:
     rest = ", nothing left to enhance" if everything else ""
     return (f"kept {n} existing output{'s' if n > 1 else ''} ({_names(outputs)}){rest}; pass --overwrite to "
             f"replace {'them' if n > 1 else 'it'}")  # fmt: skip
+
+
+def _stray_parts(jobs: list[tuple[Path, Path]], known: list[Path]) -> list[Path]:
+    """Temporary files of this run's outputs left in their folders by a run that was killed (``kill -9``, power
+    loss): ``.<output name>.XXXXXXXX.part`` (:func:`speechkern.outputs.atomic_write`), not yet in ``known``."""
+    seen = {p.resolve() for p in known}
+    names = {}
+    for _, out in jobs:
+        names.setdefault(out.parent, set()).add(out.name)
+    found = []
+    for folder, outputs in names.items():
+        if folder.is_dir():
+            found += [p for p in sorted(folder.glob(".*.part")) if p.name[1:].rsplit(".", 2)[0] in outputs
+                      and p.resolve() not in seen]  # fmt: skip
+    return found
 
 
 def _skipped_lines(skipped: list[Path], outputs: set[Path]) -> list[str]:

@@ -15,6 +15,7 @@ import shlex
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ from speechkern.progress import Progress as ProgressEvent
 from speechkern.progress import ProgressTracker, format_duration
 
 LINE_EVERY_S = 30.0  # the longest silence of a long command without a terminal
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): a file name holding a newline or a
+    terminal escape must not split a one-line message, nor a line a script reads, nor drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch
+                   for ch in text)  # fmt: skip
 
 
 def displayable(text: str) -> str:
@@ -436,5 +446,5 @@ def to_flags(message: str) -> str:
 
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error (library parameters named as flags, see :func:`to_flags`) and exit non-zero."""
-    print(displayable(f"error: {to_flags(message)}"), file=sys.stderr)
+    print(displayable(f"error: {one_line(to_flags(message))}"), file=sys.stderr)
     raise SystemExit(code)

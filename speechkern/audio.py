@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import numbers
 import os
 import re
 import tempfile
@@ -52,6 +54,68 @@ SHORT_READ_SLACK = 4096
 logger = logging.getLogger(__name__)
 
 
+def as_path(value, name: str) -> Path:
+    """``value`` (str, bytes or os.PathLike) as a Path, else SpeechkernError naming ``name``."""
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise SpeechkernError(f"{name}={value!r}: expected a path, a str or pathlib.Path")
+    return Path(os.fsdecode(value))
+
+
+def check_sr(sr, name: str = "sr") -> int:
+    """A sample rate in Hz as an int: a whole number (8000.0 too) within :data:`MIN_SR`–:data:`MAX_SR`, else
+    SpeechkernError naming ``name`` (0, negatives and NaN stopped in soxr, or hung it; 10**9 asked for gigabytes)."""
+    ok = isinstance(sr, numbers.Real) and not isinstance(sr, bool) and math.isfinite(sr) and sr == int(sr)
+    if not (ok and MIN_SR <= sr <= MAX_SR):
+        raise SpeechkernError(f"{name}={sr!r}: expected a sample rate in Hz, a whole number from {MIN_SR} to {MAX_SR}")
+    return int(sr)
+
+
+def check_samples(y, name: str = "y", mono: bool = False, empty: bool = False) -> np.ndarray:
+    """``y`` as float32 samples ``(n_samples,)`` or, unless ``mono``, ``(n_channels, n_samples)``; refused in one
+    line naming ``name`` unless a non-empty (or, with ``empty``, any) array (or list) of finite real floating-point
+    samples, full scale 1.0.
+
+    Integer samples (int16 from ``scipy.io.wavfile``) are refused, not guessed: their full scale is the caller's to
+    say (as librosa's ``valid_audio`` refuses them). Raises SpeechkernError for None, strings, scalars, integer,
+    bool, complex or object arrays, other shapes (2-D when ``mono``; more channels than samples, i.e. transposed,
+    otherwise), empty arrays, and NaN/infinite samples (or float64 ones beyond float32).
+    """
+    shape = "(n_samples,)" if mono else "(n_samples,) or (n_channels, n_samples)"
+    if y is None or isinstance(y, (str, bytes)):
+        raise SpeechkernError(f"{name}={y!r}: expected a waveform, an array of float samples {shape}")
+    try:
+        a = np.asarray(y)
+    except ValueError:  # a ragged list
+        raise SpeechkernError(f"{name}: a ragged sequence; expected an array of float samples {shape}") from None
+    if a.dtype.kind in "iub":
+        half = 2 ** (8 * a.dtype.itemsize - 1)
+        convert = {"i": f"convert with y.astype(np.float32) / {half}, or ",
+                   "u": f"convert with (y.astype(np.float32) - {half}) / {half}, or "}  # fmt: skip
+        convert = convert.get(a.dtype.kind, "")
+        raise SpeechkernError(f"{name}: {a.dtype} samples; expected floating-point samples with full scale 1.0; "
+                              f"{convert}read the file with speechkern.audio.load")  # fmt: skip
+    if a.dtype.kind != "f":
+        what = "complex (a spectrum?)" if a.dtype.kind == "c" else f"{a.dtype}"
+        raise SpeechkernError(f"{name}: {what} values; expected a real waveform, float samples {shape}")
+    if a.ndim != 1 and (mono or a.ndim != 2 or a.shape[0] > a.shape[1]):
+        hint = ""
+        if a.ndim == 2:
+            average = "; average the channels (y.mean(axis=0) for (n_channels, n_samples)) or enhance each on its own"
+            hint = average if mono else "; more channels than samples: for an (n_samples, n_channels) array pass y.T"
+        raise SpeechkernError(f"{name}: shape {a.shape}; expected {'a mono waveform ' if mono else ''}{shape}{hint}")
+    if a.size == 0 and not empty:
+        raise SpeechkernError(f"{name}: holds no samples; give a non-empty waveform")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: refused just below, by name
+        out = a.astype(np.float32, copy=False)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        beyond = "" if (~np.isfinite(a)).sum() == bad.sum() else " (or beyond float32's range)"
+        first = int(np.argmax(bad.any(axis=0) if bad.ndim == 2 else bad))
+        raise SpeechkernError(f"{name}: holds {int(bad.sum())} NaN or infinite sample(s){beyond}, the first at index "
+                              f"{first}; repair or drop them")  # fmt: skip
+    return out
+
+
 def native(path: str | os.PathLike) -> bytes:
     """``path`` as the bytes the operating system uses: libsndfile opens any file name this way, UTF-8 or not."""
     return os.fsencode(path)
@@ -83,20 +147,33 @@ def load(
     Returns the waveform and its sample rate in Hz.
     Channels that cancel when averaged (opposite phase) give the strongest channel instead, with a warning.
     Raises SpeechkernError naming the file when it is missing, not a regular file, not audio, empty, has a sample
-    rate outside :data:`MIN_SR`–:data:`MAX_SR`, holds NaN/infinite samples or fewer samples than its header says.
+    rate outside :data:`MIN_SR`–:data:`MAX_SR`, holds NaN/infinite samples or fewer samples than its header says;
+    and naming the parameter for an ``sr`` that is no such rate (:func:`check_sr`), a ``mono`` that is no bool, or a
+    range that is not ``0 <= start < stop`` in whole samples inside the file.
     """
-    path = Path(path)
+    path = as_path(path, "path")
+    sr = None if sr is None else check_sr(sr)
+    if not isinstance(mono, (bool, np.bool_)):
+        raise SpeechkernError(f"mono={mono!r}: expected True or False")
+    whole = [v for v in (start, stop) if v is not None]
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in whole) or (
+        stop is not None and stop <= start
+    ):
+        raise SpeechkernError(f"start={start!r}, stop={stop!r}: expected sample numbers 0 <= start < stop (stop None: "
+                              "to the end)")  # fmt: skip
     _check_exists(path)
-    with _read_errors(path), sf.SoundFile(native(path)) as handle:
+    with _read_errors(path), _reader(path) as handle:
         check_rate(path, handle.samplerate)
         warn_truncated(path, handle)
         file_sr, end = handle.samplerate, handle.frames if stop is None else min(stop, handle.frames)
+        if start and start >= handle.frames:
+            raise SpeechkernError(f"{path}: start={start} is past its {handle.frames} samples; give a start inside it")
         handle.seek(min(start, handle.frames))
         data = handle.read(max(0, end - start), dtype="float32", always_2d=True)
         check_complete(path, handle, data.shape[0], max(0, end - start))
     if data.shape[0] == 0:
         raise SpeechkernError(f"{path}: the file holds no samples; give a non-empty recording")
-    check_finite(data.T, path, file_sr, offset=start)
+    check_finite(data.T, path, file_sr, offset=start, subtype=handle.subtype)
     y = data.T  # (channels, samples)
     if mono:
         channel = cancelled_downmix(y)
@@ -119,10 +196,14 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     ``ceil(n_samples·target_sr/orig_sr)`` samples (soxr's length). Measured (tests/test_resample.py): passband flat
     within 0.01 dB up to 0.9 of the lower Nyquist frequency, everything above it attenuated by more than 120 dB,
     for 44.1/48/20 → 16 kHz and 16 → 8 kHz. torchaudio's default windowed sinc, used before, lost 6 dB at 7.9 kHz
-    and passed 8.1 kHz at −7 dB on the way to 16 kHz.
+    and passed 8.1 kHz at −7 dB on the way to 16 kHz. Raises SpeechkernError for a rate that is no sample rate
+    (:func:`check_sr`) and a ``y`` of other dimensions.
     """
+    orig_sr, target_sr = check_sr(orig_sr, "orig_sr"), check_sr(target_sr, "target_sr")
     if orig_sr == target_sr:
         return y
+    if np.ndim(y) not in (1, 2):
+        raise SpeechkernError(f"y: shape {np.shape(y)}; expected (n_samples,) or (n_channels, n_samples)")
     import soxr
 
     x = np.asarray(y, dtype=np.float32)
@@ -138,14 +219,19 @@ def save(path: str | os.PathLike, y: np.ndarray, sr: int, overwrite: bool = Fals
     path: its suffix chooses the format (see :data:`FORMATS`; an unknown suffix is refused).
     y: ``(n_samples,)`` or ``(n_channels, n_samples)``; values outside [-1, 1] are clipped by the PCM writer.
     subtype: soundfile's encoding name (default: the format's usual one, 16-bit PCM for WAV and FLAC).
-    Raises SpeechkernError naming the path when it exists (without ``overwrite``) or cannot be written.
+    Raises SpeechkernError naming the path when it exists (without ``overwrite``) or cannot be written, and naming
+    the parameter for samples :func:`check_samples` refuses, a rate :func:`check_sr` refuses, an unknown subtype.
     """
-    path = Path(path)
+    path = as_path(path, "path")
     fmt = output_format(path)
     if path.exists() and not overwrite:
         raise SpeechkernError(f"{path}: exists already; choose another output name or pass overwrite=True")
-    data = np.asarray(y, dtype=np.float32)
+    data, sr = check_samples(y, "y", empty=True), check_sr(sr)  # an empty file is a file
     data = data.T if data.ndim == 2 else data
+    if subtype is not None and subtype not in sf.available_subtypes(fmt):
+        known = ", ".join(sf.available_subtypes(fmt))
+        raise SpeechkernError(f"subtype={subtype!r}: not an encoding of {fmt} files; expected one of {known}, or "
+                              f"None for {_default_subtype(path)}")  # fmt: skip
     subtype = subtype or _default_subtype(path)
     check_holds(path, sr, data.shape[1] if data.ndim == 2 else 1, subtype)
     with write_errors(path):
@@ -232,10 +318,79 @@ def open_read(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
     path = Path(path)
     _check_exists(path)
     with _read_errors(path):
-        handle = sf.SoundFile(native(path))
+        handle = _reader(path)
     with handle:
         check_rate(path, handle.samplerate)
         yield handle
+
+
+def _reader(path: Path) -> sf.SoundFile | ForwardReader:
+    """``path`` open for reading: a ``soundfile.SoundFile``, or a :class:`ForwardReader` over one whose encoding
+    libsndfile decodes only forward."""
+    handle = sf.SoundFile(native(path))
+    if handle.seekable():
+        return handle
+    handle.close()
+    return ForwardReader(path)
+
+
+class ForwardReader:
+    """A file libsndfile decodes only forward (GSM 6.10, G.721/G.723 ADPCM: ``seekable()`` is False and any
+    ``seek``, even to the current sample, fails) read as if it could seek: forward by decoding and dropping,
+    back into the last block read from memory (the overlap of enhancement's blocks), further back by reopening.
+    Memory: one block. Other attributes (``samplerate``, ``frames``, ``name``, ...) are the ``SoundFile``'s."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._path = path
+        self._file = sf.SoundFile(native(path))
+        self._at = self._decoded = 0  # the next sample read; the next the decoder gives
+        self._last = np.zeros((0, self._file.channels), dtype=np.float32)  # the last block read, from _last_start
+        self._last_start = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+    def __enter__(self) -> ForwardReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, frames: int) -> int:
+        self._at = max(0, min(int(frames), self._file.frames))
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        """``frames`` samples (fewer at the end) from the current sample, float32 ``(frames, n_channels)``."""
+        if dtype != "float32" or not always_2d:
+            raise ValueError("ForwardReader reads float32, always 2-D")
+        parts = []
+        offset = self._at - self._last_start
+        if 0 <= offset < len(self._last):
+            parts.append(self._last[offset : offset + frames])
+            self._at += len(parts[0])
+        wanted = frames - sum(len(p) for p in parts)
+        if wanted > 0:
+            if self._at < self._decoded:  # behind the decoder and the block kept: decode again from the start
+                self._file.close()
+                self._file, self._decoded = sf.SoundFile(native(self._path)), 0
+            while self._decoded < self._at:  # ahead: decode and drop
+                skipped = len(self._file.read(min(self._at - self._decoded, 1 << 20), dtype="float32"))
+                if not skipped:
+                    break
+                self._decoded += skipped
+            parts.append(self._file.read(wanted, dtype="float32", always_2d=True))
+            self._decoded += len(parts[-1])
+            self._at = self._decoded
+        out = np.concatenate(parts) if parts else self._last[:0]
+        self._last, self._last_start = out, self._at - len(out)
+        return out
 
 
 def read_block(handle: sf.SoundFile, start: int, stop: int) -> np.ndarray:
@@ -252,7 +407,7 @@ def read_block(handle: sf.SoundFile, start: int, stop: int) -> np.ndarray:
     except (sf.LibsndfileError, RuntimeError) as err:
         raise SpeechkernError(f"{name}: could not be read at sample {start} ({err}); is it damaged?") from None
     check_complete(name, handle, data.shape[0], stop - start, offset=start)
-    check_finite(data.T, name, handle.samplerate, offset=start)
+    check_finite(data.T, name, handle.samplerate, offset=start, subtype=handle.subtype)
     # zeros past the true end, which a compressed file's header may overstate by a few samples
     return np.pad(data.T, ((0, 0), (0, stop - start - data.shape[0])))
 
@@ -308,13 +463,15 @@ def cancelled_downmix(y: np.ndarray) -> int | None:
     return int(np.argmax(power))
 
 
-def check_finite(y: np.ndarray, path: str | os.PathLike, sr: int, offset: int = 0) -> None:
-    """Refuse a waveform holding NaN or infinite samples, naming the file and the time of the first one."""
+def check_finite(y: np.ndarray, path: str | os.PathLike, sr: int, offset: int = 0, subtype: str = "") -> None:
+    """Refuse a waveform holding NaN or infinite samples, naming the file and the time of the first one; of a
+    64-bit ``subtype`` ("DOUBLE"), read as float32, they may be finite samples beyond float32's range."""
     bad = ~np.isfinite(y)
     if bad.any():
         first = offset + int(np.argmax(bad.any(axis=0) if bad.ndim == 2 else bad))
+        beyond = " (or beyond float32's ±3.4e38: no recording is that loud)" if subtype == "DOUBLE" else ""
         raise SpeechkernError(
-            f"{path}: holds {int(bad.sum())} NaN or infinite sample(s), the first at {first / sr:.3f} s; "
+            f"{path}: holds {int(bad.sum())} NaN or infinite sample(s){beyond}, the first at {first / sr:.3f} s; "
             "repair or replace the file"
         )
 

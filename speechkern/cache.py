@@ -19,6 +19,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from speechkern.errors import SpeechkernError
 from speechkern.outputs import atomic_write
 from speechkern.paths import default_cache_dir
 
@@ -91,8 +92,8 @@ class ArrayCache:
         contiguous = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
         try:
             atomic_write(self._path(key), lambda tmp: save_file(contiguous, tmp))
-        except (OSError, SafetensorError) as err:  # a full or read-only disk (safetensors raises its own error for
-            # a failed write): the result is still returned, only not kept
+        except (OSError, SafetensorError, SpeechkernError) as err:  # a full or read-only disk (safetensors raises
+            # its own error for a failed write), a file where a folder goes: the result is returned, only not kept
             if str(self.root) not in _warned:
                 _warned.add(str(self.root))
                 logger.warning("%s: cannot write to the feature cache (%s); carrying on without caching",

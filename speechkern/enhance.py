@@ -36,8 +36,21 @@ MARGIN_S = 1.0
 
 
 def apply_mask(mixture: np.ndarray, mask: np.ndarray, model_or_configs) -> np.ndarray:
-    """Resynthesise ``mixture`` weighted by ``mask`` (n_frames, n_units) in the target's domain."""
+    """Resynthesise ``mixture`` weighted by ``mask`` in the target's domain.
+
+    mixture: real mono waveform ``(n_samples,)`` at the model's rate (float; see :func:`check_waveform`).
+    mask: ``(n_frames, n_units)`` with ``n_frames = 1 + n_samples // hop_length`` and ``n_units`` the mask's
+    channels (:func:`speechkern.targets.mask_units`), finite. model_or_configs: a :class:`MaskModel` or its
+    ``(feature_config, target_config)``. Returns float32 ``(n_samples,)``.
+    Raises SpeechkernError naming the parameter and the shape or values expected.
+    """
     fc, tc = _configs(model_or_configs)
+    mixture = check_waveform(mixture, "mixture")
+    mask = _check_mask(mask, len(mixture), fc, tc)
+    return _resynthesize(mixture, mask, fc, tc)
+
+
+def _resynthesize(mixture: np.ndarray, mask: np.ndarray, fc, tc) -> np.ndarray:
     if tc.domain == "cochleagram":
         from speechkern import gammatone
 
@@ -50,10 +63,56 @@ def apply_mask(mixture: np.ndarray, mask: np.ndarray, model_or_configs) -> np.nd
     return stft.resynthesize(mixture, mask.T, frame_length=fc.frame_length, hop_length=fc.hop_length).astype(np.float32)
 
 
+def check_waveform(y, name: str = "y") -> np.ndarray:
+    """``y`` as a float32 mono waveform ``(n_samples,)``: :func:`speechkern.audio.check_samples` with
+    ``mono=True`` (non-empty, finite, real floating-point samples at full scale 1.0; integer samples refused)."""
+    return audio.check_samples(y, name, mono=True)
+
+
+def _check_mask(mask, n_samples: int, fc, tc) -> np.ndarray:
+    """``mask`` as a float array ``(n_frames, n_units)`` fitting ``n_samples``, or SpeechkernError naming it."""
+    from speechkern.targets import mask_units
+
+    expected = (1 + n_samples // fc.hop_length, mask_units(tc, fc))
+    try:
+        m = np.asarray(mask)
+    except ValueError:  # a ragged list
+        m = np.asarray(None)
+    if m.dtype.kind not in "biuf":
+        raise SpeechkernError(f"mask: {m.dtype} values; expected real mask values (n_frames, n_units) = {expected}")
+    if m.shape != expected:
+        raise SpeechkernError(
+            f"mask: shape {m.shape} does not fit a {n_samples}-sample mixture; expected (n_frames, n_units) = "
+            f"{expected} (1 + n_samples // {fc.hop_length} frames, {expected[1]} {tc.domain} units)"
+        )
+    if not np.all(np.isfinite(m)):
+        raise SpeechkernError("mask: holds NaN or infinite values; expected finite mask values, such as in [0, 1]")
+    return m
+
+
 def _configs(model_or_configs):
     if isinstance(model_or_configs, MaskModel):
         return model_or_configs.feature_config, model_or_configs.target_config
-    return model_or_configs
+    if isinstance(model_or_configs, tuple) and len(model_or_configs) == 2:
+        return model_or_configs
+    check_model(model_or_configs, "model_or_configs")  # refuses it, naming what is expected
+
+
+def check_model(model, name: str = "model") -> MaskModel:
+    """``model`` when it is a loaded :class:`MaskModel`, else SpeechkernError naming ``name`` and how to load one
+    (a folder path, the usual mistake, is not loaded behind the caller's back: it may be a run of several)."""
+    if not isinstance(model, MaskModel):
+        shown = repr(model) if model is None or isinstance(model, (str, os.PathLike)) else f"a {type(model).__name__}"
+        load = "speechkern.models.select.find_model(FOLDER)[0] (a model folder or run directory)"
+        raise SpeechkernError(f"{name}={shown}: expected a loaded MaskModel; load one with {load}")
+    return model
+
+
+def _check_flags(**flags) -> None:
+    """Refuse a flag that is no bool: per_channel="no" was true."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise SpeechkernError(f"{name}={value!r}: expected True or False")
 
 
 def enhance_signal(
@@ -64,7 +123,8 @@ def enhance_signal(
     clean_guard: bool = True,
     atten_lim_db: float | None = None,
 ) -> np.ndarray:
-    """Enhance a mono waveform ``(n_samples,)`` at the model's sample rate, in memory; blocks of ``chunk_s``
+    """Enhance a mono float waveform ``y`` ``(n_samples,)`` at the model's sample rate (full scale 1.0; see
+    :func:`check_waveform` for what is refused), in memory; blocks of ``chunk_s``
     seconds with ``margin_s`` seconds of overlap on each side (at least the features' reach,
     :func:`speechkern.features.reach_s`). Returns float32 ``(n_samples,)``.
 
@@ -76,6 +136,9 @@ def enhance_signal(
     attenuated, in dB (:func:`mask_floor`); None: no limit. Raises SpeechkernError, before any work, for a
     ``chunk_s`` that is not a positive finite number, a ``margin_s`` that is not a finite one ≥ 0, or an odd
     ``atten_lim_db``."""
+    check_model(model)
+    _check_flags(clean_guard=clean_guard)
+    y = check_waveform(y)
     floor = mask_floor(atten_lim_db)
     chunk_s = limits.chunk_seconds(chunk_s)
     hop = model.feature_config.hop_length
@@ -179,7 +242,9 @@ def enhance_file(
     input is not audio or shorter than one frame; and, while running, when it holds NaN/infinite samples or the
     write fails (the previous output, if any, is left as it was).
     """
-    path, out_path = Path(path), Path(out_path)
+    check_model(model)
+    path, out_path = audio.as_path(path, "path"), audio.as_path(out_path, "out_path")
+    _check_flags(per_channel=per_channel, overwrite=overwrite, clean_guard=clean_guard)
     floor = mask_floor(atten_lim_db)
     chunk_s = limits.chunk_seconds(chunk_s)
     margin_s = _margin_s(model, margin_s)
@@ -315,7 +380,7 @@ def _enhance_at_rate(
         guard.add(mask[first:last], energies[first:last], low[first * fc.hop_length : last * fc.hop_length])
     if floor > 0:  # resynthesis is linear in the mask: max(mask, floor) = floor + (max(mask, floor) − floor)
         mask = np.maximum(mask, np.float32(floor)) - np.float32(floor)
-    out = _fit_length(audio.resample(apply_mask(low, mask, model), fc.sr, file_sr), len(y))
+    out = _fit_length(audio.resample(_resynthesize(low, mask, fc, model.target_config), fc.sr, file_sr), len(y))
     if file_sr > fc.sr:
         out = out + fullband.gated_high_band(y, low, mask, file_sr, fc, model.target_config)
     if floor > 0:  # floor·y, not the floor's resynthesis: that would lose what the filterbank does not cover
@@ -427,13 +492,18 @@ class Inputs:
     skipped: list[Path]
 
 
-def find_inputs(items: list[str]) -> Inputs:
+def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
     """Files, folders (searched recursively for every format the loader reads, see audio.READ_SUFFIXES) and glob
-    patterns. Raises SpeechkernError naming the item that matches nothing."""
+    patterns: a list of them, or one. Raises SpeechkernError naming the item that matches nothing or is no path."""
+    if isinstance(items, (str, bytes, os.PathLike)):  # one item, not its characters
+        items = [items]
+    if not isinstance(items, (list, tuple)) or not items:
+        raise SpeechkernError(f"items={items!r}: expected audio files, folders or glob patterns (a list of paths)")
     found: dict[Path, tuple[Path, Path]] = {}
     skipped: list[Path] = []
     for item in items:
-        p = Path(item)
+        p = audio.as_path(item, "items")
+        item = str(p)
         if p.is_dir():
             files, other = audio.scan_folder(p, audio.READ_SUFFIXES)
             earlier = [f for f in files if f.stem.endswith(ENHANCED_SUFFIX)]
@@ -454,7 +524,8 @@ def find_inputs(items: list[str]) -> Inputs:
             found.setdefault(f.resolve(), (_short(f), base))
     if not found:
         others = f" ({len(skipped)} file(s) of other types or earlier outputs skipped)" if skipped else ""
-        raise SpeechkernError(f"no audio files found in {', '.join(items)}{others}; give files soundfile reads")
+        given = ", ".join(map(str, items))
+        raise SpeechkernError(f"no audio files found in {given}{others}; give files soundfile reads")
     return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped)
 
 
@@ -480,6 +551,7 @@ def plan_outputs(inputs: Inputs, out: str | os.PathLike | None) -> list[tuple[Pa
     when two inputs would be written to one output or an output would replace an input.
     """
     files = inputs.files
+    out = None if out is None else audio.as_path(out, "out")
     if out is None:
         plan = [(f, f.with_name(output_name(f))) for f in files]
     elif _names_a_file(Path(out)):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from speechkern import dataset, metrics
+from speechkern import audio, dataset, metrics
 from speechkern.cache import usable_cache_dir
 from speechkern.enhance import apply_mask
 from speechkern.errors import SpeechkernError
@@ -127,13 +128,27 @@ def evaluate(
 ) -> Evaluation:
     """Score the noisy input, the ideal mask and every model of ``run_dir`` on its test split.
 
-    examples: how many test files keep their masks for the report's figures and audio (default: the recipe's).
+    workers: processes for resynthesis and metrics (0: one per core); limit: score only the first ``limit`` test
+    mixtures (0: all); examples: how many test files keep their masks for the report's figures and audio (default:
+    the recipe's). Raises SpeechkernError for any of them that is not a whole number ≥ 0 (a negative ``limit``
+    sliced from the end, dropping test files without a word), and for a folder that is no run or has no models.
     """
-    run_dir = Path(run_dir)
+    for name, value, zero in (("workers", workers, "one per core"), ("limit", limit, "every test mixture"),
+                              ("examples", 0 if examples is None else examples, "none")):  # fmt: skip
+        if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0):
+            raise SpeechkernError(f"{name}={value!r}: expected a whole number ≥ 0 (0: {zero})")
+    run_dir = audio.as_path(run_dir, "run_dir")
+    if cache_dir not in (None, "default"):
+        cache_dir = audio.as_path(cache_dir, "cache_dir")
     if not (run_dir / "recipe.toml").is_file():
         from speechkern.models.select import what_a_run_is
 
+        runs = (p for p in run_dir.parents if (p / "recipe.toml").is_file() and (p / "models").is_dir())
+        run = next(runs, None) if run_dir.exists() else None
+        if run is not None:  # the run's recipe.toml, a model folder, a file inside the run
+            raise SpeechkernError(f"{run_dir}: lies inside the run directory {run}; evaluate that: give {run}")
         what = "no such run directory" if not run_dir.exists() else "not a run directory (no recipe.toml inside)"
+        what = "is a file, not a run directory" if run_dir.is_file() else what
         raise SpeechkernError(f"{run_dir}: {what}; {what_a_run_is()}")
     recipe = load_recipe(run_dir / "recipe.toml")
     if examples is None:
@@ -167,6 +182,8 @@ def evaluate(
         scores: dict[str, dict[str, float]] = {"ideal": {"mse": 0.0}}
         counts = {"ideal": metrics.mask_counts(ideal, ideal)}
         for name, per_condition in models.items():
+            if "all" not in per_condition and mixture.condition not in per_condition:
+                continue  # a per-condition run missing this condition's model (named in ``missing``): others scored
             model = model_for(per_condition, mixture.condition)
             estimate = model.predict(model.inputs(frames.features[span]))
             masks[name] = model.to_mask(estimate)

@@ -11,9 +11,11 @@ different ones in each part.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -287,20 +289,79 @@ def write_manifest(path: str | os.PathLike, mixtures: Sequence[Mixture]) -> None
 
 
 def read_manifest(path: str | os.PathLike) -> list[Mixture]:
-    """Read a manifest written by :func:`write_manifest`."""
+    """Read a manifest written by :func:`write_manifest`.
+
+    A row's missing clean or noise file is looked for in the run's own audio folders (:func:`_in_run`; the run
+    directory is the manifest's grandparent), so a run trained from another working directory, or moved, reads.
+    Raises SpeechkernError naming the file (and the line) when it is missing, no UTF-8 text, or a row is no JSON
+    object of :class:`Mixture`'s fields with values of their types (see :func:`_check_row`).
+    """
     path = Path(path)
     if not path.is_file():
         raise SpeechkernError(f"{path}: manifest not found; train the run first (training writes its manifests)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(Mixture(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as err:
-                raise SpeechkernError(f"{path}:{number}: not a manifest row ({err})") from None
+    rebuild = "delete the file to have the manifests rebuilt from the run's recipe"
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(_in_run(_check_row(Mixture(**json.loads(line))), path.parent.parent))
+                except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+                    message = f"{path}:{number}: not a manifest row ({err}); repair the line, or {rebuild}"
+                    raise SpeechkernError(message) from None
+    except UnicodeDecodeError as err:
+        raise SpeechkernError(f"{path}: not a manifest (no UTF-8 text: {err}); {rebuild}") from None
     return rows
+
+
+# The run directory's folders of the audio it generates (dataset.build_manifests): sources/ (the demo corpus),
+# noises/ (speech-shaped noise, babble, NOISEX-92 conversions).
+RUN_AUDIO_FOLDERS = ("sources", "noises")
+
+
+def _in_run(m: Mixture, run_dir: Path) -> Mixture:
+    """``m`` with a clean or noise path that is missing but names a file of the run's own audio folders found in
+    ``run_dir``: the run was trained from another working directory (its paths are relative to that one) or moved
+    since. Other paths are left as they are (a missing corpus file stays an error)."""
+    found = {}
+    for name in ("clean", "noise"):
+        original = Path(getattr(m, name))
+        if original.exists():
+            continue
+        parts = original.parts
+        for i in reversed([i for i, part in enumerate(parts) if part in RUN_AUDIO_FOLDERS]):
+            candidate = run_dir.joinpath(*parts[i:])
+            if candidate.is_file():
+                found[name] = str(candidate)
+                break
+    return replace(m, **found) if found else m
+
+
+_EXPECTED = {"str": "a string", "bool": "true or false", "int": "a whole number", "float": "a finite number"}
+
+
+def _check_row(m: Mixture) -> Mixture:
+    """``m`` when each field has its annotated type (``snr_db`` may be ±inf: a recorded pair without noise) and
+    it can be rebuilt (a sample count ≥ 1, a gain ≥ 0, a noise range, a sample rate of recordings); else ValueError."""
+    for f in fields(m):
+        value = getattr(m, f.name)
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        ok = {
+            "str": isinstance(value, str),
+            "bool": isinstance(value, bool),
+            "int": number and isinstance(value, numbers.Integral),
+            "float": number and (math.isfinite(value) or (f.name == "snr_db" and not math.isnan(value))),
+        }[f.type]  # fmt: skip
+        if not ok:
+            raise ValueError(f"{f.name} = {json.dumps(value)}: expected {_EXPECTED[f.type]}")
+    if m.n_samples < 1 or m.gain < 0 or not 0 <= m.noise_start < m.noise_stop:
+        sizes = f"n_samples = {m.n_samples}, gain = {m.gain:g}, noise range [{m.noise_start}, {m.noise_stop})"
+        raise ValueError(f"{sizes}: expected a sample or more, a gain ≥ 0 and a non-empty noise range")
+    if not audio.MIN_SR <= m.sr <= audio.MAX_SR:
+        raise ValueError(f"sr = {m.sr}: expected a sample rate of {audio.MIN_SR}–{audio.MAX_SR} Hz")
+    return m
 
 
 def mix_files(

@@ -24,11 +24,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], replac
     """Create ``path`` by calling ``write(tmp)`` on a temporary path beside it, then renaming; returns ``path``.
 
     The file gets the mode a plain ``open`` would give it (mkstemp's are private), and parent folders are created
-    (and removed again, when empty, if the write fails).
+    (and removed again, when empty, if the write fails). Raises SpeechkernError, before ``write``, when ``path`` is a
+    folder or lies below a file.
     replace: False creates ``path`` exclusively: when another process created it meanwhile (two runs writing one
     output), its file is kept and SpeechkernError names the path; a rename would silently replace it.
     """
     path = check_name(path)
+    _check_not_blocked(path)
     created = [folder for folder in path.parents if not folder.exists()]  # innermost first
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -47,6 +49,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], replac
                 folder.rmdir()
         raise
     return path
+
+
+def _check_not_blocked(path: Path) -> None:
+    """Refuse an output that is a folder (a rename onto it fails only after the work), or lies below a file."""
+    if path.is_dir():
+        raise SpeechkernError(f"{path}: is a folder; name a file for this output, or move the folder away")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise SpeechkernError(f"{path}: cannot be written, {blocker} is a file, not a folder; move it away or "
+                              "choose another output")  # fmt: skip
 
 
 # What atomic_write adds to a name for its temporary file: "." before, ".XXXXXXXX.part" after (mkstemp's 8 letters).
@@ -129,9 +141,11 @@ def check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
 
 
 def check_writable(path: str | os.PathLike, n_bytes: int = 0) -> Path:
-    """Refuse, before any work, an output file that cannot be created: its folder (or the nearest existing one
-    above it) is a file, not writable (read-only disk, permissions), or has less than ``n_bytes`` free."""
+    """Refuse, before any work, an output file that cannot be created: it is a folder, its folder (or the nearest
+    existing one above it) is a file, not writable (read-only disk, permissions), or has less than ``n_bytes`` free."""
     path = Path(path)
+    if path.is_dir():
+        raise SpeechkernError(f"{path}: is a folder; name a file for this output, or move the folder away")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

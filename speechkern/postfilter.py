@@ -70,9 +70,9 @@ def unit_energies(
         return np.exp(gf)
     from speechkern.targets import tf_energies
 
-    return tf_energies(
-        y, target_config.domain, fc.sr, fc.frame_length, fc.hop_length, fc.n_channels, fc.fmin, fc.fmax, fc.n_fft
-    ).T
+    # the mask's own framing (targets.compute_target): STFT bins of frame_length, not the features' n_fft
+    domain = target_config.domain
+    return tf_energies(y, domain, fc.sr, fc.frame_length, fc.hop_length, fc.n_channels, fc.fmin, fc.fmax).T
 
 
 def estimated_snr_db(mask: np.ndarray, energies: np.ndarray, beta: float = 0.5) -> float:

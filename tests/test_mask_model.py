@@ -30,7 +30,7 @@ def test_enhance_and_evaluate_see_the_same_features(tiny_run, monkeypatch):
     evaluated = dataset.compute_example(m, model.feature_config, model.target_config, None)["features"]
     np.testing.assert_array_equal(model.features(mix, m.sr), evaluated)
     masks = []
-    monkeypatch.setattr(enhance, "apply_mask", lambda y, mask, _model: masks.append(mask) or y)
+    monkeypatch.setattr(enhance, "_resynthesize", lambda y, mask, _fc, _tc: masks.append(mask) or y)
     enhance.enhance_signal(model, mix)
     dc_free = mix - np.mean(mix, dtype=np.float64).astype(np.float32)  # enhance removes a DC offset first
     expected = model.features(dc_free, m.sr, gain=features.level_gain(dc_free, model.feature_config.level_dbfs))

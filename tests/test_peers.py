@@ -83,3 +83,48 @@ def test_rnnoise_output_is_aligned_with_its_input():
     lags = np.arange(-400, 401)
     corr = [np.dot(y[max(0, k) : len(y) + min(0, k)], x[max(0, -k) : len(x) - max(0, k)]) for k in lags]
     assert abs(lags[int(np.argmax(corr))]) <= 1
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [(["--utterances", "-1"], r"^--utterances -1: expected a count"), (["--threads", "0"], r"^--threads 0: expected")],
+)
+def test_odd_counts_stop_in_one_line_before_the_work(tmp_path, monkeypatch, option, says):
+    """--utterances -1 with --pairs scored every pair but the last (a slice from the end); --threads 0 stopped in
+    torch's RuntimeError."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    peers = _peers_module()
+    monkeypatch.setattr(peers, "pairs", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(SystemExit, match=says):
+        peers.main(["--pairs", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "out"), *option])
+
+
+def test_pairs_name_the_noisy_files_left_out_and_refuse_a_silent_reference(tmp_path, capsys):
+    """A noisy file without a clean namesake was dropped without a word; a silent clean reference stopped in
+    OverflowError (an SNR of -inf dB rounded to its 5-dB group)."""
+    _pairs(tmp_path)
+    audio.save(tmp_path / "noisy" / "alone.wav", np.full(16000, 0.1, np.float32), 16000)
+    audio.save(tmp_path / "noisy" / "u0.flac", np.full(16000, 0.1, np.float32), 16000)  # clean has u0.wav only
+    found = _peers_module().pairs(tmp_path / "noisy", tmp_path / "clean", 0)
+    assert len(found) == 2
+    err = capsys.readouterr().err
+    assert "2 of the 4 noisy files have no namesake under" in err and "alone.wav, u0.flac" in err
+    audio.save(tmp_path / "clean" / "alone.wav", np.zeros(16000, np.float32), 16000)
+    with pytest.raises(SystemExit, match=r"clean/alone\.wav: the clean reference of .*alone\.wav is silent"):
+        _peers_module().pairs(tmp_path / "noisy", tmp_path / "clean", 0)
+
+
+def test_a_model_that_is_none_or_of_another_rate_and_a_damaged_pair_stop_in_one_line(tmp_path):
+    """--model pointing to a file or an empty folder stopped in a SpeechkernError traceback, a model of another
+    rate only at the first file (after the data was loaded), and a damaged pair in a traceback too."""
+    _pairs(tmp_path)
+    (tmp_path / "empty").mkdir()
+    argv = ["--pairs", str(tmp_path / "noisy"), str(tmp_path / "clean"), "--out", str(tmp_path / "out")]
+    peers = _peers_module()
+    for model in (tmp_path / "noisy" / "u0.wav", tmp_path / "empty"):
+        with pytest.raises(SystemExit, match=rf"^--model {model}: {model}: "):
+            peers.main([*argv, "--model", str(model)])
+    (tmp_path / "noisy" / "u1.wav").write_text("not audio")
+    with pytest.raises(SystemExit, match=r"noisy/u1\.wav: not a readable audio file"):
+        peers.main(argv)
+    assert not (tmp_path / "out").exists()

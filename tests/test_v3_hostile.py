@@ -62,7 +62,9 @@ def test_benchmarks_refuse_a_missing_model_or_json_folder_before_any_work(name, 
     module = _benchmark(name, monkeypatch)
     with pytest.raises(SystemExit) as err:  # was a SpeechkernError traceback
         module.main(["--model", str(tmp_path / "none")])
-    assert _one_line(err).startswith(f"--model {tmp_path / 'none'}: ") and "config.json missing" in str(err.value)
+    assert _one_line(err).startswith(
+        f"--model {tmp_path / 'none'}: "
+    ) and "no such run directory or model folder" in str(err.value)
     out = tmp_path / "no" / "scores.json"
     with pytest.raises(SystemExit) as err:  # was a FileNotFoundError at the end, the results lost
         module.main(["--json", str(out)])
