@@ -103,8 +103,10 @@ def test_zero_ridge_is_the_unregularised_iteration():
 
 def test_one_leaf_is_the_global_exact_solve():
     X, Y = _problem()
-    local = LocalKernelRegressor(1.0, 3.0, ridge=0.05, leaf_size=len(X), device="cpu").fit(X, Y)
+    local = LocalKernelRegressor(1.0, 3.0, ridge=0.05, leaf_size=len(X), device="cpu").fit(X, Y, X[:50], Y[:50])
     assert local.n_leaves_ == 1
+    # No boundary to route across: the temperature is not tuned (its scores were all the same, three predictions)
+    assert local.temperature_ == 0.0 and not hasattr(local, "val_mse_by_temperature_")
     w = ridge_solve(ExponentialPowerKernel(1.0, 3.0), torch.from_numpy(X), torch.from_numpy(Y), 0.05)
     Xq = np.random.default_rng(5).normal(size=(50, X.shape[1])).astype(np.float32)
     expected = (ExponentialPowerKernel(1.0, 3.0)(torch.from_numpy(Xq), torch.from_numpy(X)) @ w).numpy()

@@ -258,6 +258,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         started = time.perf_counter()
         device = resolve_device(self.device)
         self._leaf_cache = None
+        self.__dict__.pop("val_mse_by_temperature_", None)  # of an earlier fit
         self.kernel_ = ExponentialPowerKernel(self.shape, self.bandwidth)
         self.y_ndim_ = 1 if np.ndim(y) == 1 else 2
         Y = torch.from_numpy(writable32(np.reshape(y, (len(y), -1)))).to(device)
@@ -303,7 +304,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         if X_val is not None and Y_val is not None:
             Xv = check_array(to_numpy(X_val), dtype=(np.float64, np.float32))
             Yv = np.reshape(np.asarray(to_numpy(Y_val), dtype=np.float32), (len(Xv), -1))
-            if self.temperature == "auto":
+            if self.temperature == "auto" and depth > 0:  # one leaf has no boundary to route across
                 self._tune_temperature(torch.from_numpy(writable32(Xv)), torch.from_numpy(Yv))
             val_mse = float(np.mean((self._predict2d(Xv) - Yv) ** 2))
         seconds = time.perf_counter() - started
