@@ -379,6 +379,7 @@ class _KernelUnit:
     solver: str = "local"  # "local" (leaves solved exactly), else EigenPro ("eigenpro2", "eigenpro3")
     centers: int | None = None  # EigenPro 3 centres; None: every frame a centre
     leaf_size: int | None = None  # the local solver's largest leaf
+    trees: int = 1  # the local solver's averaged trees
     budget_gb: float | None = None  # memory budget the solver was chosen for (set with it); every band keeps to it
 
     def pending(self) -> list[int]:
@@ -413,7 +414,7 @@ def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str, ri
               "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
     if unit.solver == "local":
         return {"solver": "local", "leaf_size": unit.leaf_size, "ridge": kc.ridge if ridge is None else ridge,
-                "leaf_centers": kc.leaf_centers, "trees": kc.trees, "centers_dtype": kc.centers_dtype,
+                "leaf_centers": kc.leaf_centers, "trees": unit.trees, "centers_dtype": kc.centers_dtype,
                 **common}  # fmt: skip
     return {"solver": "eigenpro", "centers": unit.centers, "epochs": kc.epochs, "patience": kc.patience,
             "ridge": kc.eigenpro_ridge, **common}  # fmt: skip
@@ -690,6 +691,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                 local = isinstance(kept, LocalKernelRegressor)
                 unit.solver = "local" if local else "eigenpro"
                 unit.centers, unit.leaf_size = (None, kept.leaf_size) if local else (kept.centers, None)
+                unit.trees = kept.trees if local else 1
                 unit.budget_gb = float(kept.memory_budget_gb)
                 what = (f"leaves of at most {unit.leaf_size} frames" if local else
                         f"{unit.centers} centres" if unit.centers else "every frame a centre")  # fmt: skip
@@ -699,6 +701,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                 budget = kernel_budget_bytes(recipe, device)
                 choice = kernel_solver(recipe, kdata, device, name, budget)  # for the kernel's inputs
                 unit.solver, unit.centers, unit.leaf_size = choice.solver, choice.centers, choice.leaf_size
+                unit.trees = choice.trees
                 unit.budget_gb = budget / 2**30
             kernel_units.append(unit)
         else:

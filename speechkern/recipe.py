@@ -162,11 +162,11 @@ class KernelConfig(_Section):
         "compact model of leaves × m centres, each leaf solved in the Nyström form over all its frames)",
     )
     trees: int = Field(
-        1,
-        ge=1,
+        0,
+        ge=0,
         le=8,
         description="partitions the local solver averages, each cut along a further principal direction (t-fold "
-        "time, memory of the model and prediction cost; no effect with one leaf)",
+        "time, model size and prediction cost; no effect with one leaf); 0 = 3 for a tree of 2 to 8 leaves, else 1",
     )
     centers_dtype: Literal["float32", "float16"] = Field(
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"

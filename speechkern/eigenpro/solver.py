@@ -25,18 +25,25 @@ BUDGET_SHARE = 0.8  # of the memory budget for the kernel matrices; the rest for
 # Largest leaf of the local machine: K of 20 000 points is 1.5 GiB in float32 and factorises in about 20 s on 2
 # cores; larger leaves were no better per minute in benchmarks/kernel_reference.py.
 DEFAULT_LEAF_SIZE = 20_000
+# Trees the local machine averages by default while its tree has at most AUTO_TREES_MAX_LEAVES leaves: at 40 000
+# frames three trees of two leaves came within 0.7 % of the exact solve (one tree: 1.9 %) in a third of its time;
+# deeper trees keep one by default, since their leaf solves already take minutes (benchmarks/RESULTS.md, "Averaged
+# trees": every frame, three trees, −2.3 % for three times 3 minutes per subband).
+AUTO_TREES = 3
+AUTO_TREES_MAX_LEAVES = 8
 
 
 @dataclass(frozen=True)
 class SolverChoice:
     """``solver`` ("local", "eigenpro2" or "eigenpro3"; an exact solve is a local machine of one leaf),
-    ``centers`` (p for EigenPro 3, None otherwise), ``leaf_size`` (the local machine's largest leaf, else None)
-    and a sentence saying why, for the log."""
+    ``centers`` (p for EigenPro 3, None otherwise), ``leaf_size`` (the local machine's largest leaf, else None),
+    ``trees`` (the local machine's averaged trees) and a sentence saying why, for the log."""
 
     solver: str
     centers: int | None
     reason: str
     leaf_size: int | None = None
+    trees: int = 1
 
     @property
     def estimator_centers(self) -> int | None:
@@ -53,7 +60,7 @@ def choose_solver(
     centers: int = 0,
     leaf_size: int = 0,
     leaf_centers: int = 0,
-    trees: int = 1,
+    trees: int = 0,
 ) -> SolverChoice:
     """Pick the solver for n training frames (n_val validation frames) of ``features`` inputs under a memory
     budget of ``budget_bytes``.
@@ -62,7 +69,9 @@ def choose_solver(
     whose float32 kernel matrix fits 80 % of the budget, at most :data:`DEFAULT_LEAF_SIZE`); "exact": one leaf
     of all n frames (refused in one line beyond :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS` or the
     budget); "auto" with ``centers`` > 0 means EigenPro 3 with that many centres. ``leaf_centers`` > 0 (the
-    local solver's compact leaves) and ``trees`` > 1 (its averaged partitions) are named in the reason.
+    local solver's compact leaves) is named in the reason. ``trees``: the local machine's averaged trees, 0 (the
+    default) for :data:`AUTO_TREES` where the tree has 2 to :data:`AUTO_TREES_MAX_LEAVES` leaves, else 1 (one
+    leaf: always 1).
     ``solver`` "eigenpro": EigenPro 2 (every frame a centre) when its float16 kernel matrix K(X, X) (and K(X_val,
     X)), with the float16 distances shared by the subbands, fits 80 % of the budget and one build costs at most
     :data:`MAX_BUILD_WORK` multiply-adds; otherwise EigenPro 3 with p centres, the largest p ≤ :data:`MAX_CENTRES`
@@ -96,7 +105,11 @@ def choose_solver(
         )
         if leaf_centers and leaf_centers < -(-n // leaves):
             what += f", keeping {leaf_centers} centres per leaf (the Nyström form over all its frames)"
-        if trees > 1 and leaves > 1:
+        if leaves == 1:
+            trees = 1
+        elif not trees:
+            trees = AUTO_TREES if leaves <= AUTO_TREES_MAX_LEAVES else 1
+        if trees > 1:
             what += f"; the mean of {trees} such trees, each cut along a further principal direction"
         why = (
             "leaf size as asked"
@@ -106,7 +119,7 @@ def choose_solver(
                 f"{4 * leaf * leaf / gib:.1f} GiB of the {budget_bytes / gib:.1f} GiB budget per leaf)"
             )
         )
-        return SolverChoice("local", None, f"{what.format(n=n)}; {why}", leaf)  # fmt: skip
+        return SolverChoice("local", None, f"{what.format(n=n)}; {why}", leaf, trees)  # fmt: skip
     if solver == "eigenpro2" or (centers and centers >= n):
         why = "as asked" if solver == "eigenpro2" else f"kernel.centers = {centers} asks for at least as many"
         return SolverChoice("eigenpro2", None, f"EigenPro 2 with every one of {n} frames as a centre ({why})")
