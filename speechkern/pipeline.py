@@ -518,7 +518,8 @@ def _finish_kernel(recipe: Recipe, unit: _KernelUnit, run_dir: Path) -> ModelTim
         unit.parts.parent.rmdir()  # the parts folder of the last condition
     autotune_s = sum(i.get("autotune_seconds", 0.0) for i in infos)
     extra = {"autotune_minutes": round(autotune_s / 60.0, 3), "centers": int(estimators[0].centers_.shape[0]),
-             "solver": unit.solver, "leaves": int(getattr(estimators[0], "n_leaves_", 1))}  # fmt: skip
+             "solver": unit.solver, "leaves": int(getattr(estimators[0], "n_leaves_", 1)),
+             "trees": int(getattr(estimators[0], "n_trees_", 1))}  # fmt: skip
     if unit.data.transform is not None:
         extra |= {"input_transform": unit.data.transform.kind, "input_dims": unit.data.transform.out_dim,
                   "transform_minutes": round(unit.data.transform.info.get("seconds", 0.0) / 60.0, 3)}  # fmt: skip

@@ -110,10 +110,11 @@ def test_ray_run_with_leaves_as_tasks_matches_sequential_run(tmp_path, ray_execu
     tasks = _spy_on_tasks(monkeypatch, ray_executor)
     train(recipe, tmp_path / "ray", cache_dir=tmp_path / "cache", executor=ray_executor)
 
-    # Two bands of four leaves: each band fitted in the driver, its leaves as tasks; the DNN a task beside them.
-    assert sorted(tasks) == ["_run_unit"] + ["solve_leaf"] * 8
+    # Two bands of three trees of four leaves (the default: three trees of up to 8 leaves): each band fitted in the
+    # driver, its leaves as tasks; the DNN a task beside them.
+    assert sorted(tasks) == ["_run_unit"] + ["solve_leaf"] * 24
     rows = {r["model"]: r for r in json.loads((tmp_path / "ray" / "training_time.json").read_text())["rows"]}
-    assert rows["kernel"]["leaves"] == 4 and rows["kernel"]["solver"] == "local"
+    assert (rows["kernel"]["leaves"], rows["kernel"]["trees"], rows["kernel"]["solver"]) == (4, 3, "local")
     a = MaskModel.load(tmp_path / "serial" / "models" / "kernel")
     b = MaskModel.load(tmp_path / "ray" / "models" / "kernel")
     keys = ("band", "gamma", "sigma", "ridge", "epochs")

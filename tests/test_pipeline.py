@@ -141,9 +141,9 @@ def test_compact_leaves_from_the_recipe_reach_the_model_file_and_enhance(tiny_ru
     stored = load_file(str(folder / "weights.safetensors"))
     centres = [v for k, v in stored.items() if k.endswith(".centers")]
     assert len(centres) == 1 and centres[0].dtype.is_floating_point and centres[0].element_size() == 2
-    assert len(centres[0]) == 4 * 40  # 600 frames → 4 leaves of 150, each keeping 40 centres
+    assert len(centres[0]) == 3 * 4 * 40  # 600 frames → 3 trees (the default) of 4 leaves, each keeping 40 centres
     model = MaskModel.load(folder)
-    assert all(e.leaf_centers == 40 and e.centers_dtype == "float16" for e in model.estimators)
+    assert all(e.leaf_centers == 40 and e.centers_dtype == "float16" and e.n_trees_ == 3 for e in model.estimators)
     y, _ = audio.load(root / "run" / "noises" / "babble.wav")
     out = enhance_signal(model, y[:16000])
     assert out.shape == (16000,) and np.isfinite(out).all()

@@ -216,7 +216,7 @@ def test_trees_split_along_successive_principal_directions_and_average_their_lea
     Y = np.stack([np.sin(X[:, 0]), X[:, 1] ** 2 / 4], 1).astype(np.float32)
     est = LocalKernelRegressor(1.0, 2.0, ridge=1e-3, leaf_size=200, trees=2, temperature=0.0, device="cpu")
     est.fit(X, Y)
-    assert est.n_trees_ == 2 and est.n_leaves_ == 4 and len(est.centers_) == 800
+    assert est.n_trees_ == 2 and est.n_leaves_ == 2 and len(est.centers_) == 800
     axes = [int(np.argmax(np.abs(d))) for d in est.split_directions_.numpy()]
     assert axes == [0, 1]  # tree 0 splits along x, tree 1 along y
     kernel = ExponentialPowerKernel(1.0, 2.0)

@@ -358,7 +358,8 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
 
     @property
     def n_leaves_(self) -> int:
-        return int(self.leaf_offsets_.numel() - 1)
+        """Leaves of each tree."""
+        return int(self.leaf_offsets_.numel() - 1) // self.n_trees_
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions (n,) for 1-D training targets, else (n × outputs); float64 for float64 X, else float32."""
