@@ -147,6 +147,11 @@ class BenchConfig:
             "squentropy_alpha": self.squentropy_alpha >= 0,
             "hidden": all(h >= 1 for h in self.hidden),
         }
+        floats = ("learning_rates", "momentum", "weight_decay", "test_fraction", "val_fraction", "rescaled_t",
+                  "rescaled_M", "squentropy_alpha")  # fmt: skip
+        for name in floats:  # inf passes the comparisons above and trains to NaN outputs
+            values = getattr(self, name)
+            checks[name] = checks[name] and all(math.isfinite(v) for v in np.atleast_1d(values))
         for name, ok in checks.items():
             if not ok:
                 raise SpeechkernError(f"benchmark setting {name}={getattr(self, name)!r} is out of range")

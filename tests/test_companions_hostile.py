@@ -1,0 +1,122 @@
+"""Hostile inputs to the companion packages (speechkern.losses, speechkern.collapse) and their command lines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from speechkern import losses
+from speechkern.errors import SpeechkernError
+from speechkern.losses import bench, calibration
+
+INF, NAN = float("inf"), float("nan")
+
+
+def test_loss_gradients_match_finite_differences():
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    assert torch.autograd.gradcheck(lambda f: losses.rescaled_square_loss(f, y, t=2.0, M=3.0), (x,))
+    assert torch.autograd.gradcheck(lambda f: losses.squentropy_loss(f, y, alpha=0.7), (x,))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, y: losses.rescaled_square_loss(x, y, t=INF),
+        lambda x, y: losses.rescaled_square_loss(x, y, M=NAN),
+        lambda x, y: losses.rescaled_square_loss(x, y, M=INF),
+        lambda x, y: losses.squentropy_loss(x, y, alpha=INF),
+        lambda x, y: losses.RescaledSquareLoss(M=NAN)(x, y),
+        lambda x, y: losses.SquentropyLoss(alpha=INF)(x, y),
+        lambda x, y: calibration.square_loss_probabilities(x, M=INF),
+    ],
+)
+def test_non_finite_loss_scales_are_refused(call):
+    """A non-finite t, M or α made every loss NaN or inf without a word."""
+    x, y = torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
+    with pytest.raises(ValueError, match=r"^(t|M|alpha)=.*(finite|number)"):
+        call(x, y)
+
+
+def test_ece_against_a_hand_computation():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
+    # two bins: every confidence (.9 .6 .7 .55) is in [0.5, 1]; 2 of 4 right, mean confidence .6875
+    assert calibration.expected_calibration_error(probs, np.array([0, 1, 1, 0]), 2) == pytest.approx(0.1875)
+    # whole-number float labels are class indices too
+    assert calibration.expected_calibration_error(probs, np.array([0.0, 1.0, 1.0, 0.0]), 2) == pytest.approx(0.1875)
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (np.array([0, 1, 1.5, 0]), "class indices from 0 to 1.*1.5"),
+        (np.array([0, 1, 7, 0]), "class indices from 0 to 1.*7"),
+        (np.array([0, 1, -1, 0]), "class indices from 0 to 1"),
+        (np.array([0, 1, NAN, 0]), "class indices from 0 to 1"),
+        (np.array(["a", "b", "a", "b"]), "class indices"),
+    ],
+)
+def test_ece_refuses_labels_that_are_not_class_indices(labels, match):
+    """Such a label matched no prediction and counted as an error: a silently wrong ECE."""
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
+    with pytest.raises(ValueError, match=match):
+        calibration.expected_calibration_error(probs, labels, 2)
+
+
+@pytest.mark.parametrize(
+    ("confidence", "correct", "n_bins", "match"),
+    [
+        ([0.5, NAN], [1, 0], 15, "confidences must lie in"),  # NaN was dropped from the bins, not from n
+        ([0.5, 0.2], [2, 0], 15, "correct must hold"),
+        ([0.5, 0.2], [NAN, 0], 15, "correct must hold"),
+        ([0.5, 0.2], [1, 0], 2.5, "n_bins=2.5 must be an integer"),
+        ([0.5, 0.2], [1, 0], NAN, "n_bins=nan must be an integer"),
+        ([0.5, 0.2], [1, 0], 10**12, "n_bins=1000000000000 must be an integer"),  # was a MemoryError
+        ([0.5, 0.2], [1, 0], "5", "n_bins='5' must be an integer"),
+    ],
+)
+def test_calibration_bins_refuse_hostile_values(confidence, correct, n_bins, match):
+    with pytest.raises(ValueError, match=match):
+        calibration.calibration_bins_from_confidence(np.array(confidence), np.array(correct), n_bins)
+
+
+@pytest.mark.parametrize("setting", ["rescaled_t", "rescaled_M", "squentropy_alpha", "weight_decay"])
+def test_bench_config_refuses_infinite_settings(setting):
+    """--rescaled-t inf trained to NaN outputs and ended in a ValueError traceback from the ECE."""
+    with pytest.raises(SpeechkernError, match=f"{setting}=inf is out of range"):
+        bench.BenchConfig(**{setting: INF})
+    with pytest.raises(SpeechkernError, match="learning_rates"):
+        bench.BenchConfig(learning_rates=(1e-3, INF))
+
+
+def test_losses_bench_cli_refuses_infinite_scale_before_writing(tmp_path, capsys):
+    out = tmp_path / "bench"
+    code, _, err = run_cli(["losses", "bench", "--builtin", "--out", str(out), "--rescaled-t", "inf"], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "rescaled_t=inf is out of range" in err
+    assert not out.exists()
+
+
+def test_collapse_cli_output_below_a_file(tmp_path, capsys):
+    """An --out below a file ended in a NotADirectoryError traceback."""
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub"
+    code, _, err = run_cli(["collapse", "run", "--out", str(out), "--dataset", "iris", "-q"], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "is a file, not a folder" in err
+
+
+def test_collapse_cli_reruns_where_a_stopped_run_left_only_its_log(tmp_path, capsys):
+    """A stopped run leaves collapse.log; the rerun refused the folder as 'not empty' without --overwrite."""
+    out = tmp_path / "collapse"
+    out.mkdir()
+    (out / "collapse.log").write_text("2026-01-01 INFO speechkern: train n=50 1/2\n")
+    argv = ["collapse", "run", "--out", str(out), "--dataset", "iris", "--train-sizes", "50", "--no-transfer"]
+    code, _, err = run_cli([*argv, "--epochs", "2", "--checkpoints", "2", "-q"], capsys)
+    assert code == 0, err
+    assert (out / "results.json").is_file()
+    assert (out / "collapse.log").read_text().startswith("2026-01-01")  # the old log is kept, appended to
+    code, _, err = run_cli([*argv, "--epochs", "2", "--checkpoints", "2", "-q"], capsys)
+    assert code != 0 and "not empty" in err  # finished results are still protected
