@@ -289,7 +289,7 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
             unreadable = (f"{timing_path.name} is unreadable ({type(err).__name__}: {err}); the training times are "
                           "left out (training again with resume=True writes it anew)")  # fmt: skip
 
-    kernels, trained = [], {}
+    kernels, trained, unreadable_models = [], {}, []
     models_dir = run_dir / "models"
     for config_path in sorted(models_dir.glob("*/config.json")) + sorted(models_dir.glob("*/*/config.json")):
         folder = config_path.parent
@@ -297,15 +297,22 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
         condition = "all" if folder.parent == models_dir else folder.name
         if name.startswith("."):
             continue
+        info, problem = _model_info(config_path)
+        if problem:
+            unreadable_models.append(f"{config_path.relative_to(run_dir)} is unreadable ({problem}); that model "
+                                     "folder is left out of this summary")  # fmt: skip
+            continue
         trained.setdefault(name, []).append(condition)
-        info = json.loads(config_path.read_text(encoding="utf-8")).get("info", {})
         for b, band in enumerate(info.get("bands", [])):
-            lo, hi = band.get("band", (None, None))
+            if not isinstance(band, dict):
+                continue
+            pair = band.get("band")
+            lo, hi = pair if isinstance(pair, list) and len(pair) == 2 else (None, None)
             kernels.append({"model": name, "condition": condition, "subband": b + 1, "channels": [lo, hi],
                             "gamma": band.get("gamma"), "sigma": band.get("sigma"), "epochs": band.get("epochs"),
                             "val_mse": band.get("val_mse")})  # fmt: skip
 
-    notes = [unreadable] if unreadable else []
+    notes = ([unreadable] if unreadable else []) + unreadable_models
     per_condition = recipe.train.mode == "per-condition"
     conditions = sorted({m.condition for m in manifests["train"]}) if per_condition else ["all"]
     for name in _requested_models(run_dir, recipe):
@@ -322,6 +329,19 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
     if ev.problems:
         notes.append(f"{len(ev.problems)} scores could not be computed (listed below)")
     return {"complete": not notes, "notes": notes, "training": training, "kernels": kernels, "data": data}
+
+
+def _model_info(config_path: Path) -> tuple[dict, str | None]:
+    """The ``info`` object of a model's config.json, or ({}, why not) when it is a folder, no UTF-8 JSON object,
+    or its info is no object: the report then notes the model as missing instead of failing."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or not isinstance(config.get("info", {}), dict):
+            raise TypeError("no JSON object with an info object")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+        return {}, f"{type(err).__name__}: {err}"
+    info = config.get("info", {})
+    return (info if isinstance(info.get("bands", []), list) else {**info, "bands": []}), None
 
 
 def _requested_models(run_dir: Path, recipe) -> list[str]:

@@ -95,6 +95,32 @@ def test_a_damaged_training_time_file_is_a_note_not_a_traceback(tiny_report, tin
     assert any(n.startswith("training_time.json is unreadable (") for n in summary["notes"]), summary["notes"]
 
 
+@pytest.mark.parametrize(
+    "content", [None, b"\xff\xfe\x00binary", b"[]", b'{"info": 3}', b'{"info": {"bands": [3, {"band": 5}]}}']
+)
+def test_an_odd_model_config_is_a_note_not_a_traceback(tiny_report, tiny_run, tmp_path, content):
+    """A model folder whose config.json was a folder (or binary, or no object) stopped `speechkern evaluate` with
+    an IsADirectoryError (UnicodeDecodeError, AttributeError) traceback after every file was scored."""
+    ev, _ = tiny_report
+    _, root, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(root / "run", copy, ignore=shutil.ignore_patterns("report", "*.safetensors"))
+    config = copy / "models" / "dnn" / "config.json"
+    config.unlink()
+    if content is None:
+        config.mkdir()
+    else:
+        config.write_bytes(content)
+    summary = report.run_summary(ev, copy)
+    notes = " | ".join(summary["notes"])
+    if content is None or content in (b"\xff\xfe\x00binary", b"[]", b'{"info": 3}'):
+        assert "models/dnn/config.json is unreadable (" in notes and summary["complete"] is False
+        assert "model dnn was not trained" in notes
+    else:  # readable with odd bands: the number is skipped, the band without channels has unknown channels
+        assert [k["channels"] for k in summary["kernels"] if k["model"] == "dnn"] == [[None, None]]
+    assert [k["model"] for k in summary["kernels"] if k["model"] != "dnn"] == ["kernel", "kernel"]
+
+
 def test_audio_players_follow_the_results_table(tiny_report):
     ev, out = tiny_report
     page = (out / "index.html").read_text()
