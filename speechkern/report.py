@@ -28,7 +28,7 @@ from speechkern import audio  # noqa: E402
 from speechkern.enhance import apply_mask  # noqa: E402
 from speechkern.errors import SpeechkernError  # noqa: E402
 from speechkern.evaluate import METRICS, SYSTEM_ORDER, Evaluation  # noqa: E402
-from speechkern.outputs import write_text  # noqa: E402
+from speechkern.outputs import check_writable, write_text  # noqa: E402
 
 LABELS = {
     "mse": "MSE ×10⁻² (file mean)", "mse_pooled": "MSE ×10⁻² (pooled)", "stoi": "STOI", "estoi": "ESTOI",
@@ -209,11 +209,26 @@ def _save_figure(fig, path: Path) -> None:
     tmp.replace(path)
 
 
+# The report's files of fixed name (examples add example-N.png and audio/example-N/*.wav).
+REPORT_FILES = ("results.md", "results.csv", "results.json", "files.csv", "run.json", "channel_mse.png", "index.html")
+
+
+def check_report_folder(run_dir: Path, n_examples: int = 0) -> None:
+    """Refuse, before any scoring, a report folder that cannot take the report: it or a folder above it is a file,
+    one of its files is a folder, or ``audio`` is a file. Raises SpeechkernError naming the path."""
+    out = Path(run_dir) / "report"
+    for name in [*REPORT_FILES, *(f"example-{n}.png" for n in range(n_examples))]:
+        check_writable(out / name)
+    if (out / "audio").exists() and not (out / "audio").is_dir():
+        raise SpeechkernError(f"{out / 'audio'}: is a file, where the report keeps its example audio; move it away")
+
+
 def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path:
     """Write every table, figure, example and the HTML page under ``run_dir/report``; returns that folder."""
     out = run_dir / "report"
     if (out / "results.json").exists() and not overwrite:
         raise SpeechkernError(f"{out}: a report exists already; pass overwrite=True to replace it")
+    check_report_folder(run_dir, len(ev.example_masks))  # before the first file: no half-replaced report
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.md", results_markdown(ev.rows))
     write_text(out / "results.csv", results_csv(ev.rows))
