@@ -120,3 +120,22 @@ def test_collapse_cli_reruns_where_a_stopped_run_left_only_its_log(tmp_path, cap
     assert (out / "collapse.log").read_text().startswith("2026-01-01")  # the old log is kept, appended to
     code, _, err = run_cli([*argv, "--epochs", "2", "--checkpoints", "2", "-q"], capsys)
     assert code != 0 and "not empty" in err  # finished results are still protected
+
+
+@pytest.mark.parametrize("argv", [["--lr", "1e30"], ["--data", "HUGE"]])
+def test_losses_bench_diverged_training_is_one_line(tmp_path, capsys, argv):
+    """A learning rate of 1e30, or features of 1e300 (their standard deviation overflows), gave NaN outputs and a
+    ValueError traceback from the ECE ('probabilities must lie in [0, 1]')."""
+    if argv[0] == "--data":
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(40, 2)) * 1e300
+        rows = [f"{float(a)!r},{float(b)!r},{int(a > 0)}" for a, b in x]
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "huge.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+        argv = ["--data", str(tmp_path / "data")]
+    else:
+        argv = [*argv, "--builtin", "--dataset", "iris"]
+    common = ["--seeds", "1", "--epochs", "2", "--losses", "square", "--out", str(tmp_path / "out")]
+    code, _, err = run_cli(["losses", "bench", *argv, *common], capsys)
+    assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert "outputs are NaN or infinite" in err and "seed 0" in err

@@ -483,10 +483,19 @@ def train_budget(
 def evaluate(
     model: nn.Module, split: _Split, loss_name: str, config: BenchConfig
 ) -> tuple[float, float, float | None, np.ndarray]:
-    """Test accuracy, ECE of the softmax, ECE of the inverse square-loss map (square losses), softmax probs."""
+    """Test accuracy, ECE of the softmax, ECE of the inverse square-loss map (square losses), softmax probs.
+
+    Raises SpeechkernError when the network's outputs are NaN or infinite (training diverged).
+    """
     model.eval()
     with torch.no_grad():
         outputs = model(split.x_test)
+    if not bool(torch.isfinite(outputs).all()):  # softmax of NaN is NaN: no calibration to compute
+        rates = ", ".join(f"{lr:g}" for lr in config.learning_rates)
+        raise SpeechkernError(
+            f"{split.name}: the {loss_name} network's test outputs are NaN or infinite (training diverged, or the "
+            f"features are too large to standardise); lower learning_rates (now {rates}) or rescale the features"
+        )
     probs = torch.softmax(outputs.double(), dim=1)
     labels = split.y_test.cpu().numpy()
     bins = reliability_bins(probs, labels, config.n_bins)
@@ -764,7 +773,10 @@ def _run_dataset(
                     work.total -= unit.train_steps - train_steps  # fewer epochs than planned
                 else:
                     chosen = train_selected(split, dataset.n_classes, loss, seed, config)
-                accuracy, ece, ece_inverse, probs = evaluate(chosen.model, split, loss, config)
+                try:
+                    accuracy, ece, ece_inverse, probs = evaluate(chosen.model, split, loss, config)
+                except SpeechkernError as err:
+                    raise SpeechkernError(f"dataset {dataset.name}, seed {seed}, {err}") from None
                 runs.append(
                     RunResult(
                         dataset.name,
