@@ -139,3 +139,32 @@ def test_losses_bench_diverged_training_is_one_line(tmp_path, capsys, argv):
     code, _, err = run_cli(["losses", "bench", *argv, *common], capsys)
     assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0, err
     assert "outputs are NaN or infinite" in err and "seed 0" in err
+
+
+def test_collapse_measures_on_constructed_features():
+    from speechkern.collapse import nc_metrics, train_variance, weak_test_variance
+
+    means = 5.0 * np.eye(3)
+    y = np.repeat([0, 1, 2], 4)
+    assert train_variance(means[y], y) == 0.0 and weak_test_variance(means[y], 3) == 0.0
+    nc = nc_metrics(means[y], y, means - means.mean(axis=0))  # self-dual simplex: NC1–NC3 vanish, NC4 agrees
+    assert nc.nc1 == 0.0 and nc.nc3 == pytest.approx(0.0, abs=1e-12) and nc.nc4_agreement == 1.0
+    H = means[y] + np.random.default_rng(0).normal(size=(12, 3)) * 0.1
+    mu = np.array([H[y == k].mean(0) for k in range(3)])
+    by_hand = np.mean(((H - mu[y]) ** 2).sum(1)) / np.mean(((mu - mu.mean(0)) ** 2).sum(1))
+    assert train_variance(H, y) == pytest.approx(by_hand, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("H", "y", "match"),
+    [
+        (np.ones((4, 2)) + 1j, [0, 0, 1, 1], "H must hold real numbers; got dtype complex128"),  # imaginary dropped
+        (np.array([["a", "b"]] * 4), [0, 0, 1, 1], "H must hold real numbers"),  # was numpy's ValueError
+        (np.eye(4, 2), [0.0, np.nan, 1.0, 1.0], "y holds NaN"),  # NaN labels were accepted
+    ],
+)
+def test_collapse_measures_refuse_hostile_dtypes(H, y, match):
+    from speechkern.collapse import train_variance
+
+    with pytest.raises(SpeechkernError, match=match):
+        train_variance(H, np.array(y))
