@@ -168,3 +168,19 @@ def test_collapse_measures_refuse_hostile_dtypes(H, y, match):
 
     with pytest.raises(SpeechkernError, match=match):
         train_variance(H, np.array(y))
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--lambda", "inf"], "lam=inf is out of range"),  # was a ValueError traceback from matplotlib
+        (["--sim-r", "inf"], "sim_R=(inf,) is out of range"),  # was a JSON ValueError traceback
+        (["--sim-r", "-1"], "sim_R=(-1.0,) is out of range"),  # was accepted
+        (["--r-max", "inf"], "give finite 0 < r-min < r-max"),  # was 'R=nan is out of range'
+    ],
+)
+def test_losses_asymptotics_refuses_non_finite_settings(tmp_path, capsys, argv, match):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["losses", "asymptotics", "--out", str(out), "--no-simulation", *argv], capsys)
+    assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0 and match in err, err
+    assert not out.exists()
