@@ -184,3 +184,16 @@ def test_losses_asymptotics_refuses_non_finite_settings(tmp_path, capsys, argv, 
     code, _, err = run_cli(["losses", "asymptotics", "--out", str(out), "--no-simulation", *argv], capsys)
     assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0 and match in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["losses", "bench", "--builtin", "--dataset", "iris", "--seeds", "1", "--epochs", "1"], "hidden widths"),
+        (["collapse", "run", "--dataset", "iris", "--train-sizes", "50", "--no-transfer", "-q"], "lower width"),
+    ],
+)
+def test_a_network_too_wide_for_memory_is_one_line(tmp_path, capsys, argv, match):
+    """--width 100000000000 ended in torch's 'DefaultCPUAllocator: can't allocate memory' RuntimeError traceback."""
+    code, _, err = run_cli([*argv, "--width", "100000000000", "--out", str(tmp_path / "out")], capsys)
+    assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0 and match in err, err

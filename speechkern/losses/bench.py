@@ -266,10 +266,17 @@ def make_network(n_features: int, n_classes: int, hidden: Sequence[int], seed: i
     width = n_features
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, n_classes))
+        try:
+            for h in hidden:
+                layers += [nn.Linear(width, h), nn.ReLU()]
+                width = h
+            layers.append(nn.Linear(width, n_classes))
+        except (MemoryError, RuntimeError) as err:  # torch's CPU allocator raises RuntimeError
+            if not isinstance(err, MemoryError) and "allocate" not in str(err):
+                raise
+            raise SpeechkernError(
+                f"a network of hidden widths {tuple(hidden)} does not fit in memory; lower hidden, such as (128, 128)"
+            ) from None
         return nn.Sequential(*layers)
 
 
