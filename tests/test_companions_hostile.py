@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -197,3 +199,25 @@ def test_a_network_too_wide_for_memory_is_one_line(tmp_path, capsys, argv, match
     """--width 100000000000 ended in torch's 'DefaultCPUAllocator: can't allocate memory' RuntimeError traceback."""
     code, _, err = run_cli([*argv, "--width", "100000000000", "--out", str(tmp_path / "out")], capsys)
     assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0 and match in err, err
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"key": 3, "runs": [{"x": 1}]}', "{trunc"])
+def test_losses_bench_resume_recomputes_a_foreign_set_file(tmp_path, capsys, content):
+    """A sets/<name>.json (or bench.json) holding JSON that is not the object written ended the resume in an
+    AttributeError traceback; a torn file was recomputed already."""
+    out = tmp_path / "out"
+    argv = ["losses", "bench", "--builtin", "--dataset", "iris", "--seeds", "1", "--epochs", "1", "--losses", "square"]
+    argv += ["--out", str(out), "--json"]
+    code, first, err = run_cli(argv, capsys)
+    assert code == 0, err
+    (out / "sets" / "iris.json").write_text(content)
+    code, again, err = run_cli(argv, capsys)
+    assert code == 0 and "Traceback" not in err, err
+    runs = [{k: r[k] for k in ("dataset", "loss", "seed", "accuracy", "ece")} for r in json.loads(again)["runs"]]
+    assert runs == [
+        {k: r[k] for k in ("dataset", "loss", "seed", "accuracy", "ece")} for r in json.loads(first)["runs"]
+    ]
+    assert json.loads(again)["resumed_datasets"] == []
+    (out / "bench.json").write_text("[1, 2]")
+    code, _, err = run_cli(argv, capsys)
+    assert code != 0 and "Traceback" not in err and "not empty" in err

@@ -670,7 +670,8 @@ def _prepare_out_dir(out: Path, key: str, overwrite: bool) -> bool:
     state = out / _STATE
     if state.is_file():
         try:
-            same = json.loads(state.read_text(encoding="utf-8")).get("key") == key
+            saved = json.loads(state.read_text(encoding="utf-8"))
+            same = isinstance(saved, dict) and saved.get("key") == key
         except (OSError, ValueError):
             same = False
         if same and not overwrite:
@@ -689,14 +690,16 @@ def _load_finished(out: Path, dataset: Dataset, key: str) -> list[RunResult] | N
     path = _set_path(out, dataset.name)
     if not path.is_file():
         return None
+    # a damaged file (not JSON, not the object written, runs of other fields) is recomputed: writes are atomic,
+    # so it is a foreign file
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # a damaged file is recomputed (writes are atomic, so this is a foreign file)
-    # keyed on the content, not on how the path was spelled: a relative and an absolute --data resume alike
-    if saved.get("key") != key or saved.get("dataset", {}).get("fingerprint") != dataset.fingerprint():
+        # keyed on the content, not on how the path was spelled: a relative and an absolute --data resume alike
+        if saved.get("key") != key or saved.get("dataset", {}).get("fingerprint") != dataset.fingerprint():
+            return None
+        return [RunResult(**run) for run in saved["runs"]]
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
         return None
-    return [RunResult(**run) for run in saved["runs"]]
 
 
 def _steps(n_train: int, epochs: int, config: BenchConfig, validate: bool) -> int:
