@@ -127,3 +127,11 @@ def test_damaged_trees_model_is_one_line_error(trees_run, tmp_path, capsys, edit
     code, _, err = _cli(["enhance", str(noisy), "--model", str(run), "-o", str(tmp_path / "out.wav")], capsys)
     assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0
     assert match.split()[0] in err and not (tmp_path / "out.wav").exists()
+
+
+def test_more_trees_than_features_is_refused():
+    """Tree t cuts along principal direction t; past the last direction every further tree was a copy of the
+    last, fitted and stored again (trees=10**6 on 3 features ran for ever)."""
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    with pytest.raises(SpeechkernError, match="trees=4: at most 3"):
+        LocalKernelRegressor(leaf_size=60, trees=4, device="cpu").fit(X, X.sum(1))

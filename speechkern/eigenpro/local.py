@@ -266,6 +266,9 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         self.n_outputs_ = Y.shape[1]
         n = Xt.shape[0]
         depth = tree_depth(n, int(self.leaf_size))
+        if depth > 0 and int(self.trees) > X.shape[1]:  # tree t cuts along principal direction t; past the last
+            raise SpeechkernError(f"trees={self.trees}: at most {X.shape[1]}, one per principal direction of the "
+                                  f"{X.shape[1]} features (more would repeat the last tree)")  # fmt: skip
         largest = math.ceil(n / 2**depth)
         m = int(self.leaf_centers)
         needed = nystrom_bytes(m) if 0 < m < largest else exact_bytes(largest)
