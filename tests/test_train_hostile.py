@@ -131,7 +131,7 @@ def test_damaged_trees_model_is_one_line_error(trees_run, tmp_path, capsys, edit
 
 def test_more_trees_than_features_is_refused():
     """Tree t cuts along principal direction t; past the last direction every further tree was a copy of the
-    last, fitted and stored again (trees=10**6 on 3 features ran for ever)."""
+    last, fitted and stored again."""
     X = np.random.default_rng(0).normal(size=(200, 3))
     with pytest.raises(SpeechkernError, match="trees=4: at most 3"):
         LocalKernelRegressor(leaf_size=60, trees=4, device="cpu").fit(X, X.sum(1))
