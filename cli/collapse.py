@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from speechkern.errors import SpeechkernError
+from speechkern.outputs import check_writable
 
 from .ui import PlainCommand, console, fail, plain_typer, progress_ui, stdout
 
@@ -45,7 +46,9 @@ def _fmt(value: object) -> str:
 
 @app.command(cls=PlainCommand)
 def run(
-    out: Path = typer.Option(Path("runs/collapse"), "--out", help="Output folder (must be empty or new)."),
+    out: Path = typer.Option(
+        Path("runs/collapse"), "--out", help="Output folder (new, empty, or a stopped run's log only)."
+    ),
     dataset: str = typer.Option("digits", "--dataset", help="Offline scikit-learn dataset: digits, iris or wine."),
     epochs: int = typer.Option(300, "--epochs", min=1, help="Training epochs per run (past zero train error)."),
     train_sizes: str | None = typer.Option(
@@ -87,7 +90,10 @@ def run(
             device=device,
         )
         check_config(config)
-        check_out_dir(out, overwrite)  # refuse before minutes of training, not after
+        # a run stopped before its results leaves only its log: a rerun may start again there
+        leftover = out.is_dir() and {p.name for p in out.iterdir()} <= {"collapse.log"}
+        check_out_dir(out, overwrite or leftover)  # refuse before minutes of training, not after
+        check_writable(out / "results.json")  # a folder below a file, or read-only
         out.mkdir(parents=True, exist_ok=True)
         with progress_ui(log_file=out / "collapse.log", quiet=quiet or as_json):
             results = run_experiments(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
@@ -168,7 +169,7 @@ def asymptotics(
     out: Path = typer.Option(Path("runs/losses-asymptotics"), "--out", help="Folder for the PNG figures, CSV, JSON."),
     r_min: float = typer.Option(0.25, "--r-min", help="Smallest R (rescaling of the one-hot targets) of the grid."),
     r_max: float = typer.Option(100.0, "--r-max", help="Largest R of the grid."),
-    r_points: int = typer.Option(14, "--r-points", min=2, help="Log-spaced R values of the theory curves."),
+    r_points: int = typer.Option(14, "--r-points", min=2, max=10_000, help="Log-spaced R values of the theory curves."),
     sim_r: str = typer.Option("0.5,4,32", "--sim-r", help="Comma list of the R values that are simulated."),
     sim_n: int = typer.Option(500, "--sim-n", min=2, help="Training samples of the simulations of Figs 3.2–3.3."),
     seeds: int = typer.Option(2, "--seeds", min=1, help="Training sets per simulated point."),
@@ -188,8 +189,8 @@ def asymptotics(
     from speechkern.losses import asymptotics_figures as figures
 
     try:
-        if not 0 < r_min < r_max:
-            raise SpeechkernError(f"--r-min {r_min} and --r-max {r_max}: give 0 < r-min < r-max")
+        if not 0 < r_min < r_max < math.inf:
+            raise SpeechkernError(f"--r-min {r_min} and --r-max {r_max}: give finite 0 < r-min < r-max")
         settings = figures.FigureSettings(
             R_values=tuple(float(v) for v in np.logspace(np.log10(r_min), np.log10(r_max), r_points)),
             sim_R=_floats(sim_r, "--sim-r"),

@@ -127,10 +127,9 @@ def evaluate(
     """
     from speechkern.device import resolve_device
     from speechkern.evaluate import evaluate as run_evaluation
-    from speechkern.outputs import check_writable
     from speechkern.pipeline import is_run
     from speechkern.recipe import MAX_INT
-    from speechkern.report import results_json, results_markdown, write_report
+    from speechkern.report import check_report_folder, results_json, results_markdown, write_report
 
     if workers > MAX_INT:  # joblib's semaphore overflows past a C int
         raise SpeechkernError(f"--workers {workers}: expected at most {MAX_INT} processes; 0 is one per core")
@@ -145,7 +144,7 @@ def evaluate(
     if (run_dir / "report" / "results.json").exists() and not overwrite:
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
     if run_dir.is_dir():  # where the report goes must take it, before the scoring (a missing run is the library's)
-        check_writable(run_dir / "report" / "results.json")
+        check_report_folder(run_dir)
     with progress_ui(quiet=quiet or as_json):
         ev = run_evaluation(run_dir, workers=workers, limit=limit, device=str(resolve_device(device)))
         if not ev.files:  # an empty report with exit 0 would pass for a result

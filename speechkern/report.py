@@ -28,7 +28,7 @@ from speechkern import audio  # noqa: E402
 from speechkern.enhance import apply_mask  # noqa: E402
 from speechkern.errors import SpeechkernError  # noqa: E402
 from speechkern.evaluate import METRICS, SYSTEM_ORDER, Evaluation  # noqa: E402
-from speechkern.outputs import write_text  # noqa: E402
+from speechkern.outputs import check_writable, write_text  # noqa: E402
 
 LABELS = {
     "mse": "MSE ×10⁻² (file mean)", "mse_pooled": "MSE ×10⁻² (pooled)", "stoi": "STOI", "estoi": "ESTOI",
@@ -209,11 +209,26 @@ def _save_figure(fig, path: Path) -> None:
     tmp.replace(path)
 
 
+# The report's files of fixed name (examples add example-N.png and audio/example-N/*.wav).
+REPORT_FILES = ("results.md", "results.csv", "results.json", "files.csv", "run.json", "channel_mse.png", "index.html")
+
+
+def check_report_folder(run_dir: Path, n_examples: int = 0) -> None:
+    """Refuse, before any scoring, a report folder that cannot take the report: it or a folder above it is a file,
+    one of its files is a folder, or ``audio`` is a file. Raises SpeechkernError naming the path."""
+    out = Path(run_dir) / "report"
+    for name in [*REPORT_FILES, *(f"example-{n}.png" for n in range(n_examples))]:
+        check_writable(out / name)
+    if (out / "audio").exists() and not (out / "audio").is_dir():
+        raise SpeechkernError(f"{out / 'audio'}: is a file, where the report keeps its example audio; move it away")
+
+
 def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path:
     """Write every table, figure, example and the HTML page under ``run_dir/report``; returns that folder."""
     out = run_dir / "report"
     if (out / "results.json").exists() and not overwrite:
         raise SpeechkernError(f"{out}: a report exists already; pass overwrite=True to replace it")
+    check_report_folder(run_dir, len(ev.example_masks))  # before the first file: no half-replaced report
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.md", results_markdown(ev.rows))
     write_text(out / "results.csv", results_csv(ev.rows))
@@ -289,7 +304,7 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
             unreadable = (f"{timing_path.name} is unreadable ({type(err).__name__}: {err}); the training times are "
                           "left out (training again with resume=True writes it anew)")  # fmt: skip
 
-    kernels, trained = [], {}
+    kernels, trained, unreadable_models = [], {}, []
     models_dir = run_dir / "models"
     for config_path in sorted(models_dir.glob("*/config.json")) + sorted(models_dir.glob("*/*/config.json")):
         folder = config_path.parent
@@ -297,15 +312,22 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
         condition = "all" if folder.parent == models_dir else folder.name
         if name.startswith("."):
             continue
+        info, problem = _model_info(config_path)
+        if problem:
+            unreadable_models.append(f"{config_path.relative_to(run_dir)} is unreadable ({problem}); that model "
+                                     "folder is left out of this summary")  # fmt: skip
+            continue
         trained.setdefault(name, []).append(condition)
-        info = json.loads(config_path.read_text(encoding="utf-8")).get("info", {})
         for b, band in enumerate(info.get("bands", [])):
-            lo, hi = band.get("band", (None, None))
+            if not isinstance(band, dict):
+                continue
+            pair = band.get("band")
+            lo, hi = pair if isinstance(pair, list) and len(pair) == 2 else (None, None)
             kernels.append({"model": name, "condition": condition, "subband": b + 1, "channels": [lo, hi],
                             "gamma": band.get("gamma"), "sigma": band.get("sigma"), "epochs": band.get("epochs"),
                             "val_mse": band.get("val_mse")})  # fmt: skip
 
-    notes = [unreadable] if unreadable else []
+    notes = ([unreadable] if unreadable else []) + unreadable_models
     per_condition = recipe.train.mode == "per-condition"
     conditions = sorted({m.condition for m in manifests["train"]}) if per_condition else ["all"]
     for name in _requested_models(run_dir, recipe):
@@ -322,6 +344,19 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
     if ev.problems:
         notes.append(f"{len(ev.problems)} scores could not be computed (listed below)")
     return {"complete": not notes, "notes": notes, "training": training, "kernels": kernels, "data": data}
+
+
+def _model_info(config_path: Path) -> tuple[dict, str | None]:
+    """The ``info`` object of a model's config.json, or ({}, why not) when it is a folder, no UTF-8 JSON object,
+    or its info is no object: the report then notes the model as missing instead of failing."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or not isinstance(config.get("info", {}), dict):
+            raise TypeError("no JSON object with an info object")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+        return {}, f"{type(err).__name__}: {err}"
+    info = config.get("info", {})
+    return (info if isinstance(info.get("bands", []), list) else {**info, "bands": []}), None
 
 
 def _requested_models(run_dir: Path, recipe) -> list[str]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from speechkern import report
+from speechkern.errors import SpeechkernError
 
 
 @pytest.mark.parametrize(
@@ -93,6 +94,61 @@ def test_a_damaged_training_time_file_is_a_note_not_a_traceback(tiny_report, tin
     summary = report.run_summary(ev, copy)
     assert summary["training"] == [] and summary["complete"] is False
     assert any(n.startswith("training_time.json is unreadable (") for n in summary["notes"]), summary["notes"]
+
+
+@pytest.mark.parametrize(
+    "content", [None, b"\xff\xfe\x00binary", b"[]", b'{"info": 3}', b'{"info": {"bands": [3, {"band": 5}]}}']
+)
+def test_an_odd_model_config_is_a_note_not_a_traceback(tiny_report, tiny_run, tmp_path, content):
+    """A model folder whose config.json was a folder (or binary, or no object) stopped `speechkern evaluate` with
+    an IsADirectoryError (UnicodeDecodeError, AttributeError) traceback after every file was scored."""
+    ev, _ = tiny_report
+    _, root, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(root / "run", copy, ignore=shutil.ignore_patterns("report", "*.safetensors"))
+    config = copy / "models" / "dnn" / "config.json"
+    config.unlink()
+    if content is None:
+        config.mkdir()
+    else:
+        config.write_bytes(content)
+    summary = report.run_summary(ev, copy)
+    notes = " | ".join(summary["notes"])
+    if content is None or content in (b"\xff\xfe\x00binary", b"[]", b'{"info": 3}'):
+        assert "models/dnn/config.json is unreadable (" in notes and summary["complete"] is False
+        assert "model dnn was not trained" in notes
+    else:  # readable with odd bands: the number is skipped, the band without channels has unknown channels
+        assert [k["channels"] for k in summary["kernels"] if k["model"] == "dnn"] == [[None, None]]
+    assert [k["model"] for k in summary["kernels"] if k["model"] != "dnn"] == ["kernel", "kernel"]
+
+
+@pytest.mark.parametrize("blocker", ["run.json", "index.html", "channel_mse.png", "audio"])
+def test_a_report_file_in_the_way_is_refused_before_scoring_and_writing(
+    tiny_report, tiny_run, tmp_path, capsys, blocker
+):
+    """report/run.json (or index.html, ...) as a folder failed only after every file was scored, and after
+    results.md/.csv/.json had been replaced: a half-new report. report/audio as a file: NotADirectoryError."""
+    from conftest import run_cli
+
+    ev, _ = tiny_report
+    _, root, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(root / "run", copy)
+    (copy / "report" / "results.md").write_text("the old report")
+    target = copy / "report" / blocker
+    if target.is_dir():
+        shutil.rmtree(target)
+        target.write_text("x")
+    else:
+        target.unlink(missing_ok=True)
+        target.mkdir()
+    with pytest.raises(SpeechkernError, match=blocker):
+        report.write_report(ev, copy, overwrite=True)
+    assert (copy / "report" / "results.md").read_text() == "the old report"
+    code, _, err = run_cli(["evaluate", str(copy), "--overwrite", "--workers", "1", "-q"], capsys)
+    assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0 and blocker in err
+    assert "warning" not in err  # refused before the run was even read
+    assert (copy / "report" / "results.md").read_text() == "the old report"
 
 
 def test_audio_players_follow_the_results_table(tiny_report):

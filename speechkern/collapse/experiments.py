@@ -238,7 +238,14 @@ def _seeded_model(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
     # fork_rng keeps the caller's global torch RNG untouched while the initialisation is seeded.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build()
+        try:
+            return build()
+        except (MemoryError, RuntimeError) as err:  # torch's CPU allocator raises RuntimeError
+            if not isinstance(err, MemoryError) and "allocate" not in str(err):
+                raise
+            raise SpeechkernError(
+                "the network's weights do not fit in memory (width too large); lower width, such as 256"
+            ) from None
 
 
 def _log_epochs(epochs: int, count: int) -> list[int]:

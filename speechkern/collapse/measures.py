@@ -72,6 +72,8 @@ def _features(H: ArrayLike, name: str = "H") -> NDArray[np.floating]:
     if arr.shape[0] == 0:
         raise SpeechkernError(f"{name} has no rows; pass at least one sample.")
     if not np.issubdtype(arr.dtype, np.floating):
+        if arr.dtype.kind not in "biu":  # complex would lose its imaginary part, strings and objects fail in numpy
+            raise SpeechkernError(f"{name} must hold real numbers; got dtype {arr.dtype}. Pass the features as floats.")
         arr = arr.astype(np.float64)
     return arr
 
@@ -80,6 +82,8 @@ def _labels(y: ArrayLike, n: int, name: str = "y") -> NDArray[Any]:
     arr = np.asarray(y)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise SpeechkernError(f"{name} must be a 1-D array of {n} labels (one per row of H); got shape {arr.shape}.")
+    if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):  # NaN is no class: NaN != NaN splits it per row
+        raise SpeechkernError(f"{name} holds NaN or infinite labels; give every sample its class.")
     return arr
 
 

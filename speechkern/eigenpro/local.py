@@ -266,6 +266,9 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         self.n_outputs_ = Y.shape[1]
         n = Xt.shape[0]
         depth = tree_depth(n, int(self.leaf_size))
+        if depth > 0 and int(self.trees) > X.shape[1]:  # tree t cuts along principal direction t; past the last
+            raise SpeechkernError(f"trees={self.trees}: at most {X.shape[1]}, one per principal direction of the "
+                                  f"{X.shape[1]} features (more would repeat the last tree)")  # fmt: skip
         largest = math.ceil(n / 2**depth)
         m = int(self.leaf_centers)
         needed = nystrom_bytes(m) if 0 < m < largest else exact_bytes(largest)
@@ -393,31 +396,61 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], config: dict[str, Any], prefix: str = "",
                    device: str | None = None) -> LocalKernelRegressor:  # fmt: skip
-        """A fitted estimator from :meth:`to_state`'s output, its tensors on ``device`` (default ``"auto"``)."""
-        if config.get("format") != FORMAT:
-            raise SpeechkernError(f"model state of format {config.get('format')!r}: expected {FORMAT!r}")
-        if int(config.get("format_version", 0)) > FORMAT_VERSION:
-            raise SpeechkernError(f"local kernel model version {config.get('format_version')} is newer than this "
+        """A fitted estimator from :meth:`to_state`'s output, its tensors on ``device`` (default ``"auto"``).
+
+        Raises SpeechkernError naming what does not fit (a missing or mistyped entry, tensors whose shapes, dtypes
+        or values disagree with the configuration, NaN or infinite values): a damaged file never gives a model.
+        """
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            found = config.get("format") if isinstance(config, dict) else config
+            raise SpeechkernError(f"model state of format {found!r}: expected {FORMAT!r}")
+        version = _whole(config.get("format_version", 0), "format_version", 0)
+        if version > FORMAT_VERSION:
+            raise SpeechkernError(f"local kernel model version {version} is newer than this "
                                   f"speechkern understands ({FORMAT_VERSION}); upgrade speechkern")  # fmt: skip
-        est = cls(**config["params"])
+        for key in ("params", "kernel"):
+            if not isinstance(config.get(key), dict):
+                raise _damaged(f"{key} is {config.get(key)!r}, expected an object")
+        try:
+            est = cls(**config["params"])
+            est.kernel_ = ExponentialPowerKernel.from_config(config["kernel"])
+        except (TypeError, ValueError, KeyError) as err:
+            raise _damaged(f"params or kernel cannot be rebuilt ({type(err).__name__}: {err})") from None
+        est.n_features_in_ = _whole(config.get("n_features_in"), "n_features_in", 1)
+        est.n_outputs_ = _whole(config.get("n_outputs"), "n_outputs", 1)
+        est.y_ndim_ = _whole(config.get("y_ndim"), "y_ndim", 1)
+        est.n_trees_ = _whole(config.get("n_trees", 1), "n_trees", 1)  # version 1: one tree
+        temperature = config.get("temperature", 0.0)
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not 0 <= temperature < math.inf
+        ):
+            raise _damaged(f"temperature is {temperature!r}, expected a finite number ≥ 0")
+        est.temperature_ = float(temperature)
+        history = config.get("history", [])
+        est.history_, est.best_epoch_ = (list(history) if isinstance(history, list) else []), 1
         dev = resolve_device(device if device is not None else "auto")
         for name in ("centers", "weights", "leaf_offsets", "split_directions", "split_thresholds"):
-            if f"{prefix}{name}" not in tensors:
+            value = tensors.get(f"{prefix}{name}")
+            if not isinstance(value, torch.Tensor):
                 raise SpeechkernError(f"local kernel model state lacks the tensor {prefix}{name}")
-            value = tensors[f"{prefix}{name}"]
+            if name == "leaf_offsets" and (
+                value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
+            ):
+                raise _damaged(f"{prefix}leaf_offsets is {value.dtype}, expected integer row offsets")
+            if name != "leaf_offsets" and not bool(torch.isfinite(value.float()).all()):
+                raise _damaged(f"{prefix}{name} holds NaN or infinite values")
             setattr(est, f"{name}_", value if name == "leaf_offsets" else value.to(dev, torch.float32))
-        est.kernel_ = ExponentialPowerKernel.from_config(config["kernel"])
-        est.n_features_in_, est.n_outputs_ = int(config["n_features_in"]), int(config["n_outputs"])
-        est.y_ndim_, est.history_, est.best_epoch_ = int(config["y_ndim"]), list(config.get("history", [])), 1
-        est.temperature_ = float(config.get("temperature", 0.0))
-        est.n_trees_ = int(config.get("n_trees", 1))  # version 1: one tree
-        offsets = est.leaf_offsets_
-        trees = est.n_trees_
-        leaves = (offsets.numel() - 1) // trees if trees >= 1 else 0
-        if (leaves < 1 or leaves & (leaves - 1) or leaves * trees != offsets.numel() - 1
-                or est.split_directions_.shape != (trees * (leaves - 1), est.n_features_in_)
+        offsets, trees, d = est.leaf_offsets_, est.n_trees_, est.n_features_in_
+        leaves = (offsets.numel() - 1) // trees
+        n = est.centers_.shape[0] if est.centers_.dim() == 2 else -1
+        if (offsets.dim() != 1 or leaves < 1 or leaves & (leaves - 1) or leaves * trees != offsets.numel() - 1
+                or est.centers_.shape != (n, d) or est.weights_.shape != (n, est.n_outputs_)
+                or est.split_directions_.shape != (trees * (leaves - 1), d)
                 or est.split_thresholds_.shape != (trees * (leaves - 1),)
-                or int(offsets[-1]) != est.centers_.shape[0] or bool((offsets[1:] < offsets[:-1]).any())):  # fmt: skip
+                or int(offsets[0]) != 0 or int(offsets[-1]) != n
+                or bool((offsets[1:] < offsets[:-1]).any())):  # fmt: skip
             raise SpeechkernError("local kernel model state: the trees, leaf offsets and centres do not agree")
         return est
 
@@ -433,6 +466,17 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         from speechkern.eigenpro import state
 
         return state.load(cls, path, device)
+
+
+def _damaged(what: str) -> SpeechkernError:
+    return SpeechkernError(f"local kernel model state: {what}")
+
+
+def _whole(value: Any, name: str, least: int) -> int:
+    """A configuration entry that must be a whole number ≥ ``least`` (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise _damaged(f"{name} is {value!r}, expected a whole number ≥ {least}")
+    return value
 
 
 def solve_leaf(

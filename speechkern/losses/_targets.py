@@ -17,6 +17,8 @@ for probability targets is ``b`` formed as ``Σ_j a_j − a_k``, a difference of
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -43,6 +45,21 @@ def check_options(reduction: str, label_smoothing: float) -> None:
         raise ValueError(f"reduction={reduction!r} is not valid; use one of {', '.join(map(repr, REDUCTIONS))}")
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"label_smoothing={label_smoothing} is out of range; use a value in [0, 1]")
+
+
+def check_scale(name: str, value: float, *, positive: bool = False, non_negative: bool = False) -> float:
+    """``value`` as a finite float (> 0 with ``positive``, ≥ 0 with ``non_negative``), else ValueError naming it.
+
+    A non-finite t, M or α gives a NaN or infinite loss on every batch, so it is refused up front.
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} must be a number") from None
+    if not math.isfinite(number) or (positive and number <= 0) or (non_negative and number < 0):
+        need = "a positive" if positive else "a non-negative" if non_negative else "a"
+        raise ValueError(f"{name}={value!r} is out of range; use {need} finite number")
+    return number
 
 
 def working_precision(input: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:

@@ -59,6 +59,14 @@ class FigureSettings:
     samples: int = 50_000
     simulate: bool = True
 
+    def __post_init__(self) -> None:
+        # inf passed the Problem's own checks (λ = inf drew an empty log-scaled figure, R = inf broke the JSON)
+        for name in ("R_values", "sim_R", "lam"):
+            values = np.atleast_1d(np.asarray(getattr(self, name), dtype=float))
+            if values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
+                raise SpeechkernError(f"asymptotics: {name}={getattr(self, name)!r} is out of range; give finite "
+                                      "values > 0")  # fmt: skip
+
     def curves(self) -> list[tuple[str, str, Problem]]:
         """(figure, curve label, problem without R) for every theory curve."""
         out = []

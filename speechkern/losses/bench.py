@@ -147,6 +147,11 @@ class BenchConfig:
             "squentropy_alpha": self.squentropy_alpha >= 0,
             "hidden": all(h >= 1 for h in self.hidden),
         }
+        floats = ("learning_rates", "momentum", "weight_decay", "test_fraction", "val_fraction", "rescaled_t",
+                  "rescaled_M", "squentropy_alpha")  # fmt: skip
+        for name in floats:  # inf passes the comparisons above and trains to NaN outputs
+            values = getattr(self, name)
+            checks[name] = checks[name] and all(math.isfinite(v) for v in np.atleast_1d(values))
         for name, ok in checks.items():
             if not ok:
                 raise SpeechkernError(f"benchmark setting {name}={getattr(self, name)!r} is out of range")
@@ -261,10 +266,17 @@ def make_network(n_features: int, n_classes: int, hidden: Sequence[int], seed: i
     width = n_features
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, n_classes))
+        try:
+            for h in hidden:
+                layers += [nn.Linear(width, h), nn.ReLU()]
+                width = h
+            layers.append(nn.Linear(width, n_classes))
+        except (MemoryError, RuntimeError) as err:  # torch's CPU allocator raises RuntimeError
+            if not isinstance(err, MemoryError) and "allocate" not in str(err):
+                raise
+            raise SpeechkernError(
+                f"a network of hidden widths {tuple(hidden)} does not fit in memory; lower hidden, such as (128, 128)"
+            ) from None
         return nn.Sequential(*layers)
 
 
@@ -478,10 +490,19 @@ def train_budget(
 def evaluate(
     model: nn.Module, split: _Split, loss_name: str, config: BenchConfig
 ) -> tuple[float, float, float | None, np.ndarray]:
-    """Test accuracy, ECE of the softmax, ECE of the inverse square-loss map (square losses), softmax probs."""
+    """Test accuracy, ECE of the softmax, ECE of the inverse square-loss map (square losses), softmax probs.
+
+    Raises SpeechkernError when the network's outputs are NaN or infinite (training diverged).
+    """
     model.eval()
     with torch.no_grad():
         outputs = model(split.x_test)
+    if not bool(torch.isfinite(outputs).all()):  # softmax of NaN is NaN: no calibration to compute
+        rates = ", ".join(f"{lr:g}" for lr in config.learning_rates)
+        raise SpeechkernError(
+            f"{split.name}: the {loss_name} network's test outputs are NaN or infinite (training diverged, or the "
+            f"features are too large to standardise); lower learning_rates (now {rates}) or rescale the features"
+        )
     probs = torch.softmax(outputs.double(), dim=1)
     labels = split.y_test.cpu().numpy()
     bins = reliability_bins(probs, labels, config.n_bins)
@@ -649,7 +670,8 @@ def _prepare_out_dir(out: Path, key: str, overwrite: bool) -> bool:
     state = out / _STATE
     if state.is_file():
         try:
-            same = json.loads(state.read_text(encoding="utf-8")).get("key") == key
+            saved = json.loads(state.read_text(encoding="utf-8"))
+            same = isinstance(saved, dict) and saved.get("key") == key
         except (OSError, ValueError):
             same = False
         if same and not overwrite:
@@ -668,14 +690,16 @@ def _load_finished(out: Path, dataset: Dataset, key: str) -> list[RunResult] | N
     path = _set_path(out, dataset.name)
     if not path.is_file():
         return None
+    # a damaged file (not JSON, not the object written, runs of other fields) is recomputed: writes are atomic,
+    # so it is a foreign file
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # a damaged file is recomputed (writes are atomic, so this is a foreign file)
-    # keyed on the content, not on how the path was spelled: a relative and an absolute --data resume alike
-    if saved.get("key") != key or saved.get("dataset", {}).get("fingerprint") != dataset.fingerprint():
+        # keyed on the content, not on how the path was spelled: a relative and an absolute --data resume alike
+        if saved.get("key") != key or saved.get("dataset", {}).get("fingerprint") != dataset.fingerprint():
+            return None
+        return [RunResult(**run) for run in saved["runs"]]
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
         return None
-    return [RunResult(**run) for run in saved["runs"]]
 
 
 def _steps(n_train: int, epochs: int, config: BenchConfig, validate: bool) -> int:
@@ -759,7 +783,10 @@ def _run_dataset(
                     work.total -= unit.train_steps - train_steps  # fewer epochs than planned
                 else:
                     chosen = train_selected(split, dataset.n_classes, loss, seed, config)
-                accuracy, ece, ece_inverse, probs = evaluate(chosen.model, split, loss, config)
+                try:
+                    accuracy, ece, ece_inverse, probs = evaluate(chosen.model, split, loss, config)
+                except SpeechkernError as err:
+                    raise SpeechkernError(f"dataset {dataset.name}, seed {seed}, {err}") from None
                 runs.append(
                     RunResult(
                         dataset.name,

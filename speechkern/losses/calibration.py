@@ -29,6 +29,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from speechkern.losses import _targets
+
 DEFAULT_BINS = 15
 
 
@@ -81,20 +83,52 @@ def top_label(probabilities: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.
     return confidence, prediction
 
 
+MAX_BINS = 1_000_000
+
+
+def _check_bins(n_bins: int) -> int:
+    """``n_bins`` as an int in 1..:data:`MAX_BINS` (more bins than that only allocate empty ones), else ValueError."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or not 1 <= n_bins <= MAX_BINS:
+        raise ValueError(f"n_bins={n_bins!r} must be an integer from 1 to {MAX_BINS}, such as {DEFAULT_BINS}")
+    return int(n_bins)
+
+
+def _class_indices(labels: np.ndarray | torch.Tensor, n_classes: int) -> np.ndarray:
+    """Labels as class indices in ``[0, n_classes)``; a float label must be a whole number. ValueError otherwise:
+    a label that matches no column would count as a wrong prediction and bias the ECE without a sign."""
+    arr = _as_numpy(labels).ravel()
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"labels must be class indices (integers), got dtype {arr.dtype}")
+    valid = np.isfinite(arr) & (arr == np.round(arr)) & (arr >= 0) & (arr < n_classes)
+    if not np.all(valid):
+        raise ValueError(
+            f"labels must be class indices from 0 to {n_classes - 1} (one column of probabilities each), "
+            f"found {arr[~valid][0].item()!r}"
+        )
+    return arr.astype(np.int64)
+
+
 def calibration_bins_from_confidence(
     confidence: np.ndarray | torch.Tensor, correct: np.ndarray | torch.Tensor, n_bins: int = DEFAULT_BINS
 ) -> ReliabilityBins:
-    """Bin top-label confidences in [0, 1] ``(N,)`` with their correctness ``(N,)`` (bool or 0/1) into K bins."""
-    if n_bins < 1:
-        raise ValueError(f"n_bins={n_bins} must be at least 1")
+    """Bin top-label confidences in [0, 1] ``(N,)`` with their correctness ``(N,)`` (bool or 0/1) into K bins.
+
+    Raises ValueError for a confidence outside [0, 1] or NaN, a correctness other than 0/1, or ``n_bins`` that is
+    not an integer in 1..:data:`MAX_BINS`.
+    """
+    n_bins = _check_bins(n_bins)
     conf = _as_numpy(confidence).astype(np.float64).ravel()
     hit = _as_numpy(correct).astype(np.float64).ravel()
     if conf.shape != hit.shape:
         raise ValueError(f"confidence and correct must have the same length, got {conf.size} and {hit.size}")
     if conf.size == 0:
         raise ValueError("no predictions to calibrate: give at least one sample")
-    if conf.min() < 0.0 or conf.max() > 1.0:
-        raise ValueError(f"confidences must lie in [0, 1], found [{conf.min():.6g}, {conf.max():.6g}]")
+    if not np.all((hit == 0) | (hit == 1)):
+        bad = hit[(hit != 0) & (hit != 1)][0]
+        raise ValueError(f"correct must hold True/False (or 1/0) per sample, found {bad:g}")
+    # NaN fails both comparisons below and numpy.histogram drops it, so it would vanish from the bins
+    if not np.all(np.isfinite(conf)) or conf.min() < 0.0 or conf.max() > 1.0:
+        raise ValueError(f"confidences must lie in [0, 1], found [{np.min(conf):.6g}, {np.max(conf):.6g}]")
     # numpy.histogram puts 1.0 into the last bin and handles values on the other edges exactly.
     counts, edges = np.histogram(conf, bins=n_bins, range=(0.0, 1.0))
     conf_sum, _ = np.histogram(conf, bins=edges, weights=conf)
@@ -110,9 +144,13 @@ def calibration_bins_from_confidence(
 def reliability_bins(
     probabilities: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, n_bins: int = DEFAULT_BINS
 ) -> ReliabilityBins:
-    """Top-label calibration bins of class probabilities ``(N, C)`` against true class indices ``(N,)``."""
+    """Top-label calibration bins of class probabilities ``(N, C)`` against true class indices ``(N,)``.
+
+    Raises ValueError for probabilities outside [0, 1] or rows not summing to 1, and for labels that are not
+    class indices in ``[0, C)`` (whole-number floats are accepted).
+    """
     confidence, prediction = top_label(probabilities)
-    labels = _as_numpy(labels).ravel()
+    labels = _class_indices(labels, _as_numpy(probabilities).shape[1])
     if labels.shape[0] != prediction.shape[0]:
         raise ValueError(f"labels must have one entry per row of probabilities: {labels.shape[0]} vs {len(prediction)}")
     return calibration_bins_from_confidence(confidence, prediction == labels, n_bins)
@@ -131,8 +169,8 @@ def square_loss_probabilities(outputs: torch.Tensor, t: float = 1.0, M: float = 
     ``p_k ∝ f_k / (t·M − (t − 1)·f_k)`` with ``f_k`` clipped to ``[0, M]``, normalised over ``dim``; a sample
     whose outputs are all ≤ 0 gets the uniform distribution. Works on any device and keeps the dtype.
     """
-    if not (t > 0 and M > 0):
-        raise ValueError(f"t={t} and M={M} must be positive")
+    t = _targets.check_scale("t", t, positive=True)
+    M = _targets.check_scale("M", M, positive=True)
     f = outputs.clamp(0.0, M)
     p = f / (t * M - (t - 1.0) * f)  # the denominator lies in [M, t·M] for f in [0, M]
     total = p.sum(dim=dim, keepdim=True)

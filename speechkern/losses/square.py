@@ -39,7 +39,7 @@ def rescaled_square_loss(
 
     input: outputs ``(N, C)``, ``(N, C, d1, …)`` or unbatched ``(C,)``, any floating dtype and device.
     target: class indices ``(N, d1, …)`` (integer dtype) or class probabilities of the input's shape (floating).
-    t: weight of the target-class term (> 0); M: the value the target-class output is pulled to.
+    t: weight of the target-class term (finite, > 0); M: the (finite) value the target-class output is pulled to.
     weight: per-class weights ``(C,)``; a sample's loss is scaled by the weight of its class, and ``'mean'``
         divides by the summed weights of the non-ignored samples (for probability targets: by ``N·d1·…``).
     ignore_index: class index whose samples contribute nothing. Index targets only: with probability targets a
@@ -49,12 +49,12 @@ def rescaled_square_loss(
 
     Returns the loss in the input's dtype (float32 under autocast, as cross-entropy); float16 and bfloat16
     logits are computed in float32. Works under ``torch.compile(fullgraph=True)``.
-    Raises ValueError for an invalid option or a target that does not fit the input, RuntimeError for
-    ``ignore_index ≥ 0`` with probability targets.
+    Raises ValueError for an invalid option (a non-finite t or M among them) or a target that does not fit the
+    input, RuntimeError for ``ignore_index ≥ 0`` with probability targets.
     """
     _targets.check_options(reduction, label_smoothing)
-    if not t > 0:
-        raise ValueError(f"t={t} must be positive")
+    t = _targets.check_scale("t", t, positive=True)
+    M = _targets.check_scale("M", M)
     input, out_dtype = _targets.working_precision(input)
     input, target, batched = _targets.as_batch(input, target)
     coeffs = _targets.coefficients(input, target, weight, ignore_index, label_smoothing)
@@ -138,10 +138,8 @@ class RescaledSquareLoss(_WeightedLoss):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(weight, ignore_index, reduction, label_smoothing)
-        if not t > 0:
-            raise ValueError(f"t={t} must be positive")
-        self.t = float(t)
-        self.M = float(M)
+        self.t = _targets.check_scale("t", t, positive=True)
+        self.M = _targets.check_scale("M", M)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return rescaled_square_loss(input, target, self.t, self.M, **self._options())

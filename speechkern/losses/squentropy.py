@@ -34,7 +34,7 @@ def squentropy_loss(
 
     input: logits ``(N, C)``, ``(N, C, d1, …)`` or unbatched ``(C,)``, any floating dtype and device.
     target: class indices ``(N, d1, …)`` (integer dtype) or class probabilities of the input's shape (floating).
-    alpha: weight α ≥ 0 of the wrong-class square term; 0 gives cross-entropy.
+    alpha: finite weight α ≥ 0 of the wrong-class square term; 0 gives cross-entropy.
     weight, ignore_index, reduction, label_smoothing: as :func:`torch.nn.functional.cross_entropy` (``'mean'``
         divides by the summed class weights of the non-ignored samples, or by ``N·d1·…`` for probability targets;
         ``ignore_index ≥ 0`` with probability targets raises RuntimeError, as there).
@@ -43,8 +43,7 @@ def squentropy_loss(
     logits are computed in float32. Works under ``torch.compile(fullgraph=True)``.
     """
     _targets.check_options(reduction, label_smoothing)
-    if not alpha >= 0:
-        raise ValueError(f"alpha={alpha} must be non-negative")
+    alpha = _targets.check_scale("alpha", alpha, non_negative=True)
     input, out_dtype = _targets.working_precision(input)
     input, target, batched = _targets.as_batch(input, target)
     n_classes = input.shape[1]
@@ -80,9 +79,7 @@ class SquentropyLoss(_WeightedLoss):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(weight, ignore_index, reduction, label_smoothing)
-        if not alpha >= 0:
-            raise ValueError(f"alpha={alpha} must be non-negative")
-        self.alpha = float(alpha)
+        self.alpha = _targets.check_scale("alpha", alpha, non_negative=True)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return squentropy_loss(input, target, self.alpha, **self._options())

@@ -206,6 +206,10 @@ def _from_checked(config: dict, tensors: dict[str, torch.Tensor], metadata: dict
         if _signed(config) != saved:
             key = _first_difference(reference, _without_info(config))
             raise _Damaged(f"config.json was edited after training ({key})")
+    # a flipped bit or a hand edit: NaN weights load, then give NaN masks (or silently other routes) later
+    broken = [key for key, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise _Damaged(f"weights.safetensors: {', '.join(sorted(broken))} hold(s) NaN or infinite values")
     missing = [k for k in ("kind", "features", "target", "bands", "estimators") if k not in config]
     if missing:
         raise _Damaged(f"config.json lacks {', '.join(missing)}")

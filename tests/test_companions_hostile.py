@@ -1,0 +1,223 @@
+"""Hostile inputs to the companion packages (speechkern.losses, speechkern.collapse) and their command lines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from speechkern import losses
+from speechkern.errors import SpeechkernError
+from speechkern.losses import bench, calibration
+
+INF, NAN = float("inf"), float("nan")
+
+
+def test_loss_gradients_match_finite_differences():
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    assert torch.autograd.gradcheck(lambda f: losses.rescaled_square_loss(f, y, t=2.0, M=3.0), (x,))
+    assert torch.autograd.gradcheck(lambda f: losses.squentropy_loss(f, y, alpha=0.7), (x,))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, y: losses.rescaled_square_loss(x, y, t=INF),
+        lambda x, y: losses.rescaled_square_loss(x, y, M=NAN),
+        lambda x, y: losses.rescaled_square_loss(x, y, M=INF),
+        lambda x, y: losses.squentropy_loss(x, y, alpha=INF),
+        lambda x, y: losses.RescaledSquareLoss(M=NAN)(x, y),
+        lambda x, y: losses.SquentropyLoss(alpha=INF)(x, y),
+        lambda x, y: calibration.square_loss_probabilities(x, M=INF),
+    ],
+)
+def test_non_finite_loss_scales_are_refused(call):
+    """A non-finite t, M or α made every loss NaN or inf without a word."""
+    x, y = torch.randn(4, 3), torch.tensor([0, 2, 1, 1])
+    with pytest.raises(ValueError, match=r"^(t|M|alpha)=.*(finite|number)"):
+        call(x, y)
+
+
+def test_ece_against_a_hand_computation():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
+    # two bins: every confidence (.9 .6 .7 .55) is in [0.5, 1]; 2 of 4 right, mean confidence .6875
+    assert calibration.expected_calibration_error(probs, np.array([0, 1, 1, 0]), 2) == pytest.approx(0.1875)
+    # whole-number float labels are class indices too
+    assert calibration.expected_calibration_error(probs, np.array([0.0, 1.0, 1.0, 0.0]), 2) == pytest.approx(0.1875)
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (np.array([0, 1, 1.5, 0]), "class indices from 0 to 1.*1.5"),
+        (np.array([0, 1, 7, 0]), "class indices from 0 to 1.*7"),
+        (np.array([0, 1, -1, 0]), "class indices from 0 to 1"),
+        (np.array([0, 1, NAN, 0]), "class indices from 0 to 1"),
+        (np.array(["a", "b", "a", "b"]), "class indices"),
+    ],
+)
+def test_ece_refuses_labels_that_are_not_class_indices(labels, match):
+    """Such a label matched no prediction and counted as an error: a silently wrong ECE."""
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
+    with pytest.raises(ValueError, match=match):
+        calibration.expected_calibration_error(probs, labels, 2)
+
+
+@pytest.mark.parametrize(
+    ("confidence", "correct", "n_bins", "match"),
+    [
+        ([0.5, NAN], [1, 0], 15, "confidences must lie in"),  # NaN was dropped from the bins, not from n
+        ([0.5, 0.2], [2, 0], 15, "correct must hold"),
+        ([0.5, 0.2], [NAN, 0], 15, "correct must hold"),
+        ([0.5, 0.2], [1, 0], 2.5, "n_bins=2.5 must be an integer"),
+        ([0.5, 0.2], [1, 0], NAN, "n_bins=nan must be an integer"),
+        ([0.5, 0.2], [1, 0], 10**12, "n_bins=1000000000000 must be an integer"),  # was a MemoryError
+        ([0.5, 0.2], [1, 0], "5", "n_bins='5' must be an integer"),
+    ],
+)
+def test_calibration_bins_refuse_hostile_values(confidence, correct, n_bins, match):
+    with pytest.raises(ValueError, match=match):
+        calibration.calibration_bins_from_confidence(np.array(confidence), np.array(correct), n_bins)
+
+
+@pytest.mark.parametrize("setting", ["rescaled_t", "rescaled_M", "squentropy_alpha", "weight_decay"])
+def test_bench_config_refuses_infinite_settings(setting):
+    """--rescaled-t inf trained to NaN outputs and ended in a ValueError traceback from the ECE."""
+    with pytest.raises(SpeechkernError, match=f"{setting}=inf is out of range"):
+        bench.BenchConfig(**{setting: INF})
+    with pytest.raises(SpeechkernError, match="learning_rates"):
+        bench.BenchConfig(learning_rates=(1e-3, INF))
+
+
+def test_losses_bench_cli_refuses_infinite_scale_before_writing(tmp_path, capsys):
+    out = tmp_path / "bench"
+    code, _, err = run_cli(["losses", "bench", "--builtin", "--out", str(out), "--rescaled-t", "inf"], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "rescaled_t=inf is out of range" in err
+    assert not out.exists()
+
+
+def test_collapse_cli_output_below_a_file(tmp_path, capsys):
+    """An --out below a file ended in a NotADirectoryError traceback."""
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub"
+    code, _, err = run_cli(["collapse", "run", "--out", str(out), "--dataset", "iris", "-q"], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and "is a file, not a folder" in err
+
+
+def test_collapse_cli_reruns_where_a_stopped_run_left_only_its_log(tmp_path, capsys):
+    """A stopped run leaves collapse.log; the rerun refused the folder as 'not empty' without --overwrite."""
+    out = tmp_path / "collapse"
+    out.mkdir()
+    (out / "collapse.log").write_text("2026-01-01 INFO speechkern: train n=50 1/2\n")
+    argv = ["collapse", "run", "--out", str(out), "--dataset", "iris", "--train-sizes", "50", "--no-transfer"]
+    code, _, err = run_cli([*argv, "--epochs", "2", "--checkpoints", "2", "-q"], capsys)
+    assert code == 0, err
+    assert (out / "results.json").is_file()
+    assert (out / "collapse.log").read_text().startswith("2026-01-01")  # the old log is kept, appended to
+    code, _, err = run_cli([*argv, "--epochs", "2", "--checkpoints", "2", "-q"], capsys)
+    assert code != 0 and "not empty" in err  # finished results are still protected
+
+
+@pytest.mark.parametrize("argv", [["--lr", "1e30"], ["--data", "HUGE"]])
+def test_losses_bench_diverged_training_is_one_line(tmp_path, capsys, argv):
+    """A learning rate of 1e30, or features of 1e300 (their standard deviation overflows), gave NaN outputs and a
+    ValueError traceback from the ECE ('probabilities must lie in [0, 1]')."""
+    if argv[0] == "--data":
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(40, 2)) * 1e300
+        rows = [f"{float(a)!r},{float(b)!r},{int(a > 0)}" for a, b in x]
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "huge.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+        argv = ["--data", str(tmp_path / "data")]
+    else:
+        argv = [*argv, "--builtin", "--dataset", "iris"]
+    common = ["--seeds", "1", "--epochs", "2", "--losses", "square", "--out", str(tmp_path / "out")]
+    code, _, err = run_cli(["losses", "bench", *argv, *common], capsys)
+    assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert "outputs are NaN or infinite" in err and "seed 0" in err
+
+
+def test_collapse_measures_on_constructed_features():
+    from speechkern.collapse import nc_metrics, train_variance, weak_test_variance
+
+    means = 5.0 * np.eye(3)
+    y = np.repeat([0, 1, 2], 4)
+    assert train_variance(means[y], y) == 0.0 and weak_test_variance(means[y], 3) == 0.0
+    nc = nc_metrics(means[y], y, means - means.mean(axis=0))  # self-dual simplex: NC1–NC3 vanish, NC4 agrees
+    assert nc.nc1 == 0.0 and nc.nc3 == pytest.approx(0.0, abs=1e-12) and nc.nc4_agreement == 1.0
+    H = means[y] + np.random.default_rng(0).normal(size=(12, 3)) * 0.1
+    mu = np.array([H[y == k].mean(0) for k in range(3)])
+    by_hand = np.mean(((H - mu[y]) ** 2).sum(1)) / np.mean(((mu - mu.mean(0)) ** 2).sum(1))
+    assert train_variance(H, y) == pytest.approx(by_hand, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("H", "y", "match"),
+    [
+        (np.ones((4, 2)) + 1j, [0, 0, 1, 1], "H must hold real numbers; got dtype complex128"),  # imaginary dropped
+        (np.array([["a", "b"]] * 4), [0, 0, 1, 1], "H must hold real numbers"),  # was numpy's ValueError
+        (np.eye(4, 2), [0.0, np.nan, 1.0, 1.0], "y holds NaN"),  # NaN labels were accepted
+    ],
+)
+def test_collapse_measures_refuse_hostile_dtypes(H, y, match):
+    from speechkern.collapse import train_variance
+
+    with pytest.raises(SpeechkernError, match=match):
+        train_variance(H, np.array(y))
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--lambda", "inf"], "lam=inf is out of range"),  # was a ValueError traceback from matplotlib
+        (["--sim-r", "inf"], "sim_R=(inf,) is out of range"),  # was a JSON ValueError traceback
+        (["--sim-r", "-1"], "sim_R=(-1.0,) is out of range"),  # was accepted
+        (["--r-max", "inf"], "give finite 0 < r-min < r-max"),  # was 'R=nan is out of range'
+    ],
+)
+def test_losses_asymptotics_refuses_non_finite_settings(tmp_path, capsys, argv, match):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["losses", "asymptotics", "--out", str(out), "--no-simulation", *argv], capsys)
+    assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0 and match in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["losses", "bench", "--builtin", "--dataset", "iris", "--seeds", "1", "--epochs", "1"], "hidden widths"),
+        (["collapse", "run", "--dataset", "iris", "--train-sizes", "50", "--no-transfer", "-q"], "lower width"),
+    ],
+)
+def test_a_network_too_wide_for_memory_is_one_line(tmp_path, capsys, argv, match):
+    """--width 100000000000 ended in torch's 'DefaultCPUAllocator: can't allocate memory' RuntimeError traceback."""
+    code, _, err = run_cli([*argv, "--width", "100000000000", "--out", str(tmp_path / "out")], capsys)
+    assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0 and match in err, err
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"key": 3, "runs": [{"x": 1}]}', "{trunc"])
+def test_losses_bench_resume_recomputes_a_foreign_set_file(tmp_path, capsys, content):
+    """A sets/<name>.json (or bench.json) holding JSON that is not the object written ended the resume in an
+    AttributeError traceback; a torn file was recomputed already."""
+    out = tmp_path / "out"
+    argv = ["losses", "bench", "--builtin", "--dataset", "iris", "--seeds", "1", "--epochs", "1", "--losses", "square"]
+    argv += ["--out", str(out), "--json"]
+    code, first, err = run_cli(argv, capsys)
+    assert code == 0, err
+    (out / "sets" / "iris.json").write_text(content)
+    code, again, err = run_cli(argv, capsys)
+    assert code == 0 and "Traceback" not in err, err
+    runs = [{k: r[k] for k in ("dataset", "loss", "seed", "accuracy", "ece")} for r in json.loads(again)["runs"]]
+    assert runs == [
+        {k: r[k] for k in ("dataset", "loss", "seed", "accuracy", "ece")} for r in json.loads(first)["runs"]
+    ]
+    assert json.loads(again)["resumed_datasets"] == []
+    (out / "bench.json").write_text("[1, 2]")
+    code, _, err = run_cli(argv, capsys)
+    assert code != 0 and "Traceback" not in err and "not empty" in err
