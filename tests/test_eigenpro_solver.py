@@ -27,6 +27,7 @@ def test_the_default_is_the_local_machine_with_leaves_that_fit():
     # By default three trees where the tree has 2 to 8 leaves, one beyond (and one where asked)
     assert [choose_solver(n, 0, 256, 4 * GIB).trees for n in (20_000, 40_000, 160_000, 160_001)] == [1, 3, 3, 1]
     assert choose_solver(40_000, 0, 256, 4 * GIB, trees=1).trees == 1
+    assert choose_solver(40_000, 0, 2, 4 * GIB).trees == 2  # one tree per principal direction of 2 features
     assert choose_solver(50_000, 0, 256, 4 * GIB, "eigenpro").trees == 1
     assert choose_solver(30_000, 0, 256, 8 * GIB, "exact").leaf_size == 30_000
     with pytest.raises(SpeechkernError, match="solver='local'"):

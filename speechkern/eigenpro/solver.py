@@ -108,7 +108,8 @@ def choose_solver(
         if leaves == 1:
             trees = 1
         elif not trees:
-            trees = AUTO_TREES if leaves <= AUTO_TREES_MAX_LEAVES else 1
+            # one tree per principal direction at most: inputs of fewer features have fewer distinct trees
+            trees = min(AUTO_TREES, features) if leaves <= AUTO_TREES_MAX_LEAVES else 1
         if trees > 1:
             what += f"; the mean of {trees} such trees, each cut along a further principal direction"
         why = (
