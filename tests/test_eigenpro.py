@@ -297,6 +297,8 @@ def test_state_with_prefix_for_containers(problem):
 def test_load_rejects_missing_and_foreign_files(tmp_path):
     with pytest.raises(SpeechkernError, match="not found"):
         EigenProRegressor.load(tmp_path / "none.safetensors")
+    with pytest.raises(SpeechkernError, match="is a folder; expected the model file"):  # was "not found"
+        EigenProRegressor.load(tmp_path)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a model")
     with pytest.raises(SpeechkernError, match="safetensors"):

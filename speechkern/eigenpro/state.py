@@ -118,6 +118,9 @@ def save(est, path: str | os.PathLike, overwrite: bool = False) -> Path:
 def load(cls, path: str | os.PathLike, device: str | None = None) -> Any:
     """Read a model written by :meth:`save` (no code from the file is run); ``device`` as in :meth:`from_state`."""
     path = Path(path)
+    if path.is_dir():
+        raise SpeechkernError(f"{path} is a folder; expected the model file that save() wrote (a mask model folder "
+                              "is read with speechkern.models.io.load_model)")  # fmt: skip
     if not path.is_file():
         raise SpeechkernError(f"model file {path} not found")
     tensors, metadata = read_safetensors(path)
