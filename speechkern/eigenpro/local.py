@@ -242,7 +242,8 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
             value = getattr(self, name)
             least = 0 if name == "leaf_centers" else 1
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-                raise SpeechkernError(f"{name}={value!r}: expected a whole number of points ≥ {least}")
+                what = "trees" if name == "trees" else "points"
+                raise SpeechkernError(f"{name}={value!r}: expected a whole number of {what} ≥ {least}")
         if self.centers_dtype not in CENTERS_DTYPES:
             raise SpeechkernError(f"centers_dtype={self.centers_dtype!r}: expected one of {', '.join(CENTERS_DTYPES)}")
         solved = min(int(self.leaf_size), int(self.leaf_centers) or int(self.leaf_size))  # points a leaf factorises
