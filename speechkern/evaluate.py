@@ -41,10 +41,11 @@ def discover_models(run_dir: Path, device: str = "cpu") -> dict[str, dict[str, M
     if not models_dir.is_dir():
         return found
     for folder in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if (folder / "config.json").is_file():
+        # exists(), not is_file(): a damaged model (a config.json that is a folder) is named by the load, not skipped
+        if (folder / "config.json").exists():
             found[folder.name] = {"all": MaskModel.load(folder, device)}
         else:
-            per = {c.name: MaskModel.load(c, device) for c in sorted(folder.iterdir()) if (c / "config.json").is_file()}
+            per = {c.name: MaskModel.load(c, device) for c in sorted(folder.iterdir()) if (c / "config.json").exists()}
             if per:
                 found[folder.name] = per
     return found

@@ -308,6 +308,21 @@ def test_evaluate_names_the_models_an_interrupted_run_lacks(tiny_run, tmp_path, 
     assert {r["system"] for r in ev.rows} == {"noisy", "ideal", "kernel"}
 
 
+def test_evaluate_names_a_model_whose_config_is_a_folder(tiny_run, tmp_path):
+    """A model folder whose config.json is a folder was skipped as no model, so a run whose only model it was said
+    "no trained models in models/"; the load now names the damaged file."""
+    from speechkern.evaluate import evaluate
+
+    _, root, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run, ignore=shutil.ignore_patterns("report"))
+    shutil.rmtree(run / "models" / "dnn")
+    (run / "models" / "kernel" / "config.json").unlink()
+    (run / "models" / "kernel" / "config.json").mkdir()
+    with pytest.raises(SpeechkernError, match=r"models/kernel: config.json is a folder, not a file"):
+        evaluate(run, workers=1, cache_dir=root / "cache", limit=1, examples=0)
+
+
 def test_ctrl_c_in_train_prints_the_resume_command_and_logs_it(tmp_path, capsys, monkeypatch):
     import speechkern.pipeline as pipeline
 
