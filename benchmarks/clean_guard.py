@@ -74,13 +74,11 @@ def calibrate(rows: list[dict]) -> tuple[float, float, float]:
 def evaluate(rows: list[dict], calibration, thresholds, wada=None) -> dict[float, dict[str, float]]:
     """Mean STOI, SI-SDR (output and input) and w per SNR with the guard at ``thresholds`` (and the WADA-SNR ramp
     ``wada``, or None), interpolated in w."""
-    from speechkern.postfilter import calibrated_snr_db, ramp
+    from speechkern.postfilter import guard_weight
 
     out: dict[float, dict[str, list[float]]] = {}
     for r in rows:
-        w = ramp(calibrated_snr_db(r["snr_mask"], r["snr_floor"], calibration), *thresholds)
-        if wada is not None:
-            w = min(w, ramp(r["snr_wada"], *wada))
+        w = guard_weight(r["snr_mask"], r["snr_floor"], thresholds, calibration, r.get("snr_wada"), wada)
         d = out.setdefault(r["snr"], {"stoi": [], "si_sdr": [], "stoi_in": [], "si_sdr_in": [], "w": []})
         d["stoi"].append(float(np.interp(w, WEIGHTS, r["stoi"])))
         d["si_sdr"].append(float(np.interp(w, WEIGHTS, r["si_sdr"])))

@@ -377,7 +377,9 @@ def _enhance_at_rate(
         first = kept[0] * fc.sr // file_sr // fc.hop_length
         last = len(mask) if kept[1] is None else kept[1] * fc.sr // file_sr // fc.hop_length
         energies = postfilter.unit_energies(feats, low, fc, model.target_config)
-        guard.add(mask[first:last], energies[first:last], low[first * fc.hop_length : last * fc.hop_length])
+        wada = model.clean_guard is not None and model.clean_guard.wada_thresholds is not None
+        samples = low[first * fc.hop_length : last * fc.hop_length] if wada else None  # only a WADA guard reads them
+        guard.add(mask[first:last], energies[first:last], samples)
     if floor > 0:  # resynthesis is linear in the mask: max(mask, floor) = floor + (max(mask, floor) − floor)
         mask = np.maximum(mask, np.float32(floor)) - np.float32(floor)
     out = _fit_length(audio.resample(_resynthesize(low, mask, fc, model.target_config), fc.sr, file_sr), len(y))

@@ -211,10 +211,8 @@ class GuardEstimate:
         """The guard's weight w in [0, 1] (:func:`guard_weight`) with ``guard`` (a model's; default the module's);
         with its ``wada_thresholds``, the smaller of that and the ramp of the waveform's WADA-SNR."""
         guard = guard or GuardConfig()
-        w = guard_weight(*self.snr_estimates(), guard.thresholds, guard.calibration)
-        if guard.wada_thresholds is not None:
-            w = min(w, ramp(wada_snr_db(sums=self.wada_sums), *guard.wada_thresholds))
-        return w
+        wada = None if guard.wada_thresholds is None else wada_snr_db(sums=self.wada_sums)
+        return guard_weight(*self.snr_estimates(), guard.thresholds, guard.calibration, wada, guard.wada_thresholds)
 
     def close(self) -> None:
         if self._file is not None:
@@ -244,11 +242,18 @@ def calibrated_snr_db(mask_snr_db: float, floor_snr_db: float, calibration=CALIB
 
 
 def guard_weight(
-    mask_snr_db: float, floor_snr_db: float, thresholds: tuple[float, float] = GUARD, calibration=CALIBRATION
+    mask_snr_db: float,
+    floor_snr_db: float,
+    thresholds: tuple[float, float] = GUARD,
+    calibration=CALIBRATION,
+    wada_snr: float | None = None,
+    wada_thresholds: tuple[float, float] | None = None,
 ) -> float:
     """How much of the input to pass unmasked, in [0, 1]: ramp(calibrated_snr_db(...), low, high),
-    ``thresholds`` = (low, high) in dB."""
-    return ramp(calibrated_snr_db(mask_snr_db, floor_snr_db, calibration), *thresholds)
+    ``thresholds`` = (low, high) in dB; with ``wada_thresholds``, the smaller of that and the ramp of
+    ``wada_snr`` (:func:`wada_snr_db`) between them."""
+    w = ramp(calibrated_snr_db(mask_snr_db, floor_snr_db, calibration), *thresholds)
+    return w if wada_thresholds is None else min(w, ramp(wada_snr, *wada_thresholds))
 
 
 def clean_weight(

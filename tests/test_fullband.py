@@ -212,8 +212,13 @@ def test_a_model_carries_its_own_guard_into_enhance(tiny_run, tmp_path):
     y = audio.load(root / "run" / "noises" / "babble.wav")[0][: 16000 * 2]
     dc_free = y - np.mean(y, dtype=np.float64).astype(np.float32)
     plain = enhance_signal(model, y, clean_guard=False)
-    for thresholds, expected in (((-100.0, -99.0), dc_free), ((100.0, 101.0), plain)):
-        model.clean_guard = postfilter.GuardConfig(calibration=(0.5, 1.0, 0.0), thresholds=thresholds)
+    # A WADA ramp below the babble's WADA-SNR leaves the open guard open; one above it closes it: enhance gives
+    # the guard the waveform wherever the model's guard reads it.
+    for thresholds, wada, expected in (((-100.0, -99.0), None, dc_free), ((100.0, 101.0), None, plain),
+                                       ((-100.0, -99.0), (-19.0, -18.0), dc_free),
+                                       ((-100.0, -99.0), (99.0, 99.5), plain)):  # fmt: skip
+        model.clean_guard = postfilter.GuardConfig(calibration=(0.5, 1.0, 0.0), thresholds=thresholds,
+                                                   wada_thresholds=wada)  # fmt: skip
         save_model(model, tmp_path / "m", overwrite=True)
         back = load_model(tmp_path / "m")
         assert back.clean_guard == model.clean_guard
