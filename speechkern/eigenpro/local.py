@@ -546,7 +546,7 @@ def predict_local(estimators: list[LocalKernelRegressor], X: torch.Tensor) -> li
 
 def _route_tree(est: LocalKernelRegressor, tree: int, X: torch.Tensor):
     """:func:`route_soft` in tree number ``tree`` of ``est``, its leaves numbered as in ``leaf_offsets_``."""
-    leaves = (est.leaf_offsets_.numel() - 1) // est.n_trees_
+    leaves = est.n_leaves_
     nodes = leaves - 1
     lo, hi = tree * nodes, (tree + 1) * nodes
     first, second, margin = route_soft(X, est.split_directions_[lo:hi], est.split_thresholds_[lo:hi])
