@@ -387,12 +387,12 @@ class _KernelUnit:
 
 
 def kernel_budget_bytes(recipe: Recipe, device: str) -> int:
-    """Memory budget of one kernel fit: ``kernel.memory_gb``, or a quarter of the device's available memory."""
-    from speechkern.kernels import available_memory_bytes
+    """Memory budget of one kernel fit: ``kernel.memory_gb``, or a third of the device's available memory."""
+    from speechkern.kernels import default_budget_bytes
 
     if recipe.kernel.memory_gb > 0:
         return int(recipe.kernel.memory_gb * 2**30)
-    return available_memory_bytes(resolve_device(device)) // 4
+    return default_budget_bytes(resolve_device(device))
 
 
 def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "kernel", budget: int | None = None):

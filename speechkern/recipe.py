@@ -172,7 +172,7 @@ class KernelConfig(_Section):
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
     )
     centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory)")
-    memory_gb: float = Field(0.0, ge=0, description="memory budget of one kernel fit in GiB (0 = a quarter of free)")
+    memory_gb: float = Field(0.0, ge=0, description="memory budget of one kernel fit in GiB (0 = a third of free)")
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)
     input_transform: Literal["none", "pca", "whiten", "rfm", "pca+rfm"] = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from speechkern.eigenpro.solver import MAX_CENTRES, choose_solver
+from speechkern.eigenpro.solver import DEFAULT_LEAF_SIZE, MAX_CENTRES, choose_solver
 from speechkern.errors import SpeechkernError
 
 GIB = 2**30
@@ -30,6 +30,11 @@ def test_the_default_is_the_local_machine_with_leaves_that_fit():
     assert choose_solver(40_000, 0, 2, 4 * GIB).trees == 2  # one tree per principal direction of 2 features
     assert choose_solver(50_000, 0, 256, 4 * GIB, "eigenpro").trees == 1
     assert choose_solver(30_000, 0, 256, 8 * GIB, "exact").leaf_size == 30_000
+    # Every frame in one exact solve wherever its float32 K fits the budget and LAPACK's 40 000 points
+    whole = choose_solver(40_000, 0, 256, 6 * GIB)
+    assert whole.leaf_size == 40_000 and whole.trees == 1 and "every frame fits one exact solve" in whole.reason
+    assert choose_solver(30_000, 0, 256, 4 * GIB).leaf_size == 30_000  # 3.4 GiB: above 80 %, within the budget
+    assert choose_solver(40_001, 0, 256, 64 * GIB).leaf_size == DEFAULT_LEAF_SIZE  # beyond LAPACK: leaves
     with pytest.raises(SpeechkernError, match="solver='local'"):
         choose_solver(50_000, 0, 256, 64 * GIB, "exact")
 

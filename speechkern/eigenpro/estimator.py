@@ -46,9 +46,9 @@ from speechkern.kernels import (
     STORAGE_DTYPES,
     ContentKey,
     ExponentialPowerKernel,
-    available_memory_bytes,
     cached_squared_distances,
     content_key,
+    default_budget_bytes,
     kernel_matrix,
 )
 
@@ -117,7 +117,7 @@ class EigenProRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         Kernel backend for K·W products: ``"auto"``, ``"torch"`` or ``"keops"``.
     memory_budget_gb:
         Memory the batch blocks (and the centres' Cholesky factor, and the precomputed kernel matrices) may use,
-        in GiB; default a quarter of the device's available memory.
+        in GiB; default a third of the device's available memory.
     precompute:
         ``"auto"`` (default): form the kernel matrices K(X, centres) and K(X_val, centres) once at set-up when
         they fit the memory budget (see docs/engine.md), else compute kernel tiles in every product (the
@@ -309,7 +309,7 @@ class EigenProRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     def _budget_bytes(self, device: torch.device) -> int:
         if self.memory_budget_gb is not None:
             return int(float(self.memory_budget_gb) * (1 << 30))
-        return available_memory_bytes(device) // 4
+        return default_budget_bytes(device)
 
     def _setup(
         self,

@@ -24,7 +24,7 @@ from speechkern.device import resolve_device
 from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy, writable32
 from speechkern.eigenpro.exact import MAX_EXACT_POINTS, exact_bytes, nystrom_bytes, nystrom_solve, ridge_solve
 from speechkern.errors import SpeechkernError
-from speechkern.kernels import ExponentialPowerKernel, available_memory_bytes, prepare_points, shared_center_products
+from speechkern.kernels import ExponentialPowerKernel, default_budget_bytes, prepare_points, shared_center_products
 from speechkern.parallel import SerialExecutor
 from speechkern.progress import report
 
@@ -175,7 +175,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     device:
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     memory_budget_gb:
-        Memory one leaf's kernel matrix may take (GiB); default a quarter of the device's available memory. A leaf
+        Memory one leaf's kernel matrix may take (GiB); default a third of the device's available memory. A leaf
         size beyond it raises :class:`~speechkern.errors.SpeechkernError`.
     progress_task:
         Name of the progress bar this model reports to.
@@ -273,7 +273,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         largest = math.ceil(n / 2**depth)
         m = int(self.leaf_centers)
         needed = nystrom_bytes(m) if 0 < m < largest else exact_bytes(largest)
-        budget = (available_memory_bytes(device) // 4 if self.memory_budget_gb is None
+        budget = (default_budget_bytes(device) if self.memory_budget_gb is None
                   else int(float(self.memory_budget_gb) * 2**30))  # fmt: skip
         if needed > budget:
             raise SpeechkernError(

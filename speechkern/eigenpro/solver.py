@@ -22,12 +22,13 @@ MIN_CENTRES = 1_000
 # kept for the next subband's fit (one distance product for all subbands).
 STORAGE_BYTES = 4
 BUDGET_SHARE = 0.8  # of the memory budget for the kernel matrices; the rest for batches and set-up buffers
-# Largest leaf of the local machine: K of 20 000 points is 1.5 GiB in float32 and factorises in about 20 s on 2
-# cores; larger leaves were no better per minute in benchmarks/kernel_reference.py.
+# Largest leaf of the local machine where the frames do not fit one exact solve: K of 20 000 points is 1.5 GiB in
+# float32 and factorises in about 20 s on 2 cores; larger leaves were no better per minute on every frame
+# (benchmarks/RESULTS.md, "Kernel machines against the DNN with the solved-kernel default").
 DEFAULT_LEAF_SIZE = 20_000
 # Trees the local machine averages by default while its tree has at most AUTO_TREES_MAX_LEAVES leaves: at 40 000
-# frames three trees of two leaves came within 0.7 % of the exact solve (one tree: 1.9 %) in a third of its time;
-# deeper trees keep one by default, since their leaf solves already take minutes (benchmarks/RESULTS.md, "Averaged
+# frames three trees of two leaves came within 0.7 % of the exact solve (one tree: 1.9 %); deeper trees keep one
+# by default, since their leaf solves already take minutes (benchmarks/RESULTS.md, "Averaged
 # trees": every frame, three trees, −2.3 % for three times 3 minutes per subband).
 AUTO_TREES = 3
 AUTO_TREES_MAX_LEAVES = 8
@@ -65,8 +66,10 @@ def choose_solver(
     """Pick the solver for n training frames (n_val validation frames) of ``features`` inputs under a memory
     budget of ``budget_bytes``.
 
-    ``solver`` "auto" or "local": the local machine with leaves of at most ``leaf_size`` frames (0: the largest
-    whose float32 kernel matrix fits 80 % of the budget, at most :data:`DEFAULT_LEAF_SIZE`); "exact": one leaf
+    ``solver`` "auto" or "local": the local machine with leaves of at most ``leaf_size`` frames (0: one leaf, the
+    exact solve of all n frames, where n ≤ :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS` and its float32
+    kernel matrix fits the budget; else the largest leaf whose matrix fits 80 % of the budget, at most
+    :data:`DEFAULT_LEAF_SIZE`); "exact": one leaf
     of all n frames (refused in one line beyond :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS` or the
     budget); "auto" with ``centers`` > 0 means EigenPro 3 with that many centres. ``leaf_centers`` > 0 (the
     local solver's compact leaves) is named in the reason. ``trees``: the local machine's averaged trees, 0 (the
@@ -91,11 +94,13 @@ def choose_solver(
         check_exact_size(n, budget_bytes)
         return SolverChoice("local", None, f"the exact ridge solve of all {n} frames (as asked)", max(1, n))
     if solver == "local" or (solver == "auto" and not centers):
-        from speechkern.eigenpro.exact import MAX_EXACT_POINTS
+        from speechkern.eigenpro.exact import MAX_EXACT_POINTS, exact_bytes
         from speechkern.eigenpro.local import tree_depth
 
         fits = int((room / 4) ** 0.5)
-        leaf = int(leaf_size) if leaf_size else min(DEFAULT_LEAF_SIZE, fits)
+        # the statistical best where it fits: one exact solve of every frame (its K is all it holds at its peak)
+        whole = n <= MAX_EXACT_POINTS and exact_bytes(n) <= budget_bytes
+        leaf = int(leaf_size) if leaf_size else (n if whole else min(DEFAULT_LEAF_SIZE, fits))
         leaf = max(1, min(leaf, MAX_EXACT_POINTS))
         leaves = 2 ** tree_depth(n, leaf)
         what = (
@@ -112,14 +117,15 @@ def choose_solver(
             trees = min(AUTO_TREES, features) if leaves <= AUTO_TREES_MAX_LEAVES else 1
         if trees > 1:
             what += f"; the mean of {trees} such trees, each cut along a further principal direction"
-        why = (
-            "leaf size as asked"
-            if leaf_size
-            else (
+        if leaf_size:
+            why = "leaf size as asked"
+        elif whole:
+            why = f"every frame fits one exact solve ({exact_bytes(n) / gib:.1f} of {budget_bytes / gib:.1f} GiB)"
+        else:
+            why = (
                 f"leaves of at most {leaf} frames ({'the memory budget' if leaf == fits else 'the default'}: "
                 f"{4 * leaf * leaf / gib:.1f} GiB of the {budget_bytes / gib:.1f} GiB budget per leaf)"
             )
-        )
         return SolverChoice("local", None, f"{what.format(n=n)}; {why}", leaf, trees)  # fmt: skip
     if solver == "eigenpro2" or (centers and centers >= n):
         why = "as asked" if solver == "eigenpro2" else f"kernel.centers = {centers} asks for at least as many"

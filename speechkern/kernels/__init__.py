@@ -27,6 +27,7 @@ from speechkern.kernels.memory import (
     CPU_TILE_ROWS,
     GPU_TILE_MAX_ENTRIES,
     available_memory_bytes,
+    default_budget_bytes,
 )
 from speechkern.kernels.tiles import (
     PreparedPoints,
@@ -56,6 +57,7 @@ __all__ = [
     "as_float32",
     "as_tensor",
     "available_memory_bytes",
+    "default_budget_bytes",
     "cached_squared_distances",
     "clear_distance_cache",
     "configure_keops_cache",

@@ -14,7 +14,7 @@ from speechkern.kernels.memory import (
     CPU_TILE_COLS,
     CPU_TILE_ROWS,
     GPU_TILE_MAX_ENTRIES,
-    available_memory_bytes,
+    default_budget_bytes,
 )
 from speechkern.kernels.tiles import (
     PreparedPoints,
@@ -43,8 +43,8 @@ class ExponentialPowerKernel:
         ``"torch"`` (blocked dense tiles), ``"keops"`` (KeOps LazyTensors) or ``"auto"``: KeOps when the tensors
         are on a CUDA device and pykeops imports, else torch.
     memory_budget_bytes:
-        Upper bound on the bytes one product's work buffer may take; default a quarter of the device's free
-        memory, capped by the cache-friendly tile on the CPU.
+        Upper bound on the bytes one product's work buffer may take; default a third of the device's free
+        memory (:func:`~speechkern.kernels.memory.default_budget_bytes`), capped by the cache-friendly tile on the CPU.
     """
 
     def __init__(
@@ -222,7 +222,7 @@ class ExponentialPowerKernel:
         """Rows and columns of one tile of K (each CPU worker thread holds one)."""
         itemsize = 8  # plan for the wider dtype; float32 simply uses half
         if block_size is None:
-            budget = self.memory_budget_bytes or available_memory_bytes(device) // 4
+            budget = self.memory_budget_bytes or default_budget_bytes(device)
             cap = GPU_TILE_MAX_ENTRIES if device.type == "cuda" else CPU_TILE_ROWS * CPU_TILE_COLS
             entries = max(1, min(cap, budget // itemsize // max(1, torch.get_num_threads())))
         else:

@@ -19,6 +19,18 @@ CPU_DENSE_MIN_ROWS = 256
 GPU_TILE_MAX_ENTRIES = 1 << 28
 
 
+# Share of the available memory one kernel fit may plan for when no budget is given. A third holds the exact solve
+# of 40 000 points (its float32 K, 6 GiB, factorised in place) on a machine with 18 GiB available, with its
+# validation kernel and the features beside it (peak measured in benchmarks/RESULTS.md, "Solved kernels").
+DEFAULT_BUDGET_SHARE = 1 / 3
+
+
+def default_budget_bytes(device: torch.device | str) -> int:
+    """The memory budget of one kernel fit when none is given: :data:`DEFAULT_BUDGET_SHARE` of
+    :func:`available_memory_bytes`, in bytes."""
+    return int(available_memory_bytes(device) * DEFAULT_BUDGET_SHARE)
+
+
 def available_memory_bytes(device: torch.device | str) -> int:
     """Memory free for new tensors on ``device``, in bytes: CUDA's free memory, or the OS's available RAM."""
     device = torch.device(device)
