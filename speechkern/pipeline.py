@@ -414,8 +414,8 @@ def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str, ri
               "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
     if unit.solver == "local":
         return {"solver": "local", "leaf_size": unit.leaf_size, "ridge": kc.ridge if ridge is None else ridge,
-                "leaf_centers": kc.leaf_centers, "trees": unit.trees, "centers_dtype": kc.centers_dtype,
-                **common}  # fmt: skip
+                "leaf_centers": kc.leaf_centers, "trees": unit.trees, "global_centers": kc.global_centers,
+                "centers_dtype": kc.centers_dtype, **common}  # fmt: skip
     return {"solver": "eigenpro", "centers": unit.centers, "epochs": kc.epochs, "patience": kc.patience,
             "ridge": kc.eigenpro_ridge, **common}  # fmt: skip
 

@@ -280,6 +280,10 @@ def test_settings_without_effect_are_named_in_the_log(tmp_path, caplog):
     assert trees == ["kernel.trees = 2 has no effect with kernel.solver = 'auto' with kernel.centers = 50: only the "
                      "local solver averages trees"]  # fmt: skip
     assert inert_settings(load_recipe(RECIPES / "demo", ["kernel.trees=2"])) == []
+    assert inert_settings(load_recipe(RECIPES / "demo", ["kernel.global_centers=10", "kernel.solver=exact"])) == [
+        "kernel.global_centers = 10 has no effect with kernel.solver = 'exact': only the local solver fits a global "
+        "machine under its leaves"
+    ]
     recipe = load_recipe(RECIPES / "demo", [*TINY, "kernel.solver=local", "kernel.centers=50"])
     with caplog.at_level(logging.WARNING, logger="speechkern"):
         train(recipe, tmp_path / "run", models=["kernel"], cache_dir=None)

@@ -436,3 +436,41 @@ def test_repeated_frames_are_shared_so_no_leaf_outgrows_its_size():
     est = LocalKernelRegressor(1.0, 5.0, ridge=1e-3, leaf_size=1250, temperature=0.0, device="cpu").fit(X, Y)
     assert np.diff(est.leaf_offsets_.numpy()).max() == 1250 and est.centers_.shape[0] == 10000
     assert float(np.mean((est.predict(X[4000:]) - Y[4000:]) ** 2)) < 0.1 * float(np.mean(Y**2))
+
+
+def test_global_machine_then_leaves_on_its_residuals():
+    """global_centers = m: a Nyström machine of m centres fitted to every point, the leaves fitted to its
+    residuals, the prediction their sum; it saves, loads, and is none with one leaf or in a version 2 file."""
+    from speechkern.eigenpro import exact
+
+    X, Y = _problem(n=1200)
+    Xq = np.random.default_rng(7).normal(size=(300, X.shape[1])).astype(np.float32)
+    Yq = np.stack([np.sin(Xq[:, 0]), Xq[:, 1] * Xq[:, 2], np.cos(Xq[:, 3])], 1).astype(np.float32)
+    params = {"ridge": 0.01, "leaf_size": 150, "temperature": 0.0, "device": "cpu"}
+    est = LocalKernelRegressor(1.0, 3.0, global_centers=100, **params).fit(X, Y)
+    kernel = ExponentialPowerKernel(1.0, 3.0)
+    Z = est.global_centers_
+    assert Z.shape == (100, X.shape[1]) and any(torch.equal(Z[0], torch.from_numpy(x)) for x in X)  # training points
+    Xt = torch.from_numpy(X)
+    w = exact.nystrom_solve(kernel, Xt, torch.from_numpy(Y), Z, 0.01)
+    torch.testing.assert_close(est.global_weights_, w)
+    leaves = LocalKernelRegressor(1.0, 3.0, **params).fit(X, Y - (kernel(Xt, Z) @ w).numpy())
+    expected = leaves.predict(Xq) + (kernel(torch.from_numpy(Xq), Z) @ w).numpy()
+    np.testing.assert_allclose(est.predict(Xq), expected, rtol=1e-4, atol=1e-5)
+    # The global machine carries what the leaves cannot see across their boundaries
+    alone = LocalKernelRegressor(1.0, 3.0, **params).fit(X, Y)
+    assert np.mean((est.predict(Xq) - Yq) ** 2) < 0.9 * np.mean((alone.predict(Xq) - Yq) ** 2)
+    tensors, config = est.to_state()
+    back = LocalKernelRegressor.from_state(tensors, config, device="cpu")
+    np.testing.assert_allclose(back.predict(Xq), est.predict(Xq), rtol=1e-5, atol=1e-6)
+    # A version 2 file has no global machine
+    old_tensors = {k: v for k, v in alone.to_state()[0].items() if not k.startswith("global")}
+    old = alone.to_state()[1] | {"format_version": 2}
+    np.testing.assert_array_equal(LocalKernelRegressor.from_state(old_tensors, old).predict(Xq), alone.predict(Xq))
+    with pytest.raises(SpeechkernError, match="global centres and weights"):
+        LocalKernelRegressor.from_state(tensors | {"global_weights": tensors["global_weights"][:5]}, config)
+    # One leaf is already the global solve
+    one = LocalKernelRegressor(1.0, 3.0, ridge=0.01, leaf_size=2000, global_centers=100, device="cpu").fit(X, Y)
+    assert one.global_centers_.shape == (0, X.shape[1])
+    with pytest.raises(SpeechkernError, match=r"global_centers=40001: at most 40000"):
+        LocalKernelRegressor(global_centers=40001).fit(X, Y)

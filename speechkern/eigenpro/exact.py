@@ -163,7 +163,8 @@ def _factor_solve(factor: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """(L·Lᵀ)⁻¹·B for the lower factor L of :func:`_factor` by two triangular solves, which read L where it lies
     (``torch.cholesky_solve`` copies it first)."""
     z = torch.linalg.solve_triangular(factor, B, upper=False)
-    return torch.linalg.solve_triangular(factor.mT, z, upper=True)
+    # row-major, as the weights are stored: products with them then round the same before and after a save
+    return torch.linalg.solve_triangular(factor.mT, z, upper=True).contiguous()
 
 
 def _factor_retry(kernel: ExponentialPowerKernel, X: torch.Tensor, ridge: float) -> torch.Tensor:

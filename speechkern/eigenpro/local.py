@@ -31,8 +31,9 @@ from speechkern.progress import report
 logger = logging.getLogger(__name__)
 
 FORMAT = "speechkern.local"
-FORMAT_VERSION = 2  # 2: several trees (``trees``); a version 1 file is one tree and reads as such
+FORMAT_VERSION = 3  # 2: several trees (``trees``; version 1 reads as one); 3: a global model (``global_centers``)
 CENTERS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+GLOBAL_TENSORS = ("global_centers", "global_weights")  # the global machine's, from format version 3
 DIRECTION_SAMPLE = 8192  # points of a node whose principal direction is computed (the median uses all of them)
 DEFAULT_LEAF_SIZE = 20_000  # largest leaf; measured in benchmarks/kernel_reference.py
 # Soft-routing temperatures tried on the validation frames (margins in units of the node's spread); 0 is hard
@@ -165,6 +166,13 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         trees cut the data differently; each is solved in full and a point's prediction is the mean of the
         trees' (each routed as ``temperature`` says). Fitting, prediction and the model's size grow t-fold;
         with one leaf the trees would be the same, and one is kept.
+    global_centers:
+        0 (default): the leaves model the targets. m > 0, with more than one leaf: first a global machine of m
+        centres (a seeded uniform draw of the points) fitted to every point in the Nyström form
+        (:func:`~speechkern.eigenpro.exact.nystrom_solve`, the same kernel and ridge), then the leaves fitted to
+        its residuals; a point's prediction is the sum. The global machine carries what the leaves cannot see
+        across their boundaries (every frame of the scaling benchmark: −2.6 % validation MSE with 4000 centres,
+        docs/engine.md). n·m² multiply-adds, 24·m² bytes; a point costs m more kernel evaluations.
     leaf_centers:
         0 (default): every leaf frame is a centre. m > 0: each leaf larger than m keeps m of its frames (a seeded
         uniform draw) as its centres, fitted to all its frames (n_leaf·m² multiply-adds); the model then holds
@@ -195,6 +203,8 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         (trees · (leaves − 1),).
     n_trees_:
         Trees kept (``trees``, or 1 where the model is one leaf).
+    global_centers_, global_weights_:
+        The global machine's centres (m × features) and weights (m × outputs), float32; m = 0 without one.
     temperature_:
         The soft-routing temperature used (0: hard routing); ``val_mse_by_temperature_`` when it was tuned.
     kernel_, history_ (one entry: train_mse on up to 1000 training points, val_mse, seconds), best_epoch_ (1),
@@ -210,6 +220,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         temperature: float | str = "auto",
         leaf_size: int = DEFAULT_LEAF_SIZE,
         trees: int = 1,
+        global_centers: int = 0,
         leaf_centers: int = 0,
         centers_dtype: str = "float32",
         device: str = "auto",
@@ -223,6 +234,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         self.temperature = temperature
         self.leaf_size = leaf_size
         self.trees = trees
+        self.global_centers = global_centers
         self.leaf_centers = leaf_centers
         self.centers_dtype = centers_dtype
         self.device = device
@@ -238,15 +250,18 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         """
         X, y = validate_data(self, to_numpy(X), to_numpy(y), multi_output=True, y_numeric=True,
                              dtype=(np.float64, np.float32))  # fmt: skip
-        for name in ("leaf_size", "trees", "leaf_centers"):
+        for name in ("leaf_size", "trees", "leaf_centers", "global_centers"):
             value = getattr(self, name)
-            least = 0 if name == "leaf_centers" else 1
+            least = 0 if name in ("leaf_centers", "global_centers") else 1
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
                 what = "trees" if name == "trees" else "points"
                 raise SpeechkernError(f"{name}={value!r}: expected a whole number of {what} ≥ {least}")
         if self.centers_dtype not in CENTERS_DTYPES:
             raise SpeechkernError(f"centers_dtype={self.centers_dtype!r}: expected one of {', '.join(CENTERS_DTYPES)}")
         solved = min(int(self.leaf_size), int(self.leaf_centers) or int(self.leaf_size))  # points a leaf factorises
+        if int(self.global_centers) > MAX_EXACT_POINTS:
+            raise SpeechkernError(f"global_centers={self.global_centers}: at most {MAX_EXACT_POINTS} (their system is "
+                                  "factorised and LAPACK indexes it with 32-bit integers)")  # fmt: skip
         if solved > MAX_EXACT_POINTS:
             what = "leaf_centers" if self.leaf_centers else "leaf_size"
             raise SpeechkernError(f"{what}={solved}: at most {MAX_EXACT_POINTS} (each leaf is solved exactly and "
@@ -283,20 +298,24 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
             )
         rng = np.random.default_rng(self.seed)
         self.n_trees_ = int(self.trees) if depth > 0 else 1
+        self._global_cache = None
+        m_global = min(int(self.global_centers), n) if depth > 0 else 0  # one leaf is already the global solve
         with torch.no_grad():
+            Y_leaves = self._fit_global(Xt, Y, m_global)
             trees = [median_tree(Xt, depth, self.seed, component=t) for t in range(self.n_trees_)]
             self.split_directions_ = torch.cat([directions for directions, _, _ in trees])
             self.split_thresholds_ = torch.cat([thresholds for _, thresholds, _ in trees])
             # Every tree's leaves in one sequence (tree after tree), so that one executor runs all their solves.
             order = torch.cat([torch.argsort(leaves, stable=True) for _, _, leaves in trees])
             counts = torch.cat([torch.bincount(leaves, minlength=2**depth) for _, _, leaves in trees])
-            Xs, Ys = Xt[order].contiguous(), Y[order]
-            del Xt, Y, trees
+            Xs, Ys, Ys_leaves = Xt[order].contiguous(), Y[order], Y_leaves[order]
+            del Xt, Y, Y_leaves, trees
             offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).cpu()
             bounds = [(int(offsets[j]), int(offsets[j + 1])) for j in range(counts.numel())]
             # Compact leaves' centres are drawn here, in leaf order, so the model is the same wherever leaves run.
             keeps = [np.sort(rng.choice(b - a, m, replace=False)) if 0 < m < b - a else None for a, b in bounds]
-            centers, weights = self._solve_leaves(Xs, Ys, bounds, keeps, executor or SerialExecutor())
+            centers, weights = self._solve_leaves(Xs, Ys_leaves, bounds, keeps, executor or SerialExecutor())
+            del Ys_leaves
             self.centers_, self.weights_ = torch.cat(centers), torch.cat(weights)
             sizes = torch.tensor([len(c) for c in centers], dtype=torch.int64)
             self.leaf_offsets_ = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
@@ -315,11 +334,25 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         self.history_ = [{"epoch": 1, "train_mse": train_mse, "val_mse": val_mse, "seconds": seconds}]
         self.best_epoch_ = 1
         trees = f"{self.n_trees_} trees of " if self.n_trees_ > 1 else ""
-        logger.info("%s: %d points in %s%d leaves of %d–%d, %d centres, λ %.3g; train mse %.4g, val mse %s, %.1f s",
-                    self.progress_task, n, trees, 2**depth, int(counts.min()), int(counts.max()), len(self.centers_),
-                    float(self.ridge), train_mse, "n/a" if val_mse is None else f"{val_mse:.4g}",
-                    seconds)  # fmt: skip
+        glob = f" + a global machine of {m_global}" if m_global else ""
+        logger.info("%s: %d points in %s%d leaves of %d–%d, %d centres%s, λ %.3g; train mse %.4g, val mse %s, "
+                    "%.1f s", self.progress_task, n, trees, 2**depth, int(counts.min()), int(counts.max()),
+                    len(self.centers_), glob, float(self.ridge), train_mse,
+                    "n/a" if val_mse is None else f"{val_mse:.4g}", seconds)  # fmt: skip
         return self
+
+    def _fit_global(self, X: torch.Tensor, Y: torch.Tensor, m: int) -> torch.Tensor:
+        """Fit the global machine of m centres (none for m = 0) to X, Y; the targets left for the leaves."""
+        d = X.shape[1]
+        if not m:
+            self.global_centers_ = X.new_zeros(0, d)
+            self.global_weights_ = Y.new_zeros(0, Y.shape[1])
+            return Y
+        keep = np.sort(np.random.default_rng([self.seed, 1]).choice(X.shape[0], m, replace=False))
+        Z = X[torch.from_numpy(keep).to(X.device)].to(CENTERS_DTYPES[self.centers_dtype]).to(torch.float32)
+        self.global_centers_, self.global_weights_ = Z, nystrom_solve(self.kernel_, X, Y, Z, float(self.ridge))
+        report(self.progress_task, 0, 1, "kernel leaves solved", global_centers=m)
+        return Y - predict_global([self], X)[0]
 
     def _solve_leaves(self, Xs: torch.Tensor, Ys: torch.Tensor, bounds: list[tuple[int, int]], keeps: list,
                       executor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
@@ -348,9 +381,10 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         first = [_leaf_predictions([self], Xv, leaves)[0] for leaves, _, _ in routes]
         other = [_leaf_predictions([self], Xv, second)[0] for _, second, _ in routes]
         Yv = Yv.to(first[0].device)
+        base = predict_global([self], Xv)[0]
         scores = {}
         for t in TEMPERATURES:
-            pred = torch.zeros_like(first[0])
+            pred = base.clone()
             for (_, _, margin), a, b in zip(routes, first, other, strict=True):
                 w = second_leaf_weight(margin, t).unsqueeze(1)
                 pred += (a * (1 - w) + b * w) / len(routes)
@@ -385,9 +419,10 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
     def to_state(self, prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors (keys ``prefix + name``, contiguous, on the CPU) and a JSON-able configuration."""
         check_is_fitted(self, "weights_")
-        names = ("centers", "weights", "leaf_offsets", "split_directions", "split_thresholds")
+        names = ("centers", "weights", "leaf_offsets", "split_directions", "split_thresholds", *GLOBAL_TENSORS)
         tensors = {f"{prefix}{name}": getattr(self, f"{name}_").detach().cpu().contiguous() for name in names}
-        tensors[f"{prefix}centers"] = tensors[f"{prefix}centers"].to(CENTERS_DTYPES[self.centers_dtype])
+        for name in ("centers", "global_centers"):
+            tensors[f"{prefix}{name}"] = tensors[f"{prefix}{name}"].to(CENTERS_DTYPES[self.centers_dtype])
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "params": self.get_params(),
                   "kernel": self.kernel_.to_config(), "n_features_in": int(self.n_features_in_),
                   "n_outputs": int(self.n_outputs_), "y_ndim": int(self.y_ndim_), "history": self.history_,
@@ -432,8 +467,10 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         history = config.get("history", [])
         est.history_, est.best_epoch_ = (list(history) if isinstance(history, list) else []), 1
         dev = resolve_device(device if device is not None else "auto")
-        for name in ("centers", "weights", "leaf_offsets", "split_directions", "split_thresholds"):
+        for name in ("centers", "weights", "leaf_offsets", "split_directions", "split_thresholds", *GLOBAL_TENSORS):
             value = tensors.get(f"{prefix}{name}")
+            if name in GLOBAL_TENSORS and value is None and version < 3:  # before the global machine: none
+                value = torch.zeros(0, est.n_features_in_ if name == "global_centers" else est.n_outputs_)
             if not isinstance(value, torch.Tensor):
                 raise SpeechkernError(f"local kernel model state lacks the tensor {prefix}{name}")
             if name == "leaf_offsets" and (
@@ -453,6 +490,10 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
                 or int(offsets[0]) != 0 or int(offsets[-1]) != n
                 or bool((offsets[1:] < offsets[:-1]).any())):  # fmt: skip
             raise SpeechkernError("local kernel model state: the trees, leaf offsets and centres do not agree")
+        m = est.global_centers_.shape[0] if est.global_centers_.dim() == 2 else -1
+        if est.global_centers_.shape != (m, d) or est.global_weights_.shape != (m, est.n_outputs_):
+            shapes = f"{tuple(est.global_centers_.shape)} and {tuple(est.global_weights_.shape)}"
+            raise _damaged(f"the global centres and weights {shapes} do not fit {d} features, {est.n_outputs_} outputs")
         return est
 
     def save(self, path, overwrite: bool = False):
@@ -541,7 +582,23 @@ def predict_local(estimators: list[LocalKernelRegressor], X: torch.Tensor) -> li
                 w = w[rows].unsqueeze(1)
                 out[rows] = out[rows] * (1 - w) + other * w
         total = outs if total is None else [a + b for a, b in zip(total, outs, strict=True)]
-    return total if first.n_trees_ == 1 else [out / first.n_trees_ for out in total]
+    if first.n_trees_ > 1:
+        total = [out / first.n_trees_ for out in total]
+    return [a + b for a, b in zip(total, predict_global(estimators, X), strict=True)]
+
+
+def predict_global(estimators: list[LocalKernelRegressor], X: torch.Tensor) -> list[torch.Tensor]:
+    """Each estimator's global machine at X (n × outputs; zeros without one), the distances to the shared global
+    centres computed once for all of them."""
+    first = estimators[0]
+    X = X.to(device=first.global_centers_.device, dtype=torch.float32)
+    if not len(first.global_centers_):
+        return [torch.zeros(X.shape[0], e.n_outputs_, dtype=torch.float32, device=X.device) for e in estimators]
+    if getattr(first, "_global_cache", None) is None:
+        first._global_cache = prepare_points(first.global_centers_)
+    with torch.no_grad():
+        return shared_center_products(X, first._global_cache, [e.kernel_ for e in estimators],
+                                      [e.global_weights_ for e in estimators])  # fmt: skip
 
 
 def _route_tree(est: LocalKernelRegressor, tree: int, X: torch.Tensor):
@@ -585,9 +642,13 @@ def _prepared_leaves(est: LocalKernelRegressor) -> list:
 
 def same_partition(a: LocalKernelRegressor, b: LocalKernelRegressor) -> bool:
     """Whether two fitted local machines share their centres and tree (so :func:`predict_local` may group them)."""
-    return a.centers_ is b.centers_ or (
+    same_leaves = a.centers_ is b.centers_ or (
         a.centers_.shape == b.centers_.shape
         and torch.equal(a.leaf_offsets_, b.leaf_offsets_)
         and torch.equal(a.split_thresholds_, b.split_thresholds_)
         and torch.equal(a.centers_, b.centers_)
+    )
+    return same_leaves and (
+        a.global_centers_ is b.global_centers_
+        or (a.global_centers_.shape == b.global_centers_.shape and torch.equal(a.global_centers_, b.global_centers_))
     )
