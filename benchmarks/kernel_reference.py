@@ -73,7 +73,8 @@ def engine_row(X, Y, Xv, Yv, subbands: int, solver: str, out: Path, tag: str) ->
     choice = pipeline.kernel_solver(recipe, data, "cpu", budget=budget)
     unit = pipeline._KernelUnit(data, "kernel", split_bands(Y.shape[1], subbands), out / "parts",
                                 solver=choice.solver, centers=choice.centers, leaf_size=choice.leaf_size,
-                                trees=choice.trees, budget_gb=budget / 2**30)  # fmt: skip
+                                trees=choice.trees, global_centers=choice.global_centers,
+                                budget_gb=budget / 2**30)  # fmt: skip
     executor = SerialExecutor()
     run_dir = out / f"engine-{tag}"
     run_dir.mkdir(parents=True, exist_ok=True)

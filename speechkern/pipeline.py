@@ -380,6 +380,7 @@ class _KernelUnit:
     centers: int | None = None  # EigenPro 3 centres; None: every frame a centre
     leaf_size: int | None = None  # the local solver's largest leaf
     trees: int = 1  # the local solver's averaged trees
+    global_centers: int = 0  # the local solver's global machine (0: none)
     budget_gb: float | None = None  # memory budget the solver was chosen for (set with it); every band keeps to it
 
     def pending(self) -> list[int]:
@@ -403,7 +404,7 @@ def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "k
     kc = recipe.kernel
     budget = kernel_budget_bytes(recipe, device) if budget is None else budget
     choice = choose_solver(len(data.X), len(data.X_val), data.X.shape[1], budget, kc.solver, kc.centers,
-                           kc.leaf_size, kc.leaf_centers, kc.trees)  # fmt: skip
+                           kc.leaf_size, kc.leaf_centers, kc.trees, kc.global_centers)  # fmt: skip
     logger.info("%s %s: %s", name, data.condition, choice.reason)
     return choice
 
@@ -414,7 +415,7 @@ def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str, ri
               "progress_task": f"{unit.name}/{unit.data.condition}/band-{band}"}  # fmt: skip
     if unit.solver == "local":
         return {"solver": "local", "leaf_size": unit.leaf_size, "ridge": kc.ridge if ridge is None else ridge,
-                "leaf_centers": kc.leaf_centers, "trees": unit.trees, "global_centers": kc.global_centers,
+                "leaf_centers": kc.leaf_centers, "trees": unit.trees, "global_centers": unit.global_centers,
                 "centers_dtype": kc.centers_dtype, **common}  # fmt: skip
     return {"solver": "eigenpro", "centers": unit.centers, "epochs": kc.epochs, "patience": kc.patience,
             "ridge": kc.eigenpro_ridge, **common}  # fmt: skip
@@ -519,7 +520,8 @@ def _finish_kernel(recipe: Recipe, unit: _KernelUnit, run_dir: Path) -> ModelTim
     autotune_s = sum(i.get("autotune_seconds", 0.0) for i in infos)
     extra = {"autotune_minutes": round(autotune_s / 60.0, 3), "centers": int(estimators[0].centers_.shape[0]),
              "solver": unit.solver, "leaves": int(getattr(estimators[0], "n_leaves_", 1)),
-             "trees": int(getattr(estimators[0], "n_trees_", 1))}  # fmt: skip
+             "trees": int(getattr(estimators[0], "n_trees_", 1)),
+             "global_centers": len(getattr(estimators[0], "global_centers_", ()))}  # fmt: skip
     if unit.data.transform is not None:
         extra |= {"input_transform": unit.data.transform.kind, "input_dims": unit.data.transform.out_dim,
                   "transform_minutes": round(unit.data.transform.info.get("seconds", 0.0) / 60.0, 3)}  # fmt: skip
@@ -693,6 +695,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                 unit.solver = "local" if local else "eigenpro"
                 unit.centers, unit.leaf_size = (None, kept.leaf_size) if local else (kept.centers, None)
                 unit.trees = kept.trees if local else 1
+                unit.global_centers = kept.global_centers if local else 0
                 unit.budget_gb = float(kept.memory_budget_gb)
                 what = (f"leaves of at most {unit.leaf_size} frames" if local else
                         f"{unit.centers} centres" if unit.centers else "every frame a centre")  # fmt: skip
@@ -702,7 +705,7 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                 budget = kernel_budget_bytes(recipe, device)
                 choice = kernel_solver(recipe, kdata, device, name, budget)  # for the kernel's inputs
                 unit.solver, unit.centers, unit.leaf_size = choice.solver, choice.centers, choice.leaf_size
-                unit.trees = choice.trees
+                unit.trees, unit.global_centers = choice.trees, choice.global_centers
                 unit.budget_gb = budget / 2**30
             kernel_units.append(unit)
         else:

@@ -168,12 +168,10 @@ class KernelConfig(_Section):
         description="partitions the local solver averages, each cut along a further principal direction (t-fold "
         "time, model size and prediction cost; no effect with one leaf); 0 = 3 for a tree of 2 to 8 leaves, else 1",
     )
-    global_centers: int = Field(
-        0,
-        ge=0,
-        le=40000,
+    global_centers: Literal["auto"] | Annotated[int, Field(ge=0, le=40000)] = Field(
+        "auto",
         description="centres of a global machine the local solver fits to every frame before its leaves, which "
-        "then fit its residuals (0 = none; no effect with one leaf)",
+        "then fit its residuals (0 = none; no effect with one leaf); auto = 4000 wherever there are leaves",
     )
     centers_dtype: Literal["float32", "float16"] = Field(
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
@@ -310,7 +308,7 @@ def inert_settings(recipe: Recipe) -> list[str]:
     why = f"kernel.solver = '{kc.solver}'" + (f" with kernel.centers = {kc.centers}" if kc.centers else "")
     if kc.trees > 1 and not_local:
         notes.append(f"kernel.trees = {kc.trees} has no effect with {why}: only the local solver averages trees")
-    if kc.global_centers and not_local:
+    if kc.global_centers not in (0, "auto") and not_local:
         notes.append(f"kernel.global_centers = {kc.global_centers} has no effect with {why}: only the local solver "
                      "fits a global machine under its leaves")  # fmt: skip
     if "rfm" in kc.input_transform and kc.rfm_agop_frames > kc.rfm_frames:

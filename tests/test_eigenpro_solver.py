@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from speechkern.eigenpro.solver import DEFAULT_LEAF_SIZE, MAX_CENTRES, choose_solver
+from speechkern.eigenpro.solver import AUTO_GLOBAL_CENTERS, DEFAULT_LEAF_SIZE, MAX_CENTRES, choose_solver
 from speechkern.errors import SpeechkernError
 
 GIB = 2**30
@@ -35,6 +35,12 @@ def test_the_default_is_the_local_machine_with_leaves_that_fit():
     assert whole.leaf_size == 40_000 and whole.trees == 1 and "every frame fits one exact solve" in whole.reason
     assert choose_solver(30_000, 0, 256, 4 * GIB).leaf_size == 30_000  # 3.4 GiB: above 80 %, within the budget
     assert choose_solver(40_001, 0, 256, 64 * GIB).leaf_size == DEFAULT_LEAF_SIZE  # beyond LAPACK: leaves
+    # A global machine under the leaves by default wherever there are leaves; none with one leaf or where asked
+    assert choose_solver(348_162, 0, 256, 4 * GIB).global_centers == AUTO_GLOBAL_CENTERS
+    assert "a global machine of 4000 centres" in choose_solver(348_162, 0, 256, 4 * GIB).reason
+    assert choose_solver(20_000, 0, 256, 4 * GIB).global_centers == 0
+    assert choose_solver(50_000, 0, 256, 4 * GIB, global_centers=0).global_centers == 0
+    assert choose_solver(3000, 0, 256, 4 * GIB, leaf_size=1000, global_centers=9000).global_centers == 3000
     with pytest.raises(SpeechkernError, match="solver='local'"):
         choose_solver(50_000, 0, 256, 64 * GIB, "exact")
 

@@ -32,19 +32,25 @@ DEFAULT_LEAF_SIZE = 20_000
 # trees": every frame, three trees, −2.3 % for three times 3 minutes per subband).
 AUTO_TREES = 3
 AUTO_TREES_MAX_LEAVES = 8
+# Centres of the global machine the local solver fits under its leaves by default wherever it has more than one
+# leaf (kernel.global_centers = "auto"): on every frame of the scaling benchmark 4000 cost about 4 minutes and
+# lowered validation MSE by 2 % (benchmarks/RESULTS.md, "A global machine under the leaves").
+AUTO_GLOBAL_CENTERS = 4000
 
 
 @dataclass(frozen=True)
 class SolverChoice:
     """``solver`` ("local", "eigenpro2" or "eigenpro3"; an exact solve is a local machine of one leaf),
     ``centers`` (p for EigenPro 3, None otherwise), ``leaf_size`` (the local machine's largest leaf, else None),
-    ``trees`` (the local machine's averaged trees) and a sentence saying why, for the log."""
+    ``trees`` (the local machine's averaged trees), ``global_centers`` (its global machine's, 0 for none) and a
+    sentence saying why, for the log."""
 
     solver: str
     centers: int | None
     reason: str
     leaf_size: int | None = None
     trees: int = 1
+    global_centers: int = 0
 
     @property
     def estimator_centers(self) -> int | None:
@@ -62,6 +68,7 @@ def choose_solver(
     leaf_size: int = 0,
     leaf_centers: int = 0,
     trees: int = 0,
+    global_centers: int | str = "auto",
 ) -> SolverChoice:
     """Pick the solver for n training frames (n_val validation frames) of ``features`` inputs under a memory
     budget of ``budget_bytes``.
@@ -74,7 +81,8 @@ def choose_solver(
     budget); "auto" with ``centers`` > 0 means EigenPro 3 with that many centres. ``leaf_centers`` > 0 (the
     local solver's compact leaves) is named in the reason. ``trees``: the local machine's averaged trees, 0 (the
     default) for :data:`AUTO_TREES` where the tree has 2 to :data:`AUTO_TREES_MAX_LEAVES` leaves, else 1 (one
-    leaf: always 1).
+    leaf: always 1). ``global_centers``: the local machine's global machine (its leaves fit the residuals), "auto"
+    for :data:`AUTO_GLOBAL_CENTERS` (at most n) wherever there is more than one leaf; none with one leaf.
     ``solver`` "eigenpro": EigenPro 2 (every frame a centre) when its float16 kernel matrix K(X, X) (and K(X_val,
     X)), with the float16 distances shared by the subbands, fits 80 % of the budget and one build costs at most
     :data:`MAX_BUILD_WORK` multiply-adds; otherwise EigenPro 3 with p centres, the largest p ≤ :data:`MAX_CENTRES`
@@ -117,6 +125,9 @@ def choose_solver(
             trees = min(AUTO_TREES, features) if leaves <= AUTO_TREES_MAX_LEAVES else 1
         if trees > 1:
             what += f"; the mean of {trees} such trees, each cut along a further principal direction"
+        glob = 0 if leaves == 1 else min(n, AUTO_GLOBAL_CENTERS if global_centers == "auto" else int(global_centers))
+        if glob:
+            what += f"; under them a global machine of {glob} centres, fitted to every frame"
         if leaf_size:
             why = "leaf size as asked"
         elif whole:
@@ -126,7 +137,7 @@ def choose_solver(
                 f"leaves of at most {leaf} frames ({'the memory budget' if leaf == fits else 'the default'}: "
                 f"{4 * leaf * leaf / gib:.1f} GiB of the {budget_bytes / gib:.1f} GiB budget per leaf)"
             )
-        return SolverChoice("local", None, f"{what.format(n=n)}; {why}", leaf, trees)  # fmt: skip
+        return SolverChoice("local", None, f"{what.format(n=n)}; {why}", leaf, trees, glob)  # fmt: skip
     if solver == "eigenpro2" or (centers and centers >= n):
         why = "as asked" if solver == "eigenpro2" else f"kernel.centers = {centers} asks for at least as many"
         return SolverChoice("eigenpro2", None, f"EigenPro 2 with every one of {n} frames as a centre ({why})")
