@@ -29,6 +29,7 @@ from speechkern.enhance import apply_mask  # noqa: E402
 from speechkern.errors import SpeechkernError  # noqa: E402
 from speechkern.evaluate import METRICS, SYSTEM_ORDER, Evaluation  # noqa: E402
 from speechkern.outputs import check_writable, write_text  # noqa: E402
+from speechkern.pipeline import format_minutes  # noqa: E402
 
 LABELS = {
     "mse": "MSE ×10⁻² (file mean)", "mse_pooled": "MSE ×10⁻² (pooled)", "stoi": "STOI", "estoi": "ESTOI",
@@ -371,10 +372,6 @@ def _requested_models(run_dir: Path, recipe) -> list[str]:
     return requested or list(recipe.train.models)
 
 
-def _minutes(value) -> str:
-    return "–" if value is None else _no_negative_zero(f"{value:.2f}")
-
-
 def _mse(value) -> str:
     return "–" if value is None else f"{value:.5f}"
 
@@ -403,8 +400,9 @@ def _summary_html(summary: dict) -> str:
     timing_rows = (
         "".join(
             f"<tr><td>{html.escape(str(r['model']))}</td><td>{html.escape(str(r['condition']))}</td>"
-            f"<td>{r.get('subbands', '')}</td><td>{r.get('centers', '–')}</td><td>{_minutes(r.get('minutes'))}</td>"
-            f"<td>{_minutes(r.get('autotune_minutes'))}</td><td>{_minutes(r.get('transform_minutes'))}</td>"
+            f"<td>{r.get('subbands', '')}</td><td>{r.get('centers', '–')}</td>"
+            f"<td>{format_minutes(r.get('minutes'))}</td>"
+            f"<td>{format_minutes(r.get('autotune_minutes'))}</td><td>{format_minutes(r.get('transform_minutes'))}</td>"
             f"<td>{r.get('epochs', '')}</td>"
             f"<td>{_mse(r.get('val_mse'))}</td></tr>"
             for r in summary["training"]

@@ -193,3 +193,11 @@ def test_example_figure_has_hz_axes_db_colour_bars_and_titles(tiny_report):
         assert high - low == pytest.approx(report.DYNAMIC_RANGE_DB)
     finally:
         plt.close(fig)
+
+
+def test_the_report_formats_minutes_with_the_pipelines_one_function():
+    """report._minutes restated pipeline.format_minutes: the training-time tables had two formatters."""
+    from speechkern import pipeline, report
+
+    assert not hasattr(report, "_minutes") and report.format_minutes is pipeline.format_minutes
+    assert pipeline.format_minutes(None) == "–" and pipeline.format_minutes(1.234) == "1.23"
