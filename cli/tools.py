@@ -122,8 +122,7 @@ def enhance(
     chunk_seconds: float = typer.Option(
         30.0,
         "--chunk-seconds",
-        min=1.0,
-        help="Seconds enhanced at a time: memory grows with it, not with the file's length.",
+        help="Seconds enhanced at a time, above 0: memory grows with it, not with the file's length.",
     ),
     clean_guard: bool = typer.Option(
         True,
@@ -153,10 +152,12 @@ def enhance(
     from speechkern.device import resolve_device
     from speechkern.enhance import describe_speed, enhance_file, find_inputs, mask_floor, plan_outputs
     from speechkern.limits import check_model_memory
+    from speechkern.limits import chunk_seconds as check_chunk
     from speechkern.models.select import SHIPPED, find_model
 
     resolve_device(device)
-    mask_floor(atten_lim_db)  # refused before any work
+    mask_floor(atten_lim_db)  # refused before any work, by the library's own checks
+    check_chunk(chunk_seconds)
     found = find_inputs(inputs)
     jobs = plan_outputs(found, output)
     earlier = [] if overwrite else [(f, o) for f, o in jobs if _is_earlier_output(f, o)]
