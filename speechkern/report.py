@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from speechkern import audio  # noqa: E402
 from speechkern.enhance import apply_mask  # noqa: E402
 from speechkern.errors import SpeechkernError  # noqa: E402
-from speechkern.evaluate import METRICS, SYSTEM_ORDER, Evaluation  # noqa: E402
+from speechkern.evaluate import METRICS, SYSTEM_ORDER, Evaluation, run_models  # noqa: E402
 from speechkern.outputs import check_writable, write_text  # noqa: E402
 from speechkern.pipeline import format_minutes  # noqa: E402
 
@@ -331,7 +331,7 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
     notes = ([unreadable] if unreadable else []) + unreadable_models
     per_condition = recipe.train.mode == "per-condition"
     conditions = sorted({m.condition for m in manifests["train"]}) if per_condition else ["all"]
-    for name in _requested_models(run_dir, recipe):
+    for name in run_models(run_dir):
         missing = [c for c in conditions if c not in trained.get(name, [])]
         if missing:
             where = "" if missing == ["all"] else f" for {', '.join(missing)}"
@@ -358,18 +358,6 @@ def _model_info(config_path: Path) -> tuple[dict, str | None]:
         return {}, f"{type(err).__name__}: {err}"
     info = config.get("info", {})
     return (info if isinstance(info.get("bands", []), list) else {**info, "bands": []}), None
-
-
-def _requested_models(run_dir: Path, recipe) -> list[str]:
-    """The models the last `speechkern train` asked for (from train.log), else the recipe's."""
-    log = run_dir / "train.log"
-    requested = None
-    if log.is_file():
-        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-            found = re.search(r": recipe .*?, models (.+?), device ", line)
-            if found:
-                requested = [m.strip() for m in found.group(1).split(",")]
-    return requested or list(recipe.train.models)
 
 
 def _mse(value) -> str:

@@ -486,3 +486,23 @@ def test_a_model_that_does_not_fit_the_device_is_not_called_damaged(monkeypatch)
         and "MiB of weights) does not fit the free memory of cpu" in message
     )
     assert "device='cpu'" in message and "damaged" not in message and "restore" not in message
+
+
+def test_evaluate_goes_by_the_models_the_run_trained_not_the_recipes(tmp_path, capsys, caplog):
+    """A run trained with --models kernel (the recipe names kernel and dnn) was called incomplete, 'no model for
+    dnn/all'; its own train.log, training_time.json and models/ say what it set out to train."""
+    from conftest import RECIPES, TINY
+    from conftest import run_cli as run
+
+    from speechkern.evaluate import evaluate
+
+    argv = ["train", str(RECIPES / "demo"), *(f"--set={s}" for s in TINY), "--models", "kernel", "--no-cache", "-q"]
+    code, _, err = run([*argv, "--out", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    ev = evaluate(tmp_path / "run", workers=1, cache_dir=None, limit=1, examples=0)
+    assert ev.missing == [] and "incomplete" not in caplog.text
+    from speechkern.evaluate import missing_models, run_models
+
+    shutil.rmtree(tmp_path / "run" / "models" / "kernel")  # what it trained, lost since: still named
+    assert run_models(tmp_path / "run") == ["kernel"]
+    assert missing_models(tmp_path / "run", ev.recipe, {}, ["ssn_0dB"]) == ["kernel/all"]
