@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from speechkern import audio  # noqa: E402
+from speechkern.dataset import read_run_manifest  # noqa: E402
 from speechkern.enhance import apply_mask  # noqa: E402
 from speechkern.errors import SpeechkernError  # noqa: E402
 from speechkern.evaluate import METRICS, SYSTEM_ORDER, Evaluation, run_models  # noqa: E402
@@ -244,9 +245,7 @@ def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path
     audio_dir = out / "audio"
     if audio_dir.exists():
         shutil.rmtree(audio_dir)
-    from speechkern.mixtures import read_manifest
-
-    by_id = {m.id: m for m in read_manifest(run_dir / "manifests" / "test.jsonl")}
+    by_id = {m.id: m for m in read_run_manifest(run_dir, "test")}
     for n, (mid, masks) in enumerate(ev.example_masks.items()):
         mixture = by_id[mid]
         mix, clean, _ = mixture.build()
@@ -278,13 +277,11 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
     each subband of each kernel model (from its ``config.json``); ``data`` the mixtures and seconds of audio per
     split and the frames each model was trained on; ``notes`` says what is missing when ``complete`` is False.
     """
-    from speechkern.mixtures import read_manifest
-
     recipe = ev.recipe
     manifests = {}
     for split in ("train", "val", "test"):
         path = run_dir / "manifests" / f"{split}.jsonl"
-        manifests[split] = read_manifest(path) if path.is_file() else []
+        manifests[split] = read_run_manifest(run_dir, split) if path.is_file() else []
     data = {
         split: {"mixtures": len(rows), "seconds": round(sum(m.n_samples / m.sr for m in rows), 1)}
         for split, rows in manifests.items()
