@@ -60,7 +60,7 @@ def run(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the data split, initialisation and batch order."),
     transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Run the super-class transfer experiment."),
-    checkpoints: int = typer.Option(25, "--checkpoints", min=2, help="Log-spaced epochs at which to measure."),
+    checkpoints: int = typer.Option(25, "--checkpoints", help="Log-spaced epochs at which to measure (and epoch 0)."),
     width: int = typer.Option(256, "--width", min=1, help="Hidden units per layer of the MLP."),
     device: str = typer.Option("cpu", "--device", help="Torch device for training: cpu, cuda, cuda:1, ..."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a non-empty output folder."),

@@ -255,8 +255,9 @@ def _seeded_model(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
 
 
 def _log_epochs(epochs: int, count: int) -> list[int]:
-    """Epoch 0 plus ``count`` log-spaced epochs in 1..epochs (always including the last)."""
-    marks = np.unique(np.round(np.geomspace(1, epochs, num=count)).astype(int))
+    """Epoch 0 plus ``count`` log-spaced epochs in 1..epochs (always including the last, which every measure is
+    normalised by: geomspace's one point is its start, epoch 1)."""
+    marks = np.unique(np.round(np.geomspace(1, epochs, num=count)).astype(int)) if count > 1 else [epochs]
     return [0, *[int(e) for e in marks if e >= 1]] if epochs >= 1 else [0]
 
 
