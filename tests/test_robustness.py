@@ -524,7 +524,7 @@ def test_a_model_that_does_not_fit_the_device_is_not_called_damaged(monkeypatch)
     assert "device='cpu'" in message and "damaged" not in message and "restore" not in message
 
 
-def test_evaluate_goes_by_the_models_the_run_trained_not_the_recipes(tmp_path, capsys, caplog):
+def test_evaluate_goes_by_the_models_the_run_trained_not_the_recipes(tmp_path, capsys, caplog, monkeypatch):
     """A run trained with --models kernel (the recipe names kernel and dnn) was called incomplete, 'no model for
     dnn/all'; its own train.log, training_time.json and models/ say what it set out to train."""
     from conftest import RECIPES, TINY
@@ -532,6 +532,7 @@ def test_evaluate_goes_by_the_models_the_run_trained_not_the_recipes(tmp_path, c
 
     from speechkern.evaluate import evaluate
 
+    monkeypatch.chdir(tmp_path)  # train notes the run in ./runs/index.txt
     argv = ["train", str(RECIPES / "demo"), *(f"--set={s}" for s in TINY), "--models", "kernel", "--no-cache", "-q"]
     code, _, err = run([*argv, "--out", str(tmp_path / "run")], capsys)
     assert code == 0, err
