@@ -47,6 +47,9 @@ def train(
     from speechkern.pipeline import train as run_training
     from speechkern.recipe import load_recipe
 
+    if gpus_per_task is not None and not (ray or ray_address):  # a local run has no tasks to give GPUs to
+        raise SpeechkernError(f"--gpus-per-task {gpus_per_task:g}: applies to Ray tasks only; add --ray (or "
+                              "--ray-address ADDRESS), or drop it (--device cuda trains on the GPU)")  # fmt: skip
     if resume and overwrite:
         raise SpeechkernError("--resume and --overwrite: choose one; --resume continues the run, --overwrite deletes "
                               "it (finished models too) and starts again")  # fmt: skip
