@@ -29,7 +29,7 @@ from speechkern.dataset import read_run_manifest  # noqa: E402
 from speechkern.enhance import apply_mask  # noqa: E402
 from speechkern.errors import SpeechkernError  # noqa: E402
 from speechkern.evaluate import METRICS, SYSTEM_ORDER, Evaluation, run_models  # noqa: E402
-from speechkern.outputs import check_writable, write_text  # noqa: E402
+from speechkern.outputs import check_writable, remove_parts, write_text  # noqa: E402
 from speechkern.pipeline import format_minutes  # noqa: E402
 
 LABELS = {
@@ -225,12 +225,23 @@ def check_report_folder(run_dir: Path, n_examples: int = 0) -> None:
         raise SpeechkernError(f"{out / 'audio'}: is a file, where the report keeps its example audio; move it away")
 
 
+def report_exists(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a whole report: its page, written last (the files of a report whose writing was
+    interrupted are replaced without asking)."""
+    return (Path(run_dir) / "report" / "index.html").exists()
+
+
 def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path:
-    """Write every table, figure, example and the HTML page under ``run_dir/report``; returns that folder."""
+    """Write every table, figure, example and the HTML page under ``run_dir/report``; returns that folder.
+
+    Raises SpeechkernError for a whole report there already (:func:`report_exists`) unless ``overwrite``, and for
+    a report folder that cannot take the files (:func:`check_report_folder`).
+    """
     out = run_dir / "report"
-    if (out / "results.json").exists() and not overwrite:
+    if report_exists(run_dir) and not overwrite:
         raise SpeechkernError(f"{out}: a report exists already; pass overwrite=True to replace it")
     check_report_folder(run_dir, len(ev.example_masks))  # before the first file: no half-replaced report
+    remove_parts(out)  # the unfinished writes of a killed evaluation
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.md", results_markdown(ev.rows))
     write_text(out / "results.csv", results_csv(ev.rows))
