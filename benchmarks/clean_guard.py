@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> None:
         for k in ("snr_mask", "snr_floor"):
             est = [r[k] for r in rows if r["snr"] == snr]
             cells.append(f"{np.mean(est):.1f} [{np.min(est):.1f}, {np.max(est):.1f}]")
-        print(f"| {snr:g} | " + " | ".join(cells) + " |")
+        print(f"| {_label(snr)} | " + " | ".join(cells) + " |")
 
     calibration = calibrate(rows)
     print(f"\ncalibration (c0, c1, c2): ({calibration[0]:.3f}, {calibration[1]:.3f}, {calibration[2]:.3f})")
@@ -236,9 +236,9 @@ def run(args: argparse.Namespace) -> None:
     chosen = best[3] if best else base
     print("\n| SNR (dB) | input STOI / SI-SDR | unguarded | guarded (mean w) |\n|---|---|---|---|")
     for snr in snrs:
-        b, c = base[snr], chosen[snr]
-        print(f"| {snr:g} | {b['stoi_in']:.3f} / {b['si_sdr_in']:.2f} | {b['stoi']:.3f} / {b['si_sdr']:.2f} | "
-              f"{c['stoi']:.3f} / {c['si_sdr']:.2f} ({c['w']:.2f}) |")  # fmt: skip
+        print(table_row(snr, base[snr], chosen[snr]))
+    if CLEAN in snrs:
+        print(CLEAN_NOTE)
     wada = f"; of WADA-SNR: {best[2]} dB" if best and best[2] else ""
     print(f"\nchosen (low, high) of the calibrated SNR: {best[1]} dB{wada}" if best else
           "\nno thresholds meet the rule")  # fmt: skip
@@ -248,6 +248,28 @@ def run(args: argparse.Namespace) -> None:
     if args.save:
         save_guard(model, model_dir, calibration, best[1], loaded, best[2])
         print(f"saved into {model_dir}/config.json: {model.clean_guard}")
+
+
+CLEAN_NOTE = (
+    "clean: the reference is the input itself, so the input's SI-SDR is infinite (∞) and the guarded output's, "
+    "part input, is n/a (SI-SDR interpolated in w towards w = 1 means nothing); its STOI and w are as above"
+)
+
+
+def _label(snr: float) -> str:
+    return "clean" if snr == CLEAN else f"{snr:g}"
+
+
+def table_row(snr: float, base: dict[str, float], chosen: dict[str, float]) -> str:
+    """One row of the guard table (:func:`evaluate`'s means at ``snr``, unguarded and guarded). On the clean row
+    (``snr`` = :data:`CLEAN`) the input is the reference: its SI-SDR is ∞, and the guarded one is n/a where the
+    guard passes any of the input (w > 0), since an SI-SDR interpolated towards w = 1 (the input itself, ~200 dB)
+    has no meaning (:data:`CLEAN_NOTE`)."""
+    clean = snr == CLEAN
+    si_in = "∞" if clean else f"{base['si_sdr_in']:.2f}"
+    si_guarded = "n/a" if clean and chosen["w"] > 0 else f"{chosen['si_sdr']:.2f}"
+    return (f"| {_label(snr)} | {base['stoi_in']:.3f} / {si_in} | {base['stoi']:.3f} / "
+            f"{base['si_sdr']:.2f} | {chosen['stoi']:.3f} / {si_guarded} ({chosen['w']:.2f}) |")  # fmt: skip
 
 
 def save_guard(model, model_dir: Path, calibration, thresholds, loaded: bytes, wada=None) -> None:

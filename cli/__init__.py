@@ -6,8 +6,10 @@ import sys
 def _interrupted(kind, value, tb) -> None:
     """Ctrl-C before the command's own handler is in place (while modules load): one line, no traceback."""
     if issubclass(kind, KeyboardInterrupt):
-        print("interrupted", file=sys.stderr)  # Python then exits by SIGINT: status 130 in the shell
-        return
+        import os
+
+        print("interrupted", file=sys.stderr, flush=True)
+        os._exit(130)  # not by SIGINT, as Python would: status -2 to a parent process, and no exit work to interrupt
     sys.__excepthook__(kind, value, tb)
 
 

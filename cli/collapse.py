@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from speechkern.errors import SpeechkernError
-from speechkern.outputs import check_writable
+from speechkern.outputs import PART, check_writable, remove_parts
 
 from .ui import PlainCommand, console, fail, plain_typer, progress_ui, stdout
 
@@ -59,7 +60,7 @@ def run(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the data split, initialisation and batch order."),
     transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Run the super-class transfer experiment."),
-    checkpoints: int = typer.Option(25, "--checkpoints", min=2, help="Log-spaced epochs at which to measure."),
+    checkpoints: int = typer.Option(25, "--checkpoints", help="Log-spaced epochs at which to measure (and epoch 0)."),
     width: int = typer.Option(256, "--width", min=1, help="Hidden units per layer of the MLP."),
     device: str = typer.Option("cpu", "--device", help="Torch device for training: cpu, cuda, cuda:1, ..."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow writing into a non-empty output folder."),
@@ -68,7 +69,8 @@ def run(
 ) -> None:
     """Train a small network past zero training error and record collapse on train and test data.
 
-    Writes over_time.csv, train_sizes.csv, transfer.csv, results.json and PNG curves into --out.
+    Writes over_time.csv, train_sizes.csv, transfer.csv, results.json and PNG curves into --out. Interrupted, the
+    same command resumes: each finished train size and the transfer experiment are kept in --out/parts.
     """
     from speechkern.collapse.experiments import (
         CollapseConfig,
@@ -90,14 +92,21 @@ def run(
             device=device,
         )
         check_config(config)
-        # a run stopped before its results leaves only its log: a rerun may start again there
-        leftover = out.is_dir() and {p.name for p in out.iterdir()} <= {"collapse.log"}
+        # a run stopped before its results leaves its log and finished parts (the .part files of a killed one):
+        # the same command resumes there, keeping the parts of the same settings
+        parts = out / "parts"
+        resumable = ("collapse.log", parts.name)
+        leftover = out.is_dir() and all(p.name in resumable or PART.match(p.name) for p in out.iterdir())
         check_out_dir(out, overwrite or leftover)  # refuse before minutes of training, not after
         check_writable(out / "results.json")  # a folder below a file, or read-only
+        remove_parts(out)
+        if overwrite and parts.is_dir():  # --overwrite starts again
+            shutil.rmtree(parts)
         out.mkdir(parents=True, exist_ok=True)
         with progress_ui(log_file=out / "collapse.log", quiet=quiet or as_json):
-            results = run_experiments(config)
+            results = run_experiments(config, parts_dir=parts)
         written = write_outputs(results, out, overwrite=True)
+        shutil.rmtree(parts, ignore_errors=True)  # the results hold them now
     except SpeechkernError as err:
         fail(str(err))
         return

@@ -7,6 +7,7 @@ only when one of their commands runs. ``benchmarks/cli_startup.py`` measures it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -93,25 +94,63 @@ app.command("oracle", cls=PlainCommand)(tools.oracle)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the command line; user errors become one line on stderr and exit code 2."""
+    """Run the command line; user errors become one line on stderr and exit code 2, an interrupt one line and 130."""
     if argv is None:  # a real process, not a test calling main()
         _terminate_like_interrupt()
     try:
-        app(args=argv, prog_name="speechkern")
-    except SpeechkernError as err:
-        fail(str(err))
-    except (KeyboardInterrupt, SystemExit) as exc:
-        interrupt = _interrupt_of(exc)  # Typer turns Ctrl-C into exit 130, with the interrupt as its cause
-        if interrupt is None:
+        try:
+            app(args=argv, prog_name="speechkern")
+        except SpeechkernError as err:
+            fail(str(err))
+        except (KeyboardInterrupt, SystemExit) as exc:
+            interrupt = _interrupt_of(exc)  # Typer turns Ctrl-C into exit 130, with the interrupt as its cause
+            if interrupt is None:
+                raise
+            hint = str(interrupt) or "run the same command again (with --resume for train) to continue"
+            print(displayable(f"interrupted; {to_flags(hint)}"), file=sys.stderr)
+            if argv is None:  # a real process: leave now, without waiting on worker threads still busy with old work
+                _exit(130)
+            raise SystemExit(130) from None
+    except SystemExit as done:
+        if argv is not None:
             raise
-        hint = str(interrupt) or "run the same command again (with --resume for train) to continue"
-        print(displayable(f"interrupted; {to_flags(hint)}"), file=sys.stderr)
-        if argv is None:  # a real process: leave now, without waiting on worker threads still busy with old work
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
-        raise SystemExit(130) from None
+        _leave(done.code)
+    if argv is None:
+        _leave(0)
+
+
+def _leave(code: int | str | None) -> None:
+    """End a real process whose command has finished with ``code``: the exit work Python would do (non-daemon
+    threads joined, atexit functions: logs closed, worker processes stopped) with Ctrl-C and SIGTERM noted, not
+    raised, then exit at once. An interrupt there no longer prints a traceback from an exit function, nor, once
+    Python has restored the default handler, kills the process with status -2 and no word: it gets its one line
+    and 130, and the finished outputs stay."""
+    import atexit
+    import signal
+
+    late: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda number, frame: late.append(number))
+    if isinstance(code, str):  # sys.exit("message"), as Python prints it
+        print(displayable(code), file=sys.stderr)
+    code = code if isinstance(code, int) else (0 if code is None else 1)
+    with contextlib.suppress(Exception):
+        threading._shutdown()  # what Python runs first at exit (concurrent.futures and loky register there)
+    atexit._run_exitfuncs()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    if late:
+        print("interrupted after the command had finished; its outputs are complete", file=sys.stderr)
+        code = 130
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`) or stream
+            stream.flush()
+    os._exit(code)
 
 
 def _terminate_like_interrupt() -> None:

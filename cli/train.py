@@ -47,6 +47,9 @@ def train(
     from speechkern.pipeline import train as run_training
     from speechkern.recipe import load_recipe
 
+    if gpus_per_task is not None and not (ray or ray_address):  # a local run has no tasks to give GPUs to
+        raise SpeechkernError(f"--gpus-per-task {gpus_per_task:g}: applies to Ray tasks only; add --ray (or "
+                              "--ray-address ADDRESS), or drop it (--device cuda trains on the GPU)")  # fmt: skip
     if resume and overwrite:
         raise SpeechkernError("--resume and --overwrite: choose one; --resume continues the run, --overwrite deletes "
                               "it (finished models too) and starts again")  # fmt: skip
@@ -129,7 +132,7 @@ def evaluate(
     from speechkern.evaluate import evaluate as run_evaluation
     from speechkern.pipeline import is_run
     from speechkern.recipe import MAX_INT
-    from speechkern.report import check_report_folder, results_json, results_markdown, write_report
+    from speechkern.report import check_report_folder, report_exists, results_json, results_markdown, write_report
 
     if workers > MAX_INT:  # joblib's semaphore overflows past a C int
         raise SpeechkernError(f"--workers {workers}: expected at most {MAX_INT} processes; 0 is one per core")
@@ -141,7 +144,7 @@ def evaluate(
         raise SpeechkernError(f"{run_dir}: holds a recipe but no models/, so it is a recipe folder, not a run; train "
                               f"it first (`speechkern train {run_dir}` writes runs/<name>), then evaluate that run "
                               "directory")  # fmt: skip
-    if (run_dir / "report" / "results.json").exists() and not overwrite:
+    if report_exists(run_dir) and not overwrite:
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
     if run_dir.is_dir():  # where the report goes must take it, before the scoring (a missing run is the library's)
         check_report_folder(run_dir)

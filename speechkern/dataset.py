@@ -7,10 +7,12 @@ the frame subsets drawn for training are seeded.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from speechkern.corpora import SPLITS, Utterance, load_splits
 from speechkern.errors import SpeechkernError
 from speechkern.mixtures import Mixture
 from speechkern.models.mask_model import waveform_features
+from speechkern.outputs import write_text
 from speechkern.progress import report
 
 logger = logging.getLogger(__name__)
@@ -114,11 +117,63 @@ def _generated_noise(kind: str, recipe, train: Sequence[Utterance], run_dir: Pat
     return path
 
 
+MANIFEST_RECORD = "index.json"  # in run_dir/manifests: each split's row count and SHA-256, as written
+
+
+def read_run_manifest(run_dir: Path, split: str) -> list[Mixture]:
+    """The mixtures of ``split`` in ``run_dir/manifests`` (:func:`mixtures.read_manifest`), checked against what
+    the run recorded when it wrote them (:data:`MANIFEST_RECORD`; runs from before it have none), with the audio
+    of a relative path found from the run (:func:`_found_from_run`).
+
+    Raises SpeechkernError naming the file when it holds another number of rows than the run wrote (a file cut at
+    a line boundary reads as a shorter manifest) or other bytes.
+    """
+    path = Path(run_dir) / "manifests" / f"{split}.jsonl"
+    rows = mixtures.read_manifest(path)  # first: a damaged row is named with its line
+    recorded = _manifest_record(path.parent).get(split)
+    if recorded is not None:
+        wrote = recorded.get("mixtures")
+        rebuild = f"(the run's {MANIFEST_RECORD} records it); delete it to have the manifests rebuilt from the recipe"
+        if len(rows) != wrote:
+            raise SpeechkernError(f"{path}: holds {len(rows)} mixture rows where the run wrote {wrote}, so it was cut "
+                                  f"or changed since {rebuild}")  # fmt: skip
+        if hashlib.sha256(path.read_bytes()).hexdigest() != recorded.get("sha256"):
+            raise SpeechkernError(f"{path}: holds other bytes than the manifest the run wrote {rebuild}")
+    return [_found_from_run(m, Path(run_dir)) for m in rows]
+
+
+def _manifest_record(folder: Path) -> dict[str, dict]:
+    """split → {"mixtures", "sha256"} as :func:`build_manifests` recorded them; {} where there is no readable
+    record (a run from before it, or one stopped while writing its manifests)."""
+    try:
+        record = json.loads((folder / MANIFEST_RECORD).read_text(encoding="utf-8"))["splits"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return {}
+    return {k: v for k, v in record.items() if isinstance(v, dict)} if isinstance(record, dict) else {}
+
+
+def _found_from_run(m: Mixture, run_dir: Path) -> Mixture:
+    """``m`` with a relative clean or noise path that is missing here found below a folder that holds the run: a
+    manifest from before paths were stored absolute holds them relative to the folder the run was trained from,
+    which is usually one of those (``runs/<name>`` of the default)."""
+    found = {}
+    for name in ("clean", "noise"):
+        path = Path(getattr(m, name))
+        if path.is_absolute() or path.exists():
+            continue
+        for base in Path(os.path.abspath(run_dir)).parents:
+            if (base / path).is_file():
+                found[name] = str(base / path)
+                break
+    return replace(m, **found) if found else m
+
+
 def build_manifests(recipe, run_dir: Path) -> dict[str, list[Mixture]]:
-    """Mixtures of every split for the recipe; read back from ``run_dir/manifests`` when they exist already."""
+    """Mixtures of every split for the recipe; read back from ``run_dir/manifests`` when they exist already
+    (:func:`read_run_manifest`). Audio paths are stored absolute, so the run reads from any working directory."""
     folder = run_dir / "manifests"
     if all((folder / f"{s}.jsonl").is_file() for s in SPLITS):
-        return {s: mixtures.read_manifest(folder / f"{s}.jsonl") for s in SPLITS}
+        return {s: read_run_manifest(run_dir, s) for s in SPLITS}
     data = recipe.data
     utterances = load_splits(data, run_dir / "sources")
     for split in SPLITS:
@@ -140,7 +195,8 @@ def build_manifests(recipe, run_dir: Path) -> dict[str, list[Mixture]]:
             if utt.noisy:
                 noisy, _ = audio.load(utt.noisy, sr=data.sr)
                 rows.append(mixtures.paired_mixture(
-                    mixture_id=utt.id, split=split, clean_path=utt.path, clean=clean, noisy_path=utt.noisy,
+                    mixture_id=utt.id, split=split, clean_path=os.path.abspath(utt.path), clean=clean,
+                    noisy_path=os.path.abspath(utt.noisy),
                     noisy=noisy, condition=utt.condition or recipe.data.corpus, sr=data.sr, talker=utt.talker,
                 ))  # fmt: skip
                 continue
@@ -158,9 +214,9 @@ def build_manifests(recipe, run_dir: Path) -> dict[str, list[Mixture]]:
                     mixtures.draw_mixture(
                         mixture_id=mixture_id,
                         split=split,
-                        clean_path=utt.path,
+                        clean_path=os.path.abspath(utt.path),
                         clean=clean,
-                        noise_path=noises[name],
+                        noise_path=os.path.abspath(noises[name]),
                         noise_name=name,
                         noise=noise_audio[name],
                         snr_db=snr,
@@ -173,6 +229,9 @@ def build_manifests(recipe, run_dir: Path) -> dict[str, list[Mixture]]:
             report("manifests", i + 1, len(utterances[split]), f"mixing {split}")
         mixtures.write_manifest(folder / f"{split}.jsonl", rows)
         out[split] = rows
+    record = {s: {"mixtures": len(out[s]), "sha256": hashlib.sha256((folder / f"{s}.jsonl").read_bytes()).hexdigest()}
+              for s in SPLITS}  # fmt: skip
+    write_text(folder / MANIFEST_RECORD, json.dumps({"splits": record}, indent=2))
     return out
 
 

@@ -10,10 +10,13 @@ Masks are predicted in the main process; resynthesis and the speech metrics run 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,21 +54,36 @@ def discover_models(run_dir: Path, device: str = "cpu") -> dict[str, dict[str, M
     return found
 
 
-def missing_models(
-    run_dir: Path, recipe: Recipe, found: dict[str, dict[str, MaskModel]], conditions: list[str]
-) -> list[str]:
-    """``name/condition`` of every model the run should have and does not: the recipe's models and any whose
-    training began (parts or a checkpoint in models/), for each training condition ("all" for multi-condition)."""
-    names = set(recipe.train.models) | set(found)
+def run_models(run_dir: Path) -> list[str]:
+    """The models a run set out to train, in :data:`SYSTEM_ORDER`: those the last ``speechkern train`` of it asked
+    for (train.log), those it finished (training_time.json) and those with a folder in models/ (finished, or
+    parts and checkpoints of one under way). Not the recipe's: ``--models`` trains fewer."""
+    names: set[str] = set()
+    log = run_dir / "train.log"
+    if log.is_file():
+        with contextlib.suppress(OSError):
+            for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+                found = re.search(r": recipe .*?, models (.+?), device ", line)
+                if found:  # the last request: a resume may ask for fewer than the first run did
+                    names = {m.strip() for m in found.group(1).split(",")}
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+        rows = json.loads((run_dir / "training_time.json").read_text(encoding="utf-8"))["rows"]
+        names |= {r["model"] for r in rows if isinstance(r.get("model"), str)}
     models_dir = run_dir / "models"
     if models_dir.is_dir():
         for p in models_dir.iterdir():
-            stem = p.name.removeprefix(".").removesuffix("-parts").removesuffix("-checkpoint")
-            if p.is_dir() and stem in SYSTEM_ORDER:
-                names.add(stem)
+            names.add(p.name.removeprefix(".").removesuffix("-parts").removesuffix("-checkpoint"))
+    trained = SYSTEM_ORDER[2:]  # noisy and ideal are no models
+    return [n for n in trained if n in names]
+
+
+def missing_models(
+    run_dir: Path, recipe: Recipe, found: dict[str, dict[str, MaskModel]], conditions: list[str]
+) -> list[str]:
+    """``name/condition`` of every model the run set out to train (:func:`run_models`) and lacks, for each
+    training condition ("all" for multi-condition)."""
     wanted = ["all"] if recipe.train.mode == "multi-condition" else conditions
-    order = {s: i for i, s in enumerate(SYSTEM_ORDER)}
-    return [f"{name}/{c}" for name in sorted(names, key=lambda n: order.get(n, 99)) for c in wanted
+    return [f"{name}/{c}" for name in run_models(run_dir) for c in wanted
             if c not in found.get(name, {}) and "all" not in found.get(name, {})]  # fmt: skip
 
 
@@ -161,8 +179,9 @@ def evaluate(
     manifests = dataset.build_manifests(recipe, run_dir)
     missing = missing_models(run_dir, recipe, models, sorted({m.condition for m in manifests["train"]}))
     if missing:
-        logger.warning("%s: the run is incomplete, no model for %s; scoring the others. Finish it: %s",
-                       run_dir, ", ".join(missing), resume)  # fmt: skip
+        logger.warning("%s: the run is incomplete, no model for %s of the models it set out to train (%s); scoring "
+                       "the others. Finish it: %s", run_dir, ", ".join(missing), ", ".join(run_models(run_dir)),
+                       resume)  # fmt: skip
     test: list[Mixture] = manifests["test"]
     if limit:
         test = test[:limit]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -49,6 +50,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], replac
                 folder.rmdir()
         raise
     return path
+
+
+PART = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")  # atomic_write's temporary file: .<name>.<mkstemp suffix>.part
+
+
+def remove_parts(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (:data:`PART`) that :func:`atomic_write`s left in ``folder`` and below when their
+    process was killed (SIGKILL, power loss: no clean-up ran); returns them. For a command that resumes in
+    ``folder``: call it where no other process writes there."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    found = [p for p in sorted(root.rglob(".*.part")) if PART.match(p.name) and p.is_file()]
+    for path in found:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return found
 
 
 def _check_not_blocked(path: Path) -> None:

@@ -25,10 +25,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from speechkern import audio  # noqa: E402
+from speechkern.dataset import read_run_manifest  # noqa: E402
 from speechkern.enhance import apply_mask  # noqa: E402
 from speechkern.errors import SpeechkernError  # noqa: E402
-from speechkern.evaluate import METRICS, SYSTEM_ORDER, Evaluation  # noqa: E402
-from speechkern.outputs import check_writable, write_text  # noqa: E402
+from speechkern.evaluate import METRICS, SYSTEM_ORDER, Evaluation, run_models  # noqa: E402
+from speechkern.outputs import check_writable, remove_parts, write_text  # noqa: E402
+from speechkern.pipeline import format_minutes  # noqa: E402
 
 LABELS = {
     "mse": "MSE ×10⁻² (file mean)", "mse_pooled": "MSE ×10⁻² (pooled)", "stoi": "STOI", "estoi": "ESTOI",
@@ -223,12 +225,23 @@ def check_report_folder(run_dir: Path, n_examples: int = 0) -> None:
         raise SpeechkernError(f"{out / 'audio'}: is a file, where the report keeps its example audio; move it away")
 
 
+def report_exists(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a whole report: its page, written last (the files of a report whose writing was
+    interrupted are replaced without asking)."""
+    return (Path(run_dir) / "report" / "index.html").exists()
+
+
 def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path:
-    """Write every table, figure, example and the HTML page under ``run_dir/report``; returns that folder."""
+    """Write every table, figure, example and the HTML page under ``run_dir/report``; returns that folder.
+
+    Raises SpeechkernError for a whole report there already (:func:`report_exists`) unless ``overwrite``, and for
+    a report folder that cannot take the files (:func:`check_report_folder`).
+    """
     out = run_dir / "report"
-    if (out / "results.json").exists() and not overwrite:
+    if report_exists(run_dir) and not overwrite:
         raise SpeechkernError(f"{out}: a report exists already; pass overwrite=True to replace it")
     check_report_folder(run_dir, len(ev.example_masks))  # before the first file: no half-replaced report
+    remove_parts(out)  # the unfinished writes of a killed evaluation
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.md", results_markdown(ev.rows))
     write_text(out / "results.csv", results_csv(ev.rows))
@@ -243,9 +256,7 @@ def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path
     audio_dir = out / "audio"
     if audio_dir.exists():
         shutil.rmtree(audio_dir)
-    from speechkern.mixtures import read_manifest
-
-    by_id = {m.id: m for m in read_manifest(run_dir / "manifests" / "test.jsonl")}
+    by_id = {m.id: m for m in read_run_manifest(run_dir, "test")}
     for n, (mid, masks) in enumerate(ev.example_masks.items()):
         mixture = by_id[mid]
         mix, clean, _ = mixture.build()
@@ -277,13 +288,11 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
     each subband of each kernel model (from its ``config.json``); ``data`` the mixtures and seconds of audio per
     split and the frames each model was trained on; ``notes`` says what is missing when ``complete`` is False.
     """
-    from speechkern.mixtures import read_manifest
-
     recipe = ev.recipe
     manifests = {}
     for split in ("train", "val", "test"):
         path = run_dir / "manifests" / f"{split}.jsonl"
-        manifests[split] = read_manifest(path) if path.is_file() else []
+        manifests[split] = read_run_manifest(run_dir, split) if path.is_file() else []
     data = {
         split: {"mixtures": len(rows), "seconds": round(sum(m.n_samples / m.sr for m in rows), 1)}
         for split, rows in manifests.items()
@@ -330,7 +339,7 @@ def run_summary(ev: Evaluation, run_dir: Path) -> dict:
     notes = ([unreadable] if unreadable else []) + unreadable_models
     per_condition = recipe.train.mode == "per-condition"
     conditions = sorted({m.condition for m in manifests["train"]}) if per_condition else ["all"]
-    for name in _requested_models(run_dir, recipe):
+    for name in run_models(run_dir):
         missing = [c for c in conditions if c not in trained.get(name, [])]
         if missing:
             where = "" if missing == ["all"] else f" for {', '.join(missing)}"
@@ -357,22 +366,6 @@ def _model_info(config_path: Path) -> tuple[dict, str | None]:
         return {}, f"{type(err).__name__}: {err}"
     info = config.get("info", {})
     return (info if isinstance(info.get("bands", []), list) else {**info, "bands": []}), None
-
-
-def _requested_models(run_dir: Path, recipe) -> list[str]:
-    """The models the last `speechkern train` asked for (from train.log), else the recipe's."""
-    log = run_dir / "train.log"
-    requested = None
-    if log.is_file():
-        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-            found = re.search(r": recipe .*?, models (.+?), device ", line)
-            if found:
-                requested = [m.strip() for m in found.group(1).split(",")]
-    return requested or list(recipe.train.models)
-
-
-def _minutes(value) -> str:
-    return "–" if value is None else _no_negative_zero(f"{value:.2f}")
 
 
 def _mse(value) -> str:
@@ -403,8 +396,9 @@ def _summary_html(summary: dict) -> str:
     timing_rows = (
         "".join(
             f"<tr><td>{html.escape(str(r['model']))}</td><td>{html.escape(str(r['condition']))}</td>"
-            f"<td>{r.get('subbands', '')}</td><td>{r.get('centers', '–')}</td><td>{_minutes(r.get('minutes'))}</td>"
-            f"<td>{_minutes(r.get('autotune_minutes'))}</td><td>{_minutes(r.get('transform_minutes'))}</td>"
+            f"<td>{r.get('subbands', '')}</td><td>{r.get('centers', '–')}</td>"
+            f"<td>{format_minutes(r.get('minutes'))}</td>"
+            f"<td>{format_minutes(r.get('autotune_minutes'))}</td><td>{format_minutes(r.get('transform_minutes'))}</td>"
             f"<td>{r.get('epochs', '')}</td>"
             f"<td>{_mse(r.get('val_mse'))}</td></tr>"
             for r in summary["training"]

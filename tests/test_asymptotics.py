@@ -292,3 +292,23 @@ def test_prediction_matches_simulation_within_the_goal(k: int, beta: float) -> N
         simulated = np.mean([s.accuracy for s in sims if s.R == R])
         predicted = asym.predicted_accuracy(asym.Problem(k=k, R=R, beta=beta), 50_000)
         assert simulated == pytest.approx(predicted, abs=GOAL_TOLERANCE), (R, predicted, simulated)
+
+
+def test_monte_carlo_draws_have_one_check_for_the_library_and_the_command_line(tmp_path: Path) -> None:
+    """accuracy_from_overlaps(samples=0) ended in ZeroDivisionError (FigureSettings took it), while the command
+    line refused any --samples below 100: one rule, samples ≥ 1, refused in one line by both."""
+    from speechkern.errors import SpeechkernError
+    from speechkern.losses.asymptotics import accuracy_from_overlaps
+    from speechkern.losses.asymptotics_figures import FigureSettings
+
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(SpeechkernError, match=rf"^asymptotics: samples={bad!r} is out of range; give a whole"):
+            accuracy_from_overlaps(0.5, 1.0, 1.0, 3, samples=bad)
+        with pytest.raises(SpeechkernError, match=rf"samples={bad!r} is out of range"):
+            FigureSettings(samples=bad)
+    assert 0.0 <= accuracy_from_overlaps(0.5, 1.0, 1.0, 3, samples=50) <= 1.0
+    args = ["asymptotics", "--out", str(tmp_path / "o"), "--no-simulation", "--r-points", "2"]
+    result = CliRunner().invoke(app, [*args, "--samples", "50"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, [*args, "--samples", "0", "--overwrite"])
+    assert result.exit_code == 2 and "samples=0 is out of range" in result.output

@@ -193,3 +193,15 @@ def test_every_command_has_help(capsys):
     for command in ("train", "evaluate", "enhance", "mix", "oracle", "losses", "collapse"):
         code, out, _ = run([command, "--help"], capsys)
         assert code == 0 and "Usage" in out
+
+
+def test_condition_selects_or_is_refused_on_a_multi_condition_run(tiny_run, capsys, tmp_path):
+    """--condition on a multi-condition run (one model for every condition) was ignored whatever it named."""
+    _, root, _ = tiny_run
+    clean, _ = _tone_files(tmp_path, seconds=1.0)
+    argv = ["enhance", str(clean), "--model", str(root / "run"), "-o", str(tmp_path / "out.wav"), "-q"]
+    code, _, err = run([*argv, "--condition", "factory1_-5dB"], capsys)
+    assert code == 2 and err.count("\n") == 1 and not (tmp_path / "out.wav").exists(), err
+    assert "--condition factory1_-5dB: " in err and "give one of babble_0dB, ssn_0dB or drop --condition" in err
+    code, _, err = run([*argv, "--condition", "ssn_0dB"], capsys)
+    assert code == 0 and (tmp_path / "out.wav").is_file(), err

@@ -175,3 +175,19 @@ def test_cli_runs_iris_with_its_default_sizes(tmp_path: Path):
     assert [row["train_size"] for row in summary["final"]] == [50, 100]  # type: ignore[index]
     assert _strict_json((out / "results.json").read_text())["config"]["train_sizes"] == [50, 100]  # type: ignore[index]
     assert (out / "collapse_vs_train_size.png").is_file()
+
+
+def test_one_checkpoint_measures_the_final_epoch_and_the_command_line_takes_it(tmp_path):
+    """checkpoints=1 (the library's minimum) measured epochs 0 and 1 only, so every measure was normalised by
+    epoch 1's means, not the final epoch's, while the command line refused 1 (its minimum was 2)."""
+    assert _log_epochs(300, 1) == [0, 300] and _log_epochs(1, 1) == [0, 1]
+    config = replace(TINY, train_sizes=(40,), checkpoints=1, transfer=False)
+    assert [r["epoch"] for r in collapse_over_time(load_dataset("digits"), config, 40)] == [0, TINY.epochs]
+    args = ["run", "--dataset", "iris", "--out", str(tmp_path / "o"), "--epochs", "3", "--width", "8",
+            "--train-sizes", "50", "--no-transfer", "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--checkpoints", "1"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "o" / "over_time.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "3"]
+    result = CliRunner().invoke(app, [*args, "--checkpoints", "0", "--overwrite"])
+    assert result.exit_code != 0 and "checkpoints must be at least 1; got 0." in result.output

@@ -221,3 +221,76 @@ def test_losses_bench_resume_recomputes_a_foreign_set_file(tmp_path, capsys, con
     (out / "bench.json").write_text("[1, 2]")
     code, _, err = run_cli(argv, capsys)
     assert code != 0 and "Traceback" not in err and "not empty" in err
+
+
+@pytest.mark.parametrize("killed_in", ["bench.json", "iris.json"])
+def test_losses_bench_resumes_after_a_kill_mid_write_and_removes_its_part_file(tmp_path, killed_in):
+    """A bench killed (SIGKILL) while writing left its .part file: a rerun kept it forever (killed in a set's
+    file), or refused the folder as not empty (killed in bench.json, the first file written)."""
+    import signal
+    import subprocess
+    import sys
+
+    from speechkern.losses import bench
+
+    out = tmp_path / "out"
+    config = "bench.BenchConfig(seeds=1, epochs=1, hidden=(8,))"
+    code = f"""
+import os, signal
+from pathlib import Path
+from speechkern import outputs
+from speechkern.losses import bench
+real = bench.write_text
+def killing(path, text):
+    if Path(path).name != {killed_in!r}:
+        return real(path, text)
+    def half(tmp):
+        Path(tmp).write_text(text[: len(text) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return outputs.atomic_write(path, half)
+bench.write_text = killing
+bench.run_benchmark({str(out)!r}, {config}, datasets=["wine", "iris"], losses=["square"])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc
+    assert [p.name for p in out.rglob("*.part")], "the kill left no .part file"
+    result = bench.run_benchmark(out, eval(config), datasets=["wine", "iris"], losses=["square"])
+    assert not list(out.rglob("*.part")) and (out / "results.json").is_file()
+    assert result.resumed == (["wine"] if killed_in == "iris.json" else [])
+    assert {r.dataset for r in result.runs} == {"wine", "iris"}
+
+
+def test_collapse_cli_resumes_an_interrupted_run_keeping_its_finished_parts(tmp_path, capsys, monkeypatch):
+    """An interrupted `collapse run` kept nothing: the same command trained every train size again."""
+    from speechkern.collapse import experiments
+
+    argv = ["collapse", "run", "--dataset", "iris", "--train-sizes", "50,100", "--epochs", "2", "--checkpoints", "2",
+            "-q"]  # fmt: skip
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "whole")], capsys)
+    assert code == 0, err
+    real_transfer, real_sizes = experiments.transfer_experiment, experiments.collapse_over_time
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "transfer_experiment", interrupted)
+    out = tmp_path / "stopped"
+    (out / "parts").mkdir(parents=True)
+    (out / "parts" / ".size-50.json.abcd1234.part").write_text('{"key')  # a write cut by a kill
+    code, _, err = run_cli([*argv, "--out", str(out)], capsys)
+    assert code == 130 and "interrupted; run the same command again" in err, err
+    assert sorted(p.name for p in (out / "parts").iterdir()) == ["size-100.json", "size-50.json"]
+    trained = []
+    monkeypatch.setattr(experiments, "transfer_experiment", real_transfer)
+    monkeypatch.setattr(experiments, "collapse_over_time", lambda *a: trained.append(a[2]) or real_sizes(*a))
+    code, _, err = run_cli([*argv, "--out", str(out)], capsys)
+    assert code == 0 and trained == [], err
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+
+    def results(folder):
+        data = json.loads((folder / "results.json").read_text())
+        data.pop("seconds"), data["summary"].pop("seconds")
+        return data
+
+    assert results(out) == results(tmp_path / "whole")
+    assert (out / "over_time.csv").read_text() == (tmp_path / "whole" / "over_time.csv").read_text()

@@ -222,3 +222,34 @@ def test_the_progress_bar_covers_the_blending_pass(shipped, tmp_path, caplog):
              if getattr(r, "progress", None) is not None and r.progress.task == "enhance/blocks"]  # fmt: skip
     assert [c for c, _, _ in steps] == [16000 * k for k in range(1, 11)] and {t for _, t, _ in steps} == {160000}
     assert steps[4][2] == "enhancing x.wav" and steps[5][2] == "blending x.wav"
+
+
+def test_the_guard_table_prints_the_clean_rows_si_sdr_as_infinite_and_na(tmp_path, monkeypatch, capsys):
+    """On the clean rows the reference is the input, so the blended output's SI-SDR at w = 1 is ~200 dB (the
+    1e-20 floor) and its interpolation in w printed a large meaningless number, the input's printed nan."""
+    import json
+    import re
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import clean_guard
+
+    rows = []
+    for snr in (-5.0, 0.0, 5.0, 10.0, 20.0):
+        gain = 20.0 - snr if snr < 20 else 0.6 * np.arange(6) - 3.0  # the model helps, but at 20 dB costs 3 dB
+        for k in (-1.0, 0.0, 1.0):
+            rows.append({"snr": snr, "snr_mask": snr + k, "snr_floor": snr - k, "stoi_in": 0.7 + snr / 100,
+                         "si_sdr_in": snr, "stoi": [0.8 + snr / 100] * 6,
+                         "si_sdr": list(snr + np.linspace(gain, 0, 6) if snr < 20 else snr + gain)})  # fmt: skip
+    for k in range(3):  # clean: estimated above 20 dB, so the guard passes it
+        rows.append({"snr": "inf", "snr_mask": 20.0, "snr_floor": 40.0 + k, "stoi_in": 1.0, "si_sdr_in": None,
+                     "stoi": [0.98, 0.985, 0.99, 0.995, 0.998, 1.0],
+                     "si_sdr": [19.0, 21.0, 23.0, 26.0, 31.0, 200.0]})  # fmt: skip
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"rows": rows}))
+    assert clean_guard.main(["--from-json", str(scores)]) == 0
+    out = capsys.readouterr().out
+    clean = [line for line in out.splitlines() if line.startswith("| clean |") and "(" in line]
+    assert len(clean) == 1 and "/ ∞ |" in clean[0] and "/ n/a (" in clean[0], out
+    assert all(abs(float(v)) < 100 for v in re.findall(r"-?\d+\.\d+", clean[0])), clean[0]
+    assert "the input's SI-SDR is infinite" in out and "nan" not in out

@@ -224,6 +224,10 @@ def test_evaluate_refuses_an_empty_test_manifest_instead_of_an_empty_report(tiny
     run = shutil.copytree(root / "run", tmp_path / "run", ignore=shutil.ignore_patterns("report"))
     (run / "manifests" / "test.jsonl").write_text("")
     code, _, err = run_cli(["evaluate", str(run), "--workers", "1", "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "test.jsonl: holds 0 mixture rows where the run wrote" in err, err
+    assert not (run / "report").exists()
+    (run / "manifests" / "index.json").unlink()  # a run from before manifests were recorded
+    code, _, err = run_cli(["evaluate", str(run), "--workers", "1", "-q"], capsys)
     assert code == 2 and err.count("\n") == 1 and "test.jsonl: holds no test mixtures" in err, err
     assert not (run / "report").exists()
 

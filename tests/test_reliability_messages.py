@@ -108,3 +108,16 @@ def test_a_model_from_a_newer_speechkern_says_upgrade_not_retrain(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(SpeechkernError, match=r"computes features v\d+; upgrade speechkern$"):
         MaskModel.load(folder)
+
+
+def test_the_command_line_takes_every_chunk_the_library_takes(tmp_path, capsys, monkeypatch):
+    """--chunk-seconds had a minimum of 1 (Click's range) while enhance_file takes any chunk_s above 0: one check,
+    the library's, for both; a bad value is refused before the inputs are searched."""
+    monkeypatch.chdir(tmp_path)
+    sf.write("x.wav", np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.05, 16000)
+    code, _, err = run(["enhance", "x.wav", "--model", str(SHIPPED), "--chunk-seconds", "0.5", "-q"], capsys)
+    assert code == 0 and sf.info("x_enhanced.wav").frames == 24000, err
+    for value in ("0", "-1"):
+        code, _, err = run(["enhance", "missing.wav", "--model", str(SHIPPED), "--chunk-seconds", value], capsys)
+        assert (code, err.strip()) == (2, f"error: --chunk-seconds {value}: expected a finite number of seconds "
+                                          "above 0, such as 30")  # fmt: skip

@@ -193,3 +193,36 @@ def test_example_figure_has_hz_axes_db_colour_bars_and_titles(tiny_report):
         assert high - low == pytest.approx(report.DYNAMIC_RANGE_DB)
     finally:
         plt.close(fig)
+
+
+def test_the_report_formats_minutes_with_the_pipelines_one_function():
+    """report._minutes restated pipeline.format_minutes: the training-time tables had two formatters."""
+    from speechkern import pipeline, report
+
+    assert not hasattr(report, "_minutes") and report.format_minutes is pipeline.format_minutes
+    assert pipeline.format_minutes(None) == "–" and pipeline.format_minutes(1.234) == "1.23"
+
+
+def test_an_evaluation_stopped_while_writing_its_report_runs_again_without_overwrite(tiny_run, tmp_path, capsys,
+                                                                                    monkeypatch):  # fmt: skip
+    """Interrupted after results.json (or killed: a .part file left), the report was taken as whole: the same
+    command refused it, 'a report exists already; pass --overwrite', with no page written."""
+    from conftest import run_cli
+
+    _, root, _ = tiny_run
+    run = shutil.copytree(root / "run", tmp_path / "run", ignore=shutil.ignore_patterns("report"))
+    argv = ["evaluate", str(run), "--workers", "1", "--limit", "1", "-q"]
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(report, "run_summary", interrupted)
+        code, _, err = run_cli(argv, capsys)
+    assert code == 130 and (run / "report" / "results.json").is_file() and not report.report_exists(run), err
+    (run / "report" / ".index.html.abcd1234.part").write_text("<html")
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0 and report.report_exists(run), err
+    assert not list((run / "report").glob(".*.part"))
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "a report exists already; pass --overwrite" in err

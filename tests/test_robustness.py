@@ -352,8 +352,44 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line():
     # it on ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-    assert proc.returncode in (130, -2), proc
+    assert proc.returncode == 130, proc  # Python's own way out, by SIGINT, is status -2 to a parent process
     assert "Traceback" not in proc.stderr and proc.stderr.strip() == "interrupted", proc.stderr
+
+
+@pytest.mark.parametrize("when", ["threads", "atexit"])
+def test_ctrl_c_after_the_command_finished_is_one_line_and_130(tmp_path, when):
+    """Ctrl-C while Python joined threads or ran its exit functions, after the work, printed a KeyboardInterrupt
+    traceback ('Exception ignored in ...') and exited 0; once Python had restored SIGINT's default handler, it
+    killed the process: status -2 and no word. The output written stays."""
+    import signal
+    import subprocess
+    import sys
+
+    from speechkern import audio
+
+    rng = np.random.default_rng(0)
+    audio.save(tmp_path / "c.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+    audio.save(tmp_path / "n.wav", (0.1 * rng.standard_normal(32000)).astype(np.float32), 16000)
+    late = {  # a SIGINT once the command has returned: while the threads are joined, or in an exit function
+        "threads": "threading.Thread(target=lambda: (wait(lambda: not threading.main_thread().is_alive()), "
+                   "os.kill(os.getpid(), signal.SIGINT), time.sleep(0.5))).start()",
+        "atexit": "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.5)))",
+    }[when]  # fmt: skip
+    code = f"""
+import atexit, os, signal, sys, threading, time
+from speechkern_cli.main import main
+def wait(ready):
+    while not ready():
+        time.sleep(0.001)
+{late}
+sys.argv = ["speechkern", "mix", "c.wav", "n.wav", "--snr", "0", "-o", "o.wav"]
+sys.exit(main())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    assert proc.returncode == 130, proc
+    assert proc.stderr == "interrupted after the command had finished; its outputs are complete\n", proc.stderr
+    assert proc.stdout.startswith("wrote o.wav: 1.00 s") and audio.info(tmp_path / "o.wav").frames == 16000
 
 
 def test_unusable_cache_folder_warns_and_carries_on(tmp_path, monkeypatch, caplog):
@@ -486,3 +522,24 @@ def test_a_model_that_does_not_fit_the_device_is_not_called_damaged(monkeypatch)
         and "MiB of weights) does not fit the free memory of cpu" in message
     )
     assert "device='cpu'" in message and "damaged" not in message and "restore" not in message
+
+
+def test_evaluate_goes_by_the_models_the_run_trained_not_the_recipes(tmp_path, capsys, caplog, monkeypatch):
+    """A run trained with --models kernel (the recipe names kernel and dnn) was called incomplete, 'no model for
+    dnn/all'; its own train.log, training_time.json and models/ say what it set out to train."""
+    from conftest import RECIPES, TINY
+    from conftest import run_cli as run
+
+    from speechkern.evaluate import evaluate
+
+    monkeypatch.chdir(tmp_path)  # train notes the run in ./runs/index.txt
+    argv = ["train", str(RECIPES / "demo"), *(f"--set={s}" for s in TINY), "--models", "kernel", "--no-cache", "-q"]
+    code, _, err = run([*argv, "--out", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    ev = evaluate(tmp_path / "run", workers=1, cache_dir=None, limit=1, examples=0)
+    assert ev.missing == [] and "incomplete" not in caplog.text
+    from speechkern.evaluate import missing_models, run_models
+
+    shutil.rmtree(tmp_path / "run" / "models" / "kernel")  # what it trained, lost since: still named
+    assert run_models(tmp_path / "run") == ["kernel"]
+    assert missing_models(tmp_path / "run", ev.recipe, {}, ["ssn_0dB"]) == ["kernel/all"]

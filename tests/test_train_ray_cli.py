@@ -79,3 +79,11 @@ def test_train_with_ray_keeps_the_command_line_s_sigterm_handling(tmp_path, caps
         signal.signal(signal.SIGTERM, previous)
     assert code == 2 and "stopped here" in err
     assert seen == [ours]
+
+
+def test_gpus_per_task_without_ray_is_refused_not_ignored(tmp_path, capsys, logging_executor):
+    """--gpus-per-task on a local run (no --ray, no --ray-address) was silently ignored: it only sizes Ray tasks."""
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--out", str(run), "--gpus-per-task", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and not run.exists(), err
+    assert err.startswith("error: --gpus-per-task 1: applies to Ray tasks only; add --ray"), err

@@ -17,9 +17,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import json
+import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -56,6 +60,8 @@ __all__ = [
     "transfer_experiment",
     "write_outputs",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Offline datasets bundled with scikit-learn (no download): name → loader.
 DATASETS: dict[str, str] = {"digits": "load_digits", "iris": "load_iris", "wine": "load_wine"}
@@ -249,8 +255,9 @@ def _seeded_model(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
 
 
 def _log_epochs(epochs: int, count: int) -> list[int]:
-    """Epoch 0 plus ``count`` log-spaced epochs in 1..epochs (always including the last)."""
-    marks = np.unique(np.round(np.geomspace(1, epochs, num=count)).astype(int))
+    """Epoch 0 plus ``count`` log-spaced epochs in 1..epochs (always including the last, which every measure is
+    normalised by: geomspace's one point is its start, epoch 1)."""
+    marks = np.unique(np.round(np.geomspace(1, epochs, num=count)).astype(int)) if count > 1 else [epochs]
     return [0, *[int(e) for e in marks if e >= 1]] if epochs >= 1 else [0]
 
 
@@ -583,22 +590,28 @@ def check_config(config: CollapseConfig) -> Dataset:
     return data
 
 
-def run_experiments(config: CollapseConfig) -> CollapseResults:
-    """Run the over-time/train-size experiments for each size, then the transfer experiment (if enabled)."""
+def run_experiments(config: CollapseConfig, parts_dir: str | os.PathLike | None = None) -> CollapseResults:
+    """Run the over-time/train-size experiments for each size, then the transfer experiment (if enabled).
+
+    parts_dir: a folder where each finished part (one train size, the transfer experiment) is kept as it ends and
+    read back by a later call with the same settings, so that an interrupted run resumes without repeating them;
+    every part is seeded, so the results are those of an uninterrupted run. None: nothing kept.
+    """
     started = time.perf_counter()
     data = check_config(config)
     sizes = resolve_train_sizes(config, data)
     # the results record the sizes that ran and the device ("auto" becomes cuda or cpu)
     config = replace(config, train_sizes=sizes, device=str(resolve_device(config.device)))
+    parts = _Parts(parts_dir, config)
     over_time: list[dict[str, Any]] = []
     size_rows: list[dict[str, Any]] = []
     for i, n in enumerate(sizes):
         report("collapse/sizes", i, len(sizes), "train sizes", train_size=n)
-        rows = collapse_over_time(data, config, n)
+        rows = parts.get(f"size-{n}", lambda n=n: collapse_over_time(data, config, n))
         over_time += rows
         size_rows.append({k: rows[-1].get(k) for k in _SIZE_COLUMNS})
     report("collapse/sizes", len(sizes), len(sizes), "train sizes", done=True)
-    transfer = transfer_experiment(data, config) if config.transfer else []
+    transfer = parts.get("transfer", lambda: transfer_experiment(data, config)) if config.transfer else []
     results = CollapseResults(
         config=config,
         dataset={
@@ -615,6 +628,30 @@ def run_experiments(config: CollapseConfig) -> CollapseResults:
     )
     results.summary = _summary(results)
     return results
+
+
+class _Parts:
+    """Finished parts of a run in a folder (``<name>.json``: the settings' key and the rows), or nowhere."""
+
+    def __init__(self, folder: str | os.PathLike | None, config: CollapseConfig) -> None:
+        self.folder = None if folder is None else Path(folder)
+        settings = json.dumps({"config": asdict(config), "version": speechkern.__version__}, sort_keys=True)
+        self.key = hashlib.sha256(settings.encode("utf-8")).hexdigest()
+
+    def get(self, name: str, compute: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The rows of part ``name``: kept by an earlier run with the same settings, else computed and kept."""
+        if self.folder is None:
+            return compute()
+        path = self.folder / f"{name}.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("key") == self.key and isinstance(saved["rows"], list):
+                logger.info("collapse part %s: finished in an earlier run, kept", name)
+                return saved["rows"]
+        rows = compute()
+        # NaN stays NaN (not null, as in results.json): read back, the rows are the ones computed
+        write_bytes(path, json.dumps({"key": self.key, "rows": rows}).encode("utf-8"))
+        return rows
 
 
 def _summary(results: CollapseResults) -> dict[str, Any]:

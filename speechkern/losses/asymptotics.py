@@ -9,6 +9,7 @@ corrections made to the extracted text and what was checked are in docs/losses-a
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,7 +220,9 @@ def solve(problem: Problem, log_u_range: tuple[float, float] = (-14.0, 10.0), sc
 def accuracy_from_overlaps(m: float, q: float, sigma2: float, k: int, samples: int = 100_000, seed: int = 0) -> float:
     """Test accuracy 1 − ε_g (eq. 3.10) for per-column pre-activations (z*_j, ẑ_j) ~ N(0, [[σ², m], [m, q]]), i.i.d.
     over the k columns: the probability that argmax_j (ẑ_j)₊ is argmax_j z*_j, ties among the (ẑ_j)₊ (all ≤ 0)
-    broken uniformly, by Monte Carlo with ``samples`` draws (standard error ≤ 0.5/√samples)."""
+    broken uniformly, by Monte Carlo with ``samples`` draws (standard error ≤ 0.5/√samples). Raises SpeechkernError
+    for ``samples`` that is no whole number ≥ 1 (:func:`check_samples`)."""
+    check_samples(samples)
     rng = np.random.default_rng(seed)
     slope = m / sigma2
     spread = math.sqrt(max(q - m * m / sigma2, 0.0))
@@ -233,6 +236,15 @@ def accuracy_from_overlaps(m: float, q: float, sigma2: float, k: int, samples: i
         credit += tie_credit(z_hat, z_star.argmax(axis=1)).sum()
         done += rows
     return float(credit / samples)
+
+
+def check_samples(samples) -> int:
+    """``samples``, the Monte Carlo draws of :func:`accuracy_from_overlaps`, when a whole number ≥ 1; else
+    SpeechkernError naming it (0 divided by zero, a fraction looped past the count)."""
+    if not (isinstance(samples, numbers.Integral) and not isinstance(samples, bool) and samples >= 1):
+        raise SpeechkernError(f"asymptotics: samples={samples!r} is out of range; give a whole number of Monte Carlo "
+                              "draws ≥ 1, such as 50000")  # fmt: skip
+    return int(samples)
 
 
 def tie_credit(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from speechkern.losses.asymptotics import (
     ConvergenceError,
     Problem,
     accuracy_from_overlaps,
+    check_samples,
     interpolation_threshold,
     min_norm_accuracy,
     proximal_output,
@@ -66,6 +67,7 @@ class FigureSettings:
             if values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
                 raise SpeechkernError(f"asymptotics: {name}={getattr(self, name)!r} is out of range; give finite "
                                       "values > 0")  # fmt: skip
+        check_samples(self.samples)  # before the theory curves, not at the first of them
 
     def curves(self) -> list[tuple[str, str, Problem]]:
         """(figure, curve label, problem without R) for every theory curve."""

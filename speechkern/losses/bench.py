@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -69,9 +70,10 @@ from speechkern.losses.selection import (
 )
 from speechkern.losses.square import rescaled_square_loss
 from speechkern.losses.squentropy import squentropy_loss
-from speechkern.outputs import atomic_write, check_out_dir, write_text
+from speechkern.outputs import atomic_write, check_out_dir, remove_parts, write_text
 from speechkern.progress import report
 
+logger = logging.getLogger(__name__)
 OPTIMIZERS = ("adam", "sgd")
 __all__ = [
     "BUILTIN_DATASETS",
@@ -668,6 +670,8 @@ def _prepare_out_dir(out: Path, key: str, overwrite: bool) -> bool:
     refused unless ``overwrite``, which removes the earlier per-set results and diagrams.
     """
     state = out / _STATE
+    for part in remove_parts(out):  # a run killed mid-write (SIGKILL): its other files are whole, it resumes
+        logger.info("removed %s, the unfinished write of a killed run", part)
     if state.is_file():
         try:
             saved = json.loads(state.read_text(encoding="utf-8"))
