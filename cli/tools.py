@@ -218,6 +218,10 @@ def _check_condition(folder: Path, condition: str) -> None:
     the conditions it was (the run's training manifest); one it was trained on selects that model, the only one."""
     from speechkern.mixtures import read_manifest
 
+    from speechkern.pipeline import POOLED_CONDITION
+
+    if condition == POOLED_CONDITION:  # the model's own name
+        return
     manifest = folder.parent.parent / "manifests" / "train.jsonl"
     try:
         conditions = sorted({m.condition for m in read_manifest(manifest)})
@@ -225,7 +229,8 @@ def _check_condition(folder: Path, condition: str) -> None:
         conditions = []
     if condition not in conditions:
         drop = "drop --condition (the model serves every condition)"
-        hint = f"give one of {', '.join(conditions)} or {drop}" if conditions else f"{manifest} is unreadable; {drop}"
+        named = ", ".join(conditions[:5]) + (f" and {len(conditions) - 5} more" if len(conditions) > 5 else "")
+        hint = f"give one of {named} or {drop}" if conditions else f"{manifest} is unreadable; {drop}"
         raise SpeechkernError(f"--condition {condition}: {folder} is one multi-condition model, not trained on "
                               f"{condition}; {hint}")  # fmt: skip
 

@@ -39,6 +39,7 @@ from speechkern.transform import InputTransform, fit_transform
 logger = logging.getLogger(__name__)
 
 MODEL_NAMES = ("kernel", "kernel1", "dnn")
+POOLED_CONDITION = "all"  # the condition of a multi-condition run's one model (every mixture)
 
 
 @contextlib.contextmanager
@@ -256,7 +257,7 @@ def training_conditions(recipe: Recipe, run_dir: Path) -> tuple[dict[str, list[M
     """The run's manifests, and the conditions that get models of their own ("all" for multi-condition)."""
     manifests = dataset.build_manifests(recipe, run_dir)
     if recipe.train.mode == "multi-condition":
-        return manifests, ["all"]
+        return manifests, [POOLED_CONDITION]
     return manifests, sorted({m.condition for m in manifests["train"]})
 
 
@@ -270,7 +271,7 @@ def training_set(
     fc, tc, tr = recipe.features, recipe.target, recipe.train
 
     def frames(split: str) -> dataset.FrameData:
-        rows = [m for m in manifests[split] if condition in ("all", m.condition)]
+        rows = [m for m in manifests[split] if condition in (POOLED_CONDITION, m.condition)]
         if not rows:
             raise SpeechkernError(f"condition {condition}: no {split} mixtures; check the recipe's data section")
         return dataset.compute_frames(rows, fc, tc, cache_dir, tr.workers, f"{split} {condition}", device)
@@ -295,7 +296,7 @@ def training_set(
 def model_dir(run_dir: Path, name: str, condition: str) -> Path:
     """``models/<name>`` for a multi-condition model, ``models/<name>/<condition>`` per condition."""
     base = run_dir / "models" / name
-    return base if condition == "all" else base / condition
+    return base if condition == POOLED_CONDITION else base / condition
 
 
 # ---------------------------------------------------------------------------------------------------------

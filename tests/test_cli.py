@@ -205,3 +205,7 @@ def test_condition_selects_or_is_refused_on_a_multi_condition_run(tiny_run, caps
     assert "--condition factory1_-5dB: " in err and "give one of babble_0dB, ssn_0dB or drop --condition" in err
     code, _, err = run([*argv, "--condition", "ssn_0dB"], capsys)
     assert code == 0 and (tmp_path / "out.wav").is_file(), err
+    # The model's own condition name (every mixture) selects it too
+    (tmp_path / "out.wav").unlink()
+    code, _, err = run([*argv, "--condition", "all"], capsys)
+    assert code == 0 and (tmp_path / "out.wav").is_file(), err
