@@ -217,7 +217,6 @@ def _check_condition(folder: Path, condition: str) -> None:
     """Refuse a --condition that the multi-condition model in ``folder`` (RUN/models/NAME) was not trained on, naming
     the conditions it was (the run's training manifest); one it was trained on selects that model, the only one."""
     from speechkern.mixtures import read_manifest
-
     from speechkern.pipeline import POOLED_CONDITION
 
     if condition == POOLED_CONDITION:  # the model's own name
