@@ -295,6 +295,34 @@ class Recipe(_Section):
         return _dump_toml(self.model_dump(mode="json"))
 
 
+# Data keys that name files or folders; data.noises entries other than these words (and noisex:NAME) are files too.
+PATH_KEYS = ("clean_dir", "manifest", "noise_dir", "timit_root", "noisex_root", "hint_root", "voicebank_root")
+NOISE_WORDS = ("ssn", "babble", "dir", "manifest")
+
+
+def with_absolute_paths(recipe: Recipe, run_dir: str | os.PathLike | None = None) -> Recipe:
+    """``recipe`` with its relative data paths (:data:`PATH_KEYS`, noise files in ``data.noises``) made absolute.
+
+    Without ``run_dir``, against the working directory (what a run's recipe.toml is written with, so the run reads
+    its data from any folder). With ``run_dir``, for the recipe.toml of a run written before that: against the first
+    of the working directory and the folders above the run where the path exists (the folder the run was trained
+    from is usually one of them); a path found nowhere is left as it is, for the step that reads it to name."""
+    bases = [Path.cwd()] if run_dir is None else [Path.cwd(), *Path(os.path.abspath(run_dir)).parents]
+
+    def absolute(value: str) -> str:
+        if not value or Path(value).is_absolute():
+            return value
+        found = next((base / value for base in bases if (base / value).exists()), None)
+        if found is None and run_dir is not None:
+            return value
+        return os.path.abspath(found if found is not None else value)
+
+    data = recipe.data
+    paths = {key: absolute(getattr(data, key)) for key in PATH_KEYS}
+    noises = [n if n in NOISE_WORDS or n.lower().startswith("noisex:") else absolute(n) for n in data.noises]
+    return recipe.model_copy(update={"data": data.model_copy(update={**paths, "noises": noises})})
+
+
 def inert_settings(recipe: Recipe) -> list[str]:
     """Settings of the kernel machine that the rest of the recipe leaves without effect, one sentence each (the
     pipeline logs them as warnings: accepted, since a recipe may switch the setting they depend on by override)."""
