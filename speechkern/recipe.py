@@ -532,8 +532,15 @@ def validate_recipe(
         raise SpeechkernError(f"{source}: a value is nested too deeply; recipe values are numbers, strings and "
                               "flat lists") from None  # fmt: skip
     except ValidationError as err:
-        first = err.errors()[0]
+        errors = err.errors()
+        first = errors[0]
         loc = tuple(str(p) for p in first["loc"])
+        field = _field_at(loc[:-1])
+        if field is not None and typing.get_origin(field.annotation) in (typing.Union, types.UnionType):
+            # a key of several forms ("auto" or a number): pydantic names each form's complaint under its own tag
+            loc = loc[:-1]
+            forms = [e["msg"] for e in errors if tuple(map(str, e["loc"]))[:-1] == loc]
+            first = {**first, "loc": loc, "msg": "; or ".join(m[:1].lower() + m[1:] for m in forms)}
         key = ".".join(loc)
         source = next((o for k, o in (origins or {}).items() if loc[: len(k)] == k), source)
         if first["type"] == "extra_forbidden":
@@ -545,6 +552,12 @@ def validate_recipe(
             source = next((o for k, o in (origins or {}).items() if ".".join(k) in named), source)
             raise SpeechkernError(f"{source}: recipe key {message}") from None
         raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {message}") from None
+
+
+def _field_at(loc: tuple) -> Any:
+    """The pydantic field at the dotted location ``loc`` (section, key), or None."""
+    model = _section_at(loc[:-1]) if loc else None
+    return None if model is None else model.model_fields.get(str(loc[-1]))
 
 
 def _section_at(loc: tuple) -> type[BaseModel] | None:
