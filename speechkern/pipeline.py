@@ -698,7 +698,8 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                 unit.trees = kept.trees if local else 1
                 unit.global_centers = kept.global_centers if local else 0
                 unit.budget_gb = float(kept.memory_budget_gb)
-                what = (f"leaves of at most {unit.leaf_size} frames" if local else
+                what = (f"leaves of at most {unit.leaf_size} frames, a global machine of {unit.global_centers} "
+                        "centres" if local else
                         f"{unit.centers} centres" if unit.centers else "every frame a centre")  # fmt: skip
                 logger.info("%s %s: the remaining bands keep the finished bands' solver and budget (%s, %.2f GiB)",
                             name, data.condition, what, unit.budget_gb)  # fmt: skip

@@ -138,11 +138,13 @@ def second_leaf_weight(margin: torch.Tensor, temperature: float) -> torch.Tensor
     return torch.sigmoid(-margin / temperature)
 
 
-def check_global_centers(m: Any, budget_bytes: int | None = None, name: str = "global_centers") -> int:
+def check_global_centers(
+    m: Any, budget_bytes: int | None = None, name: str = "global_centers", budget_name: str = "memory_budget_gb"
+) -> int:
     """``m``, the centres of the global machine under the leaves, as an int: a whole number from 0 to
     :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS` whose Nyström system (:func:`~speechkern.eigenpro.exact.
     nystrom_bytes`) fits ``budget_bytes`` (unchecked when None). Raises :class:`~speechkern.errors.SpeechkernError`
-    naming ``name`` otherwise."""
+    naming ``name`` (and ``budget_name``, the setting of the budget) otherwise."""
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 0 <= m <= MAX_EXACT_POINTS:
         raise SpeechkernError(f"{name}={m!r}: expected a whole number of centres from 0 (none) to {MAX_EXACT_POINTS} "
                               "(the global machine's system is factorised, and LAPACK indexes it with 32-bit "
@@ -150,7 +152,7 @@ def check_global_centers(m: Any, budget_bytes: int | None = None, name: str = "g
     if budget_bytes is not None and m and nystrom_bytes(int(m)) > budget_bytes:
         raise SpeechkernError(f"{name}={m}: the global machine's system needs {nystrom_bytes(int(m)) / 2**30:.2f} GiB, "
                               f"over the memory budget of {budget_bytes / 2**30:.2f} GiB; choose fewer centres (0: "
-                              "none) or a larger memory budget")  # fmt: skip
+                              f"none) or raise {budget_name}")  # fmt: skip
     return int(m)
 
 

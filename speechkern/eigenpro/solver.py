@@ -132,7 +132,7 @@ def choose_solver(
         glob = 0 if leaves == 1 else min(n, AUTO_GLOBAL_CENTERS if global_centers == "auto" else int(global_centers))
         if global_centers == "auto":  # as many as the budget holds, up to AUTO_GLOBAL_CENTERS
             glob = min(glob, largest_global_centers(budget_bytes))
-        check_global_centers(glob, budget_bytes, "kernel.global_centers")
+        check_global_centers(glob, budget_bytes, "kernel.global_centers", "kernel.memory_gb")
         if glob:
             what += f"; under them a global machine of {glob} centres, fitted to every frame"
         if leaf_size:
