@@ -96,3 +96,12 @@ def test_subbands_with_other_global_machines_predict_each_their_own():
     preds = _predict_estimators([with_global, other, none], X)
     for est, pred in zip((with_global, other, none), preds, strict=True):
         np.testing.assert_allclose(pred, est.predict(X), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5])
+def test_a_bad_seed_of_the_local_machine_is_one_line(seed):
+    """LocalKernelRegressor(seed=-1).fit ended in NumPy's ValueError ('expected non-negative integer') where the
+    global machine's centres are drawn; 1.5 in a TypeError."""
+    X = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    with pytest.raises(SpeechkernError, match=rf"^seed={seed!r}: expected a whole number ≥ 0$"):
+        LocalKernelRegressor(leaf_size=100, global_centers=10, seed=seed, device="cpu").fit(X, X[:, :2])

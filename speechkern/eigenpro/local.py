@@ -269,12 +269,12 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         X, y = validate_data(self, to_numpy(X), to_numpy(y), multi_output=True, y_numeric=True,
                              dtype=(np.float64, np.float32))  # fmt: skip
         check_global_centers(self.global_centers)
-        for name in ("leaf_size", "trees", "leaf_centers"):
+        for name in ("leaf_size", "trees", "leaf_centers", "seed"):
             value = getattr(self, name)
-            least = 0 if name == "leaf_centers" else 1
+            least = 0 if name in ("leaf_centers", "seed") else 1
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-                what = "trees" if name == "trees" else "points"
-                raise SpeechkernError(f"{name}={value!r}: expected a whole number of {what} ≥ {least}")
+                what = {"trees": " of trees", "seed": ""}.get(name, " of points")
+                raise SpeechkernError(f"{name}={value!r}: expected a whole number{what} ≥ {least}")
         if self.centers_dtype not in CENTERS_DTYPES:
             raise SpeechkernError(f"centers_dtype={self.centers_dtype!r}: expected one of {', '.join(CENTERS_DTYPES)}")
         solved = min(int(self.leaf_size), int(self.leaf_centers) or int(self.leaf_size))  # points a leaf factorises
