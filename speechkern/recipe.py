@@ -171,7 +171,8 @@ class KernelConfig(_Section):
     global_centers: Literal["auto"] | Annotated[int, Field(ge=0, le=40000)] = Field(
         "auto",
         description="centres of a global machine the local solver fits to every frame before its leaves, which "
-        "then fit its residuals (0 = none; no effect with one leaf); auto = 4000 wherever there are leaves",
+        "then fit its residuals (0 = none; no effect with one leaf); auto = 4000 wherever there are leaves (fewer "
+        "where the memory budget cannot hold their 24·m² bytes)",
     )
     centers_dtype: Literal["float32", "float16"] = Field(
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
