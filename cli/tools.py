@@ -174,8 +174,6 @@ def enhance(
                              f"changed since {'their outputs were' if n > 1 else 'its output was'} written (newer, or "
                              "another length, rate or channel count)"))  # fmt: skip
     mask_model, where = find_model(model, system=system, condition=condition, device=device)
-    if condition is not None and where.name != condition:  # the run's one model, trained on every condition
-        _check_condition(where, condition)
     check_model_memory(mask_model, where, chunk_seconds, longest_s=_longest_seconds([f for f, _ in jobs]))  # once
     if model is None and where == SHIPPED:
         console.print(f"no trained run in {escape(str(Path('runs').resolve()))} or runs/index.txt; using the shipped "
@@ -211,27 +209,6 @@ def enhance(
     if failed:
         names = ", ".join(str(f) for f in failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
         raise SpeechkernError(f"{len(failed)} of {len(jobs)} files could not be enhanced: {names} (reasons above)")
-
-
-def _check_condition(folder: Path, condition: str) -> None:
-    """Refuse a --condition that the multi-condition model in ``folder`` (RUN/models/NAME) was not trained on, naming
-    the conditions it was (the run's training manifest); one it was trained on selects that model, the only one."""
-    from speechkern.mixtures import read_manifest
-    from speechkern.pipeline import POOLED_CONDITION
-
-    if condition == POOLED_CONDITION:  # the model's own name
-        return
-    manifest = folder.parent.parent / "manifests" / "train.jsonl"
-    try:
-        conditions = sorted({m.condition for m in read_manifest(manifest)})
-    except SpeechkernError:
-        conditions = []
-    if condition not in conditions:
-        drop = "drop --condition (the model serves every condition)"
-        named = ", ".join(conditions[:5]) + (f" and {len(conditions) - 5} more" if len(conditions) > 5 else "")
-        hint = f"give one of {named} or {drop}" if conditions else f"{manifest} is unreadable; {drop}"
-        raise SpeechkernError(f"--condition {condition}: {folder} is one multi-condition model, not trained on "
-                              f"{condition}; {hint}")  # fmt: skip
 
 
 def _is_earlier_output(source: Path, out: Path) -> bool:

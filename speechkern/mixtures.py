@@ -119,13 +119,21 @@ def long_term_spectrum(signals: Iterable[np.ndarray], n_fft: int = 1024) -> np.n
     return total / weight
 
 
+def seeded(seed: int) -> np.random.Generator:
+    """NumPy's generator for ``seed``; a SpeechkernError unless it is a whole number ≥ 0 (NumPy's own error for -1
+    is a ValueError naming no parameter)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise SpeechkernError(f"seed={seed!r}: expected a whole number ≥ 0 (each gives its own reproducible draw)")
+    return np.random.default_rng(int(seed))
+
+
 def speech_shaped_noise(spectrum: np.ndarray, n_samples: int, seed: int) -> np.ndarray:
     """Stationary noise with the given power spectrum: random phases under the spectrum's magnitude.
 
     spectrum: ``n_fft // 2 + 1`` power values on a uniform grid from 0 Hz to the Nyquist frequency.
     Returns float32 noise of ``n_samples`` samples with RMS 0.05.
     """
-    rng = np.random.default_rng(seed)
+    rng = seeded(seed)
     n_bins = n_samples // 2 + 1
     grid = np.linspace(0.0, 1.0, len(spectrum))
     magnitude = np.sqrt(np.interp(np.linspace(0.0, 1.0, n_bins), grid, spectrum))
@@ -158,7 +166,7 @@ def babble(
             f"{', '.join(SPLITS if len(ranges) == 3 else ('train and val', 'test'))}); {len(usable)} given: use "
             "more training talkers or another noise"
         )
-    rng = np.random.default_rng(seed)
+    rng = seeded(seed)
     order = rng.permutation(len(usable))
     k = min(n_talkers, len(usable) // len(ranges))
     out = np.zeros(n_samples, dtype=np.float64)
@@ -271,7 +279,7 @@ def draw_mixture(
     if stop - start < sr // 10:
         raise SpeechkernError(f"{noise_path}: too short to split into halves ({len(noise)} samples, {split} part "
                               f"{stop - start}); use longer noise or a smaller data.val_noise_share")  # fmt: skip
-    rng = np.random.default_rng(seed)
+    rng = seeded(seed)
     offset = int(rng.integers(start, stop))
     segment = cut_noise(noise, offset, len(clean), start, stop)
     gain = noise_gain(clean, segment, snr_db)
@@ -374,10 +382,11 @@ def mix_files(
     channel count and rate (``clean_channels``, ``clean_sr``, ``noise_channels``, ``noise_sr``): files of several
     channels are averaged to mono and files at another rate resampled, which a caller may tell the user.
     """
+    rng = seeded(seed)  # a bad seed is refused before the files are read
     heads = {"clean": audio.info(clean_path), "noise": audio.info(noise_path)}
     clean, rate = audio.load(clean_path, sr=sr)
     noise, _ = audio.load(noise_path, sr=rate)
-    offset = int(np.random.default_rng(seed).integers(0, len(noise)))
+    offset = int(rng.integers(0, len(noise)))
     segment = cut_noise(noise, offset, len(clean), 0, len(noise))
     mixture, scaled, gain = mix_at_snr(clean, segment, snr_db)
     info = {"clean": str(clean_path), "noise": str(noise_path), "snr_db": snr_db, "noise_offset": offset,

@@ -33,7 +33,7 @@ from speechkern.mixtures import Mixture
 from speechkern.models.io import MaskModel, split_bands
 from speechkern.outputs import write_text
 from speechkern.progress import report
-from speechkern.recipe import Recipe, inert_settings, load_recipe
+from speechkern.recipe import Recipe, inert_settings, load_recipe, with_absolute_paths
 from speechkern.transform import InputTransform, fit_transform
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: boo
             shutil.rmtree(run_dir)
         elif resume:
             if recipe_file.is_file():
-                stored = load_recipe(recipe_file)
+                stored = with_absolute_paths(load_recipe(recipe_file), run_dir)
                 if stored != recipe:
                     key = _first_difference(stored.model_dump(), recipe.model_dump())
                     raise SpeechkernError(
@@ -581,6 +581,7 @@ def train(
     :class:`~speechkern.parallel.RayExecutor`); the run directory comes out the same either way.
     """
     run_dir = Path(run_dir)
+    recipe = with_absolute_paths(recipe)  # the run's recipe.toml reads the same from any working directory
     names = list(models or recipe.train.models)
     for n in names:
         if n not in MODEL_NAMES:
@@ -698,7 +699,8 @@ def _train_condition(recipe: Recipe, data: TrainingSet, names: list[str], run_di
                 unit.trees = kept.trees if local else 1
                 unit.global_centers = kept.global_centers if local else 0
                 unit.budget_gb = float(kept.memory_budget_gb)
-                what = (f"leaves of at most {unit.leaf_size} frames" if local else
+                what = (f"leaves of at most {unit.leaf_size} frames, a global machine of {unit.global_centers} "
+                        "centres" if local else
                         f"{unit.centers} centres" if unit.centers else "every frame a centre")  # fmt: skip
                 logger.info("%s %s: the remaining bands keep the finished bands' solver and budget (%s, %.2f GiB)",
                             name, data.condition, what, unit.budget_gb)  # fmt: skip

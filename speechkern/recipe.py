@@ -171,7 +171,8 @@ class KernelConfig(_Section):
     global_centers: Literal["auto"] | Annotated[int, Field(ge=0, le=40000)] = Field(
         "auto",
         description="centres of a global machine the local solver fits to every frame before its leaves, which "
-        "then fit its residuals (0 = none; no effect with one leaf); auto = 4000 wherever there are leaves",
+        "then fit its residuals (0 = none; no effect with one leaf); auto = 4000 wherever there are leaves (fewer "
+        "where the memory budget cannot hold their 24·m² bytes)",
     )
     centers_dtype: Literal["float32", "float16"] = Field(
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
@@ -293,6 +294,34 @@ class Recipe(_Section):
     def to_toml(self) -> str:
         """The resolved recipe as TOML text (every key, overrides applied)."""
         return _dump_toml(self.model_dump(mode="json"))
+
+
+# Data keys that name files or folders; data.noises entries other than these words (and noisex:NAME) are files too.
+PATH_KEYS = ("clean_dir", "manifest", "noise_dir", "timit_root", "noisex_root", "hint_root", "voicebank_root")
+NOISE_WORDS = ("ssn", "babble", "dir", "manifest")
+
+
+def with_absolute_paths(recipe: Recipe, run_dir: str | os.PathLike | None = None) -> Recipe:
+    """``recipe`` with its relative data paths (:data:`PATH_KEYS`, noise files in ``data.noises``) made absolute.
+
+    Without ``run_dir``, against the working directory (what a run's recipe.toml is written with, so the run reads
+    its data from any folder). With ``run_dir``, for the recipe.toml of a run written before that: against the first
+    of the working directory and the folders above the run where the path exists (the folder the run was trained
+    from is usually one of them); a path found nowhere is left as it is, for the step that reads it to name."""
+    bases = [Path.cwd()] if run_dir is None else [Path.cwd(), *Path(os.path.abspath(run_dir)).parents]
+
+    def absolute(value: str) -> str:
+        if not value or Path(value).is_absolute():
+            return value
+        found = next((base / value for base in bases if (base / value).exists()), None)
+        if found is None and run_dir is not None:
+            return value
+        return os.path.abspath(found if found is not None else value)
+
+    data = recipe.data
+    paths = {key: absolute(getattr(data, key)) for key in PATH_KEYS}
+    noises = [n if n in NOISE_WORDS or n.lower().startswith("noisex:") else absolute(n) for n in data.noises]
+    return recipe.model_copy(update={"data": data.model_copy(update={**paths, "noises": noises})})
 
 
 def inert_settings(recipe: Recipe) -> list[str]:
@@ -504,8 +533,15 @@ def validate_recipe(
         raise SpeechkernError(f"{source}: a value is nested too deeply; recipe values are numbers, strings and "
                               "flat lists") from None  # fmt: skip
     except ValidationError as err:
-        first = err.errors()[0]
+        errors = err.errors()
+        first = errors[0]
         loc = tuple(str(p) for p in first["loc"])
+        field = _field_at(loc[:-1])
+        if field is not None and typing.get_origin(field.annotation) in (typing.Union, types.UnionType):
+            # a key of several forms ("auto" or a number): pydantic names each form's complaint under its own tag
+            loc = loc[:-1]
+            forms = [e["msg"] for e in errors if tuple(map(str, e["loc"]))[:-1] == loc]
+            first = {**first, "loc": loc, "msg": "; or ".join(m[:1].lower() + m[1:] for m in forms)}
         key = ".".join(loc)
         source = next((o for k, o in (origins or {}).items() if loc[: len(k)] == k), source)
         if first["type"] == "extra_forbidden":
@@ -517,6 +553,12 @@ def validate_recipe(
             source = next((o for k, o in (origins or {}).items() if ".".join(k) in named), source)
             raise SpeechkernError(f"{source}: recipe key {message}") from None
         raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {message}") from None
+
+
+def _field_at(loc: tuple) -> Any:
+    """The pydantic field at the dotted location ``loc`` (section, key), or None."""
+    model = _section_at(loc[:-1]) if loc else None
+    return None if model is None else model.model_fields.get(str(loc[-1]))
 
 
 def _section_at(loc: tuple) -> type[BaseModel] | None:

@@ -215,3 +215,23 @@ def test_babble_with_a_validation_part_falls_back_to_utterances_as_voices(tmp_pa
     y, _ = audio.load(path, sr=16000)
     for start, stop in mixtures.parts(len(y), 0.2):
         assert np.sqrt(np.mean(y[start:stop] ** 2)) == pytest.approx(0.05, rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "3"])
+def test_a_bad_seed_is_one_line_naming_it(tmp_path, seed):
+    """mix_files(seed=-1) ended in NumPy's ValueError ('expected non-negative integer'); the oracle and the noise
+    generators took their seeds the same way."""
+    from speechkern.oracle import oracle
+
+    rng = np.random.default_rng(0)
+    for name in ("clean", "noise"):
+        audio.save(tmp_path / f"{name}.wav", 0.1 * rng.standard_normal(16000).astype(np.float32), 16000)
+    clean, noise = tmp_path / "clean.wav", tmp_path / "noise.wav"
+    expected = rf"^seed={seed!r}: expected a whole number ≥ 0"
+    with pytest.raises(SpeechkernError, match=expected):
+        mixtures.mix_files(clean, noise, 0.0, seed=seed)
+    with pytest.raises(SpeechkernError, match=expected):
+        oracle(clean, noise, 0.0, seed=seed)
+    with pytest.raises(SpeechkernError, match=expected):
+        mixtures.speech_shaped_noise(np.ones(257), 1000, seed)
+    assert mixtures.mix_files(clean, noise, 0.0, seed=np.int64(3))[4]["seed"] == 3

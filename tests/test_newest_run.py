@@ -111,3 +111,32 @@ def test_find_model_in_odd_places_says_what_to_give(tmp_path):
     shutil.copy(SHIPPED / "weights.safetensors", run / "models" / "dnn")
     with pytest.raises(SpeechkernError, match=r"dnn: holds no finished model .*`speechkern train --resume`"):
         find_model(run, system="dnn")
+
+
+def test_find_model_checks_the_condition_of_a_multi_condition_run(tmp_path):
+    """find_model ignored ``condition`` on a run whose one model serves every condition (only the CLI checked it);
+    RUN/models/kernel of a per-condition run was 'not a run directory or model folder'."""
+    import json
+    import shutil
+
+    from speechkern.models.select import SHIPPED
+
+    run = tmp_path / "run"
+    shutil.copytree(SHIPPED, run / "models" / "kernel")
+    (run / "manifests").mkdir()
+    line = {"id": "a", "split": "train", "condition": "ssn_0dB", "clean": "/c.wav", "noise": "/n.wav",
+            "noise_name": "ssn", "snr_db": 0.0, "noise_offset": 0, "noise_start": 0, "noise_stop": 16000,
+            "n_samples": 16000, "gain": 1.0, "seed": 1, "sr": 16000, "talker": "t", "paired": False}  # fmt: skip
+    (run / "manifests" / "train.jsonl").write_text(json.dumps(line) + "\n")
+    with pytest.raises(SpeechkernError, match=r"--condition babble_5dB: .* not trained on babble_5dB; give one of "
+                                              r"ssn_0dB or drop"):  # fmt: skip
+        find_model(run, condition="babble_5dB")
+    assert find_model(run, condition="ssn_0dB")[1] == run / "models" / "kernel"
+    per = tmp_path / "per"
+    for condition in ("ssn_0dB", "ssn_5dB"):
+        shutil.copytree(SHIPPED, per / "models" / "kernel" / condition)
+    assert find_model(per / "models" / "kernel", condition="ssn_5dB")[1] == per / "models" / "kernel" / "ssn_5dB"
+    with pytest.raises(SpeechkernError, match=r"kernel: one model per condition \(ssn_0dB, ssn_5dB\); choose one"):
+        find_model(per / "models" / "kernel")
+    with pytest.raises(SpeechkernError, match=r"no model for condition babble_0dB; available: ssn_0dB, ssn_5dB"):
+        find_model(per / "models" / "kernel", condition="babble_0dB")

@@ -69,3 +69,14 @@ def test_a_run_on_relative_corpus_paths_reads_its_audio_from_any_folder(tiny_run
     (run / "manifests" / MANIFEST_RECORD).unlink()
     assert read_run_manifest(run, "test")[0].clean == str(work / "corpus" / Path(old[0]["clean"]).name)
     assert len(evaluate(run, workers=1, cache_dir=None, limit=1, examples=0).files) == 1
+    # The run's recipe.toml held data.clean_dir and the noise file relative to the folder training ran in, so
+    # manifests deleted to be rebuilt were looked for from the working directory. Written absolute now:
+    recipe_toml = run / "recipe.toml"
+    text = recipe_toml.read_text()
+    assert f'clean_dir = "{work / "corpus"}"' in text and f'"{work / "noise.wav"}"' in text
+    shutil.rmtree(run / "manifests")
+    assert len(evaluate(run, workers=1, cache_dir=None, limit=1, examples=0).files) == 1
+    recipe_toml.write_text(text.replace(f"{work}/", ""))  # as runs before wrote it: found from the run up
+    shutil.rmtree(run / "manifests")
+    assert len(evaluate(run, workers=1, cache_dir=None, limit=1, examples=0).files) == 1
+    assert read_run_manifest(run, "test")[0].clean == str(work / "corpus" / Path(old[0]["clean"]).name)

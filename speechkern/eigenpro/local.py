@@ -138,6 +138,24 @@ def second_leaf_weight(margin: torch.Tensor, temperature: float) -> torch.Tensor
     return torch.sigmoid(-margin / temperature)
 
 
+def check_global_centers(
+    m: Any, budget_bytes: int | None = None, name: str = "global_centers", budget_name: str = "memory_budget_gb"
+) -> int:
+    """``m``, the centres of the global machine under the leaves, as an int: a whole number from 0 to
+    :data:`~speechkern.eigenpro.exact.MAX_EXACT_POINTS` whose Nyström system (:func:`~speechkern.eigenpro.exact.
+    nystrom_bytes`) fits ``budget_bytes`` (unchecked when None). Raises :class:`~speechkern.errors.SpeechkernError`
+    naming ``name`` (and ``budget_name``, the setting of the budget) otherwise."""
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 0 <= m <= MAX_EXACT_POINTS:
+        raise SpeechkernError(f"{name}={m!r}: expected a whole number of centres from 0 (none) to {MAX_EXACT_POINTS} "
+                              "(the global machine's system is factorised, and LAPACK indexes it with 32-bit "
+                              "integers)")  # fmt: skip
+    if budget_bytes is not None and m and nystrom_bytes(int(m)) > budget_bytes:
+        raise SpeechkernError(f"{name}={m}: the global machine's system needs {nystrom_bytes(int(m)) / 2**30:.2f} GiB, "
+                              f"over the memory budget of {budget_bytes / 2**30:.2f} GiB; choose fewer centres (0: "
+                              f"none) or raise {budget_name}")  # fmt: skip
+    return int(m)
+
+
 def tree_depth(n: int, leaf_size: int) -> int:
     """Levels of median splits that bring n points to leaves of at most ``leaf_size`` (halving, rounded up)."""
     return max(0, math.ceil(math.log2(max(1.0, n / max(1, leaf_size)))))
@@ -250,18 +268,16 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         """
         X, y = validate_data(self, to_numpy(X), to_numpy(y), multi_output=True, y_numeric=True,
                              dtype=(np.float64, np.float32))  # fmt: skip
-        for name in ("leaf_size", "trees", "leaf_centers", "global_centers"):
+        check_global_centers(self.global_centers)
+        for name in ("leaf_size", "trees", "leaf_centers", "seed"):
             value = getattr(self, name)
-            least = 0 if name in ("leaf_centers", "global_centers") else 1
+            least = 0 if name in ("leaf_centers", "seed") else 1
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-                what = "trees" if name == "trees" else "points"
-                raise SpeechkernError(f"{name}={value!r}: expected a whole number of {what} ≥ {least}")
+                what = {"trees": " of trees", "seed": ""}.get(name, " of points")
+                raise SpeechkernError(f"{name}={value!r}: expected a whole number{what} ≥ {least}")
         if self.centers_dtype not in CENTERS_DTYPES:
             raise SpeechkernError(f"centers_dtype={self.centers_dtype!r}: expected one of {', '.join(CENTERS_DTYPES)}")
         solved = min(int(self.leaf_size), int(self.leaf_centers) or int(self.leaf_size))  # points a leaf factorises
-        if int(self.global_centers) > MAX_EXACT_POINTS:
-            raise SpeechkernError(f"global_centers={self.global_centers}: at most {MAX_EXACT_POINTS} (their system is "
-                                  "factorised and LAPACK indexes it with 32-bit integers)")  # fmt: skip
         if solved > MAX_EXACT_POINTS:
             what = "leaf_centers" if self.leaf_centers else "leaf_size"
             raise SpeechkernError(f"{what}={solved}: at most {MAX_EXACT_POINTS} (each leaf is solved exactly and "
@@ -300,6 +316,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         self.n_trees_ = int(self.trees) if depth > 0 else 1
         self._global_cache = None
         m_global = min(int(self.global_centers), n) if depth > 0 else 0  # one leaf is already the global solve
+        check_global_centers(m_global, budget)
         with torch.no_grad():
             Y_leaves = self._fit_global(Xt, Y, m_global)
             trees = [median_tree(Xt, depth, self.seed, component=t) for t in range(self.n_trees_)]
@@ -450,7 +467,8 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         try:
             est = cls(**config["params"])
             est.kernel_ = ExponentialPowerKernel.from_config(config["kernel"])
-        except (TypeError, ValueError, KeyError) as err:
+            check_global_centers(est.global_centers)  # a resumed run fits its remaining subbands with it
+        except (TypeError, ValueError, KeyError, SpeechkernError) as err:
             raise _damaged(f"params or kernel cannot be rebuilt ({type(err).__name__}: {err})") from None
         est.n_features_in_ = _whole(config.get("n_features_in"), "n_features_in", 1)
         est.n_outputs_ = _whole(config.get("n_outputs"), "n_outputs", 1)
@@ -469,7 +487,10 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         dev = resolve_device(device if device is not None else "auto")
         for name in ("centers", "weights", "leaf_offsets", "split_directions", "split_thresholds", *GLOBAL_TENSORS):
             value = tensors.get(f"{prefix}{name}")
-            if name in GLOBAL_TENSORS and value is None and version < 3:  # before the global machine: none
+            if name in GLOBAL_TENSORS and version < 3:  # before the global machine: none
+                if isinstance(value, torch.Tensor) and value.numel():
+                    raise _damaged(f"format version {version} has no global machine, yet it holds {prefix}{name} "
+                                   f"{tuple(value.shape)}")  # fmt: skip
                 value = torch.zeros(0, est.n_features_in_ if name == "global_centers" else est.n_outputs_)
             if not isinstance(value, torch.Tensor):
                 raise SpeechkernError(f"local kernel model state lacks the tensor {prefix}{name}")
@@ -477,6 +498,8 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
                 value.is_floating_point() or value.is_complex() or value.dtype == torch.bool
             ):
                 raise _damaged(f"{prefix}leaf_offsets is {value.dtype}, expected integer row offsets")
+            if name != "leaf_offsets" and not value.is_floating_point():
+                raise _damaged(f"{prefix}{name} is {value.dtype}, expected floating-point values")
             if name != "leaf_offsets" and not bool(torch.isfinite(value.float()).all()):
                 raise _damaged(f"{prefix}{name} holds NaN or infinite values")
             setattr(est, f"{name}_", value if name == "leaf_offsets" else value.to(dev, torch.float32))

@@ -93,6 +93,10 @@ def choose_solver(
     """
     if solver not in SOLVERS:
         raise SpeechkernError(f"kernel.solver={solver!r}: expected one of {', '.join(SOLVERS)}")
+    from speechkern.eigenpro.local import check_global_centers
+
+    if global_centers != "auto":
+        check_global_centers(global_centers, name="kernel.global_centers")
     n, n_val, features = int(n), int(n_val), max(1, int(features))
     room = BUDGET_SHARE * budget_bytes
     gib = 2**30
@@ -126,6 +130,9 @@ def choose_solver(
         if trees > 1:
             what += f"; the mean of {trees} such trees, each cut along a further principal direction"
         glob = 0 if leaves == 1 else min(n, AUTO_GLOBAL_CENTERS if global_centers == "auto" else int(global_centers))
+        if global_centers == "auto":  # as many as the budget holds, up to AUTO_GLOBAL_CENTERS
+            glob = min(glob, largest_global_centers(budget_bytes))
+        check_global_centers(glob, budget_bytes, "kernel.global_centers", "kernel.memory_gb")
         if glob:
             what += f"; under them a global machine of {glob} centres, fitted to every frame"
         if leaf_size:
@@ -171,6 +178,17 @@ def choose_solver(
     return SolverChoice(
         "eigenpro3", p, f"EigenPro 3 with {p} centres ({limit} sets p) learning from all {n} frames: {why}"
     )
+
+
+def largest_global_centers(budget_bytes: int) -> int:
+    """The most centres whose global machine (:func:`~speechkern.eigenpro.exact.nystrom_bytes`) fits the budget."""
+    from speechkern.eigenpro.exact import NYSTROM_BLOCK, nystrom_bytes
+
+    a, b = 24.0, 12.0 * NYSTROM_BLOCK
+    m = max(0, int((-b + (b * b + 4 * a * max(0, budget_bytes)) ** 0.5) / (2 * a)))
+    while m and nystrom_bytes(m) > budget_bytes:  # float rounding
+        m -= 1
+    return m
 
 
 def _largest_p(rows: int, room: float) -> int:

@@ -124,6 +124,13 @@ def find_model(
             raise SpeechkernError(f"{path}: is a single model folder, so {' and '.join(given)} does not apply; "
                                   "give a run directory to choose among its models, or drop the option")  # fmt: skip
         return MaskModel.load(path, device), path
+    if path.parent.name == "models" and _condition_models(path):  # RUN/models/NAME of a per-condition run
+        if system is not None and system != path.name:
+            raise SpeechkernError(
+                f"{path}: is the {path.name} model of a run, so --system {system} does not apply; give the run "
+                f"directory {path.parent.parent} to choose among its models"
+            )
+        return _condition_model(path, condition, device)
     models = path / "models"
     if not models.is_dir():
         raise SpeechkernError(f"{path}: not a run directory or model folder (no models/ or config.json inside); "
@@ -134,19 +141,54 @@ def find_model(
     name = system or available[0]
     if name not in available:
         raise SpeechkernError(f"{path}: has no {name} model; available: {', '.join(available)}")
-    folder = models / name
-    if not (folder / "config.json").is_file():
-        conditions = sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
-        if not conditions:
-            raise SpeechkernError(f"{folder}: holds no finished model (no config.json in it or in a condition's "
-                                  "folder); finish training with `speechkern train --resume`")  # fmt: skip
-        if condition is None and len(conditions) == 1:
-            condition = conditions[0]  # one condition: nothing to choose
-        if condition is None:
-            raise SpeechkernError(
-                f"{folder}: one model per condition ({', '.join(conditions)}); choose one with --condition"
-            )
-        if condition not in conditions:
-            raise SpeechkernError(f"{folder}: no model for condition {condition}; available: {', '.join(conditions)}")
-        folder = folder / condition
-    return MaskModel.load(folder, device), folder
+    return _condition_model(models / name, condition, device)
+
+
+def _condition_models(folder: Path) -> list[str]:
+    """The conditions of a per-condition model folder (RUN/models/NAME/CONDITION/config.json), sorted."""
+    return sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file()) if folder.is_dir() else []
+
+
+def _condition_model(folder: Path, condition: str | None, device: str) -> tuple[MaskModel, Path]:
+    """The model of RUN/models/NAME (``folder``) for ``condition``: its one multi-condition model (which must have
+    been trained on ``condition`` when one is named, :func:`check_condition`), or the condition's own model."""
+    if (folder / "config.json").is_file():
+        if condition is not None:
+            check_condition(folder, condition)
+        return MaskModel.load(folder, device), folder
+    conditions = _condition_models(folder)
+    if not conditions:
+        raise SpeechkernError(f"{folder}: holds no finished model (no config.json in it or in a condition's "
+                              "folder); finish training with `speechkern train --resume`")  # fmt: skip
+    if condition is None and len(conditions) == 1:
+        condition = conditions[0]  # one condition: nothing to choose
+    if condition is None:
+        raise SpeechkernError(
+            f"{folder}: one model per condition ({', '.join(conditions)}); choose one with --condition"
+        )
+    if condition not in conditions:
+        raise SpeechkernError(f"{folder}: no model for condition {condition}; available: {', '.join(conditions)}")
+    return MaskModel.load(folder / condition, device), folder / condition
+
+
+def check_condition(folder: str | os.PathLike, condition: str) -> None:
+    """Refuse a ``condition`` that the multi-condition model in ``folder`` (RUN/models/NAME) was not trained on,
+    naming the conditions it was (the run's training manifest, RUN/manifests/train.jsonl); one it was trained on
+    selects that model, the only one. Raises :class:`~speechkern.errors.SpeechkernError`."""
+    from speechkern.mixtures import read_manifest
+    from speechkern.pipeline import POOLED_CONDITION
+
+    if condition == POOLED_CONDITION:  # the model's own name
+        return
+    folder = Path(folder)
+    manifest = folder.parent.parent / "manifests" / "train.jsonl"
+    try:
+        conditions = sorted({m.condition for m in read_manifest(manifest)})
+    except SpeechkernError:
+        conditions = []
+    if condition not in conditions:
+        drop = "drop --condition (the model serves every condition)"
+        named = ", ".join(conditions[:5]) + (f" and {len(conditions) - 5} more" if len(conditions) > 5 else "")
+        hint = f"give one of {named} or {drop}" if conditions else f"{manifest} is unreadable; {drop}"
+        raise SpeechkernError(f"--condition {condition}: {folder} is one multi-condition model, not trained on "
+                              f"{condition}; {hint}")  # fmt: skip
