@@ -367,8 +367,9 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
             return Y
         keep = np.sort(np.random.default_rng([self.seed, 1]).choice(X.shape[0], m, replace=False))
         Z = X[torch.from_numpy(keep).to(X.device)].to(CENTERS_DTYPES[self.centers_dtype]).to(torch.float32)
+        report(self.progress_task, 0, 1, "kernel global machine solved", global_centers=m)
         self.global_centers_, self.global_weights_ = Z, nystrom_solve(self.kernel_, X, Y, Z, float(self.ridge))
-        report(self.progress_task, 0, 1, "kernel leaves solved", global_centers=m)
+        report(self.progress_task, 1, 1, "kernel global machine solved", global_centers=m)
         return Y - predict_global([self], X)[0]
 
     def _solve_leaves(self, Xs: torch.Tensor, Ys: torch.Tensor, bounds: list[tuple[int, int]], keeps: list,
