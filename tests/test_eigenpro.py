@@ -537,3 +537,11 @@ def test_budget_holding_matrices_and_distances_keeps_the_distances(centers, monk
     fit(1, budget / 2**30)
     assert sum(products) < 0.2 * rows_first  # only the preconditioner's subsample block and the step sample
     kernels.clear_distance_cache()
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5])
+def test_a_bad_seed_of_eigenpro_is_one_line(seed):
+    """EigenProRegressor(seed=-1).fit ended in NumPy's ValueError where its subsample is drawn."""
+    X = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    with pytest.raises(SpeechkernError, match=rf"^seed={seed!r}: expected a non-negative integer$"):
+        EigenProRegressor(epochs=1, seed=seed, device="cpu").fit(X, X[:, :2])

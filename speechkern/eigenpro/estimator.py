@@ -286,6 +286,7 @@ class EigenProRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         positive_int("n_components", self.n_components, allow_none=True, allow_zero=True)
         positive_int("batch_size", self.batch_size, allow_none=True)
         positive_int("max_restarts", self.max_restarts, allow_zero=True)
+        positive_int("seed", self.seed, allow_zero=True)
         if not (np.isfinite(float(self.ridge)) and float(self.ridge) >= 0.0):
             raise SpeechkernError(f"ridge={self.ridge!r}: expected a finite number ≥ 0")
         if not (0.0 < float(self.damping) <= 1.0):
