@@ -608,7 +608,9 @@ def predict_local(estimators: list[LocalKernelRegressor], X: torch.Tensor) -> li
         total = outs if total is None else [a + b for a, b in zip(total, outs, strict=True)]
     if first.n_trees_ > 1:
         total = [out / first.n_trees_ for out in total]
-    return [a + b for a, b in zip(total, predict_global(estimators, X), strict=True)]
+    if len(first.global_centers_):
+        total = [a + b for a, b in zip(total, predict_global(estimators, X), strict=True)]
+    return total
 
 
 def predict_global(estimators: list[LocalKernelRegressor], X: torch.Tensor) -> list[torch.Tensor]:
