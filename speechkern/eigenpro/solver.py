@@ -184,8 +184,7 @@ def largest_global_centers(budget_bytes: int) -> int:
     """The most centres whose global machine (:func:`~speechkern.eigenpro.exact.nystrom_bytes`) fits the budget."""
     from speechkern.eigenpro.exact import NYSTROM_BLOCK, nystrom_bytes
 
-    a, b = 24.0, 12.0 * NYSTROM_BLOCK
-    m = max(0, int((-b + (b * b + 4 * a * max(0, budget_bytes)) ** 0.5) / (2 * a)))
+    m = _largest_root(24.0, 12.0 * NYSTROM_BLOCK, budget_bytes)
     while m and nystrom_bytes(m) > budget_bytes:  # float rounding
         m -= 1
     return m
@@ -194,7 +193,9 @@ def largest_global_centers(budget_bytes: int) -> int:
 def _largest_p(rows: int, room: float) -> int:
     """Largest p with STORAGE_BYTES·rows·p + 20·p² ≤ room (K and distances, two float64 p × p factors and a
     float32 copy of the centres' block)."""
-    a, b = 20.0, float(STORAGE_BYTES * rows)
-    if room <= 0:
-        return 1
-    return max(1, int((-b + (b * b + 4 * a * room) ** 0.5) / (2 * a)))
+    return max(1, _largest_root(20.0, float(STORAGE_BYTES * rows), room))
+
+
+def _largest_root(a: float, b: float, room: float) -> int:
+    """The largest whole x ≥ 0 with a·x² + b·x ≤ room (a, b > 0): bytes quadratic in a count of centres."""
+    return max(0, int((-b + (b * b + 4 * a * max(0.0, room)) ** 0.5) / (2 * a)))
