@@ -26,6 +26,7 @@ from speechkern.mixtures import Mixture
 from speechkern.models.mask_model import waveform_features
 from speechkern.outputs import write_text
 from speechkern.progress import report
+from speechkern.recipe import found_from_run
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +162,9 @@ def _found_from_run(m: Mixture, run_dir: Path) -> Mixture:
         path = Path(getattr(m, name))
         if path.is_absolute() or path.exists():
             continue
-        for base in Path(os.path.abspath(run_dir)).parents:
-            if (base / path).is_file():
-                found[name] = str(base / path)
-                break
+        hit = found_from_run(path, run_dir, Path.is_file)
+        if hit is not None:
+            found[name] = hit
     return replace(m, **found) if found else m
 
 

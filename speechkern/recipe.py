@@ -13,6 +13,7 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -301,6 +302,17 @@ PATH_KEYS = ("clean_dir", "manifest", "noise_dir", "timit_root", "noisex_root", 
 NOISE_WORDS = ("ssn", "babble", "dir", "manifest")
 
 
+def found_from_run(
+    path: str | os.PathLike, run_dir: str | os.PathLike, where: Callable[[Path], bool] = Path.exists
+) -> str | None:
+    """A relative ``path`` of a run written before paths were stored absolute, made absolute: against the first of
+    the working directory and the folders above ``run_dir`` where ``where`` holds (the folder the run was trained
+    from is usually one of them); None where it holds nowhere."""
+    bases = [Path.cwd(), *Path(os.path.abspath(run_dir)).parents]
+    found = next((base / path for base in bases if where(base / path)), None)
+    return None if found is None else os.path.abspath(found)
+
+
 def with_absolute_paths(recipe: Recipe, run_dir: str | os.PathLike | None = None) -> Recipe:
     """``recipe`` with its relative data paths (:data:`PATH_KEYS`, noise files in ``data.noises``) made absolute.
 
@@ -308,15 +320,13 @@ def with_absolute_paths(recipe: Recipe, run_dir: str | os.PathLike | None = None
     its data from any folder). With ``run_dir``, for the recipe.toml of a run written before that: against the first
     of the working directory and the folders above the run where the path exists (the folder the run was trained
     from is usually one of them); a path found nowhere is left as it is, for the step that reads it to name."""
-    bases = [Path.cwd()] if run_dir is None else [Path.cwd(), *Path(os.path.abspath(run_dir)).parents]
 
     def absolute(value: str) -> str:
         if not value or Path(value).is_absolute():
             return value
-        found = next((base / value for base in bases if (base / value).exists()), None)
-        if found is None and run_dir is not None:
-            return value
-        return os.path.abspath(found if found is not None else value)
+        if run_dir is None:
+            return os.path.abspath(value)
+        return found_from_run(value, run_dir) or value
 
     data = recipe.data
     paths = {key: absolute(getattr(data, key)) for key in PATH_KEYS}
