@@ -104,6 +104,24 @@ def test_agop_leaves_out_each_points_own_term():
         np.testing.assert_allclose(got.numpy(), (want / 40).numpy(), rtol=2e-3, atol=1e-6)
 
 
+def test_agop_over_output_directions_is_exact_for_weights_of_that_rank():
+    """The AGOP is invariant to an orthonormal change of the output basis, so weights of rank r give the same AGOP
+    from their top r singular directions as from every output, and fewer directions give less of it."""
+    import torch
+
+    from speechkern.kernels import ExponentialPowerKernel
+    from speechkern.transform import _agop
+
+    rng = np.random.default_rng(5)
+    U = torch.from_numpy(rng.standard_normal((60, 4))).float()
+    alpha = torch.from_numpy(rng.standard_normal((60, 2)) @ rng.standard_normal((2, 6))).float()  # rank 2
+    fit = {"U": U, "alpha": alpha, "W": torch.eye(4), "kernel": ExponentialPowerKernel(1.0, 2.0)}
+    every = _agop(fit, 1.0, frames=60, seed=0, outputs=0)
+    np.testing.assert_allclose(_agop(fit, 1.0, frames=60, seed=0, outputs=2).numpy(), every.numpy(), rtol=1e-4,
+                               atol=1e-6 * float(every.abs().max()))  # fmt: skip
+    assert float(torch.trace(_agop(fit, 1.0, frames=60, seed=0, outputs=1))) < 0.99 * float(torch.trace(every))
+
+
 def test_pca_and_whitening():
     rng = np.random.default_rng(2)
     scales = np.array([5.0, 2.0, 1.0, 0.1])
