@@ -105,3 +105,34 @@ def test_a_bad_seed_of_the_local_machine_is_one_line(seed):
     X = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
     with pytest.raises(SpeechkernError, match=rf"^seed={seed!r}: expected a whole number ≥ 0$"):
         LocalKernelRegressor(leaf_size=100, global_centers=10, seed=seed, device="cpu").fit(X, X[:, :2])
+
+
+def test_global_frames_fits_the_global_machine_to_a_draw_of_the_points():
+    """global_frames at or above n fits every point (the model of global_frames=0); with global_frames = m the
+    draw is the centres themselves, so the global machine nearly interpolates them; the leaves then fit the
+    residuals of every point, so the sum still fits the training points."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 5)).astype(np.float32)
+    Y = np.tanh(X[:, :2]).astype(np.float32)
+
+    def fit(frames: int) -> LocalKernelRegressor:
+        return LocalKernelRegressor(1.0, 3.0, ridge=1e-6, leaf_size=100, temperature=0.0, global_centers=40,
+                                    global_frames=frames, device="cpu").fit(X, Y)  # fmt: skip
+
+    every = fit(0)
+    assert torch.equal(fit(400).global_weights_, every.global_weights_)
+    drawn = fit(40)
+    assert not torch.equal(drawn.global_centers_, every.global_centers_)
+    rows = [int(np.flatnonzero((z == X).all(axis=1))[0]) for z in drawn.global_centers_.numpy()]
+    from speechkern.eigenpro.local import predict_global
+
+    at_centres = predict_global([drawn], drawn.global_centers_)[0].numpy()
+    np.testing.assert_allclose(at_centres, Y[rows], atol=1e-2)
+    np.testing.assert_allclose(drawn.predict(X), Y, atol=2e-2)
+
+
+@pytest.mark.parametrize("frames", [-1, 1.5, True])
+def test_a_bad_global_frames_is_one_line(frames):
+    X = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    with pytest.raises(SpeechkernError, match=rf"^global_frames={frames!r}: expected a whole number of points ≥ 0$"):
+        LocalKernelRegressor(leaf_size=100, global_centers=10, global_frames=frames, device="cpu").fit(X, X[:, :2])
