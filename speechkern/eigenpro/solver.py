@@ -94,7 +94,7 @@ def choose_solver(
     """
     if solver not in SOLVERS:
         raise SpeechkernError(f"kernel.solver={solver!r}: expected one of {', '.join(SOLVERS)}")
-    from speechkern.eigenpro.local import check_global_centers
+    from speechkern.eigenpro.local import DEFAULT_GLOBAL_FRAMES, check_global_centers
 
     if global_centers != "auto":
         check_global_centers(global_centers, name="kernel.global_centers")
@@ -135,7 +135,10 @@ def choose_solver(
             glob = min(glob, largest_global_centers(budget_bytes))
         check_global_centers(glob, budget_bytes, "kernel.global_centers", "kernel.memory_gb")
         if glob:
-            what += f"; under them a global machine of {glob} centres, fitted to every frame"
+            fitted = (
+                "every frame" if n <= DEFAULT_GLOBAL_FRAMES else f"{max(DEFAULT_GLOBAL_FRAMES, glob)} of the frames"
+            )
+            what += f"; under them a global machine of {glob} centres, fitted to {fitted}"
         if leaf_size:
             why = "leaf size as asked"
         elif whole:
