@@ -192,7 +192,7 @@ class KernelConfig(_Section):
     rfm_frames: int = Field(20000, ge=20, le=40000, description="frames of the exact kernel fit whose gradients give M")
     rfm_iterations: int = Field(1, ge=1, description="RFM updates of the metric M (each refits the kernel)")
     rfm_diagonal: bool = Field(False, description="try only the diagonal of M (per-input weights), not the full M")
-    rfm_agop_frames: int = Field(10000, ge=20, description="frames of the RFM fit whose gradients are averaged")
+    rfm_agop_frames: int = Field(2000, ge=20, description="frames of the RFM fit whose gradients are averaged")
 
 
 class DNNConfig(_Section):

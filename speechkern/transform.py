@@ -138,7 +138,7 @@ def fit_transform(
     rfm_frames: int = 20_000,
     rfm_iterations: int = 1,
     rfm_diagonal: bool = False,
-    rfm_agop_frames: int = 10_000,
+    rfm_agop_frames: int = 2000,
     seed: int = 0,
 ) -> InputTransform | None:
     """Fit the input transform ``kind`` on training inputs ``X`` (n, d); ``rfm`` and ``pca+rfm`` also need the
@@ -261,7 +261,7 @@ def fit_rfm(
     rank: int = 0,
     shape: float = 1.0,
     n_frames: int = 20_000,
-    agop_frames: int = 10_000,
+    agop_frames: int = 2000,
     iterations: int = 1,
     diagonal_only: bool = False,
     ridges: tuple[float, ...] = RFM_RIDGES,
