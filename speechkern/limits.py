@@ -13,6 +13,8 @@ import os
 from speechkern.errors import SpeechkernError
 from speechkern.outputs import format_bytes
 
+# The largest seed an experiment takes: scikit-learn's random_state is at most 2**32 − 1, and some draw with seed + 1.
+MAX_SEED = 2**32 - 2
 # The share of the machine's memory one enhancement block may take.
 BUDGET_SHARE = 0.5
 
