@@ -286,6 +286,21 @@ def output_subtype(path: str | os.PathLike, input_format: str | None = None, inp
     return _default_subtype(path)
 
 
+def mixture_subtype(path: str | os.PathLike, sources: list[tuple[str, str]]) -> str:
+    """The encoding to write a mix of several inputs into ``path``: the most precise of :func:`output_subtype` for
+    each input's ``(format, subtype)``, so that float or 24-bit inputs are not rounded to 16 bits (quiet float
+    recordings came out all zeros)."""
+    subtypes = [output_subtype(path, fmt, subtype) for fmt, subtype in sources] or [_default_subtype(Path(path))]
+    ranked = [s for s in subtypes if s in _BY_PRECISION]
+    return min(ranked, key=_BY_PRECISION.index) if ranked else subtypes[0]
+
+
+def silent_when_written(y: np.ndarray, subtype: str) -> bool:
+    """Whether every sample of ``y`` (full scale 1.0) rounds to 0 in the integer PCM encoding ``subtype``."""
+    bits = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}.get(subtype)
+    return bits is not None and len(y) > 0 and float(np.max(np.abs(y))) < 0.5 * 2.0 ** (1 - bits)
+
+
 def _default_subtype(path: Path) -> str:
     return "OPUS" if path.suffix.lower() == ".opus" else sf.default_subtype(output_format(path))
 

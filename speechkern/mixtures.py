@@ -380,7 +380,9 @@ def mix_files(
 
     Returns ``(mixture, clean, scaled_noise, sr, info)`` with the offset and gain in ``info``, and each file's own
     channel count and rate (``clean_channels``, ``clean_sr``, ``noise_channels``, ``noise_sr``): files of several
-    channels are averaged to mono and files at another rate resampled, which a caller may tell the user.
+    channels are averaged to mono and files at another rate resampled, which a caller may tell the user; and each
+    file's format and encoding (``clean_format``, ``clean_subtype``, ...), for writing the mixture as precisely
+    (:func:`speechkern.audio.mixture_subtype`).
     """
     rng = seeded(seed)  # a bad seed is refused before the files are read
     heads = {"clean": audio.info(clean_path), "noise": audio.info(noise_path)}
@@ -393,4 +395,5 @@ def mix_files(
             "gain": gain, "sr": rate, "seed": seed}  # fmt: skip
     for name, head in heads.items():
         info[f"{name}_channels"], info[f"{name}_sr"] = head.channels, head.samplerate
+        info[f"{name}_format"], info[f"{name}_subtype"] = head.format, head.subtype
     return mixture, clean, scaled, rate, info
