@@ -32,13 +32,24 @@ def energy(y: np.ndarray) -> float:
     return float(np.dot(y.astype(np.float64), y.astype(np.float64)))
 
 
-def noise_gain(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
-    """Factor for ``noise`` so that the whole-utterance SNR of ``clean + gain·noise`` is ``snr_db`` dB."""
+def noise_gain(
+    clean: np.ndarray, noise: np.ndarray, snr_db: float, clean_path: str | None = None,
+    noise_path: str | None = None, offset: int | None = None, other_draw: str = "another noise",
+) -> float:  # fmt: skip
+    """Factor for ``noise`` so that the whole-utterance SNR of ``clean + gain·noise`` is ``snr_db`` dB.
+
+    Raises SpeechkernError when either is silent (all zeros), naming ``clean_path`` or ``noise_path`` (and the
+    segment's ``offset`` in samples) where given, and ``other_draw``, what else to choose, for a silent segment."""
     e_s, e_n = energy(clean), energy(noise)
     if e_s <= 0.0:
-        raise SpeechkernError("the clean speech is silent (all zeros); an SNR cannot be set for it")
+        where = f"{clean_path}: " if clean_path else ""
+        raise SpeechkernError(f"{where}the clean speech is silent (all zeros), so no SNR can be set for it; give a "
+                              "recording of speech (or remove this one from the corpus)")  # fmt: skip
     if e_n <= 0.0:
-        raise SpeechkernError("the noise segment is silent (all zeros); choose another noise or offset")
+        where = f"{noise_path}: " if noise_path else ""
+        at = f" at sample {offset}" if offset is not None else ""
+        raise SpeechkernError(f"{where}the noise segment{at} ({len(noise)} samples) is silent (all zeros); choose "
+                              f"{other_draw}, or trim the silence from the recording")  # fmt: skip
     return float(np.sqrt(e_s / (e_n * 10.0 ** (snr_db / 10.0))))
 
 
@@ -282,7 +293,8 @@ def draw_mixture(
     rng = seeded(seed)
     offset = int(rng.integers(start, stop))
     segment = cut_noise(noise, offset, len(clean), start, stop)
-    gain = noise_gain(clean, segment, snr_db)
+    gain = noise_gain(clean, segment, snr_db, str(clean_path), str(noise_path), offset,
+                      "another noise (or the recipe override data.seed=N for another draw)")  # fmt: skip
     condition = f"{noise_name}_{snr_db:g}dB"
     return Mixture(
         id=mixture_id, split=split, condition=condition, clean=str(clean_path), noise=str(noise_path),
@@ -390,7 +402,9 @@ def mix_files(
     noise, _ = audio.load(noise_path, sr=rate)
     offset = int(rng.integers(0, len(noise)))
     segment = cut_noise(noise, offset, len(clean), 0, len(noise))
-    mixture, scaled, gain = mix_at_snr(clean, segment, snr_db)
+    gain = noise_gain(clean, segment, snr_db, str(clean_path), str(noise_path), offset, "another noise or seed")
+    scaled = (segment.astype(np.float64) * gain).astype(np.float32)
+    mixture = (clean + scaled).astype(np.float32)
     info = {"clean": str(clean_path), "noise": str(noise_path), "snr_db": snr_db, "noise_offset": offset,
             "gain": gain, "sr": rate, "seed": seed}  # fmt: skip
     for name, head in heads.items():
