@@ -220,8 +220,8 @@ def evaluate(
 
     from joblib import Parallel, delayed
 
-    workers = workers or os.cpu_count() or 1
     jobs = [delayed(_score_file)(m, masks, (fc, tc)) for m, masks in zip(test, per_file_masks, strict=True)]
+    workers = min(workers or os.cpu_count() or 1, max(len(jobs), 1))  # no idle processes (workers=99999 hung)
     outputs = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs) if workers > 1 else (
         job[0](*job[1], **job[2]) for job in jobs
     )  # fmt: skip
