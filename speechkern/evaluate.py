@@ -168,7 +168,7 @@ def evaluate(
             raise SpeechkernError(f"{run_dir}: lies inside the run directory {run}; evaluate that: give {run}")
         what = "no such run directory" if not run_dir.exists() else "not a run directory (no recipe.toml inside)"
         what = "is a file, not a run directory" if run_dir.is_file() else what
-        raise SpeechkernError(f"{run_dir}: {what}; {what_a_run_is()}")
+        raise SpeechkernError(f"{run_dir}: {what}; {what_a_run_is(refused=run_dir)}")
     recipe = with_absolute_paths(load_recipe(run_dir / "recipe.toml"), run_dir)
     if examples is None:
         examples = recipe.evaluate.examples

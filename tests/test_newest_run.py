@@ -47,6 +47,25 @@ def test_unfinished_parts_and_deleted_runs_do_not_count(tmp_path, monkeypatch):
     assert newest_run() == Path("runs/done")
 
 
+def test_a_refused_folder_is_not_offered_as_the_newest_run(tmp_path, monkeypatch):
+    """evaluate runs/x of a run whose recipe.toml was lost said "runs/x: not a run directory (no recipe.toml
+    inside); ... the newest one here is runs/x": the folder it had just refused."""
+    from speechkern.evaluate import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    _fake_run(tmp_path / "runs" / "good", mtime=1_000_000)
+    _fake_run(tmp_path / "runs" / "x", mtime=2_000_000)
+    with pytest.raises(SpeechkernError, match=r"^runs/x: not a run directory .*the newest one here is runs/good;"):
+        evaluate("runs/x")
+    (tmp_path / "runs" / "empty").mkdir()
+    with pytest.raises(SpeechkernError, match=r"^runs/empty: not a run directory .*the newest one here is runs/x;"):
+        find_model("runs/empty")
+    (tmp_path / "runs" / "good" / "models" / "kernel" / "config.json").unlink()
+    with pytest.raises(SpeechkernError, match=r"^runs/x: not a run directory .*in runs/<recipe name> \(or the --out "
+                       r"folder\); make one with"):  # fmt: skip
+        evaluate("runs/x")
+
+
 def test_no_model_names_the_places_searched(tmp_path, monkeypatch):
     import speechkern.models.select as select
 
