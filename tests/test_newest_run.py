@@ -66,6 +66,20 @@ def test_a_refused_folder_is_not_offered_as_the_newest_run(tmp_path, monkeypatch
         evaluate("runs/x")
 
 
+def test_evaluate_of_a_folder_without_recipe_says_so_before_asking_for_overwrite(tmp_path, monkeypatch, capsys):
+    """A run that lost its recipe.toml but kept its report was answered 'a report exists already; pass
+    --overwrite', and only with --overwrite 'not a run directory'."""
+    from conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    _fake_run(tmp_path / "runs" / "x")
+    (tmp_path / "runs" / "x" / "report").mkdir()
+    (tmp_path / "runs" / "x" / "report" / "index.html").write_text("<html></html>")
+    (tmp_path / "runs" / "x" / "report" / "results.json").write_text("{}")
+    code, _, err = run_cli(["evaluate", "runs/x"], capsys)
+    assert code == 2 and "runs/x: not a run directory (no recipe.toml inside)" in err and "--overwrite" not in err
+
+
 def test_no_model_names_the_places_searched(tmp_path, monkeypatch):
     import speechkern.models.select as select
 
