@@ -20,7 +20,7 @@ import speechkern
 from speechkern.errors import SpeechkernError
 
 from . import tools, train
-from .ui import PlainCommand, PlainGroup, displayable, fail, first_sentence, to_flags
+from .ui import CommandWarnings, PlainCommand, PlainGroup, displayable, fail, first_sentence, to_flags
 
 # Groups imported on first use: name -> (module, the one-line help `speechkern --help` shows).
 LAZY_GROUPS = {
@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command line; user errors become one line on stderr and exit code 2, an interrupt one line and 130."""
     if argv is None:  # a real process, not a test calling main()
         _terminate_like_interrupt()
+    warnings = CommandWarnings()
+    logging.getLogger("speechkern").addHandler(warnings)
     try:
         try:
             app(args=argv, prog_name="speechkern")
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         if argv is not None:
             raise
         _leave(done.code)
+    finally:
+        logging.getLogger("speechkern").removeHandler(warnings)
     if argv is None:
         _leave(0)
 

@@ -452,16 +452,33 @@ def check_complete(path: str | os.PathLike, handle: sf.SoundFile, got: int, want
 _CLAIMED = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
+_WARNED_TRUNCATED: set[tuple[str, int, int]] = set()  # (file, size, mtime) already warned of in this process
+_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+                 "DOUBLE": 8}  # fmt: skip
+
+
 def warn_truncated(path: str | os.PathLike, handle: sf.SoundFile) -> bool:
     """Warn, naming the file, when its header promises more audio data than the file holds (an interrupted
-    recording or copy; libsndfile reads what there is). Returns whether it warned."""
+    recording or copy; libsndfile reads what there is). Returns whether the file is truncated; the warning is
+    given once per file in a process, however often its header is read (a command reads it several times)."""
     found = _CLAIMED.search(handle.extra_info)
     if not found or int(found[2]) >= int(found[1]):
         return False
     claimed_bytes, held_bytes = int(found[1]), int(found[2])
-    frame_bytes = held_bytes / handle.frames if handle.frames else float("nan")
-    logger.warning("%s: its header promises %.3f s of audio but the file holds %.3f s (truncated: an interrupted "
-                   "recording or copy); using what it holds", path, claimed_bytes / frame_bytes / handle.samplerate,
+    try:
+        st = os.stat(path)
+        key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (os.path.abspath(path), held_bytes, 0)
+    if key in _WARNED_TRUNCATED:
+        return True
+    _WARNED_TRUNCATED.add(key)
+    # bytes per frame: measured where there are frames, else from the encoding (a header alone gave "nan s")
+    sample_bytes = _SAMPLE_BYTES.get(handle.subtype, 0)
+    frame_bytes = held_bytes / handle.frames if handle.frames else sample_bytes * handle.channels
+    promised = f"{claimed_bytes / frame_bytes / handle.samplerate:.3f} s" if frame_bytes else f"{claimed_bytes} bytes"
+    logger.warning("%s: its header promises %s of audio but the file holds %.3f s (truncated: an interrupted "
+                   "recording or copy); using what it holds", path, promised,
                    handle.frames / handle.samplerate)  # fmt: skip
     return True
 
