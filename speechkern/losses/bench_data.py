@@ -163,6 +163,11 @@ def _read_table(path: Path) -> _Table:
         raise SpeechkernError(
             f"{path}: the header needs a 'label' column (the class of each row), got {rows[0]!r}; see docs/losses.md"
         )
+    for name in ("label", "fold", "split"):  # a second one was read as a feature: the label leaked into the inputs
+        if header.count(name) > 1:
+            columns = ", ".join(str(i + 1) for i, cell in enumerate(header) if cell == name)
+            raise SpeechkernError(f"{path}: the header names {header.count(name)} {name!r} columns (columns "
+                                  f"{columns}); keep one, or rename the others")  # fmt: skip
     label_col = header.index("label")
     fold_col = header.index("fold") if "fold" in header else None
     role_col = header.index("split") if "split" in header else None
