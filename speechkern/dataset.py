@@ -178,7 +178,10 @@ def build_manifests(recipe, run_dir: Path) -> dict[str, list[Mixture]]:
     utterances = load_splits(data, run_dir / "sources")
     for split in SPLITS:
         if not utterances[split]:
-            raise SpeechkernError(f"the {split} split is empty; give more clean utterances")
+            key = f"data.n_{split}"
+            raise SpeechkernError(f"the {split} split is empty (corpus {data.corpus!r}, {key} = "
+                                  f"{getattr(data, f'n_{split}')}); give more clean utterances, or the recipe override "
+                                  f"{key}=N with N ≥ 1")  # fmt: skip
     paired_only = all(u.noisy for split in SPLITS for u in utterances[split])
     noises = {} if paired_only else prepare_noises(recipe, utterances["train"], run_dir)
     noise_audio = {name: audio.load(path, sr=data.sr)[0] for name, path in noises.items()}
