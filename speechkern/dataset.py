@@ -113,7 +113,8 @@ def _generated_noise(kind: str, recipe, train: Sequence[Utterance], run_dir: Pat
         voices = 2 * len(mixtures.parts(n_samples, data.val_noise_share))  # at least two per part
         if len(groups) < voices:  # too few talkers for disjoint parts: utterances as voices (still disjoint)
             groups = [[s] for _, s in speech]
-        y = mixtures.babble(groups, n_samples, data.seed, data.babble_talkers, data.val_noise_share)
+        remedy = f"raise data.n_train (now {data.n_train}) or take 'babble' out of data.noises"  # in recipe terms
+        y = mixtures.babble(groups, n_samples, data.seed, data.babble_talkers, data.val_noise_share, remedy)
     audio.save(path, y, data.sr, overwrite=True, subtype="FLOAT")
     return path
 

@@ -154,8 +154,9 @@ def speech_shaped_noise(spectrum: np.ndarray, n_samples: int, seed: int) -> np.n
 
 
 def babble(
-    talkers: Sequence[Sequence[np.ndarray]], n_samples: int, seed: int, n_talkers: int = 6, val_share: float = 0.0
-) -> np.ndarray:
+    talkers: Sequence[Sequence[np.ndarray]], n_samples: int, seed: int, n_talkers: int = 6, val_share: float = 0.0,
+    remedy: str = "use more training talkers or another noise",
+) -> np.ndarray:  # fmt: skip
     """Babble whose parts share no talker: each part (:func:`parts`) is the sum of its own talkers.
 
     talkers: for each available talker, a list of their utterances (float32 waveforms).
@@ -167,15 +168,14 @@ def babble(
     shorter than its part repeats inside that part only, so no speech is heard on both sides of a split (SPEC §2).
     Each part has RMS 0.05.
     Returns float32 babble of ``n_samples`` samples. Raises SpeechkernError with fewer than 2 talkers with speech
-    per part.
+    per part, ending with ``remedy``.
     """
     usable = [utts for utts in talkers if sum(len(u) for u in utts) > 0]
     ranges = parts(n_samples, val_share)
     if len(usable) < 2 * len(ranges):
         raise SpeechkernError(
             f"babble needs at least {2 * len(ranges)} talkers with speech (2 for each of its {len(ranges)} parts: "
-            f"{', '.join(SPLITS if len(ranges) == 3 else ('train and val', 'test'))}); {len(usable)} given: use "
-            "more training talkers or another noise"
+            f"{', '.join(SPLITS if len(ranges) == 3 else ('train and val', 'test'))}); {len(usable)} given: {remedy}"
         )
     rng = seeded(seed)
     order = rng.permutation(len(usable))

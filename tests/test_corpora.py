@@ -476,3 +476,15 @@ def test_an_empty_split_names_the_recipe_key(tmp_path):
     with pytest.raises(SpeechkernError, match=r"^the train split is empty \(corpus 'demo', data.n_train = 0\); give "
                        r"more clean utterances, or the recipe override data.n_train=N"):  # fmt: skip
         build_manifests(recipe, tmp_path / "run")
+
+
+def test_too_few_talkers_for_babble_name_the_recipe_keys(tmp_path):
+    """'babble needs at least 4 talkers ...; use more training talkers or another noise' named no key to change."""
+    from speechkern.dataset import build_manifests
+    from speechkern.recipe import load_recipe
+
+    overrides = ["data.n_train=1", "data.n_val=1", "data.n_test=1", "data.generated_noise_s=5"]
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "demo", overrides)
+    with pytest.raises(SpeechkernError, match=r"babble needs at least 4 talkers .*1 given: raise data.n_train \(now "
+                       r"1\) or take 'babble' out of data.noises$"):  # fmt: skip
+        build_manifests(recipe, tmp_path / "run")
