@@ -452,6 +452,7 @@ _FLAGS = (
     (re.compile(rf"\b({'|'.join(_VALUED)})=(?=\S)"), lambda m: f"{_VALUED[m[1]]} "),
     (re.compile(rf"\b({'|'.join(_VALUED)})\b"), lambda m: _VALUED[m[1]]),
     (re.compile(r"\b(?:the )?recipe override (?=\S)"), lambda m: "--set "),
+    (re.compile(r"(?<![\w-])width=(?=\d)"), lambda m: "--width "),  # collapse's width (not "delta width 3")
 )  # fmt: skip
 
 

@@ -28,6 +28,17 @@ def memory_budget() -> int:
     return int(total * BUDGET_SHARE)
 
 
+def check_network(subject: str, n_weights: int, copies: int, remedy: str) -> None:
+    """Refuse, before it is built, a network whose ``n_weights`` float32 weights, ``copies`` times over (weights,
+    gradients, optimiser state, copies kept), exceed :func:`memory_budget`: a width the allocator grants can
+    take minutes to initialise, then end in swap or the kernel's out-of-memory kill with no word. Raises
+    SpeechkernError naming the ``subject`` (the setting and its value) and the ``remedy``."""
+    need, budget = 4 * n_weights * copies, memory_budget()
+    if need > budget:
+        raise SpeechkernError(f"{subject}: the network's {n_weights:.3g} weights need about {format_bytes(need)} to "
+                              f"train, over the {format_bytes(budget)} this machine allows; {remedy}")  # fmt: skip
+
+
 def is_number(value) -> bool:
     """A real number (NumPy's too), not a bool nor a string."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -326,3 +326,24 @@ def test_collapse_config_refuses_settings_of_the_wrong_type(setting, match):
 
     with pytest.raises(SpeechkernError, match=match):
         CollapseConfig(**setting).validate()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["losses", "bench", "--builtin", "--dataset", "iris", "--seeds", "1", "--epochs", "1"],
+         "a network of hidden widths (2000, 2000): the network's 4.01e+06 weights need about 64 MB to train"),
+        (["collapse", "run", "--dataset", "iris", "--train-sizes", "50", "--no-transfer", "--epochs", "1", "-q"],
+         "--width 2000: the network's 8.01e+06 weights need about 128 MB to train"),
+    ],
+)  # fmt: skip
+def test_a_network_beyond_the_memory_budget_is_refused_before_it_is_built(tmp_path, capsys, monkeypatch, argv, says):
+    """A width the allocator granted (--width 60000: 14 GB of weights on a 23 GB machine) was built and initialised
+    for minutes, then trained into swap or the kernel's out-of-memory kill: only widths it refused outright were
+    one line. Here the budget is lowered to 10 MB so that a small width shows it."""
+    from speechkern import limits
+
+    monkeypatch.setattr(limits, "memory_budget", lambda: 10**7)
+    code, _, err = run_cli([*argv, "--width", "2000", "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert says in err and "over the 10 MB this machine allows; lower" in err, err

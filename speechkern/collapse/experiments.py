@@ -38,7 +38,7 @@ from torch import nn
 import speechkern
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
-from speechkern.limits import MAX_SEED
+from speechkern.limits import MAX_SEED, check_network
 from speechkern.outputs import check_out_dir, csv_text, write_bytes
 from speechkern.progress import report
 
@@ -609,6 +609,9 @@ def check_config(config: CollapseConfig) -> Dataset:
     """Validate the settings against the dataset (train sizes, class count) before any training; returns it."""
     config.validate()
     data = load_dataset(config.dataset, config.test_fraction, config.seed)
+    w, depth = config.width, config.depth  # MLP: weights, gradients, momentum, and the transfer's copy
+    weights = data.n_features * w + (depth - 1) * w * w + w * data.n_classes
+    check_network(f"width={w}", weights, 4, "lower width, such as 256")
     for n in resolve_train_sizes(config, data):
         _subset(data, n, config.seed)
     if config.transfer:
