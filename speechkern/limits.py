@@ -39,6 +39,14 @@ def check_network(subject: str, n_weights: int, copies: int, remedy: str) -> Non
                               f"train, over the {format_bytes(budget)} this machine allows; {remedy}")  # fmt: skip
 
 
+def mlp_weights(widths: list[int]) -> int:
+    """Weights of a fully connected network whose layers have ``widths`` units (inputs first, outputs last)."""
+    return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+
+
+DNN_COPIES = 5  # the DNN baseline holds its weights, gradients, Adam's two moments and the best epoch's copy
+
+
 def is_number(value) -> bool:
     """A real number (NumPy's too), not a bool nor a string."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -445,6 +445,8 @@ def test_unusable_cache_folder_warns_and_carries_on(tmp_path, monkeypatch, caplo
         ("kernel.gammas=[3.0]", "'kernel.gammas.0' = 3.0"),
         ("train.models=[]", "'train.models' = []"),
         ('data.conditions=["ssn@loud"]', "'data.conditions.0' = 'ssn@loud'"),
+        # built only at the DNN's turn, after the features and the kernel: an allocation error, or swap
+        ("dnn.hidden=[100000,100000]", "dnn.hidden: [100000, 100000]: the network's 1.01e+10 weights need about"),
     ],
 )
 def test_recipe_values_are_checked_at_load(override, expected):
