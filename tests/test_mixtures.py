@@ -52,6 +52,18 @@ def test_a_silent_recording_in_a_corpus_is_named(tmp_path):
             mixtures.mix_files(tmp_path / f"{clean}.wav", tmp_path / f"{noise}.wav", 0.0)
 
 
+def test_noise_too_short_to_loop_is_refused(tmp_path):
+    """A noise file of one sample, looped under 3 s of speech, was a constant offset mixed 'at 0 dB SNR'."""
+    rng = np.random.default_rng(0)
+    audio.save(tmp_path / "speech.wav", rng.standard_normal(48000).astype(np.float32) * 0.1, 16000)
+    for n in (1, 1599):
+        audio.save(tmp_path / "n.wav", rng.standard_normal(n).astype(np.float32) * 0.1, 16000, overwrite=True)
+        with pytest.raises(SpeechkernError, match=rf"n.wav: {n} samples \(.* ms\) at 16000 Hz is too short to loop"):
+            mixtures.mix_files(tmp_path / "speech.wav", tmp_path / "n.wav", 0.0)
+    audio.save(tmp_path / "n.wav", rng.standard_normal(1600).astype(np.float32) * 0.1, 16000, overwrite=True)
+    assert len(mixtures.mix_files(tmp_path / "speech.wav", tmp_path / "n.wav", 0.0)[0]) == 48000
+
+
 @pytest.mark.parametrize(
     "val_share, ranges",
     [
