@@ -173,3 +173,13 @@ def test_find_model_checks_the_condition_of_a_multi_condition_run(tmp_path):
         find_model(per / "models" / "kernel")
     with pytest.raises(SpeechkernError, match=r"no model for condition babble_0dB; available: ssn_0dB, ssn_5dB"):
         find_model(per / "models" / "kernel", condition="babble_0dB")
+
+
+def test_a_damaged_line_of_the_index_is_passed_over(tmp_path, monkeypatch):
+    """A line of runs/index.txt too long for a file name ended every enhance without --model in an OSError
+    traceback (File name too long)."""
+    monkeypatch.chdir(tmp_path)
+    run = _fake_run(tmp_path / "elsewhere" / "run")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "index.txt").write_text(f"{'a' * 5000}\nnul\x00byte\n{run}\n")
+    assert newest_run() == run

@@ -52,6 +52,15 @@ def _indexed_runs(root: Path) -> list[Path]:
     return list(dict.fromkeys(Path(line.strip()) for line in lines if line.strip()))
 
 
+def _is_folder(path: Path) -> bool:
+    """Whether a line of runs/index.txt names a folder: a damaged line (a name too long for the file system, one
+    it cannot look at) names none, instead of stopping every command that looks for the newest run."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _newest_model_time(run: Path) -> float:
     """Modification time of the run's newest finished model (hidden folders of unfinished parts excluded)."""
     models = run / "models"
@@ -71,7 +80,7 @@ def newest_run(root: str | os.PathLike = "runs", besides: str | os.PathLike | No
     """
     root = Path(root)
     candidates = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-    candidates += [p for p in _indexed_runs(root) if p.is_dir()]
+    candidates += [p for p in _indexed_runs(root) if _is_folder(p)]
     if besides is not None:
         refused = Path(besides).resolve()
         candidates = [p for p in candidates if p.resolve() != refused]
