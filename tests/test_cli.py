@@ -241,3 +241,21 @@ def test_condition_selects_or_is_refused_on_a_multi_condition_run(tiny_run, caps
     (tmp_path / "out.wav").unlink()
     code, _, err = run([*argv, "--condition", "all"], capsys)
     assert code == 0 and (tmp_path / "out.wav").is_file(), err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["enhance", "LONG.wav"], ["enhance", "IN", "--model", "LONG"], ["enhance", "IN", "-o", "LONG.wav"],
+     ["evaluate", "LONG"], ["train", "LONG"], ["mix", "IN", "IN", "--snr", "0", "-o", "LONG.wav"],
+     ["oracle", "LONG.wav", "IN", "--snr", "0"], ["losses", "bench", "--data", "LONG"],
+     ["collapse", "run", "--out", "LONG"]],
+)  # fmt: skip
+def test_a_path_too_long_for_the_file_system_is_one_line(argv, capsys, tmp_path, monkeypatch):
+    """A name longer than the file system allows ended every command in an OSError traceback ('File name too
+    long') from the first os.stat of it: Path.exists raises for it."""
+    monkeypatch.chdir(tmp_path)
+    clean, _ = _tone_files(tmp_path)
+    long = "a" * 5000
+    code, _, err = run([arg.replace("LONG", long).replace("IN", str(clean)) for arg in argv], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-500:]
+    assert err.startswith(f"error: {'a' * 80}…") and "characters): the name is too long for the file system" in err
