@@ -511,4 +511,6 @@ def check_out(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run_main
+
+    run_main(main)

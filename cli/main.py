@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         except SpeechkernError as err:
             fail(str(err))
         except OSError as err:  # a path the system refuses, met wherever a command first looks at it
-            if err.errno not in _PATH_ERRORS:
+            if err.errno not in PATH_ERRORS:
                 raise
             fail(path_error(err))
         except (KeyboardInterrupt, SystemExit) as exc:
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # Errors of a path the user gave, not of speechkern: one line naming it, not a traceback from the first
 # os.stat of it (Path.exists raises for these, and a name too long for the file system reached every command).
-_PATH_ERRORS = {errno.ENAMETOOLONG: "the name is too long for the file system; give a shorter path",
+PATH_ERRORS = {errno.ENAMETOOLONG: "the name is too long for the file system; give a shorter path",
                 errno.EACCES: "permission denied; give a path you may read and write, or change its permissions",
                 errno.EPERM: "operation not permitted; give another path",
                 errno.EROFS: "the file system is read-only; give a path on a writable one",
@@ -144,7 +144,7 @@ def path_error(err: OSError) -> str:
     name = str(err.filename) if err.filename is not None else "a path"
     if len(name) > 200:
         name = f"{name[:80]}…{name[-40:]} ({len(name)} characters)"
-    return f"{name}: {_PATH_ERRORS.get(err.errno, err.strerror)}"
+    return f"{name}: {PATH_ERRORS.get(err.errno, err.strerror)}"
 
 
 def _leave(code: int | str | None) -> None:
