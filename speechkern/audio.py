@@ -244,16 +244,29 @@ def check_holds(path: str | os.PathLike, sr: int, channels: int, subtype: str | 
     fmt = output_format(path)
     subtype = subtype or _default_subtype(Path(path))
     if fmt == "OGG" and sr > 192000:  # libsndfile's Vorbis encoder crashes (segfault) above 192 kHz, not probed
-        raise SpeechkernError(f"{path}: OGG files cannot hold {sr} Hz (192000 Hz at most); name the output .wav "
-                              "or .flac")  # fmt: skip
+        raise SpeechkernError(f"{path}: OGG files cannot hold {sr} Hz (192000 Hz at most); name the output "
+                              f"{_holding(sr, channels, fmt)}")  # fmt: skip
+    if not _holds(fmt, sr, channels, subtype):
+        raise SpeechkernError(f"{path}: {fmt} files ({subtype}) cannot hold {channels} channel(s) at {sr} Hz; name "
+                              f"the output {_holding(sr, channels, fmt)}")  # fmt: skip
+
+
+def _holds(fmt: str, sr: int, channels: int, subtype: str) -> bool:
+    """Whether libsndfile opens a ``fmt`` file of ``subtype`` with ``channels`` at ``sr`` Hz for writing."""
     with tempfile.TemporaryDirectory(prefix=".speechkern-") as folder:
         try:
             sf.SoundFile(os.path.join(folder, "probe"), "w", sr, channels, subtype, format=fmt).close()
         except (sf.LibsndfileError, RuntimeError, ValueError):
-            raise SpeechkernError(
-                f"{path}: {fmt} files ({subtype}) cannot hold {channels} channel(s) at {sr} Hz; name the output "
-                ".wav or .flac"
-            ) from None
+            return False
+    return True
+
+
+def _holding(sr: int, channels: int, failed: str) -> str:
+    """The suffixes, other than ``failed``'s format, whose files hold ``channels`` at ``sr`` Hz (FLAC holds 8
+    channels at most: suggesting .flac for 64 sent the user from one refusal to the next)."""
+    found = [suffix for suffix, fmt in ((".wav", "WAV"), (".flac", "FLAC"))
+             if fmt != failed and _holds(fmt, sr, channels, sf.default_subtype(fmt))]  # fmt: skip
+    return " or ".join(found) if found else ".w64"
 
 
 def output_format(path: str | os.PathLike) -> str:
