@@ -183,3 +183,12 @@ def test_a_damaged_line_of_the_index_is_passed_over(tmp_path, monkeypatch):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "index.txt").write_text(f"{'a' * 5000}\nnul\x00byte\n{run}\n")
     assert newest_run() == run
+
+
+@pytest.mark.parametrize(("option", "value"), [("system", ""), ("condition", ""), ("system", " ")])
+def test_an_empty_system_or_condition_is_refused(tmp_path, option, value):
+    """--system '' (an unset variable in a script) took the default model without a word, and --condition ''
+    said the model was 'not trained on ; give one of ...'."""
+    run = _fake_run(tmp_path / "run")
+    with pytest.raises(SpeechkernError, match=rf"^--{option} '{value}': empty; expected .*, or leave the option out"):
+        find_model(run, **{option: value})

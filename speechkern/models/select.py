@@ -113,8 +113,14 @@ def find_model(
     shipped general model, :func:`shipped_model_dir`).
 
     In a run directory, ``system`` picks kernel, kernel1 or dnn (default: the first present in that order), and
-    ``condition`` picks the model of a per-condition run.
+    ``condition`` picks the model of a per-condition run. An empty ``system`` or ``condition`` (an unset variable
+    in a script) is refused, not read as none given (--system '' took the default, --condition '' was "not
+    trained on ").
     """
+    for name, value in (("system", system), ("condition", condition)):
+        if value is not None and not str(value).strip():
+            choices = ", ".join(PREFERENCE) if name == "system" else "a condition such as ssn_0dB"
+            raise SpeechkernError(f"--{name} {value!r}: empty; expected {choices}, or leave the option out")
     if where is None:
         where = newest_run()
         if where is None:
