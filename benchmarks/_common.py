@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,3 +17,17 @@ def require_dev_data() -> None:
             f"development audio not found at {DEV}: this benchmark needs ../shared/data/dev beside the checkout "
             "(or SPEECHKERN_DEV_DATA=DIR)"
         )
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run a script's ``main()`` and exit with what it returns; a path the system refuses (a name too long for the
+    file system, permission denied, ...) ends in one line naming it, as in the command line, not a traceback."""
+    from speechkern_cli.main import PATH_ERRORS, path_error
+
+    try:
+        code = main()
+    except OSError as err:
+        if err.errno not in PATH_ERRORS:
+            raise
+        raise SystemExit(path_error(err)) from None
+    raise SystemExit(code)

@@ -156,6 +156,12 @@ def units_of(args) -> list[dict]:
         units += [{"task": "ibm", "noise": n, "snr": s} for n, s in dict.fromkeys(ibm)]
     for u in units:
         u["condition"] = f"{u['noise']}_{u['snr']:g}dB"
+    irm_conditions = [u["condition"] for u in units if u["task"] == "irm"]
+    shown = getattr(args, "figure_condition", None)
+    if shown is not None and shown not in irm_conditions:  # it fell back to another condition after hours of work
+        have = f"expected one of {', '.join(irm_conditions)}" if irm_conditions else "--tasks has no irm, so no figure"
+        raise SystemExit(f"--figure-condition {shown}: not an IRM condition of this run; {have}")
+    for u in units:
         u["sets"] = [
             f"data.noises={json.dumps([stand_in[u['noise']]])}",
             f"data.snrs=[{u['snr']}]",
@@ -396,9 +402,14 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(parts)
 
 
+FIGURE_CONDITION = "ssn_0dB"  # the condition of the paper's Fig. 6.2
+
+
 def figure(rows: list[dict], path: Path, condition: str | None = None) -> str | None:
-    """Fig. 6.2: per-channel test MSE of the 1- and 4-subband kernels and the DNN for one IRM condition."""
+    """Fig. 6.2: per-channel test MSE of the 1- and 4-subband kernels and the DNN for one IRM condition
+    (None: :data:`FIGURE_CONDITION`; the first IRM condition where that one is missing)."""
     irm = [r for r in rows if r["task"] == "irm" and all("channel_mse" in r.get(m, {}) for m in MODELS)]
+    condition = FIGURE_CONDITION if condition is None else condition
     pick = next((r for r in irm if r["condition"] == condition), irm[0] if irm else None)
     if pick is None:
         return None
@@ -433,7 +444,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="[%(default)s]")
     parser.add_argument("--n-val", type=int, default=15, help="validation utterances (whole talkers)")
     parser.add_argument("--n-test", type=int, default=20, help="test utterances (whole talkers)")
-    parser.add_argument("--figure-condition", default="ssn_0dB", help="the condition of Fig. 6.2 [%(default)s]")
+    parser.add_argument("--figure-condition", help=f"the IRM condition of Fig. 6.2 [{FIGURE_CONDITION} where it is "
+                        "measured, else the first]")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "paper-tables", help="[%(default)s]")
     args = parser.parse_args(argv)
     if args.quick:  # the quick run's values become the defaults: options given with --quick still win
@@ -499,4 +511,6 @@ def check_out(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run_main
+
+    run_main(main)

@@ -254,4 +254,6 @@ def score(args: argparse.Namespace, model_dir: Path, model) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _common import run_main
+
+    run_main(main)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from speechkern.errors import SpeechkernError
+from speechkern.limits import MAX_SEED
 from speechkern.outputs import PART, check_writable, remove_parts
 
 from .ui import PlainCommand, console, fail, plain_typer, progress_ui, stdout
@@ -58,7 +59,9 @@ def run(
         help="Comma list of train-set sizes [default: those of 50,100,300,1000 that the dataset's train pool "
         "holds: digits all four, iris and wine 50,100].",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the data split, initialisation and batch order."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=MAX_SEED, help="Seed of the data split, initialisation and batch order."
+    ),
     transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Run the super-class transfer experiment."),
     checkpoints: int = typer.Option(25, "--checkpoints", help="Log-spaced epochs at which to measure (and epoch 0)."),
     width: int = typer.Option(256, "--width", min=1, help="Hidden units per layer of the MLP."),

@@ -8,6 +8,7 @@ only when one of their commands runs. ``benchmarks/cli_startup.py`` measures it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -20,7 +21,7 @@ import speechkern
 from speechkern.errors import SpeechkernError
 
 from . import tools, train
-from .ui import PlainCommand, PlainGroup, displayable, fail, first_sentence, to_flags
+from .ui import CommandWarnings, PlainCommand, PlainGroup, displayable, fail, first_sentence, to_flags
 
 # Groups imported on first use: name -> (module, the one-line help `speechkern --help` shows).
 LAZY_GROUPS = {
@@ -97,11 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command line; user errors become one line on stderr and exit code 2, an interrupt one line and 130."""
     if argv is None:  # a real process, not a test calling main()
         _terminate_like_interrupt()
+    warnings = CommandWarnings()
+    logging.getLogger("speechkern").addHandler(warnings)
     try:
         try:
             app(args=argv, prog_name="speechkern")
         except SpeechkernError as err:
             fail(str(err))
+        except OSError as err:  # a path the system refuses, met wherever a command first looks at it
+            if err.errno not in PATH_ERRORS:
+                raise
+            fail(path_error(err))
         except (KeyboardInterrupt, SystemExit) as exc:
             interrupt = _interrupt_of(exc)  # Typer turns Ctrl-C into exit 130, with the interrupt as its cause
             if interrupt is None:
@@ -115,8 +122,29 @@ def main(argv: list[str] | None = None) -> None:
         if argv is not None:
             raise
         _leave(done.code)
+    finally:
+        logging.getLogger("speechkern").removeHandler(warnings)
     if argv is None:
         _leave(0)
+
+
+# Errors of a path the user gave, not of speechkern: one line naming it, not a traceback from the first
+# os.stat of it (Path.exists raises for these, and a name too long for the file system reached every command).
+PATH_ERRORS = {errno.ENAMETOOLONG: "the name is too long for the file system; give a shorter path",
+                errno.EACCES: "permission denied; give a path you may read and write, or change its permissions",
+                errno.EPERM: "operation not permitted; give another path",
+                errno.EROFS: "the file system is read-only; give a path on a writable one",
+                errno.ENOSPC: "no space left on the device; free some space or give a path on another disk",
+                errno.EDQUOT: "the disk quota is exceeded; free some space or give a path on another disk"}  # fmt: skip
+
+
+def path_error(err: OSError) -> str:
+    """One line for an OSError of a path: the path (its middle left out when longer than 200 characters), what
+    the system said, and what to do."""
+    name = str(err.filename) if err.filename is not None else "a path"
+    if len(name) > 200:
+        name = f"{name[:80]}…{name[-40:]} ({len(name)} characters)"
+    return f"{name}: {PATH_ERRORS.get(err.errno, err.strerror)}"
 
 
 def _leave(code: int | str | None) -> None:

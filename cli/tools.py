@@ -50,7 +50,13 @@ def mix(
         info["scaled_by"] = 0.99 / peak
         notes.append(f"the mixture peaked at {peak:.3g} (full scale is 1), so it was scaled by {0.99 / peak:.3g} "
                      f"({20 * math.log10(0.99 / peak):.1f} dB) to avoid clipping; the SNR is unchanged")  # fmt: skip
-    audio.save(output, mixture, sr, overwrite=overwrite)
+    sources = [(info[f"{name}_format"], info[f"{name}_subtype"]) for name in ("clean", "noise")]
+    subtype = audio.mixture_subtype(output, sources)
+    if audio.silent_when_written(mixture, subtype):
+        raise SpeechkernError(f"{output}: the mixture peaks at {peak:.3g} (full scale is 1), which rounds to silence "
+                              f"in {output.suffix} files ({subtype}); raise the speech's level, or name the output "
+                              ".wav for float inputs")  # fmt: skip
+    audio.save(output, mixture, sr, overwrite=overwrite, subtype=subtype)
     for note in notes:
         console.print(f"note: {escape(one_line(to_flags(note)))}")
     stdout.print(f"wrote {output}: {len(mixture) / sr:.2f} s at {sr} Hz, SNR {snr:g} dB, noise offset "

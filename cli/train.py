@@ -144,7 +144,8 @@ def evaluate(
         raise SpeechkernError(f"{run_dir}: holds a recipe but no models/, so it is a recipe folder, not a run; train "
                               f"it first (`speechkern train {run_dir}` writes runs/<name>), then evaluate that run "
                               "directory")  # fmt: skip
-    if report_exists(run_dir) and not overwrite:
+    # a folder that is no run (its recipe.toml lost) is told so, not sent to --overwrite first
+    if report_exists(run_dir) and not overwrite and (run_dir / "recipe.toml").is_file():
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
     if run_dir.is_dir():  # where the report goes must take it, before the scoring (a missing run is the library's)
         check_report_folder(run_dir)

@@ -395,14 +395,34 @@ def progress_ui(log_file: Path | None = None, quiet: bool = False, every_s: floa
     for handler in handlers:
         root.addHandler(handler)
     started = time.perf_counter()
+    global _ACTIVE_UIS
+    _ACTIVE_UIS += 1
     try:
         with bars if bars is not None else contextlib.nullcontext():
             yield
     finally:
+        _ACTIVE_UIS -= 1
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
         root.debug("finished in %.1f s", time.perf_counter() - started)
+
+
+_ACTIVE_UIS = 0  # progress_ui blocks running: they show warnings themselves
+
+
+class CommandWarnings(logging.Handler):
+    """Warnings of the library outside a :func:`progress_ui` block (while a command checks its inputs, or one
+    that shows no progress: mix, oracle): one line each, ``warning: ...``, as inside one (Python's last-resort
+    handler printed them bare, and once more inside the block)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _ACTIVE_UIS == 0 and getattr(record, "progress", None) is None:
+            print(displayable(f"{record.levelname.lower()}: {one_line(to_flags(record.getMessage()))}"),
+                  file=sys.stderr, flush=True)  # fmt: skip
 
 
 class _WarningsOnly(logging.Handler):
@@ -432,6 +452,7 @@ _FLAGS = (
     (re.compile(rf"\b({'|'.join(_VALUED)})=(?=\S)"), lambda m: f"{_VALUED[m[1]]} "),
     (re.compile(rf"\b({'|'.join(_VALUED)})\b"), lambda m: _VALUED[m[1]]),
     (re.compile(r"\b(?:the )?recipe override (?=\S)"), lambda m: "--set "),
+    (re.compile(r"(?<![\w-])width=(?=\d)"), lambda m: "--width "),  # collapse's width (not "delta width 3")
 )  # fmt: skip
 
 

@@ -244,16 +244,29 @@ def check_holds(path: str | os.PathLike, sr: int, channels: int, subtype: str | 
     fmt = output_format(path)
     subtype = subtype or _default_subtype(Path(path))
     if fmt == "OGG" and sr > 192000:  # libsndfile's Vorbis encoder crashes (segfault) above 192 kHz, not probed
-        raise SpeechkernError(f"{path}: OGG files cannot hold {sr} Hz (192000 Hz at most); name the output .wav "
-                              "or .flac")  # fmt: skip
+        raise SpeechkernError(f"{path}: OGG files cannot hold {sr} Hz (192000 Hz at most); name the output "
+                              f"{_holding(sr, channels, fmt)}")  # fmt: skip
+    if not _holds(fmt, sr, channels, subtype):
+        raise SpeechkernError(f"{path}: {fmt} files ({subtype}) cannot hold {channels} channel(s) at {sr} Hz; name "
+                              f"the output {_holding(sr, channels, fmt)}")  # fmt: skip
+
+
+def _holds(fmt: str, sr: int, channels: int, subtype: str) -> bool:
+    """Whether libsndfile opens a ``fmt`` file of ``subtype`` with ``channels`` at ``sr`` Hz for writing."""
     with tempfile.TemporaryDirectory(prefix=".speechkern-") as folder:
         try:
             sf.SoundFile(os.path.join(folder, "probe"), "w", sr, channels, subtype, format=fmt).close()
         except (sf.LibsndfileError, RuntimeError, ValueError):
-            raise SpeechkernError(
-                f"{path}: {fmt} files ({subtype}) cannot hold {channels} channel(s) at {sr} Hz; name the output "
-                ".wav or .flac"
-            ) from None
+            return False
+    return True
+
+
+def _holding(sr: int, channels: int, failed: str) -> str:
+    """The suffixes, other than ``failed``'s format, whose files hold ``channels`` at ``sr`` Hz (FLAC holds 8
+    channels at most: suggesting .flac for 64 sent the user from one refusal to the next)."""
+    found = [suffix for suffix, fmt in ((".wav", "WAV"), (".flac", "FLAC"))
+             if fmt != failed and _holds(fmt, sr, channels, sf.default_subtype(fmt))]  # fmt: skip
+    return " or ".join(found) if found else ".w64"
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -284,6 +297,21 @@ def output_subtype(path: str | os.PathLike, input_format: str | None = None, inp
             if sf.check_format(fmt, subtype):
                 return subtype
     return _default_subtype(path)
+
+
+def mixture_subtype(path: str | os.PathLike, sources: list[tuple[str, str]]) -> str:
+    """The encoding to write a mix of several inputs into ``path``: the most precise of :func:`output_subtype` for
+    each input's ``(format, subtype)``, so that float or 24-bit inputs are not rounded to 16 bits (quiet float
+    recordings came out all zeros)."""
+    subtypes = [output_subtype(path, fmt, subtype) for fmt, subtype in sources] or [_default_subtype(Path(path))]
+    ranked = [s for s in subtypes if s in _BY_PRECISION]
+    return min(ranked, key=_BY_PRECISION.index) if ranked else subtypes[0]
+
+
+def silent_when_written(y: np.ndarray, subtype: str) -> bool:
+    """Whether every sample of ``y`` (full scale 1.0) rounds to 0 in the integer PCM encoding ``subtype``."""
+    bits = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}.get(subtype)
+    return bits is not None and len(y) > 0 and float(np.max(np.abs(y))) < 0.5 * 2.0 ** (1 - bits)
 
 
 def _default_subtype(path: Path) -> str:
@@ -437,16 +465,33 @@ def check_complete(path: str | os.PathLike, handle: sf.SoundFile, got: int, want
 _CLAIMED = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
+_WARNED_TRUNCATED: set[tuple[str, int, int]] = set()  # (file, size, mtime) already warned of in this process
+_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+                 "DOUBLE": 8}  # fmt: skip
+
+
 def warn_truncated(path: str | os.PathLike, handle: sf.SoundFile) -> bool:
     """Warn, naming the file, when its header promises more audio data than the file holds (an interrupted
-    recording or copy; libsndfile reads what there is). Returns whether it warned."""
+    recording or copy; libsndfile reads what there is). Returns whether the file is truncated; the warning is
+    given once per file in a process, however often its header is read (a command reads it several times)."""
     found = _CLAIMED.search(handle.extra_info)
     if not found or int(found[2]) >= int(found[1]):
         return False
     claimed_bytes, held_bytes = int(found[1]), int(found[2])
-    frame_bytes = held_bytes / handle.frames if handle.frames else float("nan")
-    logger.warning("%s: its header promises %.3f s of audio but the file holds %.3f s (truncated: an interrupted "
-                   "recording or copy); using what it holds", path, claimed_bytes / frame_bytes / handle.samplerate,
+    try:
+        st = os.stat(path)
+        key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = (os.path.abspath(path), held_bytes, 0)
+    if key in _WARNED_TRUNCATED:
+        return True
+    _WARNED_TRUNCATED.add(key)
+    # bytes per frame: measured where there are frames, else from the encoding (a header alone gave "nan s")
+    sample_bytes = _SAMPLE_BYTES.get(handle.subtype, 0)
+    frame_bytes = held_bytes / handle.frames if handle.frames else sample_bytes * handle.channels
+    promised = f"{claimed_bytes / frame_bytes / handle.samplerate:.3f} s" if frame_bytes else f"{claimed_bytes} bytes"
+    logger.warning("%s: its header promises %s of audio but the file holds %.3f s (truncated: an interrupted "
+                   "recording or copy); using what it holds", path, promised,
                    handle.frames / handle.samplerate)  # fmt: skip
     return True
 

@@ -113,7 +113,8 @@ def _generated_noise(kind: str, recipe, train: Sequence[Utterance], run_dir: Pat
         voices = 2 * len(mixtures.parts(n_samples, data.val_noise_share))  # at least two per part
         if len(groups) < voices:  # too few talkers for disjoint parts: utterances as voices (still disjoint)
             groups = [[s] for _, s in speech]
-        y = mixtures.babble(groups, n_samples, data.seed, data.babble_talkers, data.val_noise_share)
+        remedy = f"raise data.n_train (now {data.n_train}) or take 'babble' out of data.noises"  # in recipe terms
+        y = mixtures.babble(groups, n_samples, data.seed, data.babble_talkers, data.val_noise_share, remedy)
     audio.save(path, y, data.sr, overwrite=True, subtype="FLOAT")
     return path
 
@@ -178,7 +179,10 @@ def build_manifests(recipe, run_dir: Path) -> dict[str, list[Mixture]]:
     utterances = load_splits(data, run_dir / "sources")
     for split in SPLITS:
         if not utterances[split]:
-            raise SpeechkernError(f"the {split} split is empty; give more clean utterances")
+            key = f"data.n_{split}"
+            raise SpeechkernError(f"the {split} split is empty (corpus {data.corpus!r}, {key} = "
+                                  f"{getattr(data, f'n_{split}')}); give more clean utterances, or the recipe override "
+                                  f"{key}=N with N ≥ 1")  # fmt: skip
     paired_only = all(u.noisy for split in SPLITS for u in utterances[split])
     noises = {} if paired_only else prepare_noises(recipe, utterances["train"], run_dir)
     noise_audio = {name: audio.load(path, sr=data.sr)[0] for name, path in noises.items()}

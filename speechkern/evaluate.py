@@ -168,7 +168,7 @@ def evaluate(
             raise SpeechkernError(f"{run_dir}: lies inside the run directory {run}; evaluate that: give {run}")
         what = "no such run directory" if not run_dir.exists() else "not a run directory (no recipe.toml inside)"
         what = "is a file, not a run directory" if run_dir.is_file() else what
-        raise SpeechkernError(f"{run_dir}: {what}; {what_a_run_is()}")
+        raise SpeechkernError(f"{run_dir}: {what}; {what_a_run_is(refused=run_dir)}")
     recipe = with_absolute_paths(load_recipe(run_dir / "recipe.toml"), run_dir)
     if examples is None:
         examples = recipe.evaluate.examples
@@ -220,8 +220,8 @@ def evaluate(
 
     from joblib import Parallel, delayed
 
-    workers = workers or os.cpu_count() or 1
     jobs = [delayed(_score_file)(m, masks, (fc, tc)) for m, masks in zip(test, per_file_masks, strict=True)]
+    workers = min(workers or os.cpu_count() or 1, max(len(jobs), 1))  # no idle processes (workers=99999 hung)
     outputs = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs) if workers > 1 else (
         job[0](*job[1], **job[2]) for job in jobs
     )  # fmt: skip

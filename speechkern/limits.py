@@ -13,6 +13,8 @@ import os
 from speechkern.errors import SpeechkernError
 from speechkern.outputs import format_bytes
 
+# The largest seed an experiment takes: scikit-learn's random_state is at most 2**32 − 1, and some draw with seed + 1.
+MAX_SEED = 2**32 - 2
 # The share of the machine's memory one enhancement block may take.
 BUDGET_SHARE = 0.5
 
@@ -24,6 +26,25 @@ def memory_budget() -> int:
     except (ValueError, OSError, AttributeError):
         total = 16 * 10**9
     return int(total * BUDGET_SHARE)
+
+
+def check_network(subject: str, n_weights: int, copies: int, remedy: str) -> None:
+    """Refuse, before it is built, a network whose ``n_weights`` float32 weights, ``copies`` times over (weights,
+    gradients, optimiser state, copies kept), exceed :func:`memory_budget`: a width the allocator grants can
+    take minutes to initialise, then end in swap or the kernel's out-of-memory kill with no word. Raises
+    SpeechkernError naming the ``subject`` (the setting and its value) and the ``remedy``."""
+    need, budget = 4 * n_weights * copies, memory_budget()
+    if need > budget:
+        raise SpeechkernError(f"{subject}: the network's {n_weights:.3g} weights need about {format_bytes(need)} to "
+                              f"train, over the {format_bytes(budget)} this machine allows; {remedy}")  # fmt: skip
+
+
+def mlp_weights(widths: list[int]) -> int:
+    """Weights of a fully connected network whose layers have ``widths`` units (inputs first, outputs last)."""
+    return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+
+
+DNN_COPIES = 5  # the DNN baseline holds its weights, gradients, Adam's two moments and the best epoch's copy
 
 
 def is_number(value) -> bool:

@@ -123,10 +123,13 @@ def si_sdr(estimate: np.ndarray, reference: np.ndarray, sr: int = 16000, problem
     est = est.astype(np.float64) - np.mean(est)
     ref = ref.astype(np.float64) - np.mean(ref)
     e_ref, e_est = np.dot(ref, ref), np.dot(est, est)
+    # "constant", not "all zeros": a DC offset alone is silent too once the means are removed
     if e_ref <= 0.0:
-        return _note(problems, "si_sdr: the clean reference is silent (all zeros); SI-SDR is undefined")
+        return _note(problems, "si_sdr: the clean reference is silent (constant, such as all zeros); SI-SDR is "
+                               "undefined")  # fmt: skip
     if e_est <= 0.0:
-        return _note(problems, "si_sdr: the processed signal is silent (all zeros); SI-SDR is undefined")
+        return _note(problems, "si_sdr: the processed signal is silent (constant, such as all zeros); SI-SDR is "
+                               "undefined")  # fmt: skip
     target = (np.dot(est, ref) / e_ref) * ref
     noise = est - target
     return float(10.0 * np.log10(max(np.dot(target, target), 1e-20) / max(np.dot(noise, noise), 1e-20)))

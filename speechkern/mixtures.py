@@ -32,13 +32,24 @@ def energy(y: np.ndarray) -> float:
     return float(np.dot(y.astype(np.float64), y.astype(np.float64)))
 
 
-def noise_gain(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
-    """Factor for ``noise`` so that the whole-utterance SNR of ``clean + gain·noise`` is ``snr_db`` dB."""
+def noise_gain(
+    clean: np.ndarray, noise: np.ndarray, snr_db: float, clean_path: str | None = None,
+    noise_path: str | None = None, offset: int | None = None, other_draw: str = "another noise",
+) -> float:  # fmt: skip
+    """Factor for ``noise`` so that the whole-utterance SNR of ``clean + gain·noise`` is ``snr_db`` dB.
+
+    Raises SpeechkernError when either is silent (all zeros), naming ``clean_path`` or ``noise_path`` (and the
+    segment's ``offset`` in samples) where given, and ``other_draw``, what else to choose, for a silent segment."""
     e_s, e_n = energy(clean), energy(noise)
     if e_s <= 0.0:
-        raise SpeechkernError("the clean speech is silent (all zeros); an SNR cannot be set for it")
+        where = f"{clean_path}: " if clean_path else ""
+        raise SpeechkernError(f"{where}the clean speech is silent (all zeros), so no SNR can be set for it; give a "
+                              "recording of speech (or remove this one from the corpus)")  # fmt: skip
     if e_n <= 0.0:
-        raise SpeechkernError("the noise segment is silent (all zeros); choose another noise or offset")
+        where = f"{noise_path}: " if noise_path else ""
+        at = f" at sample {offset}" if offset is not None else ""
+        raise SpeechkernError(f"{where}the noise segment{at} ({len(noise)} samples) is silent (all zeros); choose "
+                              f"{other_draw}, or trim the silence from the recording")  # fmt: skip
     return float(np.sqrt(e_s / (e_n * 10.0 ** (snr_db / 10.0))))
 
 
@@ -143,8 +154,9 @@ def speech_shaped_noise(spectrum: np.ndarray, n_samples: int, seed: int) -> np.n
 
 
 def babble(
-    talkers: Sequence[Sequence[np.ndarray]], n_samples: int, seed: int, n_talkers: int = 6, val_share: float = 0.0
-) -> np.ndarray:
+    talkers: Sequence[Sequence[np.ndarray]], n_samples: int, seed: int, n_talkers: int = 6, val_share: float = 0.0,
+    remedy: str = "use more training talkers or another noise",
+) -> np.ndarray:  # fmt: skip
     """Babble whose parts share no talker: each part (:func:`parts`) is the sum of its own talkers.
 
     talkers: for each available talker, a list of their utterances (float32 waveforms).
@@ -156,15 +168,14 @@ def babble(
     shorter than its part repeats inside that part only, so no speech is heard on both sides of a split (SPEC §2).
     Each part has RMS 0.05.
     Returns float32 babble of ``n_samples`` samples. Raises SpeechkernError with fewer than 2 talkers with speech
-    per part.
+    per part, ending with ``remedy``.
     """
     usable = [utts for utts in talkers if sum(len(u) for u in utts) > 0]
     ranges = parts(n_samples, val_share)
     if len(usable) < 2 * len(ranges):
         raise SpeechkernError(
             f"babble needs at least {2 * len(ranges)} talkers with speech (2 for each of its {len(ranges)} parts: "
-            f"{', '.join(SPLITS if len(ranges) == 3 else ('train and val', 'test'))}); {len(usable)} given: use "
-            "more training talkers or another noise"
+            f"{', '.join(SPLITS if len(ranges) == 3 else ('train and val', 'test'))}); {len(usable)} given: {remedy}"
         )
     rng = seeded(seed)
     order = rng.permutation(len(usable))
@@ -282,7 +293,8 @@ def draw_mixture(
     rng = seeded(seed)
     offset = int(rng.integers(start, stop))
     segment = cut_noise(noise, offset, len(clean), start, stop)
-    gain = noise_gain(clean, segment, snr_db)
+    gain = noise_gain(clean, segment, snr_db, str(clean_path), str(noise_path), offset,
+                      "another noise (or the recipe override data.seed=N for another draw)")  # fmt: skip
     condition = f"{noise_name}_{snr_db:g}dB"
     return Mixture(
         id=mixture_id, split=split, condition=condition, clean=str(clean_path), noise=str(noise_path),
@@ -380,17 +392,27 @@ def mix_files(
 
     Returns ``(mixture, clean, scaled_noise, sr, info)`` with the offset and gain in ``info``, and each file's own
     channel count and rate (``clean_channels``, ``clean_sr``, ``noise_channels``, ``noise_sr``): files of several
-    channels are averaged to mono and files at another rate resampled, which a caller may tell the user.
+    channels are averaged to mono and files at another rate resampled, which a caller may tell the user; and each
+    file's format and encoding (``clean_format``, ``clean_subtype``, ...), for writing the mixture as precisely
+    (:func:`speechkern.audio.mixture_subtype`). Raises SpeechkernError naming the file for a silent one, and
+    for noise shorter than 0.1 s under longer speech (looped, it would be a constant or a buzz).
     """
     rng = seeded(seed)  # a bad seed is refused before the files are read
     heads = {"clean": audio.info(clean_path), "noise": audio.info(noise_path)}
     clean, rate = audio.load(clean_path, sr=sr)
     noise, _ = audio.load(noise_path, sr=rate)
+    if len(noise) < rate // 10 < len(clean):  # looped, a few samples are a constant or a buzz, not the noise
+        raise SpeechkernError(f"{noise_path}: {len(noise)} samples ({1000 * len(noise) / rate:.1f} ms) at {rate} Hz "
+                              "is too short to loop as noise; give at least 0.1 s of noise (training asks the "
+                              "same of each part of a recording)")  # fmt: skip
     offset = int(rng.integers(0, len(noise)))
     segment = cut_noise(noise, offset, len(clean), 0, len(noise))
-    mixture, scaled, gain = mix_at_snr(clean, segment, snr_db)
+    gain = noise_gain(clean, segment, snr_db, str(clean_path), str(noise_path), offset, "another noise or seed")
+    scaled = (segment.astype(np.float64) * gain).astype(np.float32)
+    mixture = (clean + scaled).astype(np.float32)
     info = {"clean": str(clean_path), "noise": str(noise_path), "snr_db": snr_db, "noise_offset": offset,
             "gain": gain, "sr": rate, "seed": seed}  # fmt: skip
     for name, head in heads.items():
         info[f"{name}_channels"], info[f"{name}_sr"] = head.channels, head.samplerate
+        info[f"{name}_format"], info[f"{name}_subtype"] = head.format, head.subtype
     return mixture, clean, scaled, rate, info

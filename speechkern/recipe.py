@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, input_dim
-from speechkern.limits import memory_budget
+from speechkern.limits import DNN_COPIES, check_network, memory_budget, mlp_weights
 from speechkern.targets import TargetConfig, mask_units
 
 _CONDITION = r"^.+@[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"  # NOISE@SNR with a finite SNR in dB
@@ -284,6 +284,12 @@ class Recipe(_Section):
             raise ValueError(f"features.context: {self.features.context} gives {n_inputs} inputs per frame, so "
                              f"{MIN_FIT_FRAMES} frames alone would exceed the {memory_budget() / 2**30:.1f} GiB this "
                              "machine allows; choose a context of a few frames (the paper's: 2)")  # fmt: skip
+        if "dnn" in self.train.models:
+            try:  # at load, before any feature is computed (the allocation failed, or swapped, at the DNN's turn)
+                check_network(f"{self.dnn.hidden}", mlp_weights([n_inputs, *self.dnn.hidden, n_units]), DNN_COPIES,
+                              "choose fewer or narrower hidden layers (the paper's: [1024, 1024, 1024])")  # fmt: skip
+            except SpeechkernError as err:  # raised as ``key: message``
+                raise ValueError(f"dnn.hidden: {err}") from None
         if kc.input_transform != "none" and kc.input_dims > n_inputs:
             raise ValueError(f"kernel.input_dims: {kc.input_dims}, but the features give {n_inputs} inputs per frame; "
                              f"choose 0 (all) to {n_inputs}")  # fmt: skip

@@ -66,6 +66,38 @@ def test_mix_writes_a_mixture_at_the_snr(capsys, tmp_path):
     assert code == 2 and "--overwrite" in err
 
 
+@pytest.mark.parametrize(
+    ("clean_subtype", "noise_subtype", "suffix", "written"),
+    [("FLOAT", "PCM_16", ".wav", "FLOAT"), ("PCM_16", "PCM_24", ".wav", "PCM_24"),
+     ("FLOAT", "FLOAT", ".flac", "PCM_24"), ("PCM_16", "PCM_16", ".wav", "PCM_16")],
+)  # fmt: skip
+def test_mix_keeps_the_inputs_precision(capsys, tmp_path, clean_subtype, noise_subtype, suffix, written):
+    """The mixture was always 16-bit: a quiet float recording (a 1e-9 full-scale peak) mixed at 0 dB came out as a
+    file of zeros, and 24-bit inputs lost 8 bits, without a word."""
+    clean, noise = _tone_files(tmp_path)
+    quiet = 1e-9 if written == "FLOAT" else 1.0
+    speech, _ = audio.load(clean, sr=None)
+    audio.save(tmp_path / "c.wav", speech * quiet, 16000, overwrite=True, subtype=clean_subtype)
+    audio.save(tmp_path / "n.wav", audio.load(noise, sr=None)[0], 16000, subtype=noise_subtype)
+    out = tmp_path / f"mix{suffix}"
+    code, _, err = run(["mix", str(tmp_path / "c.wav"), str(tmp_path / "n.wav"), "--snr", "0", "-o", str(out)], capsys)
+    assert code == 0, err
+    assert audio.info(out).subtype == written
+    mixture, _ = audio.load(out, sr=None)
+    if written == "FLOAT":
+        assert np.abs(mixture).max() == pytest.approx(np.abs(speech).max() * quiet * 2.1, rel=0.6)
+
+
+def test_mix_refuses_a_mixture_that_rounds_to_silence(capsys, tmp_path):
+    """Float speech at 1e-40 of full scale mixed into a FLAC (24-bit at most) wrote a file of zeros as 'SNR 0 dB'."""
+    clean, noise = _tone_files(tmp_path)
+    audio.save(tmp_path / "c.wav", audio.load(clean, sr=None)[0] * 1e-40, 16000, subtype="FLOAT")
+    out = tmp_path / "mix.flac"
+    code, _, err = run(["mix", str(tmp_path / "c.wav"), str(noise), "--snr", "0", "-o", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "rounds to silence in .flac files (PCM_24)" in err and not out.exists()
+
+
 def test_mix_says_when_it_rescaled_downmixed_or_resampled(capsys, tmp_path):
     clean, noise = _tone_files(tmp_path)
     code, _, err = run(["mix", str(clean), str(noise), "--snr", "5", "-o", str(tmp_path / "plain.wav")], capsys)
@@ -209,3 +241,21 @@ def test_condition_selects_or_is_refused_on_a_multi_condition_run(tiny_run, caps
     (tmp_path / "out.wav").unlink()
     code, _, err = run([*argv, "--condition", "all"], capsys)
     assert code == 0 and (tmp_path / "out.wav").is_file(), err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["enhance", "LONG.wav"], ["enhance", "IN", "--model", "LONG"], ["enhance", "IN", "-o", "LONG.wav"],
+     ["evaluate", "LONG"], ["train", "LONG"], ["mix", "IN", "IN", "--snr", "0", "-o", "LONG.wav"],
+     ["oracle", "LONG.wav", "IN", "--snr", "0"], ["losses", "bench", "--data", "LONG"],
+     ["collapse", "run", "--out", "LONG"]],
+)  # fmt: skip
+def test_a_path_too_long_for_the_file_system_is_one_line(argv, capsys, tmp_path, monkeypatch):
+    """A name longer than the file system allows ended every command in an OSError traceback ('File name too
+    long') from the first os.stat of it: Path.exists raises for it."""
+    monkeypatch.chdir(tmp_path)
+    clean, _ = _tone_files(tmp_path)
+    long = "a" * 5000
+    code, _, err = run([arg.replace("LONG", long).replace("IN", str(clean)) for arg in argv], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-500:]
+    assert err.startswith(f"error: {'a' * 80}…") and "characters): the name is too long for the file system" in err

@@ -294,3 +294,56 @@ def test_collapse_cli_resumes_an_interrupted_run_keeping_its_finished_parts(tmp_
 
     assert results(out) == results(tmp_path / "whole")
     assert (out / "over_time.csv").read_text() == (tmp_path / "whole" / "over_time.csv").read_text()
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967295"])
+def test_collapse_cli_refuses_a_seed_outside_scikit_learns_range(tmp_path, capsys, seed):
+    """--seed -1 (or 2**32 - 1, whose transfer probe draws with seed + 1) ended in scikit-learn's
+    InvalidParameterError traceback from train_test_split."""
+    out = tmp_path / "collapse"
+    code, _, err = run_cli(["collapse", "run", "--out", str(out), "--dataset", "iris", "--seed", seed, "-q"], capsys)
+    assert code == 2 and "Traceback" not in err and "--seed" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [
+        ({"seed": -1}, r"^seed=-1: expected a whole number from 0 to 4294967294"),
+        ({"seed": 1.5}, r"^seed=1\.5: expected a whole number"),
+        ({"seed": True}, r"^seed=True: expected a whole number"),
+        ({"epochs": "3"}, r"^epochs='3': expected a whole number"),
+        ({"lr": NAN}, r"^lr=nan: expected a finite number"),
+        ({"transfer": "no"}, r"^transfer='no': expected True or False"),
+        ({"dataset": ["iris"]}, r"^dataset=\['iris'\]: expected a string"),
+        ({"train_sizes": (50, 0)}, r"^train_sizes=\(50, 0\): expected whole numbers ≥ 1"),
+    ],
+)
+def test_collapse_config_refuses_settings_of_the_wrong_type(setting, match):
+    """The library's settings were compared, not typed: seed=-1 or 1.5 reached scikit-learn, epochs='3' a
+    TypeError, transfer='no' was true."""
+    from speechkern.collapse.experiments import CollapseConfig
+
+    with pytest.raises(SpeechkernError, match=match):
+        CollapseConfig(**setting).validate()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["losses", "bench", "--builtin", "--dataset", "iris", "--seeds", "1", "--epochs", "1"],
+         "a network of hidden widths (2000, 2000): the network's 4.01e+06 weights need about 64 MB to train"),
+        (["collapse", "run", "--dataset", "iris", "--train-sizes", "50", "--no-transfer", "--epochs", "1", "-q"],
+         "--width 2000: the network's 8.01e+06 weights need about 128 MB to train"),
+    ],
+)  # fmt: skip
+def test_a_network_beyond_the_memory_budget_is_refused_before_it_is_built(tmp_path, capsys, monkeypatch, argv, says):
+    """A width the allocator granted (--width 60000: 14 GB of weights on a 23 GB machine) was built and initialised
+    for minutes, then trained into swap or the kernel's out-of-memory kill: only widths it refused outright were
+    one line. Here the budget is lowered to 10 MB so that a small width shows it."""
+    from speechkern import limits
+
+    monkeypatch.setattr(limits, "memory_budget", lambda: 10**7)
+    code, _, err = run_cli([*argv, "--width", "2000", "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert says in err and "over the 10 MB this machine allows; lower" in err, err

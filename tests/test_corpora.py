@@ -454,3 +454,37 @@ def test_folder_split_by_talker_keeps_talkers_apart(tmp_path):
     assert len(split_talkers(files, tmp_path, n_train=10, n_val=3, n_test=4, seed=0)["train"]) == 10
     with pytest.raises(SpeechkernError, match="at least 3"):
         split_talkers(files[:30], tmp_path, 0, 1, 1, seed=0)
+
+
+def test_folder_split_by_file_takes_every_file_for_n_train_0(tmp_path):
+    """data.n_train = 0 ("0: all", as by talker and for the manifest and HINT corpora) gave the folder corpus's
+    default file split an empty training split: the run stopped with 'the train split is empty'."""
+    from speechkern.corpora.folder import split_files
+
+    files = [tmp_path / f"u{k}.wav" for k in range(10)]
+    out = split_files(files, tmp_path, n_train=0, n_val=2, n_test=3, seed=0)
+    assert [len(out[s]) for s in ("train", "val", "test")] == [5, 2, 3]
+    assert sorted(u.path for s in out.values() for u in s) == sorted(map(str, files))
+    assert [len(v) for v in split_files(files, tmp_path, 4, 2, 3, seed=0).values()] == [4, 2, 3]
+
+
+def test_an_empty_split_names_the_recipe_key(tmp_path):
+    from speechkern.dataset import build_manifests
+    from speechkern.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "demo", ["data.n_train=0"])
+    with pytest.raises(SpeechkernError, match=r"^the train split is empty \(corpus 'demo', data.n_train = 0\); give "
+                       r"more clean utterances, or the recipe override data.n_train=N"):  # fmt: skip
+        build_manifests(recipe, tmp_path / "run")
+
+
+def test_too_few_talkers_for_babble_name_the_recipe_keys(tmp_path):
+    """'babble needs at least 4 talkers ...; use more training talkers or another noise' named no key to change."""
+    from speechkern.dataset import build_manifests
+    from speechkern.recipe import load_recipe
+
+    overrides = ["data.n_train=1", "data.n_val=1", "data.n_test=1", "data.generated_noise_s=5"]
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "demo", overrides)
+    with pytest.raises(SpeechkernError, match=r"babble needs at least 4 talkers .*1 given: raise data.n_train \(now "
+                       r"1\) or take 'babble' out of data.noises$"):  # fmt: skip
+        build_manifests(recipe, tmp_path / "run")

@@ -78,3 +78,16 @@ def test_adagrad_with_momentum_learns_and_resumes(tmp_path):
     assert [h["epoch"] for h in longer.history_] == [1, 2, 3, 4]
     with pytest.raises(SpeechkernError, match="dnn.optimizer"):
         DNNRegressor(optimizer="sgd").fit(X[:100], Y[:100])
+
+
+def test_a_network_beyond_the_memory_budget_is_refused_before_it_is_built(monkeypatch):
+    """DNNRegressor(hidden=[100000, 100000]) allocated its 40 GB of weights (or failed in torch's allocator)."""
+    import pytest
+
+    from speechkern import limits
+    from speechkern.errors import SpeechkernError
+
+    monkeypatch.setattr(limits, "memory_budget", lambda: 10**5)
+    X, Y = np.zeros((20, 10), np.float32), np.zeros((20, 2), np.float32)
+    with pytest.raises(SpeechkernError, match=r"^hidden=\[512\]: the network's 6.66e\+03 weights need about 133 kB"):
+        DNNRegressor(hidden=[512], epochs=1, device="cpu").fit(X, Y)

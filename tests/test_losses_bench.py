@@ -73,6 +73,9 @@ def test_csv_dataset_format(tmp_path: Path) -> None:
         (None, [[1, 2, "a"], [1, 2, "a"], [3, 4, "b"]], "class 'b' has 1 row"),
         (None, [[1, 2, "a"], [3, 4, "a"]], "at least 2"),
         (None, [[1, "nan", "a"], [3, 4, "b"]], "finite"),
+        # a second label column was read as a feature: the label leaked into the inputs (accuracy 100 %)
+        (["x1", "label", "Label"], [[1, "a", "a"], [2, "b", "b"]], r"names 2 'label' columns \(columns 2, 3\)"),
+        (["x1", "fold", "label", "fold"], [[1, 0, "a", 0], [2, 1, "b", 1]], "names 2 'fold' columns"),
     ],
 )
 def test_csv_errors_name_the_file_and_row(tmp_path: Path, header, rows, message) -> None:

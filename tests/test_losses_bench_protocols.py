@@ -65,6 +65,16 @@ def test_provided_train_test_files_are_used_not_resplit(tmp_path: Path, spy_eval
     assert all(run.val_accuracy is not None and 1 <= run.epoch <= 2 for run in result.runs)
 
 
+@pytest.mark.parametrize("test_header", [["x2", "x1", "label"], ["x1", "y2", "label"]])
+def test_train_and_test_files_with_other_feature_columns_are_refused(tmp_path: Path, test_header) -> None:
+    """A test file with its columns in another order (x2, x1) was read by position: each network saw one feature
+    as the other at test time, and the accuracy came out wrong without a word."""
+    write_rows(tmp_path / "blobs_train.csv", ["x1", "x2", "label"], blob_rows(30, 0))
+    write_rows(tmp_path / "blobs_test.csv", test_header, blob_rows(11, 1))
+    with pytest.raises(SpeechkernError, match=r"blobs_test.csv: the feature columns differ .*same order in each"):
+        bench.load_data_dir(tmp_path)
+
+
 def test_fold_column_fold_file_and_split_column(tmp_path: Path) -> None:
     rows = blob_rows(24, 2)
     folded = [[*row[:2], i % 3, row[2]] for i, row in enumerate(rows)]

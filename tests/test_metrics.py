@@ -67,6 +67,13 @@ def test_all_zero_output_has_no_si_sdr(speech):
     assert "processed signal is silent" in problems[0]
 
 
+def test_a_constant_reference_is_not_called_all_zeros(speech):
+    """oracle on a recording of DC alone said 'the clean reference is silent (all zeros)' of a file of 0.5s."""
+    problems: list[str] = []
+    assert math.isnan(metrics.si_sdr(speech, np.full_like(speech, 0.5), SR, problems=problems))
+    assert problems == ["si_sdr: the clean reference is silent (constant, such as all zeros); SI-SDR is undefined"]
+
+
 def test_si_sdr_reference_value():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal(SR)

@@ -33,6 +33,37 @@ def test_silent_inputs_are_refused():
         mixtures.mix_at_snr(np.ones(100, np.float32), np.zeros(100, np.float32), 0.0)
 
 
+def test_a_silent_recording_in_a_corpus_is_named(tmp_path):
+    """Training on a folder holding a silent file stopped with 'the clean speech is silent (all zeros)' (or 'the
+    noise segment is silent; choose another noise or offset'): no file named, and no offset to choose."""
+    sr, speech = 16000, np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    draw = dict(mixture_id="x", split="train", noise_name="n", snr_db=0.0, seed=0, sr=sr)
+    with pytest.raises(SpeechkernError, match=r"^c\.wav: the clean speech is silent .*remove this one from the corpus"):
+        mixtures.draw_mixture(clean_path="c.wav", clean=np.zeros(sr, np.float32), noise_path="n.wav",
+                              noise=speech, **draw)  # fmt: skip
+    with pytest.raises(SpeechkernError, match=r"^n\.wav: the noise segment at sample \d+ \(16000 samples\) is "
+                       r"silent .*recipe override data\.seed=N"):  # fmt: skip
+        mixtures.draw_mixture(clean_path="c.wav", clean=speech, noise_path="n.wav",
+                              noise=np.zeros(4 * sr, np.float32), **draw)  # fmt: skip
+    audio.save(tmp_path / "quiet.wav", np.zeros(sr, np.float32), sr)
+    audio.save(tmp_path / "speech.wav", speech * 0.1, sr)
+    for clean, noise, named in (("quiet", "speech", "quiet"), ("speech", "quiet", "quiet")):
+        with pytest.raises(SpeechkernError, match=rf"^{tmp_path}/{named}\.wav: the (clean speech|noise segment)"):
+            mixtures.mix_files(tmp_path / f"{clean}.wav", tmp_path / f"{noise}.wav", 0.0)
+
+
+def test_noise_too_short_to_loop_is_refused(tmp_path):
+    """A noise file of one sample, looped under 3 s of speech, was a constant offset mixed 'at 0 dB SNR'."""
+    rng = np.random.default_rng(0)
+    audio.save(tmp_path / "speech.wav", rng.standard_normal(48000).astype(np.float32) * 0.1, 16000)
+    for n in (1, 1599):
+        audio.save(tmp_path / "n.wav", rng.standard_normal(n).astype(np.float32) * 0.1, 16000, overwrite=True)
+        with pytest.raises(SpeechkernError, match=rf"n.wav: {n} samples \(.* ms\) at 16000 Hz is too short to loop"):
+            mixtures.mix_files(tmp_path / "speech.wav", tmp_path / "n.wav", 0.0)
+    audio.save(tmp_path / "n.wav", rng.standard_normal(1600).astype(np.float32) * 0.1, 16000, overwrite=True)
+    assert len(mixtures.mix_files(tmp_path / "speech.wav", tmp_path / "n.wav", 0.0)[0]) == 48000
+
+
 @pytest.mark.parametrize(
     "val_share, ranges",
     [

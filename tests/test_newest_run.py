@@ -47,6 +47,39 @@ def test_unfinished_parts_and_deleted_runs_do_not_count(tmp_path, monkeypatch):
     assert newest_run() == Path("runs/done")
 
 
+def test_a_refused_folder_is_not_offered_as_the_newest_run(tmp_path, monkeypatch):
+    """evaluate runs/x of a run whose recipe.toml was lost said "runs/x: not a run directory (no recipe.toml
+    inside); ... the newest one here is runs/x": the folder it had just refused."""
+    from speechkern.evaluate import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    _fake_run(tmp_path / "runs" / "good", mtime=1_000_000)
+    _fake_run(tmp_path / "runs" / "x", mtime=2_000_000)
+    with pytest.raises(SpeechkernError, match=r"^runs/x: not a run directory .*the newest one here is runs/good;"):
+        evaluate("runs/x")
+    (tmp_path / "runs" / "empty").mkdir()
+    with pytest.raises(SpeechkernError, match=r"^runs/empty: not a run directory .*the newest one here is runs/x;"):
+        find_model("runs/empty")
+    (tmp_path / "runs" / "good" / "models" / "kernel" / "config.json").unlink()
+    with pytest.raises(SpeechkernError, match=r"^runs/x: not a run directory .*in runs/<recipe name> \(or the --out "
+                       r"folder\); make one with"):  # fmt: skip
+        evaluate("runs/x")
+
+
+def test_evaluate_of_a_folder_without_recipe_says_so_before_asking_for_overwrite(tmp_path, monkeypatch, capsys):
+    """A run that lost its recipe.toml but kept its report was answered 'a report exists already; pass
+    --overwrite', and only with --overwrite 'not a run directory'."""
+    from conftest import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    _fake_run(tmp_path / "runs" / "x")
+    (tmp_path / "runs" / "x" / "report").mkdir()
+    (tmp_path / "runs" / "x" / "report" / "index.html").write_text("<html></html>")
+    (tmp_path / "runs" / "x" / "report" / "results.json").write_text("{}")
+    code, _, err = run_cli(["evaluate", "runs/x"], capsys)
+    assert code == 2 and "runs/x: not a run directory (no recipe.toml inside)" in err and "--overwrite" not in err
+
+
 def test_no_model_names_the_places_searched(tmp_path, monkeypatch):
     import speechkern.models.select as select
 
@@ -140,3 +173,22 @@ def test_find_model_checks_the_condition_of_a_multi_condition_run(tmp_path):
         find_model(per / "models" / "kernel")
     with pytest.raises(SpeechkernError, match=r"no model for condition babble_0dB; available: ssn_0dB, ssn_5dB"):
         find_model(per / "models" / "kernel", condition="babble_0dB")
+
+
+def test_a_damaged_line_of_the_index_is_passed_over(tmp_path, monkeypatch):
+    """A line of runs/index.txt too long for a file name ended every enhance without --model in an OSError
+    traceback (File name too long)."""
+    monkeypatch.chdir(tmp_path)
+    run = _fake_run(tmp_path / "elsewhere" / "run")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "index.txt").write_text(f"{'a' * 5000}\nnul\x00byte\n{run}\n")
+    assert newest_run() == run
+
+
+@pytest.mark.parametrize(("option", "value"), [("system", ""), ("condition", ""), ("system", " ")])
+def test_an_empty_system_or_condition_is_refused(tmp_path, option, value):
+    """--system '' (an unset variable in a script) took the default model without a word, and --condition ''
+    said the model was 'not trained on ; give one of ...'."""
+    run = _fake_run(tmp_path / "run")
+    with pytest.raises(SpeechkernError, match=rf"^--{option} '{value}': empty; expected .*, or leave the option out"):
+        find_model(run, **{option: value})

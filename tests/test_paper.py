@@ -175,6 +175,28 @@ def test_odd_arguments_are_refused_in_one_line_before_any_work(changes, message)
     assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"figure_condition": "ssn_7dB"}, "--figure-condition ssn_7dB: not an IRM condition of this run; expected one "
+      "of ssn_0dB"), ({"figure_condition": "ssn_0dB", "tasks": "ibm"}, "--tasks has no irm, so no figure")],
+)  # fmt: skip
+def test_a_figure_condition_that_is_not_measured_is_refused_before_any_work(changes, message):
+    """--figure-condition with a typo ran every condition, then drew Fig. 6.2 for another one."""
+    with pytest.raises(SystemExit) as err:
+        paper_tables.units_of(_args(**changes))
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_the_figure_defaults_to_the_papers_condition_else_the_first(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr("speechkern.report._save_figure", lambda fig, path: drawn.append(path))
+    row = {m: {"channel_mse": [0.1] * 64} for m in paper_tables.MODELS}
+    rows = [{"task": "irm", "condition": c, **row} for c in ("factory_0dB", "ssn_0dB")]
+    assert paper_tables.units_of(_args())  # no --figure-condition: accepted
+    assert paper_tables.figure(rows, tmp_path / "f.png") == "ssn_0dB"
+    assert paper_tables.figure(rows[:1], tmp_path / "f.png") == "factory_0dB"
+
+
 def test_a_repeated_snr_is_measured_once():
     """--snrs 0,0.0,-0 made three units with one key: the condition was measured and written three times."""
     units = paper_tables.units_of(_args(snrs="0,0.0,-0,5"))

@@ -128,3 +128,16 @@ def test_a_model_that_is_none_or_of_another_rate_and_a_damaged_pair_stop_in_one_
     with pytest.raises(SystemExit, match=r"noisy/u1\.wav: not a readable audio file"):
         peers.main(argv)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script", ["peers.py", "paper_tables.py"])
+def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, script):
+    """--out (or --pairs, --model) with a name too long for the file system ended in an OSError traceback."""
+    import subprocess
+
+    argv = [sys.executable, str(ROOT / "benchmarks" / script), "--out", "a" * 5000]
+    argv += ["--quick"] if script == "paper_tables.py" else ["--utterances", "1"]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-1000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "characters): the name is too long for the file system" in lines[0], out.stderr[-500:]

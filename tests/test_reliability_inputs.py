@@ -90,6 +90,15 @@ def test_an_output_format_that_cannot_hold_the_rate_is_refused_before_any_work(t
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary path named, nothing left
 
 
+def test_the_formats_suggested_for_an_output_hold_it(tmp_path):
+    """64 channels named .flac were told 'FLAC files cannot hold 64 channel(s); name the output .wav or .flac'."""
+    with pytest.raises(SpeechkernError, match=r"x.flac: FLAC files \(PCM_16\) cannot hold 64 channel\(s\) at 16000 "
+                       r"Hz; name the output .wav$"):  # fmt: skip
+        audio.check_holds(tmp_path / "x.flac", 16000, 64)
+    with pytest.raises(SpeechkernError, match=r"x.mp3: .* at 96000 Hz; name the output .wav or .flac$"):
+        audio.check_holds(tmp_path / "x.mp3", 96000, 1)
+
+
 # -- model files bounded by the machine, not by their claims ---------------------------------------------------------
 
 

@@ -101,7 +101,38 @@ def test_a_header_promising_more_data_than_the_file_holds_is_said(tmp_path, capl
         head = audio.info(src)
         y, _ = audio.load(src)
     assert head.frames == len(y) < 16000
-    assert caplog.text.count("cut.wav: its header promises 2.000 s of audio but the file holds 0.99") == 2
+    # said once, however often the header is read (it was said at every read)
+    assert caplog.text.count("cut.wav: its header promises 2.000 s of audio but the file holds 0.99") == 1
+
+
+@pytest.mark.parametrize("command", ["enhance", "mix", "oracle"])
+def test_a_truncated_input_is_one_warning_line_on_the_command_line(tmp_path, capsys, command):
+    """The truncation warning came once bare (Python's last-resort handler, outside the progress block) and once
+    more as 'warning: ...' for enhance; two and three bare times for mix and oracle, which read the header again."""
+    from conftest import run_cli
+
+    src = tmp_path / "cut.wav"
+    sf.write(src, speechlike(2.0), 16000)
+    os.truncate(src, src.stat().st_size // 2)
+    sf.write(tmp_path / "noise.wav", np.random.default_rng(0).standard_normal(32000) * 0.1, 16000)
+    argv = {"enhance": ["enhance", str(src), "-q"],
+            "mix": ["mix", str(src), str(tmp_path / "noise.wav"), "--snr", "0", "-o", str(tmp_path / "m.wav")],
+            "oracle": ["oracle", str(src), str(tmp_path / "noise.wav"), "--snr", "0"]}[command]  # fmt: skip
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "header promises" in line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"warning: {src}: its header promises 2.000 s of audio but the file holds 0.99")
+
+
+def test_a_header_without_data_says_what_it_promised_not_nan(tmp_path, caplog):
+    src = tmp_path / "header.wav"
+    sf.write(src, speechlike(2.0), 16000)
+    os.truncate(src, 44)
+    with caplog.at_level(logging.WARNING, logger="speechkern"), pytest.raises(SpeechkernError, match="no samples"):
+        audio.load(src)
+    assert "header.wav: its header promises 2.000 s of audio but the file holds 0.000 s" in caplog.text
+    assert "nan" not in caplog.text
 
 
 # -- stereo that cancels, DC offset -----------------------------------------------------------------------------

@@ -308,6 +308,28 @@ def test_evaluate_names_the_models_an_interrupted_run_lacks(tiny_run, tmp_path, 
     assert {r["system"] for r in ev.rows} == {"noisy", "ideal", "kernel"}
 
 
+@pytest.mark.parametrize(("workers", "limit", "started"), [(99_999, 1, None), (99_999, 2, 2), (2, 2, 2)])
+def test_evaluate_starts_no_more_scoring_processes_than_files(tiny_run, monkeypatch, workers, limit, started):
+    """evaluate --workers 99999 --limit 1 asked joblib for 99 999 processes to score one file: it hung, starting
+    them, until killed (and leaked hundreds of semaphores)."""
+    import joblib
+
+    from speechkern.evaluate import evaluate
+
+    asked = []
+
+    class Recording(joblib.Parallel):
+        def __init__(self, n_jobs=None, **kwargs):
+            asked.append(n_jobs)
+            super().__init__(n_jobs=1, **{**kwargs, "backend": "sequential"})
+
+    monkeypatch.setattr(joblib, "Parallel", Recording)
+    _, root, _ = tiny_run
+    ev = evaluate(root / "run", workers=workers, cache_dir=root / "cache", limit=limit, examples=0)
+    assert len(ev.files) == limit
+    assert asked == ([] if started is None else [started])
+
+
 def test_evaluate_names_a_model_whose_config_is_a_folder(tiny_run, tmp_path):
     """A model folder whose config.json is a folder was skipped as no model, so a run whose only model it was said
     "no trained models in models/"; the load now names the damaged file."""
@@ -423,6 +445,8 @@ def test_unusable_cache_folder_warns_and_carries_on(tmp_path, monkeypatch, caplo
         ("kernel.gammas=[3.0]", "'kernel.gammas.0' = 3.0"),
         ("train.models=[]", "'train.models' = []"),
         ('data.conditions=["ssn@loud"]', "'data.conditions.0' = 'ssn@loud'"),
+        # built only at the DNN's turn, after the features and the kernel: an allocation error, or swap
+        ("dnn.hidden=[100000,100000]", "dnn.hidden: [100000, 100000]: the network's 1.01e+10 weights need about"),
     ],
 )
 def test_recipe_values_are_checked_at_load(override, expected):

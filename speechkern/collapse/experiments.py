@@ -38,6 +38,7 @@ from torch import nn
 import speechkern
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
+from speechkern.limits import MAX_SEED, check_network
 from speechkern.outputs import check_out_dir, csv_text, write_bytes
 from speechkern.progress import report
 
@@ -110,8 +111,11 @@ class CollapseConfig:
 
     def validate(self) -> None:
         """Raise SpeechkernError naming the first setting out of range."""
+        _check_types(self)
         if self.dataset not in DATASETS:
             raise SpeechkernError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}.")
+        if not 0 <= self.seed <= MAX_SEED:  # scikit-learn's splits take 0 .. 2**32 - 1; the probe uses seed + 1
+            raise SpeechkernError(f"seed={self.seed}: expected a whole number from 0 to {MAX_SEED}.")
         positive = {
             "epochs": self.epochs,
             "width": self.width,
@@ -133,6 +137,28 @@ class CollapseConfig:
         if self.train_sizes is not None and not self.train_sizes:
             raise SpeechkernError("give at least one train size.")
         resolve_device(self.device)  # an unknown device, or one this machine lacks, is refused naming those it has
+
+
+def _check_types(config: CollapseConfig) -> None:
+    """Refuse a setting of the wrong type in one line (a seed of -1 or 1.5, epochs of "3"), naming it, before NumPy,
+    scikit-learn or torch fail on it with a traceback."""
+    import numbers
+
+    for name, kind in CollapseConfig.__annotations__.items():
+        value = getattr(config, name)
+        if kind == "int" and not (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+            raise SpeechkernError(f"{name}={value!r}: expected a whole number.")
+        if kind == "float" and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                                    and math.isfinite(value)):  # fmt: skip
+            raise SpeechkernError(f"{name}={value!r}: expected a finite number.")
+        if kind == "bool" and not isinstance(value, (bool, np.bool_)):
+            raise SpeechkernError(f"{name}={value!r}: expected True or False.")
+        if kind == "str" and not isinstance(value, str):
+            raise SpeechkernError(f"{name}={value!r}: expected a string.")
+    sizes = config.train_sizes
+    if sizes is not None and not (isinstance(sizes, (tuple, list)) and all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes)):  # fmt: skip
+        raise SpeechkernError(f"train_sizes={sizes!r}: expected whole numbers ≥ 1, such as (100, 300, 1000).")
 
 
 @dataclass(frozen=True)
@@ -583,6 +609,9 @@ def check_config(config: CollapseConfig) -> Dataset:
     """Validate the settings against the dataset (train sizes, class count) before any training; returns it."""
     config.validate()
     data = load_dataset(config.dataset, config.test_fraction, config.seed)
+    w, depth = config.width, config.depth  # MLP: weights, gradients, momentum, and the transfer's copy
+    weights = data.n_features * w + (depth - 1) * w * w + w * data.n_classes
+    check_network(f"width={w}", weights, 4, "lower width, such as 256")
     for n in resolve_train_sizes(config, data):
         _subset(data, n, config.seed)
     if config.transfer:

@@ -75,7 +75,10 @@ def split_talkers(files: list[Path], root: Path, n_train: int, n_val: int, n_tes
 
 
 def split_files(files: list[Path], root: Path, n_train: int, n_val: int, n_test: int, seed: int):
-    """Seeded random split of ``files`` into the three counts (scaled down when there are too few files)."""
+    """Seeded random split of ``files`` into the three counts (scaled down when there are too few files);
+    ``n_train`` 0: every file not held out for validation and test (it gave an empty training split)."""
+    if n_train == 0:
+        n_train = max(len(files) - n_val - n_test, 0)
     wanted = n_train + n_val + n_test
     if len(files) < wanted:
         scale = len(files) / wanted

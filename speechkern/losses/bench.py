@@ -40,6 +40,7 @@ from torch import nn
 import speechkern
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
+from speechkern.limits import check_network
 from speechkern.losses import comparison
 from speechkern.losses.bench_data import (
     BUILTIN_DATASETS,
@@ -264,6 +265,9 @@ def loss_function(name: str, config: BenchConfig) -> Callable[[torch.Tensor, tor
 
 def make_network(n_features: int, n_classes: int, hidden: Sequence[int], seed: int) -> nn.Sequential:
     """A ReLU multilayer perceptron with initial weights fixed by ``seed`` (the global RNG is left untouched)."""
+    widths = [n_features, *hidden, n_classes]  # weights, gradients and Adam's two moments
+    n_weights = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    check_network(f"a network of hidden widths {tuple(hidden)}", n_weights, 4, "lower hidden, such as (128, 128)")
     layers: list[nn.Module] = []
     width = n_features
     with torch.random.fork_rng(devices=[]):

@@ -147,6 +147,7 @@ class _Table:
     folds: list[str] | None
     roles: list[str] | None
     n_features: int
+    feature_names: tuple[str, ...] = ()
 
 
 def _read_table(path: Path) -> _Table:
@@ -163,6 +164,11 @@ def _read_table(path: Path) -> _Table:
         raise SpeechkernError(
             f"{path}: the header needs a 'label' column (the class of each row), got {rows[0]!r}; see docs/losses.md"
         )
+    for name in ("label", "fold", "split"):  # a second one was read as a feature: the label leaked into the inputs
+        if header.count(name) > 1:
+            columns = ", ".join(str(i + 1) for i, cell in enumerate(header) if cell == name)
+            raise SpeechkernError(f"{path}: the header names {header.count(name)} {name!r} columns (columns "
+                                  f"{columns}); keep one, or rename the others")  # fmt: skip
     label_col = header.index("label")
     fold_col = header.index("fold") if "fold" in header else None
     role_col = header.index("split") if "split" in header else None
@@ -193,6 +199,7 @@ def _read_table(path: Path) -> _Table:
         if table.roles is not None:
             table.roles.append(_role(row[role_col], path, line))  # type: ignore[index]
     table.n_features = len(feature_cols)
+    table.feature_names = tuple(header[i] for i in feature_cols)
     return table
 
 
@@ -402,6 +409,16 @@ def load_split_files(name: str, train: Path, test: Path, validation: Path | None
             f"{', '.join(map(str, paths))}: the files have different numbers of feature columns "
             f"({', '.join(str(t.n_features) for t in tables)}); give the same columns in each"
         )
+    first = tables[0]
+    for other in tables[1:]:  # columns are matched by position: swapped ones fed one feature as another
+        if other.feature_names != first.feature_names:
+            pairs = zip(first.feature_names, other.feature_names, strict=True)  # the same count: checked above
+            at = next(i for i, (a, b) in enumerate(pairs) if a != b)
+            raise SpeechkernError(
+                f"{first.path}, {other.path}: the feature columns differ (column {at + 1} of the features is "
+                f"{first.feature_names[at]!r} in the first, {other.feature_names[at]!r} in the second); give the "
+                "same columns in the same order in each"
+            )
     labels = [label for t in tables for label in t.labels]
     class_names, y = _classes(labels, str(train))
     sizes = np.cumsum([0] + [len(t.labels) for t in tables])

@@ -24,6 +24,7 @@ from torch import nn
 
 from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
+from speechkern.limits import DNN_COPIES, check_network, mlp_weights
 from speechkern.outputs import atomic_write
 from speechkern.progress import report
 
@@ -150,6 +151,8 @@ class DNNRegressor:
 
         self.n_features_in_ = X.shape[1]
         self.n_outputs_ = Y.shape[1]
+        check_network(f"hidden={list(self.hidden)}", mlp_weights([X.shape[1], *self.hidden, Y.shape[1]]), DNN_COPIES,
+                      "choose fewer or narrower hidden layers, such as [1024, 1024, 1024]")  # fmt: skip
         self.network_ = build_mlp(self.n_features_in_, self.n_outputs_, list(self.hidden), self.dropout).to(device)
         optimizer = make_optimizer(self.optimizer, self.network_.parameters(), self.learning_rate)
         self.history_: list[dict] = []

@@ -52,6 +52,15 @@ def _indexed_runs(root: Path) -> list[Path]:
     return list(dict.fromkeys(Path(line.strip()) for line in lines if line.strip()))
 
 
+def _is_folder(path: Path) -> bool:
+    """Whether a line of runs/index.txt names a folder: a damaged line (a name too long for the file system, one
+    it cannot look at) names none, instead of stopping every command that looks for the newest run."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _newest_model_time(run: Path) -> float:
     """Modification time of the run's newest finished model (hidden folders of unfinished parts excluded)."""
     models = run / "models"
@@ -63,14 +72,18 @@ def _newest_model_time(run: Path) -> float:
     return max(times, default=-1.0)
 
 
-def newest_run(root: str | os.PathLike = "runs") -> Path | None:
+def newest_run(root: str | os.PathLike = "runs", besides: str | os.PathLike | None = None) -> Path | None:
     """The run directory whose newest model was written last, or None.
 
-    Looks at the folders of ``root`` and at the runs listed in ``root/index.txt`` (runs trained with --out).
+    Looks at the folders of ``root`` and at the runs listed in ``root/index.txt`` (runs trained with --out), other
+    than ``besides`` (a folder just refused, which is no answer to the question of where a run is).
     """
     root = Path(root)
     candidates = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-    candidates += [p for p in _indexed_runs(root) if p.is_dir()]
+    candidates += [p for p in _indexed_runs(root) if _is_folder(p)]
+    if besides is not None:
+        refused = Path(besides).resolve()
+        candidates = [p for p in candidates if p.resolve() != refused]
     best, best_time = None, -1.0
     for run in candidates:
         mtime = _newest_model_time(run)
@@ -79,10 +92,10 @@ def newest_run(root: str | os.PathLike = "runs") -> Path | None:
     return best
 
 
-def what_a_run_is(root: str | os.PathLike = "runs") -> str:
-    """What a run directory holds and how to get one (the newest run under ``root``, else how to train one), for
-    errors about a folder that is not a run."""
-    newest = newest_run(root)
+def what_a_run_is(root: str | os.PathLike = "runs", refused: str | os.PathLike | None = None) -> str:
+    """What a run directory holds and how to get one (the newest run under ``root`` other than the folder
+    ``refused``, else how to train one), for errors about a folder that is not a run."""
+    newest = newest_run(root, besides=refused)
     nearby = f"the newest one here is {newest}; or " if newest is not None else ""
     return (
         "a run directory is what `speechkern train RECIPE` writes: recipe.toml, manifests/ and models/, in "
@@ -100,8 +113,14 @@ def find_model(
     shipped general model, :func:`shipped_model_dir`).
 
     In a run directory, ``system`` picks kernel, kernel1 or dnn (default: the first present in that order), and
-    ``condition`` picks the model of a per-condition run.
+    ``condition`` picks the model of a per-condition run. An empty ``system`` or ``condition`` (an unset variable
+    in a script) is refused, not read as none given (--system '' took the default, --condition '' was "not
+    trained on ").
     """
+    for name, value in (("system", system), ("condition", condition)):
+        if value is not None and not str(value).strip():
+            choices = ", ".join(PREFERENCE) if name == "system" else "a condition such as ssn_0dB"
+            raise SpeechkernError(f"--{name} {value!r}: empty; expected {choices}, or leave the option out")
     if where is None:
         where = newest_run()
         if where is None:
@@ -113,7 +132,7 @@ def find_model(
                 ) from None
     path = Path(where)
     if not path.exists():
-        raise SpeechkernError(f"{path}: no such run directory or model folder; {what_a_run_is()}")
+        raise SpeechkernError(f"{path}: no such run directory or model folder; {what_a_run_is(refused=path)}")
     if path.is_file():
         folder = f", {path.parent}" if path.name == "config.json" else ""
         raise SpeechkernError(f"{path}: is a file; give the folder that holds it{folder} (a model folder with "
@@ -134,7 +153,7 @@ def find_model(
     models = path / "models"
     if not models.is_dir():
         raise SpeechkernError(f"{path}: not a run directory or model folder (no models/ or config.json inside); "
-                              f"{what_a_run_is()}")  # fmt: skip
+                              f"{what_a_run_is(refused=path)}")  # fmt: skip
     available = [n for n in PREFERENCE if (models / n).is_dir()]
     if not available:
         raise SpeechkernError(f"{path}: holds no trained model yet; finish training with `speechkern train --resume`")
