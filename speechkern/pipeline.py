@@ -405,7 +405,7 @@ def kernel_solver(recipe: Recipe, data: TrainingSet, device: str, name: str = "k
     kc = recipe.kernel
     budget = kernel_budget_bytes(recipe, device) if budget is None else budget
     choice = choose_solver(len(data.X), len(data.X_val), data.X.shape[1], budget, kc.solver, kc.centers,
-                           kc.leaf_size, kc.leaf_centers, kc.trees, kc.global_centers)  # fmt: skip
+                           kc.leaf_size, kc.leaf_centers, kc.trees, kc.global_centers, kc.global_frames)  # fmt: skip
     logger.info("%s %s: %s", name, data.condition, choice.reason)
     return choice
 
@@ -417,7 +417,7 @@ def _kernel_params(recipe: Recipe, unit: _KernelUnit, band: int, device: str, ri
     if unit.solver == "local":
         return {"solver": "local", "leaf_size": unit.leaf_size, "ridge": kc.ridge if ridge is None else ridge,
                 "leaf_centers": kc.leaf_centers, "trees": unit.trees, "global_centers": unit.global_centers,
-                "centers_dtype": kc.centers_dtype, **common}  # fmt: skip
+                "global_frames": kc.global_frames, "centers_dtype": kc.centers_dtype, **common}  # fmt: skip
     return {"solver": "eigenpro", "centers": unit.centers, "epochs": kc.epochs, "patience": kc.patience,
             "ridge": kc.eigenpro_ridge, **common}  # fmt: skip
 

@@ -175,6 +175,12 @@ class KernelConfig(_Section):
         "then fit its residuals (0 = none; no effect with one leaf); auto = 4000 wherever there are leaves (fewer "
         "where the memory budget cannot hold their 24·m² bytes)",
     )
+    global_frames: int = Field(
+        400_000,  # eigenpro.local.DEFAULT_GLOBAL_FRAMES
+        ge=0,
+        description="frames the global machine is fitted to: a seeded draw of this many where there are more (its "
+        "normal equations cost frames·m²; the leaves still fit every frame's residuals); 0 = every frame",
+    )
     centers_dtype: Literal["float32", "float16"] = Field(
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
     )
@@ -353,6 +359,9 @@ def inert_settings(recipe: Recipe) -> list[str]:
     why = f"kernel.solver = '{kc.solver}'" + (f" with kernel.centers = {kc.centers}" if kc.centers else "")
     if kc.trees > 1 and not_local:
         notes.append(f"kernel.trees = {kc.trees} has no effect with {why}: only the local solver averages trees")
+    if kc.global_frames != KernelConfig.model_fields["global_frames"].default and not_local:
+        notes.append(f"kernel.global_frames = {kc.global_frames} has no effect with {why}: only the local solver "
+                     "fits a global machine under its leaves")  # fmt: skip
     if kc.global_centers not in (0, "auto") and not_local:
         notes.append(f"kernel.global_centers = {kc.global_centers} has no effect with {why}: only the local solver "
                      "fits a global machine under its leaves")  # fmt: skip

@@ -136,3 +136,27 @@ def test_a_bad_global_frames_is_one_line(frames):
     X = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
     with pytest.raises(SpeechkernError, match=rf"^global_frames={frames!r}: expected a whole number of points ≥ 0$"):
         LocalKernelRegressor(leaf_size=100, global_centers=10, global_frames=frames, device="cpu").fit(X, X[:, :2])
+
+
+def test_kernel_global_frames_reaches_the_solver_and_the_estimator():
+    """kernel.global_frames (default the engine's) is named in the solver's reason and passed to every band's fit."""
+    from types import SimpleNamespace
+
+    from speechkern.eigenpro.local import DEFAULT_GLOBAL_FRAMES
+    from speechkern.pipeline import _kernel_params
+    from speechkern.recipe import load_recipe
+
+    assert load_recipe(RECIPES / "folder").kernel.global_frames == DEFAULT_GLOBAL_FRAMES
+    assert "4000 centres, fitted to 50000 of the frames" in choose_solver(
+        348_162, 0, 256, 4 * GIB, global_frames=50_000).reason  # fmt: skip
+    assert "4000 centres, fitted to every frame" in choose_solver(348_162, 0, 256, 4 * GIB, global_frames=0).reason
+    recipe = load_recipe(RECIPES / "demo", ["kernel.global_frames=1234"])
+    unit = SimpleNamespace(solver="local", leaf_size=100, trees=1, global_centers=10, budget_gb=1.0, name="kernel",
+                           data=SimpleNamespace(condition="all"))  # fmt: skip
+    params = _kernel_params(recipe, unit, 0, "cpu", None)
+    assert params["global_frames"] == 1234
+    assert LocalKernelRegressor(**{k: v for k, v in params.items() if k != "solver"}).global_frames == 1234
+    from speechkern.recipe import inert_settings
+
+    notes = inert_settings(load_recipe(RECIPES / "demo", ["kernel.global_frames=10", "kernel.solver=exact"]))
+    assert "kernel.global_frames = 10 has no effect with kernel.solver = 'exact'" in " ".join(notes)

@@ -69,6 +69,7 @@ def choose_solver(
     leaf_centers: int = 0,
     trees: int = 0,
     global_centers: int | str = "auto",
+    global_frames: int | None = None,
 ) -> SolverChoice:
     """Pick the solver for n training frames (n_val validation frames) of ``features`` inputs under a memory
     budget of ``budget_bytes``.
@@ -82,7 +83,9 @@ def choose_solver(
     local solver's compact leaves) is named in the reason. ``trees``: the local machine's averaged trees, 0 (the
     default) for :data:`AUTO_TREES` where the tree has 2 to :data:`AUTO_TREES_MAX_LEAVES` leaves, else 1 (one
     leaf: always 1). ``global_centers``: the local machine's global machine (its leaves fit the residuals), "auto"
-    for :data:`AUTO_GLOBAL_CENTERS` (at most n) wherever there is more than one leaf; none with one leaf.
+    for :data:`AUTO_GLOBAL_CENTERS` (at most n) wherever there is more than one leaf; none with one leaf;
+    ``global_frames`` (default :data:`~speechkern.eigenpro.local.DEFAULT_GLOBAL_FRAMES`, 0 every frame): the frames
+    it is fitted to, named in the reason.
     ``solver`` "eigenpro": EigenPro 2 (every frame a centre) when its float16 kernel matrix K(X, X) (and K(X_val,
     X)), with the float16 distances shared by the subbands, fits 80 % of the budget and one build costs at most
     :data:`MAX_BUILD_WORK` multiply-adds; otherwise EigenPro 3 with p centres, the largest p ≤ :data:`MAX_CENTRES`
@@ -94,6 +97,8 @@ def choose_solver(
     if solver not in SOLVERS:
         raise SpeechkernError(f"kernel.solver={solver!r}: expected one of {', '.join(SOLVERS)}")
     from speechkern.eigenpro.local import DEFAULT_GLOBAL_FRAMES, check_global_centers
+
+    global_frames = DEFAULT_GLOBAL_FRAMES if global_frames is None else int(global_frames)
 
     if global_centers != "auto":
         check_global_centers(global_centers, name="kernel.global_centers")
@@ -134,9 +139,8 @@ def choose_solver(
             glob = min(glob, largest_global_centers(budget_bytes))
         check_global_centers(glob, budget_bytes, "kernel.global_centers", "kernel.memory_gb")
         if glob:
-            fitted = (
-                "every frame" if n <= DEFAULT_GLOBAL_FRAMES else f"{max(DEFAULT_GLOBAL_FRAMES, glob)} of the frames"
-            )
+            drawn = max(global_frames, glob)
+            fitted = "every frame" if not global_frames or n <= drawn else f"{drawn} of the frames"
             what += f"; under them a global machine of {glob} centres, fitted to {fitted}"
         if leaf_size:
             why = "leaf size as asked"
