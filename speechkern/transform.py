@@ -274,11 +274,10 @@ def fit_rfm(
     (σ and λ chosen on the validation frames from fits of :data:`RFM_SIGMA_FRAMES` of them; on every frame, that λ
     and the next smaller one); its average gradient outer product (AGOP) over ``agop_frames`` of those frames (and
     the top :data:`RFM_AGOP_OUTPUTS` output directions), each point's own term left out (the Laplace kernel has no
-    gradient at r = 0); the metric
-    M = (AGOP / its largest entry)^(1/2) (:data:`RFM_POWER`); the kernel refitted on W·x with σ and λ tuned again;
-    ``iterations`` such updates. The diagonal M (per-input weights) and, unless ``diagonal_only``, the full M are
-    both tried, and M = I stays a candidate: the candidate with the lowest validation MSE is returned, so the
-    metric never makes the fit worse.
+    gradient at r = 0); the metric M = (AGOP / its largest entry)^(1/2) (:data:`RFM_POWER`); the kernel refitted
+    on W·x with σ and λ tuned again; ``iterations`` such updates. The diagonal M (per-input weights) and, unless
+    ``diagonal_only``, the full M are both tried, and M = I stays a candidate: the candidate with the lowest
+    validation MSE is returned, so the metric never makes the fit worse.
     For k = exp(−r^γ/σ), ∇_u k(u, u_i) = −(γ/σ)·r^(γ−2)·k·(u − u_i) with u = W·x, and ∇_x = Wᵀ∇_u.
 
     X: (n, d) normalised training inputs; Y: (n, k) targets; X_val, Y_val: validation frames (held-out talkers),

@@ -37,9 +37,9 @@ GLOBAL_TENSORS = ("global_centers", "global_weights")  # the global machine's, f
 DIRECTION_SAMPLE = 8192  # points of a node whose principal direction is computed (the median uses all of them)
 DEFAULT_LEAF_SIZE = 20_000  # largest leaf; measured in benchmarks/kernel_reference.py
 # Points the global machine is fitted to at most (a seeded draw beyond): its normal equations cost n·m² float64
-# multiply-adds, 255 s for every frame of the scaling benchmark (348 162) at m = 4000. A draw of 100 000 took 73 s but
-# cost validation MSE (0.05306 against 0.05286 with the leaves; 0.05174 against 0.05139 in kernel_scaling.py), so
-# up to 400 000 frames (about 5 minutes on 2 cores) every frame is fitted.
+# multiply-adds, 147 s for every frame of the scaling benchmark (348 162) at m = 4000 on the quiet 2 cores. A draw of
+# 100 000 saved two thirds of that but cost validation MSE (0.05306 against 0.05286 with the leaves; 0.05174 against
+# 0.05156 in kernel_scaling.py), so up to 400 000 frames every frame is fitted.
 DEFAULT_GLOBAL_FRAMES = 400_000
 # Soft-routing temperatures tried on the validation frames (margins in units of the node's spread); 0 is hard
 # routing, always a candidate, so soft routing is kept only where it lowers the validation MSE.

@@ -33,8 +33,8 @@ DEFAULT_LEAF_SIZE = 20_000
 AUTO_TREES = 3
 AUTO_TREES_MAX_LEAVES = 8
 # Centres of the global machine the local solver fits under its leaves by default wherever it has more than one
-# leaf (kernel.global_centers = "auto"): on every frame of the scaling benchmark 4000 cost about 4 minutes and
-# lowered validation MSE by 2 % (benchmarks/RESULTS.md, "A global machine under the leaves").
+# leaf (kernel.global_centers = "auto"): on every frame of the scaling benchmark 4000 cost 2.5 minutes (quiet
+# machine) and lowered validation MSE by 2 % (benchmarks/RESULTS.md, "A global machine under the leaves").
 AUTO_GLOBAL_CENTERS = 4000
 
 
