@@ -131,8 +131,9 @@ def test_a_model_that_is_none_or_of_another_rate_and_a_damaged_pair_stop_in_one_
 
 
 @pytest.mark.parametrize("script", ["peers.py", "paper_tables.py"])
-def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, script):
-    """--out (or --pairs, --model) with a name too long for the file system ended in an OSError traceback."""
+def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, script, dev_data):
+    """--out (or --pairs, --model) with a name too long for the file system ended in an OSError traceback (the
+    scripts look for the development audio first, so the test needs it)."""
     import subprocess
 
     argv = [sys.executable, str(ROOT / "benchmarks" / script), "--out", "a" * 5000]

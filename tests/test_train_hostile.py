@@ -81,7 +81,11 @@ def test_local_state_round_trip(fitted, tmp_path):
     est.save(tmp_path / "m.safetensors")
     again = LocalKernelRegressor.load(tmp_path / "m.safetensors", device="cpu")
     assert again.n_trees_ == 3
-    np.testing.assert_array_equal(again.predict(X[:50]), est.predict(X[:50]))
+    saved, loaded = est.to_state()[0], again.to_state()[0]
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
+    # The same tensors; the fitted model's predictions come through caches built during the fit, and differed from
+    # the reloaded model's by one float32 rounding in some runs.
+    np.testing.assert_allclose(again.predict(X[:50]), est.predict(X[:50]), rtol=1e-6, atol=1e-6)
 
 
 def test_trees_run_has_several_leaves_and_trees(trees_run):
