@@ -143,6 +143,12 @@ def second_leaf_weight(margin: torch.Tensor, temperature: float) -> torch.Tensor
     return torch.sigmoid(-margin / temperature)
 
 
+def global_fit_frames(n: int, m: int, global_frames: int) -> int:
+    """Frames of n the global machine of m centres is fitted to: all n for ``global_frames`` 0 or at least n, else
+    ``global_frames`` (at least its m centres)."""
+    return n if not global_frames else min(n, max(int(global_frames), m))
+
+
 def check_global_centers(
     m: Any, budget_bytes: int | None = None, name: str = "global_centers", budget_name: str = "memory_budget_gb"
 ) -> int:
@@ -377,10 +383,11 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
             self.global_centers_ = X.new_zeros(0, d)
             self.global_weights_ = Y.new_zeros(0, Y.shape[1])
             return Y
-        drawn = max(int(self.global_frames), m)
-        if self.global_frames and drawn < n:  # the normal equations cost drawn·m²; the residuals are of every point
-            rows = torch.from_numpy(np.sort(np.random.default_rng([self.seed, 2]).choice(n, drawn, replace=False)))
-            Xg, Yg = X[rows.to(X.device)], Y[rows.to(X.device)]
+        drawn = global_fit_frames(n, m, self.global_frames)
+        if drawn < n:  # the normal equations cost drawn·m²; the residuals are of every point
+            rows = np.sort(np.random.default_rng([self.seed, 2]).choice(n, drawn, replace=False))
+            rows = torch.from_numpy(rows).to(X.device)
+            Xg, Yg = X[rows], Y[rows]
         else:
             Xg, Yg = X, Y
         keep = np.sort(np.random.default_rng([self.seed, 1]).choice(Xg.shape[0], m, replace=False))

@@ -96,7 +96,7 @@ def choose_solver(
     """
     if solver not in SOLVERS:
         raise SpeechkernError(f"kernel.solver={solver!r}: expected one of {', '.join(SOLVERS)}")
-    from speechkern.eigenpro.local import DEFAULT_GLOBAL_FRAMES, check_global_centers
+    from speechkern.eigenpro.local import DEFAULT_GLOBAL_FRAMES, check_global_centers, global_fit_frames
 
     global_frames = DEFAULT_GLOBAL_FRAMES if global_frames is None else int(global_frames)
 
@@ -139,8 +139,8 @@ def choose_solver(
             glob = min(glob, largest_global_centers(budget_bytes))
         check_global_centers(glob, budget_bytes, "kernel.global_centers", "kernel.memory_gb")
         if glob:
-            drawn = max(global_frames, glob)
-            fitted = "every frame" if not global_frames or n <= drawn else f"{drawn} of the frames"
+            drawn = global_fit_frames(n, glob, global_frames)
+            fitted = "every frame" if drawn == n else f"{drawn} of the frames"
             what += f"; under them a global machine of {glob} centres, fitted to {fitted}"
         if leaf_size:
             why = "leaf size as asked"
