@@ -310,8 +310,8 @@ def mixture_subtype(path: str | os.PathLike, sources: list[tuple[str, str]]) -> 
 
 def silent_when_written(y: np.ndarray, subtype: str) -> bool:
     """Whether every sample of ``y`` (full scale 1.0) rounds to 0 in the integer PCM encoding ``subtype``."""
-    bits = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}.get(subtype)
-    return bits is not None and len(y) > 0 and float(np.max(np.abs(y))) < 0.5 * 2.0 ** (1 - bits)
+    bits = 8 * _SAMPLE_BYTES.get(subtype, 0) if subtype.startswith("PCM_") else 0
+    return bits > 0 and len(y) > 0 and float(np.max(np.abs(y))) < 0.5 * 2.0 ** (1 - bits)
 
 
 def _default_subtype(path: Path) -> str:

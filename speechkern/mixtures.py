@@ -27,6 +27,12 @@ from speechkern.outputs import write_text
 SPLITS = ("train", "val", "test")
 
 
+def min_noise_samples(sr: int) -> int:
+    """The shortest noise (0.1 s at ``sr`` Hz) a mixture takes: a split part of a training recording, or a
+    recording looped under longer speech (a few samples looped are a constant or a buzz, not noise)."""
+    return sr // 10
+
+
 def energy(y: np.ndarray) -> float:
     """Sum of squares, accumulated in float64."""
     return float(np.dot(y.astype(np.float64), y.astype(np.float64)))
@@ -287,7 +293,7 @@ def draw_mixture(
     """Pick a noise segment for ``split`` (:func:`split_range` of ``val_share``) and the gain for ``snr_db``; record
     it."""
     start, stop = split_range(len(noise), split, val_share)
-    if stop - start < sr // 10:
+    if stop - start < min_noise_samples(sr):
         raise SpeechkernError(f"{noise_path}: too short to split into halves ({len(noise)} samples, {split} part "
                               f"{stop - start}); use longer noise or a smaller data.val_noise_share")  # fmt: skip
     rng = seeded(seed)
@@ -401,7 +407,7 @@ def mix_files(
     heads = {"clean": audio.info(clean_path), "noise": audio.info(noise_path)}
     clean, rate = audio.load(clean_path, sr=sr)
     noise, _ = audio.load(noise_path, sr=rate)
-    if len(noise) < rate // 10 < len(clean):  # looped, a few samples are a constant or a buzz, not the noise
+    if len(noise) < min_noise_samples(rate) < len(clean):  # looped, it would be a constant or a buzz
         raise SpeechkernError(f"{noise_path}: {len(noise)} samples ({1000 * len(noise) / rate:.1f} ms) at {rate} Hz "
                               "is too short to loop as noise; give at least 0.1 s of noise (training asks the "
                               "same of each part of a recording)")  # fmt: skip
