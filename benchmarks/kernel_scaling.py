@@ -10,7 +10,7 @@ prints validation MSE, test MSE, test STOI and PESQ (wide-band), training minute
 included; the DNN's to its best epoch too), and the peak memory of the training process.
 
     .venv/bin/python benchmarks/kernel_scaling.py [--n 20000,50000,100000,200000,all] [--models kernel,kernel1,dnn]
-        [--tag NAME --extra KEY=VALUE ...] [--out DIR]
+        [--tag NAME --extra KEY=VALUE ...] [--every-model KEY=VALUE ...] [--out DIR]
 
 Rows already measured in ``DIR/results.jsonl`` are reused, so an interrupted run continues where it stopped.
 """
@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--val-frames", type=int, default=10000, help="validation frames for early stopping")
     parser.add_argument("--tag", default="", help="name of this variant (with --extra); rows are kept per tag")
     parser.add_argument("--extra", action="append", default=[], help="more --set KEY=VALUE for the kernel models")
+    parser.add_argument("--every-model", action="append", default=[], metavar="KEY=VALUE",
+                        help="more --set KEY=VALUE for every model, the DNN too (such as the features); with its own "
+                             "--out, since rows are kept per n, model and tag")  # fmt: skip
     parser.add_argument("--no-test", action="store_true", help="skip the test-split scores (validation only)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "kernel-scaling", help="[%(default)s]")
     args = parser.parse_args()
@@ -116,7 +119,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("SPEECHKERN_CACHE", str(args.out / "cache"))
     clean = talker_tree(args.out)
-    base = common_sets(clean, args)
+    base = common_sets(clean, args) + args.every_model
     results_file = args.out / "results.jsonl"
     done = {}
     if results_file.is_file():
