@@ -179,6 +179,9 @@ def test_collapse_measures_refuse_hostile_dtypes(H, y, match):
         (["--sim-r", "inf"], "sim_R=(inf,) is out of range"),  # was a JSON ValueError traceback
         (["--sim-r", "-1"], "sim_R=(-1.0,) is out of range"),  # was accepted
         (["--r-max", "inf"], "give finite 0 < r-min < r-max"),  # was 'R=nan is out of range'
+        (["--lambda", "1e300"], "lam=1e+300 is out of range; give 0 < lam ≤ 10000"),  # was an OverflowError
+        (["--lambda", "3e4"], "lam=30000.0 is out of range"),  # was matplotlib's "cannot be log-scaled"
+        (["--r-min", "1e200", "--r-max", "1e300"], "R_values holds 1e+300, out of range"),  # OverflowError
     ],
 )
 def test_losses_asymptotics_refuses_non_finite_settings(tmp_path, capsys, argv, match):
@@ -347,3 +350,22 @@ def test_a_network_beyond_the_memory_budget_is_refused_before_it_is_built(tmp_pa
     code, _, err = run_cli([*argv, "--width", "2000", "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "Traceback" not in err and err.strip().count("\n") == 0, err
     assert says in err and "over the 10 MB this machine allows; lower" in err, err
+
+
+def test_asymptotics_lambda_and_r_limits_are_the_solvers_range(tmp_path):
+    """λ above 10⁴ had no fixed point (u ≈ 2λ past the scan's e^10) and 10³⁰⁰ overflowed; R² overflowed past 10¹⁵⁴."""
+    from dataclasses import replace
+
+    from speechkern.losses import asymptotics as asym
+    from speechkern.losses import asymptotics_figures as figures
+
+    assert asym.solve(asym.Problem(k=10, R=1.0, beta=0.2, lam=asym.LAM_MAX)).u == pytest.approx(2 * asym.LAM_MAX, 1e-2)
+    for bad in (asym.Problem(k=10, R=1.0, beta=0.2, lam=2e4), asym.Problem(k=10, R=1e200, beta=0.2)):
+        with pytest.raises(SpeechkernError, match="(lam=20000.0|R=1e\\+200) is out of range"):
+            asym.solve(bad)
+    assert asym._given_u(asym.Problem(k=10, R=1e160, beta=0.2), 1.0) is None  # was an OverflowError
+    # A Fig. 3.5 with no solved curve is drawn with a note, not matplotlib's log-scale ValueError
+    settings = replace(figures.FigureSettings(), simulate=False)
+    fig = figures._figure_35([], settings)
+    fig.savefig(tmp_path / "empty.png", format="png", dpi=30)
+    assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
