@@ -29,6 +29,10 @@ MAX_SNR_DB = 100.0  # beyond it the noise gain (or its inverse) over- or underfl
 MAX_INT = 2**31 - 1  # counts and seeds beyond a C int overflow in joblib (workers), torch and NumPy
 MAX_FLOAT = 3.4028234663852886e38  # the largest float32: the models compute in float32
 MIN_FIT_FRAMES = 1000  # a recipe whose float32 inputs of this many frames exceed the memory budget cannot train
+# The smallest leaf of the local solver: a second of frames (10 ms hop). Each leaf is an exact solve of its own frames
+# only, with its routing and its share of the global machine's residual; below this, leaves of a few frames each
+# learn next to nothing and their count makes the fit crawl (1500 frames in leaves of 1 took 4.7 minutes).
+MIN_LEAF_SIZE = 100
 
 
 class _Section(BaseModel):
@@ -154,7 +158,9 @@ class KernelConfig(_Section):
         description="λ values autotune tries with each (γ, σ) for the local and exact solvers",
     )
     eigenpro_ridge: float = Field(0.0, ge=0, description="λ of the EigenPro solvers (0: early stopping regularises)")
-    leaf_size: int = Field(0, ge=0, le=40000, description="largest leaf of the local solver (0 = from the memory)")
+    leaf_size: int = Field(
+        0, ge=0, le=40000, description=f"largest leaf of the local solver (0 = from the memory; else ≥ {MIN_LEAF_SIZE})"
+    )
     leaf_centers: int = Field(
         0,
         ge=0,
@@ -199,6 +205,15 @@ class KernelConfig(_Section):
     rfm_iterations: int = Field(1, ge=1, description="RFM updates of the metric M (each refits the kernel)")
     rfm_diagonal: bool = Field(False, description="try only the diagonal of M (per-input weights), not the full M")
     rfm_agop_frames: int = Field(2000, ge=20, description="frames of the RFM fit whose gradients are averaged")
+
+    @field_validator("leaf_size")
+    @classmethod
+    def _leaf_holds_frames(cls, value: int) -> int:
+        if 0 < value < MIN_LEAF_SIZE:
+            raise ValueError(f"{value} frames per leaf is too few; give 0 (sized from the memory) or at least "
+                             f"{MIN_LEAF_SIZE} (each leaf is solved from its own frames alone: leaves of a few frames "
+                             "learn next to nothing, and their number makes the fit crawl)")  # fmt: skip
+        return value
 
 
 class DNNConfig(_Section):

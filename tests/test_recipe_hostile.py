@@ -292,3 +292,11 @@ def test_settings_without_effect_are_named_in_the_log(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="speechkern"):
         train(recipe, tmp_path / "run", models=["kernel"], cache_dir=None)
     assert "kernel.centers = 50 has no effect with kernel.solver = 'local'" in caplog.text
+
+
+@pytest.mark.parametrize("value", [1, 2, 99])
+def test_a_leaf_of_a_few_frames_is_refused_at_load(value):
+    """kernel.leaf_size=1 was accepted: 1500 frames made 1500 one-frame leaves and took 4.7 minutes."""
+    _refused([f"kernel.leaf_size={value}"], "kernel.leaf_size", f"{value} frames per leaf", "at least 100")
+    assert load_recipe(RECIPES / "demo", ["kernel.leaf_size=100"]).kernel.leaf_size == 100
+    assert load_recipe(RECIPES / "demo", ["kernel.leaf_size=0"]).kernel.leaf_size == 0
