@@ -128,7 +128,7 @@ def enhance(
     chunk_seconds: float = typer.Option(
         30.0,
         "--chunk-seconds",
-        help="Seconds enhanced at a time, above 0: memory grows with it, not with the file's length.",
+        help="Seconds enhanced at a time, 1 or more: memory grows with it, not with the file's length.",
     ),
     clean_guard: bool = typer.Option(
         True,

@@ -16,6 +16,7 @@ from conftest import RECIPES, TINY
 from speechkern import limits, outputs, postfilter
 from speechkern.enhance import enhance_file, enhance_signal
 from speechkern.errors import SpeechkernError
+from speechkern.models.select import SHIPPED as SHIPPED_DIR
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,27 @@ def test_an_odd_chunk_is_refused_in_one_line_by_the_library(shipped, tmp_path, v
     with pytest.raises(SpeechkernError, match=r"margin_s='1': expected seconds of context"):
         enhance_signal(shipped, y, margin_s="1")
     assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize("value", [0.001, 0.5, 0.999])
+def test_a_chunk_shorter_than_a_second_is_refused_with_the_reason(shipped, tmp_path, capsys, value):
+    """--chunk-seconds 0.001 worked, about 60 times slower, and said nothing: every block carries a second of
+    context on each side. The library and the command line refuse it in one line that says why."""
+    from conftest import run_cli
+
+    y = (0.05 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    sf.write(tmp_path / "x.wav", y, 16000)
+    want = rf"chunk_s={value:g}: expected at least 1 s, such as 30 \(each block is enhanced with about a second"
+    with pytest.raises(SpeechkernError, match=want):
+        enhance_signal(shipped, y, chunk_s=value)
+    with pytest.raises(SpeechkernError, match=want):
+        enhance_file(shipped, tmp_path / "x.wav", tmp_path / "o.wav", chunk_s=value)
+    code, _, err = run_cli(["enhance", str(tmp_path / "x.wav"), "--model", str(SHIPPED_DIR), "-o",
+                            str(tmp_path / "o.wav"), "--chunk-seconds", str(value)], capsys)  # fmt: skip
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert err.startswith(f"error: --chunk-seconds {value:g}: expected at least 1 s") and "context" in err, err
+    assert not (tmp_path / "o.wav").exists()
+    assert enhance_signal(shipped, y, chunk_s=1.0).shape == y.shape  # the minimum is taken
 
 
 def test_the_guards_temporary_file_lies_beside_the_output_and_is_counted(shipped, tmp_path, monkeypatch):
