@@ -521,6 +521,31 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     return validate_recipe(data, source=str(file), origins=origins)
 
 
+def load_run_recipe(run_dir: str | os.PathLike) -> Recipe:
+    """The resolved recipe a run was trained with, ``run_dir/recipe.toml``, refused when it is cut short.
+
+    Training writes it whole (:meth:`Recipe.to_toml`: every section, ending with the last key of the last one and a
+    newline); a file missing a section, a key of the last section or its final newline was truncated, and reading
+    it would take the defaults for what was lost. Raises SpeechkernError naming the file for that, and for what
+    :func:`load_recipe` refuses.
+    """
+    file = Path(run_dir) / "recipe.toml"
+    recipe = load_recipe(file)
+    text = file.read_text(encoding="utf-8-sig")
+    data = tomllib.loads(text)
+    sections = [name for name in Recipe.model_fields if _section_at((name,)) is not None]
+    lost = [f"[{name}]" for name in sections if not isinstance(data.get(name), dict)]
+    if not lost:
+        last = sections[-1]
+        lost = [f"{last}.{key}" for key in _section_at((last,)).model_fields if key not in data[last]]
+    if lost or not text.endswith("\n"):
+        what = f"{lost[0]} is missing" if lost else "its last line is unfinished"
+        raise SpeechkernError(f"{file}: is cut short ({what}); training writes a run's recipe whole, so this one was "
+                              "truncated or damaged and would be read with defaults for what was lost; restore it "
+                              "from a copy, or train the run again (overwrite=True)")  # fmt: skip
+    return recipe
+
+
 def recipe_keys() -> list[str]:
     """Every key a recipe has, dotted: ``name``, ``data.snrs``, ``kernel.epochs``, …"""
     keys = []

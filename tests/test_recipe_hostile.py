@@ -300,3 +300,44 @@ def test_a_leaf_of_a_few_frames_is_refused_at_load(value):
     _refused([f"kernel.leaf_size={value}"], "kernel.leaf_size", f"{value} frames per leaf", "at least 100")
     assert load_recipe(RECIPES / "demo", ["kernel.leaf_size=100"]).kernel.leaf_size == 100
     assert load_recipe(RECIPES / "demo", ["kernel.leaf_size=0"]).kernel.leaf_size == 0
+
+
+def _run_with_recipe(tmp_path, text: str):
+    """A run folder (train.log, manifests/, models/) whose recipe.toml holds ``text``."""
+    run = tmp_path / "run"
+    for sub in ("manifests", "models"):
+        (run / sub).mkdir(parents=True)
+    (run / "train.log").write_text("")
+    (run / "recipe.toml").write_text(text)
+    return run
+
+
+@pytest.mark.parametrize("cut", ["half", "last key", "mid-number"])
+def test_a_truncated_run_recipe_is_refused_on_resume_not_read_with_defaults(tmp_path, capsys, cut):
+    """A run's recipe.toml cut at a line was read with the defaults for what was lost when the run was resumed
+    (`speechkern train RUN/recipe.toml --out RUN --resume`, the command evaluate suggests) and written back so."""
+    from speechkern.pipeline import open_run
+    from speechkern.recipe import load_run_recipe, with_absolute_paths
+
+    whole = with_absolute_paths(load_recipe(RECIPES / "demo", ["evaluate.examples=12"])).to_toml()
+    assert load_run_recipe(_run_with_recipe(tmp_path / "whole", whole)) == load_recipe(tmp_path / "whole" / "run")
+    lines = whole.splitlines(keepends=True)
+    text = {"half": "".join(lines[: len(lines) // 2]), "last key": "".join(lines[:-1]), "mid-number": whole[:-2]}[cut]
+    run = _run_with_recipe(tmp_path, text)
+    with pytest.raises(SpeechkernError, match=r"recipe.toml: is cut short \((\[\w+\]|evaluate.examples) is missing|"
+                                              r"recipe.toml: is cut short \(its last line is unfinished"):  # fmt: skip
+        open_run(load_recipe(run / "recipe.toml"), run, resume=True)
+    code, _, err = run_cli(["train", str(run / "recipe.toml"), "--out", str(run), "--resume", "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "recipe.toml: is cut short" in err and "--overwrite" in err, err
+    assert (run / "recipe.toml").read_text() == text  # not written back with defaults
+
+
+def test_evaluate_says_the_recipe_is_unreadable_before_asking_for_overwrite(tmp_path, capsys):
+    """With a report in the run, evaluate asked for --overwrite; with --overwrite it then said recipe.toml was
+    unreadable: the real problem comes first."""
+    for text, said in (("garbage [[\n", "recipe.toml: not valid TOML"), ("[data]\nsr = 16000\n", "is cut short")):
+        run = _run_with_recipe(tmp_path / str(len(text)), text)
+        (run / "report").mkdir()
+        (run / "report" / "index.html").write_text("<html></html>")
+        code, _, err = run_cli(["evaluate", str(run), "-q"], capsys)
+        assert code == 2 and err.count("\n") == 1 and said in err and "a report exists" not in err, err
