@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def mix(
     clean: Path = typer.Argument(..., help="Clean speech file (wav, flac, ogg, mp3, sph, …)."),
     noise: Path = typer.Argument(..., help="Noise file; looped if shorter than the speech."),
     snr: float = typer.Option(..., "--snr", help="Signal-to-noise ratio in dB over the whole utterance."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output file (its suffix sets the format)."),
+    output: str = typer.Option(..., "-o", "--output", help="Output file (its suffix sets the format)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the noise segment's random offset."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output if it exists."),
 ) -> None:
@@ -31,6 +32,10 @@ def mix(
     from speechkern.outputs import check_writable
 
     _check_snr(snr)
+    if output.endswith(("/", os.sep)):  # Path() drops the slash, and a file of that name was written
+        raise SpeechkernError(f"-o {output}: ends with a slash, so it names a folder, but mix writes one file; give "
+                              "the file's name, such as noisy.wav")  # fmt: skip
+    output = Path(output)
     audio.output_format(output)
     if output.exists() and not overwrite:
         raise SpeechkernError(f"{output}: exists already; choose another name or pass --overwrite")
@@ -114,7 +119,7 @@ def enhance(
     model: Path = typer.Option(None, "--model", "-m", help="Run or model folder [default: newest run, else shipped]."),
     system: str = typer.Option(None, "--system", help="kernel, kernel1 or dnn [default: the first the run has]."),
     condition: str = typer.Option(None, "--condition", help="For per-condition runs: the condition's model."),
-    output: Path = typer.Option(
+    output: str = typer.Option(  # a string: a trailing slash (a folder) survives
         None,
         "-o",
         "--output",

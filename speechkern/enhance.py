@@ -546,17 +546,18 @@ def output_name(path: Path) -> str:
 
 def plan_outputs(inputs: Inputs, out: str | os.PathLike | None) -> list[tuple[Path, Path]]:
     """``(input, output)`` of each file. Without ``out`` each output lies beside its input; ``out`` with an audio
-    suffix (see audio.FORMATS) is the output file of a single input; otherwise ``out`` is a folder that mirrors
-    the input tree (``in/a/x.wav`` → ``out/a/x_enhanced.wav`` for the input folder ``in``).
+    suffix (see audio.FORMATS) and no trailing slash is the output file of a single input; otherwise ``out`` is a
+    folder that mirrors the input tree (``in/a/x.wav`` → ``out/a/x_enhanced.wav`` for the input folder ``in``).
 
     Raises SpeechkernError, before any work, for an ``out`` file with several inputs or an unwritable suffix, and
     when two inputs would be written to one output or an output would replace an input.
     """
     files = inputs.files
+    folder = isinstance(out, (str, bytes)) and os.fsdecode(out).endswith(("/", os.sep))  # Path() drops the slash
     out = None if out is None else audio.as_path(out, "out")
     if out is None:
         plan = [(f, f.with_name(output_name(f))) for f in files]
-    elif _names_a_file(Path(out)):
+    elif not folder and _names_a_file(Path(out)):
         if len(files) > 1:
             raise SpeechkernError(f"output {out}: names one file but {len(files)} inputs were given; give a folder")
         audio.output_format(out)
