@@ -160,6 +160,7 @@ def enhance(
     """
     from rich.markup import escape
 
+    from speechkern import audio
     from speechkern.device import resolve_device
     from speechkern.enhance import describe_speed, enhance_file, find_inputs, mask_floor, plan_outputs
     from speechkern.limits import check_model_memory
@@ -176,6 +177,10 @@ def enhance(
     kept = [job for job in earlier if job not in stale]
     for line in _skipped_lines(found.skipped + _stray_parts(jobs, found.skipped), {o.resolve() for _, o in jobs}):
         console.print(escape(one_line(line)))
+    for link in found.broken[:5]:
+        console.print(f"[yellow]warning:[/] {escape(one_line(audio.broken_link_note(link)))}")
+    if len(found.broken) > 5:
+        console.print(f"[yellow]warning:[/] and {len(found.broken) - 5} more symbolic links to nothing, skipped")
     jobs = [job for job in jobs if job not in kept]
     if kept:
         console.print(escape(_kept_line([o for _, o in kept], everything=not jobs)))

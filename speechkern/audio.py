@@ -523,21 +523,39 @@ def check_finite(y: np.ndarray, path: str | os.PathLike, sr: int, offset: int = 
 
 def find_audio(root: str | os.PathLike, suffixes: tuple[str, ...] = READ_SUFFIXES) -> list[Path]:
     """All audio files below a folder (recursively, case-insensitive suffix; by default every format the loader
-    reads, :data:`READ_SUFFIXES`), sorted for reproducibility."""
-    return scan_folder(root, suffixes)[0]
+    reads, :data:`READ_SUFFIXES`), sorted for reproducibility. Symbolic links to nothing are left out with a
+    logged warning naming them."""
+    found, _, broken = scan_folder(root, suffixes)
+    for link in broken:
+        logger.warning("%s", broken_link_note(link))
+    return found
 
 
-def scan_folder(root: str | os.PathLike, suffixes: tuple[str, ...] = READ_SUFFIXES) -> tuple[list[Path], list[Path]]:
-    """``(audio files, other files)`` below a folder, recursively, split by case-insensitive suffix; both sorted."""
+def scan_folder(
+    root: str | os.PathLike, suffixes: tuple[str, ...] = READ_SUFFIXES
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """``(audio files, other files, broken links)`` below a folder, recursively: files split by case-insensitive
+    suffix, and the symbolic links whose target does not exist (see :func:`broken_link_note`); all sorted."""
     root = Path(root)
     if not root.is_dir():
         what = FORMATS_HELP if suffixes == READ_SUFFIXES else "/".join(suffixes)
         raise SpeechkernError(f"{root}: no such folder; give a folder that holds {what} files")
-    found, other = [], []
+    found, other, broken = [], [], []
     for p in sorted(root.rglob("*")):
         if p.is_file():
             (found if p.suffix.lower() in suffixes else other).append(p)
-    return found, other
+        elif p.is_symlink() and not p.exists():
+            broken.append(p)
+    return found, other, broken
+
+
+def broken_link_note(link: Path) -> str:
+    """One line for a symbolic link whose target does not exist, which a folder search leaves out."""
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    return f"{link}: a symbolic link to {target}, which does not exist; skipped (fix or remove the link)"
 
 
 def _check_exists(path: Path) -> None:

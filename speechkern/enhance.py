@@ -486,12 +486,14 @@ def _notes(path: Path, out_path: Path, head, subtype: str, per_channel: bool) ->
 @dataclass
 class Inputs:
     """What a command line's inputs name: ``files`` (sorted, de-duplicated), ``bases`` (for each file, the folder
-    its output path mirrors from: the folder given, or the file's own folder) and ``skipped`` (files in the
-    folders searched that are not audio, or are earlier outputs)."""
+    its output path mirrors from: the folder given, or the file's own folder), ``skipped`` (files in the
+    folders searched that are not audio, or are earlier outputs) and ``broken`` (symbolic links to nothing that the
+    folders or patterns held, left out)."""
 
     files: list[Path]
     bases: list[Path]
     skipped: list[Path]
+    broken: list[Path] = field(default_factory=list)
 
 
 def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
@@ -503,20 +505,25 @@ def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
         raise SpeechkernError(f"items={items!r}: expected audio files, folders or glob patterns (a list of paths)")
     found: dict[Path, tuple[Path, Path]] = {}
     skipped: list[Path] = []
+    broken: list[Path] = []
     for item in items:
         p = audio.as_path(item, "items")
         item = str(p)
         if p.is_dir():
-            files, other = audio.scan_folder(p, audio.READ_SUFFIXES)
+            files, other, links = audio.scan_folder(p, audio.READ_SUFFIXES)
+            broken += links
             earlier = [f for f in files if f.stem.endswith(ENHANCED_SUFFIX)]
             skipped += other + earlier
             pairs = [(f, p) for f in files if not f.stem.endswith(ENHANCED_SUFFIX)]
         elif p.exists():
             pairs = [(p, p.parent)]
         elif any(ch in item for ch in "*?["):
-            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
+            every = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            matches = [m for m in every if m.is_file()]
+            broken += [m for m in every if m.is_symlink() and not m.exists()]
             if not matches:
-                raise SpeechkernError(f"{item}: the pattern matches no files")
+                links = f" (only {len(broken)} symbolic link(s) to nothing, such as {broken[0]})" if broken else ""
+                raise SpeechkernError(f"{item}: the pattern matches no files{links}")
             earlier = [m for m in matches if m.stem.endswith(ENHANCED_SUFFIX)]  # as in folders: not enhanced again
             skipped += earlier
             pairs = [(m, m.parent) for m in matches if m not in earlier]
@@ -526,9 +533,10 @@ def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
             found.setdefault(f.resolve(), (_short(f), base))
     if not found:
         others = f" ({len(skipped)} file(s) of other types or earlier outputs skipped)" if skipped else ""
+        others += f" ({len(broken)} symbolic link(s) to nothing, such as {broken[0]})" if broken else ""
         given = ", ".join(map(str, items))
         raise SpeechkernError(f"no audio files found in {given}{others}; give files soundfile reads")
-    return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped)
+    return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped, sorted(set(broken)))
 
 
 def _short(f: Path) -> Path:

@@ -253,6 +253,26 @@ def test_a_link_to_a_file_outside_the_folder_is_written_inside_the_tree(tmp_path
     assert Path("in/link_enhanced.wav").is_file() and sorted(p.name for p in Path("outside").iterdir()) == ["x.wav"]
 
 
+def test_a_link_to_nothing_in_a_folder_is_a_warning_line_naming_it(tmp_path, capsys, monkeypatch, caplog):
+    """A dangling symbolic link in an input folder (or matched by a pattern) was skipped without a word."""
+    from speechkern.enhance import find_inputs
+
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    sf.write("in/a.wav", speechlike(0.5), 16000)
+    os.symlink(tmp_path / "gone.wav", "in/b.wav")
+    assert find_inputs(["in"]).broken == [Path("in/b.wav")]
+    code, _, err = run(["enhance", "in", "-o", "out", "--model", str(SHIPPED), "-q"], capsys)
+    warning = f"warning: in/b.wav: a symbolic link to {tmp_path / 'gone.wav'}, which does not exist; skipped"
+    assert code == 0 and warning in err.splitlines()[0], err
+    assert sorted(p.name for p in Path("out").iterdir()) == ["a_enhanced.wav"]
+    code, _, err = run(["enhance", "in/b*", "--model", str(SHIPPED), "-q"], capsys)
+    assert code == 2 and err.strip().endswith("matches no files (only 1 symbolic link(s) to nothing, such as in/b.wav)")
+    with caplog.at_level(logging.WARNING, logger="speechkern.audio"):  # a training folder says so too
+        assert audio.find_audio("in") == [Path("in/a.wav")]
+    assert "in/b.wav: a symbolic link to" in caplog.text
+
+
 def test_file_names_that_are_not_utf8_are_enhanced_like_any_other(tmp_path, capsys):
     folder = os.fsencode(tmp_path / "in")
     os.mkdir(folder)
