@@ -193,7 +193,11 @@ def score(args: argparse.Namespace, model_dir: Path, model) -> None:
             scores = speech_scores(ref, y, sr, narrowband=False).as_dict()
             for k in METRICS:
                 row[f"{k}_{which}"].append(scores[k])
-    table = {snr: {k: float(np.nanmean(v)) for k, v in row.items()} for snr, row in rows.items()}
+    table = same_file_means(rows)
+    left_out = {snr: len(next(iter(rows[snr].values()))) - int(t["n"]) for snr, t in table.items()}
+    if any(left_out.values()):
+        print("left out of the means (a NaN score, noisy or enhanced): "
+              + ", ".join(f"{n} at {snr:g} dB" for snr, n in left_out.items() if n))  # fmt: skip
 
     speed = per_minute = cpu_per_minute = None
     if args.speed_minutes > 0:
@@ -251,6 +255,19 @@ def score(args: argparse.Namespace, model_dir: Path, model) -> None:
             "load": [load_before, load_after],
         }
         write_json(args.json, result)
+
+
+def same_file_means(rows: dict[float, dict[str, list[float]]]) -> dict[float, dict[str, float]]:
+    """Per SNR, the mean of every column over the same mixtures, those whose every score is a number, with their
+    count ``n`` (each column was averaged over its own finite scores, so noisy and enhanced means could be over
+    different mixtures)."""
+    table = {}
+    for snr, row in rows.items():
+        columns = np.array(list(row.values()), dtype=float)  # (columns, mixtures)
+        kept = np.all(np.isfinite(columns), axis=0)
+        means = columns[:, kept].mean(axis=1) if kept.any() else np.full(len(row), np.nan)
+        table[snr] = {k: float(m) for k, m in zip(row, means, strict=True)} | {"n": int(kept.sum())}
+    return table
 
 
 if __name__ == "__main__":
