@@ -306,7 +306,8 @@ def enhance_file(
                 enhanced = enhanced[:, start - lo : stop - lo]
                 if store is None:
                     weights = [_weight(guard, model) for guard in guards]
-                    writer.write(_blended(signals[:, start - lo : stop - lo], enhanced, weights, head.channels).T)
+                    blended = _blended(signals[:, start - lo : stop - lo], enhanced, weights, head.channels)
+                    writer.write(audio.pcm_rounded(blended.T, subtype))
                 else:
                     store.write(np.ascontiguousarray(enhanced.T, dtype=np.float32).tobytes())
                 report("enhance/blocks", stop, steps, f"enhancing {path.name}")
@@ -319,7 +320,7 @@ def enhance_file(
                 signals = _signals(audio.read_block(reader, start, stop) - offsets, gains)
                 _check_unchanged(path, read_as, len(spans))
                 enhanced = enhanced.reshape(stop - start, len(gains)).T
-                writer.write(_blended(signals, enhanced, weights, head.channels).T)
+                writer.write(audio.pcm_rounded(_blended(signals, enhanced, weights, head.channels).T, subtype))
                 report("enhance/blocks", head.frames + stop, steps, f"blending {path.name}")
 
     with audio.write_errors(out_path):
