@@ -218,11 +218,13 @@ def evaluate(
         mask_counts.append(counts)
         report("evaluate/masks", i + 1, len(test), "predicting masks")
 
-    from joblib import Parallel, delayed
+    from joblib import delayed
+
+    from speechkern.parallel import process_pool
 
     jobs = [delayed(_score_file)(m, masks, (fc, tc)) for m, masks in zip(test, per_file_masks, strict=True)]
     workers = min(workers or os.cpu_count() or 1, max(len(jobs), 1))  # no idle processes (workers=99999 hung)
-    outputs = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs) if workers > 1 else (
+    outputs = process_pool(workers)(jobs) if workers > 1 else (
         job[0](*job[1], **job[2]) for job in jobs
     )  # fmt: skip
     results: list[FileResult] = []

@@ -226,6 +226,26 @@ def test_sigterm_removes_the_part_file_like_ctrl_c(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]
 
 
+def test_worker_processes_start_with_ctrl_c_blocked_and_the_tracker_quiet(monkeypatch):
+    """Ctrl-C during `speechkern evaluate --workers 2` reaches the whole process group: workers caught importing
+    printed KeyboardInterrupt tracebacks, and joblib's resource tracker two lines of UserWarning about "leaked"
+    semaphores, around the command's one line. Workers now start with SIGINT blocked (this process stops them), and
+    the command line's environment hides the tracker's warning."""
+    code = ("import signal; from speechkern.parallel import process_pool; from joblib import delayed; "
+            "masks = process_pool(2)(delayed(signal.pthread_sigmask)(signal.SIG_BLOCK, []) for _ in range(2)); "
+            "print([sorted(int(s) for s in m) for m in masks])")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([[int(signal.SIGINT)]] * 2), done.stdout
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # this process still takes Ctrl-C
+    from speechkern_cli import main as cli_main
+
+    monkeypatch.setenv("PYTHONWARNINGS", "default")
+    cli_main._quiet_resource_tracker()
+    cli_main._quiet_resource_tracker()
+    assert os.environ["PYTHONWARNINGS"] == "default,ignore:resource_tracker:UserWarning"
+
+
 def test_stray_part_files_in_a_folder_are_counted(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("in").mkdir()
