@@ -323,6 +323,12 @@ def pcm_rounded(y: np.ndarray, subtype: str) -> np.ndarray:
     return (steps / scale).astype(dtype)
 
 
+def clips(subtype: str) -> bool:
+    """Whether the encoding ``subtype`` cuts samples beyond full scale (±1.0) off: integer PCM, μ-law, A-law and
+    the like do; float WAVs and the lossy codecs (Vorbis, Opus, MP3) keep them."""
+    return not (subtype in ("FLOAT", "DOUBLE", "VORBIS", "OPUS") or subtype.startswith("MPEG"))
+
+
 def silent_when_written(y: np.ndarray, subtype: str) -> bool:
     """Whether every sample of ``y`` (full scale 1.0) rounds to 0 in the integer PCM encoding ``subtype``."""
     bits = 8 * _SAMPLE_BYTES.get(subtype, 0) if subtype.startswith("PCM_") else 0

@@ -281,6 +281,16 @@ def enhance_file(
             "enhanced on its own"
         ]
 
+    over = {"samples": 0, "peak": 0.0}  # written samples beyond full scale, which integer encodings clip
+
+    def put(writer, block: np.ndarray) -> None:
+        """Write ``block`` (frames × channels), counting what lies beyond full scale."""
+        beyond = np.abs(block) > 1.0
+        if beyond.any():
+            over["samples"] += int(np.count_nonzero(beyond))
+            over["peak"] = max(over["peak"], float(np.abs(block).max()))
+        writer.write(audio.pcm_rounded(block, subtype))
+
     def write(tmp: str) -> None:
         import soundfile as sf
 
@@ -306,8 +316,7 @@ def enhance_file(
                 enhanced = enhanced[:, start - lo : stop - lo]
                 if store is None:
                     weights = [_weight(guard, model) for guard in guards]
-                    blended = _blended(signals[:, start - lo : stop - lo], enhanced, weights, head.channels)
-                    writer.write(audio.pcm_rounded(blended.T, subtype))
+                    put(writer, _blended(signals[:, start - lo : stop - lo], enhanced, weights, head.channels).T)
                 else:
                     store.write(np.ascontiguousarray(enhanced.T, dtype=np.float32).tobytes())
                 report("enhance/blocks", stop, steps, f"enhancing {path.name}")
@@ -320,12 +329,18 @@ def enhance_file(
                 signals = _signals(audio.read_block(reader, start, stop) - offsets, gains)
                 _check_unchanged(path, read_as, len(spans))
                 enhanced = enhanced.reshape(stop - start, len(gains)).T
-                writer.write(audio.pcm_rounded(_blended(signals, enhanced, weights, head.channels).T, subtype))
+                put(writer, _blended(signals, enhanced, weights, head.channels).T)
                 report("enhance/blocks", head.frames + stop, steps, f"blending {path.name}")
 
     with audio.write_errors(out_path):
         atomic_write(out_path, write, replace=overwrite)
     seconds = time.perf_counter() - started
+    if over["samples"] and audio.clips(subtype):  # silent before: the encoder cut the peaks off
+        share = over["samples"] / max(1, head.frames * head.channels)
+        notes.append(f"{out_path}: {over['samples']} samples ({share:.2%}) of the enhanced output exceed full scale "
+                     f"(peak {over['peak']:.3g}, {20 * math.log10(over['peak']):+.1f} dBFS) and were clipped in its "
+                     f"{subtype} encoding; lower the input's level by that much (the output keeps it), or give a "
+                     "float WAV input, whose output holds them")  # fmt: skip
     return EnhanceResult(path, out_path, head.frames / head.samplerate, seconds, head.samplerate, head.channels, notes)
 
 

@@ -275,3 +275,22 @@ def test_the_guard_table_prints_the_clean_rows_si_sdr_as_infinite_and_na(tmp_pat
     assert len(clean) == 1 and "/ ∞ |" in clean[0] and "/ n/a (" in clean[0], out
     assert all(abs(float(v)) < 100 for v in re.findall(r"-?\d+\.\d+", clean[0])), clean[0]
     assert "the input's SI-SDR is infinite" in out and "nan" not in out
+
+
+def test_an_output_clipped_by_its_encoding_is_said(shipped, tmp_path):
+    """A recording clipped at full scale came out with peaks of +1.3 dBFS, cut off by its 16-bit encoding without a
+    word; a float WAV keeps them, so nothing is said there."""
+    from speechkern.synth import TALKERS, synthesize
+
+    clean = synthesize(TALKERS[0], 2.0, seed=0)
+    y = clean + 0.05 * np.random.default_rng(0).standard_normal(len(clean)).astype(np.float32)
+    y = np.clip(3 * y / np.abs(y).max(), -1, 1).astype(np.float32)
+    sf.write(tmp_path / "loud.wav", y, 16000, subtype="PCM_16")
+    sf.write(tmp_path / "loud_float.wav", y, 16000, subtype="FLOAT")
+    result = enhance_file(shipped, tmp_path / "loud.wav", tmp_path / "o.wav")
+    said = [n for n in result.notes if "exceed full scale" in n]
+    assert len(said) == 1 and "were clipped in its PCM_16 encoding" in said[0] and "o.wav: " in said[0], result.notes
+    assert np.abs(sf.read(tmp_path / "o.wav")[0]).max() <= 1.0
+    result = enhance_file(shipped, tmp_path / "loud_float.wav", tmp_path / "of.wav")
+    assert not [n for n in result.notes if "exceed full scale" in n]
+    assert np.abs(sf.read(tmp_path / "of.wav")[0]).max() > 1
