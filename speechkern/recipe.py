@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -613,6 +614,20 @@ def validate_recipe(
             raise SpeechkernError(f"{source}: unknown recipe key {key!r}; {_nearest_keys(list(loc))}") from None
         given = first.get("input")
         message = first["msg"].removeprefix("Value error, ")
+        section = _section_at(loc) if first["type"] == "value_error" and loc else None
+        keys = [n for n in re.findall(r"(\w+) = ", message) if section is not None and n in section.model_fields]
+        if keys:
+            # a check across the keys of one section ("hop_length = 4000 is not below frame_length = 320"): name
+            # the key that was overridden, if any, and where it came from, not the whole section and the recipe
+            # file (the value may be a --set override)
+            given_at = {
+                n: next((o for k, o in (origins or {}).items() if (*loc, n)[: len(k)] == k), None) for n in keys
+            }
+            name = next((n for n in keys if given_at[n]), keys[0])
+            value = given.get(name) if isinstance(given, dict) else None
+            shown = f" = {value!r}" if value is not None else ""
+            raise SpeechkernError(f"{given_at[name] or source}: recipe key {'.'.join((*loc, name))!r}{shown}: "
+                                  f"{message}") from None  # fmt: skip
         if first["type"] == "value_error" and not first["loc"]:  # a check across sections names its own keys
             named = {k.strip() for k in message.split(":", 1)[0].split(",")}
             source = next((o for k, o in (origins or {}).items() if ".".join(k) in named), source)

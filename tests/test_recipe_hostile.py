@@ -341,3 +341,17 @@ def test_evaluate_says_the_recipe_is_unreadable_before_asking_for_overwrite(tmp_
         (run / "report" / "index.html").write_text("<html></html>")
         code, _, err = run_cli(["evaluate", str(run), "-q"], capsys)
         assert code == 2 and err.count("\n") == 1 and said in err and "a report exists" not in err, err
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [("features.hop_length=4000", "hop_length = 4000 is not below frame_length = 320: frames must overlap"),
+     ("features.frame_length=2", "hop_length = 160 is not below frame_length = 2"),
+     ("features.n_fft=64", "n_fft = 64 is shorter than frame_length = 320")],
+)  # fmt: skip
+def test_a_features_key_that_breaks_a_rule_of_its_section_is_named_with_its_override(override, says):
+    """features.hop_length=4000 trained a model that enhance and evaluate then refused ("mask interpolation needs
+    overlapping frames"); and a rule across the features keys named the recipe file and the whole [features]
+    table, not the key given on the command line."""
+    key, value = override.split("=")
+    _refused([override], f"recipe override {override}: recipe key '{key}' = {value}: {says}")
