@@ -34,6 +34,9 @@ MIN_FIT_FRAMES = 1000  # a recipe whose float32 inputs of this many frames excee
 # only, with its routing and its share of the global machine's residual; below this, leaves of a few frames each
 # learn next to nothing and their count makes the fit crawl (1500 frames in leaves of 1 took 4.7 minutes).
 MIN_LEAF_SIZE = 100
+# The smallest kernel.memory_gb (1 MiB): the local solver sizes its leaves from the budget, and below this they fall
+# under MIN_LEAF_SIZE frames (10⁻⁴ GiB: leaves of 146 frames, 10⁻⁵: 46, 10⁻⁹: 1), and its refusals read "0.00 GiB".
+MIN_MEMORY_GB = 0.001
 
 
 class _Section(BaseModel):
@@ -192,7 +195,9 @@ class KernelConfig(_Section):
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
     )
     centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory)")
-    memory_gb: float = Field(0.0, ge=0, description="memory budget of one kernel fit in GiB (0 = a third of free)")
+    memory_gb: float = Field(
+        0.0, ge=0, description=f"memory budget of one kernel fit in GiB (0 = a third of free; else ≥ {MIN_MEMORY_GB:g})"
+    )
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)
     input_transform: Literal["none", "pca", "whiten", "rfm", "pca+rfm"] = Field(
@@ -206,6 +211,15 @@ class KernelConfig(_Section):
     rfm_iterations: int = Field(1, ge=1, description="RFM updates of the metric M (each refits the kernel)")
     rfm_diagonal: bool = Field(False, description="try only the diagonal of M (per-input weights), not the full M")
     rfm_agop_frames: int = Field(2000, ge=20, description="frames of the RFM fit whose gradients are averaged")
+
+    @field_validator("memory_gb")
+    @classmethod
+    def _budget_holds_a_leaf(cls, value: float) -> float:
+        if 0 < value < MIN_MEMORY_GB:
+            raise ValueError(f"{value:g} GiB is too small to fit a kernel machine; give 0 (a third of the free "
+                             f"memory) or at least {MIN_MEMORY_GB:g} (1 MiB; the solver sizes its leaves from the "
+                             f"budget, and below it they hold fewer than {MIN_LEAF_SIZE} frames)")  # fmt: skip
+        return value
 
     @field_validator("leaf_size")
     @classmethod
@@ -444,6 +458,11 @@ def _check_noises_and_splits(data: DataConfig) -> None:
     for snr in data.snrs:
         if data.snrs.count(snr) > 1:
             raise ValueError(f"data.snrs: {snr + 0.0:g} dB is given twice; give each SNR once")
+    if data.corpus not in ("voicebank", "manifest") and not data.conditions:  # these corpora mix every mixture
+        for key, example in (("noises", "['ssn', 'babble']"), ("snrs", "[0]")):
+            if not getattr(data, key):  # was "condition all: no train mixtures" after the data was prepared
+                raise ValueError(f"data.{key}: empty, so corpus {data.corpus!r} makes no mixture (every noise × "
+                                 f"SNR); give at least one, such as {example}, or list data.conditions")  # fmt: skip
     seen: dict[tuple[str, float], str] = {}
     for item in data.conditions:
         noise, _, snr = item.rpartition("@")

@@ -355,3 +355,20 @@ def test_a_features_key_that_breaks_a_rule_of_its_section_is_named_with_its_over
     table, not the key given on the command line."""
     key, value = override.split("=")
     _refused([override], f"recipe override {override}: recipe key '{key}' = {value}: {says}")
+
+
+def test_a_memory_budget_too_small_for_any_leaf_is_refused_at_load():
+    """kernel.memory_gb=1e-9 trained into leaves of 1 frame sized from the budget and stopped with "leaves of 1
+    centres need 0.00 GiB each ..., over the memory budget of 0.00 GiB"."""
+    _refused(["kernel.memory_gb=1e-9"], "kernel.memory_gb", "1e-09 GiB is too small", "at least 0.001")
+    assert load_recipe(RECIPES / "demo", ["kernel.memory_gb=0.001"]).kernel.memory_gb == 0.001
+
+
+@pytest.mark.parametrize("override", ["data.snrs=[]", "data.noises=[]"])
+def test_a_recipe_that_mixes_nothing_is_refused_at_load(override):
+    """data.snrs=[] prepared the data and stopped with "condition all: no train mixtures; check the recipe's data
+    section", naming no key."""
+    key = override.split("=")[0]
+    _refused([override], f"recipe override {override}: recipe key {key}: empty, so corpus 'demo' makes no mixture")
+    if key == "data.snrs":  # conditions carry their own SNRs
+        assert load_recipe(RECIPES / "demo", [override, "data.conditions=['ssn@0']"]).data.conditions == ["ssn@0"]
