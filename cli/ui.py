@@ -486,7 +486,23 @@ class _WarningsOnly(logging.Handler):
 _SWITCHES = {"overwrite": "--overwrite", "resume": "--resume", "per_channel": "--per-channel", "builtin": "--builtin"}
 _VALUED = {"chunk_s": "--chunk-seconds", "val_fraction": "--val-fraction", "ray_address": "--ray-address",
            "data_dir": "--data", "atten_lim_db": "--atten-lim-db"}  # fmt: skip
+# speechkern losses bench: its settings (BenchConfig) by the flags that set them
+_BENCH = {  # fmt: skip
+    "seeds": "--seeds",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "optimizer": "--optimizer",
+    "learning_rates": "--lr",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "test_fraction": "--test-fraction",
+    "val_fraction": "--val-fraction",
+    "smoothing_window": "--smoothing-window",
+    "rescaled_t": "--rescaled-t",
+    "rescaled_M": "--rescaled-m",
+}
 _FLAGS = (
+    (re.compile(rf"\bbenchmark setting ({'|'.join(_BENCH)})=(?=\S)"), lambda m: f"{_BENCH[m[1]]} "),
     (re.compile(r"\bresume the run (.+?) \(resume=True\)"),
      lambda m: f"`speechkern train {shlex.quote(str(Path(m[1]) / 'recipe.toml'))} --out {shlex.quote(m[1])} --resume`"),
     (re.compile(r"\bcache_dir=None\b"), lambda m: "--no-cache"),

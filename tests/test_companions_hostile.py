@@ -97,7 +97,7 @@ def test_losses_bench_cli_refuses_infinite_scale_before_writing(tmp_path, capsys
     out = tmp_path / "bench"
     code, _, err = run_cli(["losses", "bench", "--builtin", "--out", str(out), "--rescaled-t", "inf"], capsys)
     assert code != 0 and "Traceback" not in err
-    assert err.strip().count("\n") == 0 and "rescaled_t=inf is out of range" in err
+    assert err.strip().count("\n") == 0 and "--rescaled-t inf is out of range" in err  # the flag, not the field
     assert not out.exists()
 
 
@@ -369,3 +369,21 @@ def test_asymptotics_lambda_and_r_limits_are_the_solvers_range(tmp_path):
     fig = figures._figure_35([], settings)
     fig.savefig(tmp_path / "empty.png", format="png", dpi=30)
     assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--lr", "-1"], "error: --lr (-1.0,) is out of range; expected one or more finite numbers above 0"),
+        (["--optimizer", "lbfgs"], "error: --optimizer 'lbfgs' is out of range; expected one of adam, sgd"),
+        (["--test-fraction", "0"], "error: --test-fraction 0.0 is out of range; expected a fraction between 0 and 1"),
+        (["--rescaled-m", "-5"], "error: --rescaled-m -5.0 is out of range; expected a finite number above 0"),
+    ],
+)
+def test_losses_bench_says_what_a_setting_expects_in_flags(tmp_path, capsys, argv, says):
+    """'benchmark setting learning_rates=(-1.0,) is out of range' named the library's field, not --lr, and said
+    nothing of what was expected."""
+    out = tmp_path / "out"
+    code, _, err = run_cli(["losses", "bench", "--builtin", "--dataset", "iris", "--out", str(out), *argv], capsys)
+    assert code == 2 and err.strip().startswith(says), err
+    assert not out.exists()
