@@ -38,10 +38,13 @@ MIN_SECONDS = 1.0  # STOI analyses 384 ms segments and PESQ needs speech to alig
 
 def check_mixture_options(snrs: list[float], max_seconds: float, utterances: int) -> None:
     """Refuse, in one line naming the option, values that would fail late or silently change the mixtures (a
-    negative --utterances or --max-seconds slices from the end; a repeated SNR is averaged with itself)."""
-    if not all(math.isfinite(s) for s in snrs) or len(set(snrs)) != len(snrs):
-        raise SystemExit(f"--snrs {' '.join(f'{s:g}' for s in snrs)}: expected distinct finite SNRs in dB, such as "
-                         "-5 0 5 10 20")  # fmt: skip
+    negative --utterances or --max-seconds slices from the end; a repeated SNR is averaged with itself; 1e300 dB
+    overflowed the noise gain in an OverflowError traceback)."""
+    from speechkern.recipe import MAX_SNR_DB  # the recipes' bound, for the same reason
+
+    if not all(math.isfinite(s) and abs(s) <= MAX_SNR_DB for s in snrs) or len(set(snrs)) != len(snrs):
+        raise SystemExit(f"--snrs {' '.join(f'{s:g}' for s in snrs)}: expected distinct finite SNRs in dB from "
+                         f"{-MAX_SNR_DB:g} to {MAX_SNR_DB:g}, such as -5 0 5 10 20")  # fmt: skip
     if not (math.isfinite(max_seconds) and max_seconds >= MIN_SECONDS):
         raise SystemExit(f"--max-seconds {max_seconds:g}: expected at least {MIN_SECONDS:g} s of each utterance, "
                          "such as 10")  # fmt: skip

@@ -87,8 +87,9 @@ def test_rnnoise_output_is_aligned_with_its_input():
 
 @pytest.mark.parametrize(
     ("option", "says"),
-    [(["--utterances", "-1"], r"^--utterances -1: expected a count"), (["--threads", "0"], r"^--threads 0: expected")],
-)
+    [(["--utterances", "-1"], r"^--utterances -1: expected a count"), (["--threads", "0"], r"^--threads 0: expected"),
+     (["--snrs", "1e300"], r"^--snrs 1e\+300: expected distinct finite SNRs in dB from -100 to 100")],  # Overflow
+)  # fmt: skip
 def test_odd_counts_stop_in_one_line_before_the_work(tmp_path, monkeypatch, option, says):
     """--utterances -1 with --pairs scored every pair but the last (a slice from the end); --threads 0 stopped in
     torch's RuntimeError."""
