@@ -115,6 +115,17 @@ def test_a_chunk_shorter_than_a_second_is_refused_with_the_reason(shipped, tmp_p
     assert enhance_signal(shipped, y, chunk_s=1.0).shape == y.shape  # the minimum is taken
 
 
+def test_a_chunk_as_long_as_a_float_goes_is_one_block(shipped, tmp_path):
+    """chunk_s=1.8e308 (the largest float) overflowed int() in an OverflowError traceback; any chunk longer than
+    the recording is one block."""
+    y = (0.05 * np.random.default_rng(0).standard_normal(48000)).astype(np.float32)
+    sf.write(tmp_path / "x.wav", y, 16000)
+    np.testing.assert_array_equal(enhance_signal(shipped, y, chunk_s=1.7976931348623157e308),
+                                  enhance_signal(shipped, y, chunk_s=60.0))  # fmt: skip
+    enhance_file(shipped, tmp_path / "x.wav", tmp_path / "o.wav", chunk_s=1.7976931348623157e308)
+    assert limits.chunk_seconds(1e308) == limits.MAX_CHUNK_S and sf.info(tmp_path / "o.wav").frames == 48000
+
+
 def test_the_guards_temporary_file_lies_beside_the_output_and_is_counted(shipped, tmp_path, monkeypatch):
     """The guard keeps every frame's T-F energies (8 bytes × units × frames per signal enhanced) in a temporary
     file; it went to the system's temporary folder, uncounted by the free-space check (for an STFT model of 161
