@@ -184,10 +184,11 @@ def _weight(guard: postfilter.GuardEstimate | None, model: MaskModel) -> float:
 
 
 def _margin_s(model: MaskModel, margin_s: float) -> float:
-    """The block margin in seconds: ``margin_s``, at least the features' reach (NaN was taken as the margin)."""
+    """The block margin in seconds: ``margin_s``, at least the features' reach (NaN was taken as the margin), at
+    most :data:`limits.MAX_CHUNK_S`, longer than any recording (1e308 s overflowed int())."""
     margin_s = limits.seconds("margin_s", margin_s, limits.is_real(margin_s) and margin_s >= 0,
                         "seconds of context on each side of a block, such as 1")  # fmt: skip
-    return max(margin_s, features.reach_s(model.feature_config))
+    return min(max(margin_s, features.reach_s(model.feature_config)), limits.MAX_CHUNK_S)
 
 
 def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int]]:

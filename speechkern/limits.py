@@ -130,6 +130,7 @@ def check_model_memory(
     positive finite number.
     """
     chunk_s = min(chunk_seconds(chunk_s), longest_s)
+    margin_s = min(margin_s, longest_s)  # the margins lie within the file too (10¹² s was blamed on the model)
     budget = memory_budget() if budget is None else budget
     sizes = block_bytes(model, chunk_s, margin_s)
     total = sum(sizes.values())

@@ -115,15 +115,19 @@ def test_a_chunk_shorter_than_a_second_is_refused_with_the_reason(shipped, tmp_p
     assert enhance_signal(shipped, y, chunk_s=1.0).shape == y.shape  # the minimum is taken
 
 
-def test_a_chunk_as_long_as_a_float_goes_is_one_block(shipped, tmp_path):
+def test_a_chunk_or_margin_as_long_as_a_float_goes_is_one_block(shipped, tmp_path):
     """chunk_s=1.8e308 (the largest float) overflowed int() in an OverflowError traceback; any chunk longer than
-    the recording is one block."""
+    the recording is one block, and any margin longer than it is the whole recording."""
     y = (0.05 * np.random.default_rng(0).standard_normal(48000)).astype(np.float32)
     sf.write(tmp_path / "x.wav", y, 16000)
     np.testing.assert_array_equal(enhance_signal(shipped, y, chunk_s=1.7976931348623157e308),
                                   enhance_signal(shipped, y, chunk_s=60.0))  # fmt: skip
     enhance_file(shipped, tmp_path / "x.wav", tmp_path / "o.wav", chunk_s=1.7976931348623157e308)
     assert limits.chunk_seconds(1e308) == limits.MAX_CHUNK_S and sf.info(tmp_path / "o.wav").frames == 48000
+    # the margin alike: 1e308 s overflowed, 1e12 s was refused as a model needing 2e7 TB ("retrain it")
+    for margin_s in (1e12, 1.7976931348623157e308):
+        np.testing.assert_array_equal(enhance_signal(shipped, y, margin_s=margin_s), enhance_signal(shipped, y))
+        enhance_file(shipped, tmp_path / "x.wav", tmp_path / "o.wav", margin_s=margin_s, overwrite=True)
 
 
 def test_the_guards_temporary_file_lies_beside_the_output_and_is_counted(shipped, tmp_path, monkeypatch):
