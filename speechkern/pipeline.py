@@ -582,7 +582,7 @@ def train(
     """
     run_dir = Path(run_dir)
     recipe = with_absolute_paths(recipe)  # the run's recipe.toml reads the same from any working directory
-    names = list(models or recipe.train.models)
+    names = list(dict.fromkeys(models or recipe.train.models))  # once each: a repeat crashed autotune (KeyError)
     for n in names:
         if n not in MODEL_NAMES:
             raise SpeechkernError(f"model {n!r}: expected one of {', '.join(MODEL_NAMES)}")
