@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:  # shipped_model, as when run as a script
         sys.path.insert(0, here)
-    from shipped_model import check_mixture_options
+    from shipped_model import check_mixture_options, json_safe
 
     check_mixture_options(args.snrs, args.max_seconds, args.utterances)  # before the work, for --pairs too
     if args.threads < 1:
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text(args.out / "table.md", text)
     result = {"source": source, "systems": systems, "skipped": skipped, "speed": speed,
               "load": [load_before, load_after], "table": table, "files": rows}  # fmt: skip
-    write_text(args.out / "results.json", json.dumps(result, indent=1))
+    write_text(args.out / "results.json", json.dumps(json_safe(result), indent=1, allow_nan=False))  # NaN: null
     plot(table, systems, args.out / "plot.png")
     return 0
 

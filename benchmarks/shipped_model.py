@@ -63,11 +63,24 @@ def check_output(option: str, path: Path | None, overwrite: bool = False) -> Non
         raise SystemExit(f"{option} {path}: exists already; choose another name or pass --overwrite to replace it")
 
 
+def json_safe(value):
+    """``value`` with every NaN or infinite float as None: JSON has no NaN, and json.dumps wrote one that strict
+    readers (jq, JavaScript) refuse (a PESQ that failed, a mean over no files)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (a temporary file renamed into place)."""
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file renamed into place), NaN as null."""
     from speechkern.outputs import atomic_write
 
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_model_or_exit(folder: str | None):

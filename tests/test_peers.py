@@ -179,3 +179,6 @@ def test_the_shipped_model_benchmark_averages_noisy_and_enhanced_over_the_same_m
     table = shipped_model.same_file_means(rows)
     assert table[0.0] == {"pesq_noisy": 1.0, "pesq_enhanced": 2.0, "n": 1}
     assert table[5.0]["n"] == 0 and np.isnan(table[5.0]["x"])
+    # results.json and --json files are strict JSON: a mean over no mixture, or a failed PESQ, is null, not NaN
+    text = json.dumps(shipped_model.json_safe({"table": table, "rows": [(nan, float("inf"))]}), allow_nan=False)
+    assert json.loads(text)["table"]["5.0"]["x"] is None and '"rows": [[null, null]]' in text
