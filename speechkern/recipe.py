@@ -34,6 +34,9 @@ MIN_FIT_FRAMES = 1000  # a recipe whose float32 inputs of this many frames excee
 # only, with its routing and its share of the global machine's residual; below this, leaves of a few frames each
 # learn next to nothing and their count makes the fit crawl (1500 frames in leaves of 1 took 4.7 minutes).
 MIN_LEAF_SIZE = 100
+# The fewest training frames (train.max_train_frames), as kernel.autotune_train_frames: with one, the autotune said
+# the frames "are all the same (silent or constant audio?)".
+MIN_TRAIN_FRAMES = 10
 # The smallest kernel.memory_gb (1 MiB): the local solver sizes its leaves from the budget, and below this they fall
 # under MIN_LEAF_SIZE frames (10⁻⁴ GiB: leaves of 146 frames, 10⁻⁵: 46, 10⁻⁹: 1), and its refusals read "0.00 GiB".
 MIN_MEMORY_GB = 0.001
@@ -254,6 +257,15 @@ class TrainConfig(_Section):
         0, ge=0, description="cap on training frames, drawn at random, the same for every model (0 = all)"
     )
     max_val_frames: int = Field(5000, ge=0, description="validation frames for early stopping (0 = all)")
+
+    @field_validator("max_train_frames")
+    @classmethod
+    def _enough_frames(cls, value: int) -> int:
+        if 0 < value < MIN_TRAIN_FRAMES:
+            raise ValueError(f"{value} training frames cannot fit a model (the kernel's bandwidth is chosen from the "
+                             f"distances between frames); give 0 (all) or at least {MIN_TRAIN_FRAMES}, such as "
+                             "10000")  # fmt: skip
+        return value
 
 
 class EvaluateConfig(_Section):

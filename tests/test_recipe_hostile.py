@@ -372,3 +372,10 @@ def test_a_recipe_that_mixes_nothing_is_refused_at_load(override):
     _refused([override], f"recipe override {override}: recipe key {key}: empty, so corpus 'demo' makes no mixture")
     if key == "data.snrs":  # conditions carry their own SNRs
         assert load_recipe(RECIPES / "demo", [override, "data.conditions=['ssn@0']"]).data.conditions == ["ssn@0"]
+
+
+def test_too_few_training_frames_are_refused_at_load():
+    """train.max_train_frames=1 prepared the data and stopped with "the training frames autotune sampled are all
+    the same (silent or constant audio?)", blaming the audio."""
+    _refused(["train.max_train_frames=1"], "train.max_train_frames", "1 training frames cannot fit", "at least 10")
+    assert load_recipe(RECIPES / "demo", ["train.max_train_frames=10"]).train.max_train_frames == 10
