@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -168,16 +169,33 @@ def group_order(groups: list[str]) -> list[str]:
     return sorted(set(groups), key=float) + [ALL]
 
 
+def complete(row: dict, systems: list[str]) -> bool:
+    """Whether every metric of the noisy input and of every system is a number for this file (PESQ fails on
+    some, and STOI on too short or silent outputs)."""
+    return all(np.isfinite(row[s][k]) for s in [NOISY, *systems] for k, _, _ in METRICS)
+
+
 def summarise(rows: list[dict], systems: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean of each metric per group (and over all) per system, NaN scores (PESQ failures) left out."""
+    """Mean of each metric per group (and over all) per system over the same files: those with every score a
+    number (:func:`complete`); ``n`` counts them and ``left_out`` the files with a NaN score. (Each metric was
+    averaged over its own finite scores, so the "all" row's STOI and PESQ, and a system and the noisy input, could
+    be means over different files.)"""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for group in group_order([r["group"] for r in rows]):
         sel = [r for r in rows if group in (ALL, r["group"])]
+        kept = [r for r in sel if complete(r, systems)]
         table[group] = {
-            s: {k: float(np.nanmean([r[s][k] for r in sel])) for k, _, _ in METRICS} for s in [NOISY, *systems]
+            s: {k: float(np.mean([r[s][k] for r in kept])) if kept else math.nan for k, _, _ in METRICS}
+            for s in [NOISY, *systems]
         }
-        table[group]["n"] = len(sel)
+        table[group]["n"] = len(kept)
+        table[group]["left_out"] = len(sel) - len(kept)
     return table
+
+
+def _group_label(group: str, row: dict) -> str:
+    left = f", {row['left_out']} left out" if row.get("left_out") else ""
+    return f"{group} (n={row['n']}{left})"
 
 
 def markdown(table, systems: list[str], speed: dict[str, float]) -> str:
@@ -187,7 +205,7 @@ def markdown(table, systems: list[str], speed: dict[str, float]) -> str:
         for s in [NOISY, *systems]:
             cells = [fmt.format(row[s][k]) for k, _, fmt in METRICS]
             rate = f"{speed[s]:.0f}×" if s in speed else ""
-            lines.append(f"| {group} (n={row['n']}) | {s} | " + " | ".join(cells) + f" | {rate} |")
+            lines.append(f"| {_group_label(group, row)} | {s} | " + " | ".join(cells) + f" | {rate} |")
     lines += ["", "Change over the noisy input (STOI / PESQ-wb / SI-SDR dB):", "",
               "| SNR (dB) | " + " | ".join(systems) + " |", "|---|" + "---|" * len(systems)]  # fmt: skip
     for group, row in table.items():
@@ -239,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:  # shipped_model, as when run as a script
         sys.path.insert(0, here)
-    from shipped_model import check_mixture_options
+    from shipped_model import check_mixture_options, json_safe
 
     check_mixture_options(args.snrs, args.max_seconds, args.utterances)  # before the work, for --pairs too
     if args.threads < 1:
@@ -297,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     head = (f"{source}: {len(data)} files, {audio_s / 60:.1f} min; scored at 16 kHz; speed on {args.threads} "
             f"threads; load {load_before:.1f} before, {load_after:.1f} after")  # fmt: skip
+    left_out = table[ALL]["left_out"]
+    if left_out:
+        head += (f"; {left_out} file(s) left out of every mean, a score of the noisy input or of a system being NaN "
+                 "(results.json lists every file's scores)")  # fmt: skip
     text = head + "\n\n" + markdown(table, systems, speed)
     if skipped:
         text += "\n" + "\n".join(skipped) + "\n"
@@ -304,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text(args.out / "table.md", text)
     result = {"source": source, "systems": systems, "skipped": skipped, "speed": speed,
               "load": [load_before, load_after], "table": table, "files": rows}  # fmt: skip
-    write_text(args.out / "results.json", json.dumps(result, indent=1))
+    write_text(args.out / "results.json", json.dumps(json_safe(result), indent=1, allow_nan=False))  # NaN: null
     plot(table, systems, args.out / "plot.png")
     return 0
 

@@ -38,10 +38,13 @@ MIN_SECONDS = 1.0  # STOI analyses 384 ms segments and PESQ needs speech to alig
 
 def check_mixture_options(snrs: list[float], max_seconds: float, utterances: int) -> None:
     """Refuse, in one line naming the option, values that would fail late or silently change the mixtures (a
-    negative --utterances or --max-seconds slices from the end; a repeated SNR is averaged with itself)."""
-    if not all(math.isfinite(s) for s in snrs) or len(set(snrs)) != len(snrs):
-        raise SystemExit(f"--snrs {' '.join(f'{s:g}' for s in snrs)}: expected distinct finite SNRs in dB, such as "
-                         "-5 0 5 10 20")  # fmt: skip
+    negative --utterances or --max-seconds slices from the end; a repeated SNR is averaged with itself; 1e300 dB
+    overflowed the noise gain in an OverflowError traceback)."""
+    from speechkern.recipe import MAX_SNR_DB  # the recipes' bound, for the same reason
+
+    if not all(math.isfinite(s) and abs(s) <= MAX_SNR_DB for s in snrs) or len(set(snrs)) != len(snrs):
+        raise SystemExit(f"--snrs {' '.join(f'{s:g}' for s in snrs)}: expected distinct finite SNRs in dB from "
+                         f"{-MAX_SNR_DB:g} to {MAX_SNR_DB:g}, such as -5 0 5 10 20")  # fmt: skip
     if not (math.isfinite(max_seconds) and max_seconds >= MIN_SECONDS):
         raise SystemExit(f"--max-seconds {max_seconds:g}: expected at least {MIN_SECONDS:g} s of each utterance, "
                          "such as 10")  # fmt: skip
@@ -60,11 +63,24 @@ def check_output(option: str, path: Path | None, overwrite: bool = False) -> Non
         raise SystemExit(f"{option} {path}: exists already; choose another name or pass --overwrite to replace it")
 
 
+def json_safe(value):
+    """``value`` with every NaN or infinite float as None: JSON has no NaN, and json.dumps wrote one that strict
+    readers (jq, JavaScript) refuse (a PESQ that failed, a mean over no files)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (a temporary file renamed into place)."""
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file renamed into place), NaN as null."""
     from speechkern.outputs import atomic_write
 
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_model_or_exit(folder: str | None):
@@ -193,7 +209,11 @@ def score(args: argparse.Namespace, model_dir: Path, model) -> None:
             scores = speech_scores(ref, y, sr, narrowband=False).as_dict()
             for k in METRICS:
                 row[f"{k}_{which}"].append(scores[k])
-    table = {snr: {k: float(np.nanmean(v)) for k, v in row.items()} for snr, row in rows.items()}
+    table = same_file_means(rows)
+    left_out = {snr: len(next(iter(rows[snr].values()))) - int(t["n"]) for snr, t in table.items()}
+    if any(left_out.values()):
+        print("left out of the means (a NaN score, noisy or enhanced): "
+              + ", ".join(f"{n} at {snr:g} dB" for snr, n in left_out.items() if n))  # fmt: skip
 
     speed = per_minute = cpu_per_minute = None
     if args.speed_minutes > 0:
@@ -251,6 +271,19 @@ def score(args: argparse.Namespace, model_dir: Path, model) -> None:
             "load": [load_before, load_after],
         }
         write_json(args.json, result)
+
+
+def same_file_means(rows: dict[float, dict[str, list[float]]]) -> dict[float, dict[str, float]]:
+    """Per SNR, the mean of every column over the same mixtures, those whose every score is a number, with their
+    count ``n`` (each column was averaged over its own finite scores, so noisy and enhanced means could be over
+    different mixtures)."""
+    table = {}
+    for snr, row in rows.items():
+        columns = np.array(list(row.values()), dtype=float)  # (columns, mixtures)
+        kept = np.all(np.isfinite(columns), axis=0)
+        means = columns[:, kept].mean(axis=1) if kept.any() else np.full(len(row), np.nan)
+        table[snr] = {k: float(m) for k, m in zip(row, means, strict=True)} | {"n": int(kept.sum())}
+    return table
 
 
 if __name__ == "__main__":

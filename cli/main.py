@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command line; user errors become one line on stderr and exit code 2, an interrupt one line and 130."""
     if argv is None:  # a real process, not a test calling main()
         _terminate_like_interrupt()
+        _quiet_resource_tracker()
     warnings = CommandWarnings()
     logging.getLogger("speechkern").addHandler(warnings)
     try:
@@ -192,6 +193,16 @@ def _terminate_like_interrupt() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, interrupt)
+
+
+def _quiet_resource_tracker() -> None:
+    """After an interrupt this process leaves at once, and the resource tracker that joblib's worker processes
+    start (a process of its own, which inherits the environment) warned of the "leaked" semaphores it then
+    removes, two lines of UserWarning after the interrupt's one line. Those warnings are left out."""
+    quiet = "ignore:resource_tracker:UserWarning"
+    given = os.environ.get("PYTHONWARNINGS", "")
+    if quiet not in given:
+        os.environ["PYTHONWARNINGS"] = f"{given},{quiet}" if given else quiet
 
 
 def _interrupt_of(exc: BaseException | None) -> KeyboardInterrupt | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def mix(
     clean: Path = typer.Argument(..., help="Clean speech file (wav, flac, ogg, mp3, sph, …)."),
     noise: Path = typer.Argument(..., help="Noise file; looped if shorter than the speech."),
     snr: float = typer.Option(..., "--snr", help="Signal-to-noise ratio in dB over the whole utterance."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output file (its suffix sets the format)."),
+    output: str = typer.Option(..., "-o", "--output", help="Output file (its suffix sets the format)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the noise segment's random offset."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output if it exists."),
 ) -> None:
@@ -31,6 +32,10 @@ def mix(
     from speechkern.outputs import check_writable
 
     _check_snr(snr)
+    if output.endswith(("/", os.sep)):  # Path() drops the slash, and a file of that name was written
+        raise SpeechkernError(f"-o {output}: ends with a slash, so it names a folder, but mix writes one file; give "
+                              "the file's name, such as noisy.wav")  # fmt: skip
+    output = Path(output)
     audio.output_format(output)
     if output.exists() and not overwrite:
         raise SpeechkernError(f"{output}: exists already; choose another name or pass --overwrite")
@@ -114,7 +119,7 @@ def enhance(
     model: Path = typer.Option(None, "--model", "-m", help="Run or model folder [default: newest run, else shipped]."),
     system: str = typer.Option(None, "--system", help="kernel, kernel1 or dnn [default: the first the run has]."),
     condition: str = typer.Option(None, "--condition", help="For per-condition runs: the condition's model."),
-    output: Path = typer.Option(
+    output: str = typer.Option(  # a string: a trailing slash (a folder) survives
         None,
         "-o",
         "--output",
@@ -128,7 +133,7 @@ def enhance(
     chunk_seconds: float = typer.Option(
         30.0,
         "--chunk-seconds",
-        help="Seconds enhanced at a time, above 0: memory grows with it, not with the file's length.",
+        help="Seconds enhanced at a time, 1 or more: memory grows with it, not with the file's length.",
     ),
     clean_guard: bool = typer.Option(
         True,
@@ -155,6 +160,7 @@ def enhance(
     """
     from rich.markup import escape
 
+    from speechkern import audio
     from speechkern.device import resolve_device
     from speechkern.enhance import describe_speed, enhance_file, find_inputs, mask_floor, plan_outputs
     from speechkern.limits import check_model_memory
@@ -171,6 +177,10 @@ def enhance(
     kept = [job for job in earlier if job not in stale]
     for line in _skipped_lines(found.skipped + _stray_parts(jobs, found.skipped), {o.resolve() for _, o in jobs}):
         console.print(escape(one_line(line)))
+    for link in found.broken[:5]:
+        console.print(f"[yellow]warning:[/] {escape(one_line(audio.broken_link_note(link)))}")
+    if len(found.broken) > 5:
+        console.print(f"[yellow]warning:[/] and {len(found.broken) - 5} more symbolic links to nothing, skipped")
     jobs = [job for job in jobs if job not in kept]
     if kept:
         console.print(escape(_kept_line([o for _, o in kept], everything=not jobs)))

@@ -131,7 +131,7 @@ def evaluate(
     from speechkern.device import resolve_device
     from speechkern.evaluate import evaluate as run_evaluation
     from speechkern.pipeline import is_run
-    from speechkern.recipe import MAX_INT
+    from speechkern.recipe import MAX_INT, load_run_recipe
     from speechkern.report import check_report_folder, report_exists, results_json, results_markdown, write_report
 
     if workers > MAX_INT:  # joblib's semaphore overflows past a C int
@@ -144,8 +144,10 @@ def evaluate(
         raise SpeechkernError(f"{run_dir}: holds a recipe but no models/, so it is a recipe folder, not a run; train "
                               f"it first (`speechkern train {run_dir}` writes runs/<name>), then evaluate that run "
                               "directory")  # fmt: skip
-    # a folder that is no run (its recipe.toml lost) is told so, not sent to --overwrite first
+    # a folder that is no run (its recipe.toml lost), or whose recipe.toml is unreadable or cut short, is told so,
+    # not sent to --overwrite first
     if report_exists(run_dir) and not overwrite and (run_dir / "recipe.toml").is_file():
+        load_run_recipe(run_dir)
         raise SpeechkernError(f"{run_dir / 'report'}: a report exists already; pass --overwrite to replace it")
     if run_dir.is_dir():  # where the report goes must take it, before the scoring (a missing run is the library's)
         check_report_folder(run_dir)

@@ -23,6 +23,11 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+try:  # Typer's own copy of Click (0.2x), whose exceptions its commands raise; else Click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
 from speechkern.progress import Progress as ProgressEvent
 from speechkern.progress import ProgressTracker, format_duration
 
@@ -177,11 +182,50 @@ def _usage_pieces(command, ctx) -> list[str]:
     return pieces
 
 
-class PlainCommand(TyperCommand):
+class _OneLineUsageError(click_errors.UsageError):
+    """Click's usage error (a bad option value, a missing argument, an unknown option or command) as one line,
+    ``error: ... (see `speechkern enhance --help`)``, exit code 2: Click printed four (the usage line, a "Try"
+    line, a blank line and the error), where every other refusal of the command line is one line."""
+
+    def __init__(self, err: click_errors.UsageError) -> None:
+        super().__init__(err.format_message(), err.ctx)
+        self.exit_code = err.exit_code
+
+    def show(self, file: Any = None) -> None:
+        where = f" (see `{self.ctx.command_path} --help`)" if self.ctx is not None else ""
+        message = one_line(self.format_message()).rstrip(".")
+        print(displayable(f"error: {message}{where}"), file=file or sys.stderr)
+
+
+_HELP = getattr(click_errors, "NoArgsIsHelpError", ())  # the help page of a group given no command, shown whole
+
+
+class _OneLineUsage:
+    """Mixin: usage errors met while parsing a command's arguments, or finding a group's command, in one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)  # type: ignore[misc]
+        except _HELP:
+            raise
+        except click_errors.UsageError as err:
+            raise _OneLineUsageError(err) from None
+
+    def resolve_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().resolve_command(*args, **kwargs)  # type: ignore[misc]
+        except _HELP:
+            raise
+        except click_errors.UsageError as err:
+            raise _OneLineUsageError(err) from None
+
+
+class PlainCommand(_OneLineUsage, TyperCommand):
     """A command whose help is plain text: PATH/INTEGER metavars, every default shown, paragraphs rewrapped whole.
 
     Typer's own pages (rich boxes, ``<list[str]>`` metavars, ``{arg}`` in the usage line) lose text in Rich markup
-    and read badly in a pipe; these pages follow Click's conventions, which scripts and users already know.
+    and read badly in a pipe; these pages follow Click's conventions, which scripts and users already know. Usage
+    errors are one line (:class:`_OneLineUsageError`).
     """
 
     def collect_usage_pieces(self, ctx) -> list[str]:
@@ -198,7 +242,7 @@ def first_sentence(text: str) -> str:
     return paragraph if end < 0 else paragraph[: end + 1]
 
 
-class PlainGroup(TyperGroup):
+class PlainGroup(_OneLineUsage, TyperGroup):
     """A command group with :class:`PlainCommand`'s help style; the command list shows whole first sentences."""
 
     def collect_usage_pieces(self, ctx) -> list[str]:
@@ -442,7 +486,23 @@ class _WarningsOnly(logging.Handler):
 _SWITCHES = {"overwrite": "--overwrite", "resume": "--resume", "per_channel": "--per-channel", "builtin": "--builtin"}
 _VALUED = {"chunk_s": "--chunk-seconds", "val_fraction": "--val-fraction", "ray_address": "--ray-address",
            "data_dir": "--data", "atten_lim_db": "--atten-lim-db"}  # fmt: skip
+# speechkern losses bench: its settings (BenchConfig) by the flags that set them
+_BENCH = {  # fmt: skip
+    "seeds": "--seeds",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "optimizer": "--optimizer",
+    "learning_rates": "--lr",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "test_fraction": "--test-fraction",
+    "val_fraction": "--val-fraction",
+    "smoothing_window": "--smoothing-window",
+    "rescaled_t": "--rescaled-t",
+    "rescaled_M": "--rescaled-m",
+}
 _FLAGS = (
+    (re.compile(rf"\bbenchmark setting ({'|'.join(_BENCH)})=(?=\S)"), lambda m: f"{_BENCH[m[1]]} "),
     (re.compile(r"\bresume the run (.+?) \(resume=True\)"),
      lambda m: f"`speechkern train {shlex.quote(str(Path(m[1]) / 'recipe.toml'))} --out {shlex.quote(m[1])} --resume`"),
     (re.compile(r"\bcache_dir=None\b"), lambda m: "--no-cache"),

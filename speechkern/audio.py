@@ -235,6 +235,7 @@ def save(path: str | os.PathLike, y: np.ndarray, sr: int, overwrite: bool = Fals
     subtype = subtype or _default_subtype(path)
     check_holds(path, sr, data.shape[1] if data.ndim == 2 else 1, subtype)
     with write_errors(path):
+        data = pcm_rounded(data, subtype)
         atomic_write(path, lambda tmp: sf.write(native(tmp), data, sr, format=fmt, subtype=subtype), replace=overwrite)
 
 
@@ -306,6 +307,26 @@ def mixture_subtype(path: str | os.PathLike, sources: list[tuple[str, str]]) -> 
     subtypes = [output_subtype(path, fmt, subtype) for fmt, subtype in sources] or [_default_subtype(Path(path))]
     ranked = [s for s in subtypes if s in _BY_PRECISION]
     return min(ranked, key=_BY_PRECISION.index) if ranked else subtypes[0]
+
+
+def pcm_rounded(y: np.ndarray, subtype: str) -> np.ndarray:
+    """``y`` (full scale 1.0) rounded to the nearest step of the integer PCM encoding ``subtype`` and clipped to its
+    range, for libsndfile to write exactly; other encodings are returned as they are. libsndfile truncates toward
+    −∞ when it converts floats to PCM: every sample lost half a step on average, a DC of −0.5 LSB (−48 dBFS in
+    8-bit files)."""
+    bits = 8 * _SAMPLE_BYTES.get(subtype, 0) if subtype.startswith("PCM_") else 0
+    if bits == 0:
+        return y
+    scale = 2.0 ** (bits - 1)
+    dtype = np.float64 if bits > 24 else np.float32  # float32 holds every 24-bit step exactly
+    steps = np.clip(np.round(np.asarray(y, dtype=np.float64) * scale), -scale, scale - 1)
+    return (steps / scale).astype(dtype)
+
+
+def clips(subtype: str) -> bool:
+    """Whether the encoding ``subtype`` cuts samples beyond full scale (±1.0) off: integer PCM, μ-law, A-law and
+    the like do; float WAVs and the lossy codecs (Vorbis, Opus, MP3) keep them."""
+    return not (subtype in ("FLOAT", "DOUBLE", "VORBIS", "OPUS") or subtype.startswith("MPEG"))
 
 
 def silent_when_written(y: np.ndarray, subtype: str) -> bool:
@@ -523,21 +544,39 @@ def check_finite(y: np.ndarray, path: str | os.PathLike, sr: int, offset: int = 
 
 def find_audio(root: str | os.PathLike, suffixes: tuple[str, ...] = READ_SUFFIXES) -> list[Path]:
     """All audio files below a folder (recursively, case-insensitive suffix; by default every format the loader
-    reads, :data:`READ_SUFFIXES`), sorted for reproducibility."""
-    return scan_folder(root, suffixes)[0]
+    reads, :data:`READ_SUFFIXES`), sorted for reproducibility. Symbolic links to nothing are left out with a
+    logged warning naming them."""
+    found, _, broken = scan_folder(root, suffixes)
+    for link in broken:
+        logger.warning("%s", broken_link_note(link))
+    return found
 
 
-def scan_folder(root: str | os.PathLike, suffixes: tuple[str, ...] = READ_SUFFIXES) -> tuple[list[Path], list[Path]]:
-    """``(audio files, other files)`` below a folder, recursively, split by case-insensitive suffix; both sorted."""
+def scan_folder(
+    root: str | os.PathLike, suffixes: tuple[str, ...] = READ_SUFFIXES
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """``(audio files, other files, broken links)`` below a folder, recursively: files split by case-insensitive
+    suffix, and the symbolic links whose target does not exist (see :func:`broken_link_note`); all sorted."""
     root = Path(root)
     if not root.is_dir():
         what = FORMATS_HELP if suffixes == READ_SUFFIXES else "/".join(suffixes)
         raise SpeechkernError(f"{root}: no such folder; give a folder that holds {what} files")
-    found, other = [], []
+    found, other, broken = [], [], []
     for p in sorted(root.rglob("*")):
         if p.is_file():
             (found if p.suffix.lower() in suffixes else other).append(p)
-    return found, other
+        elif p.is_symlink() and not p.exists():
+            broken.append(p)
+    return found, other, broken
+
+
+def broken_link_note(link: Path) -> str:
+    """One line for a symbolic link whose target does not exist, which a folder search leaves out."""
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    return f"{link}: a symbolic link to {target}, which does not exist; skipped (fix or remove the link)"
 
 
 def _check_exists(path: Path) -> None:

@@ -233,6 +233,9 @@ def autotune_jobs(
     """
     if not gammas:
         raise ValueError("Γ is empty")
+    # one search per (job, γ): a γ or job given twice (kernel.gammas = [1, 1.0]) left a search stepping on its
+    # twin's memo, a KeyError traceback after the data was prepared
+    jobs, gammas = list(dict.fromkeys(jobs)), list(dict.fromkeys(gammas))
     searches = []
     for job in jobs:
         for gamma in gammas:

@@ -338,7 +338,9 @@ def compute_frames(
     ``if __name__ == "__main__"`` guard in the calling script, and is reused between calls. On a CUDA
     ``device`` the work runs in this process, on the GPU.
     """
-    from joblib import Parallel, delayed
+    from joblib import delayed
+
+    from speechkern.parallel import process_pool
 
     cache_root = None if cache_root is None else str(cache_root)
     chunk = 8
@@ -348,7 +350,7 @@ def compute_frames(
     if workers == 1 or len(parts) <= 1 or str(device).startswith("cuda"):
         outputs = (_compute_chunk(p, feature_config, target_config, cache_root, str(device)) for p in parts)
     else:
-        parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
+        parallel = process_pool(workers)
         jobs = (delayed(_compute_chunk_in_worker)(p, feature_config, target_config, cache_root) for p in parts)
         outputs = parallel(jobs)
     for j, part in enumerate(outputs):

@@ -184,10 +184,11 @@ def _weight(guard: postfilter.GuardEstimate | None, model: MaskModel) -> float:
 
 
 def _margin_s(model: MaskModel, margin_s: float) -> float:
-    """The block margin in seconds: ``margin_s``, at least the features' reach (NaN was taken as the margin)."""
+    """The block margin in seconds: ``margin_s``, at least the features' reach (NaN was taken as the margin), at
+    most :data:`limits.MAX_CHUNK_S`, longer than any recording (1e308 s overflowed int())."""
     margin_s = limits.seconds("margin_s", margin_s, limits.is_real(margin_s) and margin_s >= 0,
                         "seconds of context on each side of a block, such as 1")  # fmt: skip
-    return max(margin_s, features.reach_s(model.feature_config))
+    return min(max(margin_s, features.reach_s(model.feature_config)), limits.MAX_CHUNK_S)
 
 
 def blocks(n: int, chunk: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
@@ -281,6 +282,16 @@ def enhance_file(
             "enhanced on its own"
         ]
 
+    over = {"samples": 0, "peak": 0.0}  # written samples beyond full scale, which integer encodings clip
+
+    def put(writer, block: np.ndarray) -> None:
+        """Write ``block`` (frames × channels), counting what lies beyond full scale."""
+        beyond = np.abs(block) > 1.0
+        if beyond.any():
+            over["samples"] += int(np.count_nonzero(beyond))
+            over["peak"] = max(over["peak"], float(np.abs(block).max()))
+        writer.write(audio.pcm_rounded(block, subtype))
+
     def write(tmp: str) -> None:
         import soundfile as sf
 
@@ -306,7 +317,7 @@ def enhance_file(
                 enhanced = enhanced[:, start - lo : stop - lo]
                 if store is None:
                     weights = [_weight(guard, model) for guard in guards]
-                    writer.write(_blended(signals[:, start - lo : stop - lo], enhanced, weights, head.channels).T)
+                    put(writer, _blended(signals[:, start - lo : stop - lo], enhanced, weights, head.channels).T)
                 else:
                     store.write(np.ascontiguousarray(enhanced.T, dtype=np.float32).tobytes())
                 report("enhance/blocks", stop, steps, f"enhancing {path.name}")
@@ -319,12 +330,18 @@ def enhance_file(
                 signals = _signals(audio.read_block(reader, start, stop) - offsets, gains)
                 _check_unchanged(path, read_as, len(spans))
                 enhanced = enhanced.reshape(stop - start, len(gains)).T
-                writer.write(_blended(signals, enhanced, weights, head.channels).T)
+                put(writer, _blended(signals, enhanced, weights, head.channels).T)
                 report("enhance/blocks", head.frames + stop, steps, f"blending {path.name}")
 
     with audio.write_errors(out_path):
         atomic_write(out_path, write, replace=overwrite)
     seconds = time.perf_counter() - started
+    if over["samples"] and audio.clips(subtype):  # silent before: the encoder cut the peaks off
+        share = over["samples"] / max(1, head.frames * head.channels)
+        notes.append(f"{out_path}: {over['samples']} samples ({share:.2%}) of the enhanced output exceed full scale "
+                     f"(peak {over['peak']:.3g}, {20 * math.log10(over['peak']):+.1f} dBFS) and were clipped in its "
+                     f"{subtype} encoding; lower the input's level by that much (the output keeps it), or give a "
+                     "float WAV input, whose output holds them")  # fmt: skip
     return EnhanceResult(path, out_path, head.frames / head.samplerate, seconds, head.samplerate, head.channels, notes)
 
 
@@ -486,12 +503,14 @@ def _notes(path: Path, out_path: Path, head, subtype: str, per_channel: bool) ->
 @dataclass
 class Inputs:
     """What a command line's inputs name: ``files`` (sorted, de-duplicated), ``bases`` (for each file, the folder
-    its output path mirrors from: the folder given, or the file's own folder) and ``skipped`` (files in the
-    folders searched that are not audio, or are earlier outputs)."""
+    its output path mirrors from: the folder given, or the file's own folder), ``skipped`` (files in the
+    folders searched that are not audio, or are earlier outputs) and ``broken`` (symbolic links to nothing that the
+    folders or patterns held, left out)."""
 
     files: list[Path]
     bases: list[Path]
     skipped: list[Path]
+    broken: list[Path] = field(default_factory=list)
 
 
 def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
@@ -503,20 +522,25 @@ def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
         raise SpeechkernError(f"items={items!r}: expected audio files, folders or glob patterns (a list of paths)")
     found: dict[Path, tuple[Path, Path]] = {}
     skipped: list[Path] = []
+    broken: list[Path] = []
     for item in items:
         p = audio.as_path(item, "items")
         item = str(p)
         if p.is_dir():
-            files, other = audio.scan_folder(p, audio.READ_SUFFIXES)
+            files, other, links = audio.scan_folder(p, audio.READ_SUFFIXES)
+            broken += links
             earlier = [f for f in files if f.stem.endswith(ENHANCED_SUFFIX)]
             skipped += other + earlier
             pairs = [(f, p) for f in files if not f.stem.endswith(ENHANCED_SUFFIX)]
         elif p.exists():
             pairs = [(p, p.parent)]
         elif any(ch in item for ch in "*?["):
-            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
+            every = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            matches = [m for m in every if m.is_file()]
+            broken += [m for m in every if m.is_symlink() and not m.exists()]
             if not matches:
-                raise SpeechkernError(f"{item}: the pattern matches no files")
+                links = f" (only {len(broken)} symbolic link(s) to nothing, such as {broken[0]})" if broken else ""
+                raise SpeechkernError(f"{item}: the pattern matches no files{links}")
             earlier = [m for m in matches if m.stem.endswith(ENHANCED_SUFFIX)]  # as in folders: not enhanced again
             skipped += earlier
             pairs = [(m, m.parent) for m in matches if m not in earlier]
@@ -526,9 +550,10 @@ def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
             found.setdefault(f.resolve(), (_short(f), base))
     if not found:
         others = f" ({len(skipped)} file(s) of other types or earlier outputs skipped)" if skipped else ""
+        others += f" ({len(broken)} symbolic link(s) to nothing, such as {broken[0]})" if broken else ""
         given = ", ".join(map(str, items))
         raise SpeechkernError(f"no audio files found in {given}{others}; give files soundfile reads")
-    return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped)
+    return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped, sorted(set(broken)))
 
 
 def _short(f: Path) -> Path:
@@ -546,17 +571,18 @@ def output_name(path: Path) -> str:
 
 def plan_outputs(inputs: Inputs, out: str | os.PathLike | None) -> list[tuple[Path, Path]]:
     """``(input, output)`` of each file. Without ``out`` each output lies beside its input; ``out`` with an audio
-    suffix (see audio.FORMATS) is the output file of a single input; otherwise ``out`` is a folder that mirrors
-    the input tree (``in/a/x.wav`` → ``out/a/x_enhanced.wav`` for the input folder ``in``).
+    suffix (see audio.FORMATS) and no trailing slash is the output file of a single input; otherwise ``out`` is a
+    folder that mirrors the input tree (``in/a/x.wav`` → ``out/a/x_enhanced.wav`` for the input folder ``in``).
 
     Raises SpeechkernError, before any work, for an ``out`` file with several inputs or an unwritable suffix, and
     when two inputs would be written to one output or an output would replace an input.
     """
     files = inputs.files
+    folder = isinstance(out, (str, bytes)) and os.fsdecode(out).endswith(("/", os.sep))  # Path() drops the slash
     out = None if out is None else audio.as_path(out, "out")
     if out is None:
         plan = [(f, f.with_name(output_name(f))) for f in files]
-    elif _names_a_file(Path(out)):
+    elif not folder and _names_a_file(Path(out)):
         if len(files) > 1:
             raise SpeechkernError(f"output {out}: names one file but {len(files)} inputs were given; give a folder")
         audio.output_format(out)

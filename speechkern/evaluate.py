@@ -29,7 +29,7 @@ from speechkern.errors import SpeechkernError
 from speechkern.mixtures import Mixture
 from speechkern.models.mask_model import MaskModel
 from speechkern.progress import report
-from speechkern.recipe import Recipe, load_recipe, with_absolute_paths
+from speechkern.recipe import Recipe, load_run_recipe, with_absolute_paths
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def evaluate(
         what = "no such run directory" if not run_dir.exists() else "not a run directory (no recipe.toml inside)"
         what = "is a file, not a run directory" if run_dir.is_file() else what
         raise SpeechkernError(f"{run_dir}: {what}; {what_a_run_is(refused=run_dir)}")
-    recipe = with_absolute_paths(load_recipe(run_dir / "recipe.toml"), run_dir)
+    recipe = with_absolute_paths(load_run_recipe(run_dir), run_dir)
     if examples is None:
         examples = recipe.evaluate.examples
     models = discover_models(run_dir, device)
@@ -218,11 +218,13 @@ def evaluate(
         mask_counts.append(counts)
         report("evaluate/masks", i + 1, len(test), "predicting masks")
 
-    from joblib import Parallel, delayed
+    from joblib import delayed
+
+    from speechkern.parallel import process_pool
 
     jobs = [delayed(_score_file)(m, masks, (fc, tc)) for m, masks in zip(test, per_file_masks, strict=True)]
     workers = min(workers or os.cpu_count() or 1, max(len(jobs), 1))  # no idle processes (workers=99999 hung)
-    outputs = Parallel(n_jobs=workers, backend="loky", return_as="generator")(jobs) if workers > 1 else (
+    outputs = process_pool(workers)(jobs) if workers > 1 else (
         job[0](*job[1], **job[2]) for job in jobs
     )  # fmt: skip
     results: list[FileResult] = []

@@ -149,6 +149,10 @@ class FeatureConfig(BaseModel):
             raise ValueError(f"n_fft = {self.n_fft} is shorter than frame_length = {self.frame_length}")
         if self.frame_length % 2:
             raise ValueError(f"frame_length = {self.frame_length}: expected an even number of samples")
+        if self.hop_length >= self.frame_length:  # a model trained so was refused by enhance and evaluate
+            raise ValueError(f"hop_length = {self.hop_length} is not below frame_length = {self.frame_length}: frames "
+                             "must overlap, since the mask is spread between overlapping frames to resynthesise; "
+                             f"choose a hop such as {self.frame_length // 2}")  # fmt: skip
         if self.n_mfcc > self.n_mels:
             raise ValueError(f"n_mfcc = {self.n_mfcc} exceeds n_mels = {self.n_mels}")
         if "ams" in self.components:

@@ -108,3 +108,34 @@ def make_executor(ray: bool = False, address: str | None = None, workers: int = 
     if ray or address:
         return RayExecutor(address=address, workers=workers, gpus_per_task=gpus_per_task)
     return SerialExecutor()
+
+
+def process_pool(n_jobs: int):
+    """A joblib ``Parallel`` of ``n_jobs`` loky worker processes yielding results in order (``return_as=
+    "generator"``), whose workers start with SIGINT blocked, as loky starts its resource tracker: Ctrl-C reaches
+    the whole process group, and workers caught importing or computing printed a KeyboardInterrupt traceback each
+    beside the command's one line. This process handles the interrupt and stops them."""
+    from joblib import Parallel
+
+    _block_sigint_in_new_workers()
+    return Parallel(n_jobs=n_jobs, backend="loky", return_as="generator")
+
+
+def _block_sigint_in_new_workers() -> None:
+    import signal
+
+    from joblib.externals.loky.backend import fork_exec as module
+
+    if getattr(module.fork_exec, "_sigint_blocked", False) or not hasattr(signal, "pthread_sigmask"):
+        return
+    original = module.fork_exec
+
+    def fork_exec(*args, **kwargs):
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # the child inherits the mask
+        try:
+            return original(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+    fork_exec._sigint_blocked = True  # type: ignore[attr-defined]
+    module.fork_exec = fork_exec

@@ -33,7 +33,7 @@ from speechkern.mixtures import Mixture
 from speechkern.models.io import MaskModel, split_bands
 from speechkern.outputs import write_text
 from speechkern.progress import report
-from speechkern.recipe import Recipe, inert_settings, load_recipe, with_absolute_paths
+from speechkern.recipe import Recipe, inert_settings, load_run_recipe, with_absolute_paths
 from speechkern.transform import InputTransform, fit_transform
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: boo
             shutil.rmtree(run_dir)
         elif resume:
             if recipe_file.is_file():
-                stored = with_absolute_paths(load_recipe(recipe_file), run_dir)
+                stored = with_absolute_paths(load_run_recipe(run_dir), run_dir)
                 if stored != recipe:
                     key = _first_difference(stored.model_dump(), recipe.model_dump())
                     raise SpeechkernError(
@@ -582,7 +582,7 @@ def train(
     """
     run_dir = Path(run_dir)
     recipe = with_absolute_paths(recipe)  # the run's recipe.toml reads the same from any working directory
-    names = list(models or recipe.train.models)
+    names = list(dict.fromkeys(models or recipe.train.models))  # once each: a repeat crashed autotune (KeyError)
     for n in names:
         if n not in MODEL_NAMES:
             raise SpeechkernError(f"model {n!r}: expected one of {', '.join(MODEL_NAMES)}")

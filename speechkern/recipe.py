@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -29,6 +30,16 @@ MAX_SNR_DB = 100.0  # beyond it the noise gain (or its inverse) over- or underfl
 MAX_INT = 2**31 - 1  # counts and seeds beyond a C int overflow in joblib (workers), torch and NumPy
 MAX_FLOAT = 3.4028234663852886e38  # the largest float32: the models compute in float32
 MIN_FIT_FRAMES = 1000  # a recipe whose float32 inputs of this many frames exceed the memory budget cannot train
+# The smallest leaf of the local solver: a second of frames (10 ms hop). Each leaf is an exact solve of its own frames
+# only, with its routing and its share of the global machine's residual; below this, leaves of a few frames each
+# learn next to nothing and their count makes the fit crawl (1500 frames in leaves of 1 took 4.7 minutes).
+MIN_LEAF_SIZE = 100
+# The fewest training frames (train.max_train_frames), as kernel.autotune_train_frames: with one, the autotune said
+# the frames "are all the same (silent or constant audio?)".
+MIN_TRAIN_FRAMES = 10
+# The smallest kernel.memory_gb (1 MiB): the local solver sizes its leaves from the budget, and below this they fall
+# under MIN_LEAF_SIZE frames (10⁻⁴ GiB: leaves of 146 frames, 10⁻⁵: 46, 10⁻⁹: 1), and its refusals read "0.00 GiB".
+MIN_MEMORY_GB = 0.001
 
 
 class _Section(BaseModel):
@@ -154,7 +165,9 @@ class KernelConfig(_Section):
         description="λ values autotune tries with each (γ, σ) for the local and exact solvers",
     )
     eigenpro_ridge: float = Field(0.0, ge=0, description="λ of the EigenPro solvers (0: early stopping regularises)")
-    leaf_size: int = Field(0, ge=0, le=40000, description="largest leaf of the local solver (0 = from the memory)")
+    leaf_size: int = Field(
+        0, ge=0, le=40000, description=f"largest leaf of the local solver (0 = from the memory; else ≥ {MIN_LEAF_SIZE})"
+    )
     leaf_centers: int = Field(
         0,
         ge=0,
@@ -185,7 +198,9 @@ class KernelConfig(_Section):
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
     )
     centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory)")
-    memory_gb: float = Field(0.0, ge=0, description="memory budget of one kernel fit in GiB (0 = a third of free)")
+    memory_gb: float = Field(
+        0.0, ge=0, description=f"memory budget of one kernel fit in GiB (0 = a third of free; else ≥ {MIN_MEMORY_GB:g})"
+    )
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)
     input_transform: Literal["none", "pca", "whiten", "rfm", "pca+rfm"] = Field(
@@ -199,6 +214,24 @@ class KernelConfig(_Section):
     rfm_iterations: int = Field(1, ge=1, description="RFM updates of the metric M (each refits the kernel)")
     rfm_diagonal: bool = Field(False, description="try only the diagonal of M (per-input weights), not the full M")
     rfm_agop_frames: int = Field(2000, ge=20, description="frames of the RFM fit whose gradients are averaged")
+
+    @field_validator("memory_gb")
+    @classmethod
+    def _budget_holds_a_leaf(cls, value: float) -> float:
+        if 0 < value < MIN_MEMORY_GB:
+            raise ValueError(f"{value:g} GiB is too small to fit a kernel machine; give 0 (a third of the free "
+                             f"memory) or at least {MIN_MEMORY_GB:g} (1 MiB; the solver sizes its leaves from the "
+                             f"budget, and below it they hold fewer than {MIN_LEAF_SIZE} frames)")  # fmt: skip
+        return value
+
+    @field_validator("leaf_size")
+    @classmethod
+    def _leaf_holds_frames(cls, value: int) -> int:
+        if 0 < value < MIN_LEAF_SIZE:
+            raise ValueError(f"{value} frames per leaf is too few; give 0 (sized from the memory) or at least "
+                             f"{MIN_LEAF_SIZE} (each leaf is solved from its own frames alone: leaves of a few frames "
+                             "learn next to nothing, and their number makes the fit crawl)")  # fmt: skip
+        return value
 
 
 class DNNConfig(_Section):
@@ -224,6 +257,15 @@ class TrainConfig(_Section):
         0, ge=0, description="cap on training frames, drawn at random, the same for every model (0 = all)"
     )
     max_val_frames: int = Field(5000, ge=0, description="validation frames for early stopping (0 = all)")
+
+    @field_validator("max_train_frames")
+    @classmethod
+    def _enough_frames(cls, value: int) -> int:
+        if 0 < value < MIN_TRAIN_FRAMES:
+            raise ValueError(f"{value} training frames cannot fit a model (the kernel's bandwidth is chosen from the "
+                             f"distances between frames); give 0 (all) or at least {MIN_TRAIN_FRAMES}, such as "
+                             "10000")  # fmt: skip
+        return value
 
 
 class EvaluateConfig(_Section):
@@ -428,6 +470,11 @@ def _check_noises_and_splits(data: DataConfig) -> None:
     for snr in data.snrs:
         if data.snrs.count(snr) > 1:
             raise ValueError(f"data.snrs: {snr + 0.0:g} dB is given twice; give each SNR once")
+    if data.corpus not in ("voicebank", "manifest") and not data.conditions:  # these corpora mix every mixture
+        for key, example in (("noises", "['ssn', 'babble']"), ("snrs", "[0]")):
+            if not getattr(data, key):  # was "condition all: no train mixtures" after the data was prepared
+                raise ValueError(f"data.{key}: empty, so corpus {data.corpus!r} makes no mixture (every noise × "
+                                 f"SNR); give at least one, such as {example}, or list data.conditions")  # fmt: skip
     seen: dict[tuple[str, float], str] = {}
     for item in data.conditions:
         noise, _, snr = item.rpartition("@")
@@ -506,6 +553,31 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     return validate_recipe(data, source=str(file), origins=origins)
 
 
+def load_run_recipe(run_dir: str | os.PathLike) -> Recipe:
+    """The resolved recipe a run was trained with, ``run_dir/recipe.toml``, refused when it is cut short.
+
+    Training writes it whole (:meth:`Recipe.to_toml`: every section, ending with the last key of the last one and a
+    newline); a file missing a section, a key of the last section or its final newline was truncated, and reading
+    it would take the defaults for what was lost. Raises SpeechkernError naming the file for that, and for what
+    :func:`load_recipe` refuses.
+    """
+    file = Path(run_dir) / "recipe.toml"
+    recipe = load_recipe(file)
+    text = file.read_text(encoding="utf-8-sig")
+    data = tomllib.loads(text)
+    sections = [name for name in Recipe.model_fields if _section_at((name,)) is not None]
+    lost = [f"[{name}]" for name in sections if not isinstance(data.get(name), dict)]
+    if not lost:
+        last = sections[-1]
+        lost = [f"{last}.{key}" for key in _section_at((last,)).model_fields if key not in data[last]]
+    if lost or not text.endswith("\n"):
+        what = f"{lost[0]} is missing" if lost else "its last line is unfinished"
+        raise SpeechkernError(f"{file}: is cut short ({what}); training writes a run's recipe whole, so this one was "
+                              "truncated or damaged and would be read with defaults for what was lost; restore it "
+                              "from a copy, or train the run again (overwrite=True)")  # fmt: skip
+    return recipe
+
+
 def recipe_keys() -> list[str]:
     """Every key a recipe has, dotted: ``name``, ``data.snrs``, ``kernel.epochs``, …"""
     keys = []
@@ -573,6 +645,20 @@ def validate_recipe(
             raise SpeechkernError(f"{source}: unknown recipe key {key!r}; {_nearest_keys(list(loc))}") from None
         given = first.get("input")
         message = first["msg"].removeprefix("Value error, ")
+        section = _section_at(loc) if first["type"] == "value_error" and loc else None
+        keys = [n for n in re.findall(r"(\w+) = ", message) if section is not None and n in section.model_fields]
+        if keys:
+            # a check across the keys of one section ("hop_length = 4000 is not below frame_length = 320"): name
+            # the key that was overridden, if any, and where it came from, not the whole section and the recipe
+            # file (the value may be a --set override)
+            given_at = {
+                n: next((o for k, o in (origins or {}).items() if (*loc, n)[: len(k)] == k), None) for n in keys
+            }
+            name = next((n for n in keys if given_at[n]), keys[0])
+            value = given.get(name) if isinstance(given, dict) else None
+            shown = f" = {value!r}" if value is not None else ""
+            raise SpeechkernError(f"{given_at[name] or source}: recipe key {'.'.join((*loc, name))!r}{shown}: "
+                                  f"{message}") from None  # fmt: skip
         if first["type"] == "value_error" and not first["loc"]:  # a check across sections names its own keys
             named = {k.strip() for k in message.split(":", 1)[0].split(",")}
             source = next((o for k, o in (origins or {}).items() if ".".join(k) in named), source)

@@ -591,3 +591,28 @@ def test_a_killed_runs_temporary_file_in_the_output_folder_is_named(tmp_path, mo
     assert code == 0
     assert "found 1 stray .part file(s) in out: unfinished writes of interrupted runs, safe to delete" in err
     assert (tmp_path / "out" / "x_enhanced.wav").is_file()
+
+
+@pytest.mark.parametrize("subtype, fmt", [("PCM_U8", "WAV"), ("PCM_S8", "AIFF"), ("PCM_16", "WAV"), ("PCM_24", "WAV")])
+def test_pcm_outputs_round_to_the_nearest_step_with_no_dc(shipped, tmp_path, subtype, fmt):
+    """libsndfile truncates floats toward −∞ when it writes PCM: every written file carried −0.5 LSB of DC (about
+    −48 dBFS in 8-bit WAVs), through audio.save and through enhance_file's writer alike."""
+    import soundfile as sf
+
+    from speechkern import audio
+    from speechkern.enhance import enhance_file
+
+    lsb = 2.0 ** (1 - 8 * {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3}[subtype])
+    y = (0.1 * np.random.default_rng(0).standard_normal(48000)).astype(np.float32)
+    y -= y.mean()
+    suffix = "." + fmt.lower()
+    audio.save(tmp_path / f"saved{suffix}", y, 16000, subtype=subtype)
+    back = sf.read(tmp_path / f"saved{suffix}", dtype="float64")[0]
+    assert abs(back.mean() - y.mean()) < 0.05 * lsb and np.abs(back - y).max() <= 0.5 * lsb + 1e-9
+    # enhance_file keeps the input's encoding; with atten_lim_db=0 it writes the input less its DC offset
+    enhance_file(shipped, tmp_path / f"saved{suffix}", tmp_path / f"out{suffix}", atten_lim_db=0.0, clean_guard=False)
+    out = sf.read(tmp_path / f"out{suffix}", dtype="float64")[0]
+    assert sf.info(tmp_path / f"out{suffix}").subtype == subtype
+    assert abs(out.mean()) < 0.05 * lsb, out.mean() / lsb
+    assert np.all(audio.pcm_rounded(np.array([1.5, 1.0, -1.0, -2.0, 0.4 * lsb, -0.6 * lsb]), subtype)
+                  == np.array([1 - lsb, 1 - lsb, -1.0, -1.0, 0.0, -lsb]))  # fmt: skip

@@ -75,6 +75,22 @@ def test_autotune_picks_best_gamma_and_never_repeats(tmp_path):
     assert all('"subband": 2' in line for line in lines)
 
 
+def test_a_gamma_given_twice_is_searched_once():
+    """kernel.gammas = [1, 1.0] ended in a KeyError traceback: two searches shared one key and one stepped on the
+    other's memo."""
+    evaluated: list[tuple[float, float]] = []
+
+    def cv(gamma: float, sigma: float) -> float:
+        evaluated.append((gamma, sigma))
+        return abs(gamma - 1.0) + abs(sigma - 8.0) / 8.0
+
+    grids = lambda g: SigmaGrid.between(1.0, 64.0)  # noqa: E731
+    twice = autotune(cv, [1, 1.0, 0.5, 1.0], grids, EvaluationLog(None))
+    n = len(evaluated)
+    once = autotune(cv, [1.0, 0.5], grids, EvaluationLog(None))
+    assert (twice.gamma, twice.sigma) == (once.gamma, once.sigma) and n == len(evaluated) - n
+
+
 def test_resume_after_interruption_repeats_no_evaluation(tmp_path):
     path = tmp_path / "autotune.jsonl"
     count = {"n": 0}

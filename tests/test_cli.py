@@ -42,6 +42,28 @@ def test_bad_input_gives_one_line_and_exit_code(argv, expected, capsys, tmp_path
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["enhance", "x.wav", "--chunk-seconds", "abc"],
+         "error: Invalid value for '--chunk-seconds': Input should be a valid number, unable to parse string as a "
+         "number (see `speechkern enhance --help`)"),
+        (["enhance"], "error: Missing argument 'inputs' (see `speechkern enhance --help`)"),
+        (["enhance", "--bogus", "x.wav"], "error: No such option: --bogus (see `speechkern enhance --help`)"),
+        (["frobnicate"], "error: No such command 'frobnicate' (see `speechkern --help`)"),
+        (["losses", "frob"], "error: No such command 'frob' (see `speechkern losses --help`)"),
+        (["train", "--workers", "-1", "recipes/demo"],
+         "error: Invalid value for '--workers': Input should be greater than or equal to 0 (see `speechkern train "
+         "--help`)"),
+    ],
+)  # fmt: skip
+def test_a_usage_error_is_one_line_too(argv, expected, capsys):
+    """Click's usage errors took four lines (usage, "Try ...", a blank line, the error) where every other refusal
+    of the command line is one line."""
+    code, out, err = run(argv, capsys)
+    assert (code, err.strip(), out) == (2, expected, ""), err
+
+
 def test_not_audio_and_empty_files(capsys, tmp_path):
     (tmp_path / "text.wav").write_text("hello")
     audio.save(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)

@@ -97,7 +97,7 @@ def test_losses_bench_cli_refuses_infinite_scale_before_writing(tmp_path, capsys
     out = tmp_path / "bench"
     code, _, err = run_cli(["losses", "bench", "--builtin", "--out", str(out), "--rescaled-t", "inf"], capsys)
     assert code != 0 and "Traceback" not in err
-    assert err.strip().count("\n") == 0 and "rescaled_t=inf is out of range" in err
+    assert err.strip().count("\n") == 0 and "--rescaled-t inf is out of range" in err  # the flag, not the field
     assert not out.exists()
 
 
@@ -179,6 +179,9 @@ def test_collapse_measures_refuse_hostile_dtypes(H, y, match):
         (["--sim-r", "inf"], "sim_R=(inf,) is out of range"),  # was a JSON ValueError traceback
         (["--sim-r", "-1"], "sim_R=(-1.0,) is out of range"),  # was accepted
         (["--r-max", "inf"], "give finite 0 < r-min < r-max"),  # was 'R=nan is out of range'
+        (["--lambda", "1e300"], "lam=1e+300 is out of range; give 0 < lam ≤ 10000"),  # was an OverflowError
+        (["--lambda", "3e4"], "lam=30000.0 is out of range"),  # was matplotlib's "cannot be log-scaled"
+        (["--r-min", "1e200", "--r-max", "1e300"], "R_values holds 1e+300, out of range"),  # OverflowError
     ],
 )
 def test_losses_asymptotics_refuses_non_finite_settings(tmp_path, capsys, argv, match):
@@ -347,3 +350,40 @@ def test_a_network_beyond_the_memory_budget_is_refused_before_it_is_built(tmp_pa
     code, _, err = run_cli([*argv, "--width", "2000", "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and "Traceback" not in err and err.strip().count("\n") == 0, err
     assert says in err and "over the 10 MB this machine allows; lower" in err, err
+
+
+def test_asymptotics_lambda_and_r_limits_are_the_solvers_range(tmp_path):
+    """λ above 10⁴ had no fixed point (u ≈ 2λ past the scan's e^10) and 10³⁰⁰ overflowed; R² overflowed past 10¹⁵⁴."""
+    from dataclasses import replace
+
+    from speechkern.losses import asymptotics as asym
+    from speechkern.losses import asymptotics_figures as figures
+
+    assert asym.solve(asym.Problem(k=10, R=1.0, beta=0.2, lam=asym.LAM_MAX)).u == pytest.approx(2 * asym.LAM_MAX, 1e-2)
+    for bad in (asym.Problem(k=10, R=1.0, beta=0.2, lam=2e4), asym.Problem(k=10, R=1e200, beta=0.2)):
+        with pytest.raises(SpeechkernError, match="(lam=20000.0|R=1e\\+200) is out of range"):
+            asym.solve(bad)
+    assert asym._given_u(asym.Problem(k=10, R=1e160, beta=0.2), 1.0) is None  # was an OverflowError
+    # A Fig. 3.5 with no solved curve is drawn with a note, not matplotlib's log-scale ValueError
+    settings = replace(figures.FigureSettings(), simulate=False)
+    fig = figures._figure_35([], settings)
+    fig.savefig(tmp_path / "empty.png", format="png", dpi=30)
+    assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--lr", "-1"], "error: --lr (-1.0,) is out of range; expected one or more finite numbers above 0"),
+        (["--optimizer", "lbfgs"], "error: --optimizer 'lbfgs' is out of range; expected one of adam, sgd"),
+        (["--test-fraction", "0"], "error: --test-fraction 0.0 is out of range; expected a fraction between 0 and 1"),
+        (["--rescaled-m", "-5"], "error: --rescaled-m -5.0 is out of range; expected a finite number above 0"),
+    ],
+)
+def test_losses_bench_says_what_a_setting_expects_in_flags(tmp_path, capsys, argv, says):
+    """'benchmark setting learning_rates=(-1.0,) is out of range' named the library's field, not --lr, and said
+    nothing of what was expected."""
+    out = tmp_path / "out"
+    code, _, err = run_cli(["losses", "bench", "--builtin", "--dataset", "iris", "--out", str(out), *argv], capsys)
+    assert code == 2 and err.strip().startswith(says), err
+    assert not out.exists()

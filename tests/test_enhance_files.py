@@ -123,6 +123,23 @@ def test_an_output_with_an_audio_suffix_is_a_file(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_trailing_slash_makes_the_output_a_folder(tmp_path, monkeypatch, capsys):
+    """`enhance a.wav -o out.wav/` wrote a file named out.wav (Path() drops the slash); `mix ... -o m.wav/` too."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.wav", noise(0.1))
+    write(tmp_path / "b.wav", noise(0.1))
+    assert plan_outputs(find_inputs(["a.wav"]), "out.wav/") == [(Path("a.wav"), Path("out.wav/a_enhanced.wav"))]
+    assert plan_outputs(find_inputs(["a.wav", "b.wav"]), b"all.wav/") == [
+        (Path("a.wav"), Path("all.wav/a_enhanced.wav")), (Path("b.wav"), Path("all.wav/b_enhanced.wav"))]  # fmt: skip
+    code, out, err = run(["mix", "a.wav", "b.wav", "--snr", "0", "-o", "m.wav/"], capsys)
+    assert code == 2 and err.strip() == ("error: -o m.wav/: ends with a slash, so it names a folder, but mix writes "
+                                         "one file; give the file's name, such as noisy.wav"), err  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav"]
+    shipped = Path(__file__).resolve().parents[1] / "speechkern" / "pretrained" / "general"
+    code, out, err = run(["enhance", "a.wav", "--model", str(shipped), "-o", "out.wav/", "-q"], capsys)
+    assert code == 0 and (tmp_path / "out.wav" / "a_enhanced.wav").is_file(), err
+
+
 def test_speed_is_described_as_it_was():
     assert describe_speed(9.0, 10.0) == "0.9× real time (slower than real time)"
     assert describe_speed(60.0, 4.0) == "15.0× faster than real time"

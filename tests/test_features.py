@@ -69,6 +69,8 @@ def test_config_serialises_and_validates():
         {"n_fft": 256},
         {"n_mfcc": 80},
         {"hop_length": 162},
+        {"hop_length": 320},  # trained, then refused by enhance and evaluate (frames must overlap)
+        {"frame_length": 2},
         {"gf_compression": "sqrt"},
         {"unknown": 1},
     ):

@@ -16,6 +16,7 @@ from conftest import RECIPES, TINY
 from speechkern import limits, outputs, postfilter
 from speechkern.enhance import enhance_file, enhance_signal
 from speechkern.errors import SpeechkernError
+from speechkern.models.select import SHIPPED as SHIPPED_DIR
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,42 @@ def test_an_odd_chunk_is_refused_in_one_line_by_the_library(shipped, tmp_path, v
     with pytest.raises(SpeechkernError, match=r"margin_s='1': expected seconds of context"):
         enhance_signal(shipped, y, margin_s="1")
     assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize("value", [0.001, 0.5, 0.999])
+def test_a_chunk_shorter_than_a_second_is_refused_with_the_reason(shipped, tmp_path, capsys, value):
+    """--chunk-seconds 0.001 worked, about 60 times slower, and said nothing: every block carries a second of
+    context on each side. The library and the command line refuse it in one line that says why."""
+    from conftest import run_cli
+
+    y = (0.05 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    sf.write(tmp_path / "x.wav", y, 16000)
+    want = rf"chunk_s={value:g}: expected at least 1 s, such as 30 \(each block is enhanced with about a second"
+    with pytest.raises(SpeechkernError, match=want):
+        enhance_signal(shipped, y, chunk_s=value)
+    with pytest.raises(SpeechkernError, match=want):
+        enhance_file(shipped, tmp_path / "x.wav", tmp_path / "o.wav", chunk_s=value)
+    code, _, err = run_cli(["enhance", str(tmp_path / "x.wav"), "--model", str(SHIPPED_DIR), "-o",
+                            str(tmp_path / "o.wav"), "--chunk-seconds", str(value)], capsys)  # fmt: skip
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert err.startswith(f"error: --chunk-seconds {value:g}: expected at least 1 s") and "context" in err, err
+    assert not (tmp_path / "o.wav").exists()
+    assert enhance_signal(shipped, y, chunk_s=1.0).shape == y.shape  # the minimum is taken
+
+
+def test_a_chunk_or_margin_as_long_as_a_float_goes_is_one_block(shipped, tmp_path):
+    """chunk_s=1.8e308 (the largest float) overflowed int() in an OverflowError traceback; any chunk longer than
+    the recording is one block, and any margin longer than it is the whole recording."""
+    y = (0.05 * np.random.default_rng(0).standard_normal(48000)).astype(np.float32)
+    sf.write(tmp_path / "x.wav", y, 16000)
+    np.testing.assert_array_equal(enhance_signal(shipped, y, chunk_s=1.7976931348623157e308),
+                                  enhance_signal(shipped, y, chunk_s=60.0))  # fmt: skip
+    enhance_file(shipped, tmp_path / "x.wav", tmp_path / "o.wav", chunk_s=1.7976931348623157e308)
+    assert limits.chunk_seconds(1e308) == limits.MAX_CHUNK_S and sf.info(tmp_path / "o.wav").frames == 48000
+    # the margin alike: 1e308 s overflowed, 1e12 s was refused as a model needing 2e7 TB ("retrain it")
+    for margin_s in (1e12, 1.7976931348623157e308):
+        np.testing.assert_array_equal(enhance_signal(shipped, y, margin_s=margin_s), enhance_signal(shipped, y))
+        enhance_file(shipped, tmp_path / "x.wav", tmp_path / "o.wav", margin_s=margin_s, overwrite=True)
 
 
 def test_the_guards_temporary_file_lies_beside_the_output_and_is_counted(shipped, tmp_path, monkeypatch):
@@ -253,3 +290,22 @@ def test_the_guard_table_prints_the_clean_rows_si_sdr_as_infinite_and_na(tmp_pat
     assert len(clean) == 1 and "/ ∞ |" in clean[0] and "/ n/a (" in clean[0], out
     assert all(abs(float(v)) < 100 for v in re.findall(r"-?\d+\.\d+", clean[0])), clean[0]
     assert "the input's SI-SDR is infinite" in out and "nan" not in out
+
+
+def test_an_output_clipped_by_its_encoding_is_said(shipped, tmp_path):
+    """A recording clipped at full scale came out with peaks of +1.3 dBFS, cut off by its 16-bit encoding without a
+    word; a float WAV keeps them, so nothing is said there."""
+    from speechkern.synth import TALKERS, synthesize
+
+    clean = synthesize(TALKERS[0], 2.0, seed=0)
+    y = clean + 0.05 * np.random.default_rng(0).standard_normal(len(clean)).astype(np.float32)
+    y = np.clip(3 * y / np.abs(y).max(), -1, 1).astype(np.float32)
+    sf.write(tmp_path / "loud.wav", y, 16000, subtype="PCM_16")
+    sf.write(tmp_path / "loud_float.wav", y, 16000, subtype="FLOAT")
+    result = enhance_file(shipped, tmp_path / "loud.wav", tmp_path / "o.wav")
+    said = [n for n in result.notes if "exceed full scale" in n]
+    assert len(said) == 1 and "were clipped in its PCM_16 encoding" in said[0] and "o.wav: " in said[0], result.notes
+    assert np.abs(sf.read(tmp_path / "o.wav")[0]).max() <= 1.0
+    result = enhance_file(shipped, tmp_path / "loud_float.wav", tmp_path / "of.wav")
+    assert not [n for n in result.notes if "exceed full scale" in n]
+    assert np.abs(sf.read(tmp_path / "of.wav")[0]).max() > 1

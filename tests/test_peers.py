@@ -87,8 +87,9 @@ def test_rnnoise_output_is_aligned_with_its_input():
 
 @pytest.mark.parametrize(
     ("option", "says"),
-    [(["--utterances", "-1"], r"^--utterances -1: expected a count"), (["--threads", "0"], r"^--threads 0: expected")],
-)
+    [(["--utterances", "-1"], r"^--utterances -1: expected a count"), (["--threads", "0"], r"^--threads 0: expected"),
+     (["--snrs", "1e300"], r"^--snrs 1e\+300: expected distinct finite SNRs in dB from -100 to 100")],  # Overflow
+)  # fmt: skip
 def test_odd_counts_stop_in_one_line_before_the_work(tmp_path, monkeypatch, option, says):
     """--utterances -1 with --pairs scored every pair but the last (a slice from the end); --threads 0 stopped in
     torch's RuntimeError."""
@@ -142,3 +143,42 @@ def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path, script, dev_d
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-1000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "characters): the name is too long for the file system" in lines[0], out.stderr[-500:]
+
+
+def test_the_means_are_over_the_same_files_for_every_metric_and_say_how_many_were_left_out():
+    """With a NaN PESQ for one file the "all" row averaged STOI over every file and PESQ over the others, and a
+    system's NaN left the noisy input's mean over more files than the system's; the count left out was not said."""
+    peers = _peers_module()
+    nan = float("nan")
+
+    def row(group, stoi, pesq, system_stoi=None):
+        noisy = {"stoi": stoi, "estoi": stoi, "pesq": pesq, "si_sdr": 1.0}
+        other = dict(noisy, stoi=stoi + 0.1 if system_stoi is None else system_stoi)
+        return {"group": group, peers.NOISY: noisy, "x": other}
+
+    rows = [row("0", 0.5, 1.0), row("0", 0.9, nan), row("5", 0.7, 2.0), row("5", 0.3, 3.0, system_stoi=nan)]
+    table = peers.summarise(rows, ["x"])
+    assert (table["all"]["n"], table["all"]["left_out"]) == (2, 2)
+    assert table["all"][peers.NOISY]["stoi"] == pytest.approx(0.6) and table["all"]["x"]["pesq"] == 1.5
+    assert table["all"]["x"]["stoi"] - table["all"][peers.NOISY]["stoi"] == pytest.approx(0.1)
+    assert (table["0"]["n"], table["0"]["left_out"], table["5"]["n"]) == (1, 1, 1)
+    text = peers.markdown(table, ["x"], {"x": 10.0})
+    assert "| all (n=2, 2 left out) | x |" in text and "| 0 (n=1, 1 left out) |" in text
+    json.dumps(table)  # still a JSON table
+
+
+def test_the_shipped_model_benchmark_averages_noisy_and_enhanced_over_the_same_mixtures():
+    """shipped_model.py took each column's nanmean: a NaN enhanced PESQ left the noisy PESQ over one more mixture."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import shipped_model
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    nan = float("nan")
+    rows = {0.0: {"pesq_noisy": [1.0, 3.0], "pesq_enhanced": [2.0, nan]}, 5.0: {"pesq_noisy": [nan], "x": [1.0]}}
+    table = shipped_model.same_file_means(rows)
+    assert table[0.0] == {"pesq_noisy": 1.0, "pesq_enhanced": 2.0, "n": 1}
+    assert table[5.0]["n"] == 0 and np.isnan(table[5.0]["x"])
+    # results.json and --json files are strict JSON: a mean over no mixture, or a failed PESQ, is null, not NaN
+    text = json.dumps(shipped_model.json_safe({"table": table, "rows": [(nan, float("inf"))]}), allow_nan=False)
+    assert json.loads(text)["table"]["5.0"]["x"] is None and '"rows": [[null, null]]' in text

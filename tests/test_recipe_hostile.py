@@ -292,3 +292,90 @@ def test_settings_without_effect_are_named_in_the_log(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="speechkern"):
         train(recipe, tmp_path / "run", models=["kernel"], cache_dir=None)
     assert "kernel.centers = 50 has no effect with kernel.solver = 'local'" in caplog.text
+
+
+@pytest.mark.parametrize("value", [1, 2, 99])
+def test_a_leaf_of_a_few_frames_is_refused_at_load(value):
+    """kernel.leaf_size=1 was accepted: 1500 frames made 1500 one-frame leaves and took 4.7 minutes."""
+    _refused([f"kernel.leaf_size={value}"], "kernel.leaf_size", f"{value} frames per leaf", "at least 100")
+    assert load_recipe(RECIPES / "demo", ["kernel.leaf_size=100"]).kernel.leaf_size == 100
+    assert load_recipe(RECIPES / "demo", ["kernel.leaf_size=0"]).kernel.leaf_size == 0
+
+
+def _run_with_recipe(tmp_path, text: str):
+    """A run folder (train.log, manifests/, models/) whose recipe.toml holds ``text``."""
+    run = tmp_path / "run"
+    for sub in ("manifests", "models"):
+        (run / sub).mkdir(parents=True)
+    (run / "train.log").write_text("")
+    (run / "recipe.toml").write_text(text)
+    return run
+
+
+@pytest.mark.parametrize("cut", ["half", "last key", "mid-number"])
+def test_a_truncated_run_recipe_is_refused_on_resume_not_read_with_defaults(tmp_path, capsys, cut):
+    """A run's recipe.toml cut at a line was read with the defaults for what was lost when the run was resumed
+    (`speechkern train RUN/recipe.toml --out RUN --resume`, the command evaluate suggests) and written back so."""
+    from speechkern.pipeline import open_run
+    from speechkern.recipe import load_run_recipe, with_absolute_paths
+
+    whole = with_absolute_paths(load_recipe(RECIPES / "demo", ["evaluate.examples=12"])).to_toml()
+    assert load_run_recipe(_run_with_recipe(tmp_path / "whole", whole)) == load_recipe(tmp_path / "whole" / "run")
+    lines = whole.splitlines(keepends=True)
+    text = {"half": "".join(lines[: len(lines) // 2]), "last key": "".join(lines[:-1]), "mid-number": whole[:-2]}[cut]
+    run = _run_with_recipe(tmp_path, text)
+    with pytest.raises(SpeechkernError, match=r"recipe.toml: is cut short \((\[\w+\]|evaluate.examples) is missing|"
+                                              r"recipe.toml: is cut short \(its last line is unfinished"):  # fmt: skip
+        open_run(load_recipe(run / "recipe.toml"), run, resume=True)
+    code, _, err = run_cli(["train", str(run / "recipe.toml"), "--out", str(run), "--resume", "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "recipe.toml: is cut short" in err and "--overwrite" in err, err
+    assert (run / "recipe.toml").read_text() == text  # not written back with defaults
+
+
+def test_evaluate_says_the_recipe_is_unreadable_before_asking_for_overwrite(tmp_path, capsys):
+    """With a report in the run, evaluate asked for --overwrite; with --overwrite it then said recipe.toml was
+    unreadable: the real problem comes first."""
+    for text, said in (("garbage [[\n", "recipe.toml: not valid TOML"), ("[data]\nsr = 16000\n", "is cut short")):
+        run = _run_with_recipe(tmp_path / str(len(text)), text)
+        (run / "report").mkdir()
+        (run / "report" / "index.html").write_text("<html></html>")
+        code, _, err = run_cli(["evaluate", str(run), "-q"], capsys)
+        assert code == 2 and err.count("\n") == 1 and said in err and "a report exists" not in err, err
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [("features.hop_length=4000", "hop_length = 4000 is not below frame_length = 320: frames must overlap"),
+     ("features.frame_length=2", "hop_length = 160 is not below frame_length = 2"),
+     ("features.n_fft=64", "n_fft = 64 is shorter than frame_length = 320")],
+)  # fmt: skip
+def test_a_features_key_that_breaks_a_rule_of_its_section_is_named_with_its_override(override, says):
+    """features.hop_length=4000 trained a model that enhance and evaluate then refused ("mask interpolation needs
+    overlapping frames"); and a rule across the features keys named the recipe file and the whole [features]
+    table, not the key given on the command line."""
+    key, value = override.split("=")
+    _refused([override], f"recipe override {override}: recipe key '{key}' = {value}: {says}")
+
+
+def test_a_memory_budget_too_small_for_any_leaf_is_refused_at_load():
+    """kernel.memory_gb=1e-9 trained into leaves of 1 frame sized from the budget and stopped with "leaves of 1
+    centres need 0.00 GiB each ..., over the memory budget of 0.00 GiB"."""
+    _refused(["kernel.memory_gb=1e-9"], "kernel.memory_gb", "1e-09 GiB is too small", "at least 0.001")
+    assert load_recipe(RECIPES / "demo", ["kernel.memory_gb=0.001"]).kernel.memory_gb == 0.001
+
+
+@pytest.mark.parametrize("override", ["data.snrs=[]", "data.noises=[]"])
+def test_a_recipe_that_mixes_nothing_is_refused_at_load(override):
+    """data.snrs=[] prepared the data and stopped with "condition all: no train mixtures; check the recipe's data
+    section", naming no key."""
+    key = override.split("=")[0]
+    _refused([override], f"recipe override {override}: recipe key {key}: empty, so corpus 'demo' makes no mixture")
+    if key == "data.snrs":  # conditions carry their own SNRs
+        assert load_recipe(RECIPES / "demo", [override, "data.conditions=['ssn@0']"]).data.conditions == ["ssn@0"]
+
+
+def test_too_few_training_frames_are_refused_at_load():
+    """train.max_train_frames=1 prepared the data and stopped with "the training frames autotune sampled are all
+    the same (silent or constant audio?)", blaming the audio."""
+    _refused(["train.max_train_frames=1"], "train.max_train_frames", "1 training frames cannot fit", "at least 10")
+    assert load_recipe(RECIPES / "demo", ["train.max_train_frames=10"]).train.max_train_frames == 10

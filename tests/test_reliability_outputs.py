@@ -226,6 +226,26 @@ def test_sigterm_removes_the_part_file_like_ctrl_c(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]
 
 
+def test_worker_processes_start_with_ctrl_c_blocked_and_the_tracker_quiet(monkeypatch):
+    """Ctrl-C during `speechkern evaluate --workers 2` reaches the whole process group: workers caught importing
+    printed KeyboardInterrupt tracebacks, and joblib's resource tracker two lines of UserWarning about "leaked"
+    semaphores, around the command's one line. Workers now start with SIGINT blocked (this process stops them), and
+    the command line's environment hides the tracker's warning."""
+    code = ("import signal; from speechkern.parallel import process_pool; from joblib import delayed; "
+            "masks = process_pool(2)(delayed(signal.pthread_sigmask)(signal.SIG_BLOCK, []) for _ in range(2)); "
+            "print([sorted(int(s) for s in m) for m in masks])")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([[int(signal.SIGINT)]] * 2), done.stdout
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # this process still takes Ctrl-C
+    from speechkern_cli import main as cli_main
+
+    monkeypatch.setenv("PYTHONWARNINGS", "default")
+    cli_main._quiet_resource_tracker()
+    cli_main._quiet_resource_tracker()
+    assert os.environ["PYTHONWARNINGS"] == "default,ignore:resource_tracker:UserWarning"
+
+
 def test_stray_part_files_in_a_folder_are_counted(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("in").mkdir()
@@ -251,6 +271,26 @@ def test_a_link_to_a_file_outside_the_folder_is_written_inside_the_tree(tmp_path
     code, _, err = run(["enhance", "in", "--model", str(SHIPPED), "-q"], capsys)
     assert code == 0, err
     assert Path("in/link_enhanced.wav").is_file() and sorted(p.name for p in Path("outside").iterdir()) == ["x.wav"]
+
+
+def test_a_link_to_nothing_in_a_folder_is_a_warning_line_naming_it(tmp_path, capsys, monkeypatch, caplog):
+    """A dangling symbolic link in an input folder (or matched by a pattern) was skipped without a word."""
+    from speechkern.enhance import find_inputs
+
+    monkeypatch.chdir(tmp_path)
+    Path("in").mkdir()
+    sf.write("in/a.wav", speechlike(0.5), 16000)
+    os.symlink(tmp_path / "gone.wav", "in/b.wav")
+    assert find_inputs(["in"]).broken == [Path("in/b.wav")]
+    code, _, err = run(["enhance", "in", "-o", "out", "--model", str(SHIPPED), "-q"], capsys)
+    warning = f"warning: in/b.wav: a symbolic link to {tmp_path / 'gone.wav'}, which does not exist; skipped"
+    assert code == 0 and warning in err.splitlines()[0], err
+    assert sorted(p.name for p in Path("out").iterdir()) == ["a_enhanced.wav"]
+    code, _, err = run(["enhance", "in/b*", "--model", str(SHIPPED), "-q"], capsys)
+    assert code == 2 and err.strip().endswith("matches no files (only 1 symbolic link(s) to nothing, such as in/b.wav)")
+    with caplog.at_level(logging.WARNING, logger="speechkern.audio"):  # a training folder says so too
+        assert audio.find_audio("in") == [Path("in/a.wav")]
+    assert "in/b.wav: a symbolic link to" in caplog.text
 
 
 def test_file_names_that_are_not_utf8_are_enhanced_like_any_other(tmp_path, capsys):

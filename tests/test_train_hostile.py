@@ -139,3 +139,24 @@ def test_more_trees_than_features_is_refused():
     X = np.random.default_rng(0).normal(size=(200, 3))
     with pytest.raises(SpeechkernError, match="trees=4: at most 3"):
         LocalKernelRegressor(leaf_size=60, trees=4, device="cpu").fit(X, X.sum(1))
+
+
+def test_a_model_named_twice_is_trained_once(tmp_path, monkeypatch, capsys):
+    """`speechkern train --models kernel,kernel` (or train.models = ["kernel", "kernel"]) ended in a KeyError
+    traceback from the autotune's memo, after the data was prepared."""
+    from speechkern import pipeline
+    from speechkern.recipe import load_recipe
+
+    seen = []
+
+    def train_locked(recipe, run_dir, names, *args):
+        seen.append(names)
+        return pipeline.TrainSummary(run_dir, [], [])
+
+    monkeypatch.setattr(pipeline, "_train_locked", train_locked)
+    pipeline.train(load_recipe(RECIPES / "demo", TINY), tmp_path / "a", models=["kernel", "dnn", "kernel"])
+    pipeline.train(load_recipe(RECIPES / "demo", [*TINY, "train.models=['dnn', 'dnn']"]), tmp_path / "b")
+    code, _, err = _cli(["train", str(RECIPES / "demo"), "--models", "kernel,kernel", "--out", str(tmp_path / "c"),
+                         "-q", *(f"--set={s}" for s in TINY)], capsys)  # fmt: skip
+    assert code == 0, err
+    assert seen == [["kernel", "dnn"], ["dnn"], ["kernel"]]

@@ -40,6 +40,7 @@ ODD_OPTIONS = [
     (["--snrs", "0", "0"], "--snrs 0 0: expected distinct finite SNRs"),  # was averaged with itself
     (["--snrs", "nan"], "--snrs nan: "),  # was a traceback from the features
     (["--snrs", "inf"], "--snrs inf: "),
+    (["--snrs", "1e300"], "--snrs 1e+300: expected distinct finite SNRs in dB from -100 to 100"),  # OverflowError
 ]
 
 

@@ -23,6 +23,13 @@ class ConvergenceError(SpeechkernError):
     """Eqs 3.21 have no solution the solver can find for these settings."""
 
 
+# The largest λ the solver can take: its fixed point has u = λ/γ⁻ ≈ 2λ once λ ≳ 1 (for every k, β and R tried), and
+# :func:`solve` scans u up to e^10 ≈ 22 000, so from λ ≈ 1.1·10⁴ no curve is solved (and λ = 10³⁰⁰ overflowed).
+LAM_MAX = 1e4
+# The largest R: eqs 3.21 square it (beyond about 10¹⁵⁴ that overflows) and the figures draw it on log axes.
+R_MAX = 1e100
+
+
 @dataclass(frozen=True)
 class Problem:
     """One setting of the chapter's model (§3.3.1–3.3.3).
@@ -44,17 +51,19 @@ class Problem:
     def validate(self) -> None:
         checks = {
             "k": self.k >= 2,
-            "R": self.R > 0,
+            "R": 0 < self.R <= R_MAX,
             "beta": self.beta > 0 and abs(self.beta - 1) > 1e-9,
-            "lam": self.lam > 0,
+            "lam": 0 < self.lam <= LAM_MAX,
             "sigma2": self.sigma2 > 0,
             "noise_var": self.noise_var >= 0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise SpeechkernError(
-                    f"asymptotics: {name}={getattr(self, name)!r} is out of range (k ≥ 2; R, λ, σ² > 0; β > 0 and "
-                    f"β ≠ 1; σ_ε ≥ 0); change that setting"
+                    f"asymptotics: {name}={getattr(self, name)!r} is out of range (k ≥ 2; σ² > 0; 0 < R ≤ "
+                    f"{R_MAX:g}; 0 < λ ≤ "
+                    f"{LAM_MAX:g}, where the fixed point's u ≈ 2λ stays in the solver's range; β > 0 and β ≠ 1; "
+                    f"σ_ε ≥ 0); change that setting"
                 )
 
     @property
@@ -163,11 +172,14 @@ def _given_u(problem: Problem, u: float) -> tuple[float, float, float, float] | 
         kappa2, _ = kappa_tau(E)
         return E - _erf_term(R, gamma_plus, kappa2, s_star2) if kappa2 > 0 else math.nan
 
-    lo, hi = mismatch(0.0), mismatch(1.0)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    try:  # R² or γ⁺ beyond the float range (R ≳ 10¹⁵⁴): no solution the solver can represent at this u
+        lo, hi = mismatch(0.0), mismatch(1.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            return None
+        E = 0.0 if lo >= 0 else 1.0 if hi <= 0 else brentq(mismatch, 0.0, 1.0, xtol=1e-15)
+        kappa2, tau2 = kappa_tau(E)
+    except OverflowError:
         return None
-    E = 0.0 if lo >= 0 else 1.0 if hi <= 0 else brentq(mismatch, 0.0, 1.0, xtol=1e-15)
-    kappa2, tau2 = kappa_tau(E)
     return gamma_plus, kappa2, tau2, E
 
 

@@ -17,6 +17,8 @@ from matplotlib.figure import Figure
 
 from speechkern.errors import SpeechkernError
 from speechkern.losses.asymptotics import (
+    LAM_MAX,
+    R_MAX,
     ConvergenceError,
     Problem,
     accuracy_from_overlaps,
@@ -67,6 +69,13 @@ class FigureSettings:
             if values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
                 raise SpeechkernError(f"asymptotics: {name}={getattr(self, name)!r} is out of range; give finite "
                                       "values > 0")  # fmt: skip
+        for name in ("R_values", "sim_R"):
+            if max(getattr(self, name)) > R_MAX:
+                raise SpeechkernError(f"asymptotics: {name} holds {max(getattr(self, name)):g}, out of range; give "
+                                      f"R values ≤ {R_MAX:g} (eqs 3.21 square R)")  # fmt: skip
+        if self.lam > LAM_MAX:  # above it no curve has a fixed point the solver can find
+            raise SpeechkernError(f"asymptotics: lam={self.lam!r} is out of range; give 0 < lam ≤ {LAM_MAX:g} (the "
+                                  "fixed point's u ≈ 2·lam must stay within the solver's range, u ≤ e^10)")  # fmt: skip
         check_samples(self.samples)  # before the theory curves, not at the first of them
 
     def curves(self) -> list[tuple[str, str, Problem]]:
@@ -343,6 +352,11 @@ def _figure_35(optimal: list[dict[str, Any]], s: FigureSettings) -> Figure:
     fig = Figure(figsize=(10, 4.0), layout="constrained")
     left, right = fig.subplots(1, 2)
     ks = [o["k"] for o in mine]
+    if not mine:  # no curve of the figure was solved: log axes of no data cannot be drawn
+        for ax in (left, right):
+            ax.text(0.5, 0.5, "eqs 3.21 have no solution at these settings", ha="center", va="center")
+        fig.suptitle(f"Fig. 3.5: n/k = {s.fig35_n_per_class}, β = {s.fig35_beta:g}, λ = {s.lam:g}", fontsize=10)
+        return fig
     left.plot(ks, [o["optimal_R"] for o in mine], "o-")
     left.set_yscale("log")
     left.set_ylim(min(s.R_values) / 1.5, max(s.R_values) * 1.5)

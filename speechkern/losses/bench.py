@@ -155,9 +155,22 @@ class BenchConfig:
         for name in floats:  # inf passes the comparisons above and trains to NaN outputs
             values = getattr(self, name)
             checks[name] = checks[name] and all(math.isfinite(v) for v in np.atleast_1d(values))
+        whole, positive = "a whole number ≥ 1", "a finite number above 0"
+        expected = {
+            "seeds": whole, "epochs": whole, "batch_size": whole, "smoothing_window": whole, "n_bins": whole,
+            "optimizer": f"one of {', '.join(OPTIMIZERS)}",
+            "learning_rates": "one or more finite numbers above 0, such as 2e-3",
+            "momentum": "a number from 0 up to 1 (not 1), such as 0.9",
+            "weight_decay": "a finite number ≥ 0, such as 0 or 1e-4",
+            "test_fraction": "a fraction between 0 and 1 (neither), such as 0.3",
+            "val_fraction": "a fraction from 0 up to 1 (not 1), such as 0.2",
+            "rescaled_t": positive, "rescaled_M": positive, "squentropy_alpha": "a finite number ≥ 0",
+            "hidden": "layer widths of 1 or more",
+        }  # fmt: skip
         for name, ok in checks.items():
-            if not ok:
-                raise SpeechkernError(f"benchmark setting {name}={getattr(self, name)!r} is out of range")
+            if not ok:  # the value, what was expected (it said only "is out of range")
+                raise SpeechkernError(f"benchmark setting {name}={getattr(self, name)!r} is out of range; expected "
+                                      f"{expected[name]}")  # fmt: skip
         if self.selection == "last" and len(self.learning_rates) > 1:
             raise SpeechkernError(
                 f"selection 'last' trains without a validation part and cannot choose among the learning rates "
