@@ -124,9 +124,13 @@ def process_pool(n_jobs: int):
 def _block_sigint_in_new_workers() -> None:
     import signal
 
-    from joblib.externals.loky.backend import fork_exec as module
-
-    if getattr(module.fork_exec, "_sigint_blocked", False) or not hasattr(signal, "pthread_sigmask"):
+    try:  # loky's private spawner, imported at each worker's start (joblib 1.6); without it the tracebacks stay
+        from joblib.externals.loky.backend import fork_exec as module
+    except ImportError:
+        return
+    if not callable(getattr(module, "fork_exec", None)) or not hasattr(signal, "pthread_sigmask"):
+        return
+    if getattr(module.fork_exec, "_sigint_blocked", False):
         return
     original = module.fork_exec
 
