@@ -218,20 +218,18 @@ class KernelConfig(_Section):
     @field_validator("memory_gb")
     @classmethod
     def _budget_holds_a_leaf(cls, value: float) -> float:
-        if 0 < value < MIN_MEMORY_GB:
-            raise ValueError(f"{value:g} GiB is too small to fit a kernel machine; give 0 (a third of the free "
-                             f"memory) or at least {MIN_MEMORY_GB:g} (1 MiB; the solver sizes its leaves from the "
-                             f"budget, and below it they hold fewer than {MIN_LEAF_SIZE} frames)")  # fmt: skip
-        return value
+        message = (f"{value:g} GiB is too small to fit a kernel machine; give 0 (a third of the free memory) or at "
+                   f"least {MIN_MEMORY_GB:g} (1 MiB; the solver sizes its leaves from the budget, and below it they "
+                   f"hold fewer than {MIN_LEAF_SIZE} frames)")  # fmt: skip
+        return _off_or_at_least(value, MIN_MEMORY_GB, message)
 
     @field_validator("leaf_size")
     @classmethod
     def _leaf_holds_frames(cls, value: int) -> int:
-        if 0 < value < MIN_LEAF_SIZE:
-            raise ValueError(f"{value} frames per leaf is too few; give 0 (sized from the memory) or at least "
-                             f"{MIN_LEAF_SIZE} (each leaf is solved from its own frames alone: leaves of a few frames "
-                             "learn next to nothing, and their number makes the fit crawl)")  # fmt: skip
-        return value
+        message = (f"{value} frames per leaf is too few; give 0 (sized from the memory) or at least {MIN_LEAF_SIZE} "
+                   "(each leaf is solved from its own frames alone: leaves of a few frames learn next to nothing, and "
+                   "their number makes the fit crawl)")  # fmt: skip
+        return _off_or_at_least(value, MIN_LEAF_SIZE, message)
 
 
 class DNNConfig(_Section):
@@ -261,11 +259,9 @@ class TrainConfig(_Section):
     @field_validator("max_train_frames")
     @classmethod
     def _enough_frames(cls, value: int) -> int:
-        if 0 < value < MIN_TRAIN_FRAMES:
-            raise ValueError(f"{value} training frames cannot fit a model (the kernel's bandwidth is chosen from the "
-                             f"distances between frames); give 0 (all) or at least {MIN_TRAIN_FRAMES}, such as "
-                             "10000")  # fmt: skip
-        return value
+        message = (f"{value} training frames cannot fit a model (the kernel's bandwidth is chosen from the distances "
+                   f"between frames); give 0 (all) or at least {MIN_TRAIN_FRAMES}, such as 10000")  # fmt: skip
+        return _off_or_at_least(value, MIN_TRAIN_FRAMES, message)
 
 
 class EvaluateConfig(_Section):
@@ -354,6 +350,13 @@ class Recipe(_Section):
 # Data keys that name files or folders; data.noises entries other than these words (and noisex:NAME) are files too.
 PATH_KEYS = ("clean_dir", "manifest", "noise_dir", "timit_root", "noisex_root", "hint_root", "voicebank_root")
 NOISE_WORDS = ("ssn", "babble", "dir", "manifest")
+
+
+def _off_or_at_least(value: float, least: float, message: str) -> float:
+    """``value`` where it is 0 (off, or chosen by the engine) or at least ``least``; else ValueError(``message``)."""
+    if 0 < value < least:
+        raise ValueError(message)
+    return value
 
 
 def found_from_run(
