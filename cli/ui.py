@@ -17,6 +17,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -200,24 +201,26 @@ class _OneLineUsageError(click_errors.UsageError):
 _HELP = getattr(click_errors, "NoArgsIsHelpError", ())  # the help page of a group given no command, shown whole
 
 
+@contextmanager
+def _usage_in_one_line():
+    try:
+        yield
+    except _HELP:
+        raise
+    except click_errors.UsageError as err:
+        raise _OneLineUsageError(err) from None
+
+
 class _OneLineUsage:
     """Mixin: usage errors met while parsing a command's arguments, or finding a group's command, in one line."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _usage_in_one_line():
             return super().make_context(*args, **kwargs)  # type: ignore[misc]
-        except _HELP:
-            raise
-        except click_errors.UsageError as err:
-            raise _OneLineUsageError(err) from None
 
     def resolve_command(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _usage_in_one_line():
             return super().resolve_command(*args, **kwargs)  # type: ignore[misc]
-        except _HELP:
-            raise
-        except click_errors.UsageError as err:
-            raise _OneLineUsageError(err) from None
 
 
 class PlainCommand(_OneLineUsage, TyperCommand):
