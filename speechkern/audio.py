@@ -309,12 +309,17 @@ def mixture_subtype(path: str | os.PathLike, sources: list[tuple[str, str]]) -> 
     return min(ranked, key=_BY_PRECISION.index) if ranked else subtypes[0]
 
 
+def _pcm_bits(subtype: str) -> int:
+    """Bits per sample of the integer PCM encoding ``subtype`` (PCM_U8 … PCM_32), 0 for any other encoding."""
+    return 8 * _SAMPLE_BYTES.get(subtype, 0) if subtype.startswith("PCM_") else 0
+
+
 def pcm_rounded(y: np.ndarray, subtype: str) -> np.ndarray:
     """``y`` (full scale 1.0) rounded to the nearest step of the integer PCM encoding ``subtype`` and clipped to its
     range, for libsndfile to write exactly; other encodings are returned as they are. libsndfile truncates toward
     −∞ when it converts floats to PCM: every sample lost half a step on average, a DC of −0.5 LSB (−48 dBFS in
     8-bit files)."""
-    bits = 8 * _SAMPLE_BYTES.get(subtype, 0) if subtype.startswith("PCM_") else 0
+    bits = _pcm_bits(subtype)
     if bits == 0:
         return y
     scale = 2.0 ** (bits - 1)
@@ -331,7 +336,7 @@ def clips(subtype: str) -> bool:
 
 def silent_when_written(y: np.ndarray, subtype: str) -> bool:
     """Whether every sample of ``y`` (full scale 1.0) rounds to 0 in the integer PCM encoding ``subtype``."""
-    bits = 8 * _SAMPLE_BYTES.get(subtype, 0) if subtype.startswith("PCM_") else 0
+    bits = _pcm_bits(subtype)
     return bits > 0 and len(y) > 0 and float(np.max(np.abs(y))) < 0.5 * 2.0 ** (1 - bits)
 
 
