@@ -22,7 +22,6 @@ Writes table.md (the Markdown tables), results.json (per-file scores) and plot.p
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -257,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:  # shipped_model, as when run as a script
         sys.path.insert(0, here)
-    from shipped_model import check_mixture_options, json_safe
+    from shipped_model import check_mixture_options, write_json
 
     check_mixture_options(args.snrs, args.max_seconds, args.utterances)  # before the work, for --pairs too
     if args.threads < 1:
@@ -326,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text(args.out / "table.md", text)
     result = {"source": source, "systems": systems, "skipped": skipped, "speed": speed,
               "load": [load_before, load_after], "table": table, "files": rows}  # fmt: skip
-    write_text(args.out / "results.json", json.dumps(json_safe(result), indent=1, allow_nan=False))  # NaN: null
+    write_json(args.out / "results.json", result)  # NaN as null
     plot(table, systems, args.out / "plot.png")
     return 0
 
