@@ -582,6 +582,10 @@ def train(
     """
     run_dir = Path(run_dir)
     recipe = with_absolute_paths(recipe)  # the run's recipe.toml reads the same from any working directory
+    if models is not None and not list(models):  # an empty list is no choice; None is the recipe's
+        raise SpeechkernError(f"models {list(models)!r}: an empty list trains nothing; give one or more of "
+                              f"{', '.join(MODEL_NAMES)}, or None for the recipe's "
+                              f"{', '.join(recipe.train.models)}")  # fmt: skip
     names = list(dict.fromkeys(models or recipe.train.models))  # once each: a repeat crashed autotune (KeyError)
     for n in names:
         if n not in MODEL_NAMES:
