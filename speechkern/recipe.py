@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, input_dim
@@ -40,6 +40,10 @@ MIN_TRAIN_FRAMES = 10
 # The smallest kernel.memory_gb (1 MiB): the local solver sizes its leaves from the budget, and below this they fall
 # under MIN_LEAF_SIZE frames (10⁻⁴ GiB: leaves of 146 frames, 10⁻⁵: 46, 10⁻⁹: 1), and its refusals read "0.00 GiB".
 MIN_MEMORY_GB = 0.001
+# The fewest centres of a compact kernel machine (kernel.centers, kernel.leaf_centers, kernel.global_centers): a
+# machine of a few centres is a few bumps, not a model of a mask (on a toy regression, 1 centre left 98 % of the
+# targets' variance, 2 centres 66–90 %, 10 centres 17 %); the tests' smallest compact models have 40 to 60.
+MIN_CENTERS = 10
 
 
 class _Section(BaseModel):
@@ -172,7 +176,7 @@ class KernelConfig(_Section):
         0,
         ge=0,
         le=40000,
-        description="centres each leaf of the local solver keeps (0 = every frame; m > 0: a "
+        description="centres each leaf of the local solver keeps (0 = every frame; m ≥ 10: a "
         "compact model of leaves × m centres, each leaf solved in the Nyström form over all its frames)",
     )
     trees: int = Field(
@@ -185,8 +189,8 @@ class KernelConfig(_Section):
     global_centers: Literal["auto"] | Annotated[int, Field(ge=0, le=40000)] = Field(
         "auto",
         description="centres of a global machine the local solver fits to every frame before its leaves, which "
-        "then fit its residuals (0 = none; no effect with one leaf); auto = 4000 wherever there are leaves (fewer "
-        "where the memory budget cannot hold their 24·m² bytes)",
+        "then fit its residuals (0 = none, else ≥ 10; no effect with one leaf); auto = 4000 wherever there are "
+        "leaves (fewer where the memory budget cannot hold their 24·m² bytes)",
     )
     global_frames: int = Field(
         400_000,  # eigenpro.local.DEFAULT_GLOBAL_FRAMES
@@ -197,7 +201,9 @@ class KernelConfig(_Section):
     centers_dtype: Literal["float32", "float16"] = Field(
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
     )
-    centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory)")
+    centers: int = Field(
+        0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory; else ≥ 10)"
+    )
     memory_gb: float = Field(
         0.0, ge=0, description=f"memory budget of one kernel fit in GiB (0 = a third of free; else ≥ {MIN_MEMORY_GB:g})"
     )
@@ -222,6 +228,17 @@ class KernelConfig(_Section):
                    f"least {MIN_MEMORY_GB:g} (1 MiB; the solver sizes its leaves from the budget, and below it they "
                    f"hold fewer than {MIN_LEAF_SIZE} frames)")  # fmt: skip
         return _off_or_at_least(value, MIN_MEMORY_GB, message)
+
+    @field_validator("centers", "leaf_centers", "global_centers")
+    @classmethod
+    def _enough_centres(cls, value: int | str, info: ValidationInfo) -> int | str:
+        if isinstance(value, str):  # global_centers = "auto"
+            return value
+        off = {"centers": "chosen from the data size and memory", "leaf_centers": "every frame of a leaf",
+               "global_centers": "no global machine"}[info.field_name]  # fmt: skip
+        message = (f"{value} centres are too few for a kernel machine (a few kernel bumps, not a model of a mask); "
+                   f"give 0 ({off}) or at least {MIN_CENTERS}, such as 1000")  # fmt: skip
+        return _off_or_at_least(value, MIN_CENTERS, message)
 
     @field_validator("leaf_size")
     @classmethod

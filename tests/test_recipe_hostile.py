@@ -302,6 +302,17 @@ def test_a_leaf_of_a_few_frames_is_refused_at_load(value):
     assert load_recipe(RECIPES / "demo", ["kernel.leaf_size=0"]).kernel.leaf_size == 0
 
 
+@pytest.mark.parametrize("key", ["centers", "leaf_centers", "global_centers"])
+@pytest.mark.parametrize("value", [1, 2, 9])
+def test_a_kernel_machine_of_a_few_centres_is_refused_at_load(key, value):
+    """kernel.leaf_centers=1 and kernel.centers=1 were accepted: a machine of one centre per leaf (or one EigenPro 3
+    centre) predicts a single kernel bump, no better than the mean mask."""
+    _refused([f"kernel.{key}={value}"], f"kernel.{key}", f"{value} centres are too few", "give 0 (", "at least 10")
+    for fine in (0, 10, 40):
+        assert getattr(load_recipe(RECIPES / "demo", [f"kernel.{key}={fine}"]).kernel, key) == fine
+    assert load_recipe(RECIPES / "demo", []).kernel.global_centers == "auto"
+
+
 def _run_with_recipe(tmp_path, text: str):
     """A run folder (train.log, manifests/, models/) whose recipe.toml holds ``text``."""
     run = tmp_path / "run"
