@@ -368,6 +368,27 @@ def test_a_features_key_that_breaks_a_rule_of_its_section_is_named_with_its_over
     _refused([override], f"recipe override {override}: recipe key '{key}' = {value}: {says}")
 
 
+@pytest.mark.parametrize(
+    "override, says",
+    [("features.sr=8000", "sr = 8000 Hz puts the Nyquist frequency at 4000 Hz, below the gammatone filterbank's "
+                          "fmax = 8000 Hz; give fmax = 4000 or less"),
+     ("features.fmin=9000", "fmin = 9000 Hz is not below fmax = 8000 Hz"),
+     ("features.sr=48000", "ams_frame_length = 512 at sr = 48000 Hz gives envelope spectra of 46.875 Hz bins"),
+     ("features.hop_length=161", "hop_length = 161 is not a multiple of ams_decimation = 4"),
+     ("features.ams_frame_length=100", "ams_frame_length = 100 is not a multiple of twice"),
+     ("features.ams_fmax=3000", "ams_fmax = 3000 Hz is above the envelope's Nyquist frequency, 2000 Hz"),
+     ("features.ams_fmin=500", "ams_fmin = 500 Hz is not below ams_fmax = 400 Hz"),
+     ("features.ams_bands=4", "ams_bands = 4: the toolbox's modulation filters are 15 bands"),
+     ("features.plp_order=40", "plp_order = 40 needs more Bark bands than sr = 16000 Hz audio gives (21)")],
+)  # fmt: skip
+def test_every_features_rule_names_the_key_given_not_the_whole_table(override, says):
+    """features.sr=8000 was refused with the whole [features] table ("recipe key 'features' = {'kind': ..., 'sr':
+    8000}: gammatone range ...") and no word of what to set; so were the AMS and PLP rules across keys."""
+    key, value = override.split("=")
+    message = _refused([override], f"recipe override {override}: recipe key '{key}' = {value}: {says}")
+    assert "{" not in message, message
+
+
 def test_a_memory_budget_too_small_for_any_leaf_is_refused_at_load():
     """kernel.memory_gb=1e-9 trained into leaves of 1 frame sized from the budget and stopped with "leaves of 1
     centres need 0.00 GiB each ..., over the memory budget of 0.00 GiB"."""

@@ -93,7 +93,7 @@ DAMAGE = [
     ("dnn", lambda f: _edit_config(f, _set("estimators.0.config.params.hidden", [200000])), True,
      "estimators.0.config.params.hidden"),
     # Without the saved copy (an older model folder) the configuration is checked against the weights' shapes.
-    ("kernel", lambda f: _edit_config(f, _set("features.sr", 8000)), False, "features: gammatone range"),
+    ("kernel", lambda f: _edit_config(f, _set("features.sr", 8000)), False, "features: sr = 8000 Hz puts the Nyquist"),
     ("kernel", lambda f: _edit_config(f, _set("features.bogus", 3)), False, "unknown key 'features.bogus'"),
     ("kernel", lambda f: _edit_config(f, _set("features.context", 4)), False,
      "centres are (80, 192), but the features give 576 inputs per frame"),
