@@ -8,6 +8,7 @@ allowed.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -665,6 +666,8 @@ def validate_recipe(
             raise SpeechkernError(f"{source}: unknown recipe key {key!r}; {_nearest_keys(list(loc))}") from None
         given = first.get("input")
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "list_type":
+            message = _list_expected(key, given)
         section = _section_at(loc) if first["type"] == "value_error" and loc else None
         keys = [n for n in re.findall(r"(\w+) = ", message) if section is not None and n in section.model_fields]
         if keys:
@@ -684,6 +687,18 @@ def validate_recipe(
             source = next((o for k, o in (origins or {}).items() if ".".join(k) in named), source)
             raise SpeechkernError(f"{source}: recipe key {message}") from None
         raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {message}") from None
+
+
+def _list_expected(key: str, given: Any) -> str:
+    """What to write for a list-valued recipe key given something else: the value in brackets, or, for a list of
+    bare words (the shell took the quotes of ``--set data.noises=["ssn"]``), the override in single quotes."""
+    if isinstance(given, str) and given.strip().startswith("[") and given.strip().endswith("]"):
+        words = [w.strip().strip("'\"") for w in given.strip()[1:-1].split(",") if w.strip()]
+        return (f"not a TOML list: strings in it need double quotes, which the shell removes unless the override is "
+                f"in single quotes: recipe override '{key}={json.dumps(words)}'")  # fmt: skip
+    if isinstance(given, (str, int, float)) and not isinstance(given, bool):
+        return f"expected a list, even of one value: write {json.dumps([given])} (a TOML list)"
+    return "expected a list, such as [0, 5] (a TOML list)"
 
 
 def _field_at(loc: tuple) -> Any:

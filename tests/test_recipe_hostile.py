@@ -411,3 +411,31 @@ def test_too_few_training_frames_are_refused_at_load():
     the same (silent or constant audio?)", blaming the audio."""
     _refused(["train.max_train_frames=1"], "train.max_train_frames", "1 training frames cannot fit", "at least 10")
     assert load_recipe(RECIPES / "demo", ["train.max_train_frames=10"]).train.max_train_frames == 10
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [("data.snrs=0", "expected a list, even of one value: write [0] (a TOML list)"),
+     ("kernel.gammas=1.0", "write [1.0]"), ("dnn.hidden=64", "write [64]"), ("kernel.ridges=0.1", "write [0.1]"),
+     ("data.noises=ssn", 'write ["ssn"]'), ("train.models=kernel", 'write ["kernel"]'),
+     ("data.snrs={a=1}", "expected a list, such as [0, 5]"),
+     ("data.noises=[ssn, babble]", """not a TOML list: strings in it need double quotes, which the shell removes """
+                                   """unless the override is in single quotes: recipe override """
+                                   """'data.noises=["ssn", "babble"]'""")],
+)  # fmt: skip
+def test_a_scalar_for_a_list_key_says_what_to_write(override, says):
+    """data.snrs=0 was refused with pydantic's "Input should be a valid list", without the [0] it wanted; and
+    --set data.noises=["ssn"] (the shell takes the quotes) was read as the string '[ssn]' and refused alike."""
+    key = override.split("=")[0]
+    _refused([override], f"recipe override {override}: recipe key '{key}' = ", says)
+
+
+def test_a_scalar_for_a_list_key_in_a_recipe_file_says_what_to_write(tmp_path, capsys):
+    text = (RECIPES / "demo" / "recipe.toml").read_text()
+    (tmp_path / "recipe.toml").write_text(text.replace("[data]\n", "[data]\nsnrs = 0\n", 1).replace("snrs = [", "#", 1))
+    code, _, err = run_cli(["train", str(tmp_path), "--out", str(tmp_path / "run"), "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path}/recipe.toml: recipe key 'data.snrs' = 0: expected a list, even of one value: write [0]" in err
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--set", "data.noises=[ssn]", "--out",
+                            str(tmp_path / "run"), "-q"], capsys)  # fmt: skip
+    assert code == 2 and err.endswith("""--set 'data.noises=["ssn"]'\n"""), err
