@@ -667,7 +667,7 @@ def validate_recipe(
         given = first.get("input")
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "list_type":
-            message = _list_expected(key, given)
+            message = _list_expected(key, given, _field_at(loc))
         section = _section_at(loc) if first["type"] == "value_error" and loc else None
         keys = [n for n in re.findall(r"(\w+) = ", message) if section is not None and n in section.model_fields]
         if keys:
@@ -689,16 +689,28 @@ def validate_recipe(
         raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {message}") from None
 
 
-def _list_expected(key: str, given: Any) -> str:
-    """What to write for a list-valued recipe key given something else: the value in brackets, or, for a list of
-    bare words (the shell took the quotes of ``--set data.noises=["ssn"]``), the override in single quotes."""
+def _list_expected(key: str, given: Any, field: Any) -> str:
+    """What to write for a list-valued recipe key given something else: the value in brackets where the list
+    takes it, or, for a list of bare words (the shell took the quotes of ``--set data.noises=["ssn"]``), the
+    override in single quotes; else the key's default as an example."""
+    from pydantic import TypeAdapter
+
+    def takes(value: Any) -> bool:
+        try:
+            TypeAdapter(field.annotation).validate_python(value)
+        except (ValidationError, AttributeError, TypeError):
+            return False
+        return field is not None
+
     if isinstance(given, str) and given.strip().startswith("[") and given.strip().endswith("]"):
         words = [w.strip().strip("'\"") for w in given.strip()[1:-1].split(",") if w.strip()]
-        return (f"not a TOML list: strings in it need double quotes, which the shell removes unless the override is "
-                f"in single quotes: recipe override '{key}={json.dumps(words)}'")  # fmt: skip
-    if isinstance(given, (str, int, float)) and not isinstance(given, bool):
+        if takes(words):
+            return (f"not a TOML list: strings in it need double quotes, which the shell removes unless the "
+                    f"override is in single quotes: recipe override '{key}={json.dumps(words)}'")  # fmt: skip
+    if isinstance(given, (str, int, float)) and not isinstance(given, bool) and takes([given]):
         return f"expected a list, even of one value: write {json.dumps([given])} (a TOML list)"
-    return "expected a list, such as [0, 5] (a TOML list)"
+    example = field.get_default(call_default_factory=True) if field is not None else None
+    return f"expected a list (a TOML list), such as {json.dumps(example if example else [0, 5])}"
 
 
 def _field_at(loc: tuple) -> Any:

@@ -418,7 +418,8 @@ def test_too_few_training_frames_are_refused_at_load():
     [("data.snrs=0", "expected a list, even of one value: write [0] (a TOML list)"),
      ("kernel.gammas=1.0", "write [1.0]"), ("dnn.hidden=64", "write [64]"), ("kernel.ridges=0.1", "write [0.1]"),
      ("data.noises=ssn", 'write ["ssn"]'), ("train.models=kernel", 'write ["kernel"]'),
-     ("data.snrs={a=1}", "expected a list, such as [0, 5]"),
+     ("data.snrs={a=1}", "expected a list (a TOML list), such as [0.0]"), ("data.snrs=abc", "such as [0.0]"),
+     ("data.snrs=[a, b]", "such as [0.0]"), ("dnn.hidden=x", "such as [1024, 1024, 1024]"),
      ("data.noises=[ssn, babble]", """not a TOML list: strings in it need double quotes, which the shell removes """
                                    """unless the override is in single quotes: recipe override """
                                    """'data.noises=["ssn", "babble"]'""")],
