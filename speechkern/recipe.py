@@ -333,12 +333,17 @@ class Recipe(_Section):
         """Checks across sections; each names the key to change (raised as ``key: message``)."""
         _check_magnitudes(self)
         n_units = mask_units(self.target, self.features)
-        if self.kernel.subbands > n_units:
-            raise ValueError(f"kernel.subbands: {self.kernel.subbands} subbands, but the {self.target.domain} mask "
-                             f"has {n_units} channels; choose 1 to {n_units}")  # fmt: skip
+        if self.kernel.subbands > n_units:  # the prefix names every key involved: the one given is blamed
+            size = ("features.n_channels", "channels") if self.target.domain == "cochleagram" else (
+                "features.frame_length", "frequency bins")  # fmt: skip
+            has = f"{n_units} {size[1] if n_units > 1 else size[1][:-1]}"  # 1 channel
+            raise ValueError(f"kernel.subbands, {size[0]}, target.domain: {self.kernel.subbands} subbands, but the "
+                             f"{self.target.domain} mask has {has} ({size[0]} = "
+                             f"{getattr(self.features, size[0].split('.')[1])}); choose kernel.subbands from 1 to "
+                             f"{n_units}, or a mask of at least {self.kernel.subbands} {size[1]}")  # fmt: skip
         if self.data.sr != self.features.sr:
-            raise ValueError(f"data.sr: {self.data.sr} Hz, but features.sr is {self.features.sr} Hz; set both "
-                             "(and features.fmax to at most half the rate)")  # fmt: skip
+            raise ValueError(f"data.sr, features.sr: {self.data.sr} Hz and {self.features.sr} Hz; set both to the "
+                             "same rate (and features.fmax to at most half of it)")  # fmt: skip
         _check_noises_and_splits(self.data)
         kc = self.kernel
         n_inputs = input_dim(self.features)

@@ -440,3 +440,19 @@ def test_a_scalar_for_a_list_key_in_a_recipe_file_says_what_to_write(tmp_path, c
     code, _, err = run_cli(["train", str(RECIPES / "demo"), "--set", "data.noises=[ssn]", "--out",
                             str(tmp_path / "run"), "-q"], capsys)  # fmt: skip
     assert code == 2 and err.endswith("""--set 'data.noises=["ssn"]'\n"""), err
+
+
+@pytest.mark.parametrize(
+    "overrides, blamed, says",
+    [(["features.n_channels=1"], "features.n_channels=1", "kernel.subbands, features.n_channels, target.domain: 4 "
+      "subbands, but the cochleagram mask has 1 channel (features.n_channels = 1); choose kernel.subbands from 1 to 1"),
+     (["features.n_channels=3"], "features.n_channels=3", "mask has 3 channels"),
+     (["kernel.subbands=65"], "kernel.subbands=65", "65 subbands, but the cochleagram mask has 64 channels"),
+     (["features.ams_frame_length=1024", "features.sr=22050", "features.fmax=11025"], "features.sr=22050",
+      "data.sr, features.sr: 16000 Hz and 22050 Hz; set both to the same rate")],
+)  # fmt: skip
+def test_a_check_across_sections_blames_the_override_given_not_the_recipe_file(overrides, blamed, says):
+    """--set features.n_channels=1 was refused as "recipes/demo/recipe.toml: recipe key kernel.subbands: 4 subbands,
+    but the cochleagram mask has 1 channels": the file blamed, the key given unnamed; so was --set features.sr."""
+    message = _refused(overrides, says)
+    assert message.startswith(f"recipe override {blamed}: recipe key "), message

@@ -436,8 +436,12 @@ def test_unusable_cache_folder_warns_and_carries_on(tmp_path, monkeypatch, caplo
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("kernel.subbands=100", "kernel.subbands: 100 subbands, but the cochleagram mask has 64 channels"),
-        ("data.sr=8000", "data.sr: 8000 Hz, but features.sr is 16000 Hz"),
+        (
+            "kernel.subbands=100",
+            "kernel.subbands, features.n_channels, target.domain: 100 subbands, but the "
+            "cochleagram mask has 64 channels",
+        ),
+        ("data.sr=8000", "data.sr, features.sr: 8000 Hz and 16000 Hz; set both to the same rate"),
         ("data.snrs=[nan]", "'data.snrs.0' = nan: Input should be a finite number"),
         ("kernel.bandwidth=inf", "'kernel.bandwidth' = inf"),
         ("kernel.sigma_low=2", "set both, with 0 < sigma_low < sigma_high"),
