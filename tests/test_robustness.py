@@ -571,3 +571,9 @@ def test_evaluate_goes_by_the_models_the_run_trained_not_the_recipes(tmp_path, c
     shutil.rmtree(tmp_path / "run" / "models" / "kernel")  # what it trained, lost since: still named
     assert run_models(tmp_path / "run") == ["kernel"]
     assert missing_models(tmp_path / "run", ev.recipe, {}, ["ssn_0dB"]) == ["kernel/all"]
+    # a damaged model of it is to be retrained with --models kernel: resuming without trained the DNN too
+    (tmp_path / "run" / "models" / "kernel").mkdir()
+    (tmp_path / "run" / "models" / "kernel" / "config.json").write_text("{")
+    code, _, err = run(["evaluate", str(tmp_path / "run"), "-q"], capsys)
+    assert code == 2 and err.rstrip().endswith(f"`speechkern train {tmp_path}/run/recipe.toml --out {tmp_path}/run "
+                                               "--resume --models kernel`"), err  # fmt: skip
