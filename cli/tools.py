@@ -177,6 +177,11 @@ def enhance(
     kept = [job for job in earlier if job not in stale]
     for line in _skipped_lines(found.skipped + _stray_parts(jobs, found.skipped), {o.resolve() for _, o in jobs}):
         console.print(escape(one_line(line)))
+    for path, kept_as in found.same[:5]:  # no output of its name: say why
+        line = f"{path}: the same file as {kept_as} (a symbolic link, or another path to it); enhanced once, as it"
+        console.print(f"note: {escape(one_line(line))}")
+    if len(found.same) > 5:
+        console.print(f"note: and {len(found.same) - 5} more paths to files given already; each enhanced once")
     for link in found.broken[:5]:
         console.print(f"[yellow]warning:[/] {escape(one_line(audio.broken_link_note(link)))}")
     if len(found.broken) > 5:

@@ -504,13 +504,15 @@ def _notes(path: Path, out_path: Path, head, subtype: str, per_channel: bool) ->
 class Inputs:
     """What a command line's inputs name: ``files`` (sorted, de-duplicated), ``bases`` (for each file, the folder
     its output path mirrors from: the folder given, or the file's own folder), ``skipped`` (files in the
-    folders searched that are not audio, or are earlier outputs) and ``broken`` (symbolic links to nothing that the
-    folders or patterns held, left out)."""
+    folders searched that are not audio, or are earlier outputs), ``broken`` (symbolic links to nothing that the
+    folders or patterns held, left out) and ``same`` (``(path, kept)`` for each path left out because it names the
+    same file as ``kept``, one of ``files``: a symbolic link to it, or another path to it)."""
 
     files: list[Path]
     bases: list[Path]
     skipped: list[Path]
     broken: list[Path] = field(default_factory=list)
+    same: list[tuple[Path, Path]] = field(default_factory=list)
 
 
 def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
@@ -523,6 +525,7 @@ def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
     found: dict[Path, tuple[Path, Path]] = {}
     skipped: list[Path] = []
     broken: list[Path] = []
+    same: list[tuple[Path, Path]] = []
     for item in items:
         p = audio.as_path(item, "items")
         item = str(p)
@@ -547,13 +550,16 @@ def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
         else:
             raise SpeechkernError(f"{item}: no such file or folder")
         for f, base in pairs:  # a symbolic link keeps its own path: its output goes beside the link, not the target
-            found.setdefault(f.resolve(), (_short(f), base))
+            key = f.resolve()
+            if key in found and _short(f) != found[key][0] and (_short(f), found[key][0]) not in same:
+                same.append((_short(f), found[key][0]))  # enhanced once: said, since no output has this name
+            found.setdefault(key, (_short(f), base))
     if not found:
         others = f" ({len(skipped)} file(s) of other types or earlier outputs skipped)" if skipped else ""
         others += f" ({len(broken)} symbolic link(s) to nothing, such as {broken[0]})" if broken else ""
         given = ", ".join(map(str, items))
         raise SpeechkernError(f"no audio files found in {given}{others}; give files soundfile reads")
-    return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped, sorted(set(broken)))
+    return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped, sorted(set(broken)), same)
 
 
 def _short(f: Path) -> Path:

@@ -203,6 +203,23 @@ def test_batch_writes_the_mirrored_tree_in_each_input_format(run_dir, tmp_path, 
     assert "enhanced 4 of 4 file(s)" in err and "skipped 1 file(s)" in err and "1 .txt" in err
 
 
+def test_a_second_path_to_one_file_is_said_not_dropped_silently(run_dir, tmp_path, monkeypatch, capsys):
+    """`speechkern enhance a.wav b.wav` with b.wav a symbolic link to a.wav wrote a_enhanced.wav only and said
+    nothing of b.wav: exit 0, and the b_enhanced.wav the user asked for not there without a word."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.wav", noise(0.5))
+    (tmp_path / "b.wav").symlink_to("a.wav")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.wav").symlink_to("../a.wav")
+    found = find_inputs(["a.wav", "b.wav", "a.wav", "./a.wav", "sub"])
+    assert found.files == [Path("a.wav")] and found.same == [(Path("b.wav"), Path("a.wav")),
+                                                               (Path("sub/c.wav"), Path("a.wav"))]  # fmt: skip
+    code, _, err = run(["enhance", "a.wav", "b.wav", "--model", str(run_dir), "--quiet"], capsys)
+    assert code == 0, err
+    assert "note: b.wav: the same file as a.wav (a symbolic link, or another path to it); enhanced once, as it" in err
+    assert (tmp_path / "a_enhanced.wav").is_file() and not (tmp_path / "b_enhanced.wav").exists()
+
+
 def test_a_rerun_keeps_existing_outputs_says_so_once_and_succeeds(run_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for name in ("in/a.wav", "in/b.wav"):
