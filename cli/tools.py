@@ -37,6 +37,10 @@ def mix(
                               "the file's name, such as noisy.wav")  # fmt: skip
     output = Path(output)
     audio.output_format(output)
+    for name, source in (("speech", clean), ("noise", noise)):  # --overwrite replaces outputs, never an input
+        if output.exists() and source.exists() and os.path.samefile(output, source):
+            raise SpeechkernError(f"-o {output}: is the {name} input {source}, which the mixture would replace; "
+                                  "choose another output name")  # fmt: skip
     if output.exists() and not overwrite:
         raise SpeechkernError(f"{output}: exists already; choose another name or pass --overwrite")
     check_writable(output)
