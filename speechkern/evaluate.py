@@ -160,7 +160,7 @@ def evaluate(
     test: list[Mixture] = manifests["test"]
     if limit:
         test = test[:limit]
-    _check_test_audio(run_dir, test)
+    dataset.check_sources(run_dir, {"test": test})
     cache = usable_cache_dir(cache_dir)
     fc, tc = recipe.features, recipe.target
     frames = dataset.compute_frames(test, fc, tc, cache, workers, "test", device)
@@ -216,21 +216,6 @@ def evaluate(
     examples_out = {test[i].id: per_file_masks[i] for i in range(min(examples, len(test)))}
     problems = [p for r in results for p in r.problems]
     return Evaluation(recipe, results, rows, channel_mse, examples_out, problems, missing)
-
-
-def _check_test_audio(run_dir: Path, test: list[Mixture]) -> None:
-    """Refuse, before any work, a run whose test mixtures' audio is no longer where the run recorded it (the data
-    folder moved or deleted after training), naming the run, the first missing file and what to do."""
-    paths = list(dict.fromkeys(p for m in test for p in (m.clean, m.noise)))
-    gone = [p for p in paths if not Path(p).exists()]
-    if not gone:
-        return
-    more = f" and {len(gone) - 1} more of its {len(paths)} audio files no longer exist" if len(gone) > 1 else (
-        " no longer exists")  # fmt: skip
-    under = os.path.commonpath([str(Path(p).parent) for p in gone])
-    raise SpeechkernError(f"{run_dir}: the run's test audio is not where it was trained: {gone[0]}{more} (under "
-                          f"{under}); put the data back there, or link its new place to that path (the run reads its "
-                          f"test mixtures from the paths in {run_dir / 'manifests' / 'test.jsonl'})")  # fmt: skip
 
 
 def aggregate(results: list[FileResult]) -> list[dict]:

@@ -256,6 +256,7 @@ class ModelTiming:
 def training_conditions(recipe: Recipe, run_dir: Path) -> tuple[dict[str, list[Mixture]], list[str]]:
     """The run's manifests, and the conditions that get models of their own ("all" for multi-condition)."""
     manifests = dataset.build_manifests(recipe, run_dir)
+    dataset.check_sources(run_dir, {s: manifests[s] for s in ("train", "val")})  # a resumed run's data moved since
     if recipe.train.mode == "multi-condition":
         return manifests, [POOLED_CONDITION]
     return manifests, sorted({m.condition for m in manifests["train"]})

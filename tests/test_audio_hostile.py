@@ -517,9 +517,9 @@ def test_a_run_evaluates_from_any_working_directory_and_after_a_move(tiny_run, t
     assert ev.files and not ev.problems
     # a file of the corpus itself (outside the run's own folders) stays missing, named with the run and what to do
     write_manifest(manifest, [replace(rows[0], clean=str(tmp_path / "corpus" / "x.wav"))])
-    with pytest.raises(SpeechkernError, match=rf"^{tmp_path}/a/run: the run's test audio is not where it was "
-                       rf"trained: {tmp_path}/corpus/x\.wav no longer exists \(under {tmp_path}/corpus\); put the "
-                       r"data back there, or link .*/manifests/test\.jsonl\)$"):  # fmt: skip
+    with pytest.raises(SpeechkernError, match=rf"^{tmp_path}/a/run: the run's test audio is not where the run "
+                       rf"recorded it: {tmp_path}/corpus/x\.wav no longer exists \(under {tmp_path}/corpus\); put "
+                       r"the data back there, or link .*/manifests/test\.jsonl\)$"):  # fmt: skip
         evaluate(tmp_path / "a" / "run", workers=1, cache_dir=None)
 
 
@@ -542,10 +542,19 @@ def test_evaluate_of_a_run_whose_audio_moved_names_the_run_and_what_to_do(tiny_r
     code, _, err = run_cli(["evaluate", str(run), "-q"], capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(
-        f"error: {run}: the run's test audio is not where it was trained: {tmp_path}/speech/0.wav "
+        f"error: {run}: the run's test audio is not where the run recorded it: {tmp_path}/speech/0.wav "
         f"and {len(rows)} more of its {len(rows) + 1} audio files no longer exist (under {tmp_path})"
     )
     assert not (run / "report").exists()
+    # training it again (--resume) after its data moved: the same line for the training audio, before any work
+    train = run / "manifests" / "train.jsonl"
+    write_manifest(train, [replace(m, clean=str(tmp_path / "speech" / "t.wav")) for m in read_manifest(train)])
+    shutil.rmtree(run / "models" / "dnn")
+    code, _, err = run_cli(["train", str(run / "recipe.toml"), "--out", str(run), "--resume", "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {run}: the run's train/val audio is not where the run recorded it: {tmp_path}/"
+                          "speech/t.wav no longer exists (under "), err  # fmt: skip
+    assert err.rstrip().endswith(f"manifests/train.jsonl and {run}/manifests/val.jsonl)"), err
 
 
 def test_a_double_file_beyond_float32_is_not_called_nan_alone(tmp_path):
