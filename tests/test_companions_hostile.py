@@ -411,3 +411,18 @@ def test_losses_bench_says_what_a_setting_expects_in_flags(tmp_path, capsys, arg
     code, _, err = run_cli(["losses", "bench", "--builtin", "--dataset", "iris", "--out", str(out), *argv], capsys)
     assert code == 2 and err.strip().startswith(says), err
     assert not out.exists()
+
+
+def test_an_interrupted_asymptotics_run_does_not_promise_to_continue(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (or a timeout) after 8 minutes of `speechkern losses asymptotics` said "run the same command again
+    (with --resume for train) to continue": nothing had been kept, and the same command started from scratch."""
+    from speechkern.losses import asymptotics_figures as figures
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures, "run_asymptotics", interrupted)
+    code, _, err = run_cli(["losses", "asymptotics", "--out", str(tmp_path / "a")], capsys)
+    assert code == 130 and err.count("\n") == 1, err
+    assert err.startswith("interrupted; nothing was kept (the figures are written at the end); the same command "
+                          "starts again from the beginning; --no-simulation"), err  # fmt: skip
