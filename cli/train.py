@@ -108,10 +108,11 @@ def _check_run_dir(run_dir: Path) -> None:
     file beside it, the models inside it), and a folder with files that is no run (a project, a recipe folder),
     which --overwrite would delete and --resume fill."""
     from speechkern.outputs import check_writable
-    from speechkern.pipeline import check_not_foreign
+    from speechkern.pipeline import check_not_foreign, check_not_inside_run
 
     if run_dir.exists() and not run_dir.is_dir():
         raise SpeechkernError(f"{run_dir}: is a file, not a run directory; choose another --out")
+    check_not_inside_run(run_dir)
     check_not_foreign(run_dir)  # here too: the log file is written into the folder before the run opens
     check_writable(run_dir / "recipe.toml")
 

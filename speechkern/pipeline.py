@@ -79,6 +79,7 @@ def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: boo
     """Create the run directory, or reopen it for ``resume``; never touch an existing run without a flag, nor, with
     one, a folder with files that is no run (:func:`is_run`: a project, a recipe folder)."""
     recipe_file = run_dir / "recipe.toml"
+    check_not_inside_run(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if overwrite or resume:
             check_not_foreign(run_dir)
@@ -109,6 +110,17 @@ def is_run(folder: Path) -> bool:
     return (folder / "train.log").is_file() or (
         (folder / "recipe.toml").is_file() and any((folder / name).is_dir() for name in ("manifests", "models"))
     )
+
+
+def check_not_inside_run(run_dir: Path) -> None:
+    """Refuse a run directory inside another run (its models/ or report/, say): the outer run's overwrite deletes it,
+    evaluate's report replaces it, and the outer run's models/ gains a folder that is no model."""
+    path = Path(os.path.abspath(run_dir))
+    outer = next((p for p in path.parents if (p / "recipe.toml").is_file() and (p / "train.log").is_file()
+                  and any((p / name).is_dir() for name in ("manifests", "models"))), None)  # fmt: skip
+    if outer is not None:
+        raise SpeechkernError(f"{run_dir}: lies inside the run directory {outer}, whose overwrite (or a new report) "
+                              f"would delete it; choose a run directory outside {outer}")  # fmt: skip
 
 
 def check_not_foreign(run_dir: Path) -> None:

@@ -456,3 +456,25 @@ def test_a_check_across_sections_blames_the_override_given_not_the_recipe_file(o
     but the cochleagram mask has 1 channels": the file blamed, the key given unnamed; so was --set features.sr."""
     message = _refused(overrides, says)
     assert message.startswith(f"recipe override {blamed}: recipe key "), message
+
+
+@pytest.mark.parametrize("inside", ["models/x", "report/run", "manifests/a/b"])
+def test_a_run_inside_another_run_is_refused_before_any_work(tmp_path, capsys, inside):
+    """`speechkern train recipes/demo --out runs/a/report/run` trained a run inside another run's report/ (which
+    evaluate --overwrite replaces) or models/ (where it passed for a model folder)."""
+    from speechkern.pipeline import train
+
+    outer = tmp_path / "a"
+    for sub in ("manifests", "models", "report"):
+        (outer / sub).mkdir(parents=True)
+    (outer / "recipe.toml").write_text((RECIPES / "demo" / "recipe.toml").read_text())
+    (outer / "train.log").write_text("")
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--out", str(outer / inside), "-q"], capsys)
+    assert code == 2 and err == (
+        f"error: {outer / inside}: lies inside the run directory {outer}, whose overwrite "
+        f"(or a new report) would delete it; choose a run directory outside {outer}\n"
+    ), err
+    assert not (outer / inside).exists()
+    with pytest.raises(SpeechkernError, match=r"lies inside the run directory"):
+        train(load_recipe(RECIPES / "demo"), outer / inside)
+    assert not (outer / inside).exists()
