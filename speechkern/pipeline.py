@@ -114,13 +114,13 @@ def is_run(folder: Path) -> bool:
 
 def check_not_inside_run(run_dir: Path) -> None:
     """Refuse a run directory inside another run (its models/ or report/, say): the outer run's overwrite deletes it,
-    evaluate's report replaces it, and the outer run's models/ gains a folder that is no model."""
+    and the outer run's models/ gains a folder that is no model."""
     path = Path(os.path.abspath(run_dir))
     outer = next((p for p in path.parents if (p / "recipe.toml").is_file() and (p / "train.log").is_file()
                   and any((p / name).is_dir() for name in ("manifests", "models"))), None)  # fmt: skip
     if outer is not None:
-        raise SpeechkernError(f"{run_dir}: lies inside the run directory {outer}, whose overwrite (or a new report) "
-                              f"would delete it; choose a run directory outside {outer}")  # fmt: skip
+        raise SpeechkernError(f"{run_dir}: lies inside the run directory {outer}, which overwrite=True (training it "
+                              f"again) deletes with it; choose a run directory outside {outer}")  # fmt: skip
 
 
 def check_not_foreign(run_dir: Path) -> None:

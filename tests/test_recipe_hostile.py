@@ -471,8 +471,8 @@ def test_a_run_inside_another_run_is_refused_before_any_work(tmp_path, capsys, i
     (outer / "train.log").write_text("")
     code, _, err = run_cli(["train", str(RECIPES / "demo"), "--out", str(outer / inside), "-q"], capsys)
     assert code == 2 and err == (
-        f"error: {outer / inside}: lies inside the run directory {outer}, whose overwrite "
-        f"(or a new report) would delete it; choose a run directory outside {outer}\n"
+        f"error: {outer / inside}: lies inside the run directory {outer}, which --overwrite "
+        f"(training it again) deletes with it; choose a run directory outside {outer}\n"
     ), err
     assert not (outer / inside).exists()
     with pytest.raises(SpeechkernError, match=r"lies inside the run directory"):
