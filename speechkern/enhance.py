@@ -274,12 +274,15 @@ def enhance_file(
     # is read twice, a first pass for its level, so that memory stays bounded by the block.
     whole = _read_all(path, head.frames) if len(spans) == 1 else None
     signal = [whole] if whole is not None else _read_chunks(path, head.frames, chunk)
-    gains, offsets, cancelled = _level_gains(signal, head.frames, model.feature_config.level_dbfs, per_channel)
-    if cancelled:  # every channel is enhanced, each with its scratch files
+    gains, offsets, alone = _level_gains(signal, head.frames, model.feature_config.level_dbfs, per_channel)
+    cancelled = alone is not None  # every channel is enhanced on its own, each with its scratch files
+    if cancelled:
         check_writable(out_path, output_bytes + scratch * head.channels)
+        why = ("cancel when averaged (opposite phase)" if alone == "cancelled" else "differ in level by 20 dB or "
+               "more (one is silent or nearly; their average would lower the loudest and fill the quiet "
+               "ones)")  # fmt: skip
         notes = [n for n in notes if "were averaged" not in n] + [
-            f"{path}: its {head.channels} channels cancel when averaged (opposite phase), so each channel was "
-            "enhanced on its own"
+            f"{path}: its {head.channels} channels {why}, so each channel was enhanced on its own"
         ]
 
     over = {"samples": 0, "peak": 0.0}  # written samples beyond full scale, which integer encodings clip
@@ -422,8 +425,9 @@ def _level_gains(signal, frames: int, level_dbfs: float, per_channel: bool):
     """``(gains, offsets, cancelled)`` over a whole file given as consecutive ``(n_channels, n)`` blocks of its
     ``frames`` samples: the level gain of each signal to enhance (every channel, or their average), measured
     without DC, so that every block's features see one gain; each channel's DC offset ``(n_channels, 1)``, removed
-    before enhancing; and whether the average cancels (:func:`speechkern.audio.cancelled_downmix`), in which case
-    the gains are per channel."""
+    before enhancing; and why the channels are enhanced each on its own though ``per_channel`` is False, in which
+    case the gains are per channel: ``"cancelled"`` (the average cancels, :func:`speechkern.audio.
+    cancelled_downmix`), ``"uneven"`` (a channel 20 dB or more below another), else None."""
     total = power = mixed = None
     for block in signal:
         y = block.astype(np.float64)
@@ -435,11 +439,16 @@ def _level_gains(signal, frames: int, level_dbfs: float, per_channel: bool):
     mean = total / n
     variance = np.maximum(power / n - mean**2, 0.0)
     mixed_variance = max(mixed / n - float(mean.mean()) ** 2, 0.0)
-    cancelled = len(mean) > 1 and mixed_variance < variance.mean() * 10 ** (-audio.CANCELLED_DB / 10)
-    if not (per_channel or cancelled):
+    floor = 10 ** (-audio.CANCELLED_DB / 10)
+    cancelled = len(mean) > 1 and mixed_variance < variance.mean() * floor
+    # a channel 20 dB below another (silent, or nearly): their average would lower the loud one by up to 6 dB and
+    # fill the quiet one with it, so each is enhanced on its own
+    uneven = len(mean) > 1 and not cancelled and variance.min() < variance.max() * floor
+    if not (per_channel or cancelled or uneven):
         variance = np.array([mixed_variance])
     gains = [features.gain_for_rms(float(np.sqrt(v)), level_dbfs) for v in variance]
-    return gains, mean.astype(np.float32)[:, None], bool(cancelled and not per_channel)
+    why = None if per_channel else "cancelled" if cancelled else "uneven" if uneven else None
+    return gains, mean.astype(np.float32)[:, None], why
 
 
 def _grid(file_sr: int, sr: int, hop: int) -> int:
