@@ -131,7 +131,10 @@ def enhance(
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     per_channel: bool = typer.Option(
-        False, "--per-channel", help="Enhance each channel alone (default: their average, written to every channel)."
+        False,
+        "--per-channel",
+        help="Enhance each channel alone (default: their average, written to every channel, unless the average cancels "
+        "or a channel is 20 dB quieter than another).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     chunk_seconds: float = typer.Option(

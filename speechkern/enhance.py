@@ -231,13 +231,13 @@ def enhance_file(
     """Enhance one file into ``out_path``, keeping its sample rate, length, channel count and, where the output's
     format holds it, its encoding (32-bit or float WAVs stay so). Memory is bounded by ``chunk_s``, not the length.
 
-    Multichannel input is averaged to mono and enhanced once (the result is written to every channel, and a note
-    says so), or with ``per_channel`` each channel is enhanced on its own. Above the model's rate the band over
-    its Nyquist frequency is kept, gated by the mask (:mod:`speechkern.fullband`); ``clean_guard`` as in
+    Multichannel input is averaged to mono and enhanced once (the result is written to every channel, and a note says
+    so), or with ``per_channel`` each channel is enhanced on its own, as it is (with a note) where the average cancels
+    (opposite phases) or a channel lies 20 dB or more below another (silent, or nearly). Above the model's rate the band
+    over its Nyquist frequency is kept, gated by the mask (:mod:`speechkern.fullband`); ``clean_guard`` as in
     :func:`enhance_signal` (with it, a file of several blocks is enhanced into an anonymous float32 temporary file
-    beside the output, then blended with the whole file's weight in a second pass; the guard's T-F energies are
-    kept beside the output too, and both count in the free-space check) and ``atten_lim_db`` as in
-    :func:`enhance_signal`.
+    beside the output, then blended with the whole file's weight in a second pass; the guard's T-F energies are kept
+    beside the output too, and both count in the free-space check) and ``atten_lim_db`` as in :func:`enhance_signal`.
     Raises SpeechkernError naming the file, before any compute, when the output exists (without ``overwrite``), is
     the input, has a suffix soundfile cannot write, or lies where it cannot be written or does not fit; when the
     input is not audio or shorter than one frame; and, while running, when it holds NaN/infinite samples or the
