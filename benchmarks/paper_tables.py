@@ -177,8 +177,27 @@ def units_of(args) -> list[dict]:
         try:
             load_recipe(RECIPE, u["sets"])  # what each `speechkern train` process would refuse, refused now
         except SpeechkernError as err:
-            raise SystemExit(f"condition {u['task']} {u['condition']}: {err}") from None
+            raise SystemExit(_as_option(str(err), u)) from None
     return units
+
+
+# The recipe keys this script sets from its own options: a refusal names the option the user gave.
+OPTION_KEYS = {"data.n_train": "--utterances", "data.n_val": "--n-val", "data.n_test": "--n-test",
+               "train.max_train_frames": "--frames"}  # fmt: skip
+
+
+def _as_option(message: str, unit: dict) -> str:
+    """A recipe's refusal of a condition's overrides in this script's terms: ``recipe override data.n_train=-1``
+    is ``--utterances -1``, an --extra override is named as such; others name the condition."""
+    for key, option in OPTION_KEYS.items():
+        if message.startswith(f"recipe override {key}="):
+            return option + " " + message.removeprefix(f"recipe override {key}=")
+    for extra in unit["sets"][6:]:
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in extra)
+        for given in (f"recipe override {shown}", f"recipe override {shown!r}"):
+            if message.startswith(given):
+                return f"--extra {message.removeprefix('recipe override ')}"
+    return f"condition {unit['task']} {unit['condition']}: {message}"
 
 
 ROW_FIELDS = {"key", "task", "noise", "snr", "condition"}  # what every row has, and the tables read

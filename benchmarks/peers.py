@@ -87,8 +87,28 @@ def noisereduce() -> tuple[Callable | None, str]:
     return run, ""
 
 
-def speechkern_model(where: str | None, clean_guard: bool = True) -> tuple[str, Callable]:
-    """A speechkern model (a model folder or run directory; None: the shipped general model) as ``f(y, sr)``."""
+def model_labels(wheres: list[str]) -> list[str]:
+    """A distinct column label for each --model: its folder's name, with as many parent folders as tell it apart
+    from the others (``runs/a/models/kernel`` and ``runs/b/models/kernel``: ``a/models/kernel``, ...). Raises
+    SystemExit for a folder given twice (its column would have replaced the first's)."""
+    folders = [Path(os.path.abspath(w)) for w in wheres]
+    seen: dict[Path, str] = {}
+    for where, folder in zip(wheres, folders, strict=True):
+        if folder in seen:
+            raise SystemExit(f"--model {where}: given twice (as {seen[folder]}); give each model once")
+        seen[folder] = where
+    labels = []
+    for i, folder in enumerate(folders):
+        others = [f for j, f in enumerate(folders) if j != i]
+        depth = next((d for d in range(1, len(folder.parts)) if all(f.parts[-d:] != folder.parts[-d:] for f in others)),
+                     len(folder.parts))  # fmt: skip
+        labels.append("/".join(folder.parts[-depth:]))
+    return labels
+
+
+def speechkern_model(where: str | None, clean_guard: bool = True, label: str | None = None) -> tuple[str, Callable]:
+    """A speechkern model (a model folder or run directory; None: the shipped general model) as ``f(y, sr)``,
+    with its column label (``speechkern <label>``; default: the folder's name)."""
     from speechkern.enhance import enhance_signal
     from speechkern.errors import SpeechkernError
     from speechkern.models.select import find_model, shipped_model_dir
@@ -99,7 +119,7 @@ def speechkern_model(where: str | None, clean_guard: bool = True) -> tuple[str, 
         raise SystemExit(f"--model {where}: {err}") from None
     if model.feature_config.sr != SR:  # before any work, not at the first file
         raise SystemExit(f"--model {folder}: a {model.feature_config.sr} Hz model; peers.py scores at {SR} Hz")
-    name = "speechkern" if where is None else f"speechkern {Path(where).name}"
+    name = "speechkern" if where is None else f"speechkern {label or Path(where).name}"
 
     def run(y: np.ndarray, sr: int) -> np.ndarray:
         return enhance_signal(model, y, clean_guard=clean_guard)
@@ -261,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     check_mixture_options(args.snrs, args.max_seconds, args.utterances)  # before the work, for --pairs too
     if args.threads < 1:
         raise SystemExit(f"--threads {args.threads}: expected at least 1 thread, such as 2")
+    labels = model_labels(args.model)  # two folders named alike gave one column, the first model's scores lost
 
     import torch
 
@@ -273,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(err)) from None
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    runners: dict[str, Callable] = dict([speechkern_model(None)] + [speechkern_model(m) for m in args.model])
+    runners: dict[str, Callable] = dict(
+        [speechkern_model(None)]
+        + [speechkern_model(m, label=label) for m, label in zip(args.model, labels, strict=True)]
+    )
     if args.no_clean_guard_too:
         runners.update([speechkern_model(None, clean_guard=False)])
     try:  # a damaged file among the pairs or the dev data: one line naming it

@@ -201,7 +201,12 @@ def asymptotics(
             simulate=not no_simulation,
         )
         with progress_ui():
-            result = figures.run_asymptotics(out, settings, overwrite=overwrite)
+            try:
+                result = figures.run_asymptotics(out, settings, overwrite=overwrite)
+            except KeyboardInterrupt:  # nothing is kept: "run the same command again to continue" promised a resume
+                raise KeyboardInterrupt("nothing was kept (the figures are written at the end); the same command "
+                                        "starts again from the beginning; --no-simulation draws the theory alone, "
+                                        "about a third of the time") from None  # fmt: skip
     except SpeechkernError as err:
         fail(str(err))
         return

@@ -37,6 +37,10 @@ def mix(
                               "the file's name, such as noisy.wav")  # fmt: skip
     output = Path(output)
     audio.output_format(output)
+    for name, source in (("speech", clean), ("noise", noise)):  # --overwrite replaces outputs, never an input
+        if output.exists() and source.exists() and os.path.samefile(output, source):
+            raise SpeechkernError(f"-o {output}: is the {name} input {source}, which the mixture would replace; "
+                                  "choose another output name")  # fmt: skip
     if output.exists() and not overwrite:
         raise SpeechkernError(f"{output}: exists already; choose another name or pass --overwrite")
     check_writable(output)
@@ -127,7 +131,10 @@ def enhance(
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     per_channel: bool = typer.Option(
-        False, "--per-channel", help="Enhance each channel alone (default: their average, written to every channel)."
+        False,
+        "--per-channel",
+        help="Enhance each channel alone (default: their average, written to every channel, unless the average cancels "
+        "or a channel is 20 dB quieter than another).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     chunk_seconds: float = typer.Option(
@@ -177,6 +184,11 @@ def enhance(
     kept = [job for job in earlier if job not in stale]
     for line in _skipped_lines(found.skipped + _stray_parts(jobs, found.skipped), {o.resolve() for _, o in jobs}):
         console.print(escape(one_line(line)))
+    for path, kept_as in found.same[:5]:  # no output of its name: say why
+        line = f"{path}: the same file as {kept_as} (a symbolic link, or another path to it); enhanced once, as it"
+        console.print(f"note: {escape(one_line(line))}")
+    if len(found.same) > 5:
+        console.print(f"note: and {len(found.same) - 5} more paths to files given already; each enhanced once")
     for link in found.broken[:5]:
         console.print(f"[yellow]warning:[/] {escape(one_line(audio.broken_link_note(link)))}")
     if len(found.broken) > 5:

@@ -43,7 +43,7 @@ def train(
 
     from speechkern.models.select import record_run
     from speechkern.parallel import make_executor
-    from speechkern.pipeline import format_minutes
+    from speechkern.pipeline import MODEL_NAMES, format_minutes
     from speechkern.pipeline import train as run_training
     from speechkern.recipe import load_recipe
 
@@ -59,7 +59,11 @@ def train(
     recipe = load_recipe(recipe_dir, overrides)
     run_dir = out or Path("runs") / recipe.name
     _check_run_dir(run_dir)
-    names = [m.strip() for m in models.split(",")] if models else None
+    names = None if models is None else [m.strip() for m in models.split(",")]
+    if names is not None and not all(names):  # '' or 'kernel,' chose nothing, or once meant the recipe's models
+        raise SpeechkernError(f"--models {models!r}: expected a comma-separated list of {', '.join(MODEL_NAMES)}, "
+                              f"such as kernel,dnn; leave --models out to train the recipe's "
+                              f"({', '.join(recipe.train.models)})")  # fmt: skip
     gpus = gpus_per_task if gpus_per_task is not None else (1.0 if (device or "").startswith("cuda") else 0.0)
     # Before the log file: Ray logs as it starts, when the run folder is not made (or not yet replaced) yet.
     term = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
@@ -104,10 +108,11 @@ def _check_run_dir(run_dir: Path) -> None:
     file beside it, the models inside it), and a folder with files that is no run (a project, a recipe folder),
     which --overwrite would delete and --resume fill."""
     from speechkern.outputs import check_writable
-    from speechkern.pipeline import check_not_foreign
+    from speechkern.pipeline import check_not_foreign, check_not_inside_run
 
     if run_dir.exists() and not run_dir.is_dir():
         raise SpeechkernError(f"{run_dir}: is a file, not a run directory; choose another --out")
+    check_not_inside_run(run_dir)
     check_not_foreign(run_dir)  # here too: the log file is written into the folder before the run opens
     check_writable(run_dir / "recipe.toml")
 

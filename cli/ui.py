@@ -504,10 +504,20 @@ _BENCH = {  # fmt: skip
     "rescaled_t": "--rescaled-t",
     "rescaled_M": "--rescaled-m",
 }
+
+
+def _resume_command(run: str, models: str | None) -> str:
+    """The command that resumes ``run``; ``models``: the repr of a list of model names, or None."""
+    command = ["speechkern", "train", str(Path(run) / "recipe.toml"), "--out", run, "--resume"]
+    if models:
+        command += ["--models", ",".join(re.findall(r"\w+", models))]
+    return f"`{shlex.join(command)}`"
+
+
 _FLAGS = (
     (re.compile(rf"\bbenchmark setting ({'|'.join(_BENCH)})=(?=\S)"), lambda m: f"{_BENCH[m[1]]} "),
-    (re.compile(r"\bresume the run (.+?) \(resume=True\)"),
-     lambda m: f"`speechkern train {shlex.quote(str(Path(m[1]) / 'recipe.toml'))} --out {shlex.quote(m[1])} --resume`"),
+    (re.compile(r"\bresume the run (.+?) \(resume=True(?:, models=\[([^\]]*)\])?\)"),
+     lambda m: _resume_command(m[1], m[2])),
     (re.compile(r"\bcache_dir=None\b"), lambda m: "--no-cache"),
     (re.compile(r"\bdevice='cpu'"), lambda m: "--device cpu"),
     (re.compile(r"\bonly=\[(\w+)\]"), lambda m: f"--dataset {m[1]}"),

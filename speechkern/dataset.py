@@ -169,6 +169,23 @@ def _found_from_run(m: Mixture, run_dir: Path) -> Mixture:
     return replace(m, **found) if found else m
 
 
+def check_sources(run_dir: Path, splits: dict[str, Sequence[Mixture]]) -> None:
+    """Refuse, before any work, a run whose mixtures' audio (of ``splits``, split → rows) is no longer where the run
+    recorded it (the data folder moved or deleted after training), naming the run, the first missing file, how
+    many more, and what to do; a bare "no such file" came from deep inside the feature extraction."""
+    paths = list(dict.fromkeys(p for rows in splits.values() for m in rows for p in (m.clean, m.noise)))
+    gone = [p for p in paths if not Path(p).exists()]
+    if not gone:
+        return
+    more = f" and {len(gone) - 1} more of its {len(paths)} audio files no longer exist" if len(gone) > 1 else (
+        " no longer exists")  # fmt: skip
+    under = os.path.commonpath([str(Path(p).parent) for p in gone])
+    listed = " and ".join(str(run_dir / "manifests" / f"{s}.jsonl") for s in splits)
+    raise SpeechkernError(f"{run_dir}: the run's {'/'.join(splits)} audio is not where the run recorded it: "
+                          f"{gone[0]}{more} (under {under}); put the data back there, or link its new place to that "
+                          f"path (the run reads its mixtures from the paths in {listed})")  # fmt: skip
+
+
 def build_manifests(recipe, run_dir: Path) -> dict[str, list[Mixture]]:
     """Mixtures of every split for the recipe; read back from ``run_dir/manifests`` when they exist already
     (:func:`read_run_manifest`). Audio paths are stored absolute, so the run reads from any working directory."""

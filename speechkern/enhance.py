@@ -231,13 +231,13 @@ def enhance_file(
     """Enhance one file into ``out_path``, keeping its sample rate, length, channel count and, where the output's
     format holds it, its encoding (32-bit or float WAVs stay so). Memory is bounded by ``chunk_s``, not the length.
 
-    Multichannel input is averaged to mono and enhanced once (the result is written to every channel, and a note
-    says so), or with ``per_channel`` each channel is enhanced on its own. Above the model's rate the band over
-    its Nyquist frequency is kept, gated by the mask (:mod:`speechkern.fullband`); ``clean_guard`` as in
+    Multichannel input is averaged to mono and enhanced once (the result is written to every channel, and a note says
+    so), or with ``per_channel`` each channel is enhanced on its own, as it is (with a note) where the average cancels
+    (opposite phases) or a channel lies 20 dB or more below another (silent, or nearly). Above the model's rate the band
+    over its Nyquist frequency is kept, gated by the mask (:mod:`speechkern.fullband`); ``clean_guard`` as in
     :func:`enhance_signal` (with it, a file of several blocks is enhanced into an anonymous float32 temporary file
-    beside the output, then blended with the whole file's weight in a second pass; the guard's T-F energies are
-    kept beside the output too, and both count in the free-space check) and ``atten_lim_db`` as in
-    :func:`enhance_signal`.
+    beside the output, then blended with the whole file's weight in a second pass; the guard's T-F energies are kept
+    beside the output too, and both count in the free-space check) and ``atten_lim_db`` as in :func:`enhance_signal`.
     Raises SpeechkernError naming the file, before any compute, when the output exists (without ``overwrite``), is
     the input, has a suffix soundfile cannot write, or lies where it cannot be written or does not fit; when the
     input is not audio or shorter than one frame; and, while running, when it holds NaN/infinite samples or the
@@ -274,12 +274,15 @@ def enhance_file(
     # is read twice, a first pass for its level, so that memory stays bounded by the block.
     whole = _read_all(path, head.frames) if len(spans) == 1 else None
     signal = [whole] if whole is not None else _read_chunks(path, head.frames, chunk)
-    gains, offsets, cancelled = _level_gains(signal, head.frames, model.feature_config.level_dbfs, per_channel)
-    if cancelled:  # every channel is enhanced, each with its scratch files
+    gains, offsets, alone = _level_gains(signal, head.frames, model.feature_config.level_dbfs, per_channel)
+    cancelled = alone is not None  # every channel is enhanced on its own, each with its scratch files
+    if cancelled:
         check_writable(out_path, output_bytes + scratch * head.channels)
+        why = ("cancel when averaged (opposite phase)" if alone == "cancelled" else "differ in level by 20 dB or "
+               "more (one is silent or nearly; their average would lower the loudest and fill the quiet "
+               "ones)")  # fmt: skip
         notes = [n for n in notes if "were averaged" not in n] + [
-            f"{path}: its {head.channels} channels cancel when averaged (opposite phase), so each channel was "
-            "enhanced on its own"
+            f"{path}: its {head.channels} channels {why}, so each channel was enhanced on its own"
         ]
 
     over = {"samples": 0, "peak": 0.0}  # written samples beyond full scale, which integer encodings clip
@@ -422,8 +425,9 @@ def _level_gains(signal, frames: int, level_dbfs: float, per_channel: bool):
     """``(gains, offsets, cancelled)`` over a whole file given as consecutive ``(n_channels, n)`` blocks of its
     ``frames`` samples: the level gain of each signal to enhance (every channel, or their average), measured
     without DC, so that every block's features see one gain; each channel's DC offset ``(n_channels, 1)``, removed
-    before enhancing; and whether the average cancels (:func:`speechkern.audio.cancelled_downmix`), in which case
-    the gains are per channel."""
+    before enhancing; and why the channels are enhanced each on its own though ``per_channel`` is False, in which
+    case the gains are per channel: ``"cancelled"`` (the average cancels, :func:`speechkern.audio.
+    cancelled_downmix`), ``"uneven"`` (a channel 20 dB or more below another), else None."""
     total = power = mixed = None
     for block in signal:
         y = block.astype(np.float64)
@@ -435,11 +439,16 @@ def _level_gains(signal, frames: int, level_dbfs: float, per_channel: bool):
     mean = total / n
     variance = np.maximum(power / n - mean**2, 0.0)
     mixed_variance = max(mixed / n - float(mean.mean()) ** 2, 0.0)
-    cancelled = len(mean) > 1 and mixed_variance < variance.mean() * 10 ** (-audio.CANCELLED_DB / 10)
-    if not (per_channel or cancelled):
+    floor = 10 ** (-audio.CANCELLED_DB / 10)
+    cancelled = len(mean) > 1 and mixed_variance < variance.mean() * floor
+    # a channel 20 dB below another (silent, or nearly): their average would lower the loud one by up to 6 dB and
+    # fill the quiet one with it, so each is enhanced on its own
+    uneven = len(mean) > 1 and not cancelled and variance.min() < variance.max() * floor
+    if not (per_channel or cancelled or uneven):
         variance = np.array([mixed_variance])
     gains = [features.gain_for_rms(float(np.sqrt(v)), level_dbfs) for v in variance]
-    return gains, mean.astype(np.float32)[:, None], bool(cancelled and not per_channel)
+    why = None if per_channel else "cancelled" if cancelled else "uneven" if uneven else None
+    return gains, mean.astype(np.float32)[:, None], why
 
 
 def _grid(file_sr: int, sr: int, hop: int) -> int:
@@ -504,13 +513,15 @@ def _notes(path: Path, out_path: Path, head, subtype: str, per_channel: bool) ->
 class Inputs:
     """What a command line's inputs name: ``files`` (sorted, de-duplicated), ``bases`` (for each file, the folder
     its output path mirrors from: the folder given, or the file's own folder), ``skipped`` (files in the
-    folders searched that are not audio, or are earlier outputs) and ``broken`` (symbolic links to nothing that the
-    folders or patterns held, left out)."""
+    folders searched that are not audio, or are earlier outputs), ``broken`` (symbolic links to nothing that the
+    folders or patterns held, left out) and ``same`` (``(path, kept)`` for each path left out because it names the
+    same file as ``kept``, one of ``files``: a symbolic link to it, or another path to it)."""
 
     files: list[Path]
     bases: list[Path]
     skipped: list[Path]
     broken: list[Path] = field(default_factory=list)
+    same: list[tuple[Path, Path]] = field(default_factory=list)
 
 
 def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
@@ -523,6 +534,7 @@ def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
     found: dict[Path, tuple[Path, Path]] = {}
     skipped: list[Path] = []
     broken: list[Path] = []
+    same: list[tuple[Path, Path]] = []
     for item in items:
         p = audio.as_path(item, "items")
         item = str(p)
@@ -547,13 +559,16 @@ def find_inputs(items: list[str] | str | os.PathLike) -> Inputs:
         else:
             raise SpeechkernError(f"{item}: no such file or folder")
         for f, base in pairs:  # a symbolic link keeps its own path: its output goes beside the link, not the target
-            found.setdefault(f.resolve(), (_short(f), base))
+            key = f.resolve()
+            if key in found and _short(f) != found[key][0] and (_short(f), found[key][0]) not in same:
+                same.append((_short(f), found[key][0]))  # enhanced once: said, since no output has this name
+            found.setdefault(key, (_short(f), base))
     if not found:
         others = f" ({len(skipped)} file(s) of other types or earlier outputs skipped)" if skipped else ""
         others += f" ({len(broken)} symbolic link(s) to nothing, such as {broken[0]})" if broken else ""
         given = ", ".join(map(str, items))
         raise SpeechkernError(f"no audio files found in {given}{others}; give files soundfile reads")
-    return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped, sorted(set(broken)))
+    return Inputs([f for f, _ in found.values()], [b for _, b in found.values()], skipped, sorted(set(broken)), same)
 
 
 def _short(f: Path) -> Path:

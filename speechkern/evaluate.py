@@ -10,13 +10,10 @@ Masks are predicted in the main process; resynthesis and the speech metrics run 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import numbers
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from speechkern.cache import usable_cache_dir
 from speechkern.enhance import apply_mask
 from speechkern.errors import SpeechkernError
 from speechkern.mixtures import Mixture
+from speechkern.models.io import resume_hint, run_models
 from speechkern.models.mask_model import MaskModel
 from speechkern.progress import report
 from speechkern.recipe import Recipe, load_run_recipe, with_absolute_paths
@@ -52,29 +50,6 @@ def discover_models(run_dir: Path, device: str = "cpu") -> dict[str, dict[str, M
             if per:
                 found[folder.name] = per
     return found
-
-
-def run_models(run_dir: Path) -> list[str]:
-    """The models a run set out to train, in :data:`SYSTEM_ORDER`: those the last ``speechkern train`` of it asked
-    for (train.log), those it finished (training_time.json) and those with a folder in models/ (finished, or
-    parts and checkpoints of one under way). Not the recipe's: ``--models`` trains fewer."""
-    names: set[str] = set()
-    log = run_dir / "train.log"
-    if log.is_file():
-        with contextlib.suppress(OSError):
-            for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-                found = re.search(r": recipe .*?, models (.+?), device ", line)
-                if found:  # the last request: a resume may ask for fewer than the first run did
-                    names = {m.strip() for m in found.group(1).split(",")}
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-        rows = json.loads((run_dir / "training_time.json").read_text(encoding="utf-8"))["rows"]
-        names |= {r["model"] for r in rows if isinstance(r.get("model"), str)}
-    models_dir = run_dir / "models"
-    if models_dir.is_dir():
-        for p in models_dir.iterdir():
-            names.add(p.name.removeprefix(".").removesuffix("-parts").removesuffix("-checkpoint"))
-    trained = SYSTEM_ORDER[2:]  # noisy and ideal are no models
-    return [n for n in trained if n in names]
 
 
 def missing_models(
@@ -173,7 +148,7 @@ def evaluate(
     if examples is None:
         examples = recipe.evaluate.examples
     models = discover_models(run_dir, device)
-    resume = f"resume the run {run_dir} (resume=True)"  # the command line names its command
+    resume = resume_hint(run_dir)  # the command line names its command
     if not models:  # before the manifests: a recipe folder, or a run stopped early, is left as it is
         raise SpeechkernError(f"{run_dir}: no trained models in models/; train them: {resume}")
     manifests = dataset.build_manifests(recipe, run_dir)
@@ -185,6 +160,7 @@ def evaluate(
     test: list[Mixture] = manifests["test"]
     if limit:
         test = test[:limit]
+    dataset.check_sources(run_dir, {"test": test})
     cache = usable_cache_dir(cache_dir)
     fc, tc = recipe.features, recipe.target
     frames = dataset.compute_frames(test, fc, tc, cache, workers, "test", device)

@@ -110,7 +110,9 @@ class FeatureConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: str = "complementary"
-    level_dbfs: float = Field(-26.0, le=0.0)
+    # ≥ −100 dBFS (below 16-bit audio's noise floor): lower, the scaled waveform's spectra underflow float32 and
+    # the features are zeros (−200 dBFS: 18 % of the values, −500 dBFS: 70 %), a model of nothing.
+    level_dbfs: float = Field(-26.0, ge=-100.0, le=0.0)
     deltas: bool = True
     context: int = Field(2, ge=0)
     gf_compression: Literal["power", "cbrt", "log"] = "power"
@@ -142,9 +144,15 @@ class FeatureConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureConfig:
+        # Each message names every key it involves as "key = value", so that a recipe error names the key given.
         nyquist = self.sr / 2.0
-        if self.fmin >= self.fmax or self.fmax > nyquist:
-            raise ValueError(f"gammatone range {self.fmin}–{self.fmax} Hz: need fmin < fmax <= sr/2 = {nyquist:g} Hz")
+        if self.fmax > nyquist:
+            raise ValueError(f"sr = {self.sr} Hz puts the Nyquist frequency at {nyquist:g} Hz, below the gammatone "
+                             f"filterbank's fmax = {self.fmax:g} Hz; give fmax = {nyquist:g} or less, or a higher "
+                             "sample rate")  # fmt: skip
+        if self.fmin >= self.fmax:
+            raise ValueError(f"fmin = {self.fmin:g} Hz is not below fmax = {self.fmax:g} Hz: the gammatone "
+                             "filterbank spans fmin to fmax; choose fmin < fmax")  # fmt: skip
         if self.n_fft < self.frame_length:
             raise ValueError(f"n_fft = {self.n_fft} is shorter than frame_length = {self.frame_length}")
         if self.frame_length % 2:
@@ -153,30 +161,42 @@ class FeatureConfig(BaseModel):
             raise ValueError(f"hop_length = {self.hop_length} is not below frame_length = {self.frame_length}: frames "
                              "must overlap, since the mask is spread between overlapping frames to resynthesise; "
                              f"choose a hop such as {self.frame_length // 2}")  # fmt: skip
-        if self.n_mfcc > self.n_mels:
-            raise ValueError(f"n_mfcc = {self.n_mfcc} exceeds n_mels = {self.n_mels}")
         if "ams" in self.components:
             q = self.ams_decimation
-            if self.hop_length % q or self.ams_frame_length % (2 * q):
-                raise ValueError(
-                    f"AMS: hop_length ({self.hop_length}) must be a multiple of ams_decimation ({q}) and "
-                    f"ams_frame_length ({self.ams_frame_length}) a multiple of 2·ams_decimation"
-                )
+            if self.hop_length % q:
+                raise ValueError(f"hop_length = {self.hop_length} is not a multiple of ams_decimation = {q}: the AMS "
+                                 "features decimate the envelope by it at every hop; choose a hop (or a decimation) "
+                                 "that divides evenly")  # fmt: skip
+            if self.ams_frame_length % (2 * q):
+                raise ValueError(f"ams_frame_length = {self.ams_frame_length} is not a multiple of twice the "
+                                 f"envelope's decimation (ams_decimation = {q}); choose a multiple of {2 * q}, such as "
+                                 f"{max(1, round(self.ams_frame_length / (2 * q))) * 2 * q}")  # fmt: skip
             bin_hz = self.sr / self.ams_frame_length / 2
-            if self.ams_variant == "toolbox" and (self.ams_bands != len(AMS_TOOLBOX_FILTERS) or bin_hz > 15.625):
-                raise ValueError(
-                    f"AMS: the toolbox's modulation filters are {len(AMS_TOOLBOX_FILTERS)} bands that need envelope "
-                    f"spectra of 15.625 Hz bins or finer (sr / (2·ams_frame_length)); got {self.ams_bands} bands, "
-                    f"{bin_hz:g} Hz bins: keep ams_bands = 15 and ams_frame_length >= sr / 31.25, or use "
-                    "ams_variant = 'centred'"
-                )
-            if not self.ams_fmin < self.ams_fmax <= self.sr / q / 2.0:
-                raise ValueError(
-                    f"AMS modulation range {self.ams_fmin}–{self.ams_fmax} Hz: need fmin < fmax <= envelope "
-                    f"Nyquist {self.sr / q / 2:g} Hz"
-                )
+            if self.ams_variant == "toolbox" and self.ams_bands != len(AMS_TOOLBOX_FILTERS):
+                raise ValueError(f"ams_bands = {self.ams_bands}: the toolbox's modulation filters are "
+                                 f"{len(AMS_TOOLBOX_FILTERS)} bands; keep ams_bands = {len(AMS_TOOLBOX_FILTERS)}, "
+                                 "or use ams_variant = 'centred'")  # fmt: skip
+            if self.ams_variant == "toolbox" and bin_hz > 15.625:
+                raise ValueError(f"ams_frame_length = {self.ams_frame_length} at sr = {self.sr} Hz gives envelope "
+                                 f"spectra of {bin_hz:g} Hz bins (sr / (2·ams_frame_length)), coarser than the 15.625 "
+                                 "Hz the toolbox's modulation filters need; give ams_frame_length = "
+                                 f"{math.ceil(self.sr / 31.25 / (2 * q)) * 2 * q} or more, or use ams_variant = "
+                                 "'centred'")  # fmt: skip
+            nyquist_q = self.sr / q / 2.0
+            if self.ams_fmax > nyquist_q:
+                raise ValueError(f"ams_fmax = {self.ams_fmax:g} Hz is above the envelope's Nyquist frequency, "
+                                 f"{nyquist_q:g} Hz (sr = {self.sr} Hz / ams_decimation = {q} / 2); give ams_fmax = "
+                                 f"{nyquist_q:g} or less")  # fmt: skip
+            if self.ams_fmin >= self.ams_fmax:
+                raise ValueError(f"ams_fmin = {self.ams_fmin:g} Hz is not below ams_fmax = {self.ams_fmax:g} Hz; "
+                                 "choose ams_fmin < ams_fmax")  # fmt: skip
         if "rasta_plp" in self.components and self.plp_order + 1 > _n_bark_bands(self.sr):
-            raise ValueError(f"plp_order = {self.plp_order} needs more Bark bands than {self.sr} Hz audio gives")
+            bands = _n_bark_bands(self.sr)
+            raise ValueError(f"plp_order = {self.plp_order} needs more Bark bands than sr = {self.sr} Hz audio gives "
+                             f"({bands}); give plp_order = {bands - 1} or less")  # fmt: skip
+        if self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc = {self.n_mfcc} exceeds n_mels = {self.n_mels}; give n_mfcc = {self.n_mels} "
+                             "or fewer")  # fmt: skip
         return self
 
     @property

@@ -401,16 +401,21 @@ def mix_files(
     channels are averaged to mono and files at another rate resampled, which a caller may tell the user; and each
     file's format and encoding (``clean_format``, ``clean_subtype``, ...), for writing the mixture as precisely
     (:func:`speechkern.audio.mixture_subtype`). Raises SpeechkernError naming the file for a silent one, and
-    for noise shorter than 0.1 s under longer speech (looped, it would be a constant or a buzz).
+    for speech or noise shorter than 0.1 s (a mixture with no SNR worth the name; looped noise that is a constant
+    or a buzz).
     """
     rng = seeded(seed)  # a bad seed is refused before the files are read
     heads = {"clean": audio.info(clean_path), "noise": audio.info(noise_path)}
     clean, rate = audio.load(clean_path, sr=sr)
     noise, _ = audio.load(noise_path, sr=rate)
-    if len(noise) < min_noise_samples(rate) < len(clean):  # looped, it would be a constant or a buzz
+    shortest = min_noise_samples(rate)
+    if len(clean) < shortest:  # a mixture of a few samples has no SNR worth the name, and nothing can enhance it
+        raise SpeechkernError(f"{clean_path}: {len(clean)} samples ({1000 * len(clean) / rate:.1f} ms) at {rate} Hz "
+                              f"is too short to mix; give at least 0.1 s ({shortest} samples) of speech")  # fmt: skip
+    if len(noise) < shortest:  # looped, it would be a constant or a buzz
         raise SpeechkernError(f"{noise_path}: {len(noise)} samples ({1000 * len(noise) / rate:.1f} ms) at {rate} Hz "
-                              "is too short to loop as noise; give at least 0.1 s of noise (training asks the "
-                              "same of each part of a recording)")  # fmt: skip
+                              f"is too short to loop as noise; give at least 0.1 s ({shortest} samples) of noise "
+                              "(training asks the same of each part of a recording)")  # fmt: skip
     offset = int(rng.integers(0, len(noise)))
     segment = cut_noise(noise, offset, len(clean), 0, len(noise))
     gain = noise_gain(clean, segment, snr_db, str(clean_path), str(noise_path), offset, "another noise or seed")

@@ -36,6 +36,27 @@ class SerialExecutor:
         pass
 
 
+PROBE_SECONDS = 5.0  # how long a cluster's head may take to accept a connection
+
+
+def check_reachable(address: str) -> None:
+    """Refuse a Ray ``address`` of the form HOST:PORT where nothing accepts a connection within
+    :data:`PROBE_SECONDS` (a typo, or a head node not started): ``ray.init`` retried it for more than five minutes,
+    printing Ray's own log lines. Other forms (``auto``, ``ray://...``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or "://" in address or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS):
+            pass
+    except (OSError, ValueError, OverflowError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise SpeechkernError(f"Ray cluster at {address!r}: nothing answers there ({reason}); start the cluster's "
+                              "head node first, or check ray_address") from None  # fmt: skip
+
+
 class RayExecutor:
     """Runs tasks on Ray: a local instance with ``workers`` CPUs (0 = all), or the cluster at ``address``.
 
@@ -59,6 +80,7 @@ class RayExecutor:
         if self.started_here:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
+                check_reachable(address)  # Ray itself retried an address where nothing answers for minutes
                 options["address"] = address
             elif workers:
                 options["num_cpus"] = workers

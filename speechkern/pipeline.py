@@ -79,6 +79,7 @@ def open_run(recipe: Recipe, run_dir: Path, resume: bool = False, overwrite: boo
     """Create the run directory, or reopen it for ``resume``; never touch an existing run without a flag, nor, with
     one, a folder with files that is no run (:func:`is_run`: a project, a recipe folder)."""
     recipe_file = run_dir / "recipe.toml"
+    check_not_inside_run(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if overwrite or resume:
             check_not_foreign(run_dir)
@@ -109,6 +110,17 @@ def is_run(folder: Path) -> bool:
     return (folder / "train.log").is_file() or (
         (folder / "recipe.toml").is_file() and any((folder / name).is_dir() for name in ("manifests", "models"))
     )
+
+
+def check_not_inside_run(run_dir: Path) -> None:
+    """Refuse a run directory inside another run (its models/ or report/, say): the outer run's overwrite deletes it,
+    and the outer run's models/ gains a folder that is no model."""
+    path = Path(os.path.abspath(run_dir))
+    outer = next((p for p in path.parents if (p / "recipe.toml").is_file() and (p / "train.log").is_file()
+                  and any((p / name).is_dir() for name in ("manifests", "models"))), None)  # fmt: skip
+    if outer is not None:
+        raise SpeechkernError(f"{run_dir}: lies inside the run directory {outer}, which overwrite=True (training it "
+                              f"again) deletes with it; choose a run directory outside {outer}")  # fmt: skip
 
 
 def check_not_foreign(run_dir: Path) -> None:
@@ -256,6 +268,7 @@ class ModelTiming:
 def training_conditions(recipe: Recipe, run_dir: Path) -> tuple[dict[str, list[Mixture]], list[str]]:
     """The run's manifests, and the conditions that get models of their own ("all" for multi-condition)."""
     manifests = dataset.build_manifests(recipe, run_dir)
+    dataset.check_sources(run_dir, {s: manifests[s] for s in ("train", "val")})  # a resumed run's data moved since
     if recipe.train.mode == "multi-condition":
         return manifests, [POOLED_CONDITION]
     return manifests, sorted({m.condition for m in manifests["train"]})
@@ -582,6 +595,10 @@ def train(
     """
     run_dir = Path(run_dir)
     recipe = with_absolute_paths(recipe)  # the run's recipe.toml reads the same from any working directory
+    if models is not None and not list(models):  # an empty list is no choice; None is the recipe's
+        raise SpeechkernError(f"models {list(models)!r}: an empty list trains nothing; give one or more of "
+                              f"{', '.join(MODEL_NAMES)}, or None for the recipe's "
+                              f"{', '.join(recipe.train.models)}")  # fmt: skip
     names = list(dict.fromkeys(models or recipe.train.models))  # once each: a repeat crashed autotune (KeyError)
     for n in names:
         if n not in MODEL_NAMES:

@@ -8,6 +8,7 @@ allowed.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureConfig, input_dim
@@ -40,6 +41,10 @@ MIN_TRAIN_FRAMES = 10
 # The smallest kernel.memory_gb (1 MiB): the local solver sizes its leaves from the budget, and below this they fall
 # under MIN_LEAF_SIZE frames (10⁻⁴ GiB: leaves of 146 frames, 10⁻⁵: 46, 10⁻⁹: 1), and its refusals read "0.00 GiB".
 MIN_MEMORY_GB = 0.001
+# The fewest centres of a compact kernel machine (kernel.centers, kernel.leaf_centers, kernel.global_centers): a
+# machine of a few centres is a few bumps, not a model of a mask (on a toy regression, 1 centre left 98 % of the
+# targets' variance, 2 centres 66–90 %, 10 centres 17 %); the tests' smallest compact models have 40 to 60.
+MIN_CENTERS = 10
 
 
 class _Section(BaseModel):
@@ -172,7 +177,7 @@ class KernelConfig(_Section):
         0,
         ge=0,
         le=40000,
-        description="centres each leaf of the local solver keeps (0 = every frame; m > 0: a "
+        description="centres each leaf of the local solver keeps (0 = every frame; m ≥ 10: a "
         "compact model of leaves × m centres, each leaf solved in the Nyström form over all its frames)",
     )
     trees: int = Field(
@@ -185,8 +190,8 @@ class KernelConfig(_Section):
     global_centers: Literal["auto"] | Annotated[int, Field(ge=0, le=40000)] = Field(
         "auto",
         description="centres of a global machine the local solver fits to every frame before its leaves, which "
-        "then fit its residuals (0 = none; no effect with one leaf); auto = 4000 wherever there are leaves (fewer "
-        "where the memory budget cannot hold their 24·m² bytes)",
+        "then fit its residuals (0 = none, else ≥ 10; no effect with one leaf); auto = 4000 wherever there are "
+        "leaves (fewer where the memory budget cannot hold their 24·m² bytes)",
     )
     global_frames: int = Field(
         400_000,  # eigenpro.local.DEFAULT_GLOBAL_FRAMES
@@ -197,7 +202,9 @@ class KernelConfig(_Section):
     centers_dtype: Literal["float32", "float16"] = Field(
         "float32", description="the local solver's centres, rounded before the solve and stored so (float16: half size)"
     )
-    centers: int = Field(0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory)")
+    centers: int = Field(
+        0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory; else ≥ 10)"
+    )
     memory_gb: float = Field(
         0.0, ge=0, description=f"memory budget of one kernel fit in GiB (0 = a third of free; else ≥ {MIN_MEMORY_GB:g})"
     )
@@ -222,6 +229,17 @@ class KernelConfig(_Section):
                    f"least {MIN_MEMORY_GB:g} (1 MiB; the solver sizes its leaves from the budget, and below it they "
                    f"hold fewer than {MIN_LEAF_SIZE} frames)")  # fmt: skip
         return _off_or_at_least(value, MIN_MEMORY_GB, message)
+
+    @field_validator("centers", "leaf_centers", "global_centers")
+    @classmethod
+    def _enough_centres(cls, value: int | str, info: ValidationInfo) -> int | str:
+        if isinstance(value, str):  # global_centers = "auto"
+            return value
+        off = {"centers": "chosen from the data size and memory", "leaf_centers": "every frame of a leaf",
+               "global_centers": "no global machine"}[info.field_name]  # fmt: skip
+        message = (f"{value} centres are too few for a kernel machine (a few kernel bumps, not a model of a mask); "
+                   f"give 0 ({off}) or at least {MIN_CENTERS}, such as 1000")  # fmt: skip
+        return _off_or_at_least(value, MIN_CENTERS, message)
 
     @field_validator("leaf_size")
     @classmethod
@@ -315,12 +333,17 @@ class Recipe(_Section):
         """Checks across sections; each names the key to change (raised as ``key: message``)."""
         _check_magnitudes(self)
         n_units = mask_units(self.target, self.features)
-        if self.kernel.subbands > n_units:
-            raise ValueError(f"kernel.subbands: {self.kernel.subbands} subbands, but the {self.target.domain} mask "
-                             f"has {n_units} channels; choose 1 to {n_units}")  # fmt: skip
+        if self.kernel.subbands > n_units:  # the prefix names every key involved: the one given is blamed
+            size = ("features.n_channels", "channels") if self.target.domain == "cochleagram" else (
+                "features.frame_length", "frequency bins")  # fmt: skip
+            has = f"{n_units} {size[1] if n_units > 1 else size[1][:-1]}"  # 1 channel
+            raise ValueError(f"kernel.subbands, {size[0]}, target.domain: {self.kernel.subbands} subbands, but the "
+                             f"{self.target.domain} mask has {has} ({size[0]} = "
+                             f"{getattr(self.features, size[0].split('.')[1])}); choose kernel.subbands from 1 to "
+                             f"{n_units}, or a mask of at least {self.kernel.subbands} {size[1]}")  # fmt: skip
         if self.data.sr != self.features.sr:
-            raise ValueError(f"data.sr: {self.data.sr} Hz, but features.sr is {self.features.sr} Hz; set both "
-                             "(and features.fmax to at most half the rate)")  # fmt: skip
+            raise ValueError(f"data.sr, features.sr: {self.data.sr} Hz and {self.features.sr} Hz; set both to the "
+                             "same rate (and features.fmax to at most half of it)")  # fmt: skip
         _check_noises_and_splits(self.data)
         kc = self.kernel
         n_inputs = input_dim(self.features)
@@ -648,6 +671,8 @@ def validate_recipe(
             raise SpeechkernError(f"{source}: unknown recipe key {key!r}; {_nearest_keys(list(loc))}") from None
         given = first.get("input")
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "list_type":
+            message = _list_expected(key, given, _field_at(loc))
         section = _section_at(loc) if first["type"] == "value_error" and loc else None
         keys = [n for n in re.findall(r"(\w+) = ", message) if section is not None and n in section.model_fields]
         if keys:
@@ -667,6 +692,30 @@ def validate_recipe(
             source = next((o for k, o in (origins or {}).items() if ".".join(k) in named), source)
             raise SpeechkernError(f"{source}: recipe key {message}") from None
         raise SpeechkernError(f"{source}: recipe key {key!r} = {given!r}: {message}") from None
+
+
+def _list_expected(key: str, given: Any, field: Any) -> str:
+    """What to write for a list-valued recipe key given something else: the value in brackets where the list
+    takes it, or, for a list of bare words (the shell took the quotes of ``--set data.noises=["ssn"]``), the
+    override in single quotes; else the key's default as an example."""
+    from pydantic import TypeAdapter
+
+    def takes(value: Any) -> bool:
+        try:
+            TypeAdapter(field.annotation).validate_python(value)
+        except (ValidationError, AttributeError, TypeError):
+            return False
+        return field is not None
+
+    if isinstance(given, str) and given.strip().startswith("[") and given.strip().endswith("]"):
+        words = [w.strip().strip("'\"") for w in given.strip()[1:-1].split(",") if w.strip()]
+        if takes(words):
+            return (f"not a TOML list: strings in it need double quotes, which the shell removes unless the "
+                    f"override is in single quotes: recipe override '{key}={json.dumps(words)}'")  # fmt: skip
+    if isinstance(given, (str, int, float)) and not isinstance(given, bool) and takes([given]):
+        return f"expected a list, even of one value: write {json.dumps([given])} (a TOML list)"
+    example = field.get_default(call_default_factory=True) if field is not None else None
+    return f"expected a list (a TOML list), such as {json.dumps(example if example else [0, 5])}"
 
 
 def _field_at(loc: tuple) -> Any:

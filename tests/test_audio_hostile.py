@@ -515,10 +515,46 @@ def test_a_run_evaluates_from_any_working_directory_and_after_a_move(tiny_run, t
     ]
     ev = evaluate(tmp_path / "a" / "run", workers=1, cache_dir=None, limit=1)
     assert ev.files and not ev.problems
-    # a file of the corpus itself (outside the run's own folders) stays missing, named
+    # a file of the corpus itself (outside the run's own folders) stays missing, named with the run and what to do
     write_manifest(manifest, [replace(rows[0], clean=str(tmp_path / "corpus" / "x.wav"))])
-    with pytest.raises(SpeechkernError, match=r"corpus/x\.wav: no such file"):
+    with pytest.raises(SpeechkernError, match=rf"^{tmp_path}/a/run: the run's test audio is not where the run "
+                       rf"recorded it: {tmp_path}/corpus/x\.wav no longer exists \(under {tmp_path}/corpus\); put "
+                       r"the data back there, or link .*/manifests/test\.jsonl\)$"):  # fmt: skip
         evaluate(tmp_path / "a" / "run", workers=1, cache_dir=None)
+
+
+def test_evaluate_of_a_run_whose_audio_moved_names_the_run_and_what_to_do(tiny_run, tmp_path, capsys):
+    """`speechkern evaluate RUN` after the corpus folder moved said only 'X.flac: no such file; check the path',
+    after building the models: not which run, nor that the run reads its audio from the paths it recorded."""
+    from conftest import run_cli
+
+    from speechkern.mixtures import read_manifest, write_manifest
+
+    _, root, _ = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run, ignore=shutil.ignore_patterns("report"))
+    manifest = run / "manifests" / "test.jsonl"
+    rows = read_manifest(manifest)
+    moved = [replace(m, clean=str(tmp_path / "speech" / f"{i}.wav"), noise=str(tmp_path / "noise" / "n.wav"))
+             for i, m in enumerate(rows)]  # fmt: skip
+    write_manifest(manifest, moved)
+    (manifest.parent / "index.json").unlink()
+    code, _, err = run_cli(["evaluate", str(run), "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(
+        f"error: {run}: the run's test audio is not where the run recorded it: {tmp_path}/speech/0.wav "
+        f"and {len(rows)} more of its {len(rows) + 1} audio files no longer exist (under {tmp_path})"
+    )
+    assert not (run / "report").exists()
+    # training it again (--resume) after its data moved: the same line for the training audio, before any work
+    train = run / "manifests" / "train.jsonl"
+    write_manifest(train, [replace(m, clean=str(tmp_path / "speech" / "t.wav")) for m in read_manifest(train)])
+    shutil.rmtree(run / "models" / "dnn")
+    code, _, err = run_cli(["train", str(run / "recipe.toml"), "--out", str(run), "--resume", "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {run}: the run's train/val audio is not where the run recorded it: {tmp_path}/"
+                          "speech/t.wav no longer exists (under "), err  # fmt: skip
+    assert err.rstrip().endswith(f"manifests/train.jsonl and {run}/manifests/val.jsonl)"), err
 
 
 def test_a_double_file_beyond_float32_is_not_called_nan_alone(tmp_path):

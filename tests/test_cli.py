@@ -88,6 +88,20 @@ def test_mix_writes_a_mixture_at_the_snr(capsys, tmp_path):
     assert code == 2 and "--overwrite" in err
 
 
+def test_mix_never_replaces_its_own_input_even_with_overwrite(capsys, tmp_path):
+    """`speechkern mix c.wav n.wav --snr 0 -o c.wav --overwrite` replaced the clean speech with the mixture (so did
+    -o n.wav, and -o a link to c.wav): --overwrite is for an earlier output, and enhance refuses the same."""
+    clean, noise = _tone_files(tmp_path)
+    (tmp_path / "link.wav").symlink_to(clean)
+    before = {p: p.read_bytes() for p in (clean, noise)}
+    for out, which, source in ((clean, "speech", clean), (noise, "noise", noise), (tmp_path / "link.wav", "speech",
+                                                                                    clean)):  # fmt: skip
+        code, _, err = run(["mix", str(clean), str(noise), "--snr", "0", "-o", str(out), "--overwrite"], capsys)
+        assert code == 2 and err == (f"error: -o {out}: is the {which} input {source}, which the mixture would "
+                                     "replace; choose another output name\n"), err  # fmt: skip
+    assert {p: p.read_bytes() for p in (clean, noise)} == before and (tmp_path / "link.wav").is_symlink()
+
+
 @pytest.mark.parametrize(
     ("clean_subtype", "noise_subtype", "suffix", "written"),
     [("FLOAT", "PCM_16", ".wav", "FLOAT"), ("PCM_16", "PCM_24", ".wav", "PCM_24"),

@@ -101,6 +101,27 @@ def test_losses_bench_cli_refuses_infinite_scale_before_writing(tmp_path, capsys
     assert not out.exists()
 
 
+def test_losses_bench_refuses_features_too_large_to_standardise_before_training(tmp_path, capsys):
+    """A set with features of 1e300 printed eight lines of NumPy RuntimeWarnings, trained every network of the first
+    split, then blamed the learning rate ("outputs are NaN or infinite; lower learning_rates")."""
+    rng = np.random.default_rng(0)
+    rows = [f"{v:.17g},{w:.17g},{i % 2}" for i, (v, w) in enumerate(rng.random((40, 2)))]
+    rows[5] = f"3e299,{rng.random():.17g},1"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "big.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "bench"
+    code, _, err = run_cli(["losses", "bench", "--data", str(tmp_path / "data"), "--epochs", "1", "--seeds", "1",
+                            "--out", str(out)], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "Warning" not in err, err
+    assert err == (f"error: {tmp_path}/data/big.csv, row 7: feature value 3e299 is too large to standardise (its "
+                   "square overflows); rescale that column so that its values stay within ±1e+150\n")  # fmt: skip
+    rows[5] = f"1e150,{rng.random():.17g},1"
+    (tmp_path / "data" / "big.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    from speechkern.losses.bench_data import load_csv_dataset
+
+    assert load_csv_dataset(tmp_path / "data" / "big.csv").features.shape == (40, 2)  # at the limit: read
+
+
 def test_collapse_cli_output_below_a_file(tmp_path, capsys):
     """An --out below a file ended in a NotADirectoryError traceback."""
     (tmp_path / "afile").write_text("x")
@@ -140,7 +161,10 @@ def test_losses_bench_diverged_training_is_one_line(tmp_path, capsys, argv):
     common = ["--seeds", "1", "--epochs", "2", "--losses", "square", "--out", str(tmp_path / "out")]
     code, _, err = run_cli(["losses", "bench", *argv, *common], capsys)
     assert code != 0 and "Traceback" not in err and err.strip().count("\n") == 0, err
-    assert "outputs are NaN or infinite" in err and "seed 0" in err
+    if argv[0] == "--data":  # refused as it is read, before any training
+        assert "huge.csv, row 2: feature value" in err and "too large to standardise" in err, err
+    else:
+        assert "outputs are NaN or infinite" in err and "seed 0" in err
 
 
 def test_collapse_measures_on_constructed_features():
@@ -387,3 +411,18 @@ def test_losses_bench_says_what_a_setting_expects_in_flags(tmp_path, capsys, arg
     code, _, err = run_cli(["losses", "bench", "--builtin", "--dataset", "iris", "--out", str(out), *argv], capsys)
     assert code == 2 and err.strip().startswith(says), err
     assert not out.exists()
+
+
+def test_an_interrupted_asymptotics_run_does_not_promise_to_continue(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (or a timeout) after 8 minutes of `speechkern losses asymptotics` said "run the same command again
+    (with --resume for train) to continue": nothing had been kept, and the same command started from scratch."""
+    from speechkern.losses import asymptotics_figures as figures
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures, "run_asymptotics", interrupted)
+    code, _, err = run_cli(["losses", "asymptotics", "--out", str(tmp_path / "a")], capsys)
+    assert code == 130 and err.count("\n") == 1, err
+    assert err.startswith("interrupted; nothing was kept (the figures are written at the end); the same command "
+                          "starts again from the beginning; --no-simulation"), err  # fmt: skip

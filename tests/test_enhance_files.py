@@ -203,6 +203,23 @@ def test_batch_writes_the_mirrored_tree_in_each_input_format(run_dir, tmp_path, 
     assert "enhanced 4 of 4 file(s)" in err and "skipped 1 file(s)" in err and "1 .txt" in err
 
 
+def test_a_second_path_to_one_file_is_said_not_dropped_silently(run_dir, tmp_path, monkeypatch, capsys):
+    """`speechkern enhance a.wav b.wav` with b.wav a symbolic link to a.wav wrote a_enhanced.wav only and said
+    nothing of b.wav: exit 0, and the b_enhanced.wav the user asked for not there without a word."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.wav", noise(0.5))
+    (tmp_path / "b.wav").symlink_to("a.wav")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.wav").symlink_to("../a.wav")
+    found = find_inputs(["a.wav", "b.wav", "a.wav", "./a.wav", "sub"])
+    assert found.files == [Path("a.wav")] and found.same == [(Path("b.wav"), Path("a.wav")),
+                                                               (Path("sub/c.wav"), Path("a.wav"))]  # fmt: skip
+    code, _, err = run(["enhance", "a.wav", "b.wav", "--model", str(run_dir), "--quiet"], capsys)
+    assert code == 0, err
+    assert "note: b.wav: the same file as a.wav (a symbolic link, or another path to it); enhanced once, as it" in err
+    assert (tmp_path / "a_enhanced.wav").is_file() and not (tmp_path / "b_enhanced.wav").exists()
+
+
 def test_a_rerun_keeps_existing_outputs_says_so_once_and_succeeds(run_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for name in ("in/a.wav", "in/b.wav"):
@@ -393,3 +410,23 @@ def test_an_odd_attenuation_limit_is_refused_in_one_line_before_any_work(tmp_pat
             "(0: no attenuation)"
         ], err
     assert not (tmp_path / "x_enhanced.wav").exists()
+
+
+def test_a_silent_channel_is_not_filled_with_the_other_at_half_its_level(model, tmp_path):
+    """A stereo file with speech on the left and silence on the right came out with their average on both: the left
+    channel 6 dB quieter than it went in, the silent one filled with it; only opposite phases were enhanced apart."""
+    left = noise(1.0, seed=3)
+    for right, name in ((np.zeros_like(left), "silent"), (left * 0.05, "quiet"), (left * 0.5, "half")):
+        path = write(tmp_path / f"{name}.wav", np.stack([left, right], axis=1), subtype="FLOAT")
+        result = enhance_file(model, path, tmp_path / f"{name}_out.wav")
+        y, _ = sf.read(tmp_path / f"{name}_out.wav", dtype="float32")
+        rms = np.sqrt((y.astype(np.float64) ** 2).mean(axis=0))
+        apart = any("differ in level by 20 dB or more" in n for n in result.notes)
+        if name == "half":  # 6 dB apart: averaged, as before
+            assert not apart and rms[0] == pytest.approx(rms[1])
+        else:
+            assert apart and not any("were averaged" in n for n in result.notes), result.notes
+            assert rms[1] < rms[0] / 10
+            alone = enhance_file(model, write(tmp_path / f"{name}_l.wav", left, subtype="FLOAT"), tmp_path / "l.wav",
+                                 overwrite=True)  # fmt: skip
+            assert alone and np.allclose(y[:, 0], sf.read(tmp_path / "l.wav", dtype="float32")[0], atol=1e-5)

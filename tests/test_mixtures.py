@@ -64,6 +64,21 @@ def test_noise_too_short_to_loop_is_refused(tmp_path):
     assert len(mixtures.mix_files(tmp_path / "speech.wav", tmp_path / "n.wav", 0.0)[0]) == 48000
 
 
+def test_speech_or_noise_too_short_to_mix_is_refused(tmp_path):
+    """`speechkern mix` of 10 samples of speech (with 1 s of noise, or 10 samples of noise) wrote a 0.00 s mixture
+    'at 0 dB SNR' and exited 0; the noise check only looked at noise shorter than the speech."""
+    rng = np.random.default_rng(0)
+    for name, n in (("c10", 10), ("c1599", 1599), ("n10", 10), ("speech", 16000), ("noise", 16000)):
+        audio.save(tmp_path / f"{name}.wav", rng.standard_normal(n).astype(np.float32) * 0.1, 16000)
+    for clean, noise, named in (("c10", "noise", "c10"), ("c1599", "noise", "c1599"), ("c10", "n10", "c10")):
+        with pytest.raises(SpeechkernError, match=rf"^{tmp_path}/{named}\.wav: \d+ samples .* is too short to mix; "
+                           r"give at least 0\.1 s \(1600 samples\) of speech$"):  # fmt: skip
+            mixtures.mix_files(tmp_path / f"{clean}.wav", tmp_path / f"{noise}.wav", 0.0)
+    with pytest.raises(SpeechkernError, match=rf"^{tmp_path}/n10\.wav: 10 samples .* at least 0\.1 s \(1600 samples\)"):
+        mixtures.mix_files(tmp_path / "speech.wav", tmp_path / "n10.wav", 0.0)
+    assert len(mixtures.mix_files(tmp_path / "speech.wav", tmp_path / "noise.wav", 0.0)[0]) == 16000
+
+
 @pytest.mark.parametrize(
     "val_share, ranges",
     [

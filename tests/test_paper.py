@@ -164,12 +164,18 @@ def _args(**changes):
      ({"tasks": ""}, "--tasks: no task given"), ({"models": "kernel,svm"}, "--models: unknown svm"),
      ({"tasks": "ibm", "ibm": "ssn"}, "--ibm: 'ssn' is not NOISE@SNR"),
      ({"tasks": "ibm", "ibm": "ssn@x"}, "--ibm: 'ssn@x' is not NOISE@SNR"),
-     ({"tasks": "ibm", "ibm": "hum@0"}, "--ibm: unknown noise hum"), ({"utterances": -1}, "data.n_train"),
-     ({"extra": ["kernel.epochs=0"]}, "kernel.epochs"), ({"snrs": "500"}, "data.snrs")],
+     ({"tasks": "ibm", "ibm": "hum@0"}, "--ibm: unknown noise hum"),
+     ({"utterances": -1}, "--utterances -1: recipe key 'data.n_train' = -1"),
+     ({"n_val": 0}, "--n-val 0: recipe key data.n_val: 0 utterances leave the val split empty"),
+     ({"n_test": -3}, "--n-test -3: recipe key 'data.n_test'"),
+     ({"extra": ["kernel.epochs=0"]}, "--extra kernel.epochs=0: recipe key 'kernel.epochs' = 0"),
+     ({"extra": ["foo"]}, "--extra 'foo': expected KEY=VALUE"), ({"snrs": "500"}, "data.snrs")],
 )  # fmt: skip
 def test_odd_arguments_are_refused_in_one_line_before_any_work(changes, message):
     """Each was a traceback (float('five'), an IndexError on --ibm), no work at all (--tasks irmx ran IRM, --tasks ''
-    nothing), or a refusal only inside the first `speechkern train` process (bad recipe values)."""
+    nothing), or a refusal only inside the first `speechkern train` process (bad recipe values); a value of the
+    script's own options (--utterances -1) was named as the recipe override it becomes, "condition irm ssn_0dB:
+    recipe override data.n_train=-1", not as the option given."""
     with pytest.raises(SystemExit) as err:
         paper_tables.units_of(_args(**changes))
     assert message in str(err.value) and "\n" not in str(err.value), str(err.value)

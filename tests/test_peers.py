@@ -182,3 +182,18 @@ def test_the_shipped_model_benchmark_averages_noisy_and_enhanced_over_the_same_m
     # results.json and --json files are strict JSON: a mean over no mixture, or a failed PESQ, is null, not NaN
     text = json.dumps(shipped_model.json_safe({"table": table, "rows": [(nan, float("inf"))]}), allow_nan=False)
     assert json.loads(text)["table"]["5.0"]["x"] is None and '"rows": [[null, null]]' in text
+
+
+def test_two_models_in_folders_named_alike_get_a_column_each(tmp_path, monkeypatch):
+    """--model runs/a/models/kernel --model runs/b/models/kernel made one column "speechkern kernel": the second
+    model's scores replaced the first's without a word; the same folder given twice did so too."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    peers = _peers_module()
+    assert peers.model_labels(["runs/a/models/kernel", "runs/b/models/kernel", "runs/c"]) == [
+        "a/models/kernel", "b/models/kernel", "c"]  # fmt: skip
+    assert peers.model_labels(["x/run1", "y/run2"]) == ["run1", "run2"] and peers.model_labels([]) == []
+    monkeypatch.setattr(peers, "pairs", lambda *a: pytest.fail("worked before refusing"))
+    with pytest.raises(SystemExit, match=r"^--model runs/a/: given twice \(as runs/a\); give each model once$"):
+        peers.main(["--pairs", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "out"), "--model", "runs/a",
+                    "--model", "runs/a/"])  # fmt: skip
+    assert not (tmp_path / "out").exists()

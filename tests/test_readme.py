@@ -33,3 +33,11 @@ def test_readme_states_the_device_defaults_the_commands_have():
     text = " ".join((ROOT / "README.md").read_text().split())
     assert "`train` uses the recipe's `train.device`, which is `auto`" in text
     assert "`evaluate` and `enhance` use `cpu`" in text
+
+
+def test_the_readme_lists_every_recipe():
+    """The README's list of recipes ("Recipes live in recipes/<name>/recipe.toml (...)") left out recipes/general,
+    the recipe of the shipped model."""
+    line = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("Recipes live in"))
+    listed = line.split("(", 1)[1].split(")", 1)[0]
+    assert [name for name in RECIPES if f"`{name}`" not in listed] == []

@@ -45,8 +45,8 @@ def test_a_set_option_with_an_unknown_key_is_blamed_not_the_recipe_file(tmp_path
         ("data.bogus=1", "recipe override data.bogus=1: unknown recipe key 'data.bogus'; valid keys in [data]: "
                          "babble_talkers, clean_dir,"),
         ("name.x=1", "recipe override name.x=1: name is a value, not a section; set name itself"),
-        ("data.snrs=abc", "recipe override data.snrs=abc: recipe key 'data.snrs' = 'abc': Input should be a valid "
-                          "list"),
+        ("data.snrs=abc", "recipe override data.snrs=abc: recipe key 'data.snrs' = 'abc': expected a list (a TOML "
+                          "list), such as [0.0]"),
     ):  # fmt: skip
         with pytest.raises(SpeechkernError) as err:
             load_recipe(RECIPES / "demo", [override])

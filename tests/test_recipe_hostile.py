@@ -302,6 +302,17 @@ def test_a_leaf_of_a_few_frames_is_refused_at_load(value):
     assert load_recipe(RECIPES / "demo", ["kernel.leaf_size=0"]).kernel.leaf_size == 0
 
 
+@pytest.mark.parametrize("key", ["centers", "leaf_centers", "global_centers"])
+@pytest.mark.parametrize("value", [1, 2, 9])
+def test_a_kernel_machine_of_a_few_centres_is_refused_at_load(key, value):
+    """kernel.leaf_centers=1 and kernel.centers=1 were accepted: a machine of one centre per leaf (or one EigenPro 3
+    centre) predicts a single kernel bump, no better than the mean mask."""
+    _refused([f"kernel.{key}={value}"], f"kernel.{key}", f"{value} centres are too few", "give 0 (", "at least 10")
+    for fine in (0, 10, 40):
+        assert getattr(load_recipe(RECIPES / "demo", [f"kernel.{key}={fine}"]).kernel, key) == fine
+    assert load_recipe(RECIPES / "demo", []).kernel.global_centers == "auto"
+
+
 def _run_with_recipe(tmp_path, text: str):
     """A run folder (train.log, manifests/, models/) whose recipe.toml holds ``text``."""
     run = tmp_path / "run"
@@ -357,6 +368,27 @@ def test_a_features_key_that_breaks_a_rule_of_its_section_is_named_with_its_over
     _refused([override], f"recipe override {override}: recipe key '{key}' = {value}: {says}")
 
 
+@pytest.mark.parametrize(
+    "override, says",
+    [("features.sr=8000", "sr = 8000 Hz puts the Nyquist frequency at 4000 Hz, below the gammatone filterbank's "
+                          "fmax = 8000 Hz; give fmax = 4000 or less"),
+     ("features.fmin=9000", "fmin = 9000 Hz is not below fmax = 8000 Hz"),
+     ("features.sr=48000", "ams_frame_length = 512 at sr = 48000 Hz gives envelope spectra of 46.875 Hz bins"),
+     ("features.hop_length=161", "hop_length = 161 is not a multiple of ams_decimation = 4"),
+     ("features.ams_frame_length=100", "ams_frame_length = 100 is not a multiple of twice"),
+     ("features.ams_fmax=3000", "ams_fmax = 3000 Hz is above the envelope's Nyquist frequency, 2000 Hz"),
+     ("features.ams_fmin=500", "ams_fmin = 500 Hz is not below ams_fmax = 400 Hz"),
+     ("features.ams_bands=4", "ams_bands = 4: the toolbox's modulation filters are 15 bands"),
+     ("features.plp_order=40", "plp_order = 40 needs more Bark bands than sr = 16000 Hz audio gives (21)")],
+)  # fmt: skip
+def test_every_features_rule_names_the_key_given_not_the_whole_table(override, says):
+    """features.sr=8000 was refused with the whole [features] table ("recipe key 'features' = {'kind': ..., 'sr':
+    8000}: gammatone range ...") and no word of what to set; so were the AMS and PLP rules across keys."""
+    key, value = override.split("=")
+    message = _refused([override], f"recipe override {override}: recipe key '{key}' = {value}: {says}")
+    assert "{" not in message, message
+
+
 def test_a_memory_budget_too_small_for_any_leaf_is_refused_at_load():
     """kernel.memory_gb=1e-9 trained into leaves of 1 frame sized from the budget and stopped with "leaves of 1
     centres need 0.00 GiB each ..., over the memory budget of 0.00 GiB"."""
@@ -379,3 +411,70 @@ def test_too_few_training_frames_are_refused_at_load():
     the same (silent or constant audio?)", blaming the audio."""
     _refused(["train.max_train_frames=1"], "train.max_train_frames", "1 training frames cannot fit", "at least 10")
     assert load_recipe(RECIPES / "demo", ["train.max_train_frames=10"]).train.max_train_frames == 10
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [("data.snrs=0", "expected a list, even of one value: write [0] (a TOML list)"),
+     ("kernel.gammas=1.0", "write [1.0]"), ("dnn.hidden=64", "write [64]"), ("kernel.ridges=0.1", "write [0.1]"),
+     ("data.noises=ssn", 'write ["ssn"]'), ("train.models=kernel", 'write ["kernel"]'),
+     ("data.snrs={a=1}", "expected a list (a TOML list), such as [0.0]"), ("data.snrs=abc", "such as [0.0]"),
+     ("data.snrs=[a, b]", "such as [0.0]"), ("dnn.hidden=x", "such as [1024, 1024, 1024]"),
+     ("data.noises=[ssn, babble]", """not a TOML list: strings in it need double quotes, which the shell removes """
+                                   """unless the override is in single quotes: recipe override """
+                                   """'data.noises=["ssn", "babble"]'""")],
+)  # fmt: skip
+def test_a_scalar_for_a_list_key_says_what_to_write(override, says):
+    """data.snrs=0 was refused with pydantic's "Input should be a valid list", without the [0] it wanted; and
+    --set data.noises=["ssn"] (the shell takes the quotes) was read as the string '[ssn]' and refused alike."""
+    key = override.split("=")[0]
+    _refused([override], f"recipe override {override}: recipe key '{key}' = ", says)
+
+
+def test_a_scalar_for_a_list_key_in_a_recipe_file_says_what_to_write(tmp_path, capsys):
+    text = (RECIPES / "demo" / "recipe.toml").read_text()
+    (tmp_path / "recipe.toml").write_text(text.replace("[data]\n", "[data]\nsnrs = 0\n", 1).replace("snrs = [", "#", 1))
+    code, _, err = run_cli(["train", str(tmp_path), "--out", str(tmp_path / "run"), "-q"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{tmp_path}/recipe.toml: recipe key 'data.snrs' = 0: expected a list, even of one value: write [0]" in err
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--set", "data.noises=[ssn]", "--out",
+                            str(tmp_path / "run"), "-q"], capsys)  # fmt: skip
+    assert code == 2 and err.endswith("""--set 'data.noises=["ssn"]'\n"""), err
+
+
+@pytest.mark.parametrize(
+    "overrides, blamed, says",
+    [(["features.n_channels=1"], "features.n_channels=1", "kernel.subbands, features.n_channels, target.domain: 4 "
+      "subbands, but the cochleagram mask has 1 channel (features.n_channels = 1); choose kernel.subbands from 1 to 1"),
+     (["features.n_channels=3"], "features.n_channels=3", "mask has 3 channels"),
+     (["kernel.subbands=65"], "kernel.subbands=65", "65 subbands, but the cochleagram mask has 64 channels"),
+     (["features.ams_frame_length=1024", "features.sr=22050", "features.fmax=11025"], "features.sr=22050",
+      "data.sr, features.sr: 16000 Hz and 22050 Hz; set both to the same rate")],
+)  # fmt: skip
+def test_a_check_across_sections_blames_the_override_given_not_the_recipe_file(overrides, blamed, says):
+    """--set features.n_channels=1 was refused as "recipes/demo/recipe.toml: recipe key kernel.subbands: 4 subbands,
+    but the cochleagram mask has 1 channels": the file blamed, the key given unnamed; so was --set features.sr."""
+    message = _refused(overrides, says)
+    assert message.startswith(f"recipe override {blamed}: recipe key "), message
+
+
+@pytest.mark.parametrize("inside", ["models/x", "report/run", "manifests/a/b"])
+def test_a_run_inside_another_run_is_refused_before_any_work(tmp_path, capsys, inside):
+    """`speechkern train recipes/demo --out runs/a/report/run` trained a run inside another run's report/ (which
+    evaluate --overwrite replaces) or models/ (where it passed for a model folder)."""
+    from speechkern.pipeline import train
+
+    outer = tmp_path / "a"
+    for sub in ("manifests", "models", "report"):
+        (outer / sub).mkdir(parents=True)
+    (outer / "recipe.toml").write_text((RECIPES / "demo" / "recipe.toml").read_text())
+    (outer / "train.log").write_text("")
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--out", str(outer / inside), "-q"], capsys)
+    assert code == 2 and err == (
+        f"error: {outer / inside}: lies inside the run directory {outer}, which --overwrite "
+        f"(training it again) deletes with it; choose a run directory outside {outer}\n"
+    ), err
+    assert not (outer / inside).exists()
+    with pytest.raises(SpeechkernError, match=r"lies inside the run directory"):
+        train(load_recipe(RECIPES / "demo"), outer / inside)
+    assert not (outer / inside).exists()

@@ -127,7 +127,11 @@ def test_a_model_asking_for_a_huge_context_is_refused_before_it_allocates(model,
         ("data.snrs=" + "[" * 3000 + "]" * 3000, r"recipe override data.snrs: the value is nested too deeply"),
         ("name=run\x00x", r"recipe override name=run\\x00x: recipe key 'name' .* NUL"),
         ("data.clean_dir=a\x00b", r"recipe key 'data.clean_dir' .* holds a NUL character"),
-        ("kernel.subbands=1000", r"^recipe override kernel.subbands=1000: recipe key kernel.subbands: 1000 subbands"),
+        (
+            "kernel.subbands=1000",
+            r"^recipe override kernel.subbands=1000: recipe key kernel.subbands, "
+            r"features.n_channels, target.domain: 1000 subbands",
+        ),
     ],
 )
 def test_odd_recipe_values_give_one_line_naming_their_source(override, expected):

@@ -65,6 +65,8 @@ def test_library_messages_name_parameters_not_flags():
         ("or run without a cache (cache_dir=None)", "or run without a cache (--no-cache)"),
         ("train them: resume the run runs/my run (resume=True)",
          "train them: `speechkern train 'runs/my run/recipe.toml' --out 'runs/my run' --resume`"),
+        ("retrain it: resume the run runs/a (resume=True, models=['kernel', 'dnn'])",
+         "retrain it: `speechkern train runs/a/recipe.toml --out runs/a --resume --models kernel,dnn`"),
         ("give data_dir=DIR, builtin=True, or only=[NAME]", "give --data DIR, --builtin, or --dataset NAME"),
         ("check ray_address", "check --ray-address"),
         ("an overwrite of x=True is not a parameter", "an overwrite of x=True is not a parameter"),

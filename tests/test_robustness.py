@@ -93,7 +93,7 @@ DAMAGE = [
     ("dnn", lambda f: _edit_config(f, _set("estimators.0.config.params.hidden", [200000])), True,
      "estimators.0.config.params.hidden"),
     # Without the saved copy (an older model folder) the configuration is checked against the weights' shapes.
-    ("kernel", lambda f: _edit_config(f, _set("features.sr", 8000)), False, "features: gammatone range"),
+    ("kernel", lambda f: _edit_config(f, _set("features.sr", 8000)), False, "features: sr = 8000 Hz puts the Nyquist"),
     ("kernel", lambda f: _edit_config(f, _set("features.bogus", 3)), False, "unknown key 'features.bogus'"),
     ("kernel", lambda f: _edit_config(f, _set("features.context", 4)), False,
      "centres are (80, 192), but the features give 576 inputs per frame"),
@@ -436,8 +436,12 @@ def test_unusable_cache_folder_warns_and_carries_on(tmp_path, monkeypatch, caplo
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("kernel.subbands=100", "kernel.subbands: 100 subbands, but the cochleagram mask has 64 channels"),
-        ("data.sr=8000", "data.sr: 8000 Hz, but features.sr is 16000 Hz"),
+        (
+            "kernel.subbands=100",
+            "kernel.subbands, features.n_channels, target.domain: 100 subbands, but the "
+            "cochleagram mask has 64 channels",
+        ),
+        ("data.sr=8000", "data.sr, features.sr: 8000 Hz and 16000 Hz; set both to the same rate"),
         ("data.snrs=[nan]", "'data.snrs.0' = nan: Input should be a finite number"),
         ("kernel.bandwidth=inf", "'kernel.bandwidth' = inf"),
         ("kernel.sigma_low=2", "set both, with 0 < sigma_low < sigma_high"),
@@ -567,3 +571,9 @@ def test_evaluate_goes_by_the_models_the_run_trained_not_the_recipes(tmp_path, c
     shutil.rmtree(tmp_path / "run" / "models" / "kernel")  # what it trained, lost since: still named
     assert run_models(tmp_path / "run") == ["kernel"]
     assert missing_models(tmp_path / "run", ev.recipe, {}, ["ssn_0dB"]) == ["kernel/all"]
+    # a damaged model of it is to be retrained with --models kernel: resuming without trained the DNN too
+    (tmp_path / "run" / "models" / "kernel").mkdir()
+    (tmp_path / "run" / "models" / "kernel" / "config.json").write_text("{")
+    code, _, err = run(["evaluate", str(tmp_path / "run"), "-q"], capsys)
+    assert code == 2 and err.rstrip().endswith(f"`speechkern train {tmp_path}/run/recipe.toml --out {tmp_path}/run "
+                                               "--resume --models kernel`"), err  # fmt: skip

@@ -160,3 +160,26 @@ def test_a_model_named_twice_is_trained_once(tmp_path, monkeypatch, capsys):
                          "-q", *(f"--set={s}" for s in TINY)], capsys)  # fmt: skip
     assert code == 0, err
     assert seen == [["kernel", "dnn"], ["dnn"], ["kernel"]]
+
+
+@pytest.mark.parametrize("models", ["", ",", "kernel,", "kernel,,dnn", " "])
+def test_an_empty_models_list_is_refused(tmp_path, monkeypatch, capsys, models):
+    """`speechkern train --models ''` trained the recipe's models, as if --models were not given, and
+    `--models kernel,` stopped with "model '': expected one of ..." naming no flag."""
+    from speechkern import pipeline
+
+    monkeypatch.setattr(pipeline, "_train_locked", lambda *a: pytest.fail("trained"))
+    code, _, err = _cli(["train", str(RECIPES / "demo"), "--models", models, "--out", str(tmp_path / "r"), "-q",
+                         *(f"--set={s}" for s in TINY)], capsys)  # fmt: skip
+    assert code == 2
+    assert err.startswith(f"error: --models {models!r}: expected a comma-separated list of kernel, kernel1, dnn")
+    assert "leave --models out to train the recipe's (kernel, dnn)" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_refuses_an_empty_models_list(tmp_path):
+    from speechkern import pipeline
+    from speechkern.recipe import load_recipe
+
+    with pytest.raises(SpeechkernError, match=r"^models \[\]: an empty list trains nothing; .* or None for the "):
+        pipeline.train(load_recipe(RECIPES / "demo", TINY), tmp_path / "a", models=[])

@@ -87,3 +87,27 @@ def test_gpus_per_task_without_ray_is_refused_not_ignored(tmp_path, capsys, logg
     code, _, err = run_cli(["train", str(RECIPES / "demo"), "--out", str(run), "--gpus-per-task", "1"], capsys)
     assert code == 2 and err.count("\n") == 1 and not run.exists(), err
     assert err.startswith("error: --gpus-per-task 1: applies to Ray tasks only; add --ray"), err
+
+
+def test_a_ray_address_where_nothing_answers_is_refused_at_once(tmp_path, capsys, monkeypatch):
+    """`speechkern train --ray-address 127.0.0.1:1` (a typo, or a head node not started) hung for more than five
+    minutes in ray.init, printing Ray's log lines ("Failed to get cluster ID from GCS server: TimedOut")."""
+    import socket
+    import time
+
+    from speechkern import parallel
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr("ray.init", lambda **kw: pytest.fail("ray.init was reached"))
+    started = time.monotonic()
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--ray-address", f"127.0.0.1:{port}", "--out",
+                            str(tmp_path / "run"), "-q"], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: Ray cluster at '127.0.0.1:{port}': nothing answers there (")
+    assert err.rstrip().endswith("start the cluster's head node first, or check --ray-address"), err
+    assert time.monotonic() - started < parallel.PROBE_SECONDS + 5 and not (tmp_path / "run").exists()
+    parallel.check_reachable("auto")  # forms other than HOST:PORT are Ray's to read
+    parallel.check_reachable("ray://head:10001")

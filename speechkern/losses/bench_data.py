@@ -31,6 +31,9 @@ _ROLE_SUFFIXES = {
 }
 _FOLD_FILE_SUFFIXES = ("_folds.csv", ".folds", "_folds.txt", "_fold.csv")
 SPLITS_FILE_SUFFIX = "_splits.json"
+# The largest feature magnitude: standardising squares the values in float64 (1e154² overflows), and a set of
+# 1e300s trained to NaN outputs, refused only after every network of the first split was trained.
+MAX_FEATURE = 1e150
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,11 @@ def _read_table(path: Path) -> _Table:
             ) from None
         if not all(math.isfinite(v) for v in values):
             raise SpeechkernError(f"{path}, row {line}: features must be finite (no NaN or inf)")
+        if any(abs(v) > MAX_FEATURE for v in values):  # standardising squares it: inf, NaN outputs, after training
+            big = next(row[i].strip() for i, v in zip(feature_cols, values, strict=True) if abs(v) > MAX_FEATURE)
+            raise SpeechkernError(f"{path}, row {line}: feature value {big} is too large to standardise (its square "
+                                  "overflows); rescale that column so that its values stay within "
+                                  f"±{MAX_FEATURE:g}")  # fmt: skip
         label = row[label_col].strip()
         if not label:
             raise SpeechkernError(f"{path}, row {line}: the label is empty")

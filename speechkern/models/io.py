@@ -7,11 +7,14 @@ shapes before any estimator is built. ``MaskModel`` and ``split_bands`` are re-e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -291,10 +294,47 @@ class _Damaged(Exception):
     """A problem with a model folder's contents; :meth:`MaskModel.load` adds the folder and the remedy."""
 
 
+TRAINED = ("kernel", "kernel1", "dnn")  # the models a run may train, in the order reports list them
+
+
+def run_models(run_dir: Path) -> list[str]:
+    """The models a run set out to train, in the reports' order (:data:`TRAINED`): those the last ``speechkern
+    train`` of it asked for (train.log), those it finished (training_time.json) and those with a folder in models/
+    (finished, or parts and checkpoints of one under way). Not the recipe's: ``--models`` trains fewer."""
+    names: set[str] = set()
+    log = run_dir / "train.log"
+    if log.is_file():
+        with contextlib.suppress(OSError):
+            for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+                found = re.search(r": recipe .*?, models (.+?), device ", line)
+                if found:  # the last request: a resume may ask for fewer than the first run did
+                    names = {m.strip() for m in found.group(1).split(",")}
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+        rows = json.loads((run_dir / "training_time.json").read_text(encoding="utf-8"))["rows"]
+        names |= {r["model"] for r in rows if isinstance(r.get("model"), str)}
+    models_dir = run_dir / "models"
+    if models_dir.is_dir():
+        for p in models_dir.iterdir():
+            names.add(p.name.removeprefix(".").removesuffix("-parts").removesuffix("-checkpoint"))
+    return [n for n in TRAINED if n in names]
+
+
+def resume_hint(run: Path) -> str:
+    """``resume the run RUN (resume=True)``, with ``models=[...]`` where the run set out to train other models
+    than its recipe names (``speechkern train --models dnn``): resuming without it would train those too."""
+    names = run_models(run)
+    try:
+        wanted = tomllib.loads((run / "recipe.toml").read_text(encoding="utf-8-sig"))["train"]["models"]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        wanted = None
+    asked = f", models={names!r}" if names and wanted is not None and set(names) != set(wanted) else ""
+    return f"resume the run {run} (resume=True{asked})"
+
+
 def _remedy(folder: Path) -> str:
     for run in (folder.parent.parent, folder.parent.parent.parent):  # models/<name> or models/<name>/<condition>
         if (run / "recipe.toml").is_file() and folder.is_relative_to(run / "models"):
-            return f"retrain it: resume the run {run} (resume=True)"
+            return f"retrain it: {resume_hint(run)}"
     return "restore the folder from a copy or retrain the model with `speechkern train`"
 
 
