@@ -206,7 +206,10 @@ class KernelConfig(_Section):
         0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory; else ≥ 10)"
     )
     memory_gb: float = Field(
-        0.0, ge=0, description=f"memory budget of one kernel fit in GiB (0 = a third of free; else ≥ {MIN_MEMORY_GB:g})"
+        0.0,
+        ge=0,
+        description=f"memory budget of one kernel fit in GiB (0 = a third of free; else ≥ {MIN_MEMORY_GB:g} and at "
+        "most the machine's memory)",
     )
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)

@@ -396,6 +396,38 @@ def test_a_memory_budget_too_small_for_any_leaf_is_refused_at_load():
     assert load_recipe(RECIPES / "demo", ["kernel.memory_gb=0.001"]).kernel.memory_gb == 0.001
 
 
+def test_a_memory_budget_beyond_the_machine_is_refused_before_any_work(tmp_path, capsys, monkeypatch, caplog):
+    """kernel.memory_gb=1e12 was taken as it was: the solver planned exact solves and tiles for a terabyte, which
+    end in swap or the out-of-memory killer on a bigger corpus. Beyond the machine's memory it is refused in one
+    line naming what is there; beyond what is available now (memory may yet be freed) a warning says so."""
+    import logging
+
+    import numpy as np
+
+    import speechkern.kernels.memory as memory
+    from speechkern import kernels
+    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.pipeline import kernel_budget_bytes
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--set", "kernel.memory_gb=1e12", "--out", str(out),
+                            "--models", "kernel", "-q"], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "kernel.memory_gb=1e+12: more than the " in err and "GiB of memory of this machine (" in err, err
+    assert "GiB available now); give a budget below what is available, or give 0 for a third of it" in err, err
+    assert not (out / "manifests").exists() and not (out / "models").exists()
+    monkeypatch.setattr(memory, "total_memory_bytes", lambda device: 2 << 30)  # the library's own parameter too
+    X = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    with pytest.raises(SpeechkernError, match=r"^memory_budget_gb=4: more than the 2.0 GiB of memory of this"):
+        EigenProRegressor(memory_budget_gb=4, epochs=1).fit(X, X[:, :1])
+    EigenProRegressor(memory_budget_gb=1, epochs=1).fit(X, X[:, :1])
+    monkeypatch.setattr(kernels, "available_memory_bytes", lambda device: 1 << 30)
+    recipe = load_recipe(RECIPES / "demo", ["kernel.memory_gb=1.5"])
+    with caplog.at_level(logging.WARNING, logger="speechkern"):
+        assert kernel_budget_bytes(recipe, "cpu") == int(1.5 * 2**30)
+    assert "kernel.memory_gb=1.5: more than the 1.0 GiB of memory available now" in caplog.text
+
+
 @pytest.mark.parametrize("override", ["data.snrs=[]", "data.noises=[]"])
 def test_a_recipe_that_mixes_nothing_is_refused_at_load(override):
     """data.snrs=[] prepared the data and stopped with "condition all: no train mixtures; check the recipe's data
