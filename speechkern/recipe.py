@@ -312,8 +312,9 @@ class Recipe(_Section):
     @model_validator(mode="before")
     @classmethod
     def _sections_and_numbers(cls, data: Any) -> Any:
-        """Refuse a section written as a value, and true/false where a number is expected (pydantic reads them as
-        1 and 0); raised as ``key: message``."""
+        """Refuse a section written as a value, true/false where a number is expected (pydantic reads them as
+        1 and 0), and anything but true/false for a switch (pydantic reads "yes", "off", 1 as booleans); raised as
+        ``key: message``."""
         if not isinstance(data, dict):
             return data
         for section, values in data.items():
@@ -329,6 +330,10 @@ class Recipe(_Section):
                 if field is not None and _number_type(field.annotation) and any(isinstance(v, bool) for v in items):
                     raise ValueError(f"{section}.{key}: {_toml_value(value)} holds true or false, but the key takes "
                                      "a number; write the number")  # fmt: skip
+                if field is not None and field.annotation is bool and not isinstance(value, bool):
+                    # pydantic reads "yes", "on", 1, "0" as booleans: a typo or a number would pass for a choice
+                    raise ValueError(f"{section}.{key}: {_toml_value(value)} is not true or false; write true or "
+                                     "false (without quotes)")  # fmt: skip
         return data
 
     @model_validator(mode="after")

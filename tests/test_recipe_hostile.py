@@ -31,6 +31,33 @@ def test_true_or_false_for_a_number_is_refused_not_read_as_1_or_0(override):
     _refused([override], f"recipe override {override}", key, "true or false", "number")
 
 
+@pytest.mark.parametrize(
+    "override, shown",
+    [("kernel.autotune=yes", '"yes"'), ("kernel.autotune=1", "1"), ("kernel.autotune=0", "0"),
+     ('kernel.autotune="false"', '"false"'), ("features.deltas=on", '"on"'), ("kernel.rfm_diagonal=off", '"off"')],
+)  # fmt: skip
+def test_a_switch_takes_only_true_or_false(override, shown):
+    """kernel.autotune=yes or =1 was read as true, and =0 or "false" (quoted) as false, through pydantic's lenient
+    booleans: a typo or a number passed for a choice. Every switch of a recipe takes true or false only."""
+    key = override.split("=")[0]
+    _refused([override], f"recipe override {override}: recipe key {key}: {shown} is not true or false; write true "
+             "or false (without quotes)")  # fmt: skip
+
+
+def test_a_switch_in_the_file_takes_only_true_or_false(tmp_path, capsys):
+    (tmp_path / "recipe.toml").write_text('[features]\ndeltas = "no"\n')
+    with pytest.raises(SpeechkernError, match=r'recipe.toml: recipe key features.deltas: "no" is not true or false'):
+        load_recipe(tmp_path)
+    recipe = load_recipe(
+        RECIPES / "demo", ["kernel.autotune=false", "features.deltas=false", "kernel.rfm_diagonal=true"]
+    )
+    assert (recipe.kernel.autotune, recipe.features.deltas, recipe.kernel.rfm_diagonal) == (False, False, True)
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--set", "kernel.autotune=yes", "--out",
+                            str(tmp_path / "run")], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "--set kernel.autotune=yes: " in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_true_or_false_for_a_number_in_the_file_names_the_file(tmp_path):
     (tmp_path / "recipe.toml").write_text("[kernel]\nepochs = true\n")
     with pytest.raises(SpeechkernError, match=r"recipe.toml: recipe key kernel.epochs: true .*number"):
