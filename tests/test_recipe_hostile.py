@@ -455,6 +455,19 @@ def test_a_memory_budget_beyond_the_machine_is_refused_before_any_work(tmp_path,
     assert "kernel.memory_gb=1.5: more than the 1.0 GiB of memory available now" in caplog.text
 
 
+def test_generated_noise_too_long_to_hold_is_refused_at_load(monkeypatch):
+    """data.generated_noise_s=1e9 loaded, and training ended in a NumPy MemoryError traceback ("Unable to allocate
+    58.2 TiB") after the sources were written; a length that fits but not by much would swap."""
+    import speechkern.recipe as recipe_module
+
+    _refused(["data.generated_noise_s=1e9"], "recipe override data.generated_noise_s=1e9: recipe key "
+             "data.generated_noise_s: 1e+09 s of generated noise (babble and ssn) needs about", "GiB this machine "
+             "allows; give at most")  # fmt: skip
+    monkeypatch.setattr(recipe_module, "memory_budget", lambda: 1 << 30)
+    _refused(["data.generated_noise_s=3600"], "give at most 1677 s")
+    assert load_recipe(RECIPES / "demo", ["data.generated_noise_s=1600"]).data.generated_noise_s == 1600
+
+
 @pytest.mark.parametrize("override", ["data.snrs=[]", "data.noises=[]"])
 def test_a_recipe_that_mixes_nothing_is_refused_at_load(override):
     """data.snrs=[] prepared the data and stopped with "condition all: no train mixtures; check the recipe's data
