@@ -212,3 +212,21 @@ def test_an_empty_system_or_condition_is_refused(tmp_path, option, value):
     run = _fake_run(tmp_path / "run")
     with pytest.raises(SpeechkernError, match=rf"^--{option} '{value}': empty; expected .*, or leave the option out"):
         find_model(run, **{option: value})
+
+
+def test_an_unfinished_model_folder_is_not_chosen_over_a_finished_one(tmp_path, monkeypatch):
+    """A run whose models/kernel held no finished model (emptied, or its config.json lost) beside a finished
+    models/dnn: enhance without --model or --system chose kernel and stopped with "holds no finished model"."""
+    import speechkern.models.select as select
+
+    monkeypatch.chdir(tmp_path)
+    run = _fake_run(tmp_path / "runs" / "x", model="dnn")
+    (run / "models" / "kernel").mkdir()
+    loaded = []
+    monkeypatch.setattr(select.MaskModel, "load", staticmethod(lambda folder, device="cpu": loaded.append(folder)))
+    _, where = find_model(None)
+    assert where == Path("runs/x/models/dnn") and loaded == [where]
+    with pytest.raises(SpeechkernError, match=r"^runs/x/models/kernel: holds no finished model"):
+        find_model("runs/x", system="kernel")  # asked for: what it lacks
+    with pytest.raises(SpeechkernError, match=r"^runs/x: has no kernel1 model; available: dnn$"):
+        find_model("runs/x", system="kernel1")
