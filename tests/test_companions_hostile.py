@@ -406,7 +406,7 @@ def test_asymptotics_lambda_and_r_limits_are_the_solvers_range(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["--lr", "-1"], "error: --lr (-1.0,) is out of range; expected one or more finite numbers above 0"),
+        (["--lr", "-1"], "error: --lr -1 is out of range; expected one or more finite numbers above 0"),
         (["--optimizer", "lbfgs"], "error: --optimizer 'lbfgs' is out of range; expected one of adam, sgd"),
         (["--test-fraction", "0"], "error: --test-fraction 0.0 is out of range; expected a fraction between 0 and 1"),
         (["--rescaled-m", "-5"], "error: --rescaled-m -5.0 is out of range; expected a finite number above 0"),
