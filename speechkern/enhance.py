@@ -249,8 +249,9 @@ def enhance_file(
     floor = mask_floor(atten_lim_db)
     chunk_s = limits.chunk_seconds(chunk_s)
     margin_s = _margin_s(model, margin_s)
-    if out_path.resolve() == path.resolve():
-        raise SpeechkernError(f"{out_path}: is the input itself; choose another output name")
+    if out_path.resolve() == path.resolve():  # another path to the input (a link) names the input too, once
+        same = " itself" if os.path.abspath(out_path) == os.path.abspath(path) else f" {path} (another path to it)"
+        raise SpeechkernError(f"{out_path}: is the input{same}; choose another output name")
     if out_path.exists() and not overwrite:
         raise SpeechkernError(f"{out_path}: exists already; choose another output or pass overwrite=True")
     head = audio.info(path)

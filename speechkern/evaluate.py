@@ -141,6 +141,12 @@ def evaluate(
         run = next(runs, None) if run_dir.exists() else None
         if run is not None:  # the run's recipe.toml, a model folder, a file inside the run
             raise SpeechkernError(f"{run_dir}: lies inside the run directory {run}; evaluate that: give {run}")
+        left = [name for name in ("models/", "manifests/", "train.log") if (run_dir / name.rstrip("/")).exists()]
+        if run_dir.is_dir() and left:  # a run whose recipe.toml was deleted or lost: not "no run", nor another run
+            raise SpeechkernError(f"{run_dir}: recipe.toml is missing from this run directory (it holds "
+                                  f"{', '.join(left)}); restore recipe.toml from a copy, or write it again by "
+                                  "training the recipe the run was trained with, with the same overrides, into "
+                                  "this run directory with resume=True (finished models are kept)")  # fmt: skip
         what = "no such run directory" if not run_dir.exists() else "not a run directory (no recipe.toml inside)"
         what = "is a file, not a run directory" if run_dir.is_file() else what
         raise SpeechkernError(f"{run_dir}: {what}; {what_a_run_is(refused=run_dir)}")

@@ -403,10 +403,17 @@ class _KernelUnit:
 
 def kernel_budget_bytes(recipe: Recipe, device: str) -> int:
     """Memory budget of one kernel fit: ``kernel.memory_gb``, or a third of the device's available memory."""
-    from speechkern.kernels import default_budget_bytes
+    from speechkern.kernels import available_memory_bytes, check_budget_gb, default_budget_bytes
 
-    if recipe.kernel.memory_gb > 0:
-        return int(recipe.kernel.memory_gb * 2**30)
+    if recipe.kernel.memory_gb > 0:  # more than the machine has would plan solves that end in an OOM kill
+        where = resolve_device(device)
+        budget = check_budget_gb("kernel.memory_gb", recipe.kernel.memory_gb, where, "give 0")
+        available = available_memory_bytes(where)
+        if budget > available:  # memory may yet be freed (another job ending): said, not refused
+            logger.warning("kernel.memory_gb=%g: more than the %.1f GiB of memory available now; the fits may swap "
+                           "or be killed unless memory is freed (0: a third of what is available)",
+                           recipe.kernel.memory_gb, available / 2**30)  # fmt: skip
+        return budget
     return default_budget_bytes(resolve_device(device))
 
 
@@ -605,6 +612,10 @@ def train(
             raise SpeechkernError(f"model {n!r}: expected one of {', '.join(MODEL_NAMES)}")
     device_name = device or recipe.train.device
     resolved = str(resolve_device(device_name))  # fail early on a device that is not there
+    if any(n.startswith("kernel") for n in names) and recipe.kernel.memory_gb > 0:
+        from speechkern.kernels import check_budget_gb  # and on a budget the machine cannot hold, before the features
+
+        check_budget_gb("kernel.memory_gb", recipe.kernel.memory_gb, resolved, "give 0")
     with run_lock(run_dir):
         open_run(recipe, run_dir, resume=resume, overwrite=overwrite)
         try:

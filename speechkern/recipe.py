@@ -38,6 +38,8 @@ MIN_LEAF_SIZE = 100
 # The fewest training frames (train.max_train_frames), as kernel.autotune_train_frames: with one, the autotune said
 # the frames "are all the same (silent or constant audio?)".
 MIN_TRAIN_FRAMES = 10
+# Peak memory of generating noise, per sample (float64 spectra and the irfft of speech-shaped noise: 32 measured).
+NOISE_BYTES_PER_SAMPLE = 40
 # The smallest kernel.memory_gb (1 MiB): the local solver sizes its leaves from the budget, and below this they fall
 # under MIN_LEAF_SIZE frames (10⁻⁴ GiB: leaves of 146 frames, 10⁻⁵: 46, 10⁻⁹: 1), and its refusals read "0.00 GiB".
 MIN_MEMORY_GB = 0.001
@@ -206,7 +208,10 @@ class KernelConfig(_Section):
         0, ge=0, description="EigenPro 3 centres (0 = chosen from the data size and memory; else ≥ 10)"
     )
     memory_gb: float = Field(
-        0.0, ge=0, description=f"memory budget of one kernel fit in GiB (0 = a third of free; else ≥ {MIN_MEMORY_GB:g})"
+        0.0,
+        ge=0,
+        description=f"memory budget of one kernel fit in GiB (0 = a third of free; else ≥ {MIN_MEMORY_GB:g} and at "
+        "most the machine's memory)",
     )
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)
@@ -309,8 +314,9 @@ class Recipe(_Section):
     @model_validator(mode="before")
     @classmethod
     def _sections_and_numbers(cls, data: Any) -> Any:
-        """Refuse a section written as a value, and true/false where a number is expected (pydantic reads them as
-        1 and 0); raised as ``key: message``."""
+        """Refuse a section written as a value, true/false where a number is expected (pydantic reads them as
+        1 and 0), and anything but true/false for a switch (pydantic reads "yes", "off", 1 as booleans); raised as
+        ``key: message``."""
         if not isinstance(data, dict):
             return data
         for section, values in data.items():
@@ -326,6 +332,10 @@ class Recipe(_Section):
                 if field is not None and _number_type(field.annotation) and any(isinstance(v, bool) for v in items):
                     raise ValueError(f"{section}.{key}: {_toml_value(value)} holds true or false, but the key takes "
                                      "a number; write the number")  # fmt: skip
+                if field is not None and field.annotation is bool and not isinstance(value, bool):
+                    # pydantic reads "yes", "on", 1, "0" as booleans: a typo or a number would pass for a choice
+                    raise ValueError(f"{section}.{key}: {_toml_value(value)} is not true or false; write true or "
+                                     "false (without quotes)")  # fmt: skip
         return data
 
     @model_validator(mode="after")
@@ -345,6 +355,14 @@ class Recipe(_Section):
             raise ValueError(f"data.sr, features.sr: {self.data.sr} Hz and {self.features.sr} Hz; set both to the "
                              "same rate (and features.fmax to at most half of it)")  # fmt: skip
         _check_noises_and_splits(self.data)
+        generated = sorted({"ssn", "babble"} & set(self.data.noises))
+        need = NOISE_BYTES_PER_SAMPLE * self.data.generated_noise_s * self.data.sr
+        if generated and need > memory_budget():  # at load: it failed with a NumPy MemoryError traceback, or swapped
+            most = math.floor(memory_budget() / (NOISE_BYTES_PER_SAMPLE * self.data.sr))
+            raise ValueError(f"data.generated_noise_s: {self.data.generated_noise_s:g} s of generated noise "
+                             f"({' and '.join(generated)}) needs about {need / 2**30:.3g} GiB to generate, over the "
+                             f"{memory_budget() / 2**30:.1f} GiB this machine allows; give at most {most} s "
+                             "(recordings of 60 to 240 s are usual)")  # fmt: skip
         kc = self.kernel
         n_inputs = input_dim(self.features)
         if n_inputs * 4 * MIN_FIT_FRAMES > memory_budget():

@@ -256,6 +256,9 @@ def write_report(ev: Evaluation, run_dir: Path, overwrite: bool = False) -> Path
     audio_dir = out / "audio"
     if audio_dir.exists():
         shutil.rmtree(audio_dir)
+    for old in out.glob("example-*.png"):  # an earlier report's with more examples: shown beside the new ones
+        if re.fullmatch(r"example-\d+\.png", old.name) and old.is_file():
+            old.unlink()
     by_id = {m.id: m for m in read_run_manifest(run_dir, "test")}
     for n, (mid, masks) in enumerate(ev.example_masks.items()):
         mixture = by_id[mid]

@@ -93,6 +93,14 @@ def test_bench_config_refuses_infinite_settings(setting):
         bench.BenchConfig(learning_rates=(1e-3, INF))
 
 
+@pytest.mark.parametrize(("lr", "shown"), [("nan", "--lr nan is"), ("1e-3,inf", "--lr 0.001,inf is")])
+def test_losses_bench_shows_a_bad_learning_rate_list_as_it_was_given(tmp_path, capsys, lr, shown):
+    """--lr nan was shown as "--lr (nan,) is out of range": the tuple it was parsed into."""
+    code, _, err = run_cli(["losses", "bench", "--builtin", "--out", str(tmp_path / "b"), "--lr", lr], capsys)
+    assert code != 0 and err.strip().count("\n") == 0 and f"error: {shown} out of range; expected" in err, err
+    assert "(" not in err.split("expected")[0], err
+
+
 def test_losses_bench_cli_refuses_infinite_scale_before_writing(tmp_path, capsys):
     out = tmp_path / "bench"
     code, _, err = run_cli(["losses", "bench", "--builtin", "--out", str(out), "--rescaled-t", "inf"], capsys)
@@ -200,8 +208,8 @@ def test_collapse_measures_refuse_hostile_dtypes(H, y, match):
     ("argv", "match"),
     [
         (["--lambda", "inf"], "lam=inf is out of range"),  # was a ValueError traceback from matplotlib
-        (["--sim-r", "inf"], "sim_R=(inf,) is out of range"),  # was a JSON ValueError traceback
-        (["--sim-r", "-1"], "sim_R=(-1.0,) is out of range"),  # was accepted
+        (["--sim-r", "inf"], "sim_R=inf is out of range"),  # was a JSON ValueError traceback
+        (["--sim-r", "1,-1"], "sim_R=1,-1 is out of range"),  # was accepted
         (["--r-max", "inf"], "give finite 0 < r-min < r-max"),  # was 'R=nan is out of range'
         (["--lambda", "1e300"], "lam=1e+300 is out of range; give 0 < lam ≤ 10000"),  # was an OverflowError
         (["--lambda", "3e4"], "lam=30000.0 is out of range"),  # was matplotlib's "cannot be log-scaled"
@@ -398,7 +406,7 @@ def test_asymptotics_lambda_and_r_limits_are_the_solvers_range(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["--lr", "-1"], "error: --lr (-1.0,) is out of range; expected one or more finite numbers above 0"),
+        (["--lr", "-1"], "error: --lr -1 is out of range; expected one or more finite numbers above 0"),
         (["--optimizer", "lbfgs"], "error: --optimizer 'lbfgs' is out of range; expected one of adam, sgd"),
         (["--test-fraction", "0"], "error: --test-fraction 0.0 is out of range; expected a fraction between 0 and 1"),
         (["--rescaled-m", "-5"], "error: --rescaled-m -5.0 is out of range; expected a finite number above 0"),

@@ -430,3 +430,17 @@ def test_a_silent_channel_is_not_filled_with_the_other_at_half_its_level(model, 
             alone = enhance_file(model, write(tmp_path / f"{name}_l.wav", left, subtype="FLOAT"), tmp_path / "l.wav",
                                  overwrite=True)  # fmt: skip
             assert alone and np.allclose(y[:, 0], sf.read(tmp_path / "l.wav", dtype="float32")[0], atol=1e-5)
+
+
+def test_an_output_that_is_a_link_to_the_input_names_both_once(tmp_path, monkeypatch, capsys):
+    """`speechkern enhance link.wav -o c.wav` (link.wav → c.wav) said "link.wav: c.wav: is the input itself": the
+    command line put the input's name before a message that named only the output."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "c.wav", noise(0.5))
+    (tmp_path / "link.wav").symlink_to("c.wav")
+    for given, out, says in [("link.wav", "c.wav", "c.wav: is the input link.wav (another path to it); choose"),
+                             ("c.wav", "link.wav", "link.wav: is the input c.wav (another path to it); choose"),
+                             ("c.wav", "./c.wav", "c.wav: is the input itself; choose")]:  # fmt: skip
+        code, _, err = run(["enhance", given, "-o", out, "--overwrite", "--quiet"], capsys)
+        assert code == 2 and err.endswith(f"\nerror: {says} another output name\n"), err
+    assert sf.info(tmp_path / "c.wav").frames == 8000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -50,20 +51,38 @@ def test_unfinished_parts_and_deleted_runs_do_not_count(tmp_path, monkeypatch):
 def test_a_refused_folder_is_not_offered_as_the_newest_run(tmp_path, monkeypatch):
     """evaluate runs/x of a run whose recipe.toml was lost said "runs/x: not a run directory (no recipe.toml
     inside); ... the newest one here is runs/x": the folder it had just refused."""
-    from speechkern.evaluate import evaluate
+    from speechkern.models.select import what_a_run_is
 
     monkeypatch.chdir(tmp_path)
     _fake_run(tmp_path / "runs" / "good", mtime=1_000_000)
     _fake_run(tmp_path / "runs" / "x", mtime=2_000_000)
-    with pytest.raises(SpeechkernError, match=r"^runs/x: not a run directory .*the newest one here is runs/good;"):
-        evaluate("runs/x")
+    assert "the newest one here is runs/good;" in what_a_run_is(refused="runs/x")
     (tmp_path / "runs" / "empty").mkdir()
     with pytest.raises(SpeechkernError, match=r"^runs/empty: not a run directory .*the newest one here is runs/x;"):
         find_model("runs/empty")
     (tmp_path / "runs" / "good" / "models" / "kernel" / "config.json").unlink()
-    with pytest.raises(SpeechkernError, match=r"^runs/x: not a run directory .*in runs/<recipe name> \(or the --out "
-                       r"folder\); make one with"):  # fmt: skip
+    assert re.search(r"in runs/<recipe name> \(or the --out folder\); make one with", what_a_run_is(refused="runs/x"))
+
+
+def test_evaluate_of_a_run_without_its_recipe_says_recipe_toml_is_missing(tmp_path, monkeypatch):
+    """A run whose recipe.toml was deleted (models/, manifests/ and train.log still there) was "not a run directory"
+    with another run offered instead; it is this run, missing one file, which can be restored."""
+    from speechkern.evaluate import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    _fake_run(tmp_path / "runs" / "good", mtime=1_000_000)
+    run = _fake_run(tmp_path / "runs" / "x", mtime=2_000_000)
+    (run / "manifests").mkdir()
+    (run / "train.log").write_text("")
+    with pytest.raises(SpeechkernError) as err:
         evaluate("runs/x")
+    message = str(err.value)
+    assert message.startswith("runs/x: recipe.toml is missing from this run directory (it holds models/, manifests/, "
+                              "train.log); restore recipe.toml from a copy, or write it again")  # fmt: skip
+    assert "resume=True" in message and "runs/good" not in message and "not a run directory" not in message
+    (tmp_path / "runs" / "bare").mkdir()  # a folder that holds nothing of a run is still no run
+    with pytest.raises(SpeechkernError, match=r"^runs/bare: not a run directory \(no recipe.toml inside\)"):
+        evaluate("runs/bare")
 
 
 def test_evaluate_of_a_folder_without_recipe_says_so_before_asking_for_overwrite(tmp_path, monkeypatch, capsys):
@@ -77,7 +96,8 @@ def test_evaluate_of_a_folder_without_recipe_says_so_before_asking_for_overwrite
     (tmp_path / "runs" / "x" / "report" / "index.html").write_text("<html></html>")
     (tmp_path / "runs" / "x" / "report" / "results.json").write_text("{}")
     code, _, err = run_cli(["evaluate", "runs/x"], capsys)
-    assert code == 2 and "runs/x: not a run directory (no recipe.toml inside)" in err and "--overwrite" not in err
+    assert code == 2 and "runs/x: recipe.toml is missing from this run directory" in err and "--overwrite" not in err
+    assert "with --resume (finished models are kept)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_no_model_names_the_places_searched(tmp_path, monkeypatch):
@@ -192,3 +212,21 @@ def test_an_empty_system_or_condition_is_refused(tmp_path, option, value):
     run = _fake_run(tmp_path / "run")
     with pytest.raises(SpeechkernError, match=rf"^--{option} '{value}': empty; expected .*, or leave the option out"):
         find_model(run, **{option: value})
+
+
+def test_an_unfinished_model_folder_is_not_chosen_over_a_finished_one(tmp_path, monkeypatch):
+    """A run whose models/kernel held no finished model (emptied, or its config.json lost) beside a finished
+    models/dnn: enhance without --model or --system chose kernel and stopped with "holds no finished model"."""
+    import speechkern.models.select as select
+
+    monkeypatch.chdir(tmp_path)
+    run = _fake_run(tmp_path / "runs" / "x", model="dnn")
+    (run / "models" / "kernel").mkdir()
+    loaded = []
+    monkeypatch.setattr(select.MaskModel, "load", staticmethod(lambda folder, device="cpu": loaded.append(folder)))
+    _, where = find_model(None)
+    assert where == Path("runs/x/models/dnn") and loaded == [where]
+    with pytest.raises(SpeechkernError, match=r"^runs/x/models/kernel: holds no finished model"):
+        find_model("runs/x", system="kernel")  # asked for: what it lacks
+    with pytest.raises(SpeechkernError, match=r"^runs/x: has no kernel1 model; available: dnn$"):
+        find_model("runs/x", system="kernel1")

@@ -31,6 +31,33 @@ def test_true_or_false_for_a_number_is_refused_not_read_as_1_or_0(override):
     _refused([override], f"recipe override {override}", key, "true or false", "number")
 
 
+@pytest.mark.parametrize(
+    "override, shown",
+    [("kernel.autotune=yes", '"yes"'), ("kernel.autotune=1", "1"), ("kernel.autotune=0", "0"),
+     ('kernel.autotune="false"', '"false"'), ("features.deltas=on", '"on"'), ("kernel.rfm_diagonal=off", '"off"')],
+)  # fmt: skip
+def test_a_switch_takes_only_true_or_false(override, shown):
+    """kernel.autotune=yes or =1 was read as true, and =0 or "false" (quoted) as false, through pydantic's lenient
+    booleans: a typo or a number passed for a choice. Every switch of a recipe takes true or false only."""
+    key = override.split("=")[0]
+    _refused([override], f"recipe override {override}: recipe key {key}: {shown} is not true or false; write true "
+             "or false (without quotes)")  # fmt: skip
+
+
+def test_a_switch_in_the_file_takes_only_true_or_false(tmp_path, capsys):
+    (tmp_path / "recipe.toml").write_text('[features]\ndeltas = "no"\n')
+    with pytest.raises(SpeechkernError, match=r'recipe.toml: recipe key features.deltas: "no" is not true or false'):
+        load_recipe(tmp_path)
+    recipe = load_recipe(
+        RECIPES / "demo", ["kernel.autotune=false", "features.deltas=false", "kernel.rfm_diagonal=true"]
+    )
+    assert (recipe.kernel.autotune, recipe.features.deltas, recipe.kernel.rfm_diagonal) == (False, False, True)
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--set", "kernel.autotune=yes", "--out",
+                            str(tmp_path / "run")], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "--set kernel.autotune=yes: " in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_true_or_false_for_a_number_in_the_file_names_the_file(tmp_path):
     (tmp_path / "recipe.toml").write_text("[kernel]\nepochs = true\n")
     with pytest.raises(SpeechkernError, match=r"recipe.toml: recipe key kernel.epochs: true .*number"):
@@ -394,6 +421,51 @@ def test_a_memory_budget_too_small_for_any_leaf_is_refused_at_load():
     centres need 0.00 GiB each ..., over the memory budget of 0.00 GiB"."""
     _refused(["kernel.memory_gb=1e-9"], "kernel.memory_gb", "1e-09 GiB is too small", "at least 0.001")
     assert load_recipe(RECIPES / "demo", ["kernel.memory_gb=0.001"]).kernel.memory_gb == 0.001
+
+
+def test_a_memory_budget_beyond_the_machine_is_refused_before_any_work(tmp_path, capsys, monkeypatch, caplog):
+    """kernel.memory_gb=1e12 was taken as it was: the solver planned exact solves and tiles for a terabyte, which
+    end in swap or the out-of-memory killer on a bigger corpus. Beyond the machine's memory it is refused in one
+    line naming what is there; beyond what is available now (memory may yet be freed) a warning says so."""
+    import logging
+
+    import numpy as np
+
+    import speechkern.kernels.memory as memory
+    from speechkern import kernels
+    from speechkern.eigenpro import EigenProRegressor
+    from speechkern.pipeline import kernel_budget_bytes
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", str(RECIPES / "demo"), "--set", "kernel.memory_gb=1e12", "--out", str(out),
+                            "--models", "kernel", "-q"], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "kernel.memory_gb=1e+12: more than the " in err and "GiB of memory of this machine (" in err, err
+    assert "GiB available now); give a budget below what is available, or give 0 for a third of it" in err, err
+    assert not (out / "manifests").exists() and not (out / "models").exists()
+    monkeypatch.setattr(memory, "total_memory_bytes", lambda device: 2 << 30)  # the library's own parameter too
+    X = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    with pytest.raises(SpeechkernError, match=r"^memory_budget_gb=4: more than the 2.0 GiB of memory of this"):
+        EigenProRegressor(memory_budget_gb=4, epochs=1).fit(X, X[:, :1])
+    EigenProRegressor(memory_budget_gb=1, epochs=1).fit(X, X[:, :1])
+    monkeypatch.setattr(kernels, "available_memory_bytes", lambda device: 1 << 30)
+    recipe = load_recipe(RECIPES / "demo", ["kernel.memory_gb=1.5"])
+    with caplog.at_level(logging.WARNING, logger="speechkern"):
+        assert kernel_budget_bytes(recipe, "cpu") == int(1.5 * 2**30)
+    assert "kernel.memory_gb=1.5: more than the 1.0 GiB of memory available now" in caplog.text
+
+
+def test_generated_noise_too_long_to_hold_is_refused_at_load(monkeypatch):
+    """data.generated_noise_s=1e9 loaded, and training ended in a NumPy MemoryError traceback ("Unable to allocate
+    58.2 TiB") after the sources were written; a length that fits but not by much would swap."""
+    import speechkern.recipe as recipe_module
+
+    _refused(["data.generated_noise_s=1e9"], "recipe override data.generated_noise_s=1e9: recipe key "
+             "data.generated_noise_s: 1e+09 s of generated noise (babble and ssn) needs about", "GiB this machine "
+             "allows; give at most")  # fmt: skip
+    monkeypatch.setattr(recipe_module, "memory_budget", lambda: 1 << 30)
+    _refused(["data.generated_noise_s=3600"], "give at most 1677 s")
+    assert load_recipe(RECIPES / "demo", ["data.generated_noise_s=1600"]).data.generated_noise_s == 1600
 
 
 @pytest.mark.parametrize("override", ["data.snrs=[]", "data.noises=[]"])

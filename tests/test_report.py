@@ -226,3 +226,17 @@ def test_an_evaluation_stopped_while_writing_its_report_runs_again_without_overw
     assert not list((run / "report").glob(".*.part"))
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "a report exists already; pass --overwrite" in err
+
+
+def test_an_earlier_reports_extra_example_figures_are_removed(tiny_report, tiny_run, tmp_path):
+    """A report written again with fewer examples (evaluate --limit 1 --overwrite) kept the earlier report's
+    example-1.png beside the new example-0.png: a figure of another evaluation, in the folder of this one."""
+    ev, _ = tiny_report
+    _, root, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(root / "run", copy)
+    (copy / "report" / "example-7.png").write_bytes(b"an earlier report's figure")
+    (copy / "report" / "example-notes.png").write_bytes(b"not a figure of ours")
+    out = report.write_report(ev, copy, overwrite=True)
+    figures = sorted(p.name for p in out.glob("example-*.png"))
+    assert figures == [f"example-{n}.png" for n in range(len(ev.example_masks))] + ["example-notes.png"]

@@ -47,6 +47,7 @@ from speechkern.kernels import (
     ContentKey,
     ExponentialPowerKernel,
     cached_squared_distances,
+    check_budget_gb,
     content_key,
     default_budget_bytes,
     kernel_matrix,
@@ -308,8 +309,8 @@ class EigenProRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
             )
 
     def _budget_bytes(self, device: torch.device) -> int:
-        if self.memory_budget_gb is not None:
-            return int(float(self.memory_budget_gb) * (1 << 30))
+        if self.memory_budget_gb is not None:  # the whole memory, not what is free: a run's bands share one budget
+            return check_budget_gb("memory_budget_gb", self.memory_budget_gb, device)
         return default_budget_bytes(device)
 
     def _setup(

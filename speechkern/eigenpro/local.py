@@ -24,7 +24,13 @@ from speechkern.device import resolve_device
 from speechkern.eigenpro._sklearn import MultiOutputTags, to_numpy, writable32
 from speechkern.eigenpro.exact import MAX_EXACT_POINTS, exact_bytes, nystrom_bytes, nystrom_solve, ridge_solve
 from speechkern.errors import SpeechkernError
-from speechkern.kernels import ExponentialPowerKernel, default_budget_bytes, prepare_points, shared_center_products
+from speechkern.kernels import (
+    ExponentialPowerKernel,
+    check_budget_gb,
+    default_budget_bytes,
+    prepare_points,
+    shared_center_products,
+)
 from speechkern.parallel import SerialExecutor
 from speechkern.progress import report
 
@@ -322,7 +328,7 @@ class LocalKernelRegressor(MultiOutputTags, RegressorMixin, BaseEstimator):
         m = int(self.leaf_centers)
         needed = nystrom_bytes(m) if 0 < m < largest else exact_bytes(largest)
         budget = (default_budget_bytes(device) if self.memory_budget_gb is None
-                  else int(float(self.memory_budget_gb) * 2**30))  # fmt: skip
+                  else check_budget_gb("memory_budget_gb", self.memory_budget_gb, device))  # fmt: skip
         if needed > budget:
             raise SpeechkernError(
                 f"leaves of {min(largest, m or largest)} centres need {needed / 2**30:.2f} GiB each to be solved, over "

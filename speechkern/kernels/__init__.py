@@ -27,7 +27,9 @@ from speechkern.kernels.memory import (
     CPU_TILE_ROWS,
     GPU_TILE_MAX_ENTRIES,
     available_memory_bytes,
+    check_budget_gb,
     default_budget_bytes,
+    total_memory_bytes,
 )
 from speechkern.kernels.tiles import (
     PreparedPoints,
@@ -57,7 +59,9 @@ __all__ = [
     "as_float32",
     "as_tensor",
     "available_memory_bytes",
+    "check_budget_gb",
     "default_budget_bytes",
+    "total_memory_bytes",
     "cached_squared_distances",
     "clear_distance_cache",
     "configure_keops_cache",

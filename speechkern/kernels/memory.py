@@ -31,6 +31,33 @@ def default_budget_bytes(device: torch.device | str) -> int:
     return int(available_memory_bytes(device) * DEFAULT_BUDGET_SHARE)
 
 
+def total_memory_bytes(device: torch.device | str) -> int:
+    """All the memory of ``device``, in bytes: the GPU's, or the machine's physical RAM (64 GiB where unknown)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        _free, total = torch.cuda.mem_get_info(device)
+        return int(total)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 64 << 30
+
+
+def check_budget_gb(name: str, gb: float, device: torch.device | str, default: str = "leave it unset") -> int:
+    """``gb`` GiB in bytes, refused (SpeechkernError naming ``name``) when it is more than the whole memory of
+    ``device``: such a budget plans exact solves and tiles the machine cannot hold, which end in swap or the
+    out-of-memory killer. ``default``: how to ask for the default budget (a third of the available memory)."""
+    from speechkern.errors import SpeechkernError
+
+    have = total_memory_bytes(device)
+    if not float(gb) * 2**30 <= have:  # inf too
+        where = "GPU" if torch.device(device).type == "cuda" else "machine"
+        raise SpeechkernError(f"{name}={float(gb):g}: more than the {have / 2**30:.1f} GiB of memory of this {where} "
+                              f"({available_memory_bytes(device) / 2**30:.1f} GiB available now); give a budget "
+                              f"below what is available, or {default} for a third of it")  # fmt: skip
+    return int(float(gb) * 2**30)
+
+
 def available_memory_bytes(device: torch.device | str) -> int:
     """Memory free for new tensors on ``device``, in bytes: CUDA's free memory, or the OS's available RAM."""
     device = torch.device(device)

@@ -67,8 +67,9 @@ class FigureSettings:
         for name in ("R_values", "sim_R", "lam"):
             values = np.atleast_1d(np.asarray(getattr(self, name), dtype=float))
             if values.size == 0 or not np.all(np.isfinite(values) & (values > 0)):
-                raise SpeechkernError(f"asymptotics: {name}={getattr(self, name)!r} is out of range; give finite "
-                                      "values > 0")  # fmt: skip
+                value = getattr(self, name)  # a list as the command line takes it: 1,inf (not (1.0, inf))
+                shown = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple | list) else repr(value)
+                raise SpeechkernError(f"asymptotics: {name}={shown} is out of range; give finite values > 0")
         for name in ("R_values", "sim_R"):
             if max(getattr(self, name)) > R_MAX:
                 raise SpeechkernError(f"asymptotics: {name} holds {max(getattr(self, name)):g}, out of range; give "

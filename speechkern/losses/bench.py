@@ -169,7 +169,9 @@ class BenchConfig:
         }  # fmt: skip
         for name, ok in checks.items():
             if not ok:  # the value, what was expected (it said only "is out of range")
-                raise SpeechkernError(f"benchmark setting {name}={getattr(self, name)!r} is out of range; expected "
+                value = getattr(self, name)  # a list as the command line takes it: 1e-3,nan (not (0.001, nan))
+                shown = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple | list) else repr(value)
+                raise SpeechkernError(f"benchmark setting {name}={shown} is out of range; expected "
                                       f"{expected[name]}")  # fmt: skip
         if self.selection == "last" and len(self.learning_rates) > 1:
             raise SpeechkernError(

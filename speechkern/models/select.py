@@ -154,12 +154,14 @@ def find_model(
     if not models.is_dir():
         raise SpeechkernError(f"{path}: not a run directory or model folder (no models/ or config.json inside); "
                               f"{what_a_run_is(refused=path)}")  # fmt: skip
-    available = [n for n in PREFERENCE if (models / n).is_dir()]
-    if not available:
+    started = [n for n in PREFERENCE if (models / n).is_dir()]
+    # by default the first finished model: an empty or unfinished models/kernel was chosen over a finished dnn
+    available = [n for n in started if (models / n / "config.json").is_file() or _condition_models(models / n)]
+    if not started:
         raise SpeechkernError(f"{path}: holds no trained model yet; finish training with `speechkern train --resume`")
-    name = system or available[0]
-    if name not in available:
-        raise SpeechkernError(f"{path}: has no {name} model; available: {', '.join(available)}")
+    name = system or (available or started)[0]  # none finished: the first one's folder says what it lacks
+    if name not in started:
+        raise SpeechkernError(f"{path}: has no {name} model; available: {', '.join(available) or 'none finished'}")
     return _condition_model(models / name, condition, device)
 
 
