@@ -276,8 +276,7 @@ def enhance_file(
     whole = _read_all(path, head.frames) if len(spans) == 1 else None
     signal = [whole] if whole is not None else _read_chunks(path, head.frames, chunk)
     gains, offsets, alone = _level_gains(signal, head.frames, model.feature_config.level_dbfs, per_channel)
-    cancelled = alone is not None  # every channel is enhanced on its own, each with its scratch files
-    if cancelled:
+    if alone is not None:  # every channel is enhanced on its own, each with its scratch files
         check_writable(out_path, output_bytes + scratch * head.channels)
         why = ("cancel when averaged (opposite phase)" if alone == "cancelled" else "differ in level by 20 dB or "
                "more (one is silent or nearly; their average would lower the loudest and fill the quiet "
@@ -423,7 +422,7 @@ def _read_chunks(path: Path, frames: int, chunk: int) -> Iterator[np.ndarray]:
 
 
 def _level_gains(signal, frames: int, level_dbfs: float, per_channel: bool):
-    """``(gains, offsets, cancelled)`` over a whole file given as consecutive ``(n_channels, n)`` blocks of its
+    """``(gains, offsets, alone)`` over a whole file given as consecutive ``(n_channels, n)`` blocks of its
     ``frames`` samples: the level gain of each signal to enhance (every channel, or their average), measured
     without DC, so that every block's features see one gain; each channel's DC offset ``(n_channels, 1)``, removed
     before enhancing; and why the channels are enhanced each on its own though ``per_channel`` is False, in which
