@@ -24,14 +24,14 @@ from speechkern.cache import usable_cache_dir
 from speechkern.enhance import apply_mask
 from speechkern.errors import SpeechkernError
 from speechkern.mixtures import Mixture
-from speechkern.models.io import resume_hint, run_models
+from speechkern.models.io import MODEL_NAMES, resume_hint, run_models
 from speechkern.models.mask_model import MaskModel
 from speechkern.progress import report
 from speechkern.recipe import Recipe, load_run_recipe, with_absolute_paths
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_ORDER = ("noisy", "ideal", "kernel", "kernel1", "dnn")
+SYSTEM_ORDER = ("noisy", "ideal", *MODEL_NAMES)
 METRICS = ("mse", "mse_pooled", "stoi", "estoi", "pesq", "pesq_nb", "si_sdr", "accuracy", "hit_fa", "hit_fa_pooled")
 
 

@@ -30,7 +30,7 @@ from speechkern.device import resolve_device
 from speechkern.errors import SpeechkernError
 from speechkern.features import FeatureStats
 from speechkern.mixtures import Mixture
-from speechkern.models.io import MaskModel, split_bands
+from speechkern.models.io import MODEL_NAMES, MaskModel, split_bands
 from speechkern.outputs import write_text
 from speechkern.progress import report
 from speechkern.recipe import Recipe, inert_settings, load_run_recipe, with_absolute_paths
@@ -38,7 +38,6 @@ from speechkern.transform import InputTransform, fit_transform
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAMES = ("kernel", "kernel1", "dnn")
 POOLED_CONDITION = "all"  # the condition of a multi-condition run's one model (every mixture)
 
 

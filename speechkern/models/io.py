@@ -294,11 +294,11 @@ class _Damaged(Exception):
     """A problem with a model folder's contents; :meth:`MaskModel.load` adds the folder and the remedy."""
 
 
-TRAINED = ("kernel", "kernel1", "dnn")  # the models a run may train, in the order reports list them
+MODEL_NAMES = ("kernel", "kernel1", "dnn")  # the models a run may train, in the order reports list them
 
 
 def run_models(run_dir: Path) -> list[str]:
-    """The models a run set out to train, in the reports' order (:data:`TRAINED`): those the last ``speechkern
+    """The models a run set out to train, in the reports' order (:data:`MODEL_NAMES`): those the last ``speechkern
     train`` of it asked for (train.log), those it finished (training_time.json) and those with a folder in models/
     (finished, or parts and checkpoints of one under way). Not the recipe's: ``--models`` trains fewer."""
     names: set[str] = set()
@@ -316,7 +316,7 @@ def run_models(run_dir: Path) -> list[str]:
     if models_dir.is_dir():
         for p in models_dir.iterdir():
             names.add(p.name.removeprefix(".").removesuffix("-parts").removesuffix("-checkpoint"))
-    return [n for n in TRAINED if n in names]
+    return [n for n in MODEL_NAMES if n in names]
 
 
 def resume_hint(run: Path) -> str:

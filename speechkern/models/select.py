@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 from speechkern.errors import SpeechkernError
-from speechkern.models.io import MaskModel
+from speechkern.models.io import MODEL_NAMES, MaskModel
 from speechkern.outputs import write_text
 
-PREFERENCE = ("kernel", "kernel1", "dnn")
+PREFERENCE = MODEL_NAMES  # a run's first finished model, in this order, when none is named
 SHIPPED = Path(__file__).resolve().parents[1] / "pretrained" / "general"
 
 
