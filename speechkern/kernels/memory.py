@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from speechkern.errors import SpeechkernError
+
 # Tile shape on the CPU, per worker thread: a 512 × 2048 float32 tile (4 MiB) keeps the elementwise passes in
 # cache while the distance product stays large enough for the BLAS to run near its peak (measured on 2 EPYC
 # cores; smaller tiles lose GEMM efficiency, larger ones spill the elementwise passes to memory).
@@ -47,8 +49,6 @@ def check_budget_gb(name: str, gb: float, device: torch.device | str, default: s
     """``gb`` GiB in bytes, refused (SpeechkernError naming ``name``) when it is more than the whole memory of
     ``device``: such a budget plans exact solves and tiles the machine cannot hold, which end in swap or the
     out-of-memory killer. ``default``: how to ask for the default budget (a third of the available memory)."""
-    from speechkern.errors import SpeechkernError
-
     have = total_memory_bytes(device)
     if not float(gb) * 2**30 <= have:  # inf too
         where = "GPU" if torch.device(device).type == "cuda" else "machine"
